@@ -1,0 +1,60 @@
+"""Model registry: `spec.model.name` -> NNX module constructor.
+
+Every model follows one contract:
+- `Model(num_classes: int = 1000, *, rngs: nnx.Rngs, **options)` builds it;
+- `model(images, train=False)` maps float NHWC images to logits (N, num_classes);
+- `model.reset_head(num_classes, rngs=...)` swaps the classifier for a fresh one;
+- `model.head_path` is the attribute path of the classifier (for freezing / lower backbone LR);
+- `model.min_size` is the smallest image side the architecture supports.
+Dropout-style layers draw from the `dropout` stream of the `rngs` given at construction.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from flax import nnx
+
+from flaxbench.errors import SpecError
+
+# name -> (module, constructor). Lazy, so importing one family never imports the others.
+ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "vit": ("flaxbench.models.vit", "ViT"),
+    "convmodel": ("flaxbench.models.convmodel", "ConvModel"),
+    **{f"resnet{d}": ("flaxbench.models.resnet", f"resnet{d}") for d in (18, 34, 50, 101, 152)},
+    "alexnet": ("flaxbench.models.alexnet", "alexnet"),
+    "googlenet": ("flaxbench.models.googlenet", "googlenet"),
+    **{f"densenet{d}": ("flaxbench.models.densenet", f"densenet{d}") for d in (121, 161, 169, 201)},
+    **{f"efficientnet_b{i}": ("flaxbench.models.efficientnet", f"efficientnet_b{i}") for i in range(8)},
+}
+
+# Architectures with torchvision weights: name -> module holding `load_torchvision_state`.
+CONVERTERS: dict[str, str] = {
+    name: module + "_convert"
+    for name, (module, _) in ARCHITECTURES.items()
+    if name not in ("vit", "convmodel")
+}
+
+
+def model_class(name: str) -> Any:
+    """The constructor registered under `name`; a SpecError lists the known names."""
+    if name not in ARCHITECTURES:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise SpecError(f"unknown model name '{name}' in spec.model.name; known models: {known}")
+    module, attr = ARCHITECTURES[name]
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_model(name: str, num_classes: int, *, seed: int = 0, **options: Any) -> nnx.Module:
+    """Build model `name` with `num_classes` outputs and random init from `seed`."""
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    return model_class(name)(num_classes, rngs=rngs, **options)
+
+
+def head_module(model: nnx.Module) -> nnx.Module:
+    """The classifier layer at `model.head_path`."""
+    node: Any = model
+    for key in model.head_path:
+        node = node[int(key)] if str(key).isdigit() else getattr(node, key)
+    return node

@@ -1,0 +1,143 @@
+"""Layers with PyTorch's exact semantics, shared by the ported torchvision models (NHWC)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from flaxbench.errors import FlaxbenchError
+
+
+def conv2d(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    stride: int = 1,
+    padding: int | tuple[int, int] = 0,
+    *,
+    groups: int = 1,
+    bias: bool = True,
+    rngs: nnx.Rngs,
+) -> nnx.Conv:
+    """A `torch.nn.Conv2d` equivalent: explicit symmetric padding, never 'SAME'."""
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    return nnx.Conv(
+        in_channels,
+        out_channels,
+        (kh, kw),
+        strides=stride,
+        padding=((ph, ph), (pw, pw)),
+        feature_group_count=groups,
+        use_bias=bias,
+        kernel_init=nnx.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        rngs=rngs,
+    )
+
+
+class BatchNorm2d(nnx.Module):
+    """`torch.nn.BatchNorm2d` over the channel axis of NHWC input.
+
+    Differs from `nnx.BatchNorm` where torch differs: `momentum` weights the new batch
+    (torch convention), and the running variance is updated with the unbiased batch variance.
+    Statistics are kept and computed in float32 whatever the input dtype.
+    """
+
+    def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1):
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.scale = nnx.Param(jnp.ones((num_features,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x32, axis=axes)
+            var = jnp.mean(jnp.square(x32 - mean), axis=axes)
+            n = math.prod(x.shape[:-1])
+            unbiased = var * (n / max(n - 1, 1))
+            m = self.momentum
+            self.mean.value = (1 - m) * self.mean.value + m * mean
+            self.var.value = (1 - m) * self.var.value + m * unbiased
+        else:
+            mean, var = self.mean.value, self.var.value
+        scale = self.scale.value.astype(jnp.float32) * jax.lax.rsqrt(var + self.eps)
+        shift = self.bias.value.astype(jnp.float32) - mean * scale
+        return (x32 * scale + shift).astype(x.dtype)
+
+
+def _pool_padding(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> tuple[int, int]:
+    """Padding (low, high) that yields PyTorch's output length for one spatial axis."""
+    span = size + 2 * pad - kernel
+    if span < 0:
+        raise FlaxbenchError(
+            f"input of {size} px is smaller than a pooling window of {kernel} px (padding {pad}); "
+            "use larger images (spec.data.image_size)"
+        )
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    # PyTorch: the last window must start inside the input or the left padding.
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    high = max((out - 1) * stride + kernel - size - pad, 0)
+    return pad, high
+
+
+def max_pool2d(
+    x: jax.Array, kernel_size: int, stride: int | None = None, padding: int = 0, ceil_mode: bool = False
+) -> jax.Array:
+    """`torch.nn.functional.max_pool2d` on NHWC input, `ceil_mode` included."""
+    stride = stride or kernel_size
+    pads = [_pool_padding(x.shape[a], kernel_size, stride, padding, ceil_mode) for a in (1, 2)]
+    init = jnp.array(-jnp.inf, x.dtype)
+    return jax.lax.reduce_window(
+        x, init, jax.lax.max, (1, kernel_size, kernel_size, 1), (1, stride, stride, 1), [(0, 0), *pads, (0, 0)]
+    )
+
+
+def avg_pool2d(x: jax.Array, kernel_size: int, stride: int | None = None, padding: int = 0) -> jax.Array:
+    """`torch.nn.functional.avg_pool2d` on NHWC input (count_include_pad=True, floor mode)."""
+    stride = stride or kernel_size
+    pads = [_pool_padding(x.shape[a], kernel_size, stride, padding, False) for a in (1, 2)]
+    summed = jax.lax.reduce_window(
+        x, jnp.array(0, x.dtype), jax.lax.add, (1, kernel_size, kernel_size, 1), (1, stride, stride, 1),
+        [(0, 0), *pads, (0, 0)],
+    )
+    return summed / (kernel_size * kernel_size)
+
+
+def _adaptive_matrix(size: int, out: int) -> np.ndarray:
+    """(out, size) averaging matrix with PyTorch's bins [floor(i*n/o), ceil((i+1)*n/o))."""
+    mat = np.zeros((out, size), np.float32)
+    for i in range(out):
+        start = (i * size) // out
+        end = -(-((i + 1) * size) // out)
+        mat[i, start:end] = 1.0 / (end - start)
+    return mat
+
+
+def adaptive_avg_pool2d(x: jax.Array, output_size: int | tuple[int, int]) -> jax.Array:
+    """`torch.nn.functional.adaptive_avg_pool2d` on NHWC input, also when the map is smaller."""
+    oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
+    if (oh, ow) == (1, 1):
+        return jnp.mean(x, axis=(1, 2), keepdims=True)
+    mh = jnp.asarray(_adaptive_matrix(x.shape[1], oh), x.dtype)
+    mw = jnp.asarray(_adaptive_matrix(x.shape[2], ow), x.dtype)
+    return jnp.einsum("oh,nhwc,pw->nopc", mh, x, mw)
+
+
+def check_min_size(x: jax.Array, min_size: int, arch: str) -> None:
+    """Fail with a clear message when images are smaller than `arch` supports."""
+    h, w = x.shape[1], x.shape[2]
+    if h < min_size or w < min_size:
+        raise FlaxbenchError(
+            f"{arch} needs images of at least {min_size}x{min_size} px, got {h}x{w}; "
+            "set spec.data.image_size to at least that"
+        )

@@ -1,0 +1,99 @@
+"""Vision Transformer trained from scratch (the study's ViT patch 10 / patch 15 rows)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from flaxbench.models.layers import check_min_size
+
+
+class MLPBlock(nnx.Module):
+    """Transformer feed-forward block: Linear -> GELU -> Dropout -> Linear -> Dropout."""
+
+    def __init__(self, width: int, mlp_dim: int, dropout: float, *, rngs: nnx.Rngs):
+        self.fc1 = nnx.Linear(width, mlp_dim, rngs=rngs)
+        self.fc2 = nnx.Linear(mlp_dim, width, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = self.dropout(jax.nn.gelu(self.fc1(x)), deterministic=not train)
+        return self.dropout(self.fc2(x), deterministic=not train)
+
+
+class EncoderBlock(nnx.Module):
+    """Pre-norm transformer encoder block."""
+
+    def __init__(self, width: int, num_heads: int, mlp_dim: int, dropout: float, *, rngs: nnx.Rngs):
+        self.ln_1 = nnx.LayerNorm(width, epsilon=1e-6, rngs=rngs)
+        self.self_attention = nnx.MultiHeadAttention(
+            num_heads, width, decode=False, dropout_rate=dropout, rngs=rngs
+        )
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.ln_2 = nnx.LayerNorm(width, epsilon=1e-6, rngs=rngs)
+        self.mlp = MLPBlock(width, mlp_dim, dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        y = self.self_attention(self.ln_1(x), deterministic=not train)
+        x = x + self.dropout(y, deterministic=not train)
+        return x + self.mlp(self.ln_2(x), train=train)
+
+
+class ViT(nnx.Module):
+    """ViT: patchify conv, class token, learned position embeddings, `depth` encoder blocks."""
+
+    head_path = ("head",)
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        *,
+        image_size: int = 150,
+        patch_size: int = 15,
+        depth: int = 9,
+        width: int = 64,
+        num_heads: int = 4,
+        mlp_dim: int = 128,
+        dropout: float = 0.1,
+        rngs: nnx.Rngs,
+    ):
+        if image_size % patch_size:
+            raise ValueError(f"ViT image_size {image_size} is not a multiple of patch_size {patch_size}")
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.min_size = image_size
+        num_patches = (image_size // patch_size) ** 2
+        self.conv_proj = nnx.Conv(
+            3, width, (patch_size, patch_size), strides=patch_size, padding="VALID", rngs=rngs
+        )
+        self.class_token = nnx.Param(jnp.zeros((1, 1, width)))
+        self.pos_embedding = nnx.Param(jax.random.normal(rngs.params(), (1, num_patches + 1, width)) * 0.02)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.layers = nnx.List(
+            [EncoderBlock(width, num_heads, mlp_dim, dropout, rngs=rngs) for _ in range(depth)]
+        )
+        self.ln = nnx.LayerNorm(width, epsilon=1e-6, rngs=rngs)
+        self.head = nnx.Linear(width, num_classes, kernel_init=nnx.initializers.zeros, rngs=rngs)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        check_min_size(x, self.min_size, f"ViT (patch {self.patch_size})")
+        if x.shape[1:3] != (self.image_size, self.image_size):
+            raise ValueError(
+                f"ViT was built for {self.image_size}x{self.image_size} images, got "
+                f"{x.shape[1]}x{x.shape[2]}; set spec.model.options.image_size to match"
+            )
+        x = self.conv_proj(x)
+        n, h, w, c = x.shape
+        x = x.reshape(n, h * w, c)
+        cls = jnp.broadcast_to(self.class_token.value.astype(x.dtype), (n, 1, c))
+        x = jnp.concatenate([cls, x], axis=1) + self.pos_embedding.value.astype(x.dtype)
+        x = self.dropout(x, deterministic=not train)
+        for layer in self.layers:
+            x = layer(x, train=train)
+        return self.head(self.ln(x)[:, 0])
+
+    def reset_head(self, num_classes: int, *, rngs: nnx.Rngs) -> None:
+        """Replace the classifier with a fresh zero-initialised one."""
+        width = self.head.in_features
+        self.head = nnx.Linear(width, num_classes, kernel_init=nnx.initializers.zeros, rngs=rngs)

@@ -1,0 +1,97 @@
+"""Loading, overriding, checking and saving specs (ml-collections ConfigDicts)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from flaxbench.errors import SpecError
+
+# Sections and keys every spec must have (specs/common.py defines them all).
+REQUIRED_KEYS = ("name", "seed", "data.source", "model.name", "train.epochs", "train.batch_size")
+
+
+def load_spec_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
+    """Import a spec file and return its `get_config()`, named after the file if unnamed."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file '{path}' does not exist; see specs/ for the study specs")
+    module_spec = importlib.util.spec_from_file_location(f"flaxbench_spec_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:
+        raise SpecError(f"spec file '{path}' failed to import: {type(e).__name__}: {e}") from None
+    if not hasattr(module, "get_config"):
+        raise SpecError(f"spec file '{path}' has no get_config() function")
+    return finalize(module.get_config(), path)
+
+
+def finalize(config: ml_collections.ConfigDict, path: str | os.PathLike | None) -> ml_collections.ConfigDict:
+    """Fill the spec name from the file name and check that the required keys are there."""
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise SpecError(f"get_config() in '{path}' must return an ml_collections.ConfigDict")
+    with config.unlocked():
+        if not config.get("name") and path is not None:
+            config.name = Path(path).stem
+    for key in REQUIRED_KEYS:
+        try:
+            get_path(config, key)
+        except SpecError:
+            raise SpecError(f"spec '{path}' lacks key '{key}'; start from specs/common.py") from None
+    return config
+
+
+def get_path(config: ml_collections.ConfigDict, dotted: str) -> Any:
+    """Value at `a.b.c`; SpecError naming the key when it does not exist."""
+    node: Any = config
+    for i, part in enumerate(dotted.split(".")):
+        if not isinstance(node, (ml_collections.ConfigDict, Mapping)) or part not in node:
+            where = ".".join(dotted.split(".")[:i]) or "the spec"
+            raise SpecError(f"unknown spec key 'spec.{dotted}': '{part}' is not a key of {where}")
+        node = node[part]
+    return node
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any] | Iterable[str]) -> None:
+    """Apply `{'train.epochs': 3}` or `['train.epochs=3']` overrides in place, type-checked."""
+    if not isinstance(overrides, Mapping):
+        pairs = {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise SpecError(f"spec override '{item}' must look like key=value")
+            pairs[key.removeprefix("spec.").removeprefix("--spec.")] = _parse_value(value)
+        overrides = pairs
+    for dotted, value in overrides.items():
+        get_path(config, dotted)  # raises on a misspelled key
+        parent_path, _, leaf = dotted.rpartition(".")
+        parent = get_path(config, parent_path) if parent_path else config
+        try:
+            parent[leaf] = value
+        except TypeError as e:
+            raise SpecError(f"spec key 'spec.{dotted}' cannot take {value!r}: {e}") from None
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    """The resolved spec as JSON (tuples become lists)."""
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    """A spec saved by `to_json` back as a ConfigDict."""
+    return ml_collections.ConfigDict(json.loads(text))

@@ -1,0 +1,58 @@
+"""Shared defaults of the study: Kather 2016 via TFDS, six classes, 2550/600/600, 30 epochs.
+
+Not a row by itself: every study spec starts from `get_config()` here and changes what the
+row changes. Each key is documented once, here.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+STUDY_CLASSES = ("tumor", "stroma", "complex", "lympho", "debris", "mucosa")
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The study defaults."""
+    c = ml_collections.ConfigDict()
+    c.name = ""  # row name; defaults to the spec file's stem
+    c.title = ""  # human label in tables and plots; defaults to name
+    c.seed = 0  # init, data order, augmentation and dropout
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "tfds:colorectal_histology"  # or "folder:PATH" (folder or .zip) or "synthetic"
+    c.data.classes = STUDY_CLASSES  # selects and orders classes; None = all of the source
+    c.data.split = (2550, 600, 600)  # train/val/test as counts, or fractions
+    c.data.split_seed = 0  # the split depends on this alone, not on `seed`
+    c.data.image_size = config_dict.placeholder(int)  # None = native size (150 for Kather 2016)
+    c.data.skip_bad_files = False  # True: skip unreadable files and list them in a warning
+    c.data.tfds_data_dir = config_dict.placeholder(str)
+    c.data.synthetic_per_class = 625
+    c.data.synthetic_size = 150
+    c.data.augment = ("hflip", "vflip", "rot90")  # tissue has no orientation
+    c.data.normalize = "unit"  # "imagenet" for pretrained nets
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "convmodel"  # see flaxbench/models/__init__.py
+    # "scratch" | "imagenet" (torchvision download) | "torchvision:FILE.pth" | "checkpoint:DIR"
+    c.model.init = "scratch"
+    c.model.options = ml_collections.ConfigDict()  # constructor options of the model
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 30
+    c.train.batch_size = 64
+    c.train.eval_batch_size = 200
+    c.train.optimizer = "adamw"  # or "sgd" (with momentum)
+    c.train.learning_rate = 1e-3
+    c.train.schedule = "cosine"  # or "constant"
+    c.train.warmup_epochs = 1.0
+    c.train.weight_decay = 1e-4
+    c.train.momentum = 0.9  # sgd only
+    c.train.label_smoothing = 0.0
+    c.train.grad_clip_norm = config_dict.placeholder(float)  # None = no clipping
+    c.train.freeze_backbone = False  # train only the head (model.head_path)
+    c.train.backbone_lr_scale = 1.0  # learning-rate factor for everything but the head
+    c.train.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
+    c.train.deterministic = False  # XLA deterministic GPU ops (slower on GPU; CPU always is)
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # devices on the data-parallel axis; -1 = all local devices
+    return c

@@ -1,0 +1,102 @@
+"""Shared checks that a converted NNX model computes what its torchvision original computes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+
+from flaxbench.weights import load_torchvision, to_numpy
+
+
+def seeded_torch_model(builder, seed: int = 0, **kwargs) -> torch.nn.Module:
+    """A torchvision model with seeded random weights and randomised BN statistics."""
+    torch.manual_seed(seed)
+    model = builder(weights=None, **kwargs)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+                module.weight.copy_(0.5 + torch.rand(n, generator=gen))
+                module.bias.copy_(0.2 * torch.randn(n, generator=gen))
+    return model.eval()
+
+
+def random_images(n: int, size: int | tuple[int, int], seed: int = 0) -> np.ndarray:
+    """Normalised-looking float32 NHWC images."""
+    h, w = (size, size) if isinstance(size, int) else size
+    return np.random.default_rng(seed).normal(size=(n, h, w, 3)).astype(np.float32)
+
+
+def torch_logits(model: torch.nn.Module, images_nhwc: np.ndarray) -> np.ndarray:
+    """torch forward on NHWC numpy images (the model's current train/eval mode)."""
+    with torch.no_grad():
+        out = model(torch.from_numpy(images_nhwc.transpose(0, 3, 1, 2).copy()))
+    if not isinstance(out, torch.Tensor):  # GoogLeNetOutputs in train mode
+        out = out.logits if hasattr(out, "logits") else out[0]
+    return out.numpy()
+
+
+def assert_close_to_scale(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-4) -> None:
+    """max |actual - expected| <= rtol * max |expected|."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = max(float(np.max(np.abs(expected))), 1e-6)
+    err = float(np.max(np.abs(actual - expected)))
+    assert err <= rtol * scale, f"max abs diff {err:.3g} > {rtol} x logit scale {scale:.3g}"
+
+
+def assert_eval_parity(arch: str, torch_model: torch.nn.Module, size, n: int = 2) -> None:
+    """Converted eval-mode logits equal torchvision's on the same batch."""
+    model = load_torchvision(arch, torch_model.state_dict())
+    images = random_images(n, size)
+    torch_model.eval()
+    expected = torch_logits(torch_model, images)
+    assert_close_to_scale(np.asarray(model(jnp.asarray(images), train=False)), expected)
+
+
+def _batch_stats(model: nnx.Module) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.BatchStat))]
+
+
+def assert_train_parity(arch: str, torch_model: torch.nn.Module, size, n: int = 4) -> None:
+    """Train-mode logits (BN batch statistics) and updated running statistics equal torch's.
+
+    Build both models without dropout / stochastic depth so that train mode is deterministic.
+    """
+    model = load_torchvision(arch, torch_model.state_dict())
+    images = random_images(n, size, seed=1)
+    torch_model.train()
+    expected = torch_logits(torch_model, images)
+    torch_model.eval()
+    assert_close_to_scale(np.asarray(model(jnp.asarray(images), train=True)), expected)
+    # Running statistics after one step: load torch's updated buffers into a fresh model.
+    reference = load_torchvision(arch, to_numpy(torch_model.state_dict()))
+    ours, theirs = _batch_stats(model), _batch_stats(reference)
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def assert_head_replacement(arch: str, torch_model: torch.nn.Module, num_classes: int = 6) -> None:
+    """A fresh head has `num_classes` outputs and the backbone weights are unchanged."""
+    full = load_torchvision(arch, torch_model.state_dict())
+    small = load_torchvision(arch, torch_model.state_dict(), num_classes=num_classes)
+    out = small(jnp.asarray(random_images(1, 96)), train=False)
+    assert out.shape == (1, num_classes)
+    head = tuple(small.head_path)
+
+    def backbone(m):
+        flat = nnx.state(m, nnx.Param).flat_state()
+        return {k: np.asarray(v.value if hasattr(v, "value") else v) for k, v in flat
+                if tuple(str(p) for p in k[: len(head)]) != tuple(str(p) for p in head)}
+
+    a, b = backbone(full), backbone(small)
+    assert a.keys() == b.keys() and len(a) > 0
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])

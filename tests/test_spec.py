@@ -1,0 +1,52 @@
+"""Spec loading, overrides and validation."""
+
+import pytest
+
+from flaxbench.errors import SpecError
+from flaxbench.spec import apply_overrides, from_json, load_spec_file, to_json
+from tests.helpers import REPO, load_repo_spec
+
+STUDY_SPECS = ["vit_p10", "vit_p15", "convmodel", "resnet18", "alexnet", "googlenet", "densenet121",
+               "resnet50", "efficientnet_b4", "demo"]
+
+
+@pytest.mark.parametrize("name", STUDY_SPECS)
+def test_every_spec_loads_with_its_file_name_and_a_documented_command(name):
+    spec = load_repo_spec(name)
+    assert spec.name == name
+    text = (REPO / "specs" / f"{name}.py").read_text()
+    assert f"python -m flaxbench --spec specs/{name}.py" in text
+
+
+def test_study_specs_share_the_study_settings():
+    for name in STUDY_SPECS[:-1]:
+        spec = load_repo_spec(name)
+        assert spec.train.epochs == 30
+        assert tuple(spec.data.classes) == ("tumor", "stroma", "complex", "lympho", "debris", "mucosa")
+        assert tuple(spec.data.split) == (2550, 600, 600)
+        assert spec.data.image_size is None
+
+
+def test_overrides_are_applied_and_type_checked():
+    spec = load_repo_spec("vit_p15")
+    apply_overrides(spec, ["train.epochs=3", "model.options.patch_size=10", "data.image_size=100"])
+    assert (spec.train.epochs, spec.model.options.patch_size, spec.data.image_size) == (3, 10, 100)
+    with pytest.raises(SpecError, match="spec.train.epochs"):
+        apply_overrides(spec, ["train.epochs='many'"])
+
+
+def test_misspelled_key_names_the_key():
+    spec = load_repo_spec("vit_p15")
+    with pytest.raises(SpecError, match=r"spec\.trian\.epochs"):
+        apply_overrides(spec, ["trian.epochs=1"])
+
+
+def test_missing_spec_file_is_named(tmp_path):
+    with pytest.raises(SpecError, match="nope.py"):
+        load_spec_file(tmp_path / "nope.py")
+
+
+def test_spec_round_trips_through_json():
+    spec = load_repo_spec("demo")
+    again = from_json(to_json(spec))
+    assert to_json(again) == to_json(spec)
