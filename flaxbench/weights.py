@@ -60,7 +60,7 @@ def to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     out = {}
     for key, value in state_dict.items():
         if hasattr(value, "detach"):
-            value = value.detach().cpu().numpy()
+            value = value.detach().cpu().numpy().copy()
         out[str(key)] = np.asarray(value)
     return out
 

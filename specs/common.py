@@ -51,6 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.freeze_backbone = False  # train only the head (model.head_path)
     c.train.backbone_lr_scale = 1.0  # learning-rate factor for everything but the head
     c.train.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
+    # "scan": each epoch is one lax.scan; "steps": one jitted step at a time (XLA:CPU runs convs
+    # in loops slowly); "auto": scan on GPU/TPU, steps on CPU.
+    c.train.epoch_loop = "auto"
     c.train.deterministic = False  # XLA deterministic GPU ops (slower on GPU; CPU always is)
 
     c.mesh = ml_collections.ConfigDict()

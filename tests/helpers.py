@@ -29,11 +29,12 @@ def tiny_spec(**overrides) -> ml_collections.ConfigDict:
     spec.data.source = "synthetic"
     spec.data.synthetic_per_class = 16
     spec.data.image_size = 32
-    spec.data.split = (8, 4, 4)
+    spec.data.split = (48, 24, 24)
     spec.model.name = "convmodel"
     spec.model.options = dict(channels=(8, 16, 16), hidden=32, dropout=0.0)
     spec.train.epochs = 3
-    spec.train.batch_size = 16
+    spec.data.normalize = "centered"
+    spec.train.batch_size = 8
     spec.train.eval_batch_size = 16
     spec.train.learning_rate = 3e-3
     spec.train.warmup_epochs = 0.0

@@ -65,12 +65,12 @@ class BatchNorm2d(nnx.Module):
             n = math.prod(x.shape[:-1])
             unbiased = var * (n / max(n - 1, 1))
             m = self.momentum
-            self.mean.value = (1 - m) * self.mean.value + m * mean
-            self.var.value = (1 - m) * self.var.value + m * unbiased
+            self.mean.set_value((1 - m) * self.mean[...] + m * mean)
+            self.var.set_value((1 - m) * self.var[...] + m * unbiased)
         else:
-            mean, var = self.mean.value, self.var.value
-        scale = self.scale.value.astype(jnp.float32) * jax.lax.rsqrt(var + self.eps)
-        shift = self.bias.value.astype(jnp.float32) - mean * scale
+            mean, var = self.mean[...], self.var[...]
+        scale = self.scale[...].astype(jnp.float32) * jax.lax.rsqrt(var + self.eps)
+        shift = self.bias[...].astype(jnp.float32) - mean * scale
         return (x32 * scale + shift).astype(x.dtype)
 
 
@@ -96,9 +96,9 @@ def max_pool2d(
     """`torch.nn.functional.max_pool2d` on NHWC input, `ceil_mode` included."""
     stride = stride or kernel_size
     pads = [_pool_padding(x.shape[a], kernel_size, stride, padding, ceil_mode) for a in (1, 2)]
-    init = jnp.array(-jnp.inf, x.dtype)
+    # A Python scalar init lets JAX pick its differentiable reduce_window_max.
     return jax.lax.reduce_window(
-        x, init, jax.lax.max, (1, kernel_size, kernel_size, 1), (1, stride, stride, 1), [(0, 0), *pads, (0, 0)]
+        x, -jnp.inf, jax.lax.max, (1, kernel_size, kernel_size, 1), (1, stride, stride, 1), [(0, 0), *pads, (0, 0)]
     )
 
 
@@ -107,7 +107,7 @@ def avg_pool2d(x: jax.Array, kernel_size: int, stride: int | None = None, paddin
     stride = stride or kernel_size
     pads = [_pool_padding(x.shape[a], kernel_size, stride, padding, False) for a in (1, 2)]
     summed = jax.lax.reduce_window(
-        x, jnp.array(0, x.dtype), jax.lax.add, (1, kernel_size, kernel_size, 1), (1, stride, stride, 1),
+        x, 0.0, jax.lax.add, (1, kernel_size, kernel_size, 1), (1, stride, stride, 1),
         [(0, 0), *pads, (0, 0)],
     )
     return summed / (kernel_size * kernel_size)

@@ -24,7 +24,8 @@ class StateDictMapper:
     """Hands out state_dict tensors by name and checks that every key is used exactly once."""
 
     def __init__(self, state_dict: Mapping[str, np.ndarray], arch: str):
-        self.tensors = {k: np.asarray(v) for k, v in state_dict.items()}
+        # Copies: on CPU jnp.asarray may share memory with torch's buffers, which torch mutates.
+        self.tensors = {k: np.array(v, copy=True) for k, v in state_dict.items()}
         self.arch = arch
         self.used: set[str] = set()
 
@@ -46,26 +47,26 @@ class StateDictMapper:
 
     def conv(self, conv: nnx.Conv, prefix: str) -> None:
         """torch Conv2d `prefix.weight` (O, I/g, kh, kw) [+ bias] -> kernel (kh, kw, I/g, O)."""
-        kh, kw, cin, cout = conv.kernel.value.shape
+        kh, kw, cin, cout = conv.kernel[...].shape
         w = self.take(f"{prefix}.weight", (cout, cin, kh, kw))
-        conv.kernel.value = jnp.asarray(w.transpose(2, 3, 1, 0), jnp.float32)
+        conv.kernel.set_value(jnp.asarray(w.transpose(2, 3, 1, 0), jnp.float32))
         if conv.bias is not None:
-            conv.bias.value = jnp.asarray(self.take(f"{prefix}.bias", (cout,)), jnp.float32)
+            conv.bias.set_value(jnp.asarray(self.take(f"{prefix}.bias", (cout,)), jnp.float32))
 
     def linear(self, linear: nnx.Linear, prefix: str) -> None:
         """torch Linear `prefix.weight` (O, I) + bias -> kernel (I, O)."""
-        cin, cout = linear.kernel.value.shape
-        linear.kernel.value = jnp.asarray(self.take(f"{prefix}.weight", (cout, cin)).T, jnp.float32)
+        cin, cout = linear.kernel[...].shape
+        linear.kernel.set_value(jnp.asarray(self.take(f"{prefix}.weight", (cout, cin)).T, jnp.float32))
         if linear.bias is not None:
-            linear.bias.value = jnp.asarray(self.take(f"{prefix}.bias", (cout,)), jnp.float32)
+            linear.bias.set_value(jnp.asarray(self.take(f"{prefix}.bias", (cout,)), jnp.float32))
 
     def bn(self, bn: BatchNorm2d, prefix: str) -> None:
         """torch BatchNorm2d weight, bias, running_mean, running_var -> scale, bias, mean, var."""
         n = (bn.num_features,)
-        bn.scale.value = jnp.asarray(self.take(f"{prefix}.weight", n), jnp.float32)
-        bn.bias.value = jnp.asarray(self.take(f"{prefix}.bias", n), jnp.float32)
-        bn.mean.value = jnp.asarray(self.take(f"{prefix}.running_mean", n), jnp.float32)
-        bn.var.value = jnp.asarray(self.take(f"{prefix}.running_var", n), jnp.float32)
+        bn.scale.set_value(jnp.asarray(self.take(f"{prefix}.weight", n), jnp.float32))
+        bn.bias.set_value(jnp.asarray(self.take(f"{prefix}.bias", n), jnp.float32))
+        bn.mean.set_value(jnp.asarray(self.take(f"{prefix}.running_mean", n), jnp.float32))
+        bn.var.set_value(jnp.asarray(self.take(f"{prefix}.running_var", n), jnp.float32))
 
     def finish(self) -> None:
         """Raise naming the first state_dict key that no layer took."""

@@ -86,8 +86,8 @@ class ViT(nnx.Module):
         x = self.conv_proj(x)
         n, h, w, c = x.shape
         x = x.reshape(n, h * w, c)
-        cls = jnp.broadcast_to(self.class_token.value.astype(x.dtype), (n, 1, c))
-        x = jnp.concatenate([cls, x], axis=1) + self.pos_embedding.value.astype(x.dtype)
+        cls = jnp.broadcast_to(self.class_token[...].astype(x.dtype), (n, 1, c))
+        x = jnp.concatenate([cls, x], axis=1) + self.pos_embedding[...].astype(x.dtype)
         x = self.dropout(x, deterministic=not train)
         for layer in self.layers:
             x = layer(x, train=train)

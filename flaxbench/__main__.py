@@ -1,0 +1,131 @@
+"""Command line: train a spec, or `evaluate | convert | study | report | predict`.
+
+    python -m flaxbench --spec specs/vit_p15.py [--spec.train.epochs=3] [--workdir DIR] [--overwrite]
+    python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last]
+    python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
+    python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...]
+    python -m flaxbench report RUNS_DIR [--out DIR]
+    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv]
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from flaxbench.errors import FlaxbenchError
+
+COMMANDS = ("train", "evaluate", "convert", "study", "report", "predict")
+COMMON_SPEC = Path(__file__).resolve().parent.parent / "specs" / "common.py"
+
+config_flags.DEFINE_config_file("spec", None, "Spec file (specs/*.py); override keys with --spec.a.b=value.")
+flags.DEFINE_string("workdir", None, "Run directory (default runs/<spec name>; study: runs/study).")
+flags.DEFINE_bool("overwrite", False, "Replace the results of a finished run in --workdir.")
+flags.DEFINE_enum("split", "test", ["test", "val", "train"], "evaluate: which split.")
+flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "evaluate/predict: which checkpoint.")
+flags.DEFINE_string("arch", None, "convert: architecture, e.g. resnet18.")
+flags.DEFINE_string("torch_weights", None, "convert: torchvision state_dict .pth file.")
+flags.DEFINE_string("out", None, "convert: output dir; report: output dir; predict: CSV file.")
+flags.DEFINE_list("specs", None, "study: comma-separated spec files (default: the nine study specs).")
+flags.DEFINE_integer("seeds", 1, "study: seeds per row (seed, seed+1, ...).")
+FLAGS = flags.FLAGS
+
+
+def _train(args: list[str]) -> None:
+    from flaxbench.spec import finalize
+    from flaxbench.train.loop import train_and_evaluate
+
+    if FLAGS.spec is None:
+        raise FlaxbenchError("--spec is required, e.g. python -m flaxbench --spec specs/demo.py")
+    spec = finalize(FLAGS.spec, config_flags.get_config_filename(FLAGS["spec"]))
+    train_and_evaluate(spec, FLAGS.workdir or f"runs/{spec.name}", overwrite=FLAGS.overwrite)
+
+
+def _evaluate(args: list[str]) -> None:
+    from flaxbench.evaluation import format_metrics
+    from flaxbench.train.evaluate import evaluate_workdir
+
+    if not FLAGS.workdir:
+        raise FlaxbenchError("evaluate needs --workdir DIR (a run directory)")
+    result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint)
+    print(format_metrics(result["name"], FLAGS.split, result) + f"  (epoch {result['epoch']}, {FLAGS.checkpoint})")
+    print(f"wrote {Path(FLAGS.workdir) / f'eval_{FLAGS.split}.json'}")
+
+
+def _convert(args: list[str]) -> None:
+    from flaxbench.weights import load_torchvision, save_converted
+
+    if not (FLAGS.arch and FLAGS.torch_weights and FLAGS.out):
+        raise FlaxbenchError("convert needs --arch, --torch-weights FILE.pth and --out DIR")
+    model = load_torchvision(FLAGS.arch, FLAGS.torch_weights)
+    save_converted(model, FLAGS.arch, FLAGS.out, FLAGS.torch_weights)
+    print(f"wrote {FLAGS.arch} weights to {FLAGS.out}; use spec.model.init='checkpoint:{FLAGS.out}'")
+
+
+def _study(args: list[str]) -> None:
+    from flaxbench.study import run_study
+
+    overrides = config_flags.get_override_values(FLAGS["spec"])
+    run_study(FLAGS.specs, FLAGS.workdir or "runs/study", seeds=FLAGS.seeds, overrides=overrides)
+
+
+def _report(args: list[str]) -> None:
+    from flaxbench.report import write_report
+
+    if len(args) != 1:
+        raise FlaxbenchError("report needs exactly one RUNS_DIR, e.g. python -m flaxbench report runs/study")
+    for kind, path in write_report(args[0], FLAGS.out).items():
+        print(f"{kind:>20}: {path}")
+
+
+def _predict(args: list[str]) -> None:
+    from flaxbench.predict import predict_paths
+
+    if not FLAGS.workdir or not args:
+        raise FlaxbenchError("predict needs --workdir DIR and at least one tile file or folder")
+    out = FLAGS.out or str(Path(FLAGS.workdir) / "predictions.csv")
+    predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint)
+
+
+HANDLERS = {"train": _train, "evaluate": _evaluate, "convert": _convert, "study": _study,
+            "report": _report, "predict": _predict}
+
+
+def main(argv: list[str]) -> None:
+    """Dispatch to the command named by the first positional argument (default: train)."""
+    from data_pipeline import DataError
+    from flaxbench.train.loop import Interrupted
+
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    args = argv[1:]
+    command = "train"
+    if args and args[0] in COMMANDS:
+        command, args = args[0], args[1:]
+    elif args and command == "train":
+        raise app.UsageError(f"unknown command '{args[0]}'; commands: {', '.join(COMMANDS)}")
+    try:
+        HANDLERS[command](args)
+    except (FlaxbenchError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Interrupted as e:
+        print(f"stopped by {e.signal_name} after epoch {e.epoch}; checkpoint saved in {e.workdir / 'checkpoints'}. "
+              f"Resume with the same command: {' '.join(['python -m flaxbench', *sys.argv[1:]])}", file=sys.stderr)
+        sys.exit(130 if e.signal_name == "SIGINT" else 143)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    argv = sys.argv
+    if len(argv) > 1 and argv[1] == "study" and not any(a.startswith("--spec=") for a in argv):
+        # Study overrides (--spec.x=y) are parsed against the common spec, then applied to every row.
+        argv = [argv[0], "study", f"--spec={COMMON_SPEC}", *argv[2:]]
+    app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,132 @@
+"""Orbax checkpoints of a run (best-by-validation and last) and of a converted model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from flaxbench.errors import FlaxbenchError
+from flaxbench.train.state import TrainState, flat_arrays, unflat_arrays
+
+BEST, LAST = "best", "last"
+
+
+def _to_tree(state: TrainState) -> dict[str, Any]:
+    return {
+        "params": flat_arrays(state.params),
+        "model_state": flat_arrays(state.model_state),
+        "opt_state": flat_arrays(state.opt_state),
+    }
+
+
+def _from_tree(tree: dict[str, Any], template: TrainState) -> TrainState:
+    return TrainState(
+        unflat_arrays(template.params, tree["params"]),
+        unflat_arrays(template.model_state, tree["model_state"]),
+        unflat_arrays(template.opt_state, tree["opt_state"]),
+    )
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class RunCheckpoints:
+    """`WORKDIR/checkpoints/{best,last}`: the best-validation epoch and the last two epochs."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.managers = {
+            BEST: ocp.CheckpointManager(
+                self.directory / BEST, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+            ),
+            LAST: ocp.CheckpointManager(
+                self.directory / LAST, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+            ),
+        }
+
+    def save(self, which: str, epoch: int, state: TrainState, meta: dict[str, Any]) -> None:
+        """Save `state` and JSON `meta` as epoch `epoch` (asynchronously; see `wait`)."""
+        args = ocp.args.Composite(state=ocp.args.StandardSave(_to_tree(state)), meta=ocp.args.JsonSave(meta))
+        self.managers[which].save(epoch, args=args, force=True)
+
+    def wait(self) -> None:
+        """Block until every pending save is on disk."""
+        for manager in self.managers.values():
+            manager.wait_until_finished()
+
+    def epochs(self, which: str) -> list[int]:
+        """Saved epochs of `which`, oldest first."""
+        self.managers[which].reload()
+        return sorted(self.managers[which].all_steps())
+
+    def restore(self, which: str, template: TrainState) -> tuple[TrainState, dict[str, Any], int] | None:
+        """Newest readable checkpoint of `which` as (state, meta, epoch); None if there is none.
+
+        A checkpoint that fails to read (partial or corrupt) is reported by name and the one
+        before it is tried.
+        """
+        abstract = _abstract(_to_tree(template))
+        for epoch in reversed(self.epochs(which)):
+            args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+            try:
+                restored = self.managers[which].restore(epoch, args=args)
+                return _from_tree(restored.state, template), dict(restored.meta), epoch
+            except Exception as e:  # orbax/tensorstore raise many types for damaged files
+                logging.warning(
+                    "checkpoint %s is unreadable (%s: %s); trying the previous one",
+                    self.directory / which / str(epoch), type(e).__name__, str(e).splitlines()[0][:200],
+                )
+        return None
+
+    def close(self) -> None:
+        """Finish pending saves and release the managers."""
+        for manager in self.managers.values():
+            manager.wait_until_finished()
+            manager.close()
+
+
+def save_model(directory: str | Path, params: Any, model_state: Any, meta: dict[str, Any]) -> None:
+    """Write a model's weights (no optimizer) and JSON `meta` as an orbax checkpoint."""
+    directory = Path(directory).absolute()
+    if directory.exists() and any(directory.iterdir()):
+        raise FlaxbenchError(f"output directory '{directory}' is not empty; choose a new --out")
+    tree = {"params": flat_arrays(params), "model_state": flat_arrays(model_state)}
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+        ckptr.save(directory, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
+
+
+def read_model_meta(directory: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a `save_model` checkpoint (architecture, class count, source)."""
+    directory = Path(directory).absolute()
+    if not directory.is_dir():
+        raise FlaxbenchError(f"model checkpoint '{directory}' does not exist; write one with 'flaxbench convert'")
+    try:
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+            return dict(ckptr.restore(directory, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+    except Exception as e:
+        raise FlaxbenchError(
+            f"'{directory}' is not a flaxbench model checkpoint ({type(e).__name__}); write one with 'flaxbench convert'"
+        ) from None
+
+
+def load_model(directory: str | Path, params: Any, model_state: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """Read a `save_model` checkpoint into templates `params`, `model_state`; returns them and meta."""
+    directory = Path(directory).absolute()
+    meta = read_model_meta(directory)
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+        tree = {"params": flat_arrays(params), "model_state": flat_arrays(model_state)}
+        try:
+            restored = ckptr.restore(
+                directory, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(tree)))
+            ).state
+        except Exception as e:
+            raise FlaxbenchError(
+                f"model checkpoint '{directory}' does not fit this model ({type(e).__name__}); "
+                f"it holds {meta.get('arch', 'an unknown architecture')}"
+            ) from None
+    return unflat_arrays(params, restored["params"]), unflat_arrays(model_state, restored["model_state"]), dict(meta)

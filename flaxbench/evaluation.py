@@ -1,0 +1,48 @@
+"""Metrics of one split from its logits: the numbers results.json and `evaluate` report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from flaxbench import metrics
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable log-softmax in float64."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def split_metrics(
+    logits: np.ndarray, labels: np.ndarray, classes: Sequence[str], ids: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, mean cross-entropy, confusion matrix, per-class metrics and per-tile predictions."""
+    labels = np.asarray(labels, np.int64)
+    logp = log_softmax(logits)
+    predictions = logp.argmax(axis=-1)
+    cm = metrics.confusion_matrix(labels, predictions, len(classes))
+    return {
+        "accuracy": float(np.mean(predictions == labels)),
+        "loss": float(-np.mean(logp[np.arange(len(labels)), labels])),
+        "confusion_matrix": cm.tolist(),
+        "per_class": metrics.per_class_metrics(cm, classes),
+        "macro_f1": metrics.macro_f1(cm),
+        "balanced_accuracy": metrics.balanced_accuracy(cm),
+        "predictions": {
+            "ids": list(ids),
+            "labels": labels.tolist(),
+            "predictions": predictions.tolist(),
+        },
+    }
+
+
+def format_metrics(name: str, split: str, m: dict[str, Any]) -> str:
+    """One human line for a split's headline metrics."""
+    return (
+        f"{name} [{split}] accuracy {100 * m['accuracy']:.2f}%  loss {m['loss']:.4f}  "
+        f"macro-F1 {m['macro_f1']:.4f}  balanced accuracy {100 * m['balanced_accuracy']:.2f}%"
+    )

@@ -1,0 +1,94 @@
+"""Classify new tile files with a trained run's checkpoint and write a CSV of probabilities."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipeline import DataError, load_image
+from flaxbench.checkpoints import BEST, RunCheckpoints
+from flaxbench.errors import WorkdirError
+from flaxbench.evaluation import log_softmax
+from flaxbench.results import write_text_atomic
+from flaxbench.train.evaluate import read_run_spec
+from flaxbench.train.optim import make_optimizer
+from flaxbench.train.setup import COMPUTE_DTYPES, init_model
+from flaxbench.train.state import TrainState, split_model
+from flaxbench.train.steps import make_predict
+
+IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg"}
+
+
+def expand_paths(paths: Sequence[str]) -> list[Path]:
+    """Files as given, folders expanded to every file below them (sorted); hidden files skipped."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise WorkdirError(f"'{p}' does not exist; give tile files or folders to predict")
+    return files
+
+
+def read_data_info(workdir: Path) -> dict:
+    """Classes and image size the run was trained with (WORKDIR/data.json)."""
+    path = workdir / "data.json"
+    if not path.is_file():
+        raise WorkdirError(f"'{path}' does not exist: train the run in '{workdir}' first")
+    return json.loads(path.read_text())
+
+
+def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path, *, which: str = BEST,
+                  batch_size: int = 64) -> Path:
+    """Predict every image under `paths` with the run's `which` checkpoint; returns the CSV path."""
+    workdir = Path(workdir)
+    spec = read_run_spec(workdir)
+    info = read_data_info(workdir)
+    classes, size = list(info["classes"]), int(info["image_size"][0])
+    model = init_model(spec, len(classes), size, load_weights=False)
+    parts = split_model(model)
+    tx, _ = make_optimizer(spec.train, 1, tuple(model.head_path))
+    template = TrainState(parts.params, parts.model_state, tx.init(parts.params))
+    restored = RunCheckpoints(workdir / "checkpoints").restore(which, template)
+    if restored is None:
+        raise WorkdirError(f"no '{which}' checkpoint in '{workdir / 'checkpoints'}'; train the run first")
+    state = restored[0]
+    images, names, skipped = [], [], []
+    for f in expand_paths(paths):
+        try:
+            images.append(load_image(str(f), size))
+            names.append(str(f))
+        except DataError as e:
+            skipped.append(f"{f} ({e})")
+    for line in skipped:
+        print(f"skipped, not a readable image: {line}", file=sys.stderr)
+    predict = jax.jit(make_predict(parts, normalize_mode=spec.data.normalize,
+                                   compute_dtype=COMPUTE_DTYPES[spec.train.dtype], mesh=None))
+    rows = []
+    for start in range(0, len(images), batch_size):
+        chunk = np.stack(images[start:start + batch_size])
+        n = len(chunk)
+        padded = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, axis=0)]) if n < batch_size else chunk
+        logits = np.asarray(predict(state.params, state.model_state, jnp.asarray(padded),
+                                    jnp.arange(batch_size)[None]))[:n]
+        probs = np.exp(log_softmax(logits))
+        rows += [[names[start + i], classes[int(p.argmax())], *[f"{x:.6f}" for x in p]] for i, p in enumerate(probs)]
+    out = Path(out_csv)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "predicted_class", *[f"prob_{c}" for c in classes]])
+    writer.writerows(rows)
+    write_text_atomic(out, buffer.getvalue())
+    print(f"predicted {len(rows)} tiles ({len(skipped)} skipped) with {which} checkpoint -> {out}")
+    return out
+

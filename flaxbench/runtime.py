@@ -1,0 +1,46 @@
+"""Devices, the data-parallel mesh, and XLA switches."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from flaxbench.errors import SpecError
+
+
+def enable_determinism(enabled: bool) -> None:
+    """Turn on XLA's deterministic GPU ops (must run before the first computation)."""
+    if enabled:
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "--xla_gpu_deterministic_ops" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
+        os.environ.setdefault("TF_CUDNN_DETERMINISTIC", "1")
+
+
+def make_mesh(cfg: ml_collections.ConfigDict, batch_size: int) -> Mesh:
+    """A 1-D `data` mesh over `cfg.data` devices (-1: all), checking the batch divides."""
+    devices = jax.devices()
+    count = len(devices) if cfg.data in (-1, None) else int(cfg.data)
+    if not 1 <= count <= len(devices):
+        raise SpecError(f"spec.mesh.data={cfg.data} but {len(devices)} devices are available")
+    if batch_size % count:
+        raise SpecError(
+            f"spec.train.batch_size={batch_size} is not divisible by the {count} devices of the data "
+            f"mesh; use a multiple of {count} or set spec.mesh.data"
+        )
+    return Mesh(np.array(devices[:count]), ("data",))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that keeps a full copy on every device of `mesh`."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def describe_devices(mesh: Mesh) -> str:
+    """e.g. 'gpu: NVIDIA H100 80GB HBM3 x1' or 'cpu: cpu x8'."""
+    first = mesh.devices.flat[0]
+    return f"{first.platform}: {getattr(first, 'device_kind', first.platform)} x{mesh.devices.size}"

@@ -1,0 +1,73 @@
+"""The comparison study: every row's spec trained in turn (resuming, skipping finished), then the report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+from flaxbench.errors import FlaxbenchError
+from flaxbench.spec import apply_overrides, load_spec_file
+
+SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
+STUDY_ROWS = (
+    "vit_p10", "vit_p15", "convmodel", "resnet18", "alexnet", "googlenet", "densenet121", "resnet50",
+    "efficientnet_b4",
+)
+
+
+def default_spec_files() -> list[Path]:
+    """The nine study specs, in the study's table order."""
+    return [SPEC_DIR / f"{row}.py" for row in STUDY_ROWS]
+
+
+def row_dir(workdir: Path, name: str, seed_index: int, seeds: int) -> Path:
+    """`workdir/name` for one seed, `workdir/name/seed_<seed>` for several."""
+    return workdir / name if seeds == 1 else workdir / name / f"seed_{seed_index}"
+
+
+def run_study(
+    spec_files: Sequence[str | Path] | None,
+    workdir: str | Path,
+    *,
+    seeds: int = 1,
+    overrides: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Path]:
+    """Train every row (and seed) not yet complete under `workdir`, then write the report there."""
+    from flaxbench.report import write_report
+    from flaxbench.train.loop import train_and_evaluate
+
+    if seeds < 1:
+        raise FlaxbenchError(f"--seeds must be at least 1, got {seeds}")
+    workdir = Path(workdir)
+    specs = []
+    for path in spec_files or default_spec_files():
+        spec = load_spec_file(path)
+        apply_overrides(spec, dict(overrides or {}))
+        specs.append(spec)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise FlaxbenchError(f"study specs share a name ({names}); give each row its own spec.name")
+    jobs = [(spec, k) for spec in specs for k in range(seeds)]
+    failures = []
+    for i, (spec, k) in enumerate(jobs, 1):
+        spec = spec.copy_and_resolve_references()
+        spec.seed = spec.seed + k
+        out = row_dir(workdir, spec.name, spec.seed, seeds)
+        tag = f"[{i}/{len(jobs)}] {spec.name}" + (f" seed {spec.seed}" if seeds > 1 else "")
+        if (out / "results.json").exists():
+            log(f"{tag}: complete, skipped ({out / 'results.json'})")
+            continue
+        log(f"{tag}: training in {out}")
+        try:
+            result = train_and_evaluate(spec, out)
+        except FlaxbenchError as e:
+            log(f"{tag}: FAILED: {e}")
+            failures.append(f"{spec.name}: {e}")
+            continue
+        log(f"{tag}: test accuracy {100 * result['test_accuracy']:.1f}%, train {result['train_time_s']:.1f} s")
+    paths = write_report(workdir) if any(workdir.rglob("results.json")) else {}
+    if failures:
+        raise FlaxbenchError(f"{len(failures)} study row(s) failed, the others are reported: " + " | ".join(failures))
+    return paths

@@ -1,0 +1,233 @@
+"""The training loop shared by every model: epochs, validation, timing, checkpoints, results."""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from flaxbench import __version__
+from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
+from flaxbench.errors import TrainingError
+from flaxbench.evaluation import format_metrics, split_metrics
+from flaxbench.results import RESULTS_FORMAT, write_json_atomic
+from flaxbench.runtime import describe_devices
+from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
+from flaxbench.train.state import TrainState, count_params
+from flaxbench.workdir import prepare_workdir
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
+
+    def __init__(self, signal_name: str, epoch: int, workdir: Path):
+        super().__init__(signal_name, epoch, workdir)
+        self.signal_name, self.epoch, self.workdir = signal_name, epoch, workdir
+
+
+class StopRequests:
+    """Turns SIGINT/SIGTERM into a request to stop after the current epoch (a second one kills)."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequests":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        print(f"\n{self.signal_name} received: finishing this epoch and saving a checkpoint "
+              "(send it again to stop at once)", flush=True)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _epoch_line(entry: dict[str, Any], epochs: int, eta_s: float) -> str:
+    return (
+        f"epoch {entry['epoch']:>3}/{epochs}  train loss {entry['train_loss']:.4f} "
+        f"acc {100 * entry['train_accuracy']:5.1f}%  val loss {entry['val_loss']:.4f} "
+        f"acc {100 * entry['val_accuracy']:5.1f}%  {entry['images_per_second']:7.0f} img/s  "
+        f"{entry['epoch_time_s']:6.1f} s  ETA {eta_s:6.0f} s"
+    )
+
+
+def _is_better(entry: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    if best is None:
+        return True
+    if entry["val_accuracy"] != best["val_accuracy"]:
+        return entry["val_accuracy"] > best["val_accuracy"]
+    return entry["val_loss"] < best["val_loss"]
+
+
+def _progress(meta: dict[str, Any] | None) -> dict[str, Any]:
+    fresh = {"epoch": 0, "history": [], "best": None, "train_time_s": 0.0, "checkpoint_time_s": 0.0}
+    return {**fresh, **(meta or {})}
+
+
+def train_and_evaluate(
+    spec: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: bool = False,
+    log: Callable[[str], None] = print, dataset: Any = None,
+) -> dict[str, Any]:
+    """Train `spec` in `workdir` (resuming from its last checkpoint), then test the best epoch.
+
+    `dataset` (a data_pipeline.TileDataset) replaces loading `spec.data`, e.g. for benchmarks.
+    """
+    workdir = prepare_workdir(workdir, spec, overwrite=overwrite)
+    run = build_run(spec, dataset)
+    write_json_atomic(workdir / "data.json", {
+        "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
+        "classes": list(run.dataset.classes), "image_size": list(run.dataset.image_size),
+        "split_sizes": {k: run.splits[k].count for k in ("train", "val", "test")},
+        "skipped_files": list(run.dataset.skipped_files),
+    })
+    state = run.initial_state()
+    ckpts = RunCheckpoints(workdir / "checkpoints")
+    restored = ckpts.restore(LAST, state)
+    progress = _progress(restored[1] if restored else None)
+    if restored:
+        state = restored[0]
+        log(f"resuming {spec.name} from epoch {progress['epoch']} ({workdir / 'checkpoints' / LAST})")
+    run.compile(("train", "val", "test"), state)
+    log(f"{spec.name}: {count_params(state.params):,} params, compiled in {run.compile_time_s:.1f} s on "
+        f"{describe_devices(run.mesh)}")
+    from flaxbench.tensorboard import EpochWriter
+
+    with StopRequests() as stop, EpochWriter(workdir) as board:
+        for epoch in range(progress["epoch"] + 1, spec.train.epochs + 1):
+            state, entry = _run_epoch(run, state, epoch, progress, ckpts)
+            board.write(entry)
+            mean_epoch_s = progress["train_time_s"] / len(progress["history"])
+            log(_epoch_line(entry, spec.train.epochs, (spec.train.epochs - epoch) * mean_epoch_s))
+            if stop.signal_name:
+                ckpts.wait()
+                raise Interrupted(stop.signal_name, epoch, workdir)
+    ckpts.wait()
+    results = _final_results(run, state, ckpts, progress, workdir)
+    ckpts.close()
+    write_json_atomic(workdir / "results.json", results)
+    log(format_metrics(spec.name, "test", {
+        "accuracy": results["test_accuracy"], "loss": results["test_loss"],
+        "macro_f1": results["macro_f1"], "balanced_accuracy": results["balanced_accuracy"],
+    }) + f"  (best epoch {results['evaluated_checkpoint']['epoch']}; train {results['train_time_s']:.1f} s)")
+    return results
+
+
+def _run_epoch(run: Run, state: TrainState, epoch: int, progress: dict[str, Any], ckpts: RunCheckpoints):
+    spec = run.spec
+    key = jax.random.fold_in(jax.random.key(spec.seed), epoch)
+    start = time.perf_counter()
+    state, losses, correct = run.compiled["train"](state, run.splits["train"].images, run.train_labels, key)
+    losses = np.asarray(losses)  # waits for the epoch
+    trained = time.perf_counter()
+    val_logits = run.logits("val", state)
+    elapsed = time.perf_counter() - start
+    if not np.all(np.isfinite(losses)):
+        bad = int(np.argmin(np.isfinite(losses)))
+        last = progress["epoch"]
+        raise TrainingError(
+            f"loss became {losses[bad]} at step {(epoch - 1) * run.steps_per_epoch + bad + 1} "
+            f"(epoch {epoch}); training stopped, the last good checkpoint is epoch {last} in "
+            f"{ckpts.directory / LAST}; lower spec.train.learning_rate or set spec.train.grad_clip_norm"
+        )
+    val = split_metrics(val_logits, run.splits["val"].labels, run.dataset.classes, run.splits["val"].ids)
+    images = losses.size * spec.train.batch_size
+    entry = {
+        "epoch": epoch,
+        "train_loss": float(losses.mean()),
+        "train_accuracy": float(np.asarray(correct).sum() / images),
+        "val_loss": val["loss"],
+        "val_accuracy": val["accuracy"],
+        "epoch_time_s": elapsed,
+        "images_per_second": images / (trained - start),
+        "learning_rate": float(run.schedule(epoch * run.steps_per_epoch)),
+    }
+    progress["history"].append(entry)
+    progress["epoch"] = epoch
+    progress["train_time_s"] += elapsed
+    save_start = time.perf_counter()
+    if _is_better(entry, progress["best"]):
+        progress["best"] = {k: entry[k] for k in ("epoch", "val_accuracy", "val_loss")}
+        ckpts.save(BEST, epoch, state, progress)
+    ckpts.save(LAST, epoch, state, progress)
+    progress["checkpoint_time_s"] += time.perf_counter() - save_start
+    return state, entry
+
+
+def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress: dict[str, Any], workdir: Path):
+    spec = run.spec
+    best = ckpts.restore(BEST, state)
+    if best is None:
+        raise TrainingError(f"no best checkpoint in {ckpts.directory / BEST}; train again with --overwrite")
+    best_state, _, best_epoch = best
+    test = split_metrics(run.logits("test", best_state), run.splits["test"].labels, run.dataset.classes,
+                         run.splits["test"].ids)
+    val = split_metrics(run.logits("val", best_state), run.splits["val"].labels, run.dataset.classes,
+                        run.splits["val"].ids)
+    history = progress["history"]
+    train_images = len(history) * train_images_per_epoch(run)
+    train_only_s = sum(train_images_per_epoch(run) / h["images_per_second"] for h in history)
+    train_time = progress["train_time_s"]
+    return {
+        "format": RESULTS_FORMAT,
+        "name": spec.name,
+        "title": spec.get("title") or spec.name,
+        "model": spec.model.name,
+        "init": spec.model.init,
+        "source": run.dataset.source,
+        "synthetic": bool(run.dataset.synthetic),
+        "classes": list(run.dataset.classes),
+        "split_sizes": {k: run.splits[k].count for k in ("train", "val", "test")},
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "val_accuracy": val["accuracy"],
+        "val_loss": val["loss"],
+        "evaluated_checkpoint": {
+            "which": "best_val", "epoch": best_epoch, "step": best_epoch * run.steps_per_epoch,
+            "note": "test metrics come from the epoch with the best validation accuracy",
+        },
+        "train_time_s": train_time,
+        "compile_time_s": run.compile_time_s,
+        "checkpoint_time_s": progress["checkpoint_time_s"],
+        "images_per_second": train_images / train_only_s if train_only_s else None,
+        "accuracy_per_second": 100 * test["accuracy"] / train_time,
+        "loss_per_second": test["loss"] / train_time,
+        "params": count_params(state.params),
+        "layers": count_layers(run.parts),
+        "flops_per_image": flops_per_image(run, state),
+        "epochs": spec.train.epochs,
+        "seed": spec.seed,
+        "batch_size": spec.train.batch_size,
+        "dtype": spec.train.dtype,
+        "device": describe_devices(run.mesh),
+        "num_devices": int(run.mesh.devices.size),
+        "confusion_matrix": test["confusion_matrix"],
+        "per_class": test["per_class"],
+        "macro_f1": test["macro_f1"],
+        "balanced_accuracy": test["balanced_accuracy"],
+        "history": history,
+        "test_predictions": test["predictions"],
+        "skipped_files": list(run.dataset.skipped_files),
+        "flaxbench_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def train_images_per_epoch(run: Run) -> int:
+    """Images seen by one training epoch (the last partial batch is dropped)."""
+    return run.steps_per_epoch * run.spec.train.batch_size

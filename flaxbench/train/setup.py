@@ -1,0 +1,212 @@
+"""Everything a run needs before its first step: data on device, model, optimizer, compiled fns."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from data_pipeline import Split, TileDataset, eval_batch_indices, load_dataset
+from flaxbench.errors import SpecError
+from flaxbench.models import build_model, model_class
+from flaxbench.runtime import make_mesh, replicated
+from flaxbench.train.optim import make_optimizer
+from flaxbench.train.state import ModelParts, TrainState, split_model
+from flaxbench.train.steps import SteppedEpoch, epoch_plan, make_predict, make_train_epoch, make_train_step
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _model_options(spec: ml_collections.ConfigDict, image_size: int) -> dict[str, Any]:
+    options = dict(spec.model.options.to_dict()) if spec.model.options else {}
+    constructor = model_class(spec.model.name)
+    accepts = inspect.signature(constructor.__init__ if inspect.isclass(constructor) else constructor).parameters
+    if "image_size" in accepts and "image_size" not in options:
+        options["image_size"] = image_size
+    return options
+
+
+def init_model(
+    spec: ml_collections.ConfigDict, num_classes: int, image_size: int, *, load_weights: bool = True
+) -> nnx.Module:
+    """The spec's model: random init, torchvision weights, or a converted checkpoint.
+
+    `load_weights=False` builds the same architecture without reading any weights (for restoring
+    a run's own checkpoint).
+    """
+    from flaxbench import weights  # torch is only needed for torchvision inits
+
+    name, init = spec.model.name, spec.model.init
+    options = _model_options(spec, image_size)
+    if init != "scratch":
+        options = {**weights.PRETRAINED_OPTIONS.get(name, {}), **options}
+    if init == "scratch" or not load_weights:
+        return build_model(name, num_classes, seed=spec.seed, **options)
+    if init == "imagenet":
+        return weights.load_torchvision(name, "download", num_classes, seed=spec.seed, **options)
+    if init.startswith("torchvision:"):
+        path = init.removeprefix("torchvision:")
+        return weights.load_torchvision(name, path, num_classes, seed=spec.seed, **options)
+    if init.startswith("checkpoint:"):
+        path = init.removeprefix("checkpoint:")
+        return weights.load_converted(name, path, num_classes, seed=spec.seed, **options)
+    raise SpecError(
+        f"spec.model.init '{init}' is unknown; use 'scratch', 'imagenet', 'torchvision:FILE.pth' "
+        "or 'checkpoint:DIR'"
+    )
+
+
+def scan_epochs(epoch_loop: str, mesh) -> bool:
+    """Whether a whole epoch runs in one lax.scan ('scan'), step by step ('steps'), or by device ('auto')."""
+    if epoch_loop == "auto":
+        return mesh.devices.flat[0].platform != "cpu"
+    if epoch_loop in ("scan", "steps"):
+        return epoch_loop == "scan"
+    raise SpecError(f"spec.train.epoch_loop '{epoch_loop}' is unknown; use 'auto', 'scan' or 'steps'")
+
+
+@dataclasses.dataclass
+class DeviceSplit:
+    """One split on device with its padded evaluation batches."""
+
+    images: jax.Array
+    labels: np.ndarray
+    ids: tuple[str, ...]
+    batch_indices: jax.Array
+    count: int
+
+
+def put_split(split: Split, eval_batch_size: int, sharding) -> DeviceSplit:
+    """Copy a split's uint8 images to the device once."""
+    idx, _ = eval_batch_indices(len(split.labels), eval_batch_size)
+    return DeviceSplit(
+        jax.device_put(split.images, sharding), np.asarray(split.labels), tuple(split.ids),
+        jax.device_put(jnp.asarray(idx), sharding), len(split.labels),
+    )
+
+
+@dataclasses.dataclass
+class Run:
+    """A run's data, model parts, optimizer and (compiled) step functions."""
+
+    spec: ml_collections.ConfigDict
+    dataset: TileDataset
+    mesh: Any
+    parts: ModelParts
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    train_step: Any
+    scan_epochs: bool
+    predict: Any
+    splits: dict[str, DeviceSplit]
+    train_labels: jax.Array
+    steps_per_epoch: int
+    head_path: tuple[str, ...]
+    compiled: dict[str, Any] = dataclasses.field(default_factory=dict)
+    compile_time_s: float = 0.0
+
+    def initial_state(self) -> TrainState:
+        """Fresh optimizer state over the initial params."""
+        params = self.parts.params
+        return TrainState(params, self.parts.model_state, self.tx.init(params))
+
+    def compile(self, names: tuple[str, ...], state: TrainState) -> None:
+        """Lower and compile the named functions ('train', 'val', 'test', ...), timed apart."""
+        start = time.perf_counter()
+        for name in names:
+            if name in self.compiled:
+                continue
+            if name == "train":
+                self.compiled[name] = self._compile_train(state)
+                continue
+            else:
+                split = self.splits[name]
+                args = (state.params, state.model_state, split.images, split.batch_indices)
+                fn = jax.jit(self.predict)
+            self.compiled[name] = fn.lower(*args).compile()
+        self.compile_time_s += time.perf_counter() - start
+
+    def _compile_train(self, state: TrainState):
+        images, labels, key = self.splits["train"].images, self.train_labels, jax.random.key(0)
+        batch = self.spec.train.batch_size
+        if self.scan_epochs:
+            epoch = make_train_epoch(self.train_step, batch)
+            return jax.jit(epoch, donate_argnums=(0,)).lower(state, images, labels, key).compile()
+        n = images.shape[0]
+        plan = jax.jit(lambda k: epoch_plan(k, n, batch)).lower(key).compile()
+        idx, keys = plan(key)
+        step = jax.jit(self.train_step, donate_argnums=(0,)).lower(state, images, labels, idx[0], keys[0]).compile()
+        return SteppedEpoch(plan, step)
+
+    def logits(self, name: str, state: TrainState) -> np.ndarray:
+        """Logits of every example of split `name`, in split order, on the host."""
+        split = self.splits[name]
+        self.compile((name,), state)
+        out = self.compiled[name](state.params, state.model_state, split.images, split.batch_indices)
+        return np.asarray(jax.device_get(out))[: split.count]
+
+
+def build_run(
+    spec: ml_collections.ConfigDict, dataset: TileDataset | None = None, *, load_weights: bool = True
+) -> Run:
+    """Load the data, build the model and optimizer, and put the data on device."""
+    cfg = spec.train
+    if cfg.dtype not in COMPUTE_DTYPES:
+        raise SpecError(f"spec.train.dtype '{cfg.dtype}' is unknown; use 'float32' or 'bfloat16'")
+    dataset = dataset or load_dataset(spec.data)
+    mesh = make_mesh(spec.mesh, cfg.batch_size)
+    n_train = len(dataset.train.labels)
+    if n_train < cfg.batch_size:
+        raise SpecError(
+            f"spec.train.batch_size={cfg.batch_size} exceeds the {n_train} training tiles; lower it"
+        )
+    model = init_model(spec, len(dataset.classes), dataset.image_size[0], load_weights=load_weights)
+    parts = split_model(model)
+    steps_per_epoch = n_train // cfg.batch_size
+    tx, schedule = make_optimizer(cfg, steps_per_epoch, tuple(model.head_path))
+    sharding = replicated(mesh)
+    eval_batch = -(-cfg.eval_batch_size // mesh.devices.size) * mesh.devices.size
+    splits = {
+        name: put_split(getattr(dataset, name), eval_batch, sharding) for name in ("train", "val", "test")
+    }
+    dtype = COMPUTE_DTYPES[cfg.dtype]
+    train_step = make_train_step(
+        parts, tx, augment_ops=tuple(spec.data.augment),
+        normalize_mode=spec.data.normalize, compute_dtype=dtype,
+        label_smoothing=cfg.label_smoothing, mesh=mesh,
+    )
+    predict = make_predict(parts, normalize_mode=spec.data.normalize, compute_dtype=dtype, mesh=mesh)
+    return Run(
+        spec, dataset, mesh, parts, tx, schedule, train_step, scan_epochs(cfg.epoch_loop, mesh), predict, splits,
+        jax.device_put(jnp.asarray(dataset.train.labels), sharding), steps_per_epoch,
+        tuple(model.head_path),
+    )
+
+
+def flops_per_image(run: Run, state: TrainState) -> float | None:
+    """Forward FLOPs of one image from XLA's cost analysis of an evaluation batch."""
+    split = run.splits["val"]
+    idx = split.batch_indices[:1]
+    try:
+        cost = jax.jit(run.predict).lower(state.params, state.model_state, split.images, idx).cost_analysis()
+    except Exception:  # cost analysis is best-effort on some backends
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    flops = (cost or {}).get("flops")
+    return float(flops) / idx.shape[1] if flops else None
+
+
+def count_layers(model_parts: ModelParts) -> int:
+    """Depth as weight layers: every convolution and dense projection (kernel) counts once."""
+    model = nnx.merge(model_parts.graphdef, model_parts.params, model_parts.rng_state, model_parts.model_state)
+    kinds = (nnx.Conv, nnx.Linear, nnx.LinearGeneral, nnx.Einsum)
+    return sum(1 for _, module in nnx.iter_graph(model) if isinstance(module, kinds))

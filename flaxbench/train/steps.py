@@ -1,0 +1,128 @@
+"""Pure, jit-able epoch functions: a whole training epoch in one `lax.scan`, and evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from data_pipeline import augment, normalize, train_batch_indices
+from flaxbench.train.state import ModelParts, TrainState, merge
+
+
+def cast_floats(tree: Any, dtype: jnp.dtype) -> Any:
+    """Cast floating leaves to the compute dtype (params stay float32 outside)."""
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def _shard_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec("data")))
+
+
+def make_train_step(
+    parts: ModelParts,
+    tx: optax.GradientTransformation,
+    *,
+    augment_ops: tuple[str, ...],
+    normalize_mode: str,
+    compute_dtype: jnp.dtype,
+    label_smoothing: float,
+    mesh: Mesh | None,
+) -> Callable:
+    """`step(state, all_images, all_labels, batch_idx, key) -> (state, loss, correct)`.
+
+    A step whose loss is not finite leaves the state unchanged, so the state after an epoch is
+    the last good one; the returned losses tell the caller at which step it happened.
+    """
+
+    def loss_fn(params, model_state, images, labels, key):
+        model = merge(parts, cast_floats(params, compute_dtype), model_state, key)
+        logits = model(images, train=True).astype(jnp.float32)
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        new_model_state = nnx.split(model, nnx.Param, nnx.RngState, ...)[3]
+        return loss, (logits, new_model_state)
+
+    def step(state: TrainState, all_images: jax.Array, all_labels: jax.Array, batch_idx: jax.Array, key: jax.Array):
+        aug_key, dropout_key = jax.random.split(key)
+        images = _shard_batch(jnp.take(all_images, batch_idx, axis=0), mesh)
+        labels = _shard_batch(jnp.take(all_labels, batch_idx, axis=0), mesh)
+        images = normalize(augment(aug_key, images, augment_ops), normalize_mode, compute_dtype)
+        (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.model_state, images, labels, dropout_key
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new = TrainState(optax.apply_updates(state.params, updates), model_state, opt_state)
+        finite = jnp.isfinite(loss)
+        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+        return new, loss, jnp.sum(jnp.argmax(logits, -1) == labels)
+
+    return step
+
+
+def epoch_plan(key: jax.Array, num_examples: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """The epoch's shuffled batch indices (steps, batch) and one key per step."""
+    perm_key, steps_key = jax.random.split(key)
+    batch_indices = train_batch_indices(perm_key, num_examples, batch_size)
+    return batch_indices, jax.random.split(steps_key, batch_indices.shape[0])
+
+
+def make_train_epoch(step: Callable, batch_size: int) -> Callable:
+    """`epoch(state, images, labels, key) -> (state, losses, correct)`: all steps in one lax.scan."""
+
+    def epoch(state: TrainState, all_images: jax.Array, all_labels: jax.Array, key: jax.Array):
+        batch_indices, keys = epoch_plan(key, all_images.shape[0], batch_size)
+
+        def body(state, inputs):
+            state, loss, correct = step(state, all_images, all_labels, *inputs)
+            return state, (loss, correct)
+
+        state, (losses, correct) = jax.lax.scan(body, state, (batch_indices, keys))
+        return state, losses, correct
+
+    return epoch
+
+
+class SteppedEpoch:
+    """The same epoch as `make_train_epoch`, dispatching one compiled step at a time.
+
+    XLA:CPU runs convolutions inside loop bodies many times slower than outside them
+    (jax-ml/jax#12868; 14x measured here), so on CPU the epoch is a Python loop over an
+    asynchronously dispatched step: still no host synchronisation inside the epoch.
+    """
+
+    def __init__(self, plan: Callable, step: Callable):
+        self.plan, self.step = plan, step
+
+    def __call__(self, state: TrainState, images: jax.Array, labels: jax.Array, key: jax.Array):
+        """Run one epoch; returns (state, losses, correct) like the scanned epoch."""
+        batch_indices, keys = self.plan(key)
+        losses, correct = [], []
+        for i in range(batch_indices.shape[0]):
+            state, loss, hits = self.step(state, images, labels, batch_indices[i], keys[i])
+            losses.append(loss)
+            correct.append(hits)
+        return state, jnp.stack(losses), jnp.stack(correct)
+
+
+def make_predict(parts: ModelParts, *, normalize_mode: str, compute_dtype: jnp.dtype, mesh: Mesh | None) -> Callable:
+    """`predict(params, model_state, images, batch_indices) -> logits (steps * batch, C)`."""
+
+    def predict(params, model_state, images, batch_indices):
+        model = merge(parts, cast_floats(params, compute_dtype), model_state)
+
+        def body(_, idx):
+            x = _shard_batch(jnp.take(images, idx, axis=0), mesh)
+            return None, model(normalize(x, normalize_mode, compute_dtype), train=False).astype(jnp.float32)
+
+        _, logits = jax.lax.scan(body, None, batch_indices)
+        return logits.reshape(-1, logits.shape[-1])
+
+    return predict

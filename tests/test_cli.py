@@ -1,0 +1,54 @@
+"""The command line: one-line errors, exit codes, nothing overwritten."""
+
+import pytest
+
+from tests.helpers import REPO, run_cli
+
+TINY = [
+    "--spec=specs/demo.py", "--spec.data.synthetic_per_class=8", "--spec.data.image_size=16",
+    "--spec.data.split=(24,12,12)", "--spec.train.epochs=1", "--spec.train.batch_size=8",
+    "--spec.mesh.data=1",
+]
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    last = err.splitlines()[-1]
+    for needle in needles:
+        assert needle in last, last
+
+
+def test_missing_spec_file():
+    assert_one_line_error(run_cli("--spec=specs/nope.py"), "nope.py")
+
+
+def test_misspelled_spec_key_names_it():
+    proc = run_cli("--spec=specs/demo.py", "--spec.trian.epochs=1")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "trian" in proc.stderr
+
+
+def test_unknown_model_name(tmp_path):
+    proc = run_cli(*TINY, "--spec.model.name=resnet9000", f"--workdir={tmp_path}")
+    assert_one_line_error(proc, "resnet9000", "spec.model.name")
+
+
+def test_missing_folder_source(tmp_path):
+    proc = run_cli(*TINY, f"--spec.data.source=folder:{tmp_path}/none", f"--workdir={tmp_path}/run")
+    assert_one_line_error(proc, f"{tmp_path}/none")
+
+
+def test_train_then_refuse_to_overwrite_then_evaluate(tmp_path):
+    run = tmp_path / "run"
+    first = run_cli(*TINY, f"--workdir={run}")
+    assert first.returncode == 0, first.stderr
+    assert "epoch   1/1" in first.stdout
+    before = (run / "results.json").read_bytes()
+    again = run_cli(*TINY, f"--workdir={run}")
+    assert_one_line_error(again, "--overwrite")
+    assert (run / "results.json").read_bytes() == before
+    ev = run_cli("evaluate", f"--workdir={run}", "--split=val")
+    assert ev.returncode == 0, ev.stderr
+    assert "[val] accuracy" in ev.stdout and (run / "eval_val.json").exists()

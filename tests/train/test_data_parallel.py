@@ -1,0 +1,61 @@
+"""Data parallelism over 8 forced CPU devices equals one device (run in a subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from tests.helpers import REPO
+
+# Float32 sums are reduced in a different order across devices: allow that much, no more.
+RTOL, ATOL = 1e-4, 1e-5
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    from flaxbench.errors import SpecError
+    from flaxbench.train.setup import build_run
+    from tests.helpers import tiny_spec
+
+    assert len(jax.devices()) == 8, jax.devices()
+    out = {}
+    for model, options in [("convmodel", dict(channels=(8, 16, 16), hidden=32, dropout=0.0)),
+                           ("resnet18", {})]:
+        finals = {}
+        for devices in (1, 8):
+            spec = tiny_spec(**{"mesh.data": devices, "model.name": model})
+            spec.model.options = options
+            run = build_run(spec)
+            state = run.initial_state()
+            run.compile(("train",), state)
+            for epoch in (1, 2):
+                state, losses, _ = run.compiled["train"](
+                    state, run.splits["train"].images, run.train_labels,
+                    jax.random.fold_in(jax.random.key(0), epoch))
+            finals[devices] = (np.asarray(losses), jax.tree.leaves(jax.device_get(state.params)),
+                               jax.tree.leaves(jax.device_get(state.model_state)))
+        a, b = finals[1], finals[8]
+        np.testing.assert_allclose(a[0], b[0], rtol=%(rtol)g, atol=%(atol)g)
+        for x, y in zip(a[1] + a[2], b[1] + b[2]):
+            np.testing.assert_allclose(x, y, rtol=%(rtol)g, atol=%(atol)g)
+        out[model] = {"losses": a[0].tolist(), "bn_leaves": len(a[2])}
+    try:
+        build_run(tiny_spec(**{"mesh.data": 8, "train.batch_size": 12}))
+        out["indivisible"] = "accepted"
+    except SpecError as e:
+        out["indivisible"] = str(e)
+    print("RESULT " + json.dumps(out))
+    """
+) % {"rtol": RTOL, "atol": ATOL}
+
+
+def test_eight_devices_match_one_device():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert result["resnet18"]["bn_leaves"] > 0  # BN statistics are compared too
+    assert "not divisible" in result["indivisible"] and "8 devices" in result["indivisible"]

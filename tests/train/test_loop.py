@@ -1,0 +1,91 @@
+"""The training loop end to end on tiny synthetic runs (CPU, seconds)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from flaxbench.errors import TrainingError, WorkdirError
+from flaxbench.train.evaluate import evaluate_workdir
+from flaxbench.train.loop import train_and_evaluate
+from tests.helpers import tiny_spec
+
+REQUIRED_FIELDS = (
+    "name", "model", "source", "classes", "test_accuracy", "test_loss", "val_accuracy", "train_time_s",
+    "compile_time_s", "images_per_second", "accuracy_per_second", "loss_per_second", "params", "layers",
+    "epochs", "seed", "device", "confusion_matrix", "per_class", "history", "evaluated_checkpoint",
+    "test_predictions",
+)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    results = train_and_evaluate(tiny_spec(**{"train.epochs": 6}), workdir, log=lambda s: None)
+    return workdir, results
+
+
+def test_results_json_holds_every_field(finished_run):
+    workdir, results = finished_run
+    saved = json.loads((workdir / "results.json").read_text())
+    for field in REQUIRED_FIELDS:
+        assert field in saved, field
+    assert saved["synthetic"] is True and saved["source"] == "synthetic"
+    assert 0.0 <= saved["test_accuracy"] <= 1.0
+    assert saved["accuracy_per_second"] == pytest.approx(100 * saved["test_accuracy"] / saved["train_time_s"])
+    assert saved["loss_per_second"] == pytest.approx(saved["test_loss"] / saved["train_time_s"])
+    cm = np.array(saved["confusion_matrix"])
+    assert cm.shape == (6, 6) and cm.sum() == len(saved["test_predictions"]["ids"]) == 24
+    assert np.trace(cm) / cm.sum() == pytest.approx(saved["test_accuracy"])
+    assert saved["layers"] == 5  # 3 conv + 2 dense
+    assert len(saved["history"]) == 6
+    assert saved["evaluated_checkpoint"]["which"] == "best_val"
+    best = max(saved["history"], key=lambda h: h["val_accuracy"])
+    assert saved["val_accuracy"] == pytest.approx(best["val_accuracy"])
+    assert (workdir / "spec.json").exists() and (workdir / "checkpoints" / "best").is_dir()
+    assert any((workdir / "tensorboard").iterdir())
+
+
+def test_training_lowers_the_loss(finished_run):
+    _, results = finished_run
+    losses = [h["train_loss"] for h in results["history"]]
+    assert losses[-1] < 0.95 * losses[0] and losses[-1] < np.log(6)  # below chance level
+
+
+def test_evaluate_from_checkpoint_equals_results_exactly(finished_run):
+    workdir, results = finished_run
+    again = evaluate_workdir(workdir, "test")
+    assert again["accuracy"] == results["test_accuracy"]
+    assert again["loss"] == results["test_loss"]
+    assert again["confusion_matrix"] == results["confusion_matrix"]
+    assert again["predictions"] == results["test_predictions"]
+    val = evaluate_workdir(workdir, "val")
+    assert val["accuracy"] == results["val_accuracy"] and val["loss"] == results["val_loss"]
+
+
+def test_finished_workdir_is_not_overwritten(finished_run):
+    workdir, _ = finished_run
+    before = (workdir / "results.json").read_bytes()
+    with pytest.raises(WorkdirError, match="--overwrite"):
+        train_and_evaluate(tiny_spec(**{"train.epochs": 6}), workdir, log=lambda s: None)
+    assert (workdir / "results.json").read_bytes() == before
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    spec = tiny_spec(**{"train.learning_rate": 1e30, "train.epochs": 3, "train.optimizer": "sgd"})
+    with pytest.raises(TrainingError, match=r"at step \d+ \(epoch \d+\)"):
+        train_and_evaluate(spec, tmp_path, log=lambda s: None)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_bfloat16_compute_trains_with_float32_params(tmp_path):
+    results = train_and_evaluate(tiny_spec(**{"train.dtype": "bfloat16", "train.epochs": 1}), tmp_path,
+                                 log=lambda s: None)
+    assert np.isfinite(results["test_loss"]) and results["dtype"] == "bfloat16"
+
+
+def test_vit_trains_a_step(tmp_path):
+    spec = tiny_spec(**{"model.name": "vit", "train.epochs": 1})
+    spec.model.options = dict(patch_size=8, depth=2, width=16, num_heads=2, mlp_dim=32)
+    results = train_and_evaluate(spec, tmp_path, log=lambda s: None)
+    assert results["model"] == "vit" and np.isfinite(results["test_loss"])

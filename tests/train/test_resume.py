@@ -1,0 +1,115 @@
+"""Interruption and reproducibility: SIGKILL/SIGINT and resume, determinism, damaged checkpoints."""
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flaxbench.checkpoints import LAST, RunCheckpoints
+from flaxbench.errors import WorkdirError
+from flaxbench.train.loop import train_and_evaluate
+from flaxbench.train.setup import build_run
+from tests.helpers import REPO, run_cli, tiny_spec
+
+ARGS = [
+    "--spec=specs/demo.py", "--spec.data.synthetic_per_class=24", "--spec.data.image_size=32",
+    "--spec.data.split=(72,36,36)", "--spec.train.epochs=5", "--spec.train.batch_size=8",
+    "--spec.mesh.data=1",
+]
+TIMING_KEYS = {"train_time_s", "compile_time_s", "checkpoint_time_s", "images_per_second",
+               "accuracy_per_second", "loss_per_second", "created", "epoch_time_s"}
+
+
+def comparable(results: dict) -> dict:
+    """results.json without timings (which differ run to run)."""
+    out = {k: v for k, v in results.items() if k not in TIMING_KEYS}
+    out["history"] = [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in results["history"]]
+    return out
+
+
+def start(workdir: Path) -> subprocess.Popen:
+    import os
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.Popen([sys.executable, "-m", "flaxbench", *ARGS, f"--workdir={workdir}"], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epoch(workdir: Path, proc: subprocess.Popen, epoch: int, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    target = workdir / "checkpoints" / LAST / str(epoch)
+    while not (target / "_CHECKPOINT_METADATA").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("straight")
+    proc = run_cli(*ARGS, f"--workdir={workdir}")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((workdir / "results.json").read_text())
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
+    proc = start(tmp_path)
+    wait_for_epoch(tmp_path, proc, 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "results.json").exists()
+    resumed = run_cli(*ARGS, f"--workdir={tmp_path}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert comparable(results) == comparable(uninterrupted)
+
+
+def test_sigint_saves_exits_cleanly_and_resumes(tmp_path, uninterrupted):
+    proc = start(tmp_path)
+    wait_for_epoch(tmp_path, proc, 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Resume with" in err.strip().splitlines()[-1]
+    assert RunCheckpoints(tmp_path / "checkpoints").epochs(LAST)
+    resumed = run_cli(*ARGS, f"--workdir={tmp_path}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert comparable(json.loads((tmp_path / "results.json").read_text())) == comparable(uninterrupted)
+
+
+def test_two_runs_with_one_seed_agree(tmp_path):
+    a = train_and_evaluate(tiny_spec(**{"train.epochs": 2}), tmp_path / "a", log=lambda s: None)
+    b = train_and_evaluate(tiny_spec(**{"train.epochs": 2}), tmp_path / "b", log=lambda s: None)
+    assert comparable(a) == comparable(b)
+
+
+def test_truncated_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
+    spec = tiny_spec(**{"train.epochs": 3})
+    train_and_evaluate(spec, tmp_path, log=lambda s: None)
+    ckpts = RunCheckpoints(tmp_path / "checkpoints")
+    assert ckpts.epochs(LAST) == [2, 3]
+    for f in (tmp_path / "checkpoints" / LAST / "3" / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+    template = build_run(spec).initial_state()
+    with caplog.at_level(logging.WARNING):
+        state, meta, epoch = ckpts.restore(LAST, template)
+    assert epoch == 2 and meta["epoch"] == 2
+    assert "unreadable" in caplog.text and str(tmp_path / "checkpoints" / LAST / "3") in caplog.text
+
+
+@pytest.mark.parametrize("bad", ["file_parent", "proc"])
+def test_unwritable_workdir_is_refused_before_training(tmp_path, bad):
+    if bad == "file_parent":
+        (tmp_path / "f").write_text("x")
+        workdir = tmp_path / "f" / "run"
+    else:
+        workdir = Path("/proc/flaxbench-run")
+    with pytest.raises(WorkdirError, match="not writable"):
+        train_and_evaluate(tiny_spec(), workdir, log=lambda s: None)
