@@ -1,0 +1,142 @@
+"""On-device batching, augmentation and normalisation: pure JAX, jit-able, static shapes.
+
+Randomness comes only from the `key` argument, so a key always gives the same result.
+Augmentation ranges:
+- hflip / vflip: each example flipped with probability 1/2;
+- rot90: each example rotated by k * 90 degrees, k uniform in {0, 1, 2, 3} (square images);
+- brightness: each example shifted by delta * 255, delta uniform in [-0.1, 0.1];
+- contrast: each example's deviation from its own mean (per channel) scaled by a factor
+  uniform in [0.8, 1.2].
+Results are rounded and clipped back to uint8. Ops run in the order given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipeline.errors import DataError
+
+AUGMENT_OPS = ("hflip", "vflip", "rot90", "brightness", "contrast")
+NORMALIZE_MODES = ("imagenet", "unit", "centered")
+BRIGHTNESS_DELTA = 0.1
+CONTRAST_RANGE = (0.8, 1.2)
+# torchvision's ImageNet statistics (transforms.Normalize in the weights' preprocessing).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def train_batch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
+    """int32 (num_examples // batch_size, batch_size): one random permutation, last partial batch dropped."""
+    if batch_size < 1:
+        raise DataError(f"batch_size must be positive, got {batch_size}")
+    steps = num_examples // batch_size
+    if steps == 0:
+        raise DataError(
+            f"batch size {batch_size} is larger than the {num_examples} training examples; "
+            "lower the batch size or use more training tiles"
+        )
+    permutation = jax.random.permutation(key, num_examples)
+    return permutation[: steps * batch_size].reshape(steps, batch_size).astype(jnp.int32)
+
+
+def eval_batch_indices(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, mask), both (steps, batch_size): every example once, in order, padded with index 0."""
+    if batch_size < 1:
+        raise DataError(f"batch_size must be positive, got {batch_size}")
+    steps = -(-num_examples // batch_size)
+    flat = np.arange(steps * batch_size, dtype=np.int32)
+    mask = flat < num_examples
+    flat[~mask] = 0
+    return flat.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+
+
+def _flip(key: jax.Array, images: jax.Array, axis: int) -> jax.Array:
+    """Flip each example along `axis` with probability 1/2."""
+    flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))[:, None, None, None]
+    return jnp.where(flip, jnp.flip(images, axis=axis), images)
+
+
+def _rot90(key: jax.Array, images: jax.Array) -> jax.Array:
+    """Rotate each (square) example by a random multiple of 90 degrees, counter-clockwise like np.rot90."""
+    turns = jax.random.randint(key, (images.shape[0],), 0, 4)[:, None, None, None]
+    # rot90 by k = optional transpose, then flips: k=1 T+flip rows, k=2 flip both, k=3 T+flip cols.
+    images = jnp.where(turns % 2 == 1, jnp.swapaxes(images, 1, 2), images)
+    images = jnp.where((turns == 1) | (turns == 2), jnp.flip(images, axis=1), images)
+    return jnp.where((turns == 2) | (turns == 3), jnp.flip(images, axis=2), images)
+
+
+def _brightness(key: jax.Array, images: jax.Array) -> jax.Array:
+    """Add a per-example offset in [-BRIGHTNESS_DELTA, BRIGHTNESS_DELTA] of full scale."""
+    shape = (images.shape[0], 1, 1, 1)
+    delta = jax.random.uniform(key, shape, minval=-BRIGHTNESS_DELTA, maxval=BRIGHTNESS_DELTA)
+    return _to_uint8(images.astype(jnp.float32) + 255.0 * delta)
+
+
+def _contrast(key: jax.Array, images: jax.Array) -> jax.Array:
+    """Scale each example's deviation from its per-channel mean by a factor in CONTRAST_RANGE."""
+    low, high = CONTRAST_RANGE
+    factor = jax.random.uniform(key, (images.shape[0], 1, 1, 1), minval=low, maxval=high)
+    pixels = images.astype(jnp.float32)
+    mean = pixels.mean(axis=(1, 2), keepdims=True)
+    return _to_uint8(mean + (pixels - mean) * factor)
+
+
+def _to_uint8(pixels: jax.Array) -> jax.Array:
+    """Round and clip float pixels to uint8."""
+    return jnp.clip(jnp.round(pixels), 0, 255).astype(jnp.uint8)
+
+
+def augment(key: jax.Array, images: jax.Array, ops: Sequence[str]) -> jax.Array:
+    """Randomly augment each example of a uint8 NHWC batch with `ops` (see module docstring)."""
+    if isinstance(ops, str):
+        ops = (ops,)
+    ops = tuple(ops)
+    for op in ops:
+        if op not in AUGMENT_OPS:
+            raise DataError(f"unknown augmentation '{op}'; known: {', '.join(AUGMENT_OPS)}")
+    if len(set(ops)) != len(ops):
+        raise DataError(f"augmentation ops repeat: {ops}; give each at most once")
+    if images.ndim != 4 or images.dtype != jnp.uint8:
+        raise DataError(f"augment needs a uint8 (N, H, W, C) batch, got {images.dtype} {images.shape}")
+    if "rot90" in ops and images.shape[1] != images.shape[2]:
+        raise DataError(
+            f"augmentation 'rot90' needs square images, got {images.shape[1]}x{images.shape[2]}; "
+            "set spec.data.image_size or drop 'rot90' from spec.data.augment"
+        )
+    if not ops:
+        return images
+    # One key per op name (not per position), so adding an op leaves the others' draws unchanged.
+    op_keys = jax.random.split(key, len(AUGMENT_OPS))
+    for op in ops:
+        op_key = op_keys[AUGMENT_OPS.index(op)]
+        if op == "hflip":
+            images = _flip(op_key, images, axis=2)
+        elif op == "vflip":
+            images = _flip(op_key, images, axis=1)
+        elif op == "rot90":
+            images = _rot90(op_key, images)
+        elif op == "brightness":
+            images = _brightness(op_key, images)
+        else:
+            images = _contrast(op_key, images)
+    return images
+
+
+def normalize(images_uint8: jax.Array, mode: str, dtype: jnp.dtype = jnp.float32) -> jax.Array:
+    """uint8 images -> floats: 'imagenet' (x/255 - mean)/std, 'unit' x/255, 'centered' x/127.5 - 1."""
+    pixels = jnp.asarray(images_uint8).astype(jnp.float32)
+    if mode == "unit":
+        out = pixels / 255.0
+    elif mode == "centered":
+        out = pixels / 127.5 - 1.0
+    elif mode == "imagenet":
+        mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+        std = jnp.asarray(IMAGENET_STD, jnp.float32)
+        out = (pixels / 255.0 - mean) / std
+    else:
+        raise DataError(f"unknown normalize mode '{mode}'; known: {', '.join(NORMALIZE_MODES)}")
+    return out.astype(dtype)

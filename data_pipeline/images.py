@@ -1,0 +1,151 @@
+"""Image files -> uint8 RGB arrays (H, W, 3), optionally resized to a square.
+
+Conversions (documented behaviour, no colour management):
+- grayscale is replicated to three channels; grayscale+alpha keeps the gray;
+- RGBA drops the alpha channel (no compositing onto a background); palette images are expanded;
+- unsigned integers wider than 8 bits are scaled by the dtype's maximum and rounded:
+  16-bit x -> round(x / 257), so 65535 -> 255; booleans map to 0/255;
+- floating point is read as [0, 1], clipped, and scaled by 255;
+- a multi-page TIFF contributes its first page only.
+Decoding uses Pillow (fast, C) and falls back to tifffile for TIFFs Pillow cannot read or
+would truncate (more than 8 bits per sample, floating point).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+from data_pipeline.errors import DataError
+
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+_BITS_PER_SAMPLE_TAG = 258
+
+
+class UndecodableImage(Exception):
+    """Raised by `decode_image` when bytes are not a readable image (the caller names the file)."""
+
+
+def is_image_name(name: str) -> bool:
+    """True if `name` has one of the supported image extensions (any case)."""
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def to_rgb8(pixels: np.ndarray) -> np.ndarray:
+    """Convert a decoded (H, W), (H, W, 1..4) array of any supported dtype to uint8 RGB."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
+        raise UndecodableImage(f"unsupported pixel array shape {pixels.shape}")
+    channels = pixels.shape[2]
+    if channels in (1, 2):  # gray or gray+alpha
+        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
+    elif channels == 4:  # RGBA: alpha dropped
+        pixels = pixels[:, :, :3]
+    return np.ascontiguousarray(_to_uint8(pixels))
+
+
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Scale any supported dtype to uint8 (see the module docstring for the rules)."""
+    dtype = pixels.dtype
+    if dtype == np.uint8:
+        return pixels
+    if dtype == np.bool_:
+        return pixels.astype(np.uint8) * 255
+    if np.issubdtype(dtype, np.unsignedinteger):
+        scale = 255.0 / np.iinfo(dtype).max
+        return np.rint(pixels.astype(np.float64) * scale).astype(np.uint8)
+    if np.issubdtype(dtype, np.floating):
+        return np.rint(np.clip(pixels.astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+    raise UndecodableImage(f"unsupported pixel type {dtype}")
+
+
+def _decode_with_pillow(data: bytes) -> np.ndarray | None:
+    """Decode with Pillow, or None when Pillow would lose bits (TIFF with > 8 bits per sample)."""
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format == "TIFF":
+            bits = image.tag_v2.get(_BITS_PER_SAMPLE_TAG, (8,))
+            bits = bits if isinstance(bits, tuple) else (bits,)
+            if image.mode not in ("I;16", "I;16B", "I;16L") and max(bits) > 8:
+                return None
+        if image.mode in ("P", "PA"):
+            image = image.convert("RGBA")
+        elif image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            image = image.convert("RGB")
+        elif image.mode == "I":
+            # 32-bit integer mode holds 16-bit PNGs in older Pillow versions.
+            pixels = np.asarray(image)
+            if pixels.min() < 0 or pixels.max() > 65535:
+                raise UndecodableImage("32-bit integer pixels outside the 16-bit range")
+            return pixels.astype(np.uint16)
+        elif image.mode == "F":
+            return None
+        return np.asarray(image)
+
+
+def _decode_with_tifffile(data: bytes) -> np.ndarray:
+    """Decode the first page of a TIFF, channels last."""
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages[0]
+        pixels = page.asarray()
+        if page.axes.startswith("S") and pixels.ndim == 3:  # planar configuration
+            pixels = np.moveaxis(pixels, 0, -1)
+    return pixels
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Decode the bytes of file `name` (its extension picks the decoder) to uint8 RGB."""
+    is_tiff = name.lower().endswith(TIFF_EXTENSIONS)
+    # Decoders warn about damaged files before failing; the failure itself is what we report.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return to_rgb8(_decode_pixels(data, is_tiff))
+
+
+def _decode_pixels(data: bytes, is_tiff: bool) -> np.ndarray:
+    """Decoded pixels in the file's own dtype and channel count."""
+    try:
+        try:
+            pixels = _decode_with_pillow(data)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as pillow_error:
+            if not is_tiff:
+                raise UndecodableImage(str(pillow_error)) from pillow_error
+            pixels = None
+        if pixels is None:
+            pixels = _decode_with_tifffile(data)
+    except UndecodableImage:
+        raise
+    except Exception as error:  # any decoder failure means the file is unusable
+        raise UndecodableImage(f"{type(error).__name__}: {error}") from error
+    return pixels
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize uint8 RGB `image` to (size, size) with Pillow's antialiased bilinear filter."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    resized = Image.fromarray(image).resize((size, size), resample=Image.Resampling.BILINEAR)
+    return np.asarray(resized)
+
+
+def load_image(path: str | os.PathLike, image_size: int | None = None) -> np.ndarray:
+    """Read one image file as uint8 RGB (H, W, 3), resized to a square if `image_size`."""
+    path = os.fspath(path)
+    if image_size is not None and (isinstance(image_size, bool) or int(image_size) < 1):
+        raise DataError(f"image_size must be a positive number of pixels or None, got {image_size!r}")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise DataError(f"cannot read image file '{path}': {error.strerror or error}") from error
+    try:
+        image = decode_image(data, path)
+    except UndecodableImage as error:
+        raise DataError(f"cannot decode image file '{path}' ({error}); is it a valid image?") from error
+    return resize_square(image, image_size) if image_size else image

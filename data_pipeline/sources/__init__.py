@@ -1,0 +1,1 @@
+"""Tile sources: TFDS, a folder or .zip of class subfolders, and an offline synthetic set."""

@@ -1,0 +1,159 @@
+"""Deterministic stratified train/val/test split.
+
+`spec.data.split` is three numbers (train, val, test):
+- all integers: tile counts. Each split's total is shared across classes in proportion to the
+  class sizes by the largest-remainder method, so the totals are exact;
+- any float: fractions in [0, 1] summing to at most 1, applied to every class separately
+  (largest remainder inside the class). Write (0.8, 0.2, 0), not (1, 0, 0), for fractions.
+Every class must get at least one tile in every split whose total is not zero.
+
+Which tiles go where: each class's tiles are sorted by id and shuffled with
+`np.random.default_rng([split_seed, crc32(class name)])`, then cut into train/val/test. A
+class's split therefore depends on the seed, its own tiles and its counts only: not on
+filesystem order, the machine, or which other classes are selected. Each split is returned
+sorted by tile id.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from data_pipeline.errors import DataError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _largest_remainder(numerators: np.ndarray, denominator: int, total: int) -> np.ndarray:
+    """Integers close to numerators / denominator that sum to `total` (ties go to lower index)."""
+    base = numerators // denominator
+    remainders = numerators - base * denominator
+    extra = int(total - base.sum())
+    order = np.argsort(-remainders, kind="stable")
+    base[order[: max(extra, 0)]] += 1
+    return base
+
+
+def parse_split(split: Sequence[float]) -> tuple[bool, tuple[float, ...]]:
+    """Validate `spec.data.split`; returns (is_counts, the three values)."""
+    values = tuple(split) if isinstance(split, (list, tuple)) else None
+    if values is None or len(values) != 3:
+        raise DataError(f"spec.data.split must be three numbers (train, val, test), got {split!r}")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise DataError(f"spec.data.split must hold numbers, got {split!r}")
+        if value < 0:
+            raise DataError(f"spec.data.split has a negative value: {split!r}")
+    is_counts = all(isinstance(v, (int, np.integer)) for v in values)
+    if is_counts and sum(values) == 0:
+        raise DataError(f"spec.data.split {split!r} selects no tiles")
+    if not is_counts:
+        if any(v > 1 for v in values) or sum(values) > 1 + 1e-9:
+            raise DataError(
+                f"spec.data.split {split!r}: fractions must lie in [0, 1] and sum to at most 1; "
+                "for tile counts use integers only"
+            )
+        if sum(values) <= 0:
+            raise DataError(f"spec.data.split {split!r} selects no tiles")
+    return is_counts, tuple(int(v) if is_counts else float(v) for v in values)
+
+
+def split_counts(
+    class_sizes: Sequence[int], class_names: Sequence[str], split: Sequence[float]
+) -> np.ndarray:
+    """Tiles per (class, split) as an int array (num_classes, 3); DataError if impossible."""
+    is_counts, values = parse_split(split)
+    sizes = np.asarray(class_sizes, dtype=np.int64)
+    available = int(sizes.sum())
+    if is_counts:
+        if sum(values) > available:
+            raise DataError(
+                f"spec.data.split {tuple(values)} asks for {sum(values)} tiles but the selected "
+                f"classes have {available}; lower the counts or use fractions"
+            )
+        columns = [_largest_remainder(sizes * int(total), max(available, 1), int(total)) for total in values]
+        counts = _repair_overflow(np.stack(columns, axis=1), sizes, values)
+    else:
+        counts = np.zeros((len(sizes), 3), dtype=np.int64)
+        scale = 10**9  # fractions as exact integers: quota = size * fraction
+        fractions = np.array([round(v * scale) for v in values], dtype=np.int64)
+        for row, size in enumerate(sizes):
+            # The tolerance keeps (1/3, 1/3, 1/3) from dropping a tile to rounding.
+            row_total = int(np.floor(int(size) * sum(values) + 1e-6))
+            counts[row] = _largest_remainder(int(size) * fractions, scale, row_total)
+    _check_counts(counts, sizes, class_names, split)
+    return counts
+
+
+def _repair_overflow(counts: np.ndarray, sizes: np.ndarray, totals: Sequence[int]) -> np.ndarray:
+    """Move rounded-up tiles away from classes that would need more tiles than they have.
+
+    Per-split rounding can round one class up in every split (ties go to the lower index).
+    While a class is over its size, its least-deserved round-up (smallest remainder) moves to
+    the class with spare tiles that is furthest below its quota in that split.
+    """
+    available = max(int(sizes.sum()), 1)
+    quotas = sizes[:, None] * np.asarray(totals, dtype=np.float64)[None, :] / available
+    while True:
+        over = np.flatnonzero(counts.sum(axis=1) > sizes)
+        spare = counts.sum(axis=1) < sizes
+        if len(over) == 0 or not spare.any():
+            return counts
+        row = over[0]
+        remainders = quotas[row] - np.floor(quotas[row])
+        rounded_up = np.where(counts[row] > np.floor(quotas[row]), remainders, np.inf)
+        column = int(np.argmin(rounded_up))
+        if not np.isfinite(rounded_up[column]):
+            return counts  # cannot happen when the totals fit; _check_counts reports it
+        deficit = np.where(spare, quotas[:, column] - counts[:, column], -np.inf)
+        counts[row, column] -= 1
+        counts[int(np.argmax(deficit)), column] += 1
+
+
+def _check_counts(counts: np.ndarray, sizes: np.ndarray, class_names: Sequence[str], split) -> None:
+    """Every class must fit its counts and have a tile in every non-empty split."""
+    used_splits = counts.sum(axis=0) > 0
+    needed_minimum = int(used_splits.sum())
+    for name, size, row in zip(class_names, sizes, counts):
+        if row.sum() > size:
+            raise DataError(
+                f"class '{name}' has {size} tiles but spec.data.split {tuple(split)} needs "
+                f"{int(row.sum())} of it ({', '.join(map(str, row))}); lower the counts"
+            )
+        empty = [SPLIT_NAMES[i] for i in range(3) if used_splits[i] and row[i] == 0]
+        if empty:
+            raise DataError(
+                f"class '{name}' has {size} tiles, too few for spec.data.split {tuple(split)}: it "
+                f"would get no {'/'.join(empty)} tiles; each class needs at least "
+                f"{needed_minimum} (one per split) and its share of the counts; add tiles, "
+                "drop the class from spec.data.classes, or change spec.data.split"
+            )
+
+
+def split_indices(
+    labels: np.ndarray,
+    ids: Sequence[str],
+    class_names: Sequence[str],
+    split: Sequence[float],
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of the train, val and test tiles (see the module docstring for the rules)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"spec.data.split_seed must be a non-negative integer, got {seed!r}")
+    labels = np.asarray(labels)
+    members = [[] for _ in class_names]
+    for index in sorted(range(len(ids)), key=lambda i: (ids[i], i)):
+        members[int(labels[index])].append(index)
+    counts = split_counts([len(m) for m in members], class_names, split)
+    parts: list[list[int]] = [[], [], []]
+    for name, tiles, row in zip(class_names, members, counts):
+        rng = np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8"))])
+        shuffled = np.asarray(tiles, dtype=np.int64)[rng.permutation(len(tiles))]
+        bounds = np.cumsum(row)
+        for part, start, stop in zip(parts, (0, *bounds[:2]), bounds):
+            part.extend(shuffled[start:stop].tolist())
+    return tuple(
+        np.asarray(sorted(part, key=lambda i: (ids[i], i)), dtype=np.int64) for part in parts
+    )

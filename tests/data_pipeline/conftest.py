@@ -1,0 +1,29 @@
+"""Shared fixtures: the real sample tiles, skipped when absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _sample(name: str) -> Path:
+    """The shared sample folder `name`, or skip the test saying where it was looked for."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"sample tiles not found at {path} (they live outside the repo, in shared/data)")
+    return path
+
+
+@pytest.fixture
+def kather_sample() -> Path:
+    """Kather 2016 sample: 8 folders 01_TUMOR..08_EMPTY, 3 tiles each, 150x150 TIFF."""
+    return _sample("kather2016_sample")
+
+
+@pytest.fixture
+def nct_sample() -> Path:
+    """NCT-CRC-HE sample: 9 folders ADI..TUM, 12 tiles each, 224x224 TIFF."""
+    return _sample("nct_crc_he_sample")

@@ -1,0 +1,102 @@
+"""`load_dataset`: spec.data parsing, source dispatch and the assembled TileDataset."""
+
+import re
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import pytest
+
+import data_pipeline
+from data_pipeline import DataError, Split, TileDataset, load_dataset
+
+from .helpers import write_tiles
+
+
+def _config(**overrides):
+    """A spec.data-like ConfigDict with the study keys and tiny synthetic data."""
+    return ml_collections.ConfigDict(
+        {
+            "source": "synthetic",
+            "classes": ("tumor", "stroma"),
+            "split": (4, 2, 2),
+            "split_seed": 0,
+            "image_size": None,
+            "skip_bad_files": False,
+            "tfds_data_dir": None,
+            "synthetic_per_class": 4,
+            "synthetic_size": 16,
+            "augment": ("hflip", "vflip", "rot90"),
+            "normalize": "unit",
+            **overrides,
+        }
+    )
+
+
+def test_config_dict_gives_a_complete_tile_dataset():
+    data = load_dataset(_config())
+    assert isinstance(data, TileDataset)
+    assert all(isinstance(part, Split) for part in (data.train, data.val, data.test))
+    assert data.classes == ("tumor", "stroma") and data.image_size == (16, 16) and data.skipped_files == ()
+    for part, size in ((data.train, 4), (data.val, 2), (data.test, 2)):
+        assert part.images.shape == (size, 16, 16, 3) and part.images.dtype == np.uint8
+        assert part.labels.dtype == np.int32 and len(part.ids) == size
+        np.testing.assert_array_equal(np.bincount(part.labels), [size // 2] * 2)
+
+
+def test_split_seed_changes_membership_and_nothing_else():
+    first, again, other = (load_dataset(_config(split_seed=s)) for s in (0, 0, 1))
+    assert first.train.ids == again.train.ids
+    np.testing.assert_array_equal(first.train.images, again.train.images)
+    assert set(first.train.ids) != set(other.train.ids)
+    everything = set(first.train.ids + first.val.ids + first.test.ids)
+    assert everything == set(other.train.ids + other.val.ids + other.test.ids)
+
+
+@pytest.mark.parametrize("source", ["tfds", "folder:", "zip:/tmp/x.zip", "Synthetic", "", 7])
+def test_bad_source_strings_list_the_forms(source):
+    forms = r"spec.data.source.*'tfds:colorectal_histology'.*'folder:PATH'.*'synthetic'"
+    with pytest.raises(DataError, match=forms):
+        load_dataset(_config(source=source))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"augment": ("hflip", "twist")}, r"unknown augmentation 'twist' in spec.data.augment"),
+        ({"normalize": "zscore"}, r"unknown spec.data.normalize 'zscore'; known: imagenet, unit, centered"),
+        ({"image_size": 0}, r"spec.data.image_size must be a positive integer or None, got 0"),
+        ({"split": (0.5, 0.6, 0.0)}, r"sum to at most 1"),
+    ],
+)
+def test_bad_keys_fail_before_any_decoding(overrides, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset(_config(**overrides))
+
+
+def test_skip_bad_files_must_be_a_bool(tmp_path):
+    root = write_tiles(tmp_path, {"a": 4})
+    with pytest.raises(DataError, match="skip_bad_files must be True or False, got 'yes'"):
+        load_dataset({"source": f"folder:{root}", "skip_bad_files": "yes"})
+
+
+def test_folder_source_is_made_absolute(tmp_path, monkeypatch):
+    write_tiles(tmp_path / "tiles", {"a": 4, "b": 4})
+    monkeypatch.chdir(tmp_path)
+    data = load_dataset({"source": "folder:tiles", "split": (0.5, 0.25, 0.25)})
+    assert data.source == f"folder:{tmp_path / 'tiles'}"
+
+
+def test_kather_sample_end_to_end(kather_sample):
+    study = ("tumor", "stroma", "complex", "lympho", "debris", "mucosa")
+    data = load_dataset(_config(source=f"folder:{kather_sample}", classes=study, split=(6, 6, 6)))
+    assert data.image_size == (150, 150)
+    for part in (data.train, data.val, data.test):
+        np.testing.assert_array_equal(np.bincount(part.labels), [1] * 6)
+    assert not set(data.train.ids) & set(data.test.ids)
+
+
+def test_package_never_imports_flaxbench():
+    package = Path(data_pipeline.__file__).parent
+    for source in package.rglob("*.py"):
+        assert not re.search(r"^\s*(from|import)\s+flaxbench", source.read_text(), re.MULTILINE), source

@@ -1,0 +1,105 @@
+"""Decoding to 8-bit RGB: conversions, resizing and unreadable files."""
+
+import io
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from data_pipeline import DataError, load_image
+from data_pipeline.images import UndecodableImage, decode_image, resize_square, to_rgb8
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+GRAY = RNG.integers(0, 256, (6, 5), dtype=np.uint8)
+GRAY16 = RNG.integers(0, 65536, (6, 5), dtype=np.uint16)
+RGB16 = RNG.integers(0, 65536, (6, 5, 3), dtype=np.uint16)
+
+
+def _png(array: np.ndarray, mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _packbits_tiff(array: np.ndarray) -> bytes:
+    """A packbits-compressed TIFF like the Kather tiles (tifffile needs imagecodecs to write one)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="TIFF", compression="packbits")
+    return buffer.getvalue()
+
+
+def _tiff(array: np.ndarray, **options) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array, **options)
+    return buffer.getvalue()
+
+
+def test_rgb_is_kept_exactly_in_png_and_packbits_tiff():
+    np.testing.assert_array_equal(decode_image(_png(RGB), "a.png"), RGB)
+    np.testing.assert_array_equal(decode_image(_packbits_tiff(RGB), "a.tif"), RGB)
+
+
+def test_grayscale_is_replicated():
+    for data, name in ((_png(GRAY), "g.png"), (_tiff(GRAY), "g.tiff")):
+        out = decode_image(data, name)
+        assert out.shape == (6, 5, 3) and out.dtype == np.uint8
+        for channel in range(3):
+            np.testing.assert_array_equal(out[..., channel], GRAY)
+
+
+def test_alpha_is_dropped_without_compositing():
+    rgba = np.concatenate([RGB, np.zeros((6, 5, 1), np.uint8)], axis=2)  # fully transparent
+    np.testing.assert_array_equal(decode_image(_png(rgba), "a.png"), RGB)
+    np.testing.assert_array_equal(decode_image(_tiff(rgba), "a.tif"), RGB)
+
+
+def test_16_bit_is_scaled_by_257_and_rounded():
+    expected_gray = np.rint(GRAY16 / 257.0).astype(np.uint8)
+    np.testing.assert_array_equal(decode_image(_tiff(GRAY16), "g16.tif")[..., 0], expected_gray)
+    np.testing.assert_array_equal(decode_image(_png(GRAY16), "g16.png")[..., 1], expected_gray)
+    # Pillow would truncate 16-bit RGB TIFF to 8 bits; tifffile keeps all of it.
+    rgb8 = np.rint(RGB16 / 257.0).astype(np.uint8)
+    np.testing.assert_array_equal(decode_image(_tiff(RGB16), "c16.tif"), rgb8)
+    extremes = to_rgb8(np.array([[0, 128, 65535]], dtype=np.uint16))
+    np.testing.assert_array_equal(extremes[0, :, 0], [0, 0, 255])
+
+
+def test_float_and_planar_tiffs():
+    floats = RNG.random((6, 5, 3)).astype(np.float32)
+    decoded = decode_image(_tiff(floats, photometric="rgb"), "f.tif")
+    np.testing.assert_array_equal(decoded, np.rint(floats * 255).astype(np.uint8))
+    planar = _tiff(np.moveaxis(RGB16, -1, 0), photometric="rgb", planarconfig="separate")
+    np.testing.assert_array_equal(decode_image(planar, "p.tif"), np.rint(RGB16 / 257.0).astype(np.uint8))
+
+
+def test_corrupt_and_truncated_files_are_undecodable():
+    whole = _packbits_tiff(RGB)
+    with pytest.raises(UndecodableImage):
+        decode_image(whole[: len(whole) // 2], "half.tif")
+    with pytest.raises(UndecodableImage):
+        decode_image(b"this is not an image", "text.png")
+    with pytest.raises(UndecodableImage):
+        to_rgb8(np.zeros((2, 2, 5), np.uint8))
+
+
+def test_load_image_resizes_and_names_bad_files(tmp_path):
+    path = tmp_path / "tile.tif"
+    path.write_bytes(_tiff(RNG.integers(0, 256, (20, 30, 3), dtype=np.uint8)))
+    assert load_image(path).shape == (20, 30, 3)
+    resized = load_image(str(path), image_size=12)
+    assert resized.shape == (12, 12, 3) and resized.dtype == np.uint8
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError, match="broken.tif"):
+        load_image(broken)
+    with pytest.raises(DataError, match="missing.png"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_resize_keeps_a_flat_image_flat():
+    flat = np.full((30, 30, 3), (200, 100, 50), np.uint8)
+    path_bytes = _png(flat)
+    out = decode_image(path_bytes, "flat.png")
+    np.testing.assert_array_equal(resize_square(out, 7), np.full((7, 7, 3), (200, 100, 50), np.uint8))
