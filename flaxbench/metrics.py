@@ -1,0 +1,147 @@
+"""Classification metrics and paired statistics on test predictions (pure numpy)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+# Resamples drawn per chunk, so memory stays ~chunk x tiles whatever num_resamples is.
+_BOOTSTRAP_CHUNK = 1000
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts as int64 (C, C): rows are true classes, columns predicted classes."""
+    labels = np.asarray(labels).reshape(-1)
+    predictions = np.asarray(predictions).reshape(-1)
+    if labels.shape != predictions.shape:
+        raise ValueError(f"labels ({labels.size}) and predictions ({predictions.size}) differ in length")
+    for what, values in (("labels", labels), ("predictions", predictions)):
+        if values.size and not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"{what} must be integer class indices, got dtype {values.dtype}")
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{what} must lie in [0, {num_classes}), got range [{values.min()}, {values.max()}]")
+    flat = labels.astype(np.int64) * num_classes + predictions.astype(np.int64)
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes).astype(np.int64)
+
+
+def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator elementwise, 0.0 where the denominator is 0."""
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.asarray(denominator, dtype=np.float64)
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
+def _precision_recall_f1(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class precision, recall and F1 of a confusion matrix; 0.0 where undefined."""
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"confusion matrix must be square (C, C), got shape {cm.shape}")
+    true_positives = np.diag(cm).astype(np.float64)
+    precision = _safe_ratio(true_positives, cm.sum(axis=0))
+    recall = _safe_ratio(true_positives, cm.sum(axis=1))
+    f1 = _safe_ratio(2 * precision * recall, precision + recall)
+    return precision, recall, f1
+
+
+def per_class_metrics(cm: np.ndarray, classes: Sequence[str]) -> dict[str, dict[str, float]]:
+    """{class: {precision, recall, f1, support}} from a confusion matrix.
+
+    A ratio with a zero denominator is reported as 0.0: precision of a class that is never
+    predicted, recall of a class with no test tiles, and F1 when precision + recall is 0.
+    """
+    cm = np.asarray(cm)
+    precision, recall, f1 = _precision_recall_f1(cm)
+    if len(classes) != cm.shape[0]:
+        raise ValueError(f"{len(classes)} class names for a {cm.shape[0]}-class confusion matrix")
+    support = cm.sum(axis=1)
+    return {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(classes)
+    }
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    """Unweighted mean F1 over classes that occur as a true label or as a prediction.
+
+    A class absent from both carries no information and is left out (scikit-learn's default
+    when no label list is given); an occurring class with undefined F1 counts as 0.0.
+    """
+    cm = np.asarray(cm)
+    _, _, f1 = _precision_recall_f1(cm)
+    occurring = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
+    return float(f1[occurring].mean()) if occurring.any() else 0.0
+
+
+def balanced_accuracy(cm: np.ndarray) -> float:
+    """Mean recall over the classes that have at least one true tile; 0.0 for an empty matrix."""
+    cm = np.asarray(cm)
+    _, recall, _ = _precision_recall_f1(cm)
+    supported = cm.sum(axis=1) > 0
+    return float(recall[supported].mean()) if supported.any() else 0.0
+
+
+def bootstrap_accuracy_ci(
+    correct: np.ndarray,
+    *,
+    level: float = 0.95,
+    num_resamples: int = 10000,
+    seed: int = 0,
+    trials: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of accuracy, resampling tiles with replacement.
+
+    `correct[i]` is 1/0 (or True/False) for tile i. To pool several predictions per tile (e.g.
+    several seeds on one test set), pass `trials[i]` predictions of which `correct[i]` were right:
+    a tile's predictions are resampled together and accuracy is sum(correct) / sum(trials).
+    The same `seed` gives the same interval on every call.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if num_resamples < 1:
+        raise ValueError(f"num_resamples must be >= 1, got {num_resamples}")
+    correct = np.asarray(correct, dtype=np.float64).reshape(-1)
+    trials = np.ones_like(correct) if trials is None else np.asarray(trials, dtype=np.float64).reshape(-1)
+    if correct.size == 0:
+        raise ValueError("no tiles to bootstrap")
+    if trials.shape != correct.shape:
+        raise ValueError(f"correct ({correct.size}) and trials ({trials.size}) differ in length")
+    if np.any(trials <= 0) or np.any(correct < 0) or np.any(correct > trials):
+        raise ValueError("need 0 <= correct[i] <= trials[i] and trials[i] > 0 for every tile")
+
+    rng = np.random.default_rng(seed)
+    accuracies = np.empty(num_resamples, dtype=np.float64)
+    for start in range(0, num_resamples, _BOOTSTRAP_CHUNK):
+        stop = min(start + _BOOTSTRAP_CHUNK, num_resamples)
+        picks = rng.integers(0, correct.size, size=(stop - start, correct.size))
+        accuracies[start:stop] = correct[picks].sum(axis=1) / trials[picks].sum(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(accuracies, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def mcnemar_p_value(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
+    """Exact two-sided McNemar p-value for two classifiers scored on the same tiles.
+
+    Only discordant tiles count: b01 (A wrong, B right) and b10 (A right, B wrong). Under the
+    null each is Binomial(b01 + b10, 1/2); p = min(1, 2 * P(X <= min(b01, b10))), and 1.0
+    when there are no discordant tiles.
+    """
+    correct_a = np.asarray(correct_a, dtype=bool).reshape(-1)
+    correct_b = np.asarray(correct_b, dtype=bool).reshape(-1)
+    if correct_a.shape != correct_b.shape:
+        raise ValueError(f"paired outcomes differ in length: {correct_a.size} vs {correct_b.size}")
+    b01 = int(np.count_nonzero(~correct_a & correct_b))
+    b10 = int(np.count_nonzero(correct_a & ~correct_b))
+    discordant = b01 + b10
+    if discordant == 0:
+        return 1.0
+    # Exact integer arithmetic: the tail sum and 2**n stay exact however many tiles there are.
+    tail = sum(math.comb(discordant, k) for k in range(min(b01, b10) + 1))
+    return min(1.0, 2 * tail / 2**discordant)

@@ -1,0 +1,36 @@
+"""Comparison report of a study: reads results.json files only (no jax, flax or models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flaxbench.errors import FlaxbenchError
+from flaxbench.report.collect import collect_runs
+from flaxbench.report.figures import write_figures
+from flaxbench.report.summary import summarize
+from flaxbench.report.table import write_csv, write_json, write_markdown
+
+__all__ = ["write_report"]
+
+
+def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write report.md/.csv/.json and the four PNG figures for every results.json under `runs_dir`.
+
+    `out_dir` defaults to `runs_dir`; returns {"md", "csv", "json", <figure keys>: path}.
+    """
+    runs_dir = Path(runs_dir)
+    out_dir = runs_dir if out_dir is None else Path(out_dir)
+    summary = summarize(collect_runs(runs_dir))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FlaxbenchError(
+            f"cannot create report directory '{out_dir}' ({err.strerror}); pass another --out"
+        ) from None
+    figures = write_figures(summary, out_dir)
+    written = {
+        "md": write_markdown(summary, out_dir / "report.md", runs_dir, figures),
+        "csv": write_csv(summary, out_dir / "report.csv"),
+        "json": write_json(summary, out_dir / "report.json", runs_dir),
+    }
+    return {**written, **figures}

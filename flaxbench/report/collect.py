@@ -1,0 +1,213 @@
+"""Find, load, check and group the results.json files of a study."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flaxbench.errors import FlaxbenchError
+
+RESULTS_FILENAME = "results.json"
+RESULTS_FORMAT = "flaxbench.results/1"
+
+# Numeric fields the report reads; each may be absent or null (results.json writes NaN as null).
+OPTIONAL_NUMBERS = (
+    "test_loss",
+    "compile_time_s",
+    "images_per_second",
+    "accuracy_per_second",
+    "loss_per_second",
+    "params",
+    "layers",
+    "flops_per_image",
+    "macro_f1",
+    "balanced_accuracy",
+)
+# Per-epoch history values drawn in the training-curves figure.
+HISTORY_CURVES = ("val_accuracy", "train_loss", "val_loss")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: the results.json it came from and its checked contents."""
+
+    path: Path
+    results: dict[str, Any]
+
+    @property
+    def seed(self) -> int | None:
+        """The run's seed, or None when results.json does not record one."""
+        return self.results.get("seed")
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    """All runs that share a spec name (one per seed): one row of the report."""
+
+    name: str
+    runs: tuple[Run, ...]  # sorted by seed (unknown seeds last), then path
+
+    @property
+    def title(self) -> str:
+        """The human label of the row: the first run's title, else the name."""
+        return self.runs[0].results.get("title") or self.name
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_index_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_int(v) for v in value)
+
+
+def _check(condition: bool, path: Path, message: str) -> None:
+    if not condition:
+        raise FlaxbenchError(f"{path}: {message}; fix or remove this results.json")
+
+
+def _check_predictions(predictions: Any, num_classes: int, path: Path) -> None:
+    _check(isinstance(predictions, dict), path, "key 'test_predictions' must be an object")
+    ids, labels, preds = (predictions.get(k) for k in ("ids", "labels", "predictions"))
+    _check(
+        isinstance(ids, list) and all(isinstance(i, str) for i in ids),
+        path,
+        "key 'test_predictions.ids' must be a list of strings",
+    )
+    _check(len(set(ids)) == len(ids), path, "key 'test_predictions.ids' has duplicate tile ids")
+    for key, values in (("labels", labels), ("predictions", preds)):
+        _check(
+            _is_index_list(values) and all(0 <= v < num_classes for v in values),
+            path,
+            f"key 'test_predictions.{key}' must be a list of class indices in [0, {num_classes})",
+        )
+        _check(len(values) == len(ids), path, f"'test_predictions.{key}' and '.ids' differ in length")
+
+
+def _check_history(history: Any, path: Path) -> None:
+    _check(isinstance(history, list), path, "key 'history' must be a list of per-epoch objects")
+    for entry in history:
+        _check(
+            isinstance(entry, dict) and isinstance(entry.get("epoch"), int),
+            path,
+            "every 'history' entry must be an object with an integer 'epoch'",
+        )
+        for key in HISTORY_CURVES:
+            value = entry.get(key)
+            _check(value is None or _is_number(value), path, f"history key '{key}' must be a number or null")
+
+
+def check_results(results: Any, path: Path) -> dict[str, Any]:
+    """`results` if it is a usable flaxbench.results/1 object, else a FlaxbenchError naming `path`."""
+    _check(isinstance(results, dict), path, "expected a JSON object at the top level")
+    fmt = results.get("format")
+    _check(fmt == RESULTS_FORMAT, path, f"key 'format' is {fmt!r}, expected '{RESULTS_FORMAT}'")
+    name = results.get("name")
+    _check(isinstance(name, str) and name != "", path, "key 'name' must be a non-empty string")
+    title = results.get("title")
+    _check(title is None or isinstance(title, str), path, "key 'title' must be a string")
+    classes = results.get("classes")
+    _check(
+        isinstance(classes, list) and len(classes) > 0 and all(isinstance(c, str) for c in classes),
+        path,
+        "key 'classes' must be a non-empty list of class names",
+    )
+    accuracy = results.get("test_accuracy")
+    _check(
+        _is_number(accuracy) and 0.0 <= accuracy <= 1.0,
+        path,
+        f"key 'test_accuracy' must be a fraction in [0, 1], got {accuracy!r}",
+    )
+    time_s = results.get("train_time_s")
+    _check(_is_number(time_s) and time_s >= 0, path, f"key 'train_time_s' must be a number >= 0, got {time_s!r}")
+    for key in OPTIONAL_NUMBERS:
+        value = results.get(key)
+        _check(value is None or _is_number(value), path, f"key '{key}' must be a number or null, got {value!r}")
+    seed = results.get("seed")
+    _check(seed is None or _is_int(seed), path, f"key 'seed' must be an integer, got {seed!r}")
+    _check(results.get("source") is None or isinstance(results["source"], str), path, "key 'source' must be a string")
+    _check(isinstance(results.get("synthetic", False), bool), path, "key 'synthetic' must be true or false")
+    cm = results.get("confusion_matrix")
+    if cm is not None:
+        _check(
+            isinstance(cm, list)
+            and len(cm) == len(classes)
+            and all(_is_index_list(row) and len(row) == len(classes) and min(row) >= 0 for row in cm),
+            path,
+            f"key 'confusion_matrix' must be a {len(classes)}x{len(classes)} matrix of counts (one row per class)",
+        )
+    if results.get("test_predictions") is not None:
+        _check_predictions(results["test_predictions"], len(classes), path)
+    if results.get("history") is not None:
+        _check_history(results["history"], path)
+    return results
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """The checked contents of one results.json; a one-line FlaxbenchError if unusable."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise FlaxbenchError(f"{path}: cannot read results file ({err.__class__.__name__}: {err})") from None
+    try:
+        results = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise FlaxbenchError(
+            f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
+            "fix or remove this results.json"
+        ) from None
+    return check_results(results, path)
+
+
+def find_results_files(runs_dir: str | Path) -> list[Path]:
+    """Every results.json at any depth under `runs_dir`, in sorted path order."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FlaxbenchError(f"runs directory '{runs_dir}' does not exist or is not a directory")
+    found = sorted(p for p in runs_dir.rglob(RESULTS_FILENAME) if p.is_file())
+    if not found:
+        raise FlaxbenchError(
+            f"no {RESULTS_FILENAME} found under '{runs_dir}'; train at least one spec into it first"
+        )
+    return found
+
+
+def _run_order(run: Run) -> tuple[bool, int, str]:
+    return (run.seed is None, run.seed if run.seed is not None else 0, str(run.path))
+
+
+def _check_group(name: str, runs: list[Run]) -> None:
+    """Runs of one row must be comparable: same classes, same data, distinct seeds."""
+    for previous, run in zip(runs, runs[1:]):  # sorted by seed, so equal seeds are neighbours
+        for key in ("classes", "source", "synthetic"):
+            if run.results.get(key) != previous.results.get(key):
+                raise FlaxbenchError(
+                    f"runs named '{name}' disagree on '{key}': {previous.path} vs {run.path}; "
+                    "give different specs different names"
+                )
+        if run.seed is not None and run.seed == previous.seed:
+            raise FlaxbenchError(
+                f"two results for '{name}' with seed {run.seed}: {previous.path} and {run.path}; remove one"
+            )
+
+
+def collect_runs(runs_dir: str | Path) -> list[RunGroup]:
+    """Load every results.json under `runs_dir` and group the runs by spec name."""
+    by_name: dict[str, list[Run]] = {}
+    for path in find_results_files(runs_dir):
+        results = load_results(path)
+        by_name.setdefault(results["name"], []).append(Run(path=path, results=results))
+    groups = []
+    for name, runs in sorted(by_name.items()):
+        runs.sort(key=_run_order)
+        _check_group(name, runs)
+        groups.append(RunGroup(name=name, runs=tuple(runs)))
+    return groups
+

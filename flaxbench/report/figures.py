@@ -1,0 +1,199 @@
+"""The report's figures, drawn with matplotlib's object API on the Agg canvas (no pyplot, no display)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from flaxbench import metrics
+from flaxbench.report.collect import HISTORY_CURVES
+from flaxbench.report.summary import SYNTHETIC_BANNER, Summary, mean_history, pooled_confusion_matrix
+
+FIGURE_DPI = 110
+
+
+def _color(index: int) -> str:
+    """The colour of row `index`, the same in every figure."""
+    return f"C{index % 10}"
+
+
+def _label(row: dict) -> str:
+    return row["title"] if row["seeds"] == 1 else f"{row['title']} ({row['seeds']} seeds)"
+
+
+def _new_figure(title: str, synthetic: bool, size: tuple[float, float]) -> Figure:
+    """A figure whose title carries the synthetic-data banner when it applies."""
+    figure = Figure(figsize=size, layout="constrained")
+    if synthetic:
+        figure.suptitle(f"{title}\n{SYNTHETIC_BANNER}", color="darkred", fontweight="bold")
+    else:
+        figure.suptitle(title)
+    return figure
+
+
+def _watermark(axes, synthetic: bool) -> None:
+    if synthetic:
+        axes.text(0.5, 0.5, "SYNTHETIC", transform=axes.transAxes, ha="center", va="center",
+                  fontsize=36, rotation=25, color="darkred", alpha=0.08, zorder=0)
+
+
+def _save(figure: Figure, path: Path, title: str, synthetic: bool) -> Path:
+    """Save as PNG; the banner also goes into the PNG's text metadata."""
+    description = SYNTHETIC_BANNER if synthetic else "flaxbench comparison report"
+    figure.savefig(path, dpi=FIGURE_DPI, metadata={"Title": title, "Description": description})
+    return path
+
+
+def accuracy_vs_time(summary: Summary, path: Path) -> Path:
+    """Test accuracy (%) vs training time (s) per row, CI error bars, compile time drawn apart."""
+    title = "Test accuracy vs training time"
+    figure = _new_figure(title, summary.synthetic, (8.5, 5.5))
+    axes = figure.add_subplot()
+    for i, row in enumerate(summary.rows):
+        x, y, color = row["train_time_s"], row["test_accuracy_pct"], _color(i)
+        if row["compile_time_s"]:
+            axes.plot([x, x + row["compile_time_s"]], [y, y], color=color, alpha=0.3, linewidth=5,
+                      solid_capstyle="butt", zorder=1)
+        low, high = row["test_accuracy_ci95_low_pct"], row["test_accuracy_ci95_high_pct"]
+        yerr = None if low is None else [[max(y - low, 0.0)], [max(high - y, 0.0)]]
+        axes.errorbar([x], [y], yerr=yerr, fmt="o", color=color, capsize=4, zorder=2)
+        axes.annotate(_label(row), (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
+    axes.set_xlabel("Training time (s)")
+    axes.set_ylabel("Test accuracy (%)")
+    axes.set_xlim(left=0)
+    axes.grid(alpha=0.3)
+    axes.legend(
+        handles=[
+            Line2D([], [], marker="o", color="0.3", linestyle="none",
+                   label="test accuracy at training time (bars: 95% bootstrap CI)"),
+            Line2D([], [], color="0.3", alpha=0.3, linewidth=5,
+                   label="compile time, drawn from training time to training + compile time"),
+        ],
+        loc="lower right", fontsize=8,
+    )
+    _watermark(axes, summary.synthetic)
+    return _save(figure, path, title, summary.synthetic)
+
+
+def _row_normalised(cm: np.ndarray) -> np.ndarray:
+    """Each true-class row divided by its count (recall on the diagonal); empty rows stay 0."""
+    totals = cm.sum(axis=1, keepdims=True).astype(np.float64)
+    return np.divide(cm, totals, out=np.zeros(cm.shape, dtype=np.float64), where=totals > 0)
+
+
+def confusion_matrices(summary: Summary, path: Path) -> Path:
+    """One row-normalised confusion matrix (summed over seeds) per report row."""
+    title = "Confusion matrices (rows: true class, normalised; summed over seeds)"
+    count = len(summary.rows)
+    num_cols = min(3, count)
+    num_rows = math.ceil(count / num_cols)
+    num_classes = max(len(group.runs[0].results["classes"]) for group in summary.groups)
+    cell = max(3.5, 0.45 * num_classes + 1.5)
+    figure = _new_figure(title, summary.synthetic, (cell * num_cols + 1.0, (cell + 0.6) * num_rows + 0.8))
+    grid = figure.subplots(num_rows, num_cols, squeeze=False)
+    image = None
+    for index, (row, group) in enumerate(zip(summary.rows, summary.groups)):
+        axes = grid[index // num_cols][index % num_cols]
+        axes.set_title(_label(row), fontsize=9)
+        cm = pooled_confusion_matrix(group)
+        if cm is None:
+            axes.text(0.5, 0.5, "n/a: no confusion matrix\nin results.json", ha="center", va="center")
+            axes.set_axis_off()
+            continue
+        classes = group.runs[0].results["classes"]
+        normalised = _row_normalised(cm)
+        image = axes.imshow(normalised, vmin=0.0, vmax=1.0, cmap="Blues")
+        ticks = np.arange(len(classes))
+        axes.set_xticks(ticks, classes, rotation=45, ha="right", fontsize=8)
+        axes.set_yticks(ticks, classes, fontsize=8)
+        axes.set_xlabel("predicted", fontsize=8)
+        axes.set_ylabel("true", fontsize=8)
+        if len(classes) <= 12:
+            for (r, c), value in np.ndenumerate(normalised):
+                axes.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                          color="white" if value > 0.6 else "black")
+        _watermark(axes, summary.synthetic)
+    for index in range(count, num_rows * num_cols):
+        grid[index // num_cols][index % num_cols].set_axis_off()
+    if image is not None:
+        figure.colorbar(image, ax=grid.ravel().tolist(), shrink=0.6, label="fraction of true class")
+    return _save(figure, path, title, summary.synthetic)
+
+
+def training_curves(summary: Summary, path: Path) -> Path:
+    """Validation accuracy and train/validation loss per epoch (mean over seeds) for every row."""
+    title = "Training curves (mean over seeds)"
+    figure = _new_figure(title, summary.synthetic, (12.0, 5.0))
+    accuracy_axes, loss_axes = figure.subplots(1, 2)
+    missing = []
+    for i, (row, group) in enumerate(zip(summary.rows, summary.groups)):
+        curves = {key: mean_history(group, key) for key in HISTORY_CURVES}
+        if not any(curves.values()):
+            missing.append(row["name"])
+            continue
+        if curves["val_accuracy"]:
+            epochs, values = curves["val_accuracy"]
+            accuracy_axes.plot(epochs, [100.0 * v for v in values], color=_color(i), marker=".", label=_label(row))
+        for key, style in (("train_loss", "-"), ("val_loss", "--")):
+            if curves[key]:
+                loss_axes.plot(*curves[key], color=_color(i), linestyle=style)
+    accuracy_axes.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy")
+    loss_axes.set(xlabel="epoch", ylabel="loss", title="Loss (solid: train, dashed: validation)")
+    if accuracy_axes.lines:
+        accuracy_axes.legend(fontsize=8)
+    loss_axes.legend(
+        handles=[Line2D([], [], color="0.3", linestyle="-", label="train"),
+                 Line2D([], [], color="0.3", linestyle="--", label="validation")],
+        fontsize=8,
+    )
+    for axes in (accuracy_axes, loss_axes):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        _watermark(axes, summary.synthetic)
+    if missing:
+        figure.supxlabel("n/a: no history in results.json for " + ", ".join(missing), fontsize=8)
+    return _save(figure, path, title, summary.synthetic)
+
+
+def per_class_recall(summary: Summary, path: Path) -> Path:
+    """Grouped bars: recall of every class (pooled over seeds) for every row."""
+    title = "Per-class recall (pooled over seeds)"
+    classes: list[str] = []
+    for group in summary.groups:
+        classes += [c for c in group.runs[0].results["classes"] if c not in classes]
+    matrices = [pooled_confusion_matrix(group) for group in summary.groups]
+    drawn = [(i, row, cm) for i, (row, cm) in enumerate(zip(summary.rows, matrices)) if cm is not None]
+    missing = [row["name"] for row, cm in zip(summary.rows, matrices) if cm is None]
+    count = max(len(drawn), 1)
+    figure = _new_figure(title, summary.synthetic, (max(8.0, 1.5 + len(classes) * (0.3 * count + 0.5)), 5.0))
+    axes = figure.add_subplot()
+    width = 0.8 / count
+    for slot, (i, row, cm) in enumerate(drawn):
+        per_class = metrics.per_class_metrics(cm, summary.groups[i].runs[0].results["classes"])
+        positions = [classes.index(c) + (slot - (count - 1) / 2) * width for c in per_class]
+        axes.bar(positions, [m["recall"] for m in per_class.values()], width=width, color=_color(i), label=_label(row))
+    axes.set_xticks(np.arange(len(classes)), classes, rotation=30, ha="right")
+    axes.set_ylim(0.0, 1.05)
+    axes.set_ylabel("recall")
+    axes.grid(axis="y", alpha=0.3)
+    if axes.patches:
+        axes.legend(fontsize=8, ncols=min(4, count))
+    if missing:
+        figure.supxlabel("n/a: no confusion matrix in results.json for " + ", ".join(missing), fontsize=8)
+    _watermark(axes, summary.synthetic)
+    return _save(figure, path, title, summary.synthetic)
+
+
+def write_figures(summary: Summary, out_dir: Path) -> dict[str, Path]:
+    """Draw all four figures into `out_dir`; {figure key: PNG path}."""
+    return {
+        "accuracy_vs_time": accuracy_vs_time(summary, out_dir / "accuracy_vs_time.png"),
+        "confusion_matrices": confusion_matrices(summary, out_dir / "confusion_matrices.png"),
+        "training_curves": training_curves(summary, out_dir / "training_curves.png"),
+        "per_class_recall": per_class_recall(summary, out_dir / "per_class_recall.png"),
+    }

@@ -1,0 +1,197 @@
+"""Turn grouped runs into report rows: seed means, bootstrap CIs and McNemar tests vs the best row."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from flaxbench import metrics
+from flaxbench.report.collect import Run, RunGroup
+
+CI_LEVEL = 0.95
+CI_RESAMPLES = 10000
+CI_SEED = 0
+
+# Row fields that are the plain mean over a row's seeds of the results.json field of that name.
+MEAN_FIELDS = (
+    "test_loss",
+    "train_time_s",
+    "accuracy_per_second",
+    "loss_per_second",
+    "layers",
+    "params",
+    "flops_per_image",
+    "images_per_second",
+    "compile_time_s",
+    "macro_f1",
+    "balanced_accuracy",
+)
+
+BEST_ROW_NOTE = "best row"
+SYNTHETIC_BANNER = "SYNTHETIC DATA — not a histology result"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The report's rows (best first) and what the whole report must say about them."""
+
+    rows: list[dict[str, Any]]
+    groups: list[RunGroup]  # same order as rows
+    best: str  # name of the row with the highest mean test accuracy
+    synthetic: bool  # True when any row was trained/evaluated on synthetic data
+
+
+def is_synthetic(results: dict[str, Any]) -> bool:
+    """Whether a run used synthetic data (the `synthetic` flag, else source == 'synthetic')."""
+    return bool(results.get("synthetic", results.get("source") == "synthetic"))
+
+
+def data_label(results: dict[str, Any]) -> str:
+    """The row's data source for the `data` column; always says 'synthetic' for synthetic runs."""
+    source = results.get("source") or "unknown"
+    if is_synthetic(results) and "synthetic" not in source:
+        return f"synthetic ({source})"
+    return source
+
+
+def _run_value(results: dict[str, Any], key: str) -> float | None:
+    """A run's numeric field; macro-F1 / balanced accuracy fall back to its confusion matrix."""
+    value = results.get(key)
+    if value is None and key in ("macro_f1", "balanced_accuracy") and results.get("confusion_matrix"):
+        cm = np.asarray(results["confusion_matrix"], dtype=np.int64)
+        value = metrics.macro_f1(cm) if key == "macro_f1" else metrics.balanced_accuracy(cm)
+    return value
+
+
+def _mean(values: list[float]) -> float | None:
+    """Mean of the values that are present; None when none are (rendered as n/a).
+
+    Identical integers (params, layers of one architecture over seeds) stay integers.
+    """
+    if not values:
+        return None
+    if all(isinstance(v, int) for v in values) and len(set(values)) == 1:
+        return values[0]
+    return float(statistics.fmean(values))
+
+
+def pooled_confusion_matrix(group: RunGroup) -> np.ndarray | None:
+    """Sum of the confusion matrices of a row's seeds; None unless every seed has one."""
+    matrices = [run.results.get("confusion_matrix") for run in group.runs]
+    if any(cm is None for cm in matrices):
+        return None
+    return np.sum([np.asarray(cm, dtype=np.int64) for cm in matrices], axis=0)
+
+
+def mean_history(group: RunGroup, key: str) -> tuple[list[int], list[float]] | None:
+    """(epochs, mean over seeds of history[key]) over the epochs every seed logged; None if none."""
+    per_run = []
+    for run in group.runs:
+        history = run.results.get("history") or []
+        per_run.append({e["epoch"]: e[key] for e in history if e.get(key) is not None})
+    epochs = sorted(set.intersection(*(set(values) for values in per_run)))
+    if not epochs:
+        return None
+    return epochs, [statistics.fmean(values[e] for values in per_run) for e in epochs]
+
+
+def tile_outcomes(run: Run) -> dict[str, bool] | None:
+    """{tile id: predicted correctly} for one run; None without per-tile test predictions."""
+    predictions = run.results.get("test_predictions")
+    if predictions is None:
+        return None
+    return {
+        tile: label == predicted
+        for tile, label, predicted in zip(predictions["ids"], predictions["labels"], predictions["predictions"])
+    }
+
+
+def accuracy_ci_pct(group: RunGroup) -> tuple[float, float] | None:
+    """95% bootstrap CI (in %) of the row's pooled test accuracy; None without per-tile predictions.
+
+    Tiles are resampled; with several seeds all seeds' predictions on one tile id stay together,
+    so seeds that share a test set do not count as extra independent tiles.
+    """
+    correct: dict[str, int] = {}
+    trials: dict[str, int] = {}
+    for run in group.runs:
+        outcomes = tile_outcomes(run)
+        if outcomes is None:
+            return None
+        for tile, ok in outcomes.items():
+            correct[tile] = correct.get(tile, 0) + int(ok)
+            trials[tile] = trials.get(tile, 0) + 1
+    if not trials:
+        return None
+    tiles = sorted(trials)
+    low, high = metrics.bootstrap_accuracy_ci(
+        np.array([correct[t] for t in tiles]),
+        trials=np.array([trials[t] for t in tiles]),
+        level=CI_LEVEL,
+        num_resamples=CI_RESAMPLES,
+        seed=CI_SEED,
+    )
+    return 100.0 * low, 100.0 * high
+
+
+def mcnemar_vs_best(group: RunGroup, best: RunGroup) -> tuple[float | None, int | None, str | None]:
+    """(p-value, shared tiles, note) of the row's lowest-seed run against the best row's.
+
+    The note says why the p-value is missing ('best row', no predictions, no shared tiles).
+    """
+    if group is best:
+        return None, None, BEST_ROW_NOTE
+    ours, theirs = tile_outcomes(group.runs[0]), tile_outcomes(best.runs[0])
+    for name, outcomes in ((group.name, ours), (best.name, theirs)):
+        if outcomes is None:
+            return None, None, f"results.json of '{name}' has no per-tile test predictions to pair"
+    shared = sorted(set(ours) & set(theirs))
+    if not shared:
+        return None, 0, (
+            f"test tiles of '{group.name}' and the best row '{best.name}' do not overlap "
+            "(different test splits), so no tile can be paired"
+        )
+    p_value = metrics.mcnemar_p_value(
+        np.array([ours[t] for t in shared]), np.array([theirs[t] for t in shared])
+    )
+    return p_value, len(shared), None
+
+
+def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
+    """One machine-readable report row (numbers unformatted, None for n/a)."""
+    accuracies = [100.0 * run.results["test_accuracy"] for run in group.runs]
+    ci = accuracy_ci_pct(group)
+    p_value, shared_tiles, note = mcnemar_vs_best(group, best)
+    first = group.runs[0].results
+    row: dict[str, Any] = {"name": group.name, "title": group.title, "test_accuracy_pct": statistics.fmean(accuracies)}
+    for key in MEAN_FIELDS:
+        row[key] = _mean([v for run in group.runs if (v := _run_value(run.results, key)) is not None])
+    row.update(
+        test_accuracy_ci95_low_pct=ci[0] if ci else None,
+        test_accuracy_ci95_high_pct=ci[1] if ci else None,
+        seeds=len(group.runs),
+        test_accuracy_std_pct=statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+        mcnemar_p_vs_best=p_value,
+        data=data_label(first),
+        synthetic=is_synthetic(first),
+        mcnemar_shared_tiles=shared_tiles,
+        mcnemar_note=note,
+        seed_values=[run.seed for run in group.runs],
+        results_files=[str(run.path) for run in group.runs],
+    )
+    return row
+
+
+def summarize(groups: list[RunGroup]) -> Summary:
+    """Rows sorted by mean test accuracy (best first, ties by name), each compared with the best."""
+    ordered = sorted(groups, key=lambda g: (-statistics.fmean(r.results["test_accuracy"] for r in g.runs), g.name))
+    best = ordered[0]
+    return Summary(
+        rows=[_row(group, best) for group in ordered],
+        groups=ordered,
+        best=best.name,
+        synthetic=any(is_synthetic(run.results) for group in groups for run in group.runs),
+    )

@@ -1,0 +1,186 @@
+"""The comparison table: its columns and the Markdown, CSV and JSON writers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flaxbench.report.summary import BEST_ROW_NOTE, CI_LEVEL, CI_RESAMPLES, CI_SEED, SYNTHETIC_BANNER, Summary
+
+REPORT_FORMAT = "flaxbench.report/1"
+NA = "n/a"
+
+
+class Footnotes:
+    """Numbered footnotes for the Markdown table; the same text gets the same number."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def mark(self, text: str) -> str:
+        """The marker, e.g. '[1]', of `text`, adding it if new."""
+        if text not in self.texts:
+            self.texts.append(text)
+        return f"[{self.texts.index(text) + 1}]"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: its Markdown header, the row keys it shows, and how to print them."""
+
+    header: str
+    keys: tuple[str, ...]  # the CSV/JSON columns (a CI is two numbers, one Markdown cell)
+    render: Callable[[dict[str, Any], Footnotes], str]
+
+
+def _number(key: str, spec: str) -> Callable[[dict[str, Any], Footnotes], str]:
+    """A renderer printing row[key] with format `spec`, n/a when absent."""
+    return lambda row, _: NA if row.get(key) is None else format(row[key], spec)
+
+
+def _si(value: float) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {suffix}"
+    return f"{value:.0f}"
+
+
+def _flops_cell(row: dict[str, Any], _: Footnotes) -> str:
+    return NA if row.get("flops_per_image") is None else _si(row["flops_per_image"])
+
+
+def _name_cell(row: dict[str, Any], _: Footnotes) -> str:
+    return row["title"] if row["title"] == row["name"] else f"{row['title']} (`{row['name']}`)"
+
+
+def _ci_cell(row: dict[str, Any], _: Footnotes) -> str:
+    low, high = row["test_accuracy_ci95_low_pct"], row["test_accuracy_ci95_high_pct"]
+    return NA if low is None else f"[{low:.2f}, {high:.2f}]"
+
+
+def _mean_std_cell(row: dict[str, Any], _: Footnotes) -> str:
+    std = row["test_accuracy_std_pct"]
+    return "—" if std is None else f"{row['test_accuracy_pct']:.2f} ± {std:.2f}"
+
+
+def _mcnemar_cell(row: dict[str, Any], notes: Footnotes) -> str:
+    if row["mcnemar_note"] == BEST_ROW_NOTE:
+        return "—"
+    if row["mcnemar_p_vs_best"] is None:
+        return f"{NA} {notes.mark(row['mcnemar_note'])}"
+    return format(row["mcnemar_p_vs_best"], ".3g")
+
+
+COLUMNS: tuple[Column, ...] = (
+    # The study's columns first, in its order.
+    Column("Name (title)", ("name", "title"), _name_cell),
+    Column("Test accuracy (%)", ("test_accuracy_pct",), _number("test_accuracy_pct", ".2f")),
+    Column("Test avg loss", ("test_loss",), _number("test_loss", ".4f")),
+    Column("Time cost (s)", ("train_time_s",), _number("train_time_s", ".1f")),
+    Column("Accuracy per second (%/s)", ("accuracy_per_second",), _number("accuracy_per_second", ".4g")),
+    Column("Loss per second (1/s)", ("loss_per_second",), _number("loss_per_second", ".4g")),
+    Column("Layers", ("layers",), _number("layers", ".0f")),
+    # Added by flaxbench.
+    Column("Params", ("params",), _number("params", ",.0f")),
+    Column("FLOPs / image", ("flops_per_image",), _flops_cell),
+    Column("Images/s", ("images_per_second",), _number("images_per_second", ".1f")),
+    Column("Compile time (s)", ("compile_time_s",), _number("compile_time_s", ".1f")),
+    Column("Macro-F1", ("macro_f1",), _number("macro_f1", ".3f")),
+    Column("Balanced accuracy", ("balanced_accuracy",), _number("balanced_accuracy", ".3f")),
+    Column("95% CI of test accuracy (%)", ("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct"), _ci_cell),
+    Column("Seeds (n)", ("seeds",), _number("seeds", "d")),
+    Column("Test accuracy mean ± std (%)", ("test_accuracy_std_pct",), _mean_std_cell),
+    Column("McNemar p vs best", ("mcnemar_p_vs_best",), _mcnemar_cell),
+    Column("Data", ("data",), lambda r, _: r["data"]),
+)
+
+# CSV columns: every column's keys in table order, then the machine-only details.
+CSV_KEYS: tuple[str, ...] = tuple(k for c in COLUMNS for k in c.keys) + (
+    "synthetic",
+    "mcnemar_shared_tiles",
+    "mcnemar_note",
+)
+JSON_KEYS: tuple[str, ...] = CSV_KEYS + ("seed_values", "results_files")
+
+
+def _finite_or_none(value: Any) -> Any:
+    """NaN/inf become None, so report.json stays strict JSON."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def write_csv(summary: Summary, path: Path) -> Path:
+    """report.csv: one line per row, raw numbers, 'n/a' where a value is missing."""
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(CSV_KEYS)
+        for row in summary.rows:
+            writer.writerow([NA if row[k] is None else row[k] for k in CSV_KEYS])
+    return path
+
+
+def write_json(summary: Summary, path: Path, runs_dir: Path) -> Path:
+    """report.json: the same rows as plain numbers (null where missing) plus how they were made."""
+    document = {
+        "format": REPORT_FORMAT,
+        "runs_dir": str(runs_dir),
+        "synthetic": summary.synthetic,
+        "banner": SYNTHETIC_BANNER if summary.synthetic else None,
+        "best": summary.best,
+        "bootstrap": {"level": CI_LEVEL, "resamples": CI_RESAMPLES, "seed": CI_SEED},
+        "columns": list(JSON_KEYS),
+        "rows": [{k: _finite_or_none(row[k]) for k in JSON_KEYS} for row in summary.rows],
+    }
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def _notes(summary: Summary) -> list[str]:
+    """How each column is defined; printed under the Markdown table."""
+    best = next(row for row in summary.rows if row["name"] == summary.best)
+    return [
+        "**Layers** (depth) = weight layers: conv + dense, as counted in results.json's `layers`; "
+        "pooling, normalisation, activation and dropout layers are not counted.",
+        "**Time cost** = training time `train_time_s`; compile time is listed apart. "
+        "Accuracy per second = test accuracy in % / time cost; loss per second = test avg loss / time cost.",
+        "Rows with several seeds show the mean over seeds in every numeric column; "
+        "mean ± std uses the sample standard deviation (n − 1).",
+        f"**95% CI**: percentile bootstrap of test accuracy over test tiles ({CI_RESAMPLES} resamples, seed "
+        f"{CI_SEED}). With several seeds, all seeds' predictions on one tile are resampled together "
+        "(pooled accuracy; seeds sharing a test set do not count as extra tiles).",
+        f"**McNemar p**: exact two-sided binomial test on the tiles where exactly one of the two rows is right, "
+        f"against the best row {best['title']} (`{best['name']}`, highest mean test accuracy); tiles are paired "
+        "by id over the tiles both rows evaluated; for rows with several seeds the lowest-seed run is compared.",
+        "n/a = not recorded in results.json.",
+    ]
+
+
+def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:
+    """report.md: banner (if synthetic), the table, column notes, footnotes and figure links."""
+    footnotes = Footnotes()
+    body = [[column.render(row, footnotes) for column in COLUMNS] for row in summary.rows]
+    lines = ["# flaxbench comparison report", ""]
+    if summary.synthetic:
+        synthetic_rows = ", ".join(f"`{row['name']}`" for row in summary.rows if row["synthetic"])
+        lines += [f"> **{SYNTHETIC_BANNER}.** Rows on synthetic data: {synthetic_rows}.", ""]
+    num_files = sum(len(row["results_files"]) for row in summary.rows)
+    lines += [f"{len(summary.rows)} rows from {num_files} results.json files under `{runs_dir}`, best first.", ""]
+    lines.append("| " + " | ".join(column.header for column in COLUMNS) + " |")
+    lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in body]
+    lines += ["", "Notes:", ""] + [f"- {note}" for note in _notes(summary)]
+    if footnotes.texts:
+        lines += [""] + [f"[{i}] {text}." for i, text in enumerate(footnotes.texts, start=1)]
+    lines += ["", "## Figures", ""]
+    lines += [f"![{key.replace('_', ' ')}]({path.name})" for key, path in figures.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(summary: Summary, path: Path, runs_dir: Path, figures: dict[str, Path]) -> Path:
+    """Write report.md to `path`."""
+    path.write_text(markdown(summary, runs_dir, figures), encoding="utf-8")
+    return path

@@ -1,0 +1,215 @@
+"""write_report end to end: md/csv/json columns, seeds, McNemar, synthetic marking, PNG figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from flaxbench.errors import FlaxbenchError
+from flaxbench.report import write_report
+from tests.report.factory import make_results, write_results
+
+BANNER = "SYNTHETIC DATA — not a histology result"
+STUDY_HEADERS = [
+    "Name (title)",
+    "Test accuracy (%)",
+    "Test avg loss",
+    "Time cost (s)",
+    "Accuracy per second (%/s)",
+    "Loss per second (1/s)",
+    "Layers",
+]
+EXTRA_HEADERS = [
+    "Params",
+    "FLOPs / image",
+    "Images/s",
+    "Compile time (s)",
+    "Macro-F1",
+    "Balanced accuracy",
+    "95% CI of test accuracy (%)",
+    "Seeds (n)",
+    "Test accuracy mean ± std (%)",
+    "McNemar p vs best",
+]
+ROW_KEYS = [
+    "name", "title", "test_accuracy_pct", "test_loss", "train_time_s", "accuracy_per_second", "loss_per_second",
+    "layers", "params", "flops_per_image", "images_per_second", "compile_time_s", "macro_f1", "balanced_accuracy",
+    "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "seeds", "test_accuracy_std_pct",
+    "mcnemar_p_vs_best",
+]
+FIGURES = ["accuracy_vs_time", "confusion_matrices", "training_curves", "per_class_recall"]
+
+
+def _write_study(runs_dir, *, synthetic):
+    for seed in (0, 1, 2):
+        write_results(runs_dir / "multi" / f"seed_{seed}" / "results.json",
+                      make_results("multi", seed=seed, accuracy=0.7, synthetic=synthetic))
+    write_results(runs_dir / "strong" / "results.json",
+                  make_results("strong", accuracy=0.95, synthetic=synthetic, title="Strong | net"))
+    write_results(runs_dir / "elsewhere" / "results.json",
+                  make_results("elsewhere", accuracy=0.6, tile_prefix="other", synthetic=synthetic))
+    sparse = make_results("sparse", accuracy=0.4, synthetic=synthetic)
+    for key in ("test_predictions", "history", "confusion_matrix", "macro_f1", "layers"):
+        del sparse[key]
+    sparse.update(flops_per_image=None, test_loss=None)
+    write_results(runs_dir / "sparse" / "results.json", sparse)
+
+
+@pytest.fixture(scope="module")
+def synthetic_report(tmp_path_factory):
+    runs_dir = tmp_path_factory.mktemp("runs")
+    _write_study(runs_dir, synthetic=True)
+    return write_report(runs_dir, runs_dir / "report_out")
+
+
+def _md_table(md_text):
+    """(headers, {name: {header: cell}}) of the Markdown table; escaped pipes stay in cells."""
+    lines = [line for line in md_text.splitlines() if line.startswith("|")]
+    split = lambda line: [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+    headers = split(lines[0])
+    rows = [dict(zip(headers, split(line))) for line in lines[2:]]
+    assert all(len(split(line)) == len(headers) for line in lines)
+    by_name = {re.search(r"`([^`]+)`\)$", r["Name (title)"]).group(1): r for r in rows}
+    return headers, by_name
+
+
+def test_returns_every_output_in_out_dir(synthetic_report):
+    assert set(synthetic_report) == {"md", "csv", "json", *FIGURES}
+    names = {key: path.name for key, path in synthetic_report.items()}
+    assert names["md"] == "report.md" and names["csv"] == "report.csv" and names["json"] == "report.json"
+    assert all(path.parent.name == "report_out" for path in synthetic_report.values())
+
+
+def test_markdown_columns_in_stated_order(synthetic_report):
+    headers, _ = _md_table(synthetic_report["md"].read_text())
+    assert headers[: len(STUDY_HEADERS) + len(EXTRA_HEADERS)] == STUDY_HEADERS + EXTRA_HEADERS
+    assert "Data" in headers
+
+
+def test_csv_and_json_columns_in_stated_order(synthetic_report):
+    with synthetic_report["csv"].open(newline="") as stream:
+        csv_rows = list(csv.DictReader(stream))
+    header = list(csv_rows[0])
+    assert header[: len(ROW_KEYS)] == ROW_KEYS and "data" in header
+    report = json.loads(synthetic_report["json"].read_text())
+    assert report["columns"][: len(ROW_KEYS)] == ROW_KEYS
+    for row in report["rows"]:
+        assert list(row)[: len(ROW_KEYS)] == ROW_KEYS
+    assert [r["name"] for r in csv_rows] == [r["name"] for r in report["rows"]]
+
+
+def test_json_holds_numbers_and_markdown_formats_them(synthetic_report):
+    report = json.loads(synthetic_report["json"].read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    _, md_rows = _md_table(synthetic_report["md"].read_text())
+    multi = rows["multi"]
+    assert isinstance(multi["test_accuracy_pct"], float) and multi["seeds"] == 3
+    assert md_rows["multi"]["Test accuracy (%)"] == f"{multi['test_accuracy_pct']:.2f}"
+    assert md_rows["multi"]["Test accuracy mean ± std (%)"] == (
+        f"{multi['test_accuracy_pct']:.2f} ± {multi['test_accuracy_std_pct']:.2f}"
+    )
+    assert md_rows["strong"]["Test accuracy mean ± std (%)"] == "—"
+    low, high = multi["test_accuracy_ci95_low_pct"], multi["test_accuracy_ci95_high_pct"]
+    assert md_rows["multi"]["95% CI of test accuracy (%)"] == f"[{low:.2f}, {high:.2f}]"
+
+
+def test_mcnemar_column_and_footnote(synthetic_report):
+    md_text = synthetic_report["md"].read_text()
+    _, md_rows = _md_table(md_text)
+    rows = {row["name"]: row for row in json.loads(synthetic_report["json"].read_text())["rows"]}
+    assert md_rows["strong"]["McNemar p vs best"] == "—"
+    assert md_rows["multi"]["McNemar p vs best"] == f"{rows['multi']['mcnemar_p_vs_best']:.3g}"
+    marker = re.fullmatch(r"n/a (\[\d+\])", md_rows["elsewhere"]["McNemar p vs best"]).group(1)
+    footnote = next(line for line in md_text.splitlines() if line.startswith(marker))
+    assert "do not overlap" in footnote
+    assert rows["elsewhere"]["mcnemar_p_vs_best"] is None
+
+
+def test_missing_optional_fields_print_na(synthetic_report):
+    _, md_rows = _md_table(synthetic_report["md"].read_text())
+    sparse = md_rows["sparse"]
+    for header in ("Test avg loss", "Layers", "FLOPs / image", "Macro-F1", "95% CI of test accuracy (%)"):
+        assert sparse[header] == "n/a", header
+    with synthetic_report["csv"].open(newline="") as stream:
+        csv_sparse = next(r for r in csv.DictReader(stream) if r["name"] == "sparse")
+    assert csv_sparse["flops_per_image"] == "n/a"
+    assert next(r for r in json.loads(synthetic_report["json"].read_text())["rows"] if r["name"] == "sparse")[
+        "flops_per_image"
+    ] is None
+
+
+def test_markdown_explains_depth_and_escapes_titles(synthetic_report):
+    md_text = synthetic_report["md"].read_text()
+    assert "weight layers: conv + dense" in md_text
+    _, md_rows = _md_table(md_text)
+    assert md_rows["strong"]["Name (title)"] == "Strong \\| net (`strong`)"
+
+
+def _png_description(path):
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100
+        return image.text.get("Description", "")
+
+
+def test_figures_are_valid_pngs(synthetic_report):
+    for key in FIGURES:
+        path = synthetic_report[key]
+        assert path.stat().st_size > 1000
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        _png_description(path)
+
+
+def test_synthetic_marking_in_every_output(synthetic_report):
+    md_text = synthetic_report["md"].read_text()
+    assert BANNER in md_text.splitlines()[2]  # banner right under the title
+    with synthetic_report["csv"].open(newline="") as stream:
+        assert {r["data"] for r in csv.DictReader(stream)} == {"synthetic"}
+    report = json.loads(synthetic_report["json"].read_text())
+    assert report["synthetic"] is True and report["banner"] == BANNER
+    assert {r["data"] for r in report["rows"]} == {"synthetic"}
+    for key in FIGURES:
+        assert _png_description(synthetic_report[key]) == BANNER
+
+
+def test_real_data_has_no_synthetic_banner(tmp_path):
+    write_results(tmp_path / "a" / "results.json", make_results("a", synthetic=False))
+    outputs = write_report(tmp_path)
+    assert outputs["md"].parent == tmp_path  # out_dir defaults to runs_dir
+    assert "SYNTHETIC" not in outputs["md"].read_text()
+    report = json.loads(outputs["json"].read_text())
+    assert report["synthetic"] is False and report["rows"][0]["data"] == "kather2016"
+    assert all(_png_description(outputs[key]) != BANNER for key in FIGURES)
+
+
+def test_malformed_results_fail_before_writing(tmp_path):
+    write_results(tmp_path / "good" / "results.json", make_results("good"))
+    bad = tmp_path / "bad" / "results.json"
+    bad.parent.mkdir()
+    bad.write_text("{not json")
+    with pytest.raises(FlaxbenchError, match=re.escape(str(bad))):
+        write_report(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_runs_dir_is_an_error(tmp_path):
+    with pytest.raises(FlaxbenchError, match="no results.json"):
+        write_report(tmp_path)
+
+
+def test_report_imports_no_jax_flax_or_models():
+    code = (
+        "import sys, flaxbench.report, flaxbench.metrics; "
+        "print(sorted(m for m in ('jax', 'flax', 'torch', 'flaxbench.models') if m in sys.modules))"
+    )
+    repo_root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo_root)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,132 @@
+"""Report rows: seed means, bootstrap CI, McNemar against the best row, n/a for missing data."""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+import pytest
+
+from flaxbench import metrics
+from flaxbench.report.collect import collect_runs
+from flaxbench.report.summary import summarize
+from tests.report.factory import correct_by_id, make_results, write_results
+
+
+@pytest.fixture()
+def study(tmp_path):
+    """Three seeds of 'multi', one 'strong' run, one run on a disjoint test split: {name: [results]}."""
+    runs = {
+        "multi": [make_results("multi", seed=s, accuracy=0.7) for s in (0, 1, 2)],
+        "strong": [make_results("strong", accuracy=0.95)],
+        "elsewhere": [make_results("elsewhere", accuracy=0.6, tile_prefix="other")],
+    }
+    for name, results in runs.items():
+        for r in results:
+            write_results(tmp_path / name / f"seed_{r['seed']}" / "results.json", r)
+    return tmp_path, runs
+
+
+def _rows(runs_dir):
+    return {row["name"]: row for row in summarize(collect_runs(runs_dir)).rows}
+
+
+def test_rows_are_sorted_best_first(study):
+    runs_dir, _ = study
+    summary = summarize(collect_runs(runs_dir))
+    accuracies = [row["test_accuracy_pct"] for row in summary.rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert summary.best == summary.rows[0]["name"] == "strong"
+
+
+def test_several_seeds_give_mean_and_sample_std(study):
+    runs_dir, runs = study
+    row = _rows(runs_dir)["multi"]
+    accuracies = [100 * r["test_accuracy"] for r in runs["multi"]]
+    assert row["seeds"] == 3
+    assert row["seed_values"] == [0, 1, 2]
+    assert row["test_accuracy_pct"] == pytest.approx(statistics.mean(accuracies))
+    assert row["test_accuracy_std_pct"] == pytest.approx(statistics.stdev(accuracies))
+    assert row["train_time_s"] == pytest.approx(statistics.mean(r["train_time_s"] for r in runs["multi"]))
+    assert row["params"] == 123456 and isinstance(row["params"], int)
+
+
+def test_single_seed_has_no_std(study):
+    runs_dir, _ = study
+    assert _rows(runs_dir)["strong"]["test_accuracy_std_pct"] is None
+
+
+def test_ci_contains_accuracy_and_is_reproducible(study):
+    runs_dir, _ = study
+    first, second = _rows(runs_dir), _rows(runs_dir)
+    for name, row in first.items():
+        assert row["test_accuracy_ci95_low_pct"] <= row["test_accuracy_pct"] <= row["test_accuracy_ci95_high_pct"]
+        assert (row["test_accuracy_ci95_low_pct"], row["test_accuracy_ci95_high_pct"]) == (
+            second[name]["test_accuracy_ci95_low_pct"],
+            second[name]["test_accuracy_ci95_high_pct"],
+        )
+
+
+def test_mcnemar_pairs_lowest_seed_with_best_row_by_tile_id(study):
+    runs_dir, runs = study
+    rows = _rows(runs_dir)
+    ours, best = correct_by_id(runs["multi"][0]), correct_by_id(runs["strong"][0])
+    shared = sorted(set(ours) & set(best))
+    expected = metrics.mcnemar_p_value(np.array([ours[t] for t in shared]), np.array([best[t] for t in shared]))
+    assert rows["multi"]["mcnemar_p_vs_best"] == pytest.approx(expected)
+    assert rows["multi"]["mcnemar_shared_tiles"] == len(shared) == 60
+    assert rows["strong"]["mcnemar_p_vs_best"] is None
+    assert rows["strong"]["mcnemar_note"] == "best row"
+
+
+def test_mcnemar_pairs_only_shared_tiles(tmp_path):
+    best = make_results("best", accuracy=0.95)
+    partial = make_results("partial", accuracy=0.5)
+    predictions = partial["test_predictions"]
+    for key in ("ids", "labels", "predictions"):
+        predictions[key] = predictions[key][:25]  # evaluated on the first 25 tiles only
+    write_results(tmp_path / "best" / "results.json", best)
+    write_results(tmp_path / "partial" / "results.json", partial)
+    ours, theirs = correct_by_id(partial), correct_by_id(best)
+    expected = metrics.mcnemar_p_value(np.array(list(ours.values())), np.array([theirs[t] for t in ours]))
+    row = _rows(tmp_path)["partial"]
+    assert row["mcnemar_shared_tiles"] == 25
+    assert row["mcnemar_p_vs_best"] == pytest.approx(expected)
+
+
+def test_mcnemar_without_shared_tiles_is_na_with_reason(study):
+    runs_dir, _ = study
+    row = _rows(runs_dir)["elsewhere"]
+    assert row["mcnemar_p_vs_best"] is None
+    assert row["mcnemar_shared_tiles"] == 0
+    assert "do not overlap" in row["mcnemar_note"]
+
+
+def test_missing_optional_fields_become_none(tmp_path):
+    sparse = make_results("sparse", accuracy=0.5)
+    for key in ("test_predictions", "history", "layers", "compile_time_s"):
+        del sparse[key]
+    sparse["flops_per_image"] = None
+    write_results(tmp_path / "sparse" / "results.json", sparse)
+    write_results(tmp_path / "full" / "results.json", make_results("full", accuracy=0.9))
+    row = _rows(tmp_path)["sparse"]
+    for key in ("flops_per_image", "layers", "compile_time_s", "test_accuracy_ci95_low_pct", "mcnemar_p_vs_best"):
+        assert row[key] is None, key
+    assert "no per-tile test predictions" in row["mcnemar_note"]
+
+
+def test_macro_f1_falls_back_to_confusion_matrix(tmp_path):
+    results = make_results("no_f1")
+    expected = results.pop("macro_f1")
+    write_results(tmp_path / "results.json", results)
+    assert _rows(tmp_path)["no_f1"]["macro_f1"] == pytest.approx(expected)
+
+
+def test_data_column_marks_synthetic_rows(tmp_path):
+    write_results(tmp_path / "s" / "results.json", make_results("s", synthetic=True))
+    write_results(tmp_path / "r" / "results.json", make_results("r", synthetic=False))
+    summary = summarize(collect_runs(tmp_path))
+    rows = {row["name"]: row for row in summary.rows}
+    assert (rows["s"]["data"], rows["s"]["synthetic"]) == ("synthetic", True)
+    assert (rows["r"]["data"], rows["r"]["synthetic"]) == ("kather2016", False)
+    assert summary.synthetic

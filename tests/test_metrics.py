@@ -1,0 +1,138 @@
+"""Metrics on hand-computed cases: confusion matrix, per-class/macro scores, bootstrap CI, McNemar."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from flaxbench import metrics
+
+# 3 classes, 8 tiles, worked out by hand below.
+LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+PREDICTIONS = np.array([0, 0, 1, 1, 2, 2, 2, 0])
+HAND_CM = np.array([[2, 1, 0], [0, 1, 1], [1, 0, 2]])
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    cm = metrics.confusion_matrix(LABELS, PREDICTIONS, 3)
+    assert cm.dtype == np.int64
+    np.testing.assert_array_equal(cm, HAND_CM)
+
+
+def test_confusion_matrix_keeps_classes_never_seen():
+    cm = metrics.confusion_matrix(np.array([0, 0]), np.array([0, 1]), 4)
+    np.testing.assert_array_equal(cm, [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+
+
+def test_confusion_matrix_rejects_out_of_range_labels():
+    with pytest.raises(ValueError, match="predictions"):
+        metrics.confusion_matrix(np.array([0, 1]), np.array([0, 3]), 3)
+
+
+def test_per_class_metrics_hand_case():
+    scores = metrics.per_class_metrics(HAND_CM, ["a", "b", "c"])
+    # a: TP 2, predicted 3, true 3; b: TP 1, predicted 2, true 2; c: TP 2, predicted 3, true 3.
+    assert scores["a"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert scores["b"] == pytest.approx({"precision": 1 / 2, "recall": 1 / 2, "f1": 1 / 2, "support": 2})
+    assert scores["c"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert isinstance(scores["a"]["support"], int)
+
+
+def test_per_class_metrics_undefined_ratios_are_zero():
+    # Class 1 is never predicted (precision 0/0) and class 2 has no tiles (recall 0/0).
+    cm = np.array([[3, 0, 1], [2, 0, 0], [0, 0, 0]])
+    scores = metrics.per_class_metrics(cm, ["x", "y", "z"])
+    assert scores["y"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert scores["z"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert scores["x"]["precision"] == pytest.approx(3 / 5)
+    assert scores["x"]["recall"] == pytest.approx(3 / 4)
+
+
+def test_macro_f1_hand_case():
+    assert metrics.macro_f1(HAND_CM) == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
+
+
+def test_macro_f1_skips_classes_absent_from_labels_and_predictions():
+    cm = np.zeros((4, 4), dtype=np.int64)
+    cm[:3, :3] = HAND_CM
+    assert metrics.macro_f1(cm) == pytest.approx(metrics.macro_f1(HAND_CM))
+
+
+def test_balanced_accuracy_is_mean_recall_over_supported_classes():
+    cm = np.array([[9, 1, 0], [1, 1, 0], [0, 0, 0]])  # recalls 0.9 and 0.5; class 2 has no tiles
+    assert metrics.balanced_accuracy(cm) == pytest.approx(0.7)
+    # Plain accuracy is 10/12: balanced accuracy must not weight by support.
+    assert metrics.balanced_accuracy(cm) != pytest.approx(10 / 12)
+
+
+def _correct(num_right: int, num_tiles: int) -> np.ndarray:
+    return np.random.default_rng(1).permutation(np.arange(num_tiles) < num_right)
+
+
+def test_bootstrap_ci_contains_estimate_and_is_reproducible():
+    correct = _correct(80, 100)
+    low, high = metrics.bootstrap_accuracy_ci(correct, num_resamples=2000, seed=3)
+    assert low < 0.8 < high
+    assert (low, high) == metrics.bootstrap_accuracy_ci(correct, num_resamples=2000, seed=3)
+    # The seed is what fixes it: other seeds move the (discrete, 1/100-step) bounds somewhere.
+    others = {metrics.bootstrap_accuracy_ci(correct, num_resamples=200, seed=s) for s in range(5)}
+    assert len(others) > 1
+    # Roughly the normal-approximation width 2 * 1.96 * sqrt(0.8 * 0.2 / 100) = 0.157.
+    assert high - low == pytest.approx(0.157, abs=0.03)
+
+
+def test_bootstrap_ci_narrows_with_more_tiles():
+    small = metrics.bootstrap_accuracy_ci(_correct(70, 100), num_resamples=2000)
+    large = metrics.bootstrap_accuracy_ci(_correct(700, 1000), num_resamples=2000)
+    assert large[0] < 0.7 < large[1]
+    # Width scales like 1/sqrt(n): 10x tiles -> about 1/3.16 of the width.
+    assert (large[1] - large[0]) < 0.45 * (small[1] - small[0])
+
+
+def test_bootstrap_ci_level_widens_interval():
+    correct = _correct(60, 100)
+    narrow = metrics.bootstrap_accuracy_ci(correct, level=0.5, num_resamples=2000)
+    wide = metrics.bootstrap_accuracy_ci(correct, level=0.99, num_resamples=2000)
+    assert wide[0] < narrow[0] < narrow[1] < wide[1]
+
+
+def test_bootstrap_ci_with_trials_keeps_a_tiles_predictions_together():
+    # Three seeds that agree on every tile carry no more information than one seed.
+    correct = _correct(75, 100).astype(int)
+    one_seed = metrics.bootstrap_accuracy_ci(correct, num_resamples=2000)
+    three_seeds = metrics.bootstrap_accuracy_ci(3 * correct, trials=np.full(100, 3), num_resamples=2000)
+    assert three_seeds == pytest.approx(one_seed)
+
+
+def test_bootstrap_ci_rejects_empty_input():
+    with pytest.raises(ValueError, match="no tiles"):
+        metrics.bootstrap_accuracy_ci(np.array([], dtype=bool))
+
+
+def test_mcnemar_exact_binomial_hand_case():
+    # b01 = 1 (A wrong, B right), b10 = 6 (A right, B wrong), plus 5 concordant tiles.
+    a = np.array([0] + [1] * 6 + [1, 1, 1, 0, 0], dtype=bool)
+    b = np.array([1] + [0] * 6 + [1, 1, 1, 0, 0], dtype=bool)
+    expected = 2 * (math.comb(7, 0) + math.comb(7, 1)) / 2**7
+    assert expected == 0.125
+    assert metrics.mcnemar_p_value(a, b) == pytest.approx(expected)
+    assert metrics.mcnemar_p_value(b, a) == pytest.approx(expected)  # two-sided: symmetric
+
+
+def test_mcnemar_balanced_discordance_is_capped_at_one():
+    a = np.array([1, 1, 0, 0], dtype=bool)
+    b = np.array([0, 0, 1, 1], dtype=bool)  # b01 = b10 = 2: 2 * P(X <= 2 | n=4) = 1.375 -> 1
+    assert metrics.mcnemar_p_value(a, b) == 1.0
+
+
+def test_mcnemar_without_discordant_pairs_is_one():
+    a = np.array([1, 0, 1, 1], dtype=bool)
+    assert metrics.mcnemar_p_value(a, a.copy()) == 1.0
+
+
+def test_mcnemar_large_counts_stay_finite():
+    a = np.r_[np.ones(2000), np.zeros(3000)].astype(bool)
+    b = np.r_[np.zeros(2000), np.zeros(3000)].astype(bool)
+    assert metrics.mcnemar_p_value(a, b) == 0.0  # 2 / 2**2000 underflows to 0, no OverflowError
