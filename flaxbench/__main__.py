@@ -118,12 +118,46 @@ def main(argv: list[str]) -> None:
         sys.exit(130 if e.signal_name == "SIGINT" else 143)
 
 
+def _spec_arguments(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The --spec file and the --spec.key=value overrides in `argv`."""
+    path, overrides = None, []
+    for i, arg in enumerate(argv):
+        if arg.startswith("--spec="):
+            path = arg.split("=", 1)[1]
+        elif arg == "--spec" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith("--spec."):
+            key, sep, value = arg[len("--spec."):].partition("=")
+            overrides.append(f"{key}={value}" if sep else f"{key}=True")
+    return path, overrides
+
+
+def check_spec_arguments(argv: list[str]) -> None:
+    """Load the spec and apply overrides once ourselves, so a bad file or key is one clear line.
+
+    (config_flags would report the same problems as a traceback while parsing flags.)
+    """
+    from flaxbench.spec import apply_overrides, load_spec_file
+
+    path, overrides = _spec_arguments(argv)
+    if path is None:
+        if overrides:
+            raise FlaxbenchError("--spec.KEY=VALUE overrides need a --spec FILE before them")
+        return
+    apply_overrides(load_spec_file(path), overrides)
+
+
 def run() -> None:
     """Console-script entry point."""
     argv = sys.argv
     if len(argv) > 1 and argv[1] == "study" and not any(a.startswith("--spec=") for a in argv):
         # Study overrides (--spec.x=y) are parsed against the common spec, then applied to every row.
         argv = [argv[0], "study", f"--spec={COMMON_SPEC}", *argv[2:]]
+    try:
+        check_spec_arguments(argv)
+    except FlaxbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     app.run(main, argv=argv)
 
 

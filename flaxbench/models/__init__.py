@@ -48,8 +48,15 @@ def model_class(name: str) -> Any:
 
 def build_model(name: str, num_classes: int, *, seed: int = 0, **options: Any) -> nnx.Module:
     """Build model `name` with `num_classes` outputs and random init from `seed`."""
+    constructor = model_class(name)
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-    return model_class(name)(num_classes, rngs=rngs, **options)
+    try:
+        return constructor(num_classes, rngs=rngs, **options)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        option = str(e).rsplit("argument", 1)[-1].strip(" '")
+        raise SpecError(f"model '{name}' has no option '{option}' (spec.model.options.{option}); remove it") from None
 
 
 def head_module(model: nnx.Module) -> nnx.Module:
