@@ -34,7 +34,10 @@ def split_model(model: nnx.Module) -> ModelParts:
 def merge(parts: ModelParts, params: nnx.State, model_state: nnx.State, key: jax.Array | None = None) -> nnx.Module:
     """Rebuild a model from its graph, `params` and `model_state`; `key` seeds its RNG streams."""
     rng_state = parts.rng_state if key is None else seeded_rng_state(parts.rng_state, key)
-    return nnx.merge(parts.graphdef, params, rng_state, model_state)
+    # Fresh Variable objects at the current trace level: variables built by an outer trace
+    # (e.g. jit around value_and_grad) cannot be updated inside the inner one.
+    fresh = jax.tree.map(lambda x: x, (params, rng_state, model_state))
+    return nnx.merge(parts.graphdef, *fresh)
 
 
 def seeded_rng_state(rng_state: nnx.State, key: jax.Array) -> nnx.State:

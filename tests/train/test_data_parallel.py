@@ -9,6 +9,9 @@ import textwrap
 from tests.helpers import REPO
 
 # Float32 sums are reduced in a different order across devices: allow that much, no more.
+# Three SGD steps with a small learning rate: Adam would blow rounding noise in near-zero
+# gradients up to full-size updates, and longer runs of a from-scratch net with batch-8 BN
+# statistics are chaotic (rounding noise grows to O(1) within two epochs either way).
 RTOL, ATOL = 1e-4, 1e-5
 
 SCRIPT = textwrap.dedent(
@@ -21,19 +24,21 @@ SCRIPT = textwrap.dedent(
 
     assert len(jax.devices()) == 8, jax.devices()
     out = {}
-    for model, options in [("convmodel", dict(channels=(8, 16, 16), hidden=32, dropout=0.0)),
-                           ("resnet18", {})]:
+    # ConvModel: three steps. ResNet18: one step, which shows that BN uses the statistics of the
+    # global batch (per-device statistics over 1 image each would differ grossly); later steps of
+    # a from-scratch ResNet on batch-8 BN amplify rounding noise too much to compare closely.
+    for model, train_tiles, options in [("convmodel", 24, dict(channels=(8, 16, 16), hidden=32, dropout=0.0)),
+                                        ("resnet18", 8, {})]:
         finals = {}
         for devices in (1, 8):
-            spec = tiny_spec(**{"mesh.data": devices, "model.name": model})
+            spec = tiny_spec(**{"mesh.data": devices, "model.name": model, "data.split": (train_tiles, 12, 12),
+                                "train.learning_rate": 1e-3, "train.optimizer": "sgd"})
             spec.model.options = options
             run = build_run(spec)
             state = run.initial_state()
             run.compile(("train",), state)
-            for epoch in (1, 2):
-                state, losses, _ = run.compiled["train"](
-                    state, run.splits["train"].images, run.train_labels,
-                    jax.random.fold_in(jax.random.key(0), epoch))
+            state, losses, _ = run.compiled["train"](
+                state, run.splits["train"].images, run.train_labels, jax.random.key(0))
             finals[devices] = (np.asarray(losses), jax.tree.leaves(jax.device_get(state.params)),
                                jax.tree.leaves(jax.device_get(state.model_state)))
         a, b = finals[1], finals[8]
