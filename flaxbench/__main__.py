@@ -32,6 +32,7 @@ flags.DEFINE_string("torch_weights", None, "convert: torchvision state_dict .pth
 flags.DEFINE_string("out", None, "convert: output dir; report: output dir; predict: CSV file.")
 flags.DEFINE_list("specs", None, "study: comma-separated spec files (default: the nine study specs).")
 flags.DEFINE_integer("seeds", 1, "study: seeds per row (seed, seed+1, ...).")
+flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (SLURM or JAX_COORDINATOR_ADDRESS etc.).")
 FLAGS = flags.FLAGS
 
 
@@ -101,6 +102,10 @@ def main(argv: list[str]) -> None:
     from flaxbench.train.loop import Interrupted
 
     logging.getLogger("absl").setLevel(logging.WARNING)
+    if FLAGS.distributed:
+        import jax
+
+        jax.distributed.initialize()
     args = argv[1:]
     command = "train"
     if args and args[0] in COMMANDS:

@@ -44,3 +44,22 @@ def describe_devices(mesh: Mesh) -> str:
     """e.g. 'gpu: NVIDIA H100 80GB HBM3 x1' or 'cpu: cpu x8'."""
     first = mesh.devices.flat[0]
     return f"{first.platform}: {getattr(first, 'device_kind', first.platform)} x{mesh.devices.size}"
+
+
+def to_device(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A host array as a global jax.Array with `sharding` (every process passes the same data)."""
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+    """A (possibly multi-process) jax.Array gathered to a numpy array on this host."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+    return np.asarray(jax.device_get(array))
+
+
+def is_main_process() -> bool:
+    """Whether this process writes shared outputs (results, reports)."""
+    return jax.process_index() == 0

@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.synthetic_per_class = 625
     c.data.synthetic_size = 150
     c.data.augment = ("hflip", "vflip", "rot90")  # tissue has no orientation
-    c.data.normalize = "unit"  # "imagenet" for pretrained nets
+    c.data.normalize = "centered"  # pixels to [-1, 1]; "imagenet" for pretrained nets, or "unit"
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "convmodel"  # see flaxbench/models/__init__.py

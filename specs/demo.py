@@ -14,7 +14,7 @@ import common  # noqa: E402
 
 
 def get_config():
-    """Small synthetic run: 6 classes x 200 tiles at 64 px, 8 epochs."""
+    """Small synthetic run: 6 classes x 200 tiles at 64 px, 12 epochs."""
     c = common.get_config()
     c.title = "ConvModel demo (synthetic)"
     c.data.source = "synthetic"
@@ -23,6 +23,7 @@ def get_config():
     c.data.split = (0.6, 0.2, 0.2)
     c.model.name = "convmodel"
     c.model.options = dict(channels=(16, 32, 64), hidden=128, dropout=0.3)
-    c.train.epochs = 8
+    c.train.epochs = 12
     c.train.batch_size = 32
+    c.train.learning_rate = 2e-3
     return c

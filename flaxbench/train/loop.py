@@ -17,7 +17,7 @@ from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.errors import TrainingError
 from flaxbench.evaluation import format_metrics, split_metrics
 from flaxbench.results import RESULTS_FORMAT, write_json_atomic
-from flaxbench.runtime import describe_devices
+from flaxbench.runtime import describe_devices, is_main_process
 from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
 from flaxbench.train.state import TrainState, count_params
 from flaxbench.workdir import prepare_workdir
@@ -120,7 +120,8 @@ def train_and_evaluate(
     ckpts.wait()
     results = _final_results(run, state, ckpts, progress, workdir)
     ckpts.close()
-    write_json_atomic(workdir / "results.json", results)
+    if is_main_process():
+        write_json_atomic(workdir / "results.json", results)
     log(format_metrics(spec.name, "test", {
         "accuracy": results["test_accuracy"], "loss": results["test_loss"],
         "macro_f1": results["macro_f1"], "balanced_accuracy": results["balanced_accuracy"],

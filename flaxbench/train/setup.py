@@ -17,7 +17,7 @@ from flax import nnx
 from data_pipeline import Split, TileDataset, eval_batch_indices, load_dataset
 from flaxbench.errors import SpecError
 from flaxbench.models import build_model, model_class
-from flaxbench.runtime import make_mesh, replicated
+from flaxbench.runtime import make_mesh, replicated, to_device, to_host
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.state import ModelParts, TrainState, split_model
 from flaxbench.train.steps import SteppedEpoch, epoch_plan, make_predict, make_train_epoch, make_train_step
@@ -88,8 +88,8 @@ def put_split(split: Split, eval_batch_size: int, sharding) -> DeviceSplit:
     """Copy a split's uint8 images to the device once."""
     idx, _ = eval_batch_indices(len(split.labels), eval_batch_size)
     return DeviceSplit(
-        jax.device_put(split.images, sharding), np.asarray(split.labels), tuple(split.ids),
-        jax.device_put(jnp.asarray(idx), sharding), len(split.labels),
+        to_device(split.images, sharding), np.asarray(split.labels), tuple(split.ids),
+        to_device(np.asarray(idx), sharding), len(split.labels),
     )
 
 
@@ -151,7 +151,7 @@ class Run:
         split = self.splits[name]
         self.compile((name,), state)
         out = self.compiled[name](state.params, state.model_state, split.images, split.batch_indices)
-        return np.asarray(jax.device_get(out))[: split.count]
+        return to_host(out)[: split.count]
 
 
 def build_run(
@@ -186,7 +186,7 @@ def build_run(
     predict = make_predict(parts, normalize_mode=spec.data.normalize, compute_dtype=dtype, mesh=mesh)
     return Run(
         spec, dataset, mesh, parts, tx, schedule, train_step, scan_epochs(cfg.epoch_loop, mesh), predict, splits,
-        jax.device_put(jnp.asarray(dataset.train.labels), sharding), steps_per_epoch,
+        to_device(np.asarray(dataset.train.labels), sharding), steps_per_epoch,
         tuple(model.head_path),
     )
 
