@@ -1,0 +1,220 @@
+"""GoogLeNet port: torchvision parity (eval, train, transform_input), aux keys, errors, min_size."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torchvision
+from flax import nnx
+
+from flaxbench import weights
+from flaxbench.errors import FlaxbenchError, SpecError, WeightsError
+from flaxbench.models import build_model
+from flaxbench.models.googlenet_convert import load_torchvision_state
+from flaxbench.weights import load_torchvision, to_numpy
+from tests.models.torch_parity import (
+    assert_close_to_scale,
+    random_images,
+    seeded_torch_model,
+    torch_logits,
+)
+
+# Odd sides: 97 -> 49 -> 25 (ceil) -> 13 -> 7 -> 4 through the ceil_mode pools.
+ODD_SIZE = 97
+
+
+def build_without_random_init(name: str, num_classes: int, *, seed: int = 0, **options) -> nnx.Module:
+    """`build_model` with zeros instead of the random init, which conversion overwrites anyway.
+
+    Eager JAX compiles one kernel per distinct weight shape to draw an init (tens of seconds of
+    CPU for GoogLeNet); nnx.eval_shape runs the same constructor on shapes only.
+    """
+    model = nnx.eval_shape(lambda: build_model(name, num_classes, seed=seed, **options))
+    shapes = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
+    nnx.update(model, jax.tree.map(lambda s: jnp.asarray(np.zeros(s.shape, s.dtype)), shapes))
+    nnx.reseed(model, dropout=seed + 1)  # the dropout rng stream is state that conversion skips
+    return model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_conversion():
+    """load_torchvision builds through `build_without_random_init`, with dropout 0 (train parity)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(weights, "build_model", build_without_random_init)
+        patch.setitem(weights.PRETRAINED_OPTIONS, "googlenet", {"transform_input": True, "dropout": 0.0})
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    """One torch thread: two contend with XLA's CPU threads and run up to 50x slower here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# XLA's unoptimised CPU backend compiles these nets 2-3x faster; the arithmetic is the same.
+QUICK_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3), compiler_options=QUICK_COMPILE)
+def _forward(graphdef, state, images: jax.Array, train: bool):
+    model = nnx.merge(graphdef, state)
+    return model(images, train=train), nnx.state(model)
+
+
+def logits(model: nnx.Module, images: jax.Array, train: bool = False) -> jax.Array:
+    """The model's forward, compiled once per shape (far cheaper than eager op-by-op compiles).
+
+    In train mode the model's batch statistics (and dropout rng counts) are updated in place.
+    """
+    graphdef, state = nnx.split(model)
+    out, state = _forward(graphdef, state, images, train)
+    nnx.update(model, state)
+    return out
+
+
+def googlenet_torch(transform_input: bool = True) -> torch.nn.Module:
+    """Seeded torchvision GoogLeNet (no aux heads, no dropout) whose logits depend on the input.
+
+    torchvision's own init (N(0, 0.01) weights) makes the logits all but constant in the input,
+    so parity would not see the early layers; He-normal weights keep the signal alive.
+    """
+    model = seeded_torch_model(
+        torchvision.models.googlenet, aux_logits=False, transform_input=transform_input,
+        init_weights=True, dropout=0.0,
+    )
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                module.weight.normal_(0.0, (2.0 / module.weight[0].numel()) ** 0.5, generator=gen)
+    return model
+
+
+@pytest.fixture(scope="module")
+def torch_model() -> torch.nn.Module:
+    return googlenet_torch()
+
+
+@pytest.fixture(scope="module")
+def model(torch_model) -> nnx.Module:
+    return load_torchvision("googlenet", torch_model.state_dict())
+
+
+def params_by_path(model: nnx.Module) -> dict[tuple[str, ...], np.ndarray]:
+    """Every parameter and batch statistic of `model` by its attribute path."""
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)))
+    return {tuple(str(p) for p in path): np.asarray(var.get_value()) for path, var in flat}
+
+
+def test_eval_logits_match_torchvision(model, torch_model):
+    for size in (model.min_size, ODD_SIZE, 150, 224):
+        images = random_images(1, size)
+        expected = torch_logits(torch_model, images)
+        assert_close_to_scale(logits(model, jnp.asarray(images)), expected)
+    # The parity above is only meaningful if the logits depend on the image.
+    first, second = (torch_logits(torch_model, random_images(1, ODD_SIZE, seed=s)) for s in (0, 7))
+    assert np.max(np.abs(first - second)) > 1e-2 * np.max(np.abs(first))
+
+
+def test_train_logits_and_running_stats_match_torchvision(torch_model):
+    torch_model = copy.deepcopy(torch_model)  # train mode updates its running statistics
+    model = load_torchvision("googlenet", torch_model.state_dict())
+    images = random_images(2, 64, seed=1)
+    torch_model.train()
+    expected = torch_logits(torch_model, images)
+    assert_close_to_scale(logits(model, jnp.asarray(images), train=True), expected)
+    ours = params_by_path(model)
+    theirs = params_by_path(load_torchvision("googlenet", torch_model.state_dict()))
+    assert ours.keys() == theirs.keys()
+    assert sum(key[-1] in ("mean", "var") for key in ours) == 2 * 57  # every BasicConv2d's BN
+    for key in ours:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-4, atol=1e-5, err_msg=str(key))
+
+
+def test_without_transform_input_matches_torchvision():
+    torch_model = googlenet_torch(transform_input=False)
+    model = build_without_random_init("googlenet", 1000, transform_input=False)
+    load_torchvision_state(model, to_numpy(torch_model.state_dict()))
+    images = random_images(1, ODD_SIZE)
+    assert_close_to_scale(logits(model, jnp.asarray(images)), torch_logits(torch_model, images))
+
+
+def test_aux_head_keys_are_accepted_and_discarded(torch_model):
+    state = to_numpy(torch_model.state_dict())
+    torch.manual_seed(0)
+    aux_model = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False)
+    aux_state = to_numpy(aux_model.state_dict())
+    aux_keys = {k: v for k, v in aux_state.items() if k.startswith(("aux1.", "aux2."))}
+    assert aux_keys  # torchvision's published weights carry these
+    with_aux = load_torchvision("googlenet", {**state, **aux_keys})
+    without_aux = load_torchvision("googlenet", state)
+    ours, theirs = params_by_path(with_aux), params_by_path(without_aux)
+    assert ours.keys() == theirs.keys()
+    assert not any(path[0].startswith("aux") for path in ours)
+    for key in ours:
+        np.testing.assert_array_equal(ours[key], theirs[key])
+
+
+def test_only_aux1_and_aux2_keys_are_discarded(torch_model):
+    state = to_numpy(torch_model.state_dict())
+    state["aux3.fc2.weight"] = np.zeros((1000, 1024), np.float32)
+    with pytest.raises(WeightsError, match=re.escape("'aux3.fc2.weight'")):
+        load_torchvision("googlenet", state)
+
+
+def test_head_replacement_keeps_backbone(model, torch_model):
+    small = load_torchvision("googlenet", torch_model.state_dict(), num_classes=6)
+    out = nnx.eval_shape(lambda m, x: m(x, train=False), small, jnp.zeros((2, ODD_SIZE, ODD_SIZE, 3)))
+    assert out.shape == (2, 6)
+    ours, theirs = params_by_path(small), params_by_path(model)
+    assert ours.keys() == theirs.keys()
+    head = tuple(small.head_path)
+    head_keys = {k for k in ours if k[: len(head)] == head}
+    assert head_keys == {("fc", "kernel"), ("fc", "bias")}
+    assert ours[("fc", "kernel")].shape == (1024, 6)
+    for key in ours.keys() - head_keys:
+        np.testing.assert_array_equal(ours[key], theirs[key])
+
+
+def test_missing_key_is_named(torch_model):
+    state = to_numpy(torch_model.state_dict())
+    del state["inception4e.branch4.1.bn.running_var"]
+    with pytest.raises(WeightsError, match=re.escape("'inception4e.branch4.1.bn.running_var'")):
+        load_torchvision("googlenet", state)
+
+
+def test_unexpected_key_is_named(torch_model):
+    state = to_numpy(torch_model.state_dict())
+    state["inception3a.branch5.conv.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(WeightsError, match=re.escape("'inception3a.branch5.conv.weight'")):
+        load_torchvision("googlenet", state)
+
+
+def test_state_dict_of_another_architecture_is_refused():
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    with pytest.raises(WeightsError, match="lacks key 'conv1.conv.weight'"):
+        load_torchvision("googlenet", state)
+
+
+def test_min_size_is_the_smallest_input_torchvision_accepts(model, torch_model):
+    # Eval parity at model.min_size runs in test_eval_logits_match_torchvision.
+    too_small = model.min_size - 1
+    with pytest.raises(RuntimeError):
+        torch_logits(torch_model, random_images(1, too_small))
+    with pytest.raises(FlaxbenchError, match="at least 15x15"):
+        model(jnp.zeros((1, too_small, 64, 3)), train=False)
+
+
+def test_unknown_option_is_a_spec_error():
+    with pytest.raises(SpecError, match="'aux_logits'"):
+        build_model("googlenet", 10, aux_logits=True)
