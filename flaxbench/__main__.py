@@ -103,9 +103,9 @@ def main(argv: list[str]) -> None:
 
     logging.getLogger("absl").setLevel(logging.WARNING)
     if FLAGS.distributed:
-        import jax
+        from flaxbench.runtime import initialize_distributed
 
-        jax.distributed.initialize()
+        initialize_distributed()
     args = argv[1:]
     command = "train"
     if args and args[0] in COMMANDS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import jax
@@ -13,12 +14,31 @@ from flaxbench.errors import SpecError
 
 
 def enable_determinism(enabled: bool) -> None:
-    """Turn on XLA's deterministic GPU ops (must run before the first computation)."""
+    """Turn on XLA's deterministic GPU ops (takes effect if no GPU computation ran before)."""
     if enabled:
+        from jax._src import xla_bridge  # no public API tells whether backends started
+
+        started = getattr(xla_bridge, "backends_are_initialized", lambda: False)()
+        if started and "--xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+            logging.warning("spec.train.deterministic: JAX already started; set XLA_FLAGS="
+                            "--xla_gpu_deterministic_ops=true before starting Python to be sure")
         flags = os.environ.get("XLA_FLAGS", "")
         if "--xla_gpu_deterministic_ops" not in flags:
             os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
         os.environ.setdefault("TF_CUDNN_DETERMINISTIC", "1")
+
+
+def initialize_distributed() -> None:
+    """Join a multi-host run: SLURM is detected by JAX; elsewhere the JAX_* variables are read.
+
+    JAX reads JAX_COORDINATOR_ADDRESS itself; JAX_NUM_PROCESSES and JAX_PROCESS_ID are passed on.
+    """
+    kwargs = {}
+    if "JAX_NUM_PROCESSES" in os.environ:
+        kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
+    if "JAX_PROCESS_ID" in os.environ:
+        kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+    jax.distributed.initialize(**kwargs)
 
 
 def make_mesh(cfg: ml_collections.ConfigDict, batch_size: int) -> Mesh:

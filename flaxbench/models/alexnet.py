@@ -10,7 +10,7 @@ import jax
 from flax import nnx
 
 from flaxbench.errors import SpecError
-from flaxbench.models.layers import adaptive_avg_pool2d, check_min_size, conv2d, max_pool2d
+from flaxbench.models.layers import adaptive_avg_pool2d, check_min_size, conv2d, max_pool2d, torch_linear
 
 
 class ReLU(nnx.Module):
@@ -29,16 +29,6 @@ class MaxPool2d(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return max_pool2d(x, self.kernel_size, self.stride)
-
-
-def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear:
-    """`nn.Linear` with torch's default kernel init U(-1/sqrt(fan_in), 1/sqrt(fan_in)), zero bias."""
-    return nnx.Linear(
-        in_features,
-        out_features,
-        kernel_init=nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
-        rngs=rngs,
-    )
 
 
 def flatten_nchw(x: jax.Array) -> jax.Array:

@@ -39,6 +39,16 @@ def conv2d(
     )
 
 
+def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear:
+    """`nn.Linear` with torch's default kernel init U(-1/sqrt(fan_in), 1/sqrt(fan_in)), zero bias."""
+    return nnx.Linear(
+        in_features,
+        out_features,
+        kernel_init=nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+        rngs=rngs,
+    )
+
+
 class BatchNorm2d(nnx.Module):
     """`torch.nn.BatchNorm2d` over the channel axis of NHWC input.
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from flaxbench.models.layers import BatchNorm2d, adaptive_avg_pool2d, check_min_size, conv2d, max_pool2d
+from flaxbench.models.layers import (
+    BatchNorm2d, adaptive_avg_pool2d, check_min_size, conv2d, max_pool2d, torch_linear,
+)
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, *, rngs: nnx.Rngs) -> nnx.Conv:
@@ -20,16 +22,6 @@ def conv3x3(in_planes: int, out_planes: int, stride: int = 1, *, rngs: nnx.Rngs)
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1, *, rngs: nnx.Rngs) -> nnx.Conv:
     """1x1 convolution without bias."""
     return conv2d(in_planes, out_planes, 1, stride, 0, bias=False, rngs=rngs)
-
-
-def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear:
-    """`nn.Linear` with torch's default kernel init U(-1/sqrt(fan_in), 1/sqrt(fan_in)), zero bias."""
-    return nnx.Linear(
-        in_features,
-        out_features,
-        kernel_init=nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
-        rngs=rngs,
-    )
 
 
 def run_downsample(downsample: nnx.List | None, x: jax.Array, train: bool) -> jax.Array:

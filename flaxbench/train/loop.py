@@ -17,7 +17,7 @@ from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.errors import TrainingError
 from flaxbench.evaluation import format_metrics, split_metrics
 from flaxbench.results import RESULTS_FORMAT, write_json_atomic
-from flaxbench.runtime import describe_devices, is_main_process
+from flaxbench.runtime import describe_devices, enable_determinism, is_main_process
 from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
 from flaxbench.train.state import TrainState, count_params
 from flaxbench.workdir import prepare_workdir
@@ -88,6 +88,7 @@ def train_and_evaluate(
 
     `dataset` (a data_pipeline.TileDataset) replaces loading `spec.data`, e.g. for benchmarks.
     """
+    enable_determinism(spec.train.deterministic)
     workdir = prepare_workdir(workdir, spec, overwrite=overwrite)
     run = build_run(spec, dataset)
     write_json_atomic(workdir / "data.json", {
