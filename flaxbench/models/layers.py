@@ -87,15 +87,15 @@ class BatchNorm2d(nnx.Module):
 def _pool_padding(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> tuple[int, int]:
     """Padding (low, high) that yields PyTorch's output length for one spatial axis."""
     span = size + 2 * pad - kernel
-    if span < 0:
-        raise FlaxbenchError(
-            f"input of {size} px is smaller than a pooling window of {kernel} px (padding {pad}); "
-            "use larger images (spec.data.image_size)"
-        )
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
     # PyTorch: the last window must start inside the input or the left padding.
     if ceil_mode and (out - 1) * stride >= size + pad:
         out -= 1
+    if out < 1:
+        raise FlaxbenchError(
+            f"input of {size} px is too small for a pooling window of {kernel} px (padding {pad}); "
+            "use larger images (spec.data.image_size)"
+        )
     high = max((out - 1) * stride + kernel - size - pad, 0)
     return pad, high
 
