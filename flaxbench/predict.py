@@ -20,7 +20,7 @@ from flaxbench.evaluation import log_softmax
 from flaxbench.results import write_text_atomic
 from flaxbench.train.evaluate import read_run_spec
 from flaxbench.train.optim import make_optimizer
-from flaxbench.train.setup import COMPUTE_DTYPES, init_model
+from flaxbench.train.setup import COMPUTE_DTYPES, init_model, resolve_dtype
 from flaxbench.train.state import TrainState, split_model
 from flaxbench.train.steps import make_predict
 
@@ -72,8 +72,9 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
             skipped.append(f"{f} ({e})")
     for line in skipped:
         print(f"skipped, not a readable image: {line}", file=sys.stderr)
+    dtype = resolve_dtype(spec.train.dtype, jax.devices()[0].platform)
     predict = jax.jit(make_predict(parts, normalize_mode=spec.data.normalize,
-                                   compute_dtype=COMPUTE_DTYPES[spec.train.dtype], mesh=None))
+                                   compute_dtype=COMPUTE_DTYPES[dtype], mesh=None))
     rows = []
     for start in range(0, len(images), batch_size):
         chunk = np.stack(images[start:start + batch_size])

@@ -50,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.grad_clip_norm = config_dict.placeholder(float)  # None = no clipping
     c.train.freeze_backbone = False  # train only the head (model.head_path)
     c.train.backbone_lr_scale = 1.0  # learning-rate factor for everything but the head
-    c.train.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
+    c.train.dtype = "auto"  # compute: "auto" (bfloat16 on GPU/TPU, float32 on CPU), "float32", "bfloat16"; params stay float32
     # "scan": each epoch is one lax.scan; "steps": one jitted step at a time (XLA:CPU runs convs
     # in loops slowly); "auto": scan on GPU/TPU, steps on CPU.
     c.train.epoch_loop = "auto"

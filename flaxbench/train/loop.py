@@ -215,7 +215,7 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "epochs": spec.train.epochs,
         "seed": spec.seed,
         "batch_size": spec.train.batch_size,
-        "dtype": spec.train.dtype,
+        "dtype": run.dtype_name,
         "device": describe_devices(run.mesh),
         "num_devices": int(run.mesh.devices.size),
         "confusion_matrix": test["confusion_matrix"],

@@ -64,6 +64,15 @@ def init_model(
     )
 
 
+def resolve_dtype(name: str, platform: str) -> str:
+    """'auto' is bfloat16 on accelerators and float32 on CPU; other names are checked."""
+    if name == "auto":
+        return "float32" if platform == "cpu" else "bfloat16"
+    if name not in COMPUTE_DTYPES:
+        raise SpecError(f"spec.train.dtype '{name}' is unknown; use 'auto', 'float32' or 'bfloat16'")
+    return name
+
+
 def scan_epochs(epoch_loop: str, mesh) -> bool:
     """Whether a whole epoch runs in one lax.scan ('scan'), step by step ('steps'), or by device ('auto')."""
     if epoch_loop == "auto":
@@ -110,6 +119,7 @@ class Run:
     train_labels: jax.Array
     steps_per_epoch: int
     head_path: tuple[str, ...]
+    dtype_name: str
     compiled: dict[str, Any] = dataclasses.field(default_factory=dict)
     compile_time_s: float = 0.0
 
@@ -159,10 +169,9 @@ def build_run(
 ) -> Run:
     """Load the data, build the model and optimizer, and put the data on device."""
     cfg = spec.train
-    if cfg.dtype not in COMPUTE_DTYPES:
-        raise SpecError(f"spec.train.dtype '{cfg.dtype}' is unknown; use 'float32' or 'bfloat16'")
-    dataset = dataset or load_dataset(spec.data)
     mesh = make_mesh(spec.mesh, cfg.batch_size)
+    dtype_name = resolve_dtype(cfg.dtype, mesh.devices.flat[0].platform)
+    dataset = dataset or load_dataset(spec.data)
     n_train = len(dataset.train.labels)
     if n_train < cfg.batch_size:
         raise SpecError(
@@ -177,7 +186,7 @@ def build_run(
     splits = {
         name: put_split(getattr(dataset, name), eval_batch, sharding) for name in ("train", "val", "test")
     }
-    dtype = COMPUTE_DTYPES[cfg.dtype]
+    dtype = COMPUTE_DTYPES[dtype_name]
     train_step = make_train_step(
         parts, tx, augment_ops=tuple(spec.data.augment),
         normalize_mode=spec.data.normalize, compute_dtype=dtype,
@@ -187,7 +196,7 @@ def build_run(
     return Run(
         spec, dataset, mesh, parts, tx, schedule, train_step, scan_epochs(cfg.epoch_loop, mesh), predict, splits,
         to_device(np.asarray(dataset.train.labels), sharding), steps_per_epoch,
-        tuple(model.head_path),
+        tuple(model.head_path), dtype_name,
     )
 
 

@@ -89,3 +89,23 @@ def test_vit_trains_a_step(tmp_path):
     spec.model.options = dict(patch_size=8, depth=2, width=16, num_heads=2, mlp_dim=32)
     results = train_and_evaluate(spec, tmp_path, log=lambda s: None)
     assert results["model"] == "vit" and np.isfinite(results["test_loss"])
+
+
+def test_frozen_backbone_trains_only_the_head(tmp_path):
+    from flaxbench.checkpoints import LAST, RunCheckpoints
+    from flaxbench.train.setup import build_run
+    from flaxbench.train.state import flat_arrays
+
+    spec = tiny_spec(**{"train.epochs": 1, "train.freeze_backbone": True})
+    initial = flat_arrays(build_run(spec).initial_state().params)
+    train_and_evaluate(spec, tmp_path, log=lambda s: None)
+    template = build_run(spec).initial_state()
+    trained = flat_arrays(RunCheckpoints(tmp_path / "checkpoints").restore(LAST, template)[0].params)
+    changed = {k for k in initial if not np.array_equal(np.asarray(initial[k]), np.asarray(trained[k]))}
+    assert changed == {"fc2.kernel", "fc2.bias"}
+
+
+def test_dtype_auto_is_float32_on_cpu():
+    from flaxbench.train.setup import build_run
+
+    assert build_run(tiny_spec(**{"train.dtype": "auto"})).dtype_name == "float32"
