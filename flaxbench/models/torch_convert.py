@@ -47,7 +47,7 @@ class StateDictMapper:
 
     def conv(self, conv: nnx.Conv, prefix: str) -> None:
         """torch Conv2d `prefix.weight` (O, I/g, kh, kw) [+ bias] -> kernel (kh, kw, I/g, O)."""
-        kh, kw, cin, cout = conv.kernel[...].shape
+        kh, kw, cin, cout = conv.kernel.get_value().shape
         w = self.take(f"{prefix}.weight", (cout, cin, kh, kw))
         conv.kernel.set_value(jnp.asarray(w.transpose(2, 3, 1, 0), jnp.float32))
         if conv.bias is not None:
@@ -55,7 +55,7 @@ class StateDictMapper:
 
     def linear(self, linear: nnx.Linear, prefix: str) -> None:
         """torch Linear `prefix.weight` (O, I) + bias -> kernel (I, O)."""
-        cin, cout = linear.kernel[...].shape
+        cin, cout = linear.kernel.get_value().shape
         linear.kernel.set_value(jnp.asarray(self.take(f"{prefix}.weight", (cout, cin)).T, jnp.float32))
         if linear.bias is not None:
             linear.bias.set_value(jnp.asarray(self.take(f"{prefix}.bias", (cout,)), jnp.float32))
