@@ -1,0 +1,145 @@
+"""`python -m flaxbench predict` on real Kather 2016 tiles with a tiny trained run."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_pipeline import canonical_class_name, load_image
+from tests.helpers import SHARED_DATA, run_cli, tiny_spec
+
+KATHER = SHARED_DATA / "kather2016_sample"
+NCT = SHARED_DATA / "nct_crc_he_sample"
+IMAGE_SIZE = 32
+
+pytestmark = pytest.mark.skipif(not KATHER.is_dir(), reason=f"sample tiles not found at {KATHER}")
+
+
+def sample_classes() -> list[str]:
+    """The eight class names of the sample folder, in label order (sorted folders)."""
+    return [canonical_class_name(d.name) for d in sorted(KATHER.iterdir()) if d.is_dir()]
+
+
+def sample_tiles() -> list[Path]:
+    """Every tile of the Kather 2016 sample."""
+    return sorted(p for p in KATHER.rglob("*.tif"))
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory) -> dict[str, str]:
+    """Environment sharing one JAX compilation cache between this module's predict calls.
+
+    Both calls build the same model; the second reads the compiled random inits from the cache.
+    """
+    return {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """Workdir of a one-epoch ConvModel trained on all eight sample classes at 32 px."""
+    from flaxbench.train.loop import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("kather_run")
+    spec = tiny_spec(**{
+        "data.source": f"folder:{KATHER}", "data.classes": None, "data.split": (8, 8, 8),
+        "data.image_size": IMAGE_SIZE, "train.epochs": 1, "train.batch_size": 8,
+    })
+    train_and_evaluate(spec, workdir, log=lambda line: None)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def odd_inputs(tmp_path_factory) -> dict[str, Path]:
+    """A folder with a text file and a truncated TIFF, a 224 px NCT tile and its 32 px resize."""
+    folder = tmp_path_factory.mktemp("odd")
+    bad = folder / "bad"
+    bad.mkdir()
+    (bad / "notes.txt").write_text("not an image\n")
+    tile = sample_tiles()[0].read_bytes()
+    (bad / "truncated.tif").write_bytes(tile[: len(tile) // 2])
+    inputs = {"bad_dir": bad, "notes": bad / "notes.txt", "truncated": bad / "truncated.tif"}
+    nct_tiles = sorted(NCT.rglob("*.tif")) if NCT.is_dir() else []
+    if nct_tiles:
+        large = folder / "nct_224.tif"
+        shutil.copy(nct_tiles[0], large)
+        small = folder / "nct_resized_32.png"
+        Image.fromarray(load_image(large, IMAGE_SIZE)).save(small)  # lossless: same pixels
+        inputs.update(large=large, small=small)
+    return inputs
+
+
+@pytest.fixture(scope="module")
+def prediction(trained_run, odd_inputs, tmp_path_factory, jax_cache):
+    """(process, CSV rows) of one predict call over the sample, the odd files and the NCT tiles."""
+    out = tmp_path_factory.mktemp("preds") / "preds.csv"
+    extra = [str(odd_inputs[k]) for k in ("large", "small") if k in odd_inputs]
+    proc = run_cli("predict", f"--workdir={trained_run}", str(KATHER), str(odd_inputs["bad_dir"]), *extra,
+                   f"--out={out}", env=jax_cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with out.open(newline="") as stream:
+        rows = list(csv.reader(stream))
+    return proc, rows
+
+
+def test_csv_has_a_probability_column_per_class_in_label_order(prediction):
+    _, rows = prediction
+    classes = sample_classes()
+    assert len(classes) == 8
+    assert rows[0] == ["path", "predicted_class", *[f"prob_{c}" for c in classes]]
+
+
+def test_one_row_per_readable_tile_with_probabilities_summing_to_one(prediction, odd_inputs):
+    proc, rows = prediction
+    body = rows[1:]
+    by_path = {row[0]: row for row in body}
+    assert len(by_path) == len(body)
+    expected = {str(p) for p in sample_tiles()} | {str(odd_inputs[k]) for k in ("large", "small") if k in odd_inputs}
+    assert len(sample_tiles()) == 24
+    assert set(by_path) == expected
+    classes = sample_classes()
+    for row in body:
+        probs = np.array([float(x) for x in row[2:]])
+        assert probs.shape == (8,) and np.all(probs >= 0)
+        assert abs(probs.sum() - 1.0) < 1e-4, row
+        assert row[1] == classes[int(probs.argmax())]
+    assert f"predicted {len(body)} tiles (2 skipped)" in proc.stdout
+
+
+def test_unreadable_files_are_named_on_stderr_and_skipped(prediction, odd_inputs):
+    proc, rows = prediction
+    skipped = [line for line in proc.stderr.splitlines() if line.startswith("skipped")]
+    assert len(skipped) == 2, proc.stderr
+    for key in ("notes", "truncated"):
+        assert any(str(odd_inputs[key]) in line for line in skipped), proc.stderr
+        assert str(odd_inputs[key]) not in {row[0] for row in rows}
+    assert "Traceback" not in proc.stderr
+
+
+def test_larger_tile_is_resized_like_training_before_predicting(prediction, odd_inputs):
+    if "large" not in odd_inputs:
+        pytest.skip(f"NCT sample tiles not found at {NCT}")
+    _, rows = prediction
+    by_path = {row[0]: row for row in rows[1:]}
+    assert Image.open(odd_inputs["large"]).size == (224, 224)
+    # The 224 px tile predicts exactly like its 32 px resize made by the training loader.
+    assert by_path[str(odd_inputs["large"])][1:] == by_path[str(odd_inputs["small"])][1:]
+
+
+def test_workdir_without_checkpoints_is_a_one_line_error(trained_run, tmp_path, jax_cache):
+    untrained = tmp_path / "untrained"
+    untrained.mkdir()
+    for name in ("spec.json", "data.json"):
+        shutil.copy(trained_run / name, untrained / name)
+    proc = run_cli("predict", f"--workdir={untrained}", str(KATHER), f"--out={tmp_path / 'p.csv'}", env=jax_cache)
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    assert "checkpoint" in err and str(untrained) in err
+    assert not (tmp_path / "p.csv").exists()

@@ -1,0 +1,156 @@
+"""`python -m flaxbench study` and `report` end to end on two tiny demo-derived rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, run_cli
+
+FIGURES = ("accuracy_vs_time.png", "confusion_matrices.png", "training_curves.png", "per_class_recall.png")
+REPORT_FILES = ("report.md", "report.csv", "report.json", *FIGURES)
+
+# A row spec that shrinks specs/demo.py; it imports nothing from the repo, it runs the file.
+ROW_SPEC = '''\
+import runpy
+
+
+def get_config():
+    """specs/demo.py made tiny."""
+    c = runpy.run_path({demo!r})["get_config"]()
+    c.name = {name!r}
+    c.data.synthetic_per_class = 8
+    c.data.image_size = 16
+    c.data.split = (24, 12, 12)
+    c.train.epochs = 1
+    c.train.batch_size = 8
+    c.mesh.data = 1
+    c.model.options = dict(channels=(4, 8, 8), hidden={hidden!r}, dropout={dropout!r})
+    return c
+'''
+# name -> (hidden, dropout). The rows share their conv shapes: each distinct shape costs XLA
+# a compile of its random init on CPU.
+ROWS = {"tiny_a": (16, 0.0), "tiny_b": (24, 0.25)}
+BATCH_OVERRIDE = "--spec.train.batch_size=4"  # the row specs say 8
+
+
+@pytest.fixture(scope="module")
+def spec_files(tmp_path_factory) -> list[Path]:
+    """Two tiny row specs with different names and model options."""
+    folder = tmp_path_factory.mktemp("specs")
+    paths = []
+    for name, (hidden, dropout) in ROWS.items():
+        path = folder / f"{name}_spec.py"
+        path.write_text(ROW_SPEC.format(demo=str(REPO / "specs" / "demo.py"), name=name, hidden=hidden,
+                                        dropout=dropout))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory) -> dict[str, str]:
+    """Environment sharing one JAX compilation cache between this module's study runs.
+
+    Every study below trains the same two models at the same batch size, so only the first
+    run compiles; the rest read XLA's executables from the cache (several seconds each on CPU).
+    """
+    return {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+def study(spec_files: list[Path], workdir: Path, *extra: str, env: dict[str, str] | None = None):
+    """Run the study command over `spec_files` into `workdir`."""
+    return run_cli("study", f"--specs={','.join(map(str, spec_files))}", f"--workdir={workdir}", *extra, env=env)
+
+
+@pytest.fixture(scope="module")
+def finished_study(spec_files, tmp_path_factory, jax_cache):
+    """(workdir, first run) of a one-seed study with a batch-size override for every row."""
+    workdir = tmp_path_factory.mktemp("study")
+    first = study(spec_files, workdir, BATCH_OVERRIDE, env=jax_cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return workdir, first
+
+
+def read_report_rows(folder: Path) -> list[dict]:
+    """Rows of report.json in `folder`."""
+    return json.loads((folder / "report.json").read_text())["rows"]
+
+
+def test_study_trains_every_row_and_writes_the_report(finished_study):
+    workdir, first = finished_study
+    lines = first.stdout.splitlines()
+    for i, name in enumerate(ROWS, 1):
+        assert any(line.startswith(f"[{i}/2] {name}: training in") for line in lines), first.stdout
+        assert any(line.startswith(f"[{i}/2] {name}: test accuracy") for line in lines), first.stdout
+        results = json.loads((workdir / name / "results.json").read_text())
+        assert results["name"] == name and results["epochs"] == 1
+    for filename in REPORT_FILES:
+        assert (workdir / filename).stat().st_size > 0, filename
+    assert {row["name"] for row in read_report_rows(workdir)} == set(ROWS)
+    with (workdir / "report.csv").open() as stream:
+        assert sorted(row["name"] for row in csv.DictReader(stream)) == sorted(ROWS)
+
+
+def test_override_applies_to_every_row_and_rows_keep_their_own_options(finished_study):
+    workdir, _ = finished_study
+    params = set()
+    for name, (hidden, dropout) in ROWS.items():
+        spec = json.loads((workdir / name / "spec.json").read_text())
+        assert spec["train"]["batch_size"] == 4
+        assert spec["name"] == name
+        assert (spec["model"]["options"]["hidden"], spec["model"]["options"]["dropout"]) == (hidden, dropout)
+        results = json.loads((workdir / name / "results.json").read_text())
+        assert results["batch_size"] == 4
+        params.add(results["params"])
+    assert len(params) == len(ROWS)  # each row built its own model
+
+
+def test_second_study_run_skips_finished_rows(spec_files, finished_study, jax_cache):
+    workdir, _ = finished_study
+    before = {name: (workdir / name / "results.json").read_bytes() for name in ROWS}
+    again = study(spec_files, workdir, BATCH_OVERRIDE, env=jax_cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for i, name in enumerate(ROWS, 1):
+        assert f"[{i}/2] {name}: complete, skipped" in again.stdout
+        assert (workdir / name / "results.json").read_bytes() == before[name]
+    assert "training in" not in again.stdout and "epoch   1/1" not in again.stdout
+    assert {row["name"] for row in read_report_rows(workdir)} == set(ROWS)
+
+
+def test_report_command_writes_to_out_dir(finished_study, tmp_path):
+    workdir, _ = finished_study
+    out = tmp_path / "report_out"
+    proc = run_cli("report", str(workdir), f"--out={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for filename in REPORT_FILES:
+        assert (out / filename).stat().st_size > 0, filename
+        assert str(out / filename) in proc.stdout
+    assert read_report_rows(out) == read_report_rows(workdir)
+
+
+def test_several_seeds_get_seed_dirs_and_one_report_row_per_name(spec_files, tmp_path, jax_cache):
+    proc = study(spec_files, tmp_path, "--seeds=2", BATCH_OVERRIDE, env=jax_cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ROWS:
+        for seed in (0, 1):
+            results = json.loads((tmp_path / name / f"seed_{seed}" / "results.json").read_text())
+            assert results["seed"] == seed
+            assert f"{name} seed {seed}: test accuracy" in proc.stdout
+        assert not (tmp_path / name / "results.json").exists()
+    rows = read_report_rows(tmp_path)
+    assert sorted(row["name"] for row in rows) == sorted(ROWS)
+    assert all(row["seeds"] == 2 and sorted(row["seed_values"]) == [0, 1] for row in rows)
+
+
+def test_misspelled_study_override_is_one_line_naming_the_key(spec_files, tmp_path):
+    proc = study(spec_files, tmp_path, "--spec.train.bach_size=4")
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    assert "bach_size" in err
+    assert not any(tmp_path.iterdir())
