@@ -29,6 +29,7 @@ flags.DEFINE_enum("split", "test", ["test", "val", "train"], "evaluate: which sp
 flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "evaluate/predict: which checkpoint.")
 flags.DEFINE_string("arch", None, "convert: architecture, e.g. resnet18.")
 flags.DEFINE_string("torch_weights", None, "convert: torchvision state_dict .pth file.")
+flags.DEFINE_alias("torch-weights", "torch_weights")
 flags.DEFINE_string("out", None, "convert: output dir; report: output dir; predict: CSV file.")
 flags.DEFINE_list("specs", None, "study: comma-separated spec files (default: the nine study specs).")
 flags.DEFINE_integer("seeds", 1, "study: seeds per row (seed, seed+1, ...).")
@@ -62,6 +63,9 @@ def _convert(args: list[str]) -> None:
 
     if not (FLAGS.arch and FLAGS.torch_weights and FLAGS.out):
         raise FlaxbenchError("convert needs --arch, --torch-weights FILE.pth and --out DIR")
+    out = Path(FLAGS.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FlaxbenchError(f"output directory '{out}' is not empty; choose a new --out")
     model = load_torchvision(FLAGS.arch, FLAGS.torch_weights)
     save_converted(model, FLAGS.arch, FLAGS.out, FLAGS.torch_weights)
     print(f"wrote {FLAGS.arch} weights to {FLAGS.out}; use spec.model.init='checkpoint:{FLAGS.out}'")

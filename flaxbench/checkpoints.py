@@ -38,14 +38,17 @@ def _abstract(tree: Any) -> Any:
 class RunCheckpoints:
     """`WORKDIR/checkpoints/{best,last}`: the best-validation epoch and the last two epochs."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, *, read_only: bool = False):
         self.directory = Path(directory)
+        if read_only and not self.directory.is_dir():
+            raise FlaxbenchError(f"no checkpoints in '{self.directory}'; train the run first")
+        create = not read_only
         self.managers = {
             BEST: ocp.CheckpointManager(
-                self.directory / BEST, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+                self.directory / BEST, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=create)
             ),
             LAST: ocp.CheckpointManager(
-                self.directory / LAST, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+                self.directory / LAST, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=create)
             ),
         }
 

@@ -32,7 +32,7 @@ def evaluate_workdir(workdir: str | Path, split: str = "test", which: str = BEST
     workdir = Path(workdir)
     spec = read_run_spec(workdir)
     run = build_run(spec, load_weights=False)
-    ckpts = RunCheckpoints(workdir / "checkpoints")
+    ckpts = RunCheckpoints(workdir / "checkpoints", read_only=True)
     restored = ckpts.restore(which, run.initial_state())
     ckpts.close()
     if restored is None:
