@@ -58,10 +58,12 @@ def make_train_step(
         (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.model_state, images, labels, dropout_key
         )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new = TrainState(optax.apply_updates(state.params, updates), model_state, opt_state)
-        finite = jnp.isfinite(loss)
-        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+        def update(state: TrainState) -> TrainState:
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            return TrainState(optax.apply_updates(state.params, updates), model_state, opt_state)
+
+        # A cond, not a select over the state: the optimizer pass runs once and nothing is copied.
+        new = jax.lax.cond(jnp.isfinite(loss), update, lambda state: state, state)
         return new, loss, jnp.sum(jnp.argmax(logits, -1) == labels)
 
     return step
