@@ -18,6 +18,7 @@ from flaxbench.errors import TrainingError
 from flaxbench.evaluation import format_metrics, split_metrics
 from flaxbench.results import RESULTS_FORMAT, write_json_atomic
 from flaxbench.runtime import describe_devices, enable_determinism, is_main_process
+from flaxbench.tensorboard import EpochWriter
 from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
 from flaxbench.train.state import TrainState, count_params
 from flaxbench.workdir import prepare_workdir
@@ -107,8 +108,6 @@ def train_and_evaluate(
     run.compile(("train", "val", "test"), state)
     log(f"{spec.name}: {count_params(state.params):,} params, compiled in {run.compile_time_s:.1f} s on "
         f"{describe_devices(run.mesh)}")
-    from flaxbench.tensorboard import EpochWriter
-
     with StopRequests() as stop, EpochWriter(workdir) as board:
         for epoch in range(progress["epoch"] + 1, spec.train.epochs + 1):
             state, entry = _run_epoch(run, state, epoch, progress, ckpts)

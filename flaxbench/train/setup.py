@@ -136,15 +136,14 @@ class Run:
                 continue
             if name == "train":
                 self.compiled[name] = self._compile_train(state)
-                continue
             else:
                 split = self.splits[name]
                 args = (state.params, state.model_state, split.images, split.batch_indices)
-                fn = jax.jit(self.predict)
-            self.compiled[name] = fn.lower(*args).compile()
+                self.compiled[name] = jax.jit(self.predict).lower(*args).compile()
         self.compile_time_s += time.perf_counter() - start
 
-    def _compile_train(self, state: TrainState):
+    def _compile_train(self, state: TrainState) -> Any:
+        """The epoch function: one scanned program, or a step loop (see `scan_epochs`)."""
         images, labels, key = self.splits["train"].images, self.train_labels, jax.random.key(0)
         batch = self.spec.train.batch_size
         if self.scan_epochs:
