@@ -1,0 +1,146 @@
+"""Training-step throughput, flaxbench vs PyTorch/torchvision, side by side in one process.
+
+    python benchmarks/throughput.py --models convmodel,vit_p15,resnet18 --batch 64 --size 150 [--dtype bfloat16] [--json]
+
+For each study row (spec name) it times flaxbench's real jitted epoch function (whole epoch in
+lax.scan, augmentation and normalisation on device, data resident on device) and the same
+architecture in torch (same batch, size, AdamW, precision; on GPU with autocast and
+channels_last; eager and torch.compile where it works). Reports the median of repeated timings
+after warm-up, in training images per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from data_pipeline import Split, TileDataset  # noqa: E402
+from flaxbench.spec import load_spec_file  # noqa: E402
+from flaxbench.train.setup import build_run  # noqa: E402
+
+SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
+
+
+def random_dataset(n: int, size: int, num_classes: int = 6) -> TileDataset:
+    """Random uint8 tiles: throughput does not depend on pixel values."""
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                  rng.integers(0, num_classes, n).astype(np.int32), tuple(str(i) for i in range(n)))
+    classes = tuple(f"c{i}" for i in range(num_classes))
+    return TileDataset(split, split, split, classes, "random", True, (size, size), ())
+
+
+def flax_images_per_second(row: str, batch: int, size: int, dtype: str, steps: int, repeats: int) -> dict:
+    """Median training images/s of flaxbench's jitted epoch (`steps` steps per call)."""
+    spec = load_spec_file(SPEC_DIR / f"{row}.py")
+    spec.model.init = "scratch"
+    spec.train.batch_size, spec.train.dtype = batch, dtype
+    spec.train.eval_batch_size = batch
+    if spec.model.name == "vit":
+        spec.model.options.image_size = size
+    run = build_run(spec, dataset=random_dataset(batch * steps, size))
+    state = run.initial_state()
+    run.compile(("train",), state)
+    fn, images, labels = run.compiled["train"], run.splits["train"].images, run.train_labels
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        state, losses, _ = fn(state, images, labels, jax.random.key(i))
+        losses.block_until_ready()
+        if i:  # the first call is warm-up
+            times.append(time.perf_counter() - start)
+    return {"img_s": batch * steps / statistics.median(times), "compile_s": run.compile_time_s,
+            "model": spec.model.name, "options": spec.model.options.to_dict()}
+
+
+def torch_images_per_second(name: str, options: dict, batch: int, size: int, dtype: str, steps: int,
+                            repeats: int, compile_model: bool) -> float | None:
+    """Median training images/s of the torch twin; None if torch.compile fails here."""
+    import torch
+
+    from benchmarks.torch_reference import build, train_step_fn
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    model = build(name, 6, size, dict(options)).to(device).train()
+    fmt = torch.channels_last if device == "cuda" else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    if compile_model:
+        try:
+            model = torch.compile(model)
+        except Exception:
+            return None
+    step = train_step_fn(model, 1e-3, dtype, device)
+    images = torch.rand(batch, 3, size, size, device=device).to(memory_format=fmt)
+    labels = torch.randint(0, 6, (batch,), device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times = []
+    try:
+        for i in range(repeats + 1):
+            sync()
+            start = time.perf_counter()
+            for _ in range(steps):
+                loss = step(images, labels)
+            loss.item()
+            sync()
+            if i:
+                times.append(time.perf_counter() - start)
+    except Exception:  # torch.compile can fail at first call
+        if compile_model:
+            return None
+        raise
+    return batch * steps / statistics.median(times)
+
+
+def main() -> None:
+    """Parse flags, time every model, print a table or JSON lines."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="convmodel,vit_p15,resnet18")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=150)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--steps", type=int, default=5, help="training steps per timed call")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls after one warm-up")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    device = f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}"
+    torch_device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    rows = []
+    for row in args.models.split(","):
+        flax = flax_images_per_second(row, args.batch, args.size, args.dtype, args.steps, args.repeats)
+        eager = torch_images_per_second(flax["model"], flax["options"], args.batch, args.size, args.dtype,
+                                        args.steps, args.repeats, False)
+        compiled = None if args.no_compile else torch_images_per_second(
+            flax["model"], flax["options"], args.batch, args.size, args.dtype, args.steps, args.repeats, True)
+        best_torch = max(x for x in (eager, compiled) if x)
+        rows.append({"model": row, "jax_img_s": round(flax["img_s"], 1), "torch_img_s": round(eager, 1),
+                     "torch_compile_img_s": round(compiled, 1) if compiled else None,
+                     "ratio": round(flax["img_s"] / eager, 3), "ratio_vs_best_torch": round(flax["img_s"] / best_torch, 3),
+                     "jax_compile_s": round(flax["compile_s"], 2), "device": device, "torch_device": torch_device,
+                     "dtype": args.dtype, "batch": args.batch, "size": args.size})
+        if args.json:
+            print(json.dumps(rows[-1]), flush=True)
+    if not args.json:
+        print(f"device: {device}; torch: {torch_device}; batch {args.batch}, {args.size} px, {args.dtype}")
+        print(f"{'model':<16}{'flaxbench img/s':>16}{'torch img/s':>13}{'compile img/s':>15}{'ratio':>8}{'jax compile s':>15}")
+        for r in rows:
+            comp = f"{r['torch_compile_img_s']:.1f}" if r["torch_compile_img_s"] else "n/a"
+            print(f"{r['model']:<16}{r['jax_img_s']:>16.1f}{r['torch_img_s']:>13.1f}{comp:>15}{r['ratio']:>8.2f}"
+                  f"{r['jax_compile_s']:>15.1f}")
+
+
+if __name__ == "__main__":
+    main()
