@@ -26,7 +26,8 @@ def conv2d(
     """A `torch.nn.Conv2d` equivalent: explicit symmetric padding, never 'SAME'."""
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     ph, pw = (padding, padding) if isinstance(padding, int) else padding
-    return nnx.Conv(
+    depthwise = groups > 1 and groups == in_channels == out_channels
+    return (DepthwiseConv2d if depthwise else nnx.Conv)(
         in_channels,
         out_channels,
         (kh, kw),
@@ -37,6 +38,36 @@ def conv2d(
         kernel_init=nnx.initializers.variance_scaling(2.0, "fan_out", "normal"),
         rngs=rngs,
     )
+
+
+class DepthwiseConv2d(nnx.Conv):
+    """A depthwise `nnx.Conv` (same parameters) that on CPU runs as k*k shifted multiply-adds.
+
+    XLA:CPU has no fast kernel for grouped convolutions with one channel per group: measured
+    here, EfficientNet-B4 trained 5x slower than torch on CPU with `feature_group_count`.
+    Elementwise shifts vectorise well there; other backends use the convolution.
+    """
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Depthwise convolution of NHWC `x` with this layer's kernel, padding and stride."""
+        if jax.default_backend() != "cpu":
+            return super().__call__(x)
+        kernel = self.kernel[...].astype(x.dtype)
+        (sh, sw), (kh, kw) = _pair(self.strides), kernel.shape[:2]
+        x = jnp.pad(x, [(0, 0), *self.padding, (0, 0)])
+        oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                term = x[:, i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw] * kernel[i, j, 0]
+                out = term if out is None else out + term
+        if self.bias is not None:
+            out = out + self.bias[...].astype(x.dtype)
+        return out
+
+
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear:

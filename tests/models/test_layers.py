@@ -52,3 +52,19 @@ def test_batchnorm_train_step_matches_torch_including_unbiased_running_var():
     np.testing.assert_allclose(np.asarray(out).transpose(0, 3, 1, 2), expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(ours.mean[...]), ref.running_mean.numpy(), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(ours.var[...]), ref.running_var.numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
+def test_depthwise_conv_on_cpu_equals_the_grouped_convolution(kernel, stride):
+    import jax
+    from flax import nnx
+
+    from flaxbench.models.layers import DepthwiseConv2d, conv2d
+
+    conv = conv2d(6, 6, kernel, stride, (kernel - 1) // 2, groups=6, bias=True, rngs=nnx.Rngs(0))
+    assert isinstance(conv, DepthwiseConv2d)
+    x = jax.random.normal(jax.random.key(1), (2, 11, 12, 6))
+    expected = nnx.Conv.__call__(conv, x)
+    np.testing.assert_allclose(np.asarray(conv(x)), np.asarray(expected), rtol=1e-5, atol=1e-5)
+    grad = jax.grad(lambda m: m(x).sum())(conv)
+    assert np.all(np.isfinite(np.asarray(grad.kernel[...])))
