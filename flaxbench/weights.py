@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -81,6 +83,19 @@ def download_state_dict(arch: str) -> dict[str, np.ndarray]:
     return to_numpy(state)
 
 
+def build_for_loading(arch: str, num_classes: int, *, seed: int = 0, **options: Any) -> nnx.Module:
+    """`arch` with zeros for weights and seeded dropout streams, for loading to overwrite.
+
+    A random init compiles one kernel per distinct weight shape (about 12 s of CPU for a cold
+    ResNet18); nnx.eval_shape runs the same constructor on shapes only.
+    """
+    model = nnx.eval_shape(lambda: build_model(arch, num_classes, seed=seed, **options))
+    shapes = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
+    nnx.update(model, jax.tree.map(lambda s: jnp.asarray(np.zeros(s.shape, s.dtype)), shapes))
+    nnx.reseed(model, dropout=seed + 1)
+    return model
+
+
 def load_torchvision(
     arch: str,
     source: str | os.PathLike | Mapping[str, Any],
@@ -100,7 +115,7 @@ def load_torchvision(
         state_dict = download_state_dict(arch)
     else:
         state_dict = read_state_dict(source)
-    model = build_model(arch, 1000, seed=seed, **{**PRETRAINED_OPTIONS.get(arch, {}), **options})
+    model = build_for_loading(arch, 1000, seed=seed, **{**PRETRAINED_OPTIONS.get(arch, {}), **options})
     importlib.import_module(CONVERTERS[arch]).load_torchvision_state(model, state_dict)
     if num_classes != 1000:
         model.reset_head(num_classes, rngs=nnx.Rngs(params=seed + 2))
@@ -128,7 +143,7 @@ def load_converted(arch: str, directory: str | os.PathLike, num_classes: int, *,
         raise WeightsError(
             f"checkpoint '{directory}' holds {meta.get('arch')!r}, but spec.model.name is '{arch}'"
         )
-    model = build_model(arch, int(meta["num_classes"]), seed=seed, **{**PRETRAINED_OPTIONS.get(arch, {}), **options})
+    model = build_for_loading(arch, int(meta["num_classes"]), seed=seed, **{**PRETRAINED_OPTIONS.get(arch, {}), **options})
     parts = split_model(model)
     params, model_state, _ = load_model(directory, parts.params, parts.model_state)
     nnx.update(model, params, model_state)
