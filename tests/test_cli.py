@@ -1,8 +1,6 @@
 """The command line: one-line errors, exit codes, nothing overwritten."""
 
-import pytest
-
-from tests.helpers import REPO, run_cli
+from tests.helpers import run_cli
 
 TINY = [
     "--spec=specs/demo.py", "--spec.data.synthetic_per_class=8", "--spec.data.image_size=16",

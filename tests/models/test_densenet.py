@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import functools
 import re
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -15,76 +13,25 @@ import torch
 import torchvision
 from flax import nnx
 
-from flaxbench import weights
 from flaxbench.errors import FlaxbenchError, SpecError, WeightsError
 from flaxbench.models import build_model
 from flaxbench.models.densenet import DenseNet
 from flaxbench.models.densenet_convert import load_torchvision_state
 from flaxbench.weights import load_torchvision, to_numpy
 from tests.models.torch_parity import (
+    QUICK_COMPILE,
     assert_close_to_scale,
+    compiled_logits,
     random_images,
     seeded_torch_model,
+    single_torch_thread,  # noqa: F401 (a fixture, used through pytestmark)
     torch_logits,
 )
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 # 97 -> conv0 49 -> pool0 25 -> transitions 12 (floor), 6, 3.
 ODD_SIZE = 97
-
-
-def without_random_init(constructor: Callable[[], nnx.Module]) -> nnx.Module:
-    """`constructor()` with zeros instead of its random init, for conversion to overwrite.
-
-    Eager JAX compiles one kernel per distinct weight shape to draw an init (tens of seconds of
-    CPU for DenseNet-121); nnx.eval_shape runs the same constructor on shapes only.
-    """
-    model = nnx.eval_shape(constructor)
-    shapes = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-    nnx.update(model, jax.tree.map(lambda s: jnp.asarray(np.zeros(s.shape, s.dtype)), shapes))
-    return model
-
-
-def build_without_random_init(name: str, num_classes: int, *, seed: int = 0, **options) -> nnx.Module:
-    """`build_model` through `without_random_init`."""
-    return without_random_init(lambda: build_model(name, num_classes, seed=seed, **options))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_conversion():
-    """load_torchvision builds models with `build_without_random_init`."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(weights, "build_model", build_without_random_init)
-        yield
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    """One torch thread: two contend with XLA's CPU threads and run up to 50x slower here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-# XLA's unoptimised CPU backend compiles these nets 2-3x faster; the arithmetic is the same.
-QUICK_COMPILE = {"xla_backend_optimization_level": 0}
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3), compiler_options=QUICK_COMPILE)
-def _forward(graphdef, state, images: jax.Array, train: bool):
-    model = nnx.merge(graphdef, state)
-    return model(images, train=train), nnx.state(model)
-
-
-def logits(model: nnx.Module, images: jax.Array, train: bool = False) -> jax.Array:
-    """The model's forward, compiled once per shape (far cheaper than eager op-by-op compiles).
-
-    In train mode the model's batch statistics (and dropout rng counts) are updated in place.
-    """
-    graphdef, state = nnx.split(model)
-    out, state = _forward(graphdef, state, images, train)
-    nnx.update(model, state)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +59,7 @@ def to_old_key_names(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def test_eval_logits_match_torchvision(model, torch_model):
     for size in (ODD_SIZE, 150, 224):
         images = random_images(1, size)
-        assert_close_to_scale(logits(model, jnp.asarray(images)), torch_logits(torch_model, images))
+        assert_close_to_scale(compiled_logits(model, jnp.asarray(images)), torch_logits(torch_model, images))
     # The parity above is only meaningful if the logits depend on the image.
     first, second = (torch_logits(torch_model, random_images(1, ODD_SIZE, seed=s)) for s in (0, 7))
     assert np.max(np.abs(first - second)) > 1e-2 * np.max(np.abs(first))
@@ -124,7 +71,7 @@ def test_train_logits_and_running_stats_match_torchvision(torch_model):
     images = random_images(2, 64, seed=1)
     torch_model.train()
     expected = torch_logits(torch_model, images)
-    assert_close_to_scale(logits(model, jnp.asarray(images), train=True), expected)
+    assert_close_to_scale(compiled_logits(model, jnp.asarray(images), train=True), expected)
     ours = params_by_path(model)
     theirs = params_by_path(load_torchvision("densenet121", torch_model.state_dict()))
     assert ours.keys() == theirs.keys()
@@ -154,11 +101,9 @@ def tiny_densenet(memory_efficient: bool = False, drop_rate: float = 0.0) -> Den
     """A small DenseNet (the layer code of densenet121) with seeded torchvision weights."""
     torch.manual_seed(0)
     reference = torchvision.models.DenseNet(8, (2, 2), 16, num_classes=5)
-    model = without_random_init(
-        lambda: DenseNet(
-            8, (2, 2), 16, drop_rate=drop_rate, num_classes=5, memory_efficient=memory_efficient,
-            rngs=nnx.Rngs(params=0, dropout=1),
-        )
+    model = DenseNet(
+        8, (2, 2), 16, drop_rate=drop_rate, num_classes=5, memory_efficient=memory_efficient,
+        rngs=nnx.Rngs(params=0, dropout=1),
     )
     load_torchvision_state(model, to_numpy(reference.state_dict()))
     nnx.reseed(model, dropout=1)  # the dropout rng streams (drop_rate > 0) are state too
@@ -215,11 +160,11 @@ def test_memory_efficient_recomputes_the_bottleneck():
 def test_drop_rate_drops_features_in_train_mode_only():
     images = jnp.asarray(random_images(1, 32, seed=3))
     plain, dropping = tiny_densenet(), tiny_densenet(drop_rate=0.5)
-    np.testing.assert_array_equal(logits(dropping, images), logits(plain, images))
-    first = logits(dropping, images, train=True)
-    second = logits(dropping, images, train=True)  # the rng stream advanced: a new mask
+    np.testing.assert_array_equal(compiled_logits(dropping, images), compiled_logits(plain, images))
+    first = compiled_logits(dropping, images, train=True)
+    second = compiled_logits(dropping, images, train=True)  # the rng stream advanced: a new mask
     assert not np.allclose(first, second)
-    assert not np.allclose(first, logits(plain, images, train=True))
+    assert not np.allclose(first, compiled_logits(plain, images, train=True))
 
 
 def test_head_replacement_keeps_backbone(model, torch_model):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import copy
-import functools
 import re
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -18,68 +16,28 @@ from flaxbench import weights
 from flaxbench.errors import FlaxbenchError, SpecError, WeightsError
 from flaxbench.models import build_model
 from flaxbench.models.googlenet_convert import load_torchvision_state
-from flaxbench.weights import load_torchvision, to_numpy
+from flaxbench.weights import build_for_loading, load_torchvision, to_numpy
 from tests.models.torch_parity import (
     assert_close_to_scale,
+    compiled_logits,
     random_images,
     seeded_torch_model,
+    single_torch_thread,  # noqa: F401 (a fixture, used through pytestmark)
     torch_logits,
 )
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 # Odd sides: 97 -> 49 -> 25 (ceil) -> 13 -> 7 -> 4 through the ceil_mode pools.
 ODD_SIZE = 97
 
 
-def build_without_random_init(name: str, num_classes: int, *, seed: int = 0, **options) -> nnx.Module:
-    """`build_model` with zeros instead of the random init, which conversion overwrites anyway.
-
-    Eager JAX compiles one kernel per distinct weight shape to draw an init (tens of seconds of
-    CPU for GoogLeNet); nnx.eval_shape runs the same constructor on shapes only.
-    """
-    model = nnx.eval_shape(lambda: build_model(name, num_classes, seed=seed, **options))
-    shapes = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-    nnx.update(model, jax.tree.map(lambda s: jnp.asarray(np.zeros(s.shape, s.dtype)), shapes))
-    nnx.reseed(model, dropout=seed + 1)  # the dropout rng stream is state that conversion skips
-    return model
-
-
 @pytest.fixture(scope="module", autouse=True)
-def fast_conversion():
-    """load_torchvision builds through `build_without_random_init`, with dropout 0 (train parity)."""
+def train_parity_options():
+    """Pretrained GoogLeNet without dropout, so that train mode is deterministic."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(weights, "build_model", build_without_random_init)
         patch.setitem(weights.PRETRAINED_OPTIONS, "googlenet", {"transform_input": True, "dropout": 0.0})
         yield
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    """One torch thread: two contend with XLA's CPU threads and run up to 50x slower here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-# XLA's unoptimised CPU backend compiles these nets 2-3x faster; the arithmetic is the same.
-QUICK_COMPILE = {"xla_backend_optimization_level": 0}
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3), compiler_options=QUICK_COMPILE)
-def _forward(graphdef, state, images: jax.Array, train: bool):
-    model = nnx.merge(graphdef, state)
-    return model(images, train=train), nnx.state(model)
-
-
-def logits(model: nnx.Module, images: jax.Array, train: bool = False) -> jax.Array:
-    """The model's forward, compiled once per shape (far cheaper than eager op-by-op compiles).
-
-    In train mode the model's batch statistics (and dropout rng counts) are updated in place.
-    """
-    graphdef, state = nnx.split(model)
-    out, state = _forward(graphdef, state, images, train)
-    nnx.update(model, state)
-    return out
 
 
 def googlenet_torch(transform_input: bool = True) -> torch.nn.Module:
@@ -120,7 +78,7 @@ def test_eval_logits_match_torchvision(model, torch_model):
     for size in (model.min_size, ODD_SIZE, 150, 224):
         images = random_images(1, size)
         expected = torch_logits(torch_model, images)
-        assert_close_to_scale(logits(model, jnp.asarray(images)), expected)
+        assert_close_to_scale(compiled_logits(model, jnp.asarray(images)), expected)
     # The parity above is only meaningful if the logits depend on the image.
     first, second = (torch_logits(torch_model, random_images(1, ODD_SIZE, seed=s)) for s in (0, 7))
     assert np.max(np.abs(first - second)) > 1e-2 * np.max(np.abs(first))
@@ -132,7 +90,7 @@ def test_train_logits_and_running_stats_match_torchvision(torch_model):
     images = random_images(2, 64, seed=1)
     torch_model.train()
     expected = torch_logits(torch_model, images)
-    assert_close_to_scale(logits(model, jnp.asarray(images), train=True), expected)
+    assert_close_to_scale(compiled_logits(model, jnp.asarray(images), train=True), expected)
     ours = params_by_path(model)
     theirs = params_by_path(load_torchvision("googlenet", torch_model.state_dict()))
     assert ours.keys() == theirs.keys()
@@ -143,10 +101,10 @@ def test_train_logits_and_running_stats_match_torchvision(torch_model):
 
 def test_without_transform_input_matches_torchvision():
     torch_model = googlenet_torch(transform_input=False)
-    model = build_without_random_init("googlenet", 1000, transform_input=False)
+    model = build_for_loading("googlenet", 1000, transform_input=False)
     load_torchvision_state(model, to_numpy(torch_model.state_dict()))
     images = random_images(1, ODD_SIZE)
-    assert_close_to_scale(logits(model, jnp.asarray(images)), torch_logits(torch_model, images))
+    assert_close_to_scale(compiled_logits(model, jnp.asarray(images)), torch_logits(torch_model, images))
 
 
 def test_aux_head_keys_are_accepted_and_discarded(torch_model):

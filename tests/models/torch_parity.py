@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 from flax import nnx
 
@@ -100,3 +103,33 @@ def assert_head_replacement(arch: str, torch_model: torch.nn.Module, num_classes
     assert a.keys() == b.keys() and len(a) > 0
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One torch thread: two contend with XLA's CPU threads and run up to 50x slower here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# XLA's unoptimised CPU backend compiles the big nets 2-3x faster; the arithmetic is the same.
+QUICK_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3), compiler_options=QUICK_COMPILE)
+def _forward(graphdef, state, images: jax.Array, train: bool):
+    model = nnx.merge(graphdef, state)
+    return model(images, train=train), nnx.state(model)
+
+
+def compiled_logits(model: nnx.Module, images: jax.Array, train: bool = False) -> jax.Array:
+    """The model's forward, compiled once per shape (far cheaper than eager op-by-op compiles).
+
+    In train mode the model's batch statistics (and dropout rng counts) are updated in place.
+    """
+    graphdef, state = nnx.split(model)
+    out, state = _forward(graphdef, state, images, train)
+    nnx.update(model, state)
+    return out
