@@ -59,8 +59,13 @@ def main() -> None:
         spec.train.epochs = args.epochs
         if args.dtype:
             spec.train.dtype = args.dtype
-        with tempfile.TemporaryDirectory() as workdir:
-            result = train_and_evaluate(spec, workdir, log=lambda s: None, dataset=data)
+        try:
+            with tempfile.TemporaryDirectory() as workdir:
+                result = train_and_evaluate(spec, workdir, log=lambda s: None, dataset=data)
+        except Exception as error:  # one failing row must not lose the others' numbers
+            print(f"{row}: failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                  file=sys.stderr, flush=True)
+            continue
         seconds = result["train_time_s"]
         if args.extrapolate:
             seconds = seconds / args.epochs * args.extrapolate
@@ -72,7 +77,7 @@ def main() -> None:
                      "epochs": args.extrapolate or args.epochs, "extrapolated": bool(args.extrapolate)})
         if args.json:
             print(json.dumps(rows[-1]), flush=True)
-    if not args.json:
+    if not args.json and rows:
         note = f" (extrapolated from {args.epochs} epochs)" if args.extrapolate else ""
         print(f"device: {rows[0]['device']}, {rows[0]['dtype']}, {rows[0]['epochs']} epochs per row{note}")
         print(f"{'row':<18}{'train s':>10}{'study s':>10}{'speed-up':>10}{'compile s':>11}{'img/s':>9}")

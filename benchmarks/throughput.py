@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -118,13 +117,19 @@ def main() -> None:
 
     device = f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}"
     torch_device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    torch.backends.cudnn.benchmark = True  # let cuDNN autotune its convolutions, as XLA does
     rows = []
     for row in args.models.split(","):
-        flax = flax_images_per_second(row, args.batch, args.size, args.dtype, args.steps, args.repeats)
-        eager = torch_images_per_second(flax["model"], flax["options"], args.batch, args.size, args.dtype,
-                                        args.steps, args.repeats, False)
-        compiled = None if args.no_compile else torch_images_per_second(
-            flax["model"], flax["options"], args.batch, args.size, args.dtype, args.steps, args.repeats, True)
+        try:
+            flax = flax_images_per_second(row, args.batch, args.size, args.dtype, args.steps, args.repeats)
+            eager = torch_images_per_second(flax["model"], flax["options"], args.batch, args.size, args.dtype,
+                                            args.steps, args.repeats, False)
+            compiled = None if args.no_compile else torch_images_per_second(
+                flax["model"], flax["options"], args.batch, args.size, args.dtype, args.steps, args.repeats, True)
+        except Exception as error:  # one failing model must not lose the others' numbers
+            print(f"{row}: failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                  file=sys.stderr, flush=True)
+            continue
         best_torch = max(x for x in (eager, compiled) if x)
         rows.append({"model": row, "jax_img_s": round(flax["img_s"], 1), "torch_img_s": round(eager, 1),
                      "torch_compile_img_s": round(compiled, 1) if compiled else None,
