@@ -16,7 +16,13 @@ from flaxbench.errors import FlaxbenchError, SpecError, WeightsError
 from flaxbench.models import build_model
 from flaxbench.models.alexnet_convert import load_torchvision_state
 from flaxbench.weights import load_torchvision, to_numpy
-from tests.models.torch_parity import assert_close_to_scale, random_images, seeded_torch_model, torch_logits
+from tests.models.torch_parity import (
+    assert_close_to_scale,
+    params_by_path,
+    random_images,
+    seeded_torch_model,
+    torch_logits,
+)
 
 # Building AlexNet's 57M random parameters is slow, so each model is built once here; and eager
 # JAX compiles each op per input shape, so the tests share ODD_SIZE and a batch of 2.
@@ -62,12 +68,6 @@ def test_train_logits_match_torchvision_without_dropout(torch_alexnet, converted
     expected = torch_logits(torch_alexnet.train(), images)
     torch_alexnet.eval()
     assert_close_to_scale(np.asarray(converted(jnp.asarray(images), train=True)), expected)
-
-
-def params_by_path(model: nnx.Module) -> dict[tuple[str, ...], np.ndarray]:
-    """Every parameter of `model` by its attribute path."""
-    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
-    return {tuple(str(p) for p in path): np.asarray(var.get_value()) for path, var in flat}
 
 
 def test_head_replacement_keeps_backbone(converted, six_class):

@@ -21,7 +21,9 @@ from flaxbench.weights import load_torchvision, to_numpy
 from tests.models.torch_parity import (
     QUICK_COMPILE,
     assert_close_to_scale,
+    assert_new_head_keeps_backbone,
     compiled_logits,
+    params_by_path,
     random_images,
     seeded_torch_model,
     single_torch_thread,  # noqa: F401 (a fixture, used through pytestmark)
@@ -42,12 +44,6 @@ def torch_model() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def model(torch_model) -> nnx.Module:
     return load_torchvision("densenet121", torch_model.state_dict())
-
-
-def params_by_path(model: nnx.Module) -> dict[tuple[str, ...], np.ndarray]:
-    """Every parameter and batch statistic of `model` by its attribute path."""
-    flat = nnx.to_flat_state(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)))
-    return {tuple(str(p) for p in path): np.asarray(var.get_value()) for path, var in flat}
 
 
 def to_old_key_names(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -169,16 +165,7 @@ def test_drop_rate_drops_features_in_train_mode_only():
 
 def test_head_replacement_keeps_backbone(model, torch_model):
     small = load_torchvision("densenet121", torch_model.state_dict(), num_classes=6)
-    out = nnx.eval_shape(lambda m, x: m(x, train=False), small, jnp.zeros((2, ODD_SIZE, ODD_SIZE, 3)))
-    assert out.shape == (2, 6)
-    ours, theirs = params_by_path(small), params_by_path(model)
-    assert ours.keys() == theirs.keys()
-    head = tuple(small.head_path)
-    head_keys = {k for k in ours if k[: len(head)] == head}
-    assert head_keys == {("classifier", "kernel"), ("classifier", "bias")}
-    assert ours[("classifier", "kernel")].shape == (1024, 6)
-    for key in ours.keys() - head_keys:
-        np.testing.assert_array_equal(ours[key], theirs[key])
+    assert_new_head_keeps_backbone(small, model, "classifier", 1024, size=ODD_SIZE)
 
 
 def test_missing_key_is_named(torch_model):

@@ -19,7 +19,9 @@ from flaxbench.models.googlenet_convert import load_torchvision_state
 from flaxbench.weights import build_for_loading, load_torchvision, to_numpy
 from tests.models.torch_parity import (
     assert_close_to_scale,
+    assert_new_head_keeps_backbone,
     compiled_logits,
+    params_by_path,
     random_images,
     seeded_torch_model,
     single_torch_thread,  # noqa: F401 (a fixture, used through pytestmark)
@@ -66,12 +68,6 @@ def torch_model() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def model(torch_model) -> nnx.Module:
     return load_torchvision("googlenet", torch_model.state_dict())
-
-
-def params_by_path(model: nnx.Module) -> dict[tuple[str, ...], np.ndarray]:
-    """Every parameter and batch statistic of `model` by its attribute path."""
-    flat = nnx.to_flat_state(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)))
-    return {tuple(str(p) for p in path): np.asarray(var.get_value()) for path, var in flat}
 
 
 def test_eval_logits_match_torchvision(model, torch_model):
@@ -132,16 +128,7 @@ def test_only_aux1_and_aux2_keys_are_discarded(torch_model):
 
 def test_head_replacement_keeps_backbone(model, torch_model):
     small = load_torchvision("googlenet", torch_model.state_dict(), num_classes=6)
-    out = nnx.eval_shape(lambda m, x: m(x, train=False), small, jnp.zeros((2, ODD_SIZE, ODD_SIZE, 3)))
-    assert out.shape == (2, 6)
-    ours, theirs = params_by_path(small), params_by_path(model)
-    assert ours.keys() == theirs.keys()
-    head = tuple(small.head_path)
-    head_keys = {k for k in ours if k[: len(head)] == head}
-    assert head_keys == {("fc", "kernel"), ("fc", "bias")}
-    assert ours[("fc", "kernel")].shape == (1024, 6)
-    for key in ours.keys() - head_keys:
-        np.testing.assert_array_equal(ours[key], theirs[key])
+    assert_new_head_keeps_backbone(small, model, "fc", 1024, size=ODD_SIZE)
 
 
 def test_missing_key_is_named(torch_model):

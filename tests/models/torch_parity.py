@@ -133,3 +133,23 @@ def compiled_logits(model: nnx.Module, images: jax.Array, train: bool = False) -
     out, state = _forward(graphdef, state, images, train)
     nnx.update(model, state)
     return out
+
+
+def params_by_path(model: nnx.Module) -> dict[tuple[str, ...], np.ndarray]:
+    """Every parameter and batch statistic of `model` by its attribute path."""
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)))
+    return {tuple(str(p) for p in path): np.asarray(var.get_value()) for path, var in flat}
+
+
+def assert_new_head_keeps_backbone(small: nnx.Module, full: nnx.Module, head: str, in_features: int,
+                                   num_classes: int = 6, size: int = 97) -> None:
+    """`small` (a fresh `num_classes` head named `head`) shares every other weight with `full`."""
+    out = nnx.eval_shape(lambda m, x: m(x, train=False), small, jnp.zeros((2, size, size, 3)))
+    assert out.shape == (2, num_classes)
+    ours, theirs = params_by_path(small), params_by_path(full)
+    assert ours.keys() == theirs.keys()
+    head_keys = {k for k in ours if k[: len(small.head_path)] == tuple(small.head_path)}
+    assert head_keys == {(head, "kernel"), (head, "bias")}
+    assert ours[(head, "kernel")].shape == (in_features, num_classes)
+    for key in ours.keys() - head_keys:
+        np.testing.assert_array_equal(ours[key], theirs[key])
