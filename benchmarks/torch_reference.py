@@ -26,7 +26,8 @@ def build(name: str, num_classes: int, image_size: int, options: dict) -> nn.Mod
         return torchvision.models.vision_transformer.VisionTransformer(
             image_size=image_size, patch_size=options["patch_size"], num_layers=options["depth"],
             num_heads=options["num_heads"], hidden_dim=options["width"], mlp_dim=options["mlp_dim"],
-            dropout=options.get("dropout", 0.0), num_classes=num_classes,
+            dropout=options.get("dropout", 0.0), attention_dropout=options.get("attention_dropout", 0.0),
+            num_classes=num_classes,
         )
     kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)

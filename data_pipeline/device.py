@@ -54,19 +54,38 @@ def eval_batch_indices(num_examples: int, batch_size: int) -> tuple[np.ndarray, 
     return flat.reshape(steps, batch_size), mask.reshape(steps, batch_size)
 
 
-def _flip(key: jax.Array, images: jax.Array, axis: int) -> jax.Array:
-    """Flip each example along `axis` with probability 1/2."""
-    flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))[:, None, None, None]
-    return jnp.where(flip, jnp.flip(images, axis=axis), images)
+GEOMETRIC_OPS = ("hflip", "vflip", "rot90")
 
 
-def _rot90(key: jax.Array, images: jax.Array) -> jax.Array:
-    """Rotate each (square) example by a random multiple of 90 degrees, counter-clockwise like np.rot90."""
-    turns = jax.random.randint(key, (images.shape[0],), 0, 4)[:, None, None, None]
-    # rot90 by k = optional transpose, then flips: k=1 T+flip rows, k=2 flip both, k=3 T+flip cols.
-    images = jnp.where(turns % 2 == 1, jnp.swapaxes(images, 1, 2), images)
-    images = jnp.where((turns == 1) | (turns == 2), jnp.flip(images, axis=1), images)
-    return jnp.where((turns == 2) | (turns == 3), jnp.flip(images, axis=2), images)
+def _orientation(key: jax.Array, op: str, n: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-example (transpose, flip rows, flip columns) flags of one geometric op, applied in that order."""
+    no = jnp.zeros((n,), bool)
+    if op == "hflip":
+        return no, no, jax.random.bernoulli(key, 0.5, (n,))
+    if op == "vflip":
+        return no, jax.random.bernoulli(key, 0.5, (n,)), no
+    # rot90 by k, counter-clockwise like np.rot90: k=1 T+flip rows, k=2 flip both, k=3 T+flip cols.
+    turns = jax.random.randint(key, (n,), 0, 4)
+    return turns % 2 == 1, (turns == 1) | (turns == 2), (turns == 2) | (turns == 3)
+
+
+def _compose(first, then):
+    """The (transpose, flip rows, flip cols) flags of applying `first`, then `then`."""
+    t, rows, cols = first
+    then_t, then_rows, then_cols = then
+    # A transpose applied after flips turns a row flip into a column flip and vice versa.
+    rows, cols = jnp.where(then_t, cols, rows), jnp.where(then_t, rows, cols)
+    return t ^ then_t, rows ^ then_rows, cols ^ then_cols
+
+
+def _orient(images: jax.Array, orientation) -> jax.Array:
+    """Transpose, then flip rows, then flip columns, each example where its flag is set."""
+    t, rows, cols = (flag[:, None, None, None] for flag in orientation)
+    # Each step is materialised: fused together, every output pixel would read all 2^3 sources.
+    if images.shape[1] == images.shape[2]:  # only rot90 transposes, and it needs square images
+        images = jax.lax.optimization_barrier(jnp.where(t, jnp.swapaxes(images, 1, 2), images))
+    images = jax.lax.optimization_barrier(jnp.where(rows, jnp.flip(images, axis=1), images))
+    return jnp.where(cols, jnp.flip(images, axis=2), images)
 
 
 def _brightness(key: jax.Array, images: jax.Array) -> jax.Array:
@@ -111,19 +130,19 @@ def augment(key: jax.Array, images: jax.Array, ops: Sequence[str]) -> jax.Array:
         return images
     # One key per op name (not per position), so adding an op leaves the others' draws unchanged.
     op_keys = jax.random.split(key, len(AUGMENT_OPS))
+    # Consecutive flips and rotations compose into one orientation, applied once: on CPU the
+    # chain of per-op selects cost more than some models' whole forward pass.
+    orientation = None
     for op in ops:
         op_key = op_keys[AUGMENT_OPS.index(op)]
-        if op == "hflip":
-            images = _flip(op_key, images, axis=2)
-        elif op == "vflip":
-            images = _flip(op_key, images, axis=1)
-        elif op == "rot90":
-            images = _rot90(op_key, images)
-        elif op == "brightness":
-            images = _brightness(op_key, images)
-        else:
-            images = _contrast(op_key, images)
-    return images
+        if op in GEOMETRIC_OPS:
+            draw = _orientation(op_key, op, images.shape[0])
+            orientation = draw if orientation is None else _compose(orientation, draw)
+            continue
+        if orientation is not None:
+            images, orientation = _orient(images, orientation), None
+        images = _brightness(op_key, images) if op == "brightness" else _contrast(op_key, images)
+    return images if orientation is None else _orient(images, orientation)
 
 
 def normalize(images_uint8: jax.Array, mode: str, dtype: jnp.dtype = jnp.float32) -> jax.Array:

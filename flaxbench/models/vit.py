@@ -6,42 +6,56 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flaxbench.models.layers import check_min_size
+from flaxbench.models.attention import MultiHeadSelfAttention
+from flaxbench.models.layers import PatchConv2d, check_min_size
+
+
+def _mlp_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear:
+    """torchvision's ViT MLP init: Xavier-uniform weights, N(0, 1e-6) biases."""
+    return nnx.Linear(
+        in_features, out_features, kernel_init=nnx.initializers.xavier_uniform(),
+        bias_init=nnx.initializers.normal(1e-6), rngs=rngs,
+    )
 
 
 class MLPBlock(nnx.Module):
     """Transformer feed-forward block: Linear -> GELU -> Dropout -> Linear -> Dropout."""
 
     def __init__(self, width: int, mlp_dim: int, dropout: float, *, rngs: nnx.Rngs):
-        self.fc1 = nnx.Linear(width, mlp_dim, rngs=rngs)
-        self.fc2 = nnx.Linear(mlp_dim, width, rngs=rngs)
+        self.fc1 = _mlp_linear(width, mlp_dim, rngs=rngs)
+        self.fc2 = _mlp_linear(mlp_dim, width, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = self.dropout(jax.nn.gelu(self.fc1(x)), deterministic=not train)
+        x = self.dropout(jax.nn.gelu(self.fc1(x), approximate=False), deterministic=not train)
         return self.dropout(self.fc2(x), deterministic=not train)
 
 
 class EncoderBlock(nnx.Module):
     """Pre-norm transformer encoder block."""
 
-    def __init__(self, width: int, num_heads: int, mlp_dim: int, dropout: float, *, rngs: nnx.Rngs):
+    def __init__(
+        self, width: int, num_heads: int, mlp_dim: int, dropout: float, attention_dropout: float,
+        *, rngs: nnx.Rngs,
+    ):
         self.ln_1 = nnx.LayerNorm(width, epsilon=1e-6, rngs=rngs)
-        self.self_attention = nnx.MultiHeadAttention(
-            num_heads, width, decode=False, dropout_rate=dropout, rngs=rngs
-        )
+        self.self_attention = MultiHeadSelfAttention(width, num_heads, attention_dropout, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.ln_2 = nnx.LayerNorm(width, epsilon=1e-6, rngs=rngs)
         self.mlp = MLPBlock(width, mlp_dim, dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        y = self.self_attention(self.ln_1(x), deterministic=not train)
+        y = self.self_attention(self.ln_1(x), train=train)
         x = x + self.dropout(y, deterministic=not train)
         return x + self.mlp(self.ln_2(x), train=train)
 
 
 class ViT(nnx.Module):
-    """ViT: patchify conv, class token, learned position embeddings, `depth` encoder blocks."""
+    """ViT: patchify conv, class token, learned position embeddings, `depth` encoder blocks.
+
+    Same layers, init and exact GELU as torchvision's `VisionTransformer`; `dropout` acts after
+    the embeddings, attention and MLP layers, `attention_dropout` on the attention weights.
+    """
 
     head_path = ("head",)
 
@@ -56,6 +70,7 @@ class ViT(nnx.Module):
         num_heads: int = 4,
         mlp_dim: int = 128,
         dropout: float = 0.1,
+        attention_dropout: float = 0.0,
         rngs: nnx.Rngs,
     ):
         if image_size % patch_size:
@@ -64,14 +79,14 @@ class ViT(nnx.Module):
         self.patch_size = patch_size
         self.min_size = image_size
         num_patches = (image_size // patch_size) ** 2
-        self.conv_proj = nnx.Conv(
+        self.conv_proj = PatchConv2d(
             3, width, (patch_size, patch_size), strides=patch_size, padding="VALID", rngs=rngs
         )
         self.class_token = nnx.Param(jnp.zeros((1, 1, width)))
         self.pos_embedding = nnx.Param(jax.random.normal(rngs.params(), (1, num_patches + 1, width)) * 0.02)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.layers = nnx.List(
-            [EncoderBlock(width, num_heads, mlp_dim, dropout, rngs=rngs) for _ in range(depth)]
+            [EncoderBlock(width, num_heads, mlp_dim, dropout, attention_dropout, rngs=rngs) for _ in range(depth)]
         )
         self.ln = nnx.LayerNorm(width, epsilon=1e-6, rngs=rngs)
         self.head = nnx.Linear(width, num_classes, kernel_init=nnx.initializers.zeros, rngs=rngs)

@@ -65,6 +65,16 @@ def test_geometric_ops_only_flip_or_rotate(ops, allowed):
         assert used == {0, 1, 2, 3}
 
 
+@pytest.mark.parametrize("ops", [("hflip", "rot90"), ("rot90", "hflip"), ("vflip", "rot90", "hflip"),
+                                 ("rot90", "vflip", "brightness", "hflip", "contrast")])
+def test_ops_run_in_the_order_given(ops):
+    # Each op draws from its own key, so a chain equals the ops applied one call at a time.
+    one_by_one = IMAGES
+    for op in ops:
+        one_by_one = AUGMENT(KEY, one_by_one, (op,))
+    np.testing.assert_array_equal(AUGMENT(KEY, IMAGES, ops), one_by_one)
+
+
 def test_augment_is_deterministic_per_key_and_jits():
     ops = ("hflip", "vflip", "rot90", "brightness", "contrast")
     first = AUGMENT(KEY, IMAGES, ops)

@@ -68,3 +68,21 @@ def test_depthwise_conv_on_cpu_equals_the_grouped_convolution(kernel, stride):
     np.testing.assert_allclose(np.asarray(conv(x)), np.asarray(expected), rtol=1e-5, atol=1e-5)
     grad = jax.grad(lambda m: m(x).sum())(conv)
     assert np.all(np.isfinite(np.asarray(grad.kernel[...])))
+
+
+@pytest.mark.parametrize("patch, size", [(5, (10, 15)), (4, (9, 10))])  # (9, 10): a ragged edge is dropped
+def test_patch_conv_on_cpu_equals_the_strided_convolution(patch, size):
+    import jax
+    from flax import nnx
+
+    from flaxbench.models.layers import PatchConv2d
+
+    conv = PatchConv2d(3, 8, (patch, patch), strides=patch, padding="VALID", rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (2, *size, 3))
+    np.testing.assert_allclose(np.asarray(conv(x)), np.asarray(nnx.Conv.__call__(conv, x)), rtol=1e-5, atol=1e-5)
+
+    def kernel_grad(call):
+        return jax.grad(lambda m: jnp.sin(call(m, x)).sum())(conv).kernel[...]
+
+    np.testing.assert_allclose(np.asarray(kernel_grad(PatchConv2d.__call__)),
+                               np.asarray(kernel_grad(nnx.Conv.__call__)), rtol=1e-4, atol=1e-5)
