@@ -84,11 +84,12 @@ def test_bfloat16_compute_trains_with_float32_params(tmp_path):
     assert np.isfinite(results["test_loss"]) and results["dtype"] == "bfloat16"
 
 
-def test_vit_trains_a_step(tmp_path):
-    spec = tiny_spec(**{"model.name": "vit", "train.epochs": 1})
-    spec.model.options = dict(patch_size=8, depth=2, width=16, num_heads=2, mlp_dim=32)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_vit_trains_a_step(tmp_path, dtype):
+    spec = tiny_spec(**{"model.name": "vit", "train.epochs": 1, "train.dtype": dtype})
+    spec.model.options = dict(patch_size=8, depth=2, width=16, num_heads=2, mlp_dim=32, attention_dropout=0.1)
     results = train_and_evaluate(spec, tmp_path, log=lambda s: None)
-    assert results["model"] == "vit" and np.isfinite(results["test_loss"])
+    assert results["model"] == "vit" and np.isfinite(results["test_loss"]) and results["dtype"] == dtype
 
 
 def test_frozen_backbone_trains_only_the_head(tmp_path):
