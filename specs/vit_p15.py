@@ -19,5 +19,6 @@ def get_config():
     c = common.get_config()
     c.title = "ViT patch 15 (from scratch)"
     c.model.name = "vit"
-    c.model.options = dict(patch_size=15, depth=9, width=64, num_heads=4, mlp_dim=128, dropout=0.1)
+    c.model.options = dict(patch_size=15, depth=9, width=64, num_heads=4, mlp_dim=128, dropout=0.1,
+                           attention_dropout=0.0)  # as torchvision: no dropout on attention weights
     return c

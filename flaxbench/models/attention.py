@@ -9,8 +9,11 @@ gradient below (torch: 10-12 ms). Other backends use plain autodiff, which XLA f
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from flaxbench.models.layers import torch_linear
@@ -22,28 +25,31 @@ def _scores_to_probs(q: jax.Array, k: jax.Array) -> jax.Array:
     return jax.nn.softmax(scores, axis=-1).astype(q.dtype)
 
 
-def _attention(q: jax.Array, k: jax.Array, v: jax.Array, keep: jax.Array | None) -> jax.Array:
+def _drop(probs: jax.Array, keep_mask: jax.Array | None, keep_prob: float) -> jax.Array:
+    """Attention dropout: zero the weights outside `keep_mask`, rescale the rest by 1/keep_prob."""
+    if keep_mask is None:
+        return probs
+    return jnp.where(keep_mask, probs / jnp.asarray(keep_prob, probs.dtype), jnp.zeros((), probs.dtype))
+
+
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, keep_mask: jax.Array | None, keep_prob: float) -> jax.Array:
+    return jnp.einsum("bqk,bkd->bqd", _drop(_scores_to_probs(q, k), keep_mask, keep_prob), v)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _attention_cpu(q, k, v, keep_mask, keep_prob):
+    return _attention(q, k, v, keep_mask, keep_prob)
+
+
+def _attention_cpu_fwd(q, k, v, keep_mask, keep_prob):
     probs = _scores_to_probs(q, k)
-    if keep is not None:
-        probs = probs * keep.astype(probs.dtype)
-    return jnp.einsum("bqk,bkd->bqd", probs, v)
+    dropped = _drop(probs, keep_mask, keep_prob)
+    return jnp.einsum("bqk,bkd->bqd", dropped, v), (q, k, v, keep_mask, probs, dropped)
 
 
-@jax.custom_vjp
-def _attention_cpu(q: jax.Array, k: jax.Array, v: jax.Array, keep: jax.Array | None) -> jax.Array:
-    return _attention(q, k, v, keep)
-
-
-def _attention_cpu_fwd(q, k, v, keep):
-    probs = _scores_to_probs(q, k)
-    dropped = probs if keep is None else probs * keep.astype(probs.dtype)
-    return jnp.einsum("bqk,bkd->bqd", dropped, v), (q, k, v, keep, probs, dropped)
-
-
-def _attention_cpu_bwd(residuals, grad_out):
-    q, k, v, keep, probs, dropped = residuals
-    grad_dropped = jnp.einsum("bqd,bkd->bqk", grad_out, v)
-    grad_probs = grad_dropped if keep is None else grad_dropped * keep.astype(grad_dropped.dtype)
+def _attention_cpu_bwd(keep_prob, residuals, grad_out):
+    q, k, v, keep_mask, probs, dropped = residuals
+    grad_probs = _drop(jnp.einsum("bqd,bkd->bqk", grad_out, v), keep_mask, keep_prob)
     grad_scores = probs * (grad_probs - jnp.sum(grad_probs * probs, axis=-1, keepdims=True))
     # Contract over queries with the small operand transposed, and keep XLA from folding the
     # transposes back into the dot (which turns it into the slow non-canonical form).
@@ -52,18 +58,20 @@ def _attention_cpu_bwd(residuals, grad_out):
         (jnp.einsum("bdq,bqk->bdk", grad_out_t, dropped), jnp.einsum("bdq,bqk->bdk", q_t, grad_scores))
     )
     grad_q = jnp.einsum("bqk,bkd->bqd", grad_scores, k)
-    grad_keep = None if keep is None else jnp.zeros_like(keep)
-    return grad_q, grad_k_t.swapaxes(1, 2), grad_v_t.swapaxes(1, 2), grad_keep
+    grad_mask = None if keep_mask is None else np.zeros(keep_mask.shape, jax.dtypes.float0)
+    return grad_q, grad_k_t.swapaxes(1, 2), grad_v_t.swapaxes(1, 2), grad_mask
 
 
 _attention_cpu.defvjp(_attention_cpu_fwd, _attention_cpu_bwd)
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, keep: jax.Array | None = None) -> jax.Array:
-    """softmax(q k^T) v over (batch*heads, tokens, dims) arrays; `keep` scales the weights (dropout)."""
+def dot_product_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, keep_mask: jax.Array | None = None, keep_prob: float = 1.0
+) -> jax.Array:
+    """softmax(q k^T) v over (batch*heads, tokens, dims) arrays, with dropout where `keep_mask` is False."""
     if jax.default_backend() == "cpu":
-        return _attention_cpu(q, k, v, keep)
-    return _attention(q, k, v, keep)
+        return _attention_cpu(q, k, v, keep_mask, keep_prob)
+    return _attention(q, k, v, keep_mask, keep_prob)
 
 
 class MultiHeadSelfAttention(nnx.Module):
@@ -78,7 +86,8 @@ class MultiHeadSelfAttention(nnx.Module):
             rngs=rngs,
         )
         self.out_proj = torch_linear(width, width, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout_rate = dropout
+        self.dropout_rngs = rngs.dropout.fork() if dropout > 0 else None
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Attend over the tokens of `x` (batch, tokens, width); dropout on the weights when training."""
@@ -86,8 +95,8 @@ class MultiHeadSelfAttention(nnx.Module):
         h, d = self.num_heads, c // self.num_heads
         qkv = self.in_proj(x).reshape(n, t, 3, h, d).transpose(2, 0, 3, 1, 4).reshape(3, n * h, t, d)
         q, k, v = qkv[0] * jnp.asarray(d**-0.5, x.dtype), qkv[1], qkv[2]
-        keep = None
-        if train and self.dropout.rate > 0:
-            keep = self.dropout(jnp.ones((n * h, t, t), x.dtype), deterministic=False)
-        out = dot_product_attention(q, k, v, keep)
+        keep_mask = None
+        if train and self.dropout_rate > 0:
+            keep_mask = jax.random.bernoulli(self.dropout_rngs(), 1.0 - self.dropout_rate, (n * h, t, t))
+        out = dot_product_attention(q, k, v, keep_mask, 1.0 - self.dropout_rate)
         return self.out_proj(out.reshape(n, h, t, d).transpose(0, 2, 1, 3).reshape(n, t, c))

@@ -83,9 +83,9 @@ def test_eval_logits_match_torchvision():
     assert_close_to_scale(compiled_logits(ours, jnp.asarray(images)), torch_logits(reference.eval(), images))
 
 
-def _attention_loss(attention, keep):
+def _attention_loss(attention, keep_mask):
     def loss(q, k, v):
-        return jnp.sum(jnp.sin(attention(q, k, v, keep)))
+        return jnp.sum(jnp.sin(attention(q, k, v, keep_mask, 0.7)))
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
 
 
@@ -93,9 +93,9 @@ def _attention_loss(attention, keep):
 def test_attention_gradient_matches_autodiff(with_dropout):
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.normal(size=(6, 11, 8)), jnp.float32) for _ in range(3))
-    keep = jnp.asarray((rng.random((6, 11, 11)) > 0.3) / 0.7, jnp.float32) if with_dropout else None
-    value, grads = _attention_loss(dot_product_attention, keep)(q, k, v)
-    expected_value, expected_grads = _attention_loss(_attention, keep)(q, k, v)
+    keep_mask = jnp.asarray(rng.random((6, 11, 11)) > 0.3) if with_dropout else None
+    value, grads = _attention_loss(dot_product_attention, keep_mask)(q, k, v)
+    expected_value, expected_grads = _attention_loss(_attention, keep_mask)(q, k, v)
     np.testing.assert_allclose(value, expected_value, rtol=1e-5)
     for ours, theirs in zip(grads, expected_grads):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
