@@ -24,7 +24,6 @@ from tests.models.torch_parity import (
     params_by_path,
     random_images,
     seeded_torch_model,
-    single_torch_thread,  # noqa: F401 (a fixture, used through pytestmark)
     torch_logits,
 )
 

@@ -17,7 +17,6 @@ from tests.models.torch_parity import (
     assert_close_to_scale,
     compiled_logits,
     random_images,
-    single_torch_thread,  # noqa: F401 (a fixture, used through pytestmark)
     torch_logits,
 )
 

@@ -7,7 +7,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 import torch
 from flax import nnx
 
@@ -103,15 +102,6 @@ def assert_head_replacement(arch: str, torch_model: torch.nn.Module, num_classes
     assert a.keys() == b.keys() and len(a) > 0
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
-
-
-@pytest.fixture(scope="module")
-def single_torch_thread():
-    """One torch thread: two contend with XLA's CPU threads and run up to 50x slower here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # XLA's unoptimised CPU backend compiles the big nets 2-3x faster; the arithmetic is the same.
