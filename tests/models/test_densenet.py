@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 
 import jax
@@ -21,6 +20,7 @@ from flaxbench.weights import load_torchvision, to_numpy
 from tests.models.torch_parity import (
     QUICK_COMPILE,
     assert_close_to_scale,
+    assert_compiled_train_parity,
     assert_new_head_keeps_backbone,
     compiled_logits,
     params_by_path,
@@ -61,17 +61,7 @@ def test_eval_logits_match_torchvision(model, torch_model):
 
 
 def test_train_logits_and_running_stats_match_torchvision(torch_model):
-    torch_model = copy.deepcopy(torch_model)  # train mode updates its running statistics
-    model = load_torchvision("densenet121", torch_model.state_dict())
-    images = random_images(2, 64, seed=1)
-    torch_model.train()
-    expected = torch_logits(torch_model, images)
-    assert_close_to_scale(compiled_logits(model, jnp.asarray(images), train=True), expected)
-    ours = params_by_path(model)
-    theirs = params_by_path(load_torchvision("densenet121", torch_model.state_dict()))
-    assert ours.keys() == theirs.keys()
-    for key in ours:
-        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-4, atol=1e-5, err_msg=str(key))
+    assert_compiled_train_parity("densenet121", torch_model)
 
 
 def test_published_old_key_names_are_renamed(model, torch_model):

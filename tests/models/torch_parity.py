@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import jax
@@ -129,6 +130,25 @@ def params_by_path(model: nnx.Module) -> dict[tuple[str, ...], np.ndarray]:
     """Every parameter and batch statistic of `model` by its attribute path."""
     flat = nnx.to_flat_state(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)))
     return {tuple(str(p) for p in path): np.asarray(var.get_value()) for path, var in flat}
+
+
+def assert_compiled_train_parity(arch: str, torch_model: torch.nn.Module, size: int = 64) -> dict:
+    """Train-mode logits and the updated running statistics equal torch's (compiled forward).
+
+    Returns our parameters and statistics after the step, by path. `torch_model` is left as it was.
+    """
+    torch_model = copy.deepcopy(torch_model)  # train mode updates its running statistics
+    model = load_torchvision(arch, torch_model.state_dict())
+    images = random_images(2, size, seed=1)
+    torch_model.train()
+    expected = torch_logits(torch_model, images)
+    assert_close_to_scale(compiled_logits(model, jnp.asarray(images), train=True), expected)
+    ours = params_by_path(model)
+    theirs = params_by_path(load_torchvision(arch, torch_model.state_dict()))
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-4, atol=1e-5, err_msg=str(key))
+    return ours
 
 
 def assert_new_head_keeps_backbone(small: nnx.Module, full: nnx.Module, head: str, in_features: int,
