@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flaxbench.errors import SpecError
 from flaxbench.models.attention import MultiHeadSelfAttention
 from flaxbench.models.layers import PatchConv2d, check_min_size
 
@@ -74,7 +75,15 @@ class ViT(nnx.Module):
         rngs: nnx.Rngs,
     ):
         if image_size % patch_size:
-            raise ValueError(f"ViT image_size {image_size} is not a multiple of patch_size {patch_size}")
+            raise SpecError(
+                f"ViT image_size {image_size} is not a multiple of patch_size {patch_size}; "
+                "change spec.model.options.image_size or patch_size"
+            )
+        if width % num_heads:
+            raise SpecError(
+                f"ViT width {width} is not a multiple of num_heads {num_heads}; "
+                "change spec.model.options.width or num_heads"
+            )
         self.image_size = image_size
         self.patch_size = patch_size
         self.min_size = image_size
@@ -94,7 +103,7 @@ class ViT(nnx.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_min_size(x, self.min_size, f"ViT (patch {self.patch_size})")
         if x.shape[1:3] != (self.image_size, self.image_size):
-            raise ValueError(
+            raise SpecError(
                 f"ViT was built for {self.image_size}x{self.image_size} images, got "
                 f"{x.shape[1]}x{x.shape[2]}; set spec.model.options.image_size to match"
             )

@@ -10,7 +10,7 @@ import torch
 from flax import nnx
 from torchvision.models.vision_transformer import VisionTransformer
 
-from flaxbench.errors import FlaxbenchError
+from flaxbench.errors import FlaxbenchError, SpecError
 from flaxbench.models import build_model
 from flaxbench.models.attention import _attention, dot_product_attention
 from tests.models.torch_parity import (
@@ -110,12 +110,12 @@ def test_attention_dropout_is_random_in_training_only():
 
 
 def test_mismatched_sizes_are_clear_errors():
-    with pytest.raises(ValueError, match="not a multiple of patch_size"):
+    with pytest.raises(SpecError, match="image_size 35 is not a multiple of patch_size 10"):
         build_model("vit", 6, **{**TINY, "image_size": 35})
-    with pytest.raises(ValueError, match="not a multiple of num_heads"):
+    with pytest.raises(SpecError, match="width 16 is not a multiple of num_heads 3"):
         build_model("vit", 6, **{**TINY, "num_heads": 3})
     model = build_model("vit", 6, **TINY)
     with pytest.raises(FlaxbenchError, match="at least 30x30"):
         model(jnp.zeros((1, 20, 20, 3)))
-    with pytest.raises(ValueError, match="built for 30x30"):
+    with pytest.raises(SpecError, match="built for 30x30"):
         model(jnp.zeros((1, 40, 40, 3)))
