@@ -26,7 +26,13 @@ from flaxbench.models import build_model, efficientnet
 from flaxbench.models.efficientnet_convert import load_torchvision_state
 from flaxbench.models.layers import BatchNorm2d
 from flaxbench.weights import load_torchvision, to_numpy
-from tests.models.torch_parity import assert_close_to_scale, random_images, seeded_torch_model, torch_logits
+from tests.models.torch_parity import (
+    assert_close_to_scale,
+    params_by_path,
+    random_images,
+    seeded_torch_model,
+    torch_logits,
+)
 
 STUDY_ARCH = "efficientnet_b4"
 NO_RANDOMNESS = {"stochastic_depth_prob": 0.0, "dropout": 0.0}
@@ -89,17 +95,13 @@ def test_train_logits_and_running_stats_match_torchvision(torch_b4):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def _params(model: nnx.Module) -> dict[tuple, np.ndarray]:
-    return {k: np.asarray(v.get_value()) for k, v in nnx.state(model, nnx.Param).flat_state()}
-
-
 def test_head_replacement_keeps_backbone(torch_b4):
     full = load_torchvision(STUDY_ARCH, torch_b4.state_dict())
     small = load_torchvision(STUDY_ARCH, torch_b4.state_dict(), num_classes=6)
     images = jax.ShapeDtypeStruct((2, 97, 97, 3), jnp.float32)
     assert nnx.eval_shape(lambda m, x: m(x), small, images).shape == (2, 6)
-    head = tuple(small.head_path)
-    full_params, small_params = _params(full), _params(small)
+    head = tuple(str(p) for p in small.head_path)
+    full_params, small_params = params_by_path(full), params_by_path(small)
     assert {k[len(head):] for k in small_params if k[: len(head)] == head} == {("kernel",), ("bias",)}
     assert small_params[(*head, "kernel")].shape == (1792, 6)
     backbone = [k for k in full_params if k[: len(head)] != head]
