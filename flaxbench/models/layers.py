@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -180,24 +181,89 @@ def max_pool2d(
 ) -> jax.Array:
     """`torch.nn.functional.max_pool2d` on NHWC input, `ceil_mode` included."""
     stride = stride or kernel_size
-    pads = [_pool_padding(x.shape[a], kernel_size, stride, padding, ceil_mode) for a in (1, 2)]
-    if stride == kernel_size and pads == [(0, 0), (0, 0)]:
+    pads = tuple(_pool_padding(x.shape[a], kernel_size, stride, padding, ceil_mode) for a in (1, 2))
+    if stride == kernel_size and pads == ((0, 0), (0, 0)):
         # Non-overlapping windows: a reshape + max, whose gradient XLA:CPU runs much faster
         # than reduce_window's select-and-scatter.
-        n, h, w, c = x.shape
-        oh, ow = h // kernel_size, w // kernel_size
-        x = x[:, : oh * kernel_size, : ow * kernel_size]
-        return x.reshape(n, oh, kernel_size, ow, kernel_size, c).max(axis=(2, 4))
+        return _window_blocks(x, kernel_size).max(axis=(2, 4))
+    if jax.default_backend() == "cpu" and kernel_size * kernel_size <= 127:
+        return _max_pool_taps(x, (kernel_size, stride, pads, x.shape[1:3]))
     # A Python scalar init lets JAX pick its differentiable reduce_window_max.
     return jax.lax.reduce_window(
         x, -jnp.inf, jax.lax.max, (1, kernel_size, kernel_size, 1), (1, stride, stride, 1), [(0, 0), *pads, (0, 0)]
     )
 
 
+def _window_blocks(x: jax.Array, kernel: int) -> jax.Array:
+    """NHWC `x` as (n, oh, kernel, ow, kernel, c) non-overlapping windows; a ragged edge is dropped."""
+    n, h, w, c = x.shape
+    oh, ow = h // kernel, w // kernel
+    return x[:, : oh * kernel, : ow * kernel].reshape(n, oh, kernel, ow, kernel, c)
+
+
+# Overlapping max pooling on CPU: the k*k window taps as strided slices, and a custom gradient
+# that routes each output's gradient to its window's first maximum (torch's choice) through
+# interior-padded adds. XLA:CPU's select-and-scatter gradient of reduce_window measured 5-12x
+# slower (ResNet's 3x3/2 pool on 16 x 75 x 75 x 64: 126 ms vs 24 ms, forward + backward).
+# The geometry (kernel, stride, ((top, bottom), (left, right)) padding, (h, w)) is static.
+PoolGeometry = tuple[int, int, tuple[tuple[int, int], tuple[int, int]], tuple[int, int]]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_taps(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    return _max_pool_taps_fwd(x, geometry)[0]
+
+
+def _pooled_size(geometry: PoolGeometry) -> tuple[int, int]:
+    kernel, stride, pads, size = geometry
+    return tuple((n + lo + hi - kernel) // stride + 1 for n, (lo, hi) in zip(size, pads))
+
+
+def _max_pool_taps_fwd(x: jax.Array, geometry: PoolGeometry) -> tuple[jax.Array, jax.Array]:
+    kernel, stride, pads, _ = geometry
+    oh, ow = _pooled_size(geometry)
+    padded = jnp.pad(x, [(0, 0), *pads, (0, 0)], constant_values=-jnp.inf)
+    best = winner = None
+    for tap in range(kernel * kernel):
+        i, j = divmod(tap, kernel)
+        value = padded[:, i : i + (oh - 1) * stride + 1 : stride, j : j + (ow - 1) * stride + 1 : stride]
+        if best is None:
+            best, winner = value, jnp.zeros(value.shape, jnp.int8)
+        else:
+            better = value > best  # strict: the first maximum in row-major order wins, as in torch
+            best, winner = jnp.where(better, value, best), jnp.where(better, jnp.int8(tap), winner)
+    return best, winner
+
+
+def _max_pool_taps_bwd(geometry: PoolGeometry, winner: jax.Array, grad: jax.Array) -> tuple[jax.Array]:
+    kernel, stride, ((top, bottom), (left, right)), (h, w) = geometry
+    oh, ow = winner.shape[1:3]
+    hp, wp = h + top + bottom, w + left + right
+    zero = jnp.zeros((), grad.dtype)
+    total = None
+    for tap in range(kernel * kernel):
+        i, j = divmod(tap, kernel)
+        routed = jnp.where(winner == tap, grad, zero)
+        # Place output (a, b) at padded input (i + a*stride, j + b*stride).
+        placed = jax.lax.pad(routed, zero, [
+            (0, 0, 0),
+            (i, hp - i - (oh - 1) * stride - 1, stride - 1),
+            (j, wp - j - (ow - 1) * stride - 1, stride - 1),
+            (0, 0, 0),
+        ])
+        total = placed if total is None else total + placed
+    return (total[:, top : top + h, left : left + w],)
+
+
+_max_pool_taps.defvjp(_max_pool_taps_fwd, _max_pool_taps_bwd)
+
+
 def avg_pool2d(x: jax.Array, kernel_size: int, stride: int | None = None, padding: int = 0) -> jax.Array:
     """`torch.nn.functional.avg_pool2d` on NHWC input (count_include_pad=True, floor mode)."""
     stride = stride or kernel_size
-    pads = [_pool_padding(x.shape[a], kernel_size, stride, padding, False) for a in (1, 2)]
+    pads = tuple(_pool_padding(x.shape[a], kernel_size, stride, padding, False) for a in (1, 2))
+    if stride == kernel_size and pads == ((0, 0), (0, 0)):
+        return _window_blocks(x, kernel_size).mean(axis=(2, 4))
     summed = jax.lax.reduce_window(
         x, 0.0, jax.lax.add, (1, kernel_size, kernel_size, 1), (1, stride, stride, 1),
         [(0, 0), *pads, (0, 0)],

@@ -28,6 +28,24 @@ def test_max_pool_matches_torch_or_both_refuse(size, kernel, stride, padding, ce
     np.testing.assert_allclose(np.asarray(ours).transpose(0, 3, 1, 2), expected.numpy(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("size", [7, 14, 15])
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0)])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_max_pool_gradient_goes_to_torchs_choice_of_maximum(size, kernel, stride, padding, ceil_mode):
+    import jax
+
+    # Rounded ReLU output: many windows hold tied maxima, where the gradient's routing shows.
+    x = np.maximum(np.round(np.random.default_rng(size).normal(size=(2, size, size, 3)), 1), 0).astype(np.float32)
+    weights = np.random.default_rng(0).normal(size=(2, 3, size, size)).astype(np.float32)
+    expected_out = torch.nn.functional.max_pool2d(nchw(x), kernel, stride, padding, ceil_mode=ceil_mode)
+    weights = torch.from_numpy(weights[..., : expected_out.shape[2], : expected_out.shape[3]].copy())
+    x_torch = nchw(x).requires_grad_()
+    (torch.nn.functional.max_pool2d(x_torch, kernel, stride, padding, ceil_mode=ceil_mode) * weights).sum().backward()
+    ours = jax.grad(lambda x: (max_pool2d(x, kernel, stride, padding, ceil_mode)
+                               * jnp.asarray(weights.numpy().transpose(0, 2, 3, 1))).sum())(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(ours).transpose(0, 3, 1, 2), x_torch.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("size,out", [(4, 6), (5, 6), (13, 6), (150, 6), (7, 3)])
 def test_adaptive_avg_pool_uses_torch_bins(size, out):
     x = np.random.default_rng(0).normal(size=(2, size, size + 1, 3)).astype(np.float32)
@@ -36,11 +54,12 @@ def test_adaptive_avg_pool_uses_torch_bins(size, out):
                                expected, rtol=1e-5, atol=1e-6)
 
 
-def test_avg_pool_counts_padding_like_torch():
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 2, 1), (2, 2, 0)])  # (2, 2, 0): drops the 9th row
+def test_avg_pool_counts_padding_like_torch(kernel, stride, padding):
     x = np.random.default_rng(1).normal(size=(1, 9, 9, 2)).astype(np.float32)
-    expected = torch.nn.functional.avg_pool2d(nchw(x), 3, 2, 1).numpy()
-    np.testing.assert_allclose(np.asarray(avg_pool2d(jnp.asarray(x), 3, 2, 1)).transpose(0, 3, 1, 2), expected,
-                               rtol=1e-5, atol=1e-6)
+    expected = torch.nn.functional.avg_pool2d(nchw(x), kernel, stride, padding).numpy()
+    np.testing.assert_allclose(np.asarray(avg_pool2d(jnp.asarray(x), kernel, stride, padding)).transpose(0, 3, 1, 2),
+                               expected, rtol=1e-5, atol=1e-6)
 
 
 def test_batchnorm_train_step_matches_torch_including_unbiased_running_var():
