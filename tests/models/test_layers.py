@@ -46,6 +46,24 @@ def test_max_pool_gradient_goes_to_torchs_choice_of_maximum(size, kernel, stride
     np.testing.assert_allclose(np.asarray(ours).transpose(0, 3, 1, 2), x_torch.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_max_pool_on_an_explicitly_sharded_batch_gives_the_same_values_and_gradient():
+    import jax
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+    x = np.maximum(np.random.default_rng(3).normal(size=(2, 9, 9, 4)), 0).astype(np.float32)
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(AxisType.Explicit,))
+    sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
+
+    def loss(x):
+        return (max_pool2d(x, 3, 2, 1) ** 2).sum()
+
+    with jax.set_mesh(mesh):
+        value, grad = jax.jit(jax.value_and_grad(loss))(sharded)
+    expected_value, expected_grad = jax.jit(jax.value_and_grad(loss))(jnp.asarray(x))
+    np.testing.assert_allclose(float(value), float(expected_value), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(expected_grad), rtol=1e-6)
+
+
 @pytest.mark.parametrize("size,out", [(4, 6), (5, 6), (13, 6), (150, 6), (7, 3)])
 def test_adaptive_avg_pool_uses_torch_bins(size, out):
     x = np.random.default_rng(0).normal(size=(2, size, size + 1, 3)).astype(np.float32)
