@@ -83,12 +83,9 @@ class PatchConv2d(nnx.Conv):
         if jax.default_backend() != "cpu":
             return super().__call__(x)
         kh, kw, cin, cout = self.kernel.shape
-        n, oh, ow = x.shape[0], x.shape[1] // kh, x.shape[2] // kw
-        patches = x[:, : oh * kh, : ow * kw].reshape(n, oh, kh, ow, kw, cin).transpose(0, 1, 3, 2, 4, 5)
-        out = patches.reshape(n, oh, ow, kh * kw * cin) @ self.kernel[...].astype(x.dtype).reshape(-1, cout)
-        if self.bias is not None:
-            out = out + self.bias[...].astype(x.dtype)
-        return out
+        patches = _window_blocks(x, (kh, kw)).transpose(0, 1, 3, 2, 4, 5)
+        n, oh, ow = patches.shape[:3]
+        return _matmul_bias(self, patches.reshape(n, oh, ow, kh * kw * cin), self.kernel[...].reshape(-1, cout))
 
 
 class PointwiseConv2d(nnx.Conv):
@@ -106,10 +103,15 @@ class PointwiseConv2d(nnx.Conv):
         sh, sw = _pair(self.strides)
         if (sh, sw) != (1, 1):
             x = x[:, ::sh, ::sw]
-        out = x @ self.kernel[...].astype(x.dtype)[0, 0]
-        if self.bias is not None:
-            out = out + self.bias[...].astype(x.dtype)
-        return out
+        return _matmul_bias(self, x, self.kernel[...][0, 0])
+
+
+def _matmul_bias(conv: nnx.Conv, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`x @ kernel` plus `conv`'s bias (if any), both cast to `x`'s compute dtype."""
+    out = x @ kernel.astype(x.dtype)
+    if conv.bias is not None:
+        out = out + conv.bias[...].astype(x.dtype)
+    return out
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -195,11 +197,11 @@ def max_pool2d(
     )
 
 
-def _window_blocks(x: jax.Array, kernel: int) -> jax.Array:
-    """NHWC `x` as (n, oh, kernel, ow, kernel, c) non-overlapping windows; a ragged edge is dropped."""
-    n, h, w, c = x.shape
-    oh, ow = h // kernel, w // kernel
-    return x[:, : oh * kernel, : ow * kernel].reshape(n, oh, kernel, ow, kernel, c)
+def _window_blocks(x: jax.Array, kernel: int | tuple[int, int]) -> jax.Array:
+    """NHWC `x` as (n, oh, kh, ow, kw, c) non-overlapping windows; a ragged edge is dropped."""
+    (kh, kw), (n, h, w, c) = _pair(kernel), x.shape
+    oh, ow = h // kh, w // kw
+    return x[:, : oh * kh, : ow * kw].reshape(n, oh, kh, ow, kw, c)
 
 
 # Overlapping max pooling on CPU: the k*k window taps as strided slices, and a custom gradient
