@@ -1,3 +1,7 @@
 """flaxbench: a JAX/Flax benchmark for classifying histopathology tiles."""
 
+from flaxbench.runtime import use_threaded_cpu_convolutions
+
 __version__ = "0.1.0"
+
+use_threaded_cpu_convolutions()
