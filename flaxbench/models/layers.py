@@ -29,8 +29,7 @@ def conv2d(
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     ph, pw = (padding, padding) if isinstance(padding, int) else padding
     depthwise = groups > 1 and groups == in_channels == out_channels
-    pointwise = (kh, kw) == (1, 1) and (ph, pw) == (0, 0) and groups == 1
-    layer = DepthwiseConv2d if depthwise else PointwiseConv2d if pointwise else nnx.Conv
+    layer = DepthwiseConv2d if depthwise else nnx.Conv
     return layer(
         in_channels,
         out_channels,
@@ -48,8 +47,8 @@ class DepthwiseConv2d(nnx.Conv):
     """A depthwise `nnx.Conv` (same parameters) that on CPU runs as k*k shifted multiply-adds.
 
     XLA:CPU has no fast kernel for grouped convolutions with one channel per group: measured
-    here, EfficientNet-B4 trained 5x slower than torch on CPU with `feature_group_count`.
-    Elementwise shifts vectorise well there; other backends use the convolution.
+    here, an EfficientNet-B4 training step with `feature_group_count` ran 3x slower than with
+    these shifts, which vectorise well. Other backends use the convolution.
     """
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -68,50 +67,6 @@ class DepthwiseConv2d(nnx.Conv):
         if self.bias is not None:
             out = out + self.bias[...].astype(x.dtype)
         return out
-
-
-class PatchConv2d(nnx.Conv):
-    """A patchify `nnx.Conv` (kernel == stride, no padding) that on CPU runs as reshape + matmul.
-
-    XLA:CPU computes this convolution's weight gradient through a transposed copy of the whole
-    input batch; measured on ViT patch 10 that copy alone took about 25 ms of a training step.
-    Other backends use the convolution.
-    """
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Embed each non-overlapping patch of NHWC `x` with this layer's kernel and bias."""
-        if jax.default_backend() != "cpu":
-            return super().__call__(x)
-        kh, kw, cin, cout = self.kernel.shape
-        patches = _window_blocks(x, (kh, kw)).transpose(0, 1, 3, 2, 4, 5)
-        n, oh, ow = patches.shape[:3]
-        return _matmul_bias(self, patches.reshape(n, oh, ow, kh * kw * cin), self.kernel[...].reshape(-1, cout))
-
-
-class PointwiseConv2d(nnx.Conv):
-    """A 1x1 `nnx.Conv` (no padding, any stride) that on CPU runs as a subsample + matmul.
-
-    XLA:CPU computes a 1x1 convolution's weight gradient 5-8x slower than the same product
-    written as a matmul (measured here at ResNet-50 layer-1 sizes: 50-80 ms vs 8-10 ms).
-    Other backends use the convolution.
-    """
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Project every pixel of NHWC `x` (every stride-th one) with this layer's kernel and bias."""
-        if jax.default_backend() != "cpu":
-            return super().__call__(x)
-        sh, sw = _pair(self.strides)
-        if (sh, sw) != (1, 1):
-            x = x[:, ::sh, ::sw]
-        return _matmul_bias(self, x, self.kernel[...][0, 0])
-
-
-def _matmul_bias(conv: nnx.Conv, x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`x @ kernel` plus `conv`'s bias (if any), both cast to `x`'s compute dtype."""
-    out = x @ kernel.astype(x.dtype)
-    if conv.bias is not None:
-        out = out + conv.bias[...].astype(x.dtype)
-    return out
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -197,11 +152,11 @@ def max_pool2d(
     )
 
 
-def _window_blocks(x: jax.Array, kernel: int | tuple[int, int]) -> jax.Array:
-    """NHWC `x` as (n, oh, kh, ow, kw, c) non-overlapping windows; a ragged edge is dropped."""
-    (kh, kw), (n, h, w, c) = _pair(kernel), x.shape
-    oh, ow = h // kh, w // kw
-    return x[:, : oh * kh, : ow * kw].reshape(n, oh, kh, ow, kw, c)
+def _window_blocks(x: jax.Array, kernel: int) -> jax.Array:
+    """NHWC `x` as (n, oh, kernel, ow, kernel, c) non-overlapping windows; a ragged edge is dropped."""
+    n, h, w, c = x.shape
+    oh, ow = h // kernel, w // kernel
+    return x[:, : oh * kernel, : ow * kernel].reshape(n, oh, kernel, ow, kernel, c)
 
 
 # Overlapping max pooling on CPU: the k*k window taps as strided slices, and a custom gradient

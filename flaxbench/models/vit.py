@@ -8,7 +8,7 @@ from flax import nnx
 
 from flaxbench.errors import SpecError
 from flaxbench.models.attention import MultiHeadSelfAttention
-from flaxbench.models.layers import PatchConv2d, check_min_size
+from flaxbench.models.layers import check_min_size
 
 
 def _mlp_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear:
@@ -88,7 +88,7 @@ class ViT(nnx.Module):
         self.patch_size = patch_size
         self.min_size = image_size
         num_patches = (image_size // patch_size) ** 2
-        self.conv_proj = PatchConv2d(
+        self.conv_proj = nnx.Conv(
             3, width, (patch_size, patch_size), strides=patch_size, padding="VALID", rngs=rngs
         )
         self.class_token = nnx.Param(jnp.zeros((1, 1, width)))

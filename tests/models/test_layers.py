@@ -107,39 +107,3 @@ def test_depthwise_conv_on_cpu_equals_the_grouped_convolution(kernel, stride):
     assert np.all(np.isfinite(np.asarray(grad.kernel[...])))
 
 
-@pytest.mark.parametrize("patch, size", [(5, (10, 15)), (4, (9, 10))])  # (9, 10): a ragged edge is dropped
-def test_patch_conv_on_cpu_equals_the_strided_convolution(patch, size):
-    import jax
-    from flax import nnx
-
-    from flaxbench.models.layers import PatchConv2d
-
-    conv = PatchConv2d(3, 8, (patch, patch), strides=patch, padding="VALID", rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(1), (2, *size, 3))
-    np.testing.assert_allclose(np.asarray(conv(x)), np.asarray(nnx.Conv.__call__(conv, x)), rtol=1e-5, atol=1e-5)
-
-    def kernel_grad(call):
-        return jax.grad(lambda m: jnp.sin(call(m, x)).sum())(conv).kernel[...]
-
-    np.testing.assert_allclose(np.asarray(kernel_grad(PatchConv2d.__call__)),
-                               np.asarray(kernel_grad(nnx.Conv.__call__)), rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("stride, size", [(1, (6, 7)), (2, (7, 10))])  # odd sizes: torch keeps the last row
-def test_pointwise_conv_on_cpu_equals_the_convolution(stride, size):
-    import jax
-    from flax import nnx
-
-    from flaxbench.models.layers import PointwiseConv2d, conv2d
-
-    conv = conv2d(5, 8, 1, stride, 0, bias=True, rngs=nnx.Rngs(0))
-    assert isinstance(conv, PointwiseConv2d)
-    x = jax.random.normal(jax.random.key(1), (2, *size, 5))
-    np.testing.assert_allclose(np.asarray(conv(x)), np.asarray(nnx.Conv.__call__(conv, x)), rtol=1e-5, atol=1e-5)
-
-    def grads(call):
-        module_grad, x_grad = jax.grad(lambda m, x: jnp.sin(call(m, x)).sum(), argnums=(0, 1))(conv, x)
-        return module_grad.kernel[...], module_grad.bias[...], x_grad
-
-    for got, expected in zip(grads(PointwiseConv2d.__call__), grads(nnx.Conv.__call__)):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-5)
