@@ -44,10 +44,12 @@ def use_threaded_cpu_convolutions() -> None:
         return  # older XLA builds may not know the flag, and an unknown flag aborts the process
     if _YNN_FLAG in os.environ.get("XLA_FLAGS", ""):
         return
-    if _backends_started():
-        logging.warning("flaxbench was imported after JAX started; XLA:CPU convolutions stay on one "
-                        "thread. Import flaxbench first, or set XLA_FLAGS=%s=-individual_convolution",
-                        _YNN_FLAG)
+    if _backends_started():  # XLA read its flags when the first backend started
+        if jax.default_backend() == "cpu":
+            logging.warning("flaxbench was imported after JAX started; XLA:CPU convolutions stay on "
+                            "one thread. Import flaxbench first, or set XLA_FLAGS=%s=-individual_convolution",
+                            _YNN_FLAG)
+        return
     _add_xla_flag(_YNN_FLAG, "-individual_convolution")
 
 
