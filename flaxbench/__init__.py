@@ -1,6 +1,6 @@
 """flaxbench: a JAX/Flax benchmark for classifying histopathology tiles."""
 
-from flaxbench.runtime import use_threaded_cpu_convolutions
+from flaxbench.xla_flags import use_threaded_cpu_convolutions
 
 __version__ = "0.1.0"
 

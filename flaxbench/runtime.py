@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 import jax
 import ml_collections
@@ -12,58 +11,17 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from flaxbench.errors import SpecError
+from flaxbench.xla_flags import add_xla_flag, backends_started
 
 
 def enable_determinism(enabled: bool) -> None:
     """Turn on XLA's deterministic GPU ops (takes effect if no GPU computation ran before)."""
     if enabled:
-        if _backends_started() and "--xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+        if backends_started() and "--xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
             logging.warning("spec.train.deterministic: JAX already started; set XLA_FLAGS="
                             "--xla_gpu_deterministic_ops=true before starting Python to be sure")
-        _add_xla_flag("--xla_gpu_deterministic_ops", "true")
+        add_xla_flag("--xla_gpu_deterministic_ops", "true")
         os.environ.setdefault("TF_CUDNN_DETERMINISTIC", "1")
-
-
-# XLA:CPU in jaxlib 0.10 hands convolutions to YNNPACK, which ran them on one thread here while
-# XLA's own (Eigen) convolutions use every core: on this project's 2-core CPU a 3x3 convolution's
-# forward took 16 vs 9 ms and its weight gradient 55 vs 17 ms, and a ResNet-18 training step
-# went from 14 to 22 img/s. Dots, reductions and elementwise ops stay with YNNPACK.
-_YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
-
-
-def use_threaded_cpu_convolutions() -> None:
-    """Keep XLA:CPU convolutions off YNNPACK (single-threaded) unless XLA_FLAGS already chooses.
-
-    Runs on `import flaxbench`; it must precede the first JAX computation of the process. To give
-    convolutions back to YNNPACK, start with XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=
-    +individual_convolution.
-    """
-    import jaxlib
-
-    if tuple(map(int, re.match(r"(\d+)\.(\d+)", jaxlib.__version__).groups())) < (0, 10):
-        return  # older XLA builds may not know the flag, and an unknown flag aborts the process
-    if _YNN_FLAG in os.environ.get("XLA_FLAGS", ""):
-        return
-    if _backends_started():  # XLA read its flags when the first backend started
-        if jax.default_backend() == "cpu":
-            logging.warning("flaxbench was imported after JAX started; XLA:CPU convolutions stay on "
-                            "one thread. Import flaxbench first, or set XLA_FLAGS=%s=-individual_convolution",
-                            _YNN_FLAG)
-        return
-    _add_xla_flag(_YNN_FLAG, "-individual_convolution")
-
-
-def _backends_started() -> bool:
-    from jax._src import xla_bridge  # no public API tells whether backends started
-
-    return getattr(xla_bridge, "backends_are_initialized", lambda: False)()
-
-
-def _add_xla_flag(name: str, value: str) -> None:
-    """Append `name=value` to XLA_FLAGS unless the flag is already set there."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if name not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {name}={value}".strip()
 
 
 def initialize_distributed() -> None:
