@@ -29,7 +29,8 @@ def conv2d(
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     ph, pw = (padding, padding) if isinstance(padding, int) else padding
     depthwise = groups > 1 and groups == in_channels == out_channels
-    layer = DepthwiseConv2d if depthwise else nnx.Conv
+    pointwise = (kh, kw) == (1, 1) and (ph, pw) == (0, 0) and groups == 1
+    layer = DepthwiseConv2d if depthwise else PointwiseConv2d if pointwise else nnx.Conv
     return layer(
         in_channels,
         out_channels,
@@ -60,6 +61,51 @@ class DepthwiseConv2d(nnx.Conv):
         if self.bias is not None:
             out = out + self.bias[...].astype(x.dtype)
         return out
+
+
+class PointwiseConv2d(nnx.Conv):
+    """A 1x1 `nnx.Conv` (no padding) whose kernel gradient on CPU is one matmul."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """1x1 convolution of NHWC `x` with this layer's kernel, stride and bias."""
+        if jax.default_backend() != "cpu":
+            return super().__call__(x)
+        out = pointwise_conv_cpu(x, self.kernel[...].astype(x.dtype), _pair(self.strides))
+        if self.bias is not None:
+            out = out + self.bias[...].astype(x.dtype)
+        return out
+
+
+def _conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
+    return jax.lax.conv_general_dilated(x, kernel, strides, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def pointwise_conv_cpu(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
+    """1x1 convolution of NHWC `x` with a (1, 1, Cin, Cout) kernel; the kernel gradient as a matmul.
+
+    XLA:CPU computes a convolution's kernel gradient through a transposed copy of its whole
+    input; for 1x1 kernels that took 1.5-4.5x longer than the same sum as a matmul (ResNet-50
+    and EfficientNet-B4 sizes), and training steps gained 10-20% from the matmul (ResNet-50,
+    DenseNet-121, EfficientNet-B4). The forward pass and the input gradient stay convolutions.
+    """
+    return _conv_nhwc(x, kernel, strides)
+
+
+def _pointwise_fwd(x, kernel, strides):
+    return _conv_nhwc(x, kernel, strides), (x, kernel)
+
+
+def _pointwise_bwd(strides, residuals, grad_out):
+    x, kernel = residuals
+    grad_x = jax.vjp(lambda x: _conv_nhwc(x, kernel, strides), x)[1](grad_out)[0]
+    sh, sw = strides
+    pixels = x[:, ::sh, ::sw].reshape(-1, x.shape[-1])
+    grad_kernel = jax.lax.dot_general(pixels, grad_out.reshape(-1, grad_out.shape[-1]), (((0,), (0,)), ((), ())))
+    return grad_x, grad_kernel.reshape(kernel.shape)
+
+
+pointwise_conv_cpu.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
