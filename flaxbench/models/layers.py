@@ -44,7 +44,24 @@ def conv2d(
     )
 
 
-class DepthwiseConv2d(nnx.Conv):
+class _CpuConv(nnx.Conv):
+    """An `nnx.Conv` (same parameters) that on CPU runs `cpu_convolution`; elsewhere the convolution."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Convolve NHWC `x` with this layer's kernel, then add its bias (if any)."""
+        if jax.default_backend() != "cpu":
+            return super().__call__(x)
+        out = self.cpu_convolution(x, self.kernel[...].astype(x.dtype))
+        if self.bias is not None:
+            out = out + self.bias[...].astype(x.dtype)
+        return out
+
+    def cpu_convolution(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+        """The bias-free convolution on CPU, with `kernel` already in `x`'s dtype."""
+        raise NotImplementedError
+
+
+class DepthwiseConv2d(_CpuConv):
     """A depthwise `nnx.Conv` (same parameters) that on CPU runs as k*k shifted multiply-adds.
 
     XLA:CPU has no fast kernel for grouped convolutions with one channel per group: measured
@@ -53,27 +70,17 @@ class DepthwiseConv2d(nnx.Conv):
     Other backends use the convolution.
     """
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Depthwise convolution of NHWC `x` with this layer's kernel, padding and stride."""
-        if jax.default_backend() != "cpu":
-            return super().__call__(x)
-        out = depthwise_conv_cpu(x, self.kernel[...].astype(x.dtype), _pair(self.strides), tuple(self.padding))
-        if self.bias is not None:
-            out = out + self.bias[...].astype(x.dtype)
-        return out
+    def cpu_convolution(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+        """Depthwise convolution of NHWC `x` with `kernel`, this layer's padding and stride."""
+        return depthwise_conv_cpu(x, kernel, _pair(self.strides), tuple(self.padding))
 
 
-class PointwiseConv2d(nnx.Conv):
+class PointwiseConv2d(_CpuConv):
     """A 1x1 `nnx.Conv` (no padding) whose kernel gradient on CPU is one matmul."""
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """1x1 convolution of NHWC `x` with this layer's kernel, stride and bias."""
-        if jax.default_backend() != "cpu":
-            return super().__call__(x)
-        out = pointwise_conv_cpu(x, self.kernel[...].astype(x.dtype), _pair(self.strides))
-        if self.bias is not None:
-            out = out + self.bias[...].astype(x.dtype)
-        return out
+    def cpu_convolution(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+        """1x1 convolution of NHWC `x` with `kernel` and this layer's stride."""
+        return pointwise_conv_cpu(x, kernel, _pair(self.strides))
 
 
 def _conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
@@ -138,7 +145,7 @@ def _tap_sum(padded: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> 
 
 
 def _depthwise_fwd(x, kernel, strides, padding):
-    return depthwise_conv_cpu(x, kernel, strides, padding), (x, kernel)
+    return _tap_sum(jnp.pad(x, [(0, 0), *padding, (0, 0)]), kernel, strides), (x, kernel)
 
 
 def _depthwise_bwd(strides, padding, residuals, grad_out):
