@@ -46,6 +46,42 @@ SCRIPT = textwrap.dedent(
         for x, y in zip(a[1] + a[2], b[1] + b[2]):
             np.testing.assert_allclose(x, y, rtol=%(rtol)g, atol=%(atol)g)
         out[model] = {"losses": a[0].tolist(), "bn_leaves": len(a[2])}
+    # The CPU layers with hand-written gradients loop over images (lax.map) or reorder
+    # contractions; split 8 ways over the batch they must give the single-device numbers.
+    # These are single layers, so rounding stays at float32 level and the tolerance is tight.
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    from flax import nnx
+    from flaxbench.models.attention import dot_product_attention
+    from flaxbench.models.layers import conv2d, max_pool2d
+    batch_sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec("data"))
+    rngs = nnx.Rngs(0)
+    depthwise3, depthwise5 = (conv2d(6, 6, k, s, k // 2, groups=6, rngs=rngs) for k, s in ((3, 2), (5, 1)))
+    pointwise = conv2d(6, 5, 1, 2, 0, rngs=rngs)
+    def module(layer):
+        graph, params = nnx.split(layer)
+        return (lambda params, x: nnx.merge(graph, params)(x)), params
+    def stateless(fn):
+        return (lambda params, x: fn(x)), {}
+    layers = {
+        "depthwise_3x3_stride2": module(depthwise3), "depthwise_5x5": module(depthwise5),
+        "pointwise_stride2": module(pointwise),
+        "max_pool_3x3_stride2": stateless(lambda x: max_pool2d(x, 3, 2, 1)),
+        "max_pool_3x3_stride1_ceil": stateless(lambda x: max_pool2d(x, 3, 1, 1, ceil_mode=True)),
+        "attention": stateless(lambda x: dot_product_attention(x[:, 0], x[:, 1], x[:, 2])),
+    }
+    x = jax.random.normal(jax.random.key(1), (8, 11, 12, 6))
+    for name, (apply, params) in layers.items():
+        cotangent = jax.random.normal(jax.random.key(2), jax.eval_shape(apply, params, x).shape)
+        def loss(params, x, apply=apply, cotangent=cotangent):
+            return (apply(params, x) * cotangent).sum()
+        grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
+        one = jax.tree.leaves(grad_fn(params, x))
+        eight = jax.tree.leaves(grad_fn(params, jax.device_put(x, batch_sharding)))
+        assert len(eight[-1].sharding.device_set) == 8, name
+        assert len(one) == len(eight) == len(jax.tree.leaves(params)) + 1, name
+        for a, b in zip(eight, one):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5, err_msg=name)
+    out["layers"] = sorted(layers)
     try:
         build_run(tiny_spec(**{"mesh.data": 8, "train.batch_size": 12}))
         out["indivisible"] = "accepted"
@@ -63,4 +99,5 @@ def test_eight_devices_match_one_device():
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.split("RESULT ", 1)[1])
     assert result["resnet18"]["bn_leaves"] > 0  # BN statistics are compared too
+    assert "depthwise_5x5" in result["layers"] and "max_pool_3x3_stride2" in result["layers"]
     assert "not divisible" in result["indivisible"] and "8 devices" in result["indivisible"]
