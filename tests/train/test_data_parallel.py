@@ -49,11 +49,13 @@ SCRIPT = textwrap.dedent(
     # The CPU layers with hand-written gradients loop over images (lax.map) or reorder
     # contractions; split 8 ways over the batch they must give the single-device numbers.
     # These are single layers, so rounding stays at float32 level and the tolerance is tight.
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    import ml_collections
+    from jax.sharding import NamedSharding, PartitionSpec
     from flax import nnx
     from flaxbench.models.attention import dot_product_attention
     from flaxbench.models.layers import conv2d, max_pool2d
-    batch_sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec("data"))
+    from flaxbench.runtime import make_mesh
+    batch_sharding = NamedSharding(make_mesh(ml_collections.ConfigDict({"data": 8}), 8), PartitionSpec("data"))
     rngs = nnx.Rngs(0)
     depthwise3, depthwise5 = (conv2d(6, 6, k, s, k // 2, groups=6, rngs=rngs) for k, s in ((3, 2), (5, 1)))
     pointwise = conv2d(6, 5, 1, 2, 0, rngs=rngs)
