@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_pipeline import Split, TileDataset  # noqa: E402
 from flaxbench.spec import load_spec_file  # noqa: E402
-from flaxbench.train.setup import build_run  # noqa: E402
+from flaxbench.train.setup import Run, build_run  # noqa: E402
+from flaxbench.train.state import TrainState  # noqa: E402
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
 
@@ -39,8 +40,8 @@ def random_dataset(n: int, size: int, num_classes: int = 6) -> TileDataset:
     return TileDataset(split, split, split, classes, "random", True, (size, size), ())
 
 
-def flax_images_per_second(row: str, batch: int, size: int, dtype: str, steps: int, repeats: int) -> dict:
-    """Median training images/s of flaxbench's jitted epoch (`steps` steps per call)."""
+def compiled_benchmark_run(row: str, batch: int, size: int, dtype: str, steps: int) -> tuple[Run, TrainState]:
+    """Study row `row` built from scratch on `steps` batches of random tiles, its epoch compiled."""
     spec = load_spec_file(SPEC_DIR / f"{row}.py")
     spec.model.init = "scratch"
     spec.train.batch_size, spec.train.dtype = batch, dtype
@@ -50,6 +51,13 @@ def flax_images_per_second(row: str, batch: int, size: int, dtype: str, steps: i
     run = build_run(spec, dataset=random_dataset(batch * steps, size))
     state = run.initial_state()
     run.compile(("train",), state)
+    return run, state
+
+
+def flax_images_per_second(row: str, batch: int, size: int, dtype: str, steps: int, repeats: int) -> dict:
+    """Median training images/s of flaxbench's jitted epoch (`steps` steps per call)."""
+    run, state = compiled_benchmark_run(row, batch, size, dtype, steps)
+    spec = run.spec
     fn, images, labels = run.compiled["train"], run.splits["train"].images, run.train_labels
     times = []
     for i in range(repeats + 1):

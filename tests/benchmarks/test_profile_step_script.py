@@ -1,0 +1,50 @@
+"""The step profiler finds the compiled step's ops in the trace and rejects unknown rows clearly."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.helpers import REPO
+
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+
+def test_profile_lists_the_steps_ops():
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/profile_step.py", "--model", "convmodel", "--batch", "4", "--size", "32",
+         "--steps", "1", "--json"],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][0])
+    assert result["model"] == "convmodel" and result["wall_ms_per_step"] > 0
+    ops = result["ops"]
+    assert ops and all(op["ms_per_step"] >= 0 and op["calls_per_step"] > 0 for op in ops)
+    assert abs(sum(op["ms_per_step"] for op in ops) - result["op_ms_per_step"]) < 1e-6 * result["op_ms_per_step"] + 1e-9
+    assert [op["ms_per_step"] for op in ops] == sorted((op["ms_per_step"] for op in ops), reverse=True)
+    # a training step: forward ops and their gradients (JAX's transpose of jvp) both show up
+    sources = " ".join(op["source"] for op in ops)
+    assert "transpose(jvp" in sources and "jvp(" in sources
+
+
+def test_text_table_with_the_torch_twin():
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/profile_step.py", "--model", "convmodel", "--batch", "4", "--size", "32",
+         "--steps", "1", "--top", "5", "--torch"],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["ms/step", "%ops", "calls"])
+    assert all(float(line.split()[0]) >= 0 for line in lines[header + 1 : header + 6])
+    assert "aten::" in proc.stdout and "Self CPU" in proc.stdout
+
+
+def test_unknown_model_is_a_one_line_error():
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/profile_step.py", "--model", "resnet_999"],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "--model resnet_999: no spec" in proc.stderr and "Traceback" not in proc.stderr
