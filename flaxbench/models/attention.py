@@ -4,7 +4,11 @@ On CPU the attention core has a hand-written gradient: XLA:CPU runs the transpos
 matmuls that autodiff produces (P^T @ dO, dS^T @ Q) through a slow generic dot, and
 materialises softmax broadcasts. Measured here for ViT patch 10 shapes (64 heads x 226
 tokens x 16 dims), forward plus backward took 33-41 ms with autodiff and 13-20 ms with the
-gradient below (torch: 10-12 ms). Other backends use plain autodiff, which XLA fuses well.
+gradient below (torch: 10-12 ms). It also runs over chunks of the (batch * heads) axis, each
+chunk's score matrices small enough to stay in cache from one matmul to the next: a whole ViT
+patch 10 training step took 1.12-1.13x less time than with the same gradient over all heads
+at once (patch 15: 1.01x), in same-process A/B runs. Other backends use plain autodiff, which
+XLA fuses well.
 """
 
 from __future__ import annotations
@@ -36,19 +40,48 @@ def _attention(q: jax.Array, k: jax.Array, v: jax.Array, keep_mask: jax.Array | 
     return jnp.einsum("bqk,bkd->bqd", _drop(_scores_to_probs(q, k), keep_mask, keep_prob), v)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _attention_cpu(q, k, v, keep_mask, keep_prob):
+# On CPU, attention runs over chunks of (batch * heads) whose float32 score matrices take about
+# this much memory, so that each chunk's scores, probabilities and their gradients stay in cache
+# between the matmuls and the softmax that read them. Chunks of 0.8-1.6 MB were fastest here.
+_CPU_CHUNK_BYTES = 1 << 20
+_CPU_MAX_CHUNKS = 64  # bounds the unrolled program (compile time) for very large batches
+
+
+def _cpu_chunk_size(batch: int, queries: int, keys: int) -> int:
+    """A divisor of `batch`: the largest whose score matrices fit _CPU_CHUNK_BYTES, or larger to cap the chunk count."""
+    fits = max(1, _CPU_CHUNK_BYTES // (4 * queries * keys))
+    divisors = [d for d in range(1, batch + 1) if batch % d == 0]
+    size = max(d for d in divisors if d <= fits)
+    return min(d for d in divisors if d >= max(size, -(-batch // _CPU_MAX_CHUNKS)))
+
+
+def _chunks(size: int, *arrays: jax.Array | None):
+    """Consecutive `size`-row slices of each array (None stays None), one tuple per chunk."""
+    total = arrays[0].shape[0]
+    for i in range(0, total, size):
+        yield tuple(None if a is None else a[i : i + size] for a in arrays)
+
+
+def _join(parts: list[jax.Array]) -> jax.Array:
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _attention_cpu(q, k, v, keep_mask, keep_prob, chunk):
     return _attention(q, k, v, keep_mask, keep_prob)
 
 
-def _attention_cpu_fwd(q, k, v, keep_mask, keep_prob):
-    probs = _scores_to_probs(q, k)
-    dropped = _drop(probs, keep_mask, keep_prob)
-    return jnp.einsum("bqk,bkd->bqd", dropped, v), (q, k, v, keep_mask, probs, dropped)
+def _attention_cpu_fwd(q, k, v, keep_mask, keep_prob, chunk):
+    outs, saved = [], []
+    for qc, kc, vc, mc in _chunks(chunk, q, k, v, keep_mask):
+        probs = _scores_to_probs(qc, kc)
+        dropped = _drop(probs, mc, keep_prob)
+        outs.append(jnp.einsum("bqk,bkd->bqd", dropped, vc))
+        saved.append((probs, dropped))
+    return _join(outs), (q, k, v, keep_mask, saved)
 
 
-def _attention_cpu_bwd(keep_prob, residuals, grad_out):
-    q, k, v, keep_mask, probs, dropped = residuals
+def _chunk_grads(keep_prob, q, k, v, keep_mask, probs, dropped, grad_out):
     grad_probs = _drop(jnp.einsum("bqd,bkd->bqk", grad_out, v), keep_mask, keep_prob)
     grad_scores = probs * (grad_probs - jnp.sum(grad_probs * probs, axis=-1, keepdims=True))
     # Contract over queries with the small operand transposed, and keep XLA from folding the
@@ -58,8 +91,17 @@ def _attention_cpu_bwd(keep_prob, residuals, grad_out):
         (jnp.einsum("bdq,bqk->bdk", grad_out_t, dropped), jnp.einsum("bdq,bqk->bdk", q_t, grad_scores))
     )
     grad_q = jnp.einsum("bqk,bkd->bqd", grad_scores, k)
+    return grad_q, grad_k_t.swapaxes(1, 2), grad_v_t.swapaxes(1, 2)
+
+
+def _attention_cpu_bwd(keep_prob, chunk, residuals, grad_out):
+    q, k, v, keep_mask, saved = residuals
+    grads = [
+        _chunk_grads(keep_prob, qc, kc, vc, mc, *saved_c, gc)
+        for (qc, kc, vc, mc, gc), saved_c in zip(_chunks(chunk, q, k, v, keep_mask, grad_out), saved)
+    ]
     grad_mask = None if keep_mask is None else np.zeros(keep_mask.shape, jax.dtypes.float0)
-    return grad_q, grad_k_t.swapaxes(1, 2), grad_v_t.swapaxes(1, 2), grad_mask
+    return (*(_join(list(g)) for g in zip(*grads)), grad_mask)
 
 
 _attention_cpu.defvjp(_attention_cpu_fwd, _attention_cpu_bwd)
@@ -69,9 +111,9 @@ def dot_product_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, keep_mask: jax.Array | None = None, keep_prob: float = 1.0
 ) -> jax.Array:
     """softmax(q k^T) v over (batch*heads, tokens, dims) arrays, with dropout where `keep_mask` is False."""
-    if jax.default_backend() == "cpu":
-        return _attention_cpu(q, k, v, keep_mask, keep_prob)
-    return _attention(q, k, v, keep_mask, keep_prob)
+    if jax.default_backend() != "cpu":
+        return _attention(q, k, v, keep_mask, keep_prob)
+    return _attention_cpu(q, k, v, keep_mask, keep_prob, _cpu_chunk_size(q.shape[0], q.shape[1], k.shape[1]))
 
 
 class MultiHeadSelfAttention(nnx.Module):
