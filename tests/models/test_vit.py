@@ -1,4 +1,4 @@
-"""ViT: torchvision parity, the CPU patch embedding and attention gradient, attention dropout, size errors."""
+"""ViT: torchvision parity, the CPU attention gradient, attention dropout, size errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from torchvision.models.vision_transformer import VisionTransformer
 from flaxbench.errors import FlaxbenchError, SpecError
 from flaxbench.models import build_model
 from flaxbench.models.attention import _attention, dot_product_attention
-from flaxbench.models.vit import patch_embedding
 from tests.models.torch_parity import (
     assert_close_to_scale,
     compiled_logits,
@@ -100,26 +99,6 @@ def test_attention_gradient_matches_autodiff(with_dropout, tokens):
     np.testing.assert_allclose(value, expected_value, rtol=1e-5)
     for ours, theirs in zip(grads, expected_grads):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("patch_size", [5, 10])
-def test_patch_embedding_matches_the_strided_convolution(patch_size):
-    conv = nnx.Conv(3, 8, (patch_size, patch_size), strides=patch_size, padding="VALID", rngs=nnx.Rngs(0))
-    conv.bias[...] = jax.random.normal(jax.random.key(1), conv.bias.shape)
-    graphdef, params = nnx.split(conv)
-    images = jax.random.normal(jax.random.key(2), (2, 20, 20, 3))
-    probe = jax.random.normal(jax.random.key(3), (2, (20 // patch_size) ** 2, 8))
-
-    def by_conv(params):
-        return nnx.merge(graphdef, params)(images).reshape(2, -1, 8)
-
-    def by_matmul(params):
-        return patch_embedding(images, nnx.merge(graphdef, params), patch_size)
-
-    np.testing.assert_allclose(by_matmul(params), by_conv(params), rtol=1e-5, atol=1e-5)
-    grads = [jax.grad(lambda p, f=f: jnp.sum(f(p) * probe))(params) for f in (by_matmul, by_conv)]
-    for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 def test_attention_dropout_is_random_in_training_only():
