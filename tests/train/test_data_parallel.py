@@ -46,8 +46,9 @@ SCRIPT = textwrap.dedent(
         for x, y in zip(a[1] + a[2], b[1] + b[2]):
             np.testing.assert_allclose(x, y, rtol=%(rtol)g, atol=%(atol)g)
         out[model] = {"losses": a[0].tolist(), "bn_leaves": len(a[2])}
-    # The CPU layers with hand-written gradients loop over images (lax.map) or reorder
-    # contractions; split 8 ways over the batch they must give the single-device numbers.
+    # The CPU layers with hand-written gradients loop over images (lax.map), reorder
+    # contractions or split the batch into chunks (attention); split 8 ways over the batch they
+    # must give the single-device numbers.
     # These are single layers, so rounding stays at float32 level and the tolerance is tight.
     import ml_collections
     from jax.sharding import NamedSharding, PartitionSpec
@@ -70,15 +71,19 @@ SCRIPT = textwrap.dedent(
         "max_pool_3x3_stride2": stateless(lambda x: max_pool2d(x, 3, 2, 1)),
         "max_pool_3x3_stride1_ceil": stateless(lambda x: max_pool2d(x, 3, 1, 1, ceil_mode=True)),
         "attention": stateless(lambda x: dot_product_attention(x[:, 0], x[:, 1], x[:, 2])),
+        "attention_8_chunks": stateless(lambda x: dot_product_attention(x[:, 0], x[:, 1], x[:, 2])),
     }
     x = jax.random.normal(jax.random.key(1), (8, 11, 12, 6))
+    # 16 rows of 300 tokens: on CPU the attention runs in 8 chunks of 2 rows, one per device
+    inputs = {"attention_8_chunks": jax.random.normal(jax.random.key(3), (16, 3, 300, 4))}
     for name, (apply, params) in layers.items():
-        cotangent = jax.random.normal(jax.random.key(2), jax.eval_shape(apply, params, x).shape)
+        layer_input = inputs.get(name, x)
+        cotangent = jax.random.normal(jax.random.key(2), jax.eval_shape(apply, params, layer_input).shape)
         def loss(params, x, apply=apply, cotangent=cotangent):
             return (apply(params, x) * cotangent).sum()
         grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
-        one = jax.tree.leaves(grad_fn(params, x))
-        eight = jax.tree.leaves(grad_fn(params, jax.device_put(x, batch_sharding)))
+        one = jax.tree.leaves(grad_fn(params, layer_input))
+        eight = jax.tree.leaves(grad_fn(params, jax.device_put(layer_input, batch_sharding)))
         assert len(eight[-1].sharding.device_set) == 8, name
         assert len(one) == len(eight) == len(jax.tree.leaves(params)) + 1, name
         for a, b in zip(eight, one):
@@ -102,4 +107,5 @@ def test_eight_devices_match_one_device():
     result = json.loads(proc.stdout.split("RESULT ", 1)[1])
     assert result["resnet18"]["bn_leaves"] > 0  # BN statistics are compared too
     assert "depthwise_5x5" in result["layers"] and "max_pool_3x3_stride2" in result["layers"]
+    assert "attention_8_chunks" in result["layers"]
     assert "not divisible" in result["indivisible"] and "8 devices" in result["indivisible"]
