@@ -46,10 +46,10 @@ def hlo_instructions(hlo_text: str) -> dict[str, tuple[str, str, str]]:
 
 def op_events(trace_dir: Path) -> list[dict]:
     """Complete ('X') events of the Perfetto trace that `jax.profiler.trace` wrote under `trace_dir`."""
-    files = sorted(trace_dir.glob("**/*.trace.json.gz")) or sorted(trace_dir.glob("**/*.json.gz"))
+    files = sorted(trace_dir.glob("**/perfetto_trace.json.gz"), key=lambda f: f.stat().st_mtime)
     if not files:
-        raise FileNotFoundError(f"no Perfetto trace under {trace_dir}; this JAX build wrote none")
-    events = json.load(gzip.open(files[-1]))
+        raise FileNotFoundError(f"no perfetto_trace.json.gz under {trace_dir}; this JAX build wrote none")
+    events = json.load(gzip.open(files[-1]))  # the newest, if --trace-dir holds earlier traces
     events = events["traceEvents"] if isinstance(events, dict) else events
     return [e for e in events if e.get("ph") == "X" and "dur" in e]
 
