@@ -135,8 +135,13 @@ class MultiHeadSelfAttention(nnx.Module):
         """Attend over the tokens of `x` (batch, tokens, width); dropout on the weights when training."""
         n, t, c = x.shape
         h, d = self.num_heads, c // self.num_heads
-        qkv = self.in_proj(x).reshape(n, t, 3, h, d).transpose(2, 0, 3, 1, 4).reshape(3, n * h, t, d)
-        q, k, v = qkv[0] * jnp.asarray(d**-0.5, x.dtype), qkv[1], qkv[2]
+        # Split before the head transpose: the gradient of a split is one concatenate, while the
+        # gradient of indexing a stacked (3, ...) array pads each part with zeros and adds them.
+        q, k, v = (
+            part.reshape(n, t, h, d).transpose(0, 2, 1, 3).reshape(n * h, t, d)
+            for part in jnp.split(self.in_proj(x), 3, axis=-1)
+        )
+        q = q * jnp.asarray(d**-0.5, x.dtype)
         keep_mask = None
         if train and self.dropout_rate > 0:
             keep_mask = jax.random.bernoulli(self.dropout_rngs(), 1.0 - self.dropout_rate, (n * h, t, t))
