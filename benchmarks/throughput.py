@@ -2,11 +2,13 @@
 
     python benchmarks/throughput.py --models convmodel,vit_p15,resnet18 --batch 64 --size 150 [--dtype bfloat16] [--json]
 
-For each study row (spec name) it times flaxbench's real jitted epoch function (whole epoch in
-lax.scan, augmentation and normalisation on device, data resident on device) and the same
-architecture in torch (same batch, size, AdamW, precision; on GPU with autocast and
-channels_last; eager and torch.compile where it works). Reports the median of repeated timings
-after warm-up, in training images per second.
+For each study row (spec name) it times flaxbench's real jitted epoch function (augmentation
+and normalisation on device, data resident on device) and the same architecture in torch (same
+batch, size, AdamW, precision; on GPU with autocast and channels_last; eager and torch.compile
+where it works). After one warm-up call each, the contenders are timed interleaved, one call of
+each per round, so load from elsewhere on a shared machine hits both sides of a ratio. Reports
+each contender's median over the rounds in training images per second, the ratio of the
+medians, and the lowest and highest ratio of single rounds.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -29,6 +32,7 @@ from flaxbench.train.setup import Run, build_run  # noqa: E402
 from flaxbench.train.state import TrainState  # noqa: E402
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
+Timer = Callable[[], float]  # runs one timed call, returns its seconds
 
 
 def random_dataset(n: int, size: int, num_classes: int = 6) -> TileDataset:
@@ -54,25 +58,28 @@ def compiled_benchmark_run(row: str, batch: int, size: int, dtype: str, steps: i
     return run, state
 
 
-def flax_images_per_second(row: str, batch: int, size: int, dtype: str, steps: int, repeats: int) -> dict:
-    """Median training images/s of flaxbench's jitted epoch (`steps` steps per call)."""
+def flax_timer(row: str, batch: int, size: int, dtype: str, steps: int) -> tuple[Timer, dict]:
+    """A timer for one call of flaxbench's jitted epoch (`steps` steps), and what was built."""
     run, state = compiled_benchmark_run(row, batch, size, dtype, steps)
-    spec = run.spec
     fn, images, labels = run.compiled["train"], run.splits["train"].images, run.train_labels
-    times = []
-    for i in range(repeats + 1):
+    carry = {"state": state, "calls": 0}
+
+    def timed_call() -> float:
+        carry["calls"] += 1
         start = time.perf_counter()
-        state, losses, _ = fn(state, images, labels, jax.random.key(i))
+        carry["state"], losses, _ = fn(carry["state"], images, labels, jax.random.key(carry["calls"]))
         losses.block_until_ready()
-        if i:  # the first call is warm-up
-            times.append(time.perf_counter() - start)
-    return {"img_s": batch * steps / statistics.median(times), "compile_s": run.compile_time_s,
-            "model": spec.model.name, "options": spec.model.options.to_dict()}
+        return time.perf_counter() - start
+
+    timed_call()  # warm-up
+    spec = run.spec
+    return timed_call, {"compile_s": run.compile_time_s, "model": spec.model.name,
+                        "options": spec.model.options.to_dict()}
 
 
-def torch_images_per_second(name: str, options: dict, batch: int, size: int, dtype: str, steps: int,
-                            repeats: int, compile_model: bool) -> float | None:
-    """Median training images/s of the torch twin; None if torch.compile fails here."""
+def torch_timer(name: str, options: dict, batch: int, size: int, dtype: str, steps: int,
+                compile_model: bool) -> Timer | None:
+    """A timer for `steps` training steps of the torch twin; None if torch.compile fails here."""
     import torch
 
     from benchmarks.torch_reference import build, train_step_fn
@@ -91,22 +98,39 @@ def torch_images_per_second(name: str, options: dict, batch: int, size: int, dty
     images = torch.rand(batch, 3, size, size, device=device).to(memory_format=fmt)
     labels = torch.randint(0, 6, (batch,), device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times = []
+
+    def timed_call() -> float:
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = step(images, labels)
+        loss.item()
+        sync()
+        return time.perf_counter() - start
+
     try:
-        for i in range(repeats + 1):
-            sync()
-            start = time.perf_counter()
-            for _ in range(steps):
-                loss = step(images, labels)
-            loss.item()
-            sync()
-            if i:
-                times.append(time.perf_counter() - start)
-    except Exception:  # torch.compile can fail at first call
+        timed_call()  # warm-up; torch.compile compiles here and can fail here
+    except Exception:
         if compile_model:
             return None
         raise
-    return batch * steps / statistics.median(times)
+    return timed_call
+
+
+def interleaved_times(timers: dict[str, Timer], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each timer over `repeats` rounds, one call of each per round.
+
+    Interleaving puts every contender under the same load at almost the same time, so a burst
+    of activity from elsewhere on a shared machine slows both sides of a ratio, not one. The
+    order rotates each round, so no contender always runs right after the same other one.
+    """
+    names = list(timers)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(timers[name]())
+    return times
 
 
 def main() -> None:
@@ -117,7 +141,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=150)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--steps", type=int, default=5, help="training steps per timed call")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls after one warm-up")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed rounds after one warm-up call each; a round times one call of every contender")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -129,30 +154,39 @@ def main() -> None:
     rows = []
     for row in args.models.split(","):
         try:
-            flax = flax_images_per_second(row, args.batch, args.size, args.dtype, args.steps, args.repeats)
-            eager = torch_images_per_second(flax["model"], flax["options"], args.batch, args.size, args.dtype,
-                                            args.steps, args.repeats, False)
-            compiled = None if args.no_compile else torch_images_per_second(
-                flax["model"], flax["options"], args.batch, args.size, args.dtype, args.steps, args.repeats, True)
+            flax_call, built = flax_timer(row, args.batch, args.size, args.dtype, args.steps)
+            timers = {"jax": flax_call, "torch": torch_timer(built["model"], built["options"], args.batch, args.size,
+                                                             args.dtype, args.steps, False)}
+            compiled = None if args.no_compile else torch_timer(
+                built["model"], built["options"], args.batch, args.size, args.dtype, args.steps, True)
+            if compiled:
+                timers["torch_compile"] = compiled
+            times = interleaved_times(timers, args.repeats)
         except Exception as error:  # one failing model must not lose the others' numbers
             print(f"{row}: failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
                   file=sys.stderr, flush=True)
             continue
-        best_torch = max(x for x in (eager, compiled) if x)
-        rows.append({"model": row, "jax_img_s": round(flax["img_s"], 1), "torch_img_s": round(eager, 1),
-                     "torch_compile_img_s": round(compiled, 1) if compiled else None,
-                     "ratio": round(flax["img_s"] / eager, 3), "ratio_vs_best_torch": round(flax["img_s"] / best_torch, 3),
-                     "jax_compile_s": round(flax["compile_s"], 2), "device": device, "torch_device": torch_device,
-                     "dtype": args.dtype, "batch": args.batch, "size": args.size})
+        img_s = {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
+        round_ratios = [t_torch / t_jax for t_jax, t_torch in zip(times["jax"], times["torch"])]
+        best_torch = max(img_s["torch"], img_s.get("torch_compile", 0.0))
+        rows.append({"model": row, "jax_img_s": round(img_s["jax"], 1), "torch_img_s": round(img_s["torch"], 1),
+                     "torch_compile_img_s": round(img_s["torch_compile"], 1) if "torch_compile" in img_s else None,
+                     "ratio": round(img_s["jax"] / img_s["torch"], 3),
+                     "ratio_range": [round(min(round_ratios), 3), round(max(round_ratios), 3)],
+                     "ratio_vs_best_torch": round(img_s["jax"] / best_torch, 3),
+                     "jax_compile_s": round(built["compile_s"], 2), "device": device, "torch_device": torch_device,
+                     "dtype": args.dtype, "batch": args.batch, "size": args.size, "rounds": args.repeats})
         if args.json:
             print(json.dumps(rows[-1]), flush=True)
     if not args.json:
         print(f"device: {device}; torch: {torch_device}; batch {args.batch}, {args.size} px, {args.dtype}")
-        print(f"{'model':<16}{'flaxbench img/s':>16}{'torch img/s':>13}{'compile img/s':>15}{'ratio':>8}{'jax compile s':>15}")
+        print(f"{'model':<16}{'flaxbench img/s':>16}{'torch img/s':>13}{'compile img/s':>15}{'ratio':>8}"
+              f"{'round ratios':>15}{'jax compile s':>15}")
         for r in rows:
             comp = f"{r['torch_compile_img_s']:.1f}" if r["torch_compile_img_s"] else "n/a"
+            spread = f"{r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}"
             print(f"{r['model']:<16}{r['jax_img_s']:>16.1f}{r['torch_img_s']:>13.1f}{comp:>15}{r['ratio']:>8.2f}"
-                  f"{r['jax_compile_s']:>15.1f}")
+                  f"{spread:>15}{r['jax_compile_s']:>15.1f}")
 
 
 if __name__ == "__main__":
