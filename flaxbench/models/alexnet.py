@@ -10,7 +10,7 @@ import jax
 from flax import nnx
 
 from flaxbench.errors import SpecError
-from flaxbench.models.layers import adaptive_avg_pool2d, check_min_size, conv2d, max_pool2d, torch_linear
+from flaxbench.models.layers import Dropout, adaptive_avg_pool2d, check_min_size, conv2d, max_pool2d, torch_linear
 
 
 class ReLU(nnx.Module):
@@ -65,10 +65,10 @@ class AlexNet(nnx.Module):
         )
         self.classifier = nnx.List(
             [
-                nnx.Dropout(dropout, rngs=rngs),
+                Dropout(dropout, rngs=rngs),
                 torch_linear(256 * 6 * 6, 4096, rngs=rngs),
                 ReLU(),
-                nnx.Dropout(dropout, rngs=rngs),
+                Dropout(dropout, rngs=rngs),
                 torch_linear(4096, 4096, rngs=rngs),
                 ReLU(),
                 torch_linear(4096, num_classes, rngs=rngs),
@@ -81,7 +81,7 @@ class AlexNet(nnx.Module):
             x = layer(x)
         x = flatten_nchw(adaptive_avg_pool2d(x, 6))
         for layer in self.classifier:
-            x = layer(x, deterministic=not train) if isinstance(layer, nnx.Dropout) else layer(x)
+            x = layer(x, deterministic=not train) if isinstance(layer, Dropout) else layer(x)
         return x
 
     def reset_head(self, num_classes: int, *, rngs: nnx.Rngs) -> None:

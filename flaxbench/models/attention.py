@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxbench.models.layers import torch_linear
+from flaxbench.models.layers import dropout_keep_mask, torch_linear
 
 
 def _scores_to_probs(q: jax.Array, k: jax.Array) -> jax.Array:
@@ -144,6 +144,6 @@ class MultiHeadSelfAttention(nnx.Module):
         q = q * jnp.asarray(d**-0.5, x.dtype)
         keep_mask = None
         if train and self.dropout_rate > 0:
-            keep_mask = jax.random.bernoulli(self.dropout_rngs(), 1.0 - self.dropout_rate, (n * h, t, t))
+            keep_mask = dropout_keep_mask(self.dropout_rngs(), 1.0 - self.dropout_rate, (n * h, t, t))
         out = dot_product_attention(q, k, v, keep_mask, 1.0 - self.dropout_rate)
         return self.out_proj(out.reshape(n, h, t, d).transpose(0, 2, 1, 3).reshape(n, t, c))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
-from flaxbench.models.layers import check_min_size, conv2d, max_pool2d
+from flaxbench.models.layers import Dropout, check_min_size, conv2d, max_pool2d
 
 
 class ConvModel(nnx.Module):
@@ -34,7 +34,7 @@ class ConvModel(nnx.Module):
         self.conv3 = conv2d(channels[1], channels[2], 3, padding=1, rngs=rngs)
         side = image_size // 8
         self.fc1 = nnx.Linear(side * side * channels[2], hidden, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
         self.fc2 = nnx.Linear(hidden, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -15,6 +15,7 @@ from flax import nnx
 
 from flaxbench.models.layers import (
     BatchNorm2d,
+    Dropout,
     adaptive_avg_pool2d,
     avg_pool2d,
     check_min_size,
@@ -46,7 +47,7 @@ class _DenseLayer(nnx.Module):
         self.conv2 = conv2d(bn_size * growth_rate, growth_rate, 3, padding=1, bias=False, rngs=rngs)
         self.memory_efficient = memory_efficient
         # torch applies F.dropout only when drop_rate > 0; without it there is no rng stream to keep.
-        self.dropout = nnx.Dropout(drop_rate, rngs=rngs) if drop_rate > 0 else None
+        self.dropout = Dropout(drop_rate, rngs=rngs) if drop_rate > 0 else None
 
     def bn_function(self, inputs: list[jax.Array], train: bool) -> jax.Array:
         """The bottleneck: concatenate, BN, ReLU, 1x1 conv."""

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flaxbench.errors import SpecError
-from flaxbench.models.layers import BatchNorm2d, adaptive_avg_pool2d, check_min_size, conv2d
+from flaxbench.models.layers import BatchNorm2d, Dropout, adaptive_avg_pool2d, check_min_size, conv2d
 
 NormLayer = Callable[[int], BatchNorm2d]
 
@@ -230,7 +230,7 @@ class EfficientNet(nnx.Module):
         )
         self.features = Sequential(layers)
         self.classifier = nnx.List([
-            nnx.Dropout(dropout, rngs=rngs),
+            Dropout(dropout, rngs=rngs),
             _classifier(lastconv_output_channels, num_classes, rngs),
         ])
 

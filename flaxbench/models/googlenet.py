@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flaxbench.models.layers import BatchNorm2d, adaptive_avg_pool2d, check_min_size, conv2d, max_pool2d
+from flaxbench.models.layers import BatchNorm2d, Dropout, adaptive_avg_pool2d, check_min_size, conv2d, max_pool2d
 
 # torchvision's forward works from 15x15 px (GoogLeNet_Weights meta "min_size" agrees).
 MIN_SIZE = 15
@@ -130,7 +130,7 @@ class GoogLeNet(nnx.Module):
         self.inception5a = Inception(832, 256, 160, 320, 32, 128, 128, rngs=rngs)
         self.inception5b = Inception(832, 384, 192, 384, 48, 128, 128, rngs=rngs)
 
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
         self.fc = self._new_fc(num_classes, rngs)
 
     @staticmethod

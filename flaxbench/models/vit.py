@@ -8,7 +8,7 @@ from flax import nnx
 
 from flaxbench.errors import SpecError
 from flaxbench.models.attention import MultiHeadSelfAttention
-from flaxbench.models.layers import check_min_size
+from flaxbench.models.layers import Dropout, check_min_size
 
 
 def _mlp_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear:
@@ -25,7 +25,7 @@ class MLPBlock(nnx.Module):
     def __init__(self, width: int, mlp_dim: int, dropout: float, *, rngs: nnx.Rngs):
         self.fc1 = _mlp_linear(width, mlp_dim, rngs=rngs)
         self.fc2 = _mlp_linear(mlp_dim, width, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = self.dropout(jax.nn.gelu(self.fc1(x), approximate=False), deterministic=not train)
@@ -41,7 +41,7 @@ class EncoderBlock(nnx.Module):
     ):
         self.ln_1 = nnx.LayerNorm(width, epsilon=1e-6, rngs=rngs)
         self.self_attention = MultiHeadSelfAttention(width, num_heads, attention_dropout, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
         self.ln_2 = nnx.LayerNorm(width, epsilon=1e-6, rngs=rngs)
         self.mlp = MLPBlock(width, mlp_dim, dropout, rngs=rngs)
 
@@ -93,7 +93,7 @@ class ViT(nnx.Module):
         )
         self.class_token = nnx.Param(jnp.zeros((1, 1, width)))
         self.pos_embedding = nnx.Param(jax.random.normal(rngs.params(), (1, num_patches + 1, width)) * 0.02)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
         self.layers = nnx.List(
             [EncoderBlock(width, num_heads, mlp_dim, dropout, attention_dropout, rngs=rngs) for _ in range(depth)]
         )
