@@ -10,7 +10,8 @@ import jax
 from flax import nnx
 
 from flaxbench.errors import SpecError
-from flaxbench.models.layers import Dropout, adaptive_avg_pool2d, check_min_size, conv2d, max_pool2d, torch_linear
+from flaxbench.models.dropout import Dropout
+from flaxbench.models.layers import adaptive_avg_pool2d, check_min_size, conv2d, max_pool2d, torch_linear
 
 
 class ReLU(nnx.Module):

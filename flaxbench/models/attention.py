@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxbench.models.layers import dropout_keep_mask, torch_linear
+from flaxbench.models.dropout import dropout_keep_mask
+from flaxbench.models.layers import torch_linear
 
 
 def _scores_to_probs(q: jax.Array, k: jax.Array) -> jax.Array:

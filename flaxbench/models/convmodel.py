@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
-from flaxbench.models.layers import Dropout, check_min_size, conv2d, max_pool2d
+from flaxbench.models.dropout import Dropout
+from flaxbench.models.layers import check_min_size, conv2d, max_pool2d
 
 
 class ConvModel(nnx.Module):

@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flaxbench.models.dropout import Dropout
 from flaxbench.models.layers import (
     BatchNorm2d,
-    Dropout,
     adaptive_avg_pool2d,
     avg_pool2d,
     check_min_size,

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flaxbench.errors import SpecError
-from flaxbench.models.layers import BatchNorm2d, Dropout, adaptive_avg_pool2d, check_min_size, conv2d
+from flaxbench.models.dropout import Dropout
+from flaxbench.models.layers import BatchNorm2d, adaptive_avg_pool2d, check_min_size, conv2d
 
 NormLayer = Callable[[int], BatchNorm2d]
 

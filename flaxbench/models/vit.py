@@ -8,7 +8,8 @@ from flax import nnx
 
 from flaxbench.errors import SpecError
 from flaxbench.models.attention import MultiHeadSelfAttention
-from flaxbench.models.layers import Dropout, check_min_size
+from flaxbench.models.dropout import Dropout
+from flaxbench.models.layers import check_min_size
 
 
 def _mlp_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flaxbench.models.layers import Dropout, dropout_keep_mask
+from flaxbench.models.dropout import Dropout, dropout_keep_mask
 
 
 def sigmas(observed: float, p: float, n: int) -> float:
