@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_pipeline import Split, TileDataset  # noqa: E402
 from flaxbench.spec import load_spec_file  # noqa: E402
+from flaxbench.study import STUDY_ROWS  # noqa: E402
 from flaxbench.train.setup import Run, build_run  # noqa: E402
 from flaxbench.train.state import TrainState  # noqa: E402
 
@@ -122,20 +123,41 @@ def torch_timer(name: str, options: dict, batch: int, size: int, dtype: str, ste
     return timed_call
 
 
-def interleaved_times(timers: dict[str, Timer], repeats: int) -> dict[str, list[float]]:
+def interleaved_times(timers: dict[str, Timer], repeats: int,
+                      optional: frozenset[str] = frozenset()) -> dict[str, list[float]]:
     """Seconds per call of each timer over `repeats` rounds, one call of each per round.
 
     Interleaving puts every contender under the same load at almost the same time, so a burst
     of activity from elsewhere on a shared machine slows both sides of a ratio, not one. The
     order rotates each round, so no contender always runs right after the same other one.
+    A contender named in `optional` that raises is dropped (with a line on stderr) and the
+    others go on; any other contender's error propagates.
     """
     names = list(timers)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
-            times[name].append(timers[name]())
+            try:
+                times[name].append(timers[name]())
+            except Exception as error:
+                if name not in optional:
+                    raise
+                print(f"{name}: dropped after failing in round {round_index + 1}: {type(error).__name__}",
+                      file=sys.stderr, flush=True)
+                names.remove(name)
+                del times[name]
     return times
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject counts below 1 and unknown study rows before anything is built or timed."""
+    for flag in ("batch", "size", "steps", "repeats"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    unknown = [row for row in args.models.split(",") if row not in STUDY_ROWS]
+    if unknown:
+        parser.error(f"--models: {', '.join(unknown)} is not a study row; choose from {', '.join(STUDY_ROWS)}")
 
 
 def main() -> None:
@@ -151,6 +173,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    check_args(parser, args)
     import torch
 
     device = f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}"
@@ -166,7 +189,7 @@ def main() -> None:
                 built["model"], built["options"], args.batch, args.size, args.dtype, args.steps, True)
             if compiled:
                 timers["torch_compile"] = compiled
-            times = interleaved_times(timers, args.repeats)
+            times = interleaved_times(timers, args.repeats, optional=frozenset({"torch_compile"}))
         except Exception as error:  # one failing model must not lose the others' numbers
             print(f"{row}: failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
                   file=sys.stderr, flush=True)

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO
 
 
@@ -23,3 +25,44 @@ def test_throughput_json_lines():
     # with an odd number of interleaved rounds, the ratio of medians lies within the single rounds' ratios
     low, high = row["ratio_range"]
     assert row["rounds"] == 3 and low - 1e-3 <= row["ratio"] <= high + 1e-3
+
+
+def _load_throughput_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("throughput_script", REPO / "benchmarks" / "throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bad_counts_and_unknown_rows_are_rejected_before_timing():
+    for flags, expected in ((["--repeats", "0"], "--repeats must be at least 1"),
+                            (["--steps", "-1"], "--steps must be at least 1"),
+                            (["--models", "convmodel,resnet99"], "resnet99 is not a study row")):
+        proc = subprocess.run([sys.executable, "benchmarks/throughput.py", *flags], cwd=REPO,
+                              env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and expected in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+
+
+def test_a_failing_optional_contender_is_dropped_and_the_others_keep_their_rounds(capsys):
+    throughput = _load_throughput_module()
+    calls = {"compile": 0}
+
+    def flaky_compile() -> float:
+        calls["compile"] += 1
+        if calls["compile"] == 2:
+            raise RuntimeError("inductor failed")
+        return 0.5
+
+    timers = {"jax": lambda: 1.0, "torch": lambda: 2.0, "torch_compile": flaky_compile}
+    times = throughput.interleaved_times(timers, 4, optional=frozenset({"torch_compile"}))
+    assert set(times) == {"jax", "torch"} and times["jax"] == [1.0] * 4 and times["torch"] == [2.0] * 4
+    assert "torch_compile: dropped" in capsys.readouterr().err
+
+    def broken_jax() -> float:
+        raise RuntimeError("jax failed")
+
+    with pytest.raises(RuntimeError, match="jax failed"):  # a required contender's failure propagates
+        throughput.interleaved_times({"jax": broken_jax, "torch": lambda: 2.0}, 2, optional=frozenset({"torch_compile"}))
