@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.throughput import random_dataset  # noqa: E402
 from data_pipeline import Split, TileDataset  # noqa: E402
 from flaxbench.spec import load_spec_file  # noqa: E402
-from flaxbench.study import STUDY_ROWS  # noqa: E402
+from flaxbench.errors import FlaxbenchError  # noqa: E402
+from flaxbench.study import STUDY_ROWS, parse_study_rows  # noqa: E402
 from flaxbench.train.loop import train_and_evaluate  # noqa: E402
 
 STUDY_SECONDS = {"vit_p10": 359.7, "vit_p15": 129.9, "convmodel": 52.8, "resnet18": 148.5, "alexnet": 95.5,
@@ -51,9 +52,16 @@ def main() -> None:
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    for flag in ("epochs", "extrapolate"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    try:
+        args.rows = parse_study_rows(args.rows, "--rows")
+    except FlaxbenchError as error:
+        parser.error(str(error))
     data = study_shaped_dataset(150)
     total, total_compile, rows = 0.0, 0.0, []
-    for row in args.rows.split(","):
+    for row in args.rows:
         spec = load_spec_file(Path(__file__).resolve().parent.parent / "specs" / f"{row}.py")
         spec.model.init = "scratch"
         spec.train.epochs = args.epochs

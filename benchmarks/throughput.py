@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_pipeline import Split, TileDataset  # noqa: E402
 from flaxbench.spec import load_spec_file  # noqa: E402
-from flaxbench.study import STUDY_ROWS  # noqa: E402
+from flaxbench.errors import FlaxbenchError  # noqa: E402
+from flaxbench.study import parse_study_rows  # noqa: E402
 from flaxbench.train.setup import Run, build_run  # noqa: E402
 from flaxbench.train.state import TrainState  # noqa: E402
 
@@ -155,9 +156,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     for flag in ("batch", "size", "steps", "repeats"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    unknown = [row for row in args.models.split(",") if row not in STUDY_ROWS]
-    if unknown:
-        parser.error(f"--models: {', '.join(unknown)} is not a study row; choose from {', '.join(STUDY_ROWS)}")
+    try:
+        args.models = parse_study_rows(args.models, "--models")
+    except FlaxbenchError as error:
+        parser.error(str(error))
 
 
 def main() -> None:
@@ -180,7 +182,7 @@ def main() -> None:
     torch_device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     torch.backends.cudnn.benchmark = True  # let cuDNN autotune its convolutions, as XLA does
     rows = []
-    for row in args.models.split(","):
+    for row in args.models:
         try:
             flax_call, built = flax_timer(row, args.batch, args.size, args.dtype, args.steps)
             timers = {"jax": flax_call, "torch": torch_timer(built["model"], built["options"], args.batch, args.size,

@@ -16,6 +16,17 @@ STUDY_ROWS = (
 )
 
 
+def parse_study_rows(text: str, flag: str) -> list[str]:
+    """The comma-separated study rows in `text`; a FlaxbenchError naming `flag` for any unknown one."""
+    rows = [row.strip() for row in text.split(",") if row.strip()]
+    unknown = [row for row in rows if row not in STUDY_ROWS]
+    if not rows:
+        raise FlaxbenchError(f"{flag} is empty; name one or more of {', '.join(STUDY_ROWS)}")
+    if unknown:
+        raise FlaxbenchError(f"{flag}: {', '.join(unknown)} is not a study row; choose from {', '.join(STUDY_ROWS)}")
+    return rows
+
+
 def default_spec_files() -> list[Path]:
     """The nine study specs, in the study's table order."""
     return [SPEC_DIR / f"{row}.py" for row in STUDY_ROWS]

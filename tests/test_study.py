@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from flaxbench.errors import FlaxbenchError
+from flaxbench.study import parse_study_rows
 from tests.helpers import REPO, run_cli
 
 FIGURES = ("accuracy_vs_time.png", "confusion_matrices.png", "training_curves.png", "per_class_recall.png")
@@ -154,3 +156,11 @@ def test_misspelled_study_override_is_one_line_naming_the_key(spec_files, tmp_pa
     assert len(err.splitlines()) == 1, err
     assert "bach_size" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_study_rows_parse_in_the_given_order_and_unknown_or_empty_lists_name_the_flag():
+    assert parse_study_rows("resnet18, vit_p15", "--rows") == ["resnet18", "vit_p15"]
+    with pytest.raises(FlaxbenchError, match="--rows: vit_p16 is not a study row; choose from vit_p10"):
+        parse_study_rows("vit_p16", "--rows")
+    with pytest.raises(FlaxbenchError, match="--models is empty"):
+        parse_study_rows(" , ", "--models")
