@@ -18,6 +18,7 @@ from flaxbench.models.layers import (
     BatchNorm2d,
     adaptive_avg_pool2d,
     avg_pool2d,
+    batch_moments,
     check_min_size,
     conv2d,
     max_pool2d,
@@ -26,6 +27,7 @@ from flaxbench.models.layers import (
 # torchvision's forward works from 29x29 px (its DenseNet weights' meta "min_size" agrees):
 # at 28 px the last transition's 2x2 average pool would get a 1 px map.
 MIN_SIZE = 29
+Moments = tuple[jax.Array, jax.Array]  # per-channel batch mean and biased variance
 
 
 class _DenseLayer(nnx.Module):
@@ -49,24 +51,28 @@ class _DenseLayer(nnx.Module):
         # torch applies F.dropout only when drop_rate > 0; without it there is no rng stream to keep.
         self.dropout = Dropout(drop_rate, rngs=rngs) if drop_rate > 0 else None
 
-    def bn_function(self, inputs: list[jax.Array], train: bool) -> jax.Array:
+    def bn_function(self, inputs: list[jax.Array], moments: list[Moments] | None, train: bool) -> jax.Array:
         """The bottleneck: concatenate, BN, ReLU, 1x1 conv."""
         concatenated = jnp.concatenate(inputs, axis=-1)
-        return self.conv1(nnx.relu(self.norm1(concatenated, train)))
+        joined = None if moments is None else tuple(jnp.concatenate(m) for m in zip(*moments))
+        return self.conv1(nnx.relu(self.norm1(concatenated, train, joined)))
 
-    def __call__(self, inputs: list[jax.Array], train: bool = False) -> jax.Array:
+    def __call__(self, inputs: list[jax.Array], moments: list[Moments] | None = None, train: bool = False) -> jax.Array:
+        """The new features from all earlier ones; `moments` holds each input's batch moments, or None."""
         if self.memory_efficient:
-            bottleneck = nnx.remat(_checkpointed_bottleneck, static_argnums=2)(self, inputs, train)
+            bottleneck = nnx.remat(_checkpointed_bottleneck, static_argnums=3)(self, inputs, moments, train)
         else:
-            bottleneck = self.bn_function(inputs, train)
+            bottleneck = self.bn_function(inputs, moments, train)
         new_features = self.conv2(nnx.relu(self.norm2(bottleneck, train)))
         if self.dropout is not None:
             new_features = self.dropout(new_features, deterministic=not train)
         return new_features
 
 
-def _checkpointed_bottleneck(layer: _DenseLayer, inputs: list[jax.Array], train: bool) -> jax.Array:
-    return layer.bn_function(inputs, train)
+def _checkpointed_bottleneck(
+    layer: _DenseLayer, inputs: list[jax.Array], moments: list[Moments] | None, train: bool
+) -> jax.Array:
+    return layer.bn_function(inputs, moments, train)
 
 
 class _DenseBlock(nnx.Module):
@@ -100,9 +106,16 @@ class _DenseBlock(nnx.Module):
         return [getattr(self, f"denselayer{i + 1}") for i in range(self.num_layers)]
 
     def __call__(self, init_features: jax.Array, train: bool = False) -> jax.Array:
+        # In training, every layer's norm1 normalises the concatenation of all earlier feature
+        # maps with the batch's per-channel statistics, which for one map are the same in every
+        # later layer. Computed once per map and passed on, they spare XLA:CPU the quadratic
+        # recomputation and the materialised concatenation that fed it.
         features = [init_features]
+        moments = [batch_moments(init_features)] if train else None
         for layer in self.layers():
-            features.append(layer(features, train))
+            features.append(layer(features, moments, train))
+            if moments is not None:
+                moments.append(batch_moments(features[-1]))
         return jnp.concatenate(features, axis=-1)
 
 

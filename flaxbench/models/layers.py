@@ -191,6 +191,14 @@ def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.
     )
 
 
+def batch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-channel mean and biased variance of `x` over all but its last axis, in float32."""
+    x32 = x.astype(jnp.float32)
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x32, axis=axes)
+    return mean, jnp.mean(jnp.square(x32 - mean), axis=axes)
+
+
 class BatchNorm2d(nnx.Module):
     """`torch.nn.BatchNorm2d` over the channel axis of NHWC input.
 
@@ -208,12 +216,16 @@ class BatchNorm2d(nnx.Module):
         self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
         self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
 
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, moments: tuple[jax.Array, jax.Array] | None = None
+    ) -> jax.Array:
+        """Normalise `x`; when training, with its batch statistics, or with `moments` if given.
+
+        `moments` must be `batch_moments(x)`, computed by a caller that can reuse them.
+        """
         x32 = x.astype(jnp.float32)
         if train:
-            axes = tuple(range(x.ndim - 1))
-            mean = jnp.mean(x32, axis=axes)
-            var = jnp.mean(jnp.square(x32 - mean), axis=axes)
+            mean, var = batch_moments(x) if moments is None else moments
             n = math.prod(x.shape[:-1])
             unbiased = var * (n / max(n - 1, 1))
             m = self.momentum
