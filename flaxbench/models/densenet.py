@@ -16,6 +16,7 @@ from flax import nnx
 from flaxbench.models.dropout import Dropout
 from flaxbench.models.layers import (
     BatchNorm2d,
+    Moments,
     adaptive_avg_pool2d,
     avg_pool2d,
     batch_moments,
@@ -27,7 +28,6 @@ from flaxbench.models.layers import (
 # torchvision's forward works from 29x29 px (its DenseNet weights' meta "min_size" agrees):
 # at 28 px the last transition's 2x2 average pool would get a 1 px map.
 MIN_SIZE = 29
-Moments = tuple[jax.Array, jax.Array]  # per-channel batch mean and biased variance
 
 
 class _DenseLayer(nnx.Module):
@@ -108,8 +108,8 @@ class _DenseBlock(nnx.Module):
     def __call__(self, init_features: jax.Array, train: bool = False) -> jax.Array:
         # In training, every layer's norm1 normalises the concatenation of all earlier feature
         # maps with the batch's per-channel statistics, which for one map are the same in every
-        # later layer. Computed once per map and passed on, they spare XLA:CPU the quadratic
-        # recomputation and the materialised concatenation that fed it.
+        # later layer. Computed once per map and passed on, they spare reducing the whole,
+        # ever longer concatenation again in each layer.
         features = [init_features]
         moments = [batch_moments(init_features)] if train else None
         for layer in self.layers():

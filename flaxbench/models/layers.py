@@ -191,7 +191,10 @@ def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.
     )
 
 
-def batch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+Moments = tuple[jax.Array, jax.Array]  # per-channel batch mean and biased variance
+
+
+def batch_moments(x: jax.Array) -> Moments:
     """Per-channel mean and biased variance of `x` over all but its last axis, in float32."""
     x32 = x.astype(jnp.float32)
     axes = tuple(range(x.ndim - 1))
@@ -216,9 +219,7 @@ class BatchNorm2d(nnx.Module):
         self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
         self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
 
-    def __call__(
-        self, x: jax.Array, train: bool = False, moments: tuple[jax.Array, jax.Array] | None = None
-    ) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False, moments: Moments | None = None) -> jax.Array:
         """Normalise `x`; when training, with its batch statistics, or with `moments` if given.
 
         `moments` must be `batch_moments(x)`, computed by a caller that can reuse them.
