@@ -11,7 +11,8 @@ from flax import nnx
 
 from flaxbench.errors import SpecError
 from flaxbench.models.dropout import Dropout
-from flaxbench.models.layers import adaptive_avg_pool2d, check_min_size, conv2d, max_pool2d, torch_linear
+from flaxbench.models.convolution import conv2d
+from flaxbench.models.layers import adaptive_avg_pool2d, check_min_size, max_pool2d, torch_linear
 
 
 class ReLU(nnx.Module):

@@ -8,7 +8,8 @@ import jax
 from flax import nnx
 
 from flaxbench.models.dropout import Dropout
-from flaxbench.models.layers import check_min_size, conv2d, max_pool2d
+from flaxbench.models.convolution import conv2d
+from flaxbench.models.layers import check_min_size, max_pool2d
 
 
 class ConvModel(nnx.Module):

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flaxbench.models.dropout import Dropout
+from flaxbench.models.convolution import conv2d
 from flaxbench.models.layers import (
     BatchNorm2d,
     Moments,
@@ -21,7 +22,6 @@ from flaxbench.models.layers import (
     avg_pool2d,
     batch_moments,
     check_min_size,
-    conv2d,
     max_pool2d,
 )
 

@@ -18,7 +18,8 @@ from flax import nnx
 
 from flaxbench.errors import SpecError
 from flaxbench.models.dropout import Dropout
-from flaxbench.models.layers import BatchNorm2d, adaptive_avg_pool2d, check_min_size, conv2d
+from flaxbench.models.convolution import conv2d
+from flaxbench.models.layers import BatchNorm2d, adaptive_avg_pool2d, check_min_size
 
 NormLayer = Callable[[int], BatchNorm2d]
 

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flaxbench.models.dropout import Dropout
-from flaxbench.models.layers import BatchNorm2d, adaptive_avg_pool2d, check_min_size, conv2d, max_pool2d
+from flaxbench.models.convolution import conv2d
+from flaxbench.models.layers import BatchNorm2d, adaptive_avg_pool2d, check_min_size, max_pool2d
 
 # torchvision's forward works from 15x15 px (GoogLeNet_Weights meta "min_size" agrees).
 MIN_SIZE = 15

@@ -9,9 +9,8 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from flaxbench.models.layers import (
-    BatchNorm2d, adaptive_avg_pool2d, check_min_size, conv2d, max_pool2d, torch_linear,
-)
+from flaxbench.models.convolution import conv2d
+from flaxbench.models.layers import BatchNorm2d, adaptive_avg_pool2d, check_min_size, max_pool2d, torch_linear
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, *, rngs: nnx.Rngs) -> nnx.Conv:

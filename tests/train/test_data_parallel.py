@@ -54,7 +54,8 @@ SCRIPT = textwrap.dedent(
     from jax.sharding import NamedSharding, PartitionSpec
     from flax import nnx
     from flaxbench.models.attention import dot_product_attention
-    from flaxbench.models.layers import conv2d, max_pool2d
+    from flaxbench.models.convolution import conv2d
+    from flaxbench.models.layers import max_pool2d
     from flaxbench.runtime import make_mesh
     batch_sharding = NamedSharding(make_mesh(ml_collections.ConfigDict({"data": 8}), 8), PartitionSpec("data"))
     rngs = nnx.Rngs(0)

@@ -1,0 +1,56 @@
+"""On CPU, the depthwise and 1x1 convolutions with hand-written gradients equal nnx.Conv and its autodiff."""
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.parametrize("stride,bias", [(1, False), (2, True)])
+def test_pointwise_conv_on_cpu_equals_the_convolution_and_its_gradients(stride, bias):
+    import jax
+    from flax import nnx
+
+    from flaxbench.models.convolution import PointwiseConv2d, conv2d
+
+    conv = conv2d(6, 5, 1, stride, 0, bias=bias, rngs=nnx.Rngs(0))
+    assert isinstance(conv, PointwiseConv2d)
+    x = jax.random.normal(jax.random.key(1), (2, 11, 12, 6))
+    cotangent = jax.random.normal(jax.random.key(2), nnx.Conv.__call__(conv, x).shape)
+
+    def loss(layer, x, call):
+        return (call(layer, x) * cotangent).sum()
+
+    np.testing.assert_allclose(np.asarray(conv(x)), np.asarray(nnx.Conv.__call__(conv, x)), rtol=1e-5, atol=1e-5)
+    ours = nnx.grad(loss, argnums=(0, 1))(conv, x, PointwiseConv2d.__call__)
+    plain = nnx.grad(loss, argnums=(0, 1))(conv, x, nnx.Conv.__call__)
+    for name in ("kernel", "bias") if bias else ("kernel",):
+        np.testing.assert_allclose(np.asarray(ours[0][name][...]), np.asarray(plain[0][name][...]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(ours[1]), np.asarray(plain[1]), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (5, 1, 2), (5, 2, 2), (3, 2, 0)])
+def test_depthwise_conv_on_cpu_equals_the_grouped_convolution_and_its_gradients(kernel, stride, padding):
+    import jax
+    from flax import nnx
+
+    from flaxbench.models.convolution import DepthwiseConv2d, conv2d
+
+    conv = conv2d(6, 6, kernel, stride, padding, groups=6, bias=True, rngs=nnx.Rngs(0))
+    assert isinstance(conv, DepthwiseConv2d)
+    x = jax.random.normal(jax.random.key(1), (2, 11, 12, 6))
+    cotangent = jax.random.normal(jax.random.key(2), nnx.Conv.__call__(conv, x).shape)
+
+    def loss(layer, x, call):
+        return (call(layer, x) * cotangent).sum()
+
+    np.testing.assert_allclose(
+        np.asarray(conv(x)), np.asarray(nnx.Conv.__call__(conv, x)), rtol=1e-5, atol=1e-5
+    )
+    ours = nnx.grad(loss, argnums=(0, 1))(conv, x, DepthwiseConv2d.__call__)
+    grouped = nnx.grad(loss, argnums=(0, 1))(conv, x, nnx.Conv.__call__)
+    for name in ("kernel", "bias"):
+        np.testing.assert_allclose(
+            np.asarray(ours[0][name][...]), np.asarray(grouped[0][name][...]), rtol=1e-4, atol=1e-4
+        )
+    np.testing.assert_allclose(np.asarray(ours[1]), np.asarray(grouped[1]), rtol=1e-4, atol=1e-4)
+
+
