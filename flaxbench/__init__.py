@@ -1,7 +1,7 @@
 """flaxbench: a JAX/Flax benchmark for classifying histopathology tiles."""
 
-from flaxbench.xla_flags import use_threaded_cpu_convolutions
+from flaxbench.xla_flags import use_threaded_cpu_kernels
 
 __version__ = "0.1.0"
 
-use_threaded_cpu_convolutions()
+use_threaded_cpu_kernels()

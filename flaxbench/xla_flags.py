@@ -8,19 +8,23 @@ import os
 import re
 import sys
 
-# XLA:CPU in jaxlib 0.10 hands convolutions to YNNPACK, which ran them on one thread here while
-# XLA's own (Eigen) convolutions use every core: on this project's 2-core CPU a 3x3 convolution's
-# forward took 16 vs 9 ms and its weight gradient 55 vs 17 ms, and a ResNet-18 training step
-# went from 14 to 22 img/s. Dots, reductions and elementwise ops stay with YNNPACK.
+# XLA:CPU in jaxlib 0.10 hands convolutions and standalone dots to YNNPACK. Convolutions there
+# ran on one thread here while XLA's own (Eigen) convolutions use every core: on this project's
+# 2-core CPU a 3x3 convolution's forward took 16 vs 9 ms and its weight gradient 55 vs 17 ms, and
+# a ResNet-18 training step went from 14 to 22 img/s. Standalone dots (the linear layers and their
+# gradients) were slower there too: a ViT patch 10 training step took 1.15-1.22x longer
+# (alternating processes, 2026-11-27). Dots fused with other ops, reductions and elementwise ops
+# stay with YNNPACK.
 _YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+_YNN_TYPES_OFF = "-individual_convolution,-individual_dot"
 
 
-def use_threaded_cpu_convolutions() -> None:
-    """Keep XLA:CPU convolutions off YNNPACK (single-threaded) unless XLA_FLAGS already chooses.
+def use_threaded_cpu_kernels() -> None:
+    """Keep XLA:CPU convolutions and standalone dots off YNNPACK unless XLA_FLAGS already chooses.
 
     Runs on `import flaxbench`; it must precede the first JAX computation of the process. To give
-    convolutions back to YNNPACK, start with XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=
-    +individual_convolution.
+    them back to YNNPACK, start with XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=
+    +individual_convolution,+individual_dot.
     """
     try:
         jaxlib_version = importlib.metadata.version("jaxlib")
@@ -34,11 +38,11 @@ def use_threaded_cpu_convolutions() -> None:
         import jax
 
         if jax.default_backend() == "cpu":
-            logging.warning("flaxbench was imported after JAX started; XLA:CPU convolutions stay on "
-                            "one thread. Import flaxbench first, or set XLA_FLAGS=%s=-individual_convolution",
-                            _YNN_FLAG)
+            logging.warning("flaxbench was imported after JAX started; XLA:CPU convolutions and dots stay "
+                            "on YNNPACK, slower here. Import flaxbench first, or set XLA_FLAGS=%s=%s",
+                            _YNN_FLAG, _YNN_TYPES_OFF)
         return
-    add_xla_flag(_YNN_FLAG, "-individual_convolution")
+    add_xla_flag(_YNN_FLAG, _YNN_TYPES_OFF)
 
 
 def backends_started() -> bool:

@@ -1,4 +1,4 @@
-"""flaxbench's XLA switches: CPU convolutions leave single-threaded YNNPACK unless the user chose."""
+"""flaxbench's XLA switches: CPU convolutions and standalone dots leave YNNPACK unless the user chose."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 
-# Prints XLA_FLAGS as the process ended up with, then whether the compiled convolution runs as a
-# YNNPACK fusion. argv[1] says when flaxbench is imported: "never", "first" or "after_jax".
+# Prints XLA_FLAGS as the process ended up with, then for a compiled convolution and a compiled
+# matmul whether each runs as a YNNPACK fusion. argv[1] says when flaxbench is imported: "never",
+# "first" or "after_jax".
 PROBE = """
 import logging, os, sys
 logging.basicConfig(level=logging.WARNING)
@@ -24,14 +25,16 @@ if sys.argv[1] != "never":
     import flaxbench
 conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
     x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
-text = conv.lower(jnp.ones((2, 16, 16, 32)), jnp.ones((3, 3, 32, 32))).compile().as_text()
+dot = jax.jit(lambda a, b: a @ b)
+texts = [conv.lower(jnp.ones((2, 16, 16, 32)), jnp.ones((3, 3, 32, 32))).compile().as_text(),
+         dot.lower(jnp.ones((256, 64)), jnp.ones((64, 128))).compile().as_text()]
 print(os.environ.get("XLA_FLAGS", ""))
-print("ynn" if "ynn_fusion" in text else "xla")
+print(" ".join("ynn" if "ynn_fusion" in text else "xla" for text in texts))
 """
 
 
 def probe(when: str, xla_flags: str | None = None) -> tuple[str, str, str]:
-    """(XLA_FLAGS at the end, 'ynn' or 'xla' for the convolution, stderr) of a fresh CPU process."""
+    """(XLA_FLAGS at the end, 'ynn' or 'xla' for the convolution and the matmul, stderr) of a fresh CPU process."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
     env.pop("XLA_FLAGS", None)
     if xla_flags is not None:
@@ -43,25 +46,25 @@ def probe(when: str, xla_flags: str | None = None) -> tuple[str, str, str]:
 
 
 @pytest.fixture(scope="module")
-def jax_uses_ynn_for_convolutions() -> None:
-    if probe("never")[1] != "ynn":
-        pytest.skip("this jaxlib does not run CPU convolutions through YNNPACK")
+def jax_uses_ynn() -> None:
+    if probe("never")[1] != "ynn ynn":
+        pytest.skip("this jaxlib does not run CPU convolutions and matmuls through YNNPACK")
 
 
-def test_import_moves_cpu_convolutions_off_ynnpack(jax_uses_ynn_for_convolutions):
-    flags, backend, _ = probe("first")
-    assert f"{YNN_FLAG}=-individual_convolution" in flags
-    assert backend == "xla"
+def test_import_moves_cpu_convolutions_and_dots_off_ynnpack(jax_uses_ynn):
+    flags, backends, _ = probe("first")
+    assert f"{YNN_FLAG}=-individual_convolution,-individual_dot" in flags
+    assert backends == "xla xla"
 
 
-def test_a_users_own_ynn_setting_is_kept(jax_uses_ynn_for_convolutions):
-    own = f"--xla_cpu_enable_fast_math=false {YNN_FLAG}=+individual_convolution"
-    flags, backend, _ = probe("first", own)
+def test_a_users_own_ynn_setting_is_kept(jax_uses_ynn):
+    own = f"--xla_cpu_enable_fast_math=false {YNN_FLAG}=-individual_convolution"
+    flags, backends, _ = probe("first", own)
     assert flags == own
-    assert backend == "ynn"
+    assert backends == "xla ynn"
 
 
-def test_importing_after_jax_started_warns(jax_uses_ynn_for_convolutions):
-    _, backend, stderr = probe("after_jax")
+def test_importing_after_jax_started_warns(jax_uses_ynn):
+    _, backends, stderr = probe("after_jax")
     assert "flaxbench was imported after JAX started" in stderr
-    assert backend == "ynn"
+    assert backends == "ynn ynn"
