@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The README's GPU measurements in one call of a lent GPU machine, every phase cut off at one deadline.
+#
+#   bash benchmarks/gpu_session.sh [SECONDS]     # default 540: leaves a 600 s device call time to copy back
+#
+# Phases, in order, each given what is left of SECONDS:
+#   1. env.txt: GPU, driver, python, jax/flax/torch versions and jax's devices;
+#   2. throughput.jsonl: benchmarks/throughput.py, all nine rows, bfloat16, batch 64, 150 px, torch eager
+#      with AMP and channels_last (rows never timed on a GPU first);
+#   3. study_time.jsonl: benchmarks/study_time.py, all nine rows, one epoch each, scaled to 30;
+#   4. compile.jsonl: throughput.py with torch.compile for ResNet-50 and ViT patch 15, if 150 s are left.
+# A phase cut off by the deadline keeps the rows it finished (one JSON line per row, flushed).
+# Everything printed also goes to log.txt. Results go to $OUT (the device tool's output folder) or to
+# ./gpu_session_out. MODELS, ROWS, COMPILE_MODELS, BATCH and SIZE override the defaults (for a quick
+# trial on CPU: MODELS=convmodel ROWS=convmodel COMPILE_MODELS= BATCH=4 SIZE=32).
+#
+# The device image has jax, flax, optax, orbax and torch but not ml-collections; put its wheel in .whl
+# beforehand and carry .whl (benchmarks/README.md, "On a lent GPU machine").
+set -u
+budget=${1:-540}
+case $budget in '' | *[!0-9]*) echo "gpu_session.sh: SECONDS must be a whole number, got '$budget'" >&2; exit 2 ;; esac
+out=${OUT:-gpu_session_out}
+mkdir -p "$out"
+start=$(date +%s)
+models=${MODELS-googlenet,densenet121,efficientnet_b4,resnet50,resnet18,convmodel,vit_p15,alexnet,vit_p10}
+rows=${ROWS-convmodel,vit_p15,alexnet,resnet18,googlenet,vit_p10,densenet121,resnet50,efficientnet_b4}
+compile_models=${COMPILE_MODELS-resnet50,vit_p15}
+batch=${BATCH:-64}
+size=${SIZE:-150}
+export PYTHONUNBUFFERED=1
+exec > >(tee -a "$out/log.txt") 2>&1
+
+left() { echo $((budget - ($(date +%s) - start))); }
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpu_session_site .whl/*.whl \
+    || { echo "gpu_session.sh: installing the wheels in .whl failed (see above)"; exit 2; }
+  export PYTHONPATH=/tmp/gpu_session_site${PYTHONPATH:+:$PYTHONPATH}
+fi
+python3 -c "import ml_collections" 2> /dev/null \
+  || { echo "gpu_session.sh: ml_collections is missing; put its wheel in .whl and carry .whl (benchmarks/README.md)"; exit 2; }
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2> /dev/null || echo "no nvidia-smi"
+  python3 - << 'EOF'
+import sys
+
+import flax
+import jax
+import torch
+
+print(f"python {sys.version.split()[0]}, jax {jax.__version__}, flax {flax.__version__}, torch {torch.__version__}")
+print(f"jax devices: {jax.devices()}")
+EOF
+} | tee "$out/env.txt"
+
+run_phase() {  # run_phase NAME FILE COMMAND...: run COMMAND with what is left of the budget, its stdout to FILE
+  local name=$1 file=$2 seconds
+  shift 2
+  seconds=$(left)
+  if [ "$seconds" -lt 30 ]; then
+    echo "== $name: skipped, ${seconds}s left"
+    return
+  fi
+  echo "== $name ($(date -u +%H:%M:%S), ${seconds}s left): $*"
+  timeout --kill-after=10 "$seconds" "$@" | tee "$out/$file"
+  echo "== $name: exit ${PIPESTATUS[0]} ($(left)s left)"
+}
+
+if [ -n "$models" ]; then
+  run_phase throughput throughput.jsonl python3 benchmarks/throughput.py --models "$models" --batch "$batch" \
+    --size "$size" --steps 10 --repeats 4 --dtype bfloat16 --no-compile --json
+fi
+if [ -n "$rows" ]; then
+  run_phase study_time study_time.jsonl python3 benchmarks/study_time.py --rows "$rows" --epochs 1 \
+    --extrapolate 30 --json
+fi
+if [ -n "$compile_models" ] && [ "$(left)" -ge 150 ]; then
+  run_phase torch_compile compile.jsonl python3 benchmarks/throughput.py --models "$compile_models" \
+    --batch "$batch" --size "$size" --steps 10 --repeats 4 --dtype bfloat16 --json
+fi
+echo "== done in $(($(date +%s) - start))s; results in $out"
