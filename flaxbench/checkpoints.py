@@ -35,6 +35,16 @@ def _abstract(tree: Any) -> Any:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _manager_options(which: str, max_to_keep: int, read_only: bool) -> ocp.CheckpointManagerOptions:
+    # Both managers save the same epoch at once; in a multi-process run orbax names its
+    # cross-process barriers by epoch, so without a prefix per manager they collide.
+    return ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        create=not read_only,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=which),
+    )
+
+
 class RunCheckpoints:
     """`WORKDIR/checkpoints/{best,last}`: the best-validation epoch and the last two epochs."""
 
@@ -42,14 +52,9 @@ class RunCheckpoints:
         self.directory = Path(directory)
         if read_only and not self.directory.is_dir():
             raise FlaxbenchError(f"no checkpoints in '{self.directory}'; train the run first")
-        create = not read_only
         self.managers = {
-            BEST: ocp.CheckpointManager(
-                self.directory / BEST, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=create)
-            ),
-            LAST: ocp.CheckpointManager(
-                self.directory / LAST, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=create)
-            ),
+            which: ocp.CheckpointManager(self.directory / which, options=_manager_options(which, keep, read_only))
+            for which, keep in ((BEST, 1), (LAST, 2))
         }
 
     def save(self, which: str, epoch: int, state: TrainState, meta: dict[str, Any]) -> None:

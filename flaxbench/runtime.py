@@ -79,3 +79,20 @@ def to_host(array: jax.Array) -> np.ndarray:
 def is_main_process() -> bool:
     """Whether this process writes shared outputs (results, reports)."""
     return jax.process_index() == 0
+
+
+def sync_processes(name: str) -> None:
+    """Wait until every process of a multi-process run has reached the point called `name`."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is true on any process; every process must call this at the same point."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))

@@ -47,6 +47,7 @@ def run_study(
 ) -> dict[str, Path]:
     """Train every row (and seed) not yet complete under `workdir`, then write the report there."""
     from flaxbench.report import write_report
+    from flaxbench.runtime import is_main_process
     from flaxbench.train.loop import train_and_evaluate
 
     if seeds < 1:
@@ -78,7 +79,7 @@ def run_study(
             failures.append(f"{spec.name}: {e}")
             continue
         log(f"{tag}: test accuracy {100 * result['test_accuracy']:.1f}%, train {result['train_time_s']:.1f} s")
-    paths = write_report(workdir) if any(workdir.rglob("results.json")) else {}
+    paths = write_report(workdir) if is_main_process() and any(workdir.rglob("results.json")) else {}
     if failures:
         raise FlaxbenchError(f"{len(failures)} study row(s) failed, the others are reported: " + " | ".join(failures))
     return paths

@@ -11,13 +11,16 @@ SCALARS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning
 class EpochWriter:
     """Writes one scalar per metric and epoch under WORKDIR/tensorboard."""
 
-    def __init__(self, workdir: str | Path):
+    def __init__(self, workdir: str | Path, *, enabled: bool = True):
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(str(Path(workdir) / "tensorboard"))
+        # Disabled on all but one process of a multi-process run, which would log the same curves.
+        self.writer = SummaryWriter(str(Path(workdir) / "tensorboard")) if enabled else None
 
     def write(self, entry: dict[str, Any]) -> None:
         """Log one history entry at step = epoch."""
+        if self.writer is None:
+            return
         for name in SCALARS:
             group, _, metric = name.partition("_")
             tag = f"{group}/{metric}" if group in ("train", "val") else name
@@ -28,4 +31,5 @@ class EpochWriter:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()

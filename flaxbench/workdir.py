@@ -44,11 +44,20 @@ def check_writable(workdir: Path) -> None:
         )
 
 
-def prepare_workdir(workdir: str | Path, spec: ml_collections.ConfigDict, *, overwrite: bool) -> Path:
-    """Ready `workdir` for `spec`: new, resumable (same spec), or cleared with `overwrite`."""
+def prepare_workdir(
+    workdir: str | Path, spec: ml_collections.ConfigDict, *, overwrite: bool, main_process: bool = True
+) -> Path:
+    """Ready `workdir` for `spec`: new, resumable (same spec), or cleared with `overwrite`.
+
+    In a multi-process run every process checks the (shared) workdir but only the main one
+    clears it and writes spec.json; the others skip the checks that clearing would change.
+    """
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise WorkdirError(f"workdir '{workdir}' exists and is not a directory")
+    if overwrite and not main_process:
+        check_writable(workdir)
+        return workdir
     if overwrite:
         for name in RUN_OUTPUTS:
             target = workdir / name
@@ -71,5 +80,6 @@ def prepare_workdir(workdir: str | Path, spec: ml_collections.ConfigDict, *, ove
                 f"workdir '{workdir}' holds an unfinished run of another spec ({diff} differs); resume "
                 "it with the same spec, pass --overwrite to start over, or choose another --workdir"
             )
-    write_text_atomic(saved, spec_json)
+    if main_process:
+        write_text_atomic(saved, spec_json)
     return workdir

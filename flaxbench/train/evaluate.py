@@ -9,6 +9,7 @@ from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import split_metrics
 from flaxbench.results import write_json_atomic
+from flaxbench.runtime import is_main_process
 from flaxbench.spec import from_json
 from flaxbench.train.setup import build_run
 
@@ -43,5 +44,6 @@ def evaluate_workdir(workdir: str | Path, split: str = "test", which: str = BEST
     out = {"name": spec.name, "split": split, "checkpoint": which, "epoch": epoch,
            "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
            "classes": list(run.dataset.classes), **metrics}
-    write_json_atomic(workdir / f"eval_{split}.json", out)
+    if is_main_process():
+        write_json_atomic(workdir / f"eval_{split}.json", out)
     return out

@@ -17,7 +17,7 @@ from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.errors import TrainingError
 from flaxbench.evaluation import format_metrics, split_metrics
 from flaxbench.results import RESULTS_FORMAT, write_json_atomic
-from flaxbench.runtime import describe_devices, enable_determinism, is_main_process
+from flaxbench.runtime import any_process, describe_devices, enable_determinism, is_main_process, sync_processes
 from flaxbench.tensorboard import EpochWriter
 from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
 from flaxbench.train.state import TrainState, count_params
@@ -90,14 +90,16 @@ def train_and_evaluate(
     `dataset` (a data_pipeline.TileDataset) replaces loading `spec.data`, e.g. for benchmarks.
     """
     enable_determinism(spec.train.deterministic)
-    workdir = prepare_workdir(workdir, spec, overwrite=overwrite)
+    workdir = prepare_workdir(workdir, spec, overwrite=overwrite, main_process=is_main_process())
+    sync_processes("flaxbench: workdir ready")  # the main process has cleared it (--overwrite)
     run = build_run(spec, dataset)
-    write_json_atomic(workdir / "data.json", {
-        "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
-        "classes": list(run.dataset.classes), "image_size": list(run.dataset.image_size),
-        "split_sizes": {k: run.splits[k].count for k in ("train", "val", "test")},
-        "skipped_files": list(run.dataset.skipped_files),
-    })
+    if is_main_process():
+        write_json_atomic(workdir / "data.json", {
+            "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
+            "classes": list(run.dataset.classes), "image_size": list(run.dataset.image_size),
+            "split_sizes": {k: run.splits[k].count for k in ("train", "val", "test")},
+            "skipped_files": list(run.dataset.skipped_files),
+        })
     state = run.initial_state()
     ckpts = RunCheckpoints(workdir / "checkpoints")
     restored = ckpts.restore(LAST, state)
@@ -108,15 +110,16 @@ def train_and_evaluate(
     run.compile(("train", "val", "test"), state)
     log(f"{spec.name}: {count_params(state.params):,} params, compiled in {run.compile_time_s:.1f} s on "
         f"{describe_devices(run.mesh)}")
-    with StopRequests() as stop, EpochWriter(workdir) as board:
+    with StopRequests() as stop, EpochWriter(workdir, enabled=is_main_process()) as board:
         for epoch in range(progress["epoch"] + 1, spec.train.epochs + 1):
             state, entry = _run_epoch(run, state, epoch, progress, ckpts)
             board.write(entry)
             mean_epoch_s = progress["train_time_s"] / len(progress["history"])
             log(_epoch_line(entry, spec.train.epochs, (spec.train.epochs - epoch) * mean_epoch_s))
-            if stop.signal_name:
+            # Every process stops after the same epoch, or the others would wait in its collectives.
+            if any_process(stop.signal_name is not None):
                 ckpts.wait()
-                raise Interrupted(stop.signal_name, epoch, workdir)
+                raise Interrupted(stop.signal_name or "a stop request to another process", epoch, workdir)
     ckpts.wait()
     results = _final_results(run, state, ckpts, progress, workdir)
     ckpts.close()

@@ -124,9 +124,13 @@ class Run:
     compile_time_s: float = 0.0
 
     def initial_state(self) -> TrainState:
-        """Fresh optimizer state over the initial params."""
+        """Fresh optimizer state over the initial params, all replicated over the data mesh."""
         params = self.parts.params
-        return TrainState(params, self.parts.model_state, self.tx.init(params))
+        state = TrainState(params, self.parts.model_state, self.tx.init(params))
+        # Placed on the whole mesh, not left on the default device: checkpoints restore into this
+        # template's shardings, and a multi-process jit rejects arrays on one device.
+        sharding = replicated(self.mesh)
+        return jax.tree.map(lambda leaf: to_device(np.asarray(leaf), sharding), state)
 
     def compile(self, names: tuple[str, ...], state: TrainState) -> None:
         """Lower and compile the named functions ('train', 'val', 'test', ...), timed apart."""
