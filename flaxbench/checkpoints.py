@@ -49,7 +49,7 @@ class RunCheckpoints:
     """`WORKDIR/checkpoints/{best,last}`: the best-validation epoch and the last two epochs."""
 
     def __init__(self, directory: str | Path, *, read_only: bool = False):
-        self.directory = Path(directory)
+        self.directory = Path(directory).absolute()  # orbax refuses relative paths
         if read_only and not self.directory.is_dir():
             raise FlaxbenchError(f"no checkpoints in '{self.directory}'; train the run first")
         self.managers = {

@@ -23,6 +23,7 @@ from flaxbench.train.state import ModelParts, TrainState, split_model
 from flaxbench.train.steps import SteppedEpoch, epoch_plan, make_predict, make_train_epoch, make_train_step
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+TRAIN_EVAL = "train_eval"  # the predict program over the training split ("train" is the epoch)
 
 
 def _model_options(spec: ml_collections.ConfigDict, image_size: int) -> dict[str, Any]:
@@ -141,7 +142,7 @@ class Run:
             if name == "train":
                 self.compiled[name] = self._compile_train(state)
             else:
-                split = self.splits[name]
+                split = self.splits["train" if name == TRAIN_EVAL else name]
                 args = (state.params, state.model_state, split.images, split.batch_indices)
                 self.compiled[name] = jax.jit(self.predict).lower(*args).compile()
         self.compile_time_s += time.perf_counter() - start
@@ -162,8 +163,9 @@ class Run:
     def logits(self, name: str, state: TrainState) -> np.ndarray:
         """Logits of every example of split `name`, in split order, on the host."""
         split = self.splits[name]
-        self.compile((name,), state)
-        out = self.compiled[name](state.params, state.model_state, split.images, split.batch_indices)
+        program = TRAIN_EVAL if name == "train" else name
+        self.compile((program,), state)
+        out = self.compiled[program](state.params, state.model_state, split.images, split.batch_indices)
         return to_host(out)[: split.count]
 
 

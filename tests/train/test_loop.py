@@ -63,6 +63,16 @@ def test_evaluate_from_checkpoint_equals_results_exactly(finished_run):
     assert val["accuracy"] == results["val_accuracy"] and val["loss"] == results["val_loss"]
 
 
+def test_relative_workdir_trains_and_evaluates_every_split(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    results = train_and_evaluate(tiny_spec(**{"train.epochs": 1}), "runs/relative", log=lambda s: None)
+    assert (tmp_path / "runs" / "relative" / "results.json").is_file()
+    assert evaluate_workdir("runs/relative", "test")["accuracy"] == results["test_accuracy"]
+    train = evaluate_workdir("runs/relative", "train")
+    assert sum(map(sum, train["confusion_matrix"])) == 48
+    assert (tmp_path / "runs" / "relative" / "eval_train.json").is_file()
+
+
 def test_finished_workdir_is_not_overwritten(finished_run):
     workdir, _ = finished_run
     before = (workdir / "results.json").read_bytes()
