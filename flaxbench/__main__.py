@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -35,14 +36,18 @@ flags.DEFINE_list("specs", None, "study: comma-separated spec files (default: th
 flags.DEFINE_integer("seeds", 1, "study: seeds per row (seed, seed+1, ...).")
 flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (SLURM or JAX_COORDINATOR_ADDRESS etc.).")
 FLAGS = flags.FLAGS
+# The --spec.KEY=VALUE overrides, parsed by `check_spec_arguments` rather than config_flags, which
+# cannot set a key to None or override one whose default is None.
+SPEC_OVERRIDES: dict[str, Any] = {}
 
 
 def _train(args: list[str]) -> None:
-    from flaxbench.spec import finalize
+    from flaxbench.spec import apply_overrides, finalize
     from flaxbench.train.loop import train_and_evaluate
 
     if FLAGS.spec is None:
         raise FlaxbenchError("--spec is required, e.g. python -m flaxbench --spec specs/demo.py")
+    apply_overrides(FLAGS.spec, SPEC_OVERRIDES)
     spec = finalize(FLAGS.spec, config_flags.get_config_filename(FLAGS["spec"]))
     train_and_evaluate(spec, FLAGS.workdir or f"runs/{spec.name}", overwrite=FLAGS.overwrite)
 
@@ -74,8 +79,7 @@ def _convert(args: list[str]) -> None:
 def _study(args: list[str]) -> None:
     from flaxbench.study import run_study
 
-    overrides = config_flags.get_override_values(FLAGS["spec"])
-    run_study(FLAGS.specs, FLAGS.workdir or "runs/study", seeds=FLAGS.seeds, overrides=overrides)
+    run_study(FLAGS.specs, FLAGS.workdir or "runs/study", seeds=FLAGS.seeds, overrides=SPEC_OVERRIDES)
 
 
 def _report(args: list[str]) -> None:
@@ -141,19 +145,22 @@ def _spec_arguments(argv: list[str]) -> tuple[str | None, list[str]]:
     return path, overrides
 
 
-def check_spec_arguments(argv: list[str]) -> None:
-    """Load the spec and apply overrides once ourselves, so a bad file or key is one clear line.
+def check_spec_arguments(argv: list[str]) -> dict[str, Any]:
+    """Load the spec and apply the overrides once, so a bad file or key is one clear line; returns them.
 
     (config_flags would report the same problems as a traceback while parsing flags.)
     """
-    from flaxbench.spec import apply_overrides, load_spec_file
+    from flaxbench.spec import apply_overrides, load_spec_file, parse_overrides
 
     path, overrides = _spec_arguments(argv)
     if path is None:
         if overrides:
             raise FlaxbenchError("--spec.KEY=VALUE overrides need a --spec FILE before them")
-        return
-    apply_overrides(load_spec_file(path), overrides)
+        return {}
+    spec = load_spec_file(path)
+    parsed = parse_overrides(spec, overrides)
+    apply_overrides(spec, parsed)
+    return parsed
 
 
 def run() -> None:
@@ -163,11 +170,11 @@ def run() -> None:
         # Study overrides (--spec.x=y) are parsed against the common spec, then applied to every row.
         argv = [argv[0], "study", f"--spec={COMMON_SPEC}", *argv[2:]]
     try:
-        check_spec_arguments(argv)
+        SPEC_OVERRIDES.update(check_spec_arguments(argv))
     except FlaxbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    app.run(main, argv=argv)
+    app.run(main, argv=[arg for arg in argv if not arg.startswith("--spec.")])
 
 
 if __name__ == "__main__":

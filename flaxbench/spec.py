@@ -60,23 +60,34 @@ def get_path(config: ml_collections.ConfigDict, dotted: str) -> Any:
     return node
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, current: Any) -> Any:
+    if isinstance(current, str):  # a string key takes the text as it is ('None' clears it)
+        return None if text == "None" else text
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
 
 
+def parse_overrides(config: ml_collections.ConfigDict, items: Iterable[str]) -> dict[str, Any]:
+    """`['train.epochs=3', 'data.classes=None']` as `{'train.epochs': 3, 'data.classes': None}`.
+
+    Values are Python literals, except for keys that hold a string, which take the text as is.
+    """
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SpecError(f"spec override '{item}' must look like key=value")
+        dotted = key.removeprefix("spec.").removeprefix("--spec.")
+        pairs[dotted] = _parse_value(value, get_path(config, dotted))
+    return pairs
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any] | Iterable[str]) -> None:
     """Apply `{'train.epochs': 3}` or `['train.epochs=3']` overrides in place, type-checked."""
     if not isinstance(overrides, Mapping):
-        pairs = {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise SpecError(f"spec override '{item}' must look like key=value")
-            pairs[key.removeprefix("spec.").removeprefix("--spec.")] = _parse_value(value)
-        overrides = pairs
+        overrides = parse_overrides(config, overrides)
     for dotted, value in overrides.items():
         get_path(config, dotted)  # raises on a misspelled key
         parent_path, _, leaf = dotted.rpartition(".")

@@ -1,6 +1,8 @@
 """The command line: one-line errors, exit codes, nothing overwritten."""
 
-from tests.helpers import run_cli
+import json
+
+from tests.helpers import REPO, SHARED_DATA, run_cli
 
 TINY = [
     "--spec=specs/demo.py", "--spec.data.synthetic_per_class=8", "--spec.data.image_size=16",
@@ -50,3 +52,15 @@ def test_train_then_refuse_to_overwrite_then_evaluate(tmp_path):
     ev = run_cli("evaluate", f"--workdir={run}", "--split=val")
     assert ev.returncode == 0, ev.stderr
     assert "[val] accuracy" in ev.stdout and (run / "eval_val.json").exists()
+
+
+def test_none_overrides_and_a_relative_workdir(tmp_path):
+    # Every class folder at the tiles' own size: both keys set to None from the command line.
+    proc = run_cli(f"--spec={REPO / 'specs' / 'convmodel.py'}",
+                   f"--spec.data.source=folder:{SHARED_DATA / 'kather2016_sample'}", "--spec.data.classes=None",
+                   "--spec.data.image_size=None", "--spec.data.split=(8,8,8)", "--spec.train.epochs=1",
+                   "--spec.train.batch_size=8", "--spec.mesh.data=1", "--workdir=runs/all", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "runs" / "all" / "data.json").read_text())
+    assert len(data["classes"]) == 8 and data["image_size"] == [150, 150]
+    assert (tmp_path / "runs" / "all" / "results.json").is_file()

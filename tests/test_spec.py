@@ -50,3 +50,12 @@ def test_spec_round_trips_through_json():
     spec = load_repo_spec("demo")
     again = from_json(to_json(spec))
     assert to_json(again) == to_json(spec)
+
+
+def test_command_line_overrides_set_none_and_override_none():
+    spec = load_repo_spec("convmodel")
+    apply_overrides(spec, ["data.classes=None", "data.image_size=None", "title=123", "train.epochs=3"])
+    assert spec.data.classes is None and spec.data.image_size is None
+    assert spec.title == "123" and spec.train.epochs == 3
+    apply_overrides(spec, ["data.classes=('tumor','stroma')", "data.image_size=64"])
+    assert spec.data.classes == ("tumor", "stroma") and spec.data.image_size == 64
