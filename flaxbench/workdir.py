@@ -14,7 +14,8 @@ from flaxbench.results import write_text_atomic
 from flaxbench.spec import to_json
 
 MIN_FREE_BYTES = 200 * 2**20  # checkpoints of the largest study row need about this much
-RUN_OUTPUTS = ("results.json", "spec.json", "checkpoints", "tensorboard")
+# what --overwrite clears, besides eval_<split>.json
+RUN_OUTPUTS = ("results.json", "spec.json", "data.json", "checkpoints", "tensorboard", "predictions.csv")
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
@@ -44,42 +45,40 @@ def check_writable(workdir: Path) -> None:
         )
 
 
-def prepare_workdir(
-    workdir: str | Path, spec: ml_collections.ConfigDict, *, overwrite: bool, main_process: bool = True
-) -> Path:
-    """Ready `workdir` for `spec`: new, resumable (same spec), or cleared with `overwrite`.
-
-    In a multi-process run every process checks the (shared) workdir but only the main one
-    clears it and writes spec.json; the others skip the checks that clearing would change.
-    """
+def check_workdir(workdir: str | Path, spec: ml_collections.ConfigDict, *, overwrite: bool) -> Path:
+    """Fail unless `workdir` can take `spec`: new, resumable (same spec), or to be replaced (`overwrite`)."""
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise WorkdirError(f"workdir '{workdir}' exists and is not a directory")
-    if overwrite and not main_process:
-        check_writable(workdir)
-        return workdir
+    check_writable(workdir)
     if overwrite:
-        for name in RUN_OUTPUTS:
-            target = workdir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        return workdir
     if (workdir / "results.json").exists():
         raise WorkdirError(
             f"workdir '{workdir}' already holds results.json of a finished run; pass --overwrite to "
             "replace it or choose another --workdir"
         )
-    check_writable(workdir)
-    spec_json = to_json(spec)
     saved = workdir / "spec.json"
     if saved.exists() and (workdir / "checkpoints").exists():
-        diff = _first_difference(json.loads(saved.read_text()), json.loads(spec_json))
+        diff = _first_difference(json.loads(saved.read_text()), json.loads(to_json(spec)))
         if diff:
             raise WorkdirError(
                 f"workdir '{workdir}' holds an unfinished run of another spec ({diff} differs); resume "
                 "it with the same spec, pass --overwrite to start over, or choose another --workdir"
             )
-    if main_process:
-        write_text_atomic(saved, spec_json)
     return workdir
+
+
+def claim_workdir(workdir: Path, spec: ml_collections.ConfigDict, *, overwrite: bool) -> None:
+    """Clear the previous run's outputs (`overwrite`) and save `spec`; call once the run is built.
+
+    Clearing waits until then so that a spec or data error leaves the finished run untouched.
+    In a multi-process run only the main process calls this.
+    """
+    if overwrite:
+        for target in [*(workdir / name for name in RUN_OUTPUTS), *workdir.glob("eval_*.json")]:
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    write_text_atomic(workdir / "spec.json", to_json(spec))

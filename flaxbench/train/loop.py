@@ -21,7 +21,7 @@ from flaxbench.runtime import any_process, describe_devices, enable_determinism,
 from flaxbench.tensorboard import EpochWriter
 from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
 from flaxbench.train.state import TrainState, count_params
-from flaxbench.workdir import prepare_workdir
+from flaxbench.workdir import check_workdir, claim_workdir
 
 
 class Interrupted(Exception):
@@ -90,16 +90,17 @@ def train_and_evaluate(
     `dataset` (a data_pipeline.TileDataset) replaces loading `spec.data`, e.g. for benchmarks.
     """
     enable_determinism(spec.train.deterministic)
-    workdir = prepare_workdir(workdir, spec, overwrite=overwrite, main_process=is_main_process())
-    sync_processes("flaxbench: workdir ready")  # the main process has cleared it (--overwrite)
+    workdir = check_workdir(workdir, spec, overwrite=overwrite)
     run = build_run(spec, dataset)
     if is_main_process():
+        claim_workdir(workdir, spec, overwrite=overwrite)
         write_json_atomic(workdir / "data.json", {
             "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
             "classes": list(run.dataset.classes), "image_size": list(run.dataset.image_size),
             "split_sizes": {k: run.splits[k].count for k in ("train", "val", "test")},
             "skipped_files": list(run.dataset.skipped_files),
         })
+    sync_processes("flaxbench: workdir ready")  # the main process has cleared it (--overwrite)
     state = run.initial_state()
     ckpts = RunCheckpoints(workdir / "checkpoints")
     restored = ckpts.restore(LAST, state)

@@ -1,10 +1,12 @@
 """The training loop end to end on tiny synthetic runs (CPU, seconds)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
+from data_pipeline import DataError
 from flaxbench.errors import TrainingError, WorkdirError
 from flaxbench.train.evaluate import evaluate_workdir
 from flaxbench.train.loop import train_and_evaluate
@@ -79,6 +81,21 @@ def test_finished_workdir_is_not_overwritten(finished_run):
     with pytest.raises(WorkdirError, match="--overwrite"):
         train_and_evaluate(tiny_spec(**{"train.epochs": 6}), workdir, log=lambda s: None)
     assert (workdir / "results.json").read_bytes() == before
+
+
+def test_overwrite_keeps_the_finished_run_until_the_new_one_loads(finished_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run[0], workdir)
+    before = (workdir / "results.json").read_bytes()
+    evaluate_workdir(workdir, "val")
+    with pytest.raises(DataError, match="nowhere"):
+        train_and_evaluate(tiny_spec(**{"data.source": f"folder:{tmp_path}/nowhere"}), workdir,
+                           overwrite=True, log=lambda s: None)
+    assert (workdir / "results.json").read_bytes() == before
+    assert (workdir / "eval_val.json").is_file() and (workdir / "checkpoints").is_dir()
+    train_and_evaluate(tiny_spec(**{"train.epochs": 1}), workdir, overwrite=True, log=lambda s: None)
+    assert json.loads((workdir / "results.json").read_text())["epochs"] == 1
+    assert not (workdir / "eval_val.json").exists()  # it described the replaced run
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
