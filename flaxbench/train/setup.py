@@ -174,10 +174,32 @@ def build_run(
 ) -> Run:
     """Load the data, build the model and optimizer, and put the data on device."""
     cfg = spec.train
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        value = cfg.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise SpecError(f"spec.train.{key}={value!r} must be a whole number of at least 1")
     mesh = make_mesh(spec.mesh, cfg.batch_size)
     dtype_name = resolve_dtype(cfg.dtype, mesh.devices.flat[0].platform)
     dataset = dataset or load_dataset(spec.data)
     n_train = len(dataset.train.labels)
+    height, width = dataset.image_size
+    if height != width:
+        raise SpecError(
+            f"the tiles are {height}x{width} px and the models take square tiles; set spec.data.image_size "
+            "to the side to resize them to"
+        )
+    min_size = getattr(model_class(spec.model.name), "min_size", 1)
+    if isinstance(min_size, int) and height < min_size:
+        raise SpecError(
+            f"spec.data.image_size: {spec.model.name} needs tiles of at least {min_size} px, got {height}; "
+            "use larger tiles"
+        )
+    for name in ("val", "test"):
+        if not len(getattr(dataset, name).labels):
+            raise SpecError(
+                f"spec.data.split={tuple(spec.data.split)} leaves no {name} tiles; training needs val tiles "
+                f"(to pick the best epoch) and test tiles (for the results): give both a share"
+            )
     if n_train < cfg.batch_size:
         raise SpecError(
             f"spec.train.batch_size={cfg.batch_size} exceeds the {n_train} training tiles; lower it"

@@ -1,13 +1,14 @@
 """The training loop end to end on tiny synthetic runs (CPU, seconds)."""
 
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
 
 from data_pipeline import DataError
-from flaxbench.errors import TrainingError, WorkdirError
+from flaxbench.errors import SpecError, TrainingError, WorkdirError
 from flaxbench.train.evaluate import evaluate_workdir
 from flaxbench.train.loop import train_and_evaluate
 from tests.helpers import tiny_spec
@@ -137,3 +138,20 @@ def test_dtype_auto_is_float32_on_cpu():
     from flaxbench.train.setup import build_run
 
     assert build_run(tiny_spec(**{"train.dtype": "auto"})).dtype_name == "float32"
+
+
+@pytest.mark.parametrize("override, needle", [
+    ({"train.epochs": 0}, "spec.train.epochs=0"),
+    ({"train.batch_size": 0}, "spec.train.batch_size=0"),
+    ({"data.split": (48, 0, 24)}, "no val tiles"),
+    ({"data.split": (0.8, 0.2, 0)}, "no test tiles"),
+])
+def test_numbers_that_cannot_train_are_refused_naming_the_key(tmp_path, override, needle):
+    with pytest.raises(SpecError, match=re.escape(needle)):
+        train_and_evaluate(tiny_spec(**override), tmp_path, log=lambda s: None)
+    assert not (tmp_path / "spec.json").exists()
+
+
+def test_tiles_too_small_for_the_model_are_refused_naming_the_key(tmp_path):
+    with pytest.raises(SpecError, match=r"spec\.data\.image_size: convmodel needs tiles of at least 8 px, got 4"):
+        train_and_evaluate(tiny_spec(**{"data.image_size": 4}), tmp_path, log=lambda s: None)
