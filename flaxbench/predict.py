@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipeline import DataError, load_image
+from data_pipeline.images import resize_square
 from flaxbench.checkpoints import BEST, RunCheckpoints
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
@@ -63,15 +65,25 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
     if restored is None:
         raise WorkdirError(f"no '{which}' checkpoint in '{workdir / 'checkpoints'}'; train the run first")
     state = restored[0]
-    images, names, skipped = [], [], []
+    images, names, skipped, other_sizes = [], [], [], collections.Counter()
     for f in expand_paths(paths):
         try:
-            images.append(load_image(str(f), size))
-            names.append(str(f))
+            image = load_image(str(f))
         except DataError as e:
             skipped.append(f"{f} ({e})")
+            continue
+        if image.shape[:2] != (size, size):
+            other_sizes[f"{image.shape[0]}x{image.shape[1]}"] += 1
+        images.append(resize_square(image, size))
+        names.append(str(f))
     for line in skipped:
         print(f"skipped, not a readable image: {line}", file=sys.stderr)
+    if not images:
+        raise WorkdirError(f"no readable tiles in {', '.join(map(str, paths))}; nothing predicted, nothing written")
+    if other_sizes and spec.data.image_size is None:
+        # the run trained on tiles at their own size: resizing others changes their magnification
+        sizes = ", ".join(f"{n} at {s}" for s, n in other_sizes.most_common())
+        print(f"warning: the run trained on {size}x{size} px tiles; resized to that: {sizes} px", file=sys.stderr)
     dtype = resolve_dtype(spec.train.dtype, jax.devices()[0].platform)
     predict = jax.jit(make_predict(parts, normalize_mode=spec.data.normalize,
                                    compute_dtype=COMPUTE_DTYPES[dtype], mesh=None))

@@ -143,3 +143,15 @@ def test_workdir_without_checkpoints_is_a_one_line_error(trained_run, tmp_path, 
     assert len(err.splitlines()) == 1, err
     assert "checkpoint" in err and str(untrained) in err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_no_readable_tile_is_an_error_and_keeps_an_earlier_csv(trained_run, odd_inputs, tmp_path, jax_cache):
+    out = tmp_path / "earlier.csv"
+    out.write_text("path,predicted_class\nkept,tumor\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli("predict", f"--workdir={trained_run}", str(empty), str(odd_inputs["bad_dir"]), f"--out={out}",
+                   env=jax_cache)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "no readable tiles" in proc.stderr.strip().splitlines()[-1]
+    assert out.read_text() == "path,predicted_class\nkept,tumor\n"
