@@ -183,14 +183,19 @@ def _run_order(run: Run) -> tuple[bool, int, str]:
     return (run.seed is None, run.seed if run.seed is not None else 0, str(run.path))
 
 
+# What the seeds of one report row must share: the data, the model and how it was trained.
+SAME_FOR_EVERY_SEED = ("classes", "source", "synthetic", "split_sizes", "model", "init", "params", "epochs",
+                       "batch_size", "dtype")
+
+
 def _check_group(name: str, runs: list[Run]) -> None:
-    """Runs of one row must be comparable: same classes, same data, distinct seeds."""
+    """Runs of one row must be comparable: same data, model and training, distinct seeds."""
     for previous, run in zip(runs, runs[1:]):  # sorted by seed, so equal seeds are neighbours
-        for key in ("classes", "source", "synthetic"):
+        for key in SAME_FOR_EVERY_SEED:
             if run.results.get(key) != previous.results.get(key):
                 raise FlaxbenchError(
-                    f"runs named '{name}' disagree on '{key}': {previous.path} vs {run.path}; "
-                    "give different specs different names"
+                    f"runs named '{name}' disagree on '{key}' ({previous.results.get(key)!r} in {previous.path}, "
+                    f"{run.results.get(key)!r} in {run.path}); give different specs different names"
                 )
         if run.seed is not None and run.seed == previous.seed:
             raise FlaxbenchError(

@@ -113,3 +113,11 @@ def test_runs_of_one_name_must_share_data(tmp_path):
     write_results(tmp_path / "s1" / "results.json", make_results("mixed", seed=1, synthetic=False))
     with pytest.raises(FlaxbenchError, match="disagree on 'source'"):
         collect_runs(tmp_path)
+
+
+@pytest.mark.parametrize("key, other", [("epochs", 30), ("params", 999), ("model", "resnet18")])
+def test_seeds_of_one_name_must_share_model_and_training(tmp_path, key, other):
+    write_results(tmp_path / "s0" / "results.json", make_results("row", seed=0))
+    write_results(tmp_path / "s1" / "results.json", {**make_results("row", seed=1), key: other})
+    with pytest.raises(FlaxbenchError, match=f"disagree on '{key}'"):
+        collect_runs(tmp_path)
