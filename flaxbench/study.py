@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from flaxbench.errors import FlaxbenchError
 from flaxbench.spec import apply_overrides, load_spec_file
+from flaxbench.workdir import spec_difference
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
 STUDY_ROWS = (
@@ -69,6 +70,12 @@ def run_study(
         out = row_dir(workdir, spec.name, spec.seed, seeds)
         tag = f"[{i}/{len(jobs)}] {spec.name}" + (f" seed {spec.seed}" if seeds > 1 else "")
         if (out / "results.json").exists():
+            diff = spec_difference(out, spec)
+            if diff:
+                log(f"{tag}: FAILED: finished in {out} with another spec ({diff} differs)")
+                failures.append(f"{spec.name}: {out} holds a run of another spec ({diff} differs); "
+                                "use another --workdir, or delete that run to train it again")
+                continue
             log(f"{tag}: complete, skipped ({out / 'results.json'})")
             continue
         log(f"{tag}: training in {out}")

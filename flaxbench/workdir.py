@@ -30,6 +30,14 @@ def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
     return None
 
 
+def spec_difference(workdir: Path, spec: ml_collections.ConfigDict) -> str | None:
+    """The first key where `spec` differs from the one saved in `workdir` (None if equal or none saved)."""
+    saved = workdir / "spec.json"
+    if not saved.exists():
+        return None
+    return _first_difference(json.loads(saved.read_text()), json.loads(to_json(spec)))
+
+
 def check_writable(workdir: Path) -> None:
     """Fail before training if `workdir` cannot be written or its disk is nearly full."""
     try:
@@ -58,9 +66,8 @@ def check_workdir(workdir: str | Path, spec: ml_collections.ConfigDict, *, overw
             f"workdir '{workdir}' already holds results.json of a finished run; pass --overwrite to "
             "replace it or choose another --workdir"
         )
-    saved = workdir / "spec.json"
-    if saved.exists() and (workdir / "checkpoints").exists():
-        diff = _first_difference(json.loads(saved.read_text()), json.loads(to_json(spec)))
+    if (workdir / "checkpoints").exists():
+        diff = spec_difference(workdir, spec)
         if diff:
             raise WorkdirError(
                 f"workdir '{workdir}' holds an unfinished run of another spec ({diff} differs); resume "

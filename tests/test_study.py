@@ -123,6 +123,16 @@ def test_second_study_run_skips_finished_rows(spec_files, finished_study, jax_ca
     assert {row["name"] for row in read_report_rows(workdir)} == set(ROWS)
 
 
+def test_finished_rows_of_another_spec_fail_naming_the_difference(spec_files, finished_study, jax_cache):
+    workdir, _ = finished_study
+    before = {name: (workdir / name / "results.json").read_bytes() for name in ROWS}
+    changed = study(spec_files, workdir, "--spec.train.batch_size=8", env=jax_cache)
+    assert changed.returncode != 0 and "Traceback" not in changed.stderr
+    assert "spec.train.batch_size (4 before, 8 now) differs" in changed.stderr.strip().splitlines()[-1]
+    assert "training in" not in changed.stdout
+    assert all((workdir / name / "results.json").read_bytes() == before[name] for name in ROWS)
+
+
 def test_report_command_writes_to_out_dir(finished_study, tmp_path):
     workdir, _ = finished_study
     out = tmp_path / "report_out"
