@@ -176,6 +176,9 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         test_accuracy_std_pct=statistics.stdev(accuracies) if len(accuracies) > 1 else None,
         mcnemar_p_vs_best=p_value,
         data=data_label(first),
+        # where the weights started ('torchvision:/x.pth' -> 'torchvision'): a spec's title may say
+        # "(ImageNet)" of a row that was overridden to train from scratch
+        init=str(first["init"]).split(":", 1)[0] if first.get("init") else None,
         synthetic=is_synthetic(first),
         mcnemar_shared_tiles=shared_tiles,
         mcnemar_note=note,

@@ -96,6 +96,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("Seeds (n)", ("seeds",), _number("seeds", "d")),
     Column("Test accuracy mean ± std (%)", ("test_accuracy_std_pct",), _mean_std_cell),
     Column("McNemar p vs best", ("mcnemar_p_vs_best",), _mcnemar_cell),
+    Column("Initial weights", ("init",), lambda r, _: r["init"] or NA),
     Column("Data", ("data",), lambda r, _: r["data"]),
 )
 

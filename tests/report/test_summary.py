@@ -130,3 +130,10 @@ def test_data_column_marks_synthetic_rows(tmp_path):
     assert (rows["s"]["data"], rows["s"]["synthetic"]) == ("synthetic", True)
     assert (rows["r"]["data"], rows["r"]["synthetic"]) == ("kather2016", False)
     assert summary.synthetic
+
+
+def test_initial_weights_column_says_where_each_row_started(tmp_path):
+    for name, init in (("a", "scratch"), ("b", "torchvision:/weights/resnet18.pth"), ("c", None)):
+        write_results(tmp_path / name / "results.json", {**make_results(name, title="ResNet18 (ImageNet)"), "init": init})
+    rows = {row["name"]: row for row in summarize(collect_runs(tmp_path)).rows}
+    assert (rows["a"]["init"], rows["b"]["init"], rows["c"]["init"]) == ("scratch", "torchvision", None)
