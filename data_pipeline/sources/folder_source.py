@@ -43,16 +43,24 @@ def _visible(paths: Sequence[str]) -> list[str]:
     return [p for p in paths if not any(_is_hidden(part) for part in p.split("/"))]
 
 
-def _list_folder(root: str) -> list[str]:
-    """Relative `/`-separated paths of all files below `root`."""
-    found = []
-    for directory, subdirs, files in os.walk(root):
+def _list_folder(root: str) -> tuple[list[str], list[str]]:
+    """Relative `/`-separated paths of all files, and of all folders, below `root`."""
+    files, folders = [], []
+    for directory, subdirs, names in os.walk(root):
         subdirs[:] = [d for d in subdirs if not _is_hidden(d)]
         relative = os.path.relpath(directory, root)
-        for name in files:
+        for name in names:
             path = name if relative == "." else os.path.join(relative, name)
-            found.append(path.replace(os.sep, "/"))
-    return found
+            files.append(path.replace(os.sep, "/"))
+        if relative != ".":
+            folders.append(relative.replace(os.sep, "/"))
+    return files, folders
+
+
+def _empty_class_folders(folders: list[str], prefix: str, with_files: set[str]) -> list[str]:
+    """Class-level folders (directly under the root `prefix`) that hold no visible file."""
+    inside = [f[len(prefix) + 1 :] if prefix else f for f in folders if not prefix or f.startswith(prefix + "/")]
+    return sorted({f for f in inside if f and "/" not in f} - with_files)
 
 
 def _read_file(path: str) -> bytes:
@@ -77,10 +85,10 @@ def _find_root(paths: list[str]) -> tuple[str, list[str]]:
 
 @contextlib.contextmanager
 def _open_tree(path: str) -> Iterator[tuple[list[str], Callable[[str], bytes], Callable[[str], str]]]:
-    """Yield (file paths, read(path) -> bytes, display(path) -> str) for a folder or zip."""
+    """Yield (file paths, folder paths, read(path) -> bytes, display(path) -> str) for a folder or zip."""
     if os.path.isdir(path):
         yield (
-            _list_folder(path),
+            *_list_folder(path),
             lambda rel: _read_file(os.path.join(path, rel)),
             lambda rel: os.path.join(path, rel),
         )
@@ -101,7 +109,8 @@ def _open_tree(path: str) -> Iterator[tuple[list[str], Callable[[str], bytes], C
         raise DataError(f"cannot open zip file '{path}': {error}") from error
     with archive:
         names = [info.filename for info in archive.infolist() if not info.is_dir()]
-        yield names, archive.read, lambda rel: f"{path}:{rel}"
+        folders = [info.filename.rstrip("/") for info in archive.infolist() if info.is_dir()]
+        yield names, folders, archive.read, lambda rel: f"{path}:{rel}"
 
 
 def _bad_file(display: str, reason: str) -> DataError:
@@ -119,7 +128,7 @@ def load_folder(
     skip_bad_files: bool,
 ) -> SourceTiles:
     """Decode the tiles of the selected classes under folder or zip `path`."""
-    with _open_tree(path) as (all_paths, read, display):
+    with _open_tree(path) as (all_paths, all_folders, read, display):
         prefix, paths = _find_root(_visible(all_paths))
         by_folder: dict[str, list[str]] = {}
         for rel in paths:
@@ -130,6 +139,12 @@ def load_folder(
             raise DataError(
                 f"no class subfolders with files in '{path}'; expected "
                 f"<root>/<class>/<tile>{'|'.join(IMAGE_EXTENSIONS)}"
+            )
+        empty = _empty_class_folders(_visible(all_folders), prefix, set(by_folder))
+        if empty and requested_classes is None:
+            raise DataError(
+                f"class folder(s) {', '.join(empty)} in '{path}' hold no files; remove them, or list the "
+                "classes to use in spec.data.classes"
             )
         folders = sorted(by_folder)
         canonical = check_unique(folders, f"class folders of '{path}'")

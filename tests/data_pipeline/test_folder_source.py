@@ -157,3 +157,17 @@ def test_all_image_extensions_in_any_case(tmp_path):
     for k, (ext, fmt) in enumerate(formats):
         Image.fromarray(random_tile(k)).save(root / "a" / f"t{k}{ext}", format=fmt)
     assert len(load_folder(str(root), None, None, False).ids) == 5
+
+
+def test_an_empty_class_folder_is_named_unless_the_classes_are_listed(tmp_path):
+    root = write_tiles(tmp_path / "tiles", {"adi": 2, "lym": 2})
+    (root / "EMPTYCLS").mkdir()
+    (root / "EMPTYCLS" / ".DS_Store").write_bytes(b"x")  # clutter is not a tile
+    archive = tmp_path / "tiles.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(root.rglob("*")):
+            zf.write(path, path.relative_to(tmp_path).as_posix())  # directory entries included
+    for source in (root, archive):
+        with pytest.raises(DataError, match=r"class folder\(s\) EMPTYCLS in .* hold no files"):
+            load_folder(str(source), None, None, False)
+        assert load_folder(str(source), ["adi", "lym"], None, False).classes == ("adi", "lym")
