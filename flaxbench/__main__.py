@@ -131,18 +131,30 @@ def main(argv: list[str]) -> None:
         sys.exit(130 if e.signal_name == "SIGINT" else 143)
 
 
-def _spec_arguments(argv: list[str]) -> tuple[str | None, list[str]]:
-    """The --spec file and the --spec.key=value overrides in `argv`."""
-    path, overrides = None, []
-    for i, arg in enumerate(argv):
-        if arg.startswith("--spec="):
-            path = arg.split("=", 1)[1]
-        elif arg == "--spec" and i + 1 < len(argv):
-            path = argv[i + 1]
-        elif arg.startswith("--spec."):
+def _spec_arguments(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """The --spec file, the --spec.key=value overrides, and `argv` without the overrides.
+
+    An override takes `--spec.key=value` or, as absl flags do, `--spec.key value`; a bare
+    `--spec.key` followed by another flag (or nothing) means True.
+    """
+    path, overrides, rest = None, [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--spec."):
             key, sep, value = arg[len("--spec."):].partition("=")
+            if not sep and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value, sep = argv[i + 1], "="
+                i += 1
             overrides.append(f"{key}={value}" if sep else f"{key}=True")
-    return path, overrides
+        else:
+            if arg.startswith("--spec="):
+                path = arg.split("=", 1)[1]
+            elif arg == "--spec" and i + 1 < len(argv):
+                path = argv[i + 1]
+            rest.append(arg)
+        i += 1
+    return path, overrides, rest
 
 
 def check_spec_arguments(argv: list[str]) -> dict[str, Any]:
@@ -152,7 +164,7 @@ def check_spec_arguments(argv: list[str]) -> dict[str, Any]:
     """
     from flaxbench.spec import apply_overrides, load_spec_file, parse_overrides
 
-    path, overrides = _spec_arguments(argv)
+    path, overrides, _ = _spec_arguments(argv)
     if path is None:
         if overrides:
             raise FlaxbenchError("--spec.KEY=VALUE overrides need a --spec FILE before them")
@@ -166,7 +178,7 @@ def check_spec_arguments(argv: list[str]) -> dict[str, Any]:
 def run() -> None:
     """Console-script entry point."""
     argv = sys.argv
-    if len(argv) > 1 and argv[1] == "study" and not any(a.startswith("--spec=") for a in argv):
+    if len(argv) > 1 and argv[1] == "study" and _spec_arguments(argv)[0] is None:
         # Study overrides (--spec.x=y) are parsed against the common spec, then applied to every row.
         argv = [argv[0], "study", f"--spec={COMMON_SPEC}", *argv[2:]]
     try:
@@ -174,7 +186,7 @@ def run() -> None:
     except FlaxbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    app.run(main, argv=[arg for arg in argv if not arg.startswith("--spec.")])
+    app.run(main, argv=_spec_arguments(argv)[2])
 
 
 if __name__ == "__main__":

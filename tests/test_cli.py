@@ -54,12 +54,22 @@ def test_train_then_refuse_to_overwrite_then_evaluate(tmp_path):
     assert "[val] accuracy" in ev.stdout and (run / "eval_val.json").exists()
 
 
+def test_overrides_take_a_value_after_an_equals_sign_or_a_space():
+    from flaxbench.__main__ import check_spec_arguments
+
+    argv = ["flaxbench", "--spec", "specs/demo.py", "--spec.train.epochs", "3", "--spec.mesh.data", "-1",
+            "--spec.train.deterministic", "--spec.data.classes=None", "--workdir", "runs/x"]
+    assert check_spec_arguments(argv) == {
+        "train.epochs": 3, "mesh.data": -1, "train.deterministic": True, "data.classes": None}
+
+
 def test_none_overrides_and_a_relative_workdir(tmp_path):
-    # Every class folder at the tiles' own size: both keys set to None from the command line.
+    # Every class folder at the tiles' own size: both keys set to None from the command line,
+    # and two overrides in the space-separated form.
     proc = run_cli(f"--spec={REPO / 'specs' / 'convmodel.py'}",
                    f"--spec.data.source=folder:{SHARED_DATA / 'kather2016_sample'}", "--spec.data.classes=None",
-                   "--spec.data.image_size=None", "--spec.data.split=(8,8,8)", "--spec.train.epochs=1",
-                   "--spec.train.batch_size=8", "--spec.mesh.data=1", "--workdir=runs/all", cwd=tmp_path)
+                   "--spec.data.image_size=None", "--spec.data.split=(8,8,8)", "--spec.train.epochs", "1",
+                   "--spec.train.batch_size", "8", "--spec.mesh.data=1", "--workdir=runs/all", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "runs" / "all" / "data.json").read_text())
     assert len(data["classes"]) == 8 and data["image_size"] == [150, 150]
