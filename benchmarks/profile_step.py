@@ -26,7 +26,7 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.throughput import compiled_benchmark_run  # noqa: E402
+from benchmarks.throughput import compiled_benchmark_run, count  # noqa: E402
 
 _INSTRUCTION = re.compile(r"\s*(?:ROOT\s+)?%?([\w.\-]+) = (\S+) ([\w\-]+)\(")
 _SOURCE_OP = re.compile(r'op_name="([^"]*)"')
@@ -117,11 +117,11 @@ def main() -> None:
     """Parse flags, profile one study row, print the tables (or one JSON object with --json)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vit_p15", help="study row (spec name), e.g. vit_p10 or resnet18")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, default=150)
+    parser.add_argument("--batch", type=count, default=16)
+    parser.add_argument("--size", type=count, default=150)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--steps", type=int, default=2, help="training steps in the traced call")
-    parser.add_argument("--top", type=int, default=30, help="rows to print")
+    parser.add_argument("--steps", type=count, default=2, help="training steps in the traced call")
+    parser.add_argument("--top", type=count, default=30, help="rows to print")
     parser.add_argument("--torch", action="store_true", help="also profile the torch twin's step")
     parser.add_argument("--trace-dir", type=Path, help="keep the raw trace here (default: a temporary folder)")
     parser.add_argument("--json", action="store_true")

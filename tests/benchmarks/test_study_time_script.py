@@ -10,8 +10,8 @@ from tests.helpers import REPO
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--epochs", "0"], "--epochs must be at least 1, got 0"),
-    (["--extrapolate", "-3"], "--extrapolate must be at least 1, got -3"),
+    (["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    (["--extrapolate", "-3"], "argument --extrapolate: must be at least 1, got -3"),
     (["--rows", "resnet18,resnet34"], "--rows: resnet34 is not a study row"),
 ])
 def test_bad_flags_are_one_line_errors(flags, expected):

@@ -37,8 +37,8 @@ def _load_throughput_module():
 
 
 def test_bad_counts_and_unknown_rows_are_rejected_before_timing():
-    for flags, expected in ((["--repeats", "0"], "--repeats must be at least 1"),
-                            (["--steps", "-1"], "--steps must be at least 1"),
+    for flags, expected in ((["--repeats", "0"], "argument --repeats: must be at least 1"),
+                            (["--steps", "-1"], "argument --steps: must be at least 1"),
                             (["--models", "convmodel,resnet99"], "resnet99 is not a study row")):
         proc = subprocess.run([sys.executable, "benchmarks/throughput.py", *flags], cwd=REPO,
                               env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=300)
