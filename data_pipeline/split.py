@@ -4,8 +4,10 @@
 - all integers: tile counts. Each split's total is shared across classes in proportion to the
   class sizes by the largest-remainder method, so the totals are exact;
 - any float: fractions in [0, 1] summing to at most 1, applied to every class separately
-  (largest remainder inside the class). Write (0.8, 0.2, 0), not (1, 0, 0), for fractions.
-Every class must get at least one tile in every split whose total is not zero.
+  (largest remainder inside the class; where val and test tie for a spare tile, a bit of the
+  class name's crc32 picks which, so neither gets every tie). Write (0.8, 0.2, 0), not
+  (1, 0, 0), for fractions.
+Every class must get at least one tile in every split whose count or fraction is not zero.
 
 Which tiles go where: each class's tiles are sorted by id and shuffled with
 `np.random.default_rng([split_seed, crc32(class name)])`, then cut into train/val/test. A
@@ -26,14 +28,25 @@ from data_pipeline.errors import DataError
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def _largest_remainder(numerators: np.ndarray, denominator: int, total: int) -> np.ndarray:
-    """Integers close to numerators / denominator that sum to `total` (ties go to lower index)."""
+def _largest_remainder(
+    numerators: np.ndarray, denominator: int, total: int, tie_rank: np.ndarray | None = None
+) -> np.ndarray:
+    """Integers close to numerators / denominator that sum to `total`.
+
+    Equal remainders go to the lower `tie_rank` (default: the lower index).
+    """
     base = numerators // denominator
     remainders = numerators - base * denominator
     extra = int(total - base.sum())
-    order = np.argsort(-remainders, kind="stable")
+    tie_rank = np.arange(len(base)) if tie_rank is None else np.asarray(tie_rank)
+    order = np.lexsort((tie_rank, -remainders))
     base[order[: max(extra, 0)]] += 1
     return base
+
+
+def _split_tie_rank(class_name: str) -> np.ndarray:
+    """Which of train/val/test gets a tied spare tile first: train, then val or test by the name's hash."""
+    return np.array([0, 1, 2]) if zlib.crc32(class_name.encode("utf-8")) & 1 else np.array([0, 2, 1])
 
 
 def parse_split(split: Sequence[float]) -> tuple[bool, tuple[float, ...]]:
@@ -73,18 +86,28 @@ def split_counts(
                 f"spec.data.split {tuple(values)} asks for {sum(values)} tiles but the selected "
                 f"classes have {available}; lower the counts or use fractions"
             )
+        for name, total in zip(SPLIT_NAMES, values):
+            if 0 < total < len(sizes):
+                raise DataError(
+                    f"spec.data.split {tuple(values)} gives the {name} split {total} tile{'s' if total != 1 else ''} for "
+                    f"{len(sizes)} classes, but a stratified split needs at least one tile of every "
+                    f"class in every split: give {name} at least {len(sizes)} or select fewer classes"
+                )
         columns = [_largest_remainder(sizes * int(total), max(available, 1), int(total)) for total in values]
         counts = _repair_overflow(np.stack(columns, axis=1), sizes, values)
     else:
-        counts = np.zeros((len(sizes), 3), dtype=np.int64)
-        scale = 10**9  # fractions as exact integers: quota = size * fraction
-        fractions = np.array([round(v * scale) for v in values], dtype=np.int64)
-        for row, size in enumerate(sizes):
-            # The tolerance keeps (1/3, 1/3, 1/3) from dropping a tile to rounding.
-            row_total = int(np.floor(int(size) * sum(values) + 1e-6))
-            counts[row] = _largest_remainder(int(size) * fractions, scale, row_total)
-    _check_counts(counts, sizes, class_names, split)
+        counts = np.stack([_fraction_counts(int(size), values, name) for size, name in zip(sizes, class_names)])
+    _check_counts(counts, sizes, class_names, values, is_counts)
     return counts
+
+
+def _fraction_counts(size: int, fractions: Sequence[float], class_name: str) -> np.ndarray:
+    """Train/val/test tiles of one class of `size` tiles for `fractions`."""
+    scale = 10**9  # fractions as exact integers: quota = size * fraction
+    numerators = size * np.array([round(v * scale) for v in fractions], dtype=np.int64)
+    # The tolerance keeps (1/3, 1/3, 1/3) from dropping a tile to rounding.
+    total = int(np.floor(size * sum(fractions) + 1e-6))
+    return _largest_remainder(numerators, scale, total, _split_tie_rank(class_name))
 
 
 def _repair_overflow(counts: np.ndarray, sizes: np.ndarray, totals: Sequence[int]) -> np.ndarray:
@@ -112,24 +135,40 @@ def _repair_overflow(counts: np.ndarray, sizes: np.ndarray, totals: Sequence[int
         counts[int(np.argmax(deficit)), column] += 1
 
 
-def _check_counts(counts: np.ndarray, sizes: np.ndarray, class_names: Sequence[str], split) -> None:
-    """Every class must fit its counts and have a tile in every non-empty split."""
-    used_splits = counts.sum(axis=0) > 0
-    needed_minimum = int(used_splits.sum())
+def _check_counts(
+    counts: np.ndarray, sizes: np.ndarray, class_names: Sequence[str], values: Sequence[float], is_counts: bool
+) -> None:
+    """Every class must fit its counts and have a tile in every split asked for."""
+    used_splits = np.asarray(values) > 0
     for name, size, row in zip(class_names, sizes, counts):
         if row.sum() > size:
             raise DataError(
-                f"class '{name}' has {size} tiles but spec.data.split {tuple(split)} needs "
+                f"class '{name}' has {size} tiles but spec.data.split {tuple(values)} needs "
                 f"{int(row.sum())} of it ({', '.join(map(str, row))}); lower the counts"
             )
         empty = [SPLIT_NAMES[i] for i in range(3) if used_splits[i] and row[i] == 0]
         if empty:
+            got = ", ".join(f"{n} {c}" for n, c in zip(SPLIT_NAMES, row))
+            if is_counts:
+                fix = (f"the counts are shared in proportion to class sizes, so raise the "
+                       f"{'/'.join(empty)} count, add tiles, or drop the class from spec.data.classes")
+            else:
+                fix = (f"with these fractions a class needs at least {_smallest_class(values, name)} tiles: "
+                       "add tiles, drop the class from spec.data.classes, or give "
+                       f"{'/'.join(empty)} a larger fraction")
             raise DataError(
-                f"class '{name}' has {size} tiles, too few for spec.data.split {tuple(split)}: it "
-                f"would get no {'/'.join(empty)} tiles; each class needs at least "
-                f"{needed_minimum} (one per split) and its share of the counts; add tiles, "
-                "drop the class from spec.data.classes, or change spec.data.split"
+                f"class '{name}' has {size} tiles, too few for spec.data.split {tuple(values)}: it "
+                f"would get no {'/'.join(empty)} tiles ({got}); {fix}"
             )
+
+
+def _smallest_class(fractions: Sequence[float], class_name: str) -> int:
+    """The fewest tiles with which a class gets at least one tile in every split of nonzero fraction."""
+    used = np.asarray(fractions) > 0
+    for size in range(1, 100_000):
+        if (_fraction_counts(size, fractions, class_name)[used] > 0).all():
+            return size
+    return 100_000
 
 
 def split_indices(

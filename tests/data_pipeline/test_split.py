@@ -106,9 +106,27 @@ def test_more_tiles_than_available_is_an_error():
 
 
 def test_class_with_too_few_tiles_is_named():
-    named = r"class 'rare' has 2 tiles, too few .* no test tiles; each class needs at least 3"
+    named = r"class 'rare' has 2 tiles, too few .* no test tiles \(train 1, val 1, test 0\); .* at least 4 tiles"
     with pytest.raises(DataError, match=named):
         split_counts([50, 2], ("common", "rare"), (0.6, 0.2, 0.2))
+
+
+def test_a_split_asked_for_is_never_left_empty():
+    # Three tiles a class: 0.15 of a class rounds to nothing, so test (or val) would be empty overall.
+    with pytest.raises(DataError, match=r"too few for spec.data.split \(0.7, 0.15, 0.15\).* at least 5 tiles"):
+        split_counts([3] * 8, tuple("abcdefgh"), (0.7, 0.15, 0.15))
+
+
+def test_val_and_test_share_tied_tiles():
+    # 15 tiles a class at 0.1/0.1: val and test tie at 1.5 in every class; the old rule gave val all 9.
+    totals = split_counts([15] * 9, tuple("abcdefghi"), (0.8, 0.1, 0.1)).sum(axis=0)
+    assert totals[0] == 108 and totals[1] + totals[2] == 27
+    assert min(totals[1], totals[2]) >= 11
+
+
+def test_counts_below_the_number_of_classes_are_named():
+    with pytest.raises(DataError, match=r"gives the train split 1 tile for 2 classes.* at least 2"):
+        split_counts([3, 3], ("tumor", "stroma"), (1, 1, 1))
 
 
 def test_bad_seed():
