@@ -3,9 +3,11 @@
 Conversions (documented behaviour, no colour management):
 - grayscale is replicated to three channels; grayscale+alpha keeps the gray;
 - RGBA drops the alpha channel (no compositing onto a background); palette images are expanded;
-- unsigned integers wider than 8 bits are scaled by the dtype's maximum and rounded:
-  16-bit x -> round(x / 257), so 65535 -> 255; booleans map to 0/255;
-- floating point is read as [0, 1], clipped, and scaled by 255;
+- unsigned integers wider than 8 bits are scaled by the largest value of the file's bits per
+  sample (a TIFF's BitsPerSample tag, else the dtype) and rounded: 16-bit x -> round(x / 257),
+  so 65535 -> 255, and a 12-bit TIFF's 4095 -> 255; booleans map to 0/255;
+- floating point must lie in [0, 1] and is scaled by 255 (other values: an error naming the
+  file, since 0..255 or 0..65535 floats cannot be told apart from overexposure);
 - a multi-page TIFF contributes its first page only.
 Decoding uses Pillow (fast, C) and falls back to tifffile for TIFFs Pillow cannot read or
 would truncate (more than 8 bits per sample, floating point).
@@ -37,8 +39,11 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def to_rgb8(pixels: np.ndarray) -> np.ndarray:
-    """Convert a decoded (H, W), (H, W, 1..4) array of any supported dtype to uint8 RGB."""
+def to_rgb8(pixels: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """Convert a decoded (H, W), (H, W, 1..4) array of any supported dtype to uint8 RGB.
+
+    `bits`: significant bits per sample of unsigned integer pixels, if fewer than the dtype's.
+    """
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
@@ -48,10 +53,10 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
         pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
     elif channels == 4:  # RGBA: alpha dropped
         pixels = pixels[:, :, :3]
-    return np.ascontiguousarray(_to_uint8(pixels))
+    return np.ascontiguousarray(_to_uint8(pixels, bits))
 
 
-def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+def _to_uint8(pixels: np.ndarray, bits: int | None) -> np.ndarray:
     """Scale any supported dtype to uint8 (see the module docstring for the rules)."""
     dtype = pixels.dtype
     if dtype == np.uint8:
@@ -59,9 +64,16 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     if dtype == np.bool_:
         return pixels.astype(np.uint8) * 255
     if np.issubdtype(dtype, np.unsignedinteger):
-        scale = 255.0 / np.iinfo(dtype).max
-        return np.rint(pixels.astype(np.float64) * scale).astype(np.uint8)
+        top = np.iinfo(dtype).max if not bits or bits >= 8 * dtype.itemsize else 2**bits - 1
+        scaled = np.rint(pixels.astype(np.float64) * (255.0 / top))
+        return np.minimum(scaled, 255).astype(np.uint8)
     if np.issubdtype(dtype, np.floating):
+        low, high = (float(np.min(pixels)), float(np.max(pixels))) if pixels.size else (0.0, 0.0)
+        if not (low >= -1e-6 and high <= 1 + 1e-6):  # also catches NaN
+            raise UndecodableImage(
+                f"floating-point pixels must lie in [0, 1], these span {low:g}..{high:g}; "
+                "save the tile as 8- or 16-bit integers"
+            )
         return np.rint(np.clip(pixels.astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
     raise UndecodableImage(f"unsupported pixel type {dtype}")
 
@@ -72,8 +84,8 @@ def _decode_with_pillow(data: bytes) -> np.ndarray | None:
         if image.format == "TIFF":
             bits = image.tag_v2.get(_BITS_PER_SAMPLE_TAG, (8,))
             bits = bits if isinstance(bits, tuple) else (bits,)
-            if image.mode not in ("I;16", "I;16B", "I;16L") and max(bits) > 8:
-                return None
+            if max(bits) > 8 and not (image.mode in ("I;16", "I;16B", "I;16L") and max(bits) == 16):
+                return None  # e.g. 12 or 32 bits per sample: tifffile keeps them and says how many
         if image.mode in ("P", "PA"):
             image = image.convert("RGBA")
         elif image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
@@ -89,14 +101,14 @@ def _decode_with_pillow(data: bytes) -> np.ndarray | None:
         return np.asarray(image)
 
 
-def _decode_with_tifffile(data: bytes) -> np.ndarray:
-    """Decode the first page of a TIFF, channels last."""
+def _decode_with_tifffile(data: bytes) -> tuple[np.ndarray, int]:
+    """Decode the first page of a TIFF, channels last; returns (pixels, bits per sample)."""
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         page = tif.pages[0]
         pixels = page.asarray()
         if page.axes.startswith("S") and pixels.ndim == 3:  # planar configuration
             pixels = np.moveaxis(pixels, 0, -1)
-    return pixels
+        return pixels, int(page.bitspersample)
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
@@ -105,11 +117,11 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     # Decoders warn about damaged files before failing; the failure itself is what we report.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return to_rgb8(_decode_pixels(data, is_tiff))
+        return to_rgb8(*_decode_pixels(data, is_tiff))
 
 
-def _decode_pixels(data: bytes, is_tiff: bool) -> np.ndarray:
-    """Decoded pixels in the file's own dtype and channel count."""
+def _decode_pixels(data: bytes, is_tiff: bool) -> tuple[np.ndarray, int | None]:
+    """Decoded pixels in the file's own dtype and channel count, and their bits per sample if known."""
     try:
         try:
             pixels = _decode_with_pillow(data)
@@ -117,13 +129,13 @@ def _decode_pixels(data: bytes, is_tiff: bool) -> np.ndarray:
             if not is_tiff:
                 raise UndecodableImage(str(pillow_error)) from pillow_error
             pixels = None
-        if pixels is None:
-            pixels = _decode_with_tifffile(data)
+        if pixels is not None:
+            return pixels, None
+        return _decode_with_tifffile(data)
     except UndecodableImage:
         raise
     except Exception as error:  # any decoder failure means the file is unusable
         raise UndecodableImage(f"{type(error).__name__}: {error}") from error
-    return pixels
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:

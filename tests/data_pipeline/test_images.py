@@ -103,3 +103,17 @@ def test_resize_keeps_a_flat_image_flat():
     path_bytes = _png(flat)
     out = decode_image(path_bytes, "flat.png")
     np.testing.assert_array_equal(resize_square(out, 7), np.full((7, 7, 3), (200, 100, 50), np.uint8))
+
+
+def test_a_12_bit_tiff_is_scaled_by_its_own_range():
+    buffer = io.BytesIO()
+    twelve_bit = np.array([[0, 2048, 4095]], dtype=np.uint16)
+    tifffile.imwrite(buffer, twelve_bit, bitspersample=12)  # packed: read back through imagecodecs
+    np.testing.assert_array_equal(decode_image(buffer.getvalue(), "t.tif")[0, :, 0], [0, 128, 255])
+
+
+def test_float_pixels_outside_0_1_are_refused_not_clipped():
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, RGB.astype(np.float32), photometric="rgb")  # 0..255 as floats would all clip to white
+    with pytest.raises(UndecodableImage, match=r"must lie in \[0, 1\], these span 0\.\.2[0-9][0-9]"):
+        decode_image(buffer.getvalue(), "t.tif")
