@@ -1,6 +1,7 @@
 """Class names: canonical form of folder/label names and selection of the classes to use.
 
-Matching is exact on the canonical form, nothing fuzzier: lower case, surrounding blanks
+Matching is exact on the canonical form, nothing fuzzier: Unicode NFC (so a folder name
+written decomposed, as macOS may, matches a composed request), lower case, surrounding blanks
 removed, and a numeric prefix followed by a separator stripped ("01_TUMOR" -> "tumor",
 "3 - Debris" -> "debris"). "TUM" does not match "tumor"; a name that is only digits stays as is.
 """
@@ -8,6 +9,7 @@ removed, and a numeric prefix followed by a separator stripped ("01_TUMOR" -> "t
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 
 from data_pipeline.errors import DataError
@@ -16,8 +18,8 @@ _NUMERIC_PREFIX = re.compile(r"^\d+[\s_.\-]+(?=\S)")
 
 
 def canonical_class_name(folder_name: str) -> str:
-    """Lower-case `folder_name` with any numeric prefix ("01_", "3 - ") removed."""
-    name = folder_name.strip().lower()
+    """Lower-case, NFC-normalised `folder_name` with any numeric prefix ("01_", "3 - ") removed."""
+    name = unicodedata.normalize("NFC", folder_name).strip().lower()
     return _NUMERIC_PREFIX.sub("", name, count=1)
 
 

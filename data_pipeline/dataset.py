@@ -110,6 +110,11 @@ def load_dataset(cfg: Any) -> TileDataset:
     _check_device_options(cfg)
     image_size = _positive_int_or_none(_get(cfg, "image_size", None), "image_size")
     source, tiles = _read_source(cfg, _get(cfg, "source", None), image_size)
+    if len(tiles.classes) < 2:
+        raise DataError(
+            f"spec.data.classes selects a single class ('{tiles.classes[0]}') of {source}; a classifier "
+            "needs at least two: list more classes, or None for all"
+        )
     if tiles.skipped_files:
         logger.warning(
             "skipped %d bad files in %s (spec.data.skip_bad_files=True): %s",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from data_pipeline.classes import check_unique, select_classes
+from data_pipeline.classes import canonical_class_name, check_unique, select_classes
 from data_pipeline.errors import DataError
 from data_pipeline.images import (
     IMAGE_EXTENSIONS,
@@ -44,17 +44,35 @@ def _visible(paths: Sequence[str]) -> list[str]:
 
 
 def _list_folder(root: str) -> tuple[list[str], list[str]]:
-    """Relative `/`-separated paths of all files, and of all folders, below `root`."""
+    """Relative `/`-separated paths of all visible files, and of all visible folders, below `root`.
+
+    Symbolic links to folders are followed, except one that points back up its own tree.
+    """
     files, folders = [], []
-    for directory, subdirs, names in os.walk(root):
-        subdirs[:] = [d for d in subdirs if not _is_hidden(d)]
+    for directory, subdirs, names in os.walk(root, followlinks=True):
+        here = os.path.realpath(directory)
+        subdirs[:] = [
+            d for d in subdirs
+            if not _is_hidden(d) and not _is_ancestor(os.path.realpath(os.path.join(directory, d)), here)
+        ]
         relative = os.path.relpath(directory, root)
         for name in names:
-            path = name if relative == "." else os.path.join(relative, name)
-            files.append(path.replace(os.sep, "/"))
+            if not _is_hidden(name):
+                path = name if relative == "." else os.path.join(relative, name)
+                files.append(path.replace(os.sep, "/"))
         if relative != ".":
             folders.append(relative.replace(os.sep, "/"))
     return files, folders
+
+
+def _is_ancestor(folder: str, of: str) -> bool:
+    """True if real path `folder` is `of` or one of its parents (a link loop)."""
+    return of == folder or of.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def list_visible_files(root: str) -> list[str]:
+    """Sorted `/`-separated paths, relative to folder `root`, of the files a source would consider."""
+    return sorted(_list_folder(root)[0])
 
 
 def _empty_class_folders(folders: list[str], prefix: str, with_files: set[str]) -> list[str]:
@@ -99,6 +117,11 @@ def _open_tree(path: str) -> Iterator[tuple[list[str], Callable[[str], bytes], C
             "subfolders or a .zip of one"
         )
     if not zipfile.is_zipfile(path):
+        if path.lower().endswith(".zip"):
+            raise DataError(
+                f"spec.data.source '{path}' is not a readable zip (damaged or incompletely "
+                "downloaded?); download it again, or extract it and give the folder"
+            )
         raise DataError(
             f"spec.data.source '{path}' is a file but not a .zip; give a folder of class "
             "subfolders or a .zip of one"
@@ -108,9 +131,70 @@ def _open_tree(path: str) -> Iterator[tuple[list[str], Callable[[str], bytes], C
     except (zipfile.BadZipFile, OSError) as error:
         raise DataError(f"cannot open zip file '{path}': {error}") from error
     with archive:
-        names = [info.filename for info in archive.infolist() if not info.is_dir()]
-        folders = [info.filename.rstrip("/") for info in archive.infolist() if info.is_dir()]
-        yield names, folders, archive.read, lambda rel: f"{path}:{rel}"
+        members = _zip_members(archive, path)
+
+        def read(name: str) -> bytes:
+            try:
+                return archive.read(members[name])
+            except Exception as error:  # damaged, encrypted or unsupported member: a bad file
+                raise OSError(f"cannot read it from the zip: {type(error).__name__}: {error}") from error
+
+        files = [name for name, info in members.items() if not info.is_dir()]
+        folders = [name for name, info in members.items() if info.is_dir()]
+        yield files, folders, read, lambda rel: f"{path}:{rel}"
+
+
+def _zip_members(archive: zipfile.ZipFile, path: str) -> dict[str, zipfile.ZipInfo]:
+    """Members by `/`-separated name (Windows `\\` and a leading `./` normalised); DataError on duplicates."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        name = info.filename.replace("\\", "/")
+        while name.startswith(("./", "/")):
+            name = name[2:] if name.startswith("./") else name[1:]
+        is_dir = name.endswith("/")
+        name = name.rstrip("/")
+        if not name:
+            continue
+        if is_dir and not info.is_dir():
+            info = zipfile.ZipInfo(info.filename + "/")  # a Windows-style folder entry
+        if name in members and not (is_dir and members[name].is_dir()):
+            raise DataError(
+                f"zip '{path}' holds '{name}' twice, so one copy would hide the other; "
+                "rebuild the zip with unique names"
+            )
+        members[name] = info
+    return members
+
+
+def _check_requested_not_empty(requested: Sequence[str] | None, empty: list[str], path: str) -> None:
+    """DataError if a requested class is one of the class folders that hold no files."""
+    if requested is None or isinstance(requested, str):
+        return
+    empty_by_name = {canonical_class_name(folder): folder for folder in empty}
+    for name in requested:
+        folder = empty_by_name.get(canonical_class_name(str(name)))
+        if folder is not None:
+            raise DataError(
+                f"class '{name}' from spec.data.classes: its folder '{folder}' in '{path}' holds no files"
+            )
+
+
+def _one_class_folder(path: str, prefix: str, folder: str, files: list[str]) -> DataError:
+    """The error for a source with a single class folder, with a hint if that folder looks like the root."""
+    hint = ""
+    subfolders = sorted({f.split("/")[1] for f in files if f.count("/") >= 2})
+    if len(subfolders) > 1:
+        loose = [f for f in files if f.count("/") == 1]
+        fixes = []
+        if os.path.isdir(path):
+            fixes.append(f"point spec.data.source at '{os.path.join(path, prefix, folder)}'")
+        if loose:
+            fixes.append(f"move the files directly in it ({', '.join(loose[:2])}) elsewhere")
+        listed = ", ".join(subfolders[:4]) + (", ..." if len(subfolders) > 4 else "")
+        hint = f" Its files sit in subfolders ({listed}): if these are the classes, {' or '.join(fixes)}."
+    return DataError(
+        f"'{path}' holds a single class folder, '{folder}'; training needs at least two classes.{hint}"
+    )
 
 
 def _bad_file(display: str, reason: str) -> DataError:
@@ -146,7 +230,10 @@ def load_folder(
                 f"class folder(s) {', '.join(empty)} in '{path}' hold no files; remove them, or list the "
                 "classes to use in spec.data.classes"
             )
+        _check_requested_not_empty(requested_classes, empty, path)
         folders = sorted(by_folder)
+        if requested_classes is None and len(folders) == 1:
+            raise _one_class_folder(path, prefix, folders[0], by_folder[folders[0]])
         canonical = check_unique(folders, f"class folders of '{path}'")
         where = f"'{path}'"
         classes = select_classes(canonical, requested_classes, f"the class folders of {where}")

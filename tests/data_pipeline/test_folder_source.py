@@ -1,6 +1,8 @@
 """Folder and .zip sources: real sample layouts, class matching and every bad input."""
 
+import io
 import logging
+import warnings
 import zipfile
 
 import numpy as np
@@ -83,10 +85,14 @@ def test_hidden_files_and_top_level_files_are_ignored(tmp_path):
 def test_missing_folder_and_non_zip_file(tmp_path):
     with pytest.raises(DataError, match=r"'.*nowhere' does not exist"):
         load_dataset({"source": f"folder:{tmp_path / 'nowhere'}"})
-    text = tmp_path / "tiles.zip"
+    text = tmp_path / "tiles.txt"
     text.write_text("not a zip")
     with pytest.raises(DataError, match="is a file but not a .zip"):
         load_folder(str(text), None, None, False)
+    truncated = tmp_path / "tiles.zip"
+    truncated.write_text("PK\x03\x04 cut off")
+    with pytest.raises(DataError, match="tiles.zip' is not a readable zip .*download it again"):
+        load_folder(str(truncated), None, None, False)
 
 
 def test_empty_folder(tmp_path):
@@ -129,8 +135,8 @@ def test_non_image_file_in_a_class_folder(tmp_path):
     root = write_tiles(tmp_path / "tiles", {"a": 2})
     (root / "a" / "notes.txt").write_text("hello")
     with pytest.raises(DataError, match=r"bad file '.*a/notes.txt': not an image"):
-        load_folder(str(root), None, None, False)
-    assert load_folder(str(root), None, None, True).skipped_files == ("a/notes.txt",)
+        load_folder(str(root), ["a"], None, False)
+    assert load_folder(str(root), ["a"], None, True).skipped_files == ("a/notes.txt",)
 
 
 def test_bad_file_inside_a_zip_is_named_with_the_zip(tmp_path):
@@ -138,7 +144,7 @@ def test_bad_file_inside_a_zip_is_named_with_the_zip(tmp_path):
     _write_corrupt_tiff(root / "a" / "broken.TIF")
     zip_path = zip_folder(root, tmp_path / "tiles.zip")
     with pytest.raises(DataError, match=r"tiles.zip:a/broken.TIF"):
-        load_folder(str(zip_path), None, None, False)
+        load_folder(str(zip_path), ["a"], None, False)
 
 
 def test_mixed_sizes_need_image_size(tmp_path):
@@ -156,7 +162,7 @@ def test_all_image_extensions_in_any_case(tmp_path):
     formats = [(".PNG", "PNG"), (".jpeg", "JPEG"), (".JPG", "JPEG"), (".tiff", "TIFF"), (".Tif", "TIFF")]
     for k, (ext, fmt) in enumerate(formats):
         Image.fromarray(random_tile(k)).save(root / "a" / f"t{k}{ext}", format=fmt)
-    assert len(load_folder(str(root), None, None, False).ids) == 5
+    assert len(load_folder(str(root), ["a"], None, False).ids) == 5
 
 
 def test_an_empty_class_folder_is_named_unless_the_classes_are_listed(tmp_path):
@@ -171,3 +177,78 @@ def test_an_empty_class_folder_is_named_unless_the_classes_are_listed(tmp_path):
         with pytest.raises(DataError, match=r"class folder\(s\) EMPTYCLS in .* hold no files"):
             load_folder(str(source), None, None, False)
         assert load_folder(str(source), ["adi", "lym"], None, False).classes == ("adi", "lym")
+
+
+def test_symlinked_class_folders_and_subfolders_are_read_and_loops_ignored(tmp_path):
+    elsewhere = write_tiles(tmp_path / "elsewhere", {"b": 2, "slide": 3})
+    root = write_tiles(tmp_path / "tiles", {"a": 2})
+    (root / "b").symlink_to(elsewhere / "b", target_is_directory=True)
+    (root / "a" / "slide").symlink_to(elsewhere / "slide", target_is_directory=True)
+    (root / "a" / "loop").symlink_to(root / "a", target_is_directory=True)
+    tiles = load_folder(str(root), None, None, False)
+    assert tiles.classes == ("a", "b")
+    np.testing.assert_array_equal(np.bincount(tiles.labels), [5, 2])
+
+
+def test_one_class_folder_with_stray_files_is_explained(tmp_path):
+    root = write_tiles(tmp_path / "tiles" / "MyTiles", {"01_TUMOR": 2, "02_STROMA": 2}).parent
+    Image.fromarray(random_tile(0)).save(root / "MyTiles" / "overview.png")
+    with pytest.raises(DataError, match=r"single class folder, 'MyTiles'.* subfolders \(01_TUMOR, 02_STROMA\).*"
+                                        r"point spec.data.source at .*MyTiles' or move .*overview.png"):
+        load_folder(str(root), None, None, False)
+
+
+def test_a_single_selected_class_is_refused(tmp_path):
+    root = write_tiles(tmp_path / "tiles", {"a": 4, "b": 4})
+    with pytest.raises(DataError, match=r"single class \('a'\).* at least two"):
+        load_dataset({"source": f"folder:{root}", "classes": ["a"], "split": (0.5, 0.25, 0.25)})
+
+
+def test_a_requested_class_with_an_empty_folder_says_so(tmp_path):
+    root = write_tiles(tmp_path / "tiles", {"a": 2, "b": 2})
+    (root / "03_C").mkdir()
+    with pytest.raises(DataError, match=r"class 'c' .*its folder '03_C' .* holds no files"):
+        load_folder(str(root), ["a", "c"], None, False)
+
+
+def test_a_decomposed_unicode_folder_name_matches_a_composed_request(tmp_path):
+    root = write_tiles(tmp_path / "tiles", {"a": 2, "stro\u0302ma": 2})  # o + combining circumflex
+    assert load_folder(str(root), ["a", "str\u00f4ma"], None, False).classes == ("a", "str\u00f4ma")
+
+
+def _png_bytes(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(random_tile(seed)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_zip_names_are_normalised_and_duplicates_refused(tmp_path):
+    windows = tmp_path / "windows.zip"
+    with zipfile.ZipFile(windows, "w") as archive:
+        for k, name in enumerate(["a\\t0.png", "a\\t1.png", "./b/t0.png", "./b/t1.png"]):
+            archive.writestr(name, _png_bytes(k))
+    assert load_folder(str(windows), None, None, False).ids == ("a/t0.png", "a/t1.png", "b/t0.png", "b/t1.png")
+    duplicated = tmp_path / "dup.zip"
+    with zipfile.ZipFile(duplicated, "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate it is asked to write
+        for k, name in enumerate(["a/t0.png", "a/t1.png", "a/t1.png", "b/t0.png"]):
+            archive.writestr(name, _png_bytes(k))
+    with pytest.raises(DataError, match=r"holds 'a/t1.png' twice"):
+        load_folder(str(duplicated), None, None, False)
+
+
+def test_a_damaged_zip_member_is_a_bad_file(tmp_path):
+    root = write_tiles(tmp_path / "tiles", {"a": 2, "b": 2})
+    archive = tmp_path / "tiles.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(root.rglob("*.png")):
+            zf.write(path, path.relative_to(root).as_posix())
+    raw = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("a/tile_0.png")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    raw[start:start + 40] = bytes(40)  # zero the start of the compressed stream
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"bad file '.*tiles.zip:a/tile_0.png': cannot read it from the zip"):
+        load_folder(str(archive), None, None, False)
+    assert load_folder(str(archive), None, None, True).skipped_files == ("a/tile_0.png",)
