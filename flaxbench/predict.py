@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipeline import DataError, load_image
-from data_pipeline.images import resize_square
+from data_pipeline.images import IMAGE_EXTENSIONS, is_image_name, resize_square
+from data_pipeline.sources.folder_source import list_visible_files
 from flaxbench.checkpoints import BEST, RunCheckpoints
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
@@ -26,20 +27,23 @@ from flaxbench.train.setup import COMPUTE_DTYPES, init_model, resolve_dtype
 from flaxbench.train.state import TrainState, split_model
 from flaxbench.train.steps import make_predict
 
-IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg"}
+def expand_paths(paths: Sequence[str]) -> tuple[list[Path], list[Path]]:
+    """(image files, other files): files as given, folders expanded as a folder source lists them.
 
-
-def expand_paths(paths: Sequence[str]) -> list[Path]:
-    """Files as given, folders expanded to every file below them (sorted); hidden files skipped."""
+    Inside folders, hidden files (`.DS_Store`, `._*`, `Thumbs.db`, dot folders) are ignored and
+    files without an image extension are returned as others, as training treats them.
+    """
     files: list[Path] = []
+    others: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            for rel in list_visible_files(str(p)):
+                (files if is_image_name(rel) else others).append(p / rel)
         elif p.exists():
             files.append(p)
         else:
             raise WorkdirError(f"'{p}' does not exist; give tile files or folders to predict")
-    return files
+    return files, others
 
 
 def read_data_info(workdir: Path) -> dict:
@@ -53,7 +57,9 @@ def read_data_info(workdir: Path) -> dict:
 def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path, *, which: str = BEST,
                   batch_size: int = 64) -> Path:
     """Predict every image under `paths` with the run's `which` checkpoint; returns the CSV path."""
-    workdir = Path(workdir)
+    workdir, out = Path(workdir), Path(out_csv)
+    if out.is_dir():
+        raise WorkdirError(f"--out '{out}' is a folder; give a file name such as '{out / 'predictions.csv'}'")
     spec = read_run_spec(workdir)
     info = read_data_info(workdir)
     classes, size = list(info["classes"]), int(info["image_size"][0])
@@ -65,8 +71,10 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
     if restored is None:
         raise WorkdirError(f"no '{which}' checkpoint in '{workdir / 'checkpoints'}'; train the run first")
     state = restored[0]
-    images, names, skipped, other_sizes = [], [], [], collections.Counter()
-    for f in expand_paths(paths):
+    files, not_images = expand_paths(paths)
+    images, names, other_sizes = [], [], collections.Counter()
+    skipped = [f"{f} (not an image: supported extensions {' '.join(IMAGE_EXTENSIONS)})" for f in not_images]
+    for f in files:
         try:
             image = load_image(str(f))
         except DataError as e:
@@ -96,7 +104,6 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
                                     jnp.arange(batch_size)[None]))[:n]
         probs = np.exp(log_softmax(logits))
         rows += [[names[start + i], classes[int(p.argmax())], *[f"{x:.6f}" for x in p]] for i, p in enumerate(probs)]
-    out = Path(out_csv)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["path", "predicted_class", *[f"prob_{c}" for c in classes]])

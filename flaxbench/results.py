@@ -31,27 +31,21 @@ def _plain(obj: Any) -> Any:
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Write `obj` as JSON to `path` through a temporary file and a rename: never half-written."""
+    return write_text_atomic(path, json.dumps(_plain(obj), indent=1))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file and a rename; the temporary file never stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(_plain(obj), f, indent=1)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
     return path

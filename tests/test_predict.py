@@ -61,6 +61,8 @@ def odd_inputs(tmp_path_factory) -> dict[str, Path]:
     bad = folder / "bad"
     bad.mkdir()
     (bad / "notes.txt").write_text("not an image\n")
+    for clutter in (".DS_Store", "Thumbs.db", "._notes.tif"):  # ignored as a folder source ignores them
+        (bad / clutter).write_bytes(b"\0\1")
     tile = sample_tiles()[0].read_bytes()
     (bad / "truncated.tif").write_bytes(tile[: len(tile) // 2])
     inputs = {"bad_dir": bad, "notes": bad / "notes.txt", "truncated": bad / "truncated.tif"}
@@ -155,3 +157,10 @@ def test_no_readable_tile_is_an_error_and_keeps_an_earlier_csv(trained_run, odd_
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "no readable tiles" in proc.stderr.strip().splitlines()[-1]
     assert out.read_text() == "path,predicted_class\nkept,tumor\n"
+
+
+def test_out_naming_a_folder_is_a_one_line_error(trained_run, tmp_path, jax_cache):
+    proc = run_cli("predict", f"--workdir={trained_run}", str(KATHER), f"--out={tmp_path}", env=jax_cache)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "is a folder; give a file name" in proc.stderr.strip().splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []
