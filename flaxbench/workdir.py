@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import ml_collections
 
@@ -89,3 +91,38 @@ def claim_workdir(workdir: Path, spec: ml_collections.ConfigDict, *, overwrite: 
             elif target.exists():
                 target.unlink()
     write_text_atomic(workdir / "spec.json", to_json(spec))
+
+
+def data_record(dataset: Any, splits: dict[str, Any]) -> dict[str, Any]:
+    """What data.json records of a run's data, with a digest of each split's tile ids and labels."""
+    digests = {}
+    for name in ("train", "val", "test"):
+        text = "".join(f"{tile}\t{int(label)}\n" for tile, label in zip(splits[name].ids, splits[name].labels))
+        digests[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return {
+        "source": dataset.source, "synthetic": bool(dataset.synthetic),
+        "classes": list(dataset.classes), "image_size": list(dataset.image_size),
+        "split_sizes": {name: len(splits[name].ids) for name in ("train", "val", "test")},
+        "split_digests": digests,
+        "skipped_files": list(dataset.skipped_files),
+    }
+
+
+def check_same_data(workdir: Path, record: dict[str, Any]) -> None:
+    """Fail if the data loaded now differs from what the run in `workdir` recorded in data.json.
+
+    A renamed class folder or added tiles would otherwise make evaluate or a resume score the
+    model's outputs against other labels or tiles.
+    """
+    saved_path = Path(workdir) / "data.json"
+    if not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text())
+    for key in ("classes", "image_size", "split_sizes", "split_digests"):
+        if key in saved and saved[key] != record[key]:
+            what = ("the tiles or labels of a split" if key == "split_digests"
+                    else f"{key}: {saved[key]} then, {record[key]} now")
+            raise WorkdirError(
+                f"the data of {record['source']} differs from what the run in '{workdir}' was trained on "
+                f"({saved_path}: {what}); restore the data as it was, or train a new run"
+            )

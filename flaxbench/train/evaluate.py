@@ -12,6 +12,7 @@ from flaxbench.results import write_json_atomic
 from flaxbench.runtime import is_main_process
 from flaxbench.spec import from_json
 from flaxbench.train.setup import build_run
+from flaxbench.workdir import check_same_data, data_record
 
 SPLITS = ("test", "val", "train")
 
@@ -33,6 +34,7 @@ def evaluate_workdir(workdir: str | Path, split: str = "test", which: str = BEST
     workdir = Path(workdir)
     spec = read_run_spec(workdir)
     run = build_run(spec, load_weights=False)
+    check_same_data(workdir, data_record(run.dataset, run.splits))
     ckpts = RunCheckpoints(workdir / "checkpoints", read_only=True)
     restored = ckpts.restore(which, run.initial_state())
     ckpts.close()

@@ -21,7 +21,7 @@ from flaxbench.runtime import any_process, describe_devices, enable_determinism,
 from flaxbench.tensorboard import EpochWriter
 from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
 from flaxbench.train.state import TrainState, count_params
-from flaxbench.workdir import check_workdir, claim_workdir
+from flaxbench.workdir import check_same_data, check_workdir, claim_workdir, data_record
 
 
 class Interrupted(Exception):
@@ -92,14 +92,12 @@ def train_and_evaluate(
     enable_determinism(spec.train.deterministic)
     workdir = check_workdir(workdir, spec, overwrite=overwrite)
     run = build_run(spec, dataset)
+    data = data_record(run.dataset, run.splits)
+    if not overwrite:
+        check_same_data(workdir, data)  # a resume must see the data it started with
     if is_main_process():
         claim_workdir(workdir, spec, overwrite=overwrite)
-        write_json_atomic(workdir / "data.json", {
-            "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
-            "classes": list(run.dataset.classes), "image_size": list(run.dataset.image_size),
-            "split_sizes": {k: run.splits[k].count for k in ("train", "val", "test")},
-            "skipped_files": list(run.dataset.skipped_files),
-        })
+        write_json_atomic(workdir / "data.json", data)
     sync_processes("flaxbench: workdir ready")  # the main process has cleared it (--overwrite)
     state = run.initial_state()
     ckpts = RunCheckpoints(workdir / "checkpoints")

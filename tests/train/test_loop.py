@@ -11,6 +11,7 @@ from data_pipeline import DataError
 from flaxbench.errors import SpecError, TrainingError, WorkdirError
 from flaxbench.train.evaluate import evaluate_workdir
 from flaxbench.train.loop import train_and_evaluate
+from tests.data_pipeline.helpers import random_tile, write_tiles
 from tests.helpers import tiny_spec
 
 REQUIRED_FIELDS = (
@@ -97,6 +98,28 @@ def test_overwrite_keeps_the_finished_run_until_the_new_one_loads(finished_run, 
     train_and_evaluate(tiny_spec(**{"train.epochs": 1}), workdir, overwrite=True, log=lambda s: None)
     assert json.loads((workdir / "results.json").read_text())["epochs"] == 1
     assert not (workdir / "eval_val.json").exists()  # it described the replaced run
+
+
+def test_evaluate_and_resume_refuse_data_that_changed_since_training(tmp_path):
+    from PIL import Image
+
+    source = write_tiles(tmp_path / "tiles", {"a": 8, "b": 8, "c": 8}, size=32)
+    spec = tiny_spec(**{"data.source": f"folder:{source}", "data.classes": None, "data.split": (12, 6, 6),
+                        "train.epochs": 1})
+    workdir = tmp_path / "run"
+    train_and_evaluate(spec, workdir, log=lambda s: None)
+    (source / "c").rename(source / "0_c")  # the same class, now first in label order
+    with pytest.raises(WorkdirError, match=r"classes: \['a', 'b', 'c'\] then, \['c', 'a', 'b'\] now"):
+        evaluate_workdir(workdir, "test")
+    (source / "0_c").rename(source / "c")
+    Image.fromarray(random_tile(99, 32)).save(source / "a" / "added.png")  # same counts, other tiles
+    with pytest.raises(WorkdirError, match="differs from what the run .* the tiles or labels of a split"):
+        evaluate_workdir(workdir, "test")
+    (workdir / "results.json").unlink()  # as if interrupted: the same command resumes
+    with pytest.raises(WorkdirError, match="the tiles or labels of a split"):
+        train_and_evaluate(spec, workdir, log=lambda s: None)
+    (source / "a" / "added.png").unlink()
+    assert evaluate_workdir(workdir, "test")["classes"] == ["a", "b", "c"]
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
