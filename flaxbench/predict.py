@@ -30,8 +30,8 @@ from flaxbench.train.steps import make_predict
 def expand_paths(paths: Sequence[str]) -> tuple[list[Path], list[Path]]:
     """(image files, other files): files as given, folders expanded as a folder source lists them.
 
-    Inside folders, hidden files (`.DS_Store`, `._*`, `Thumbs.db`, dot folders) are ignored and
-    files without an image extension are returned as others, as training treats them.
+    Files without an image extension are returned as others, as training treats them; inside
+    folders, hidden files (`.DS_Store`, `._*`, `Thumbs.db`, dot folders) are ignored.
     """
     files: list[Path] = []
     others: list[Path] = []
@@ -40,7 +40,7 @@ def expand_paths(paths: Sequence[str]) -> tuple[list[Path], list[Path]]:
             for rel in list_visible_files(str(p)):
                 (files if is_image_name(rel) else others).append(p / rel)
         elif p.exists():
-            files.append(p)
+            (files if is_image_name(p.name) else others).append(p)
         else:
             raise WorkdirError(f"'{p}' does not exist; give tile files or folders to predict")
     return files, others

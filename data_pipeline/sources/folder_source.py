@@ -137,6 +137,8 @@ def _open_tree(path: str) -> Iterator[tuple[list[str], Callable[[str], bytes], C
             try:
                 return archive.read(members[name])
             except Exception as error:  # damaged, encrypted or unsupported member: a bad file
+                if members[name].flag_bits & 0x1:
+                    raise OSError("it is encrypted; extract the zip with its password and give the folder") from error
                 raise OSError(f"cannot read it from the zip: {type(error).__name__}: {error}") from error
 
         files = [name for name, info in members.items() if not info.is_dir()]
