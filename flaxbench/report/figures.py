@@ -22,10 +22,6 @@ def _color(index: int) -> str:
     return f"C{index % 10}"
 
 
-def _label(row: dict) -> str:
-    return row["title"] if row["seeds"] == 1 else f"{row['title']} ({row['seeds']} seeds)"
-
-
 def _new_figure(title: str, synthetic: bool, size: tuple[float, float]) -> Figure:
     """A figure whose title carries the synthetic-data banner when it applies."""
     figure = Figure(figsize=size, layout="constrained")
@@ -62,7 +58,7 @@ def accuracy_vs_time(summary: Summary, path: Path) -> Path:
         low, high = row["test_accuracy_ci95_low_pct"], row["test_accuracy_ci95_high_pct"]
         yerr = None if low is None else [[max(y - low, 0.0)], [max(high - y, 0.0)]]
         axes.errorbar([x], [y], yerr=yerr, fmt="o", color=color, capsize=4, zorder=2)
-        axes.annotate(_label(row), (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
+        axes.annotate(row["label"], (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
     axes.set_xlabel("Training time (s)")
     axes.set_ylabel("Test accuracy (%)")
     axes.set_xlim(left=0)
@@ -99,7 +95,7 @@ def confusion_matrices(summary: Summary, path: Path) -> Path:
     image = None
     for index, (row, group) in enumerate(zip(summary.rows, summary.groups)):
         axes = grid[index // num_cols][index % num_cols]
-        axes.set_title(_label(row), fontsize=9)
+        axes.set_title(row["label"], fontsize=9)
         cm = pooled_confusion_matrix(group)
         if cm is None:
             axes.text(0.5, 0.5, "n/a: no confusion matrix\nin results.json", ha="center", va="center")
@@ -138,7 +134,7 @@ def training_curves(summary: Summary, path: Path) -> Path:
             continue
         if curves["val_accuracy"]:
             epochs, values = curves["val_accuracy"]
-            accuracy_axes.plot(epochs, [100.0 * v for v in values], color=_color(i), marker=".", label=_label(row))
+            accuracy_axes.plot(epochs, [100.0 * v for v in values], color=_color(i), marker=".", label=row["label"])
         for key, style in (("train_loss", "-"), ("val_loss", "--")):
             if curves[key]:
                 loss_axes.plot(*curves[key], color=_color(i), linestyle=style)
@@ -176,7 +172,7 @@ def per_class_recall(summary: Summary, path: Path) -> Path:
     for slot, (i, row, cm) in enumerate(drawn):
         per_class = metrics.per_class_metrics(cm, summary.groups[i].runs[0].results["classes"])
         positions = [classes.index(c) + (slot - (count - 1) / 2) * width for c in per_class]
-        axes.bar(positions, [m["recall"] for m in per_class.values()], width=width, color=_color(i), label=_label(row))
+        axes.bar(positions, [m["recall"] for m in per_class.values()], width=width, color=_color(i), label=row["label"])
     axes.set_xticks(np.arange(len(classes)), classes, rotation=30, ha="right")
     axes.set_ylim(0.0, 1.05)
     axes.set_ylabel("recall")

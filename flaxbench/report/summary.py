@@ -42,6 +42,7 @@ class Summary:
     groups: list[RunGroup]  # same order as rows
     best: str  # name of the row with the highest mean test accuracy
     synthetic: bool  # True when any row was trained/evaluated on synthetic data
+    test_sets: int  # distinct (classes, test tiles) among the rows that recorded their predictions
 
 
 def is_synthetic(results: dict[str, Any]) -> bool:
@@ -137,10 +138,20 @@ def accuracy_ci_pct(group: RunGroup) -> tuple[float, float] | None:
     return 100.0 * low, 100.0 * high
 
 
-def mcnemar_vs_best(group: RunGroup, best: RunGroup) -> tuple[float | None, int | None, str | None]:
-    """(p-value, shared tiles, note) of the row's lowest-seed run against the best row's.
+def test_set(group: RunGroup) -> tuple[tuple[str, ...], frozenset[str]] | None:
+    """(classes, test tile ids) of a row's lowest-seed run; None without per-tile test predictions."""
+    first = group.runs[0].results
+    predictions = first.get("test_predictions")
+    if predictions is None:
+        return None
+    return tuple(first.get("classes") or ()), frozenset(predictions["ids"])
 
-    The note says why the p-value is missing ('best row', no predictions, no shared tiles).
+
+def mcnemar_vs_best(group: RunGroup, best: RunGroup) -> tuple[float | None, int | None, str | None]:
+    """(p-value, paired tiles, note) of the row's lowest-seed run against the best row's.
+
+    Only rows tested on the best row's classes and exactly its test tiles are paired; the note
+    says why the p-value is missing otherwise.
     """
     if group is best:
         return None, None, BEST_ROW_NOTE
@@ -148,12 +159,19 @@ def mcnemar_vs_best(group: RunGroup, best: RunGroup) -> tuple[float | None, int 
     for name, outcomes in ((group.name, ours), (best.name, theirs)):
         if outcomes is None:
             return None, None, f"results.json of '{name}' has no per-tile test predictions to pair"
-    shared = sorted(set(ours) & set(theirs))
-    if not shared:
-        return None, 0, (
-            f"test tiles of '{group.name}' and the best row '{best.name}' do not overlap "
-            "(different test splits), so no tile can be paired"
+    (our_classes, our_tiles), (best_classes, best_tiles) = test_set(group), test_set(best)
+    if our_classes != best_classes:
+        return None, None, (
+            f"'{group.name}' was trained on other classes than the best row '{best.name}', so its "
+            "test tiles cannot be paired"
         )
+    if our_tiles != best_tiles:
+        return None, len(our_tiles & best_tiles), (
+            f"'{group.name}' was tested on other tiles than the best row '{best.name}' "
+            f"({len(our_tiles & best_tiles)} of {len(best_tiles)} shared; another split?), and a paired "
+            "test needs the same test set"
+        )
+    shared = sorted(best_tiles)
     p_value = metrics.mcnemar_p_value(
         np.array([ours[t] for t in shared]), np.array([theirs[t] for t in shared])
     )
@@ -192,9 +210,15 @@ def summarize(groups: list[RunGroup]) -> Summary:
     """Rows sorted by mean test accuracy (best first, ties by name), each compared with the best."""
     ordered = sorted(groups, key=lambda g: (-statistics.fmean(r.results["test_accuracy"] for r in g.runs), g.name))
     best = ordered[0]
+    rows = [_row(group, best) for group in ordered]
+    titles = [row["title"] for row in rows]
+    for row in rows:  # figures label rows by title: rows that share one also show their name
+        title = row["title"] if titles.count(row["title"]) == 1 else f"{row['title']} ({row['name']})"
+        row["label"] = title if row["seeds"] == 1 else f"{title} ({row['seeds']} seeds)"
     return Summary(
-        rows=[_row(group, best) for group in ordered],
+        rows=rows,
         groups=ordered,
         best=best.name,
         synthetic=any(is_synthetic(run.results) for group in groups for run in group.runs),
+        test_sets=len({found for group in ordered if (found := test_set(group)) is not None}),
     )

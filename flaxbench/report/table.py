@@ -155,9 +155,14 @@ def _notes(summary: Summary) -> list[str]:
         "(pooled accuracy; seeds sharing a test set do not count as extra tiles).",
         f"**McNemar p**: exact two-sided binomial test on the tiles where exactly one of the two rows is right, "
         f"against the best row {best['title']} (`{best['name']}`, highest mean test accuracy); tiles are paired "
-        "by id over the tiles both rows evaluated; for rows with several seeds the lowest-seed run is compared.",
+        "by id, only for rows tested on the best row's classes and exactly its test tiles; for rows with "
+        "several seeds the lowest-seed run is compared.",
         "n/a = not recorded in results.json.",
-    ]
+    ] + ([
+        f"**Not one test set**: these rows were tested on {summary.test_sets} different test sets (other "
+        "classes or other tiles, e.g. another split): accuracies from different test sets are not directly "
+        "comparable, and the ranking mixes them.",
+    ] if summary.test_sets > 1 else [])
 
 
 def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:

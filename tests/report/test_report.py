@@ -128,8 +128,9 @@ def test_mcnemar_column_and_footnote(synthetic_report):
     assert md_rows["multi"]["McNemar p vs best"] == f"{rows['multi']['mcnemar_p_vs_best']:.3g}"
     marker = re.fullmatch(r"n/a (\[\d+\])", md_rows["elsewhere"]["McNemar p vs best"]).group(1)
     footnote = next(line for line in md_text.splitlines() if line.startswith(marker))
-    assert "do not overlap" in footnote
+    assert "tested on other tiles" in footnote
     assert rows["elsewhere"]["mcnemar_p_vs_best"] is None
+    assert "**Not one test set**: these rows were tested on 2 different test sets" in md_text
 
 
 def test_missing_optional_fields_print_na(synthetic_report):

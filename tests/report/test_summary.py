@@ -79,19 +79,22 @@ def test_mcnemar_pairs_lowest_seed_with_best_row_by_tile_id(study):
     assert rows["strong"]["mcnemar_note"] == "best row"
 
 
-def test_mcnemar_pairs_only_shared_tiles(tmp_path):
+def test_mcnemar_pairs_only_rows_on_the_same_test_set(tmp_path):
     best = make_results("best", accuracy=0.95)
     partial = make_results("partial", accuracy=0.5)
     predictions = partial["test_predictions"]
     for key in ("ids", "labels", "predictions"):
         predictions[key] = predictions[key][:25]  # evaluated on the first 25 tiles only
-    write_results(tmp_path / "best" / "results.json", best)
-    write_results(tmp_path / "partial" / "results.json", partial)
-    ours, theirs = correct_by_id(partial), correct_by_id(best)
-    expected = metrics.mcnemar_p_value(np.array(list(ours.values())), np.array([theirs[t] for t in ours]))
-    row = _rows(tmp_path)["partial"]
-    assert row["mcnemar_shared_tiles"] == 25
-    assert row["mcnemar_p_vs_best"] == pytest.approx(expected)
+    other_classes = make_results("fewer_classes", accuracy=0.5)
+    other_classes["classes"] = [f"class{k}" for k in range(len(other_classes["classes"]))]
+    for name, results in (("best", best), ("partial", partial), ("fewer_classes", other_classes)):
+        write_results(tmp_path / name / "results.json", results)
+    rows = _rows(tmp_path)
+    assert rows["partial"]["mcnemar_p_vs_best"] is None
+    assert "tested on other tiles than the best row 'best' (25 of 60 shared" in rows["partial"]["mcnemar_note"]
+    assert rows["fewer_classes"]["mcnemar_p_vs_best"] is None
+    assert "trained on other classes" in rows["fewer_classes"]["mcnemar_note"]
+    assert summarize(collect_runs(tmp_path)).test_sets == 3
 
 
 def test_mcnemar_without_shared_tiles_is_na_with_reason(study):
@@ -99,7 +102,13 @@ def test_mcnemar_without_shared_tiles_is_na_with_reason(study):
     row = _rows(runs_dir)["elsewhere"]
     assert row["mcnemar_p_vs_best"] is None
     assert row["mcnemar_shared_tiles"] == 0
-    assert "do not overlap" in row["mcnemar_note"]
+    assert "tested on other tiles" in row["mcnemar_note"]
+
+
+def test_rows_sharing_a_title_are_labelled_with_their_names(tmp_path):
+    for name in ("conv_a", "conv_b"):
+        write_results(tmp_path / name / "results.json", make_results(name, title="ConvModel"))
+    assert {row["label"] for row in summarize(collect_runs(tmp_path)).rows} == {"ConvModel (conv_a)", "ConvModel (conv_b)"}
 
 
 def test_missing_optional_fields_become_none(tmp_path):
