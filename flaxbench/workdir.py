@@ -20,15 +20,16 @@ MIN_FREE_BYTES = 200 * 2**20  # checkpoints of the largest study row need about 
 RUN_OUTPUTS = ("results.json", "spec.json", "data.json", "checkpoints", "tensorboard", "predictions.csv")
 
 
-def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
+def first_difference(old: dict, new: dict, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """(dotted key, old value, new value) of the first key, sorted and nested, where two spec dicts differ."""
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            found = _first_difference(a, b, f"{prefix}{key}.")
+            found = first_difference(a, b, f"{prefix}{key}.")
             if found:
                 return found
         elif a != b:
-            return f"spec.{prefix}{key} ({a!r} before, {b!r} now)"
+            return f"{prefix}{key}", a, b
     return None
 
 
@@ -37,7 +38,8 @@ def spec_difference(workdir: Path, spec: ml_collections.ConfigDict) -> str | Non
     saved = workdir / "spec.json"
     if not saved.exists():
         return None
-    return _first_difference(json.loads(saved.read_text()), json.loads(to_json(spec)))
+    found = first_difference(json.loads(saved.read_text()), json.loads(to_json(spec)))
+    return f"spec.{found[0]} ({found[1]!r} before, {found[2]!r} now)" if found else None
 
 
 def check_writable(workdir: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flaxbench.errors import FlaxbenchError
+from flaxbench.workdir import first_difference
 
 RESULTS_FILENAME = "results.json"
 RESULTS_FORMAT = "flaxbench.results/1"
@@ -188,6 +189,16 @@ SAME_FOR_EVERY_SEED = ("classes", "source", "synthetic", "split_sizes", "model",
                        "batch_size", "dtype")
 
 
+def _saved_spec(run: Run) -> dict[str, Any] | None:
+    """The spec.json beside a run's results.json, without its seed; None if there is none."""
+    path = run.path.parent / "spec.json"
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return {key: value for key, value in spec.items() if key != "seed"} if isinstance(spec, dict) else None
+
+
 def _check_group(name: str, runs: list[Run]) -> None:
     """Runs of one row must be comparable: same data, model and training, distinct seeds."""
     for previous, run in zip(runs, runs[1:]):  # sorted by seed, so equal seeds are neighbours
@@ -197,6 +208,15 @@ def _check_group(name: str, runs: list[Run]) -> None:
                     f"runs named '{name}' disagree on '{key}' ({previous.results.get(key)!r} in {previous.path}, "
                     f"{run.results.get(key)!r} in {run.path}); give different specs different names"
                 )
+        # Every other setting (learning rate, split seed, augmentation, ...) from the runs' spec.json.
+        specs = _saved_spec(previous), _saved_spec(run)
+        difference = first_difference(*specs) if None not in specs else None
+        if difference:
+            key, ours, theirs = difference
+            raise FlaxbenchError(
+                f"runs named '{name}' differ in more than their seed: spec.{key} is {ours!r} in "
+                f"{previous.path.parent} and {theirs!r} in {run.path.parent}; give different specs different names"
+            )
         if run.seed is not None and run.seed == previous.seed:
             raise FlaxbenchError(
                 f"two results for '{name}' with seed {run.seed}: {previous.path} and {run.path}; remove one"

@@ -121,3 +121,16 @@ def test_seeds_of_one_name_must_share_model_and_training(tmp_path, key, other):
     write_results(tmp_path / "s1" / "results.json", {**make_results("row", seed=1), key: other})
     with pytest.raises(FlaxbenchError, match=f"disagree on '{key}'"):
         collect_runs(tmp_path)
+
+
+def test_seeds_of_one_name_must_share_every_setting_of_their_spec(tmp_path):
+    for seed, learning_rate in ((0, 1e-3), (1, 1e-3), (2, 1e-2)):
+        run = tmp_path / f"s{seed}"
+        write_results(run / "results.json", make_results("row", seed=seed))
+        spec = {"name": "row", "seed": seed, "train": {"learning_rate": learning_rate, "epochs": 3}}
+        (run / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(FlaxbenchError, match=r"differ in more than their seed: spec.train.learning_rate is 0.001 "
+                                             r"in .*s1 and 0.01 in .*s2"):
+        collect_runs(tmp_path)
+    (tmp_path / "s2" / "results.json").unlink()
+    assert [run.seed for run in collect_runs(tmp_path)[0].runs] == [0, 1]  # the seed alone may differ
