@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,13 +55,14 @@ def _train(args: list[str]) -> None:
 
 def _evaluate(args: list[str]) -> None:
     from flaxbench.evaluation import format_metrics
-    from flaxbench.train.evaluate import evaluate_workdir
+    from flaxbench.train.evaluate import eval_filename, evaluate_workdir
 
     if not FLAGS.workdir:
         raise FlaxbenchError("evaluate needs --workdir DIR (a run directory)")
     result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint)
-    print(format_metrics(result["name"], FLAGS.split, result) + f"  (epoch {result['epoch']}, {FLAGS.checkpoint})")
-    print(f"wrote {Path(FLAGS.workdir) / f'eval_{FLAGS.split}.json'}")
+    print(format_metrics(result["name"], FLAGS.split, result, synthetic=result["synthetic"])
+          + f"  (epoch {result['epoch']}, {FLAGS.checkpoint})")
+    print(f"wrote {Path(FLAGS.workdir) / eval_filename(FLAGS.split, FLAGS.checkpoint)}")
 
 
 def _convert(args: list[str]) -> None:
@@ -121,13 +123,16 @@ def main(argv: list[str]) -> None:
     elif args and command == "train":
         raise app.UsageError(f"unknown command '{args[0]}'; commands: {', '.join(COMMANDS)}")
     try:
+        if command in ("evaluate", "predict", "report", "convert") and (FLAGS.spec is not None or SPEC_OVERRIDES):
+            raise FlaxbenchError(f"{command} does not take --spec or --spec.KEY: evaluate and predict use the run's "
+                                 "saved spec (WORKDIR/spec.json), report reads results.json files")
         HANDLERS[command](args)
     except (FlaxbenchError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as e:
         print(f"stopped by {e.signal_name} after epoch {e.epoch}; checkpoint saved in {e.workdir / 'checkpoints'}. "
-              f"Resume with the same command: {' '.join(['python -m flaxbench', *sys.argv[1:]])}", file=sys.stderr)
+              f"Resume with the same command: {shlex.join(['python', '-m', 'flaxbench', *sys.argv[1:]])}", file=sys.stderr)
         sys.exit(130 if e.signal_name == "SIGINT" else 143)
 
 

@@ -40,9 +40,9 @@ def split_metrics(
     }
 
 
-def format_metrics(name: str, split: str, m: dict[str, Any]) -> str:
-    """One human line for a split's headline metrics."""
+def format_metrics(name: str, split: str, m: dict[str, Any], synthetic: bool = False) -> str:
+    """One human line for a split's headline metrics, marked when the data was synthetic."""
     return (
-        f"{name} [{split}] accuracy {100 * m['accuracy']:.2f}%  loss {m['loss']:.4f}  "
-        f"macro-F1 {m['macro_f1']:.4f}  balanced accuracy {100 * m['balanced_accuracy']:.2f}%"
+        f"{name} [{split}]{' [SYNTHETIC DATA]' if synthetic else ''} accuracy {100 * m['accuracy']:.2f}%  "
+        f"loss {m['loss']:.4f}  macro-F1 {m['macro_f1']:.4f}  balanced accuracy {100 * m['balanced_accuracy']:.2f}%"
     )

@@ -63,6 +63,9 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
     spec = read_run_spec(workdir)
     info = read_data_info(workdir)
     classes, size = list(info["classes"]), int(info["image_size"][0])
+    if info.get("synthetic"):
+        print(f"warning: the run in '{workdir}' was trained on SYNTHETIC DATA; its predictions say nothing "
+              "about real tissue", file=sys.stderr)
     model = init_model(spec, len(classes), size, load_weights=False)
     parts = split_model(model)
     tx, _ = make_optimizer(spec.train, 1, tuple(model.head_path))

@@ -77,8 +77,9 @@ class ViT(nnx.Module):
     ):
         if image_size % patch_size:
             raise SpecError(
-                f"ViT image_size {image_size} is not a multiple of patch_size {patch_size}; "
-                "change spec.model.options.image_size or patch_size"
+                f"ViT image_size {image_size} is not a multiple of patch_size {patch_size}; set "
+                "spec.data.image_size to a multiple of it (the tiles' size is used unless "
+                "spec.model.options.image_size is set) or change spec.model.options.patch_size"
             )
         if width % num_heads:
             raise SpecError(

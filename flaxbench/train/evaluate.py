@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,22 @@ def read_run_spec(workdir: str | Path):
     return from_json(path.read_text())
 
 
+def eval_filename(split: str, which: str) -> str:
+    """eval_<split>.json for the best checkpoint, eval_<split>_last.json for the last one."""
+    return f"eval_{split}.json" if which == BEST else f"eval_{split}_{which}.json"
+
+
 def evaluate_workdir(workdir: str | Path, split: str = "test", which: str = BEST) -> dict[str, Any]:
-    """Metrics of `split` from the run's `which` checkpoint; also written to eval_<split>.json."""
+    """Metrics of `split` from the run's `which` checkpoint; also written to `eval_filename(split, which)`."""
     if split not in SPLITS:
         raise WorkdirError(f"--split '{split}' is unknown; use one of {', '.join(SPLITS)}")
     if which not in (BEST, LAST):
         raise WorkdirError(f"checkpoint '{which}' is unknown; use '{BEST}' or '{LAST}'")
     workdir = Path(workdir)
     spec = read_run_spec(workdir)
+    saved_data = workdir / "data.json"
+    if saved_data.is_file():  # the source as resolved at training, e.g. an absolute folder path
+        spec.data.source = json.loads(saved_data.read_text())["source"]
     run = build_run(spec, load_weights=False)
     check_same_data(workdir, data_record(run.dataset, run.splits))
     ckpts = RunCheckpoints(workdir / "checkpoints", read_only=True)
@@ -47,5 +56,5 @@ def evaluate_workdir(workdir: str | Path, split: str = "test", which: str = BEST
            "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
            "classes": list(run.dataset.classes), **metrics}
     if is_main_process():
-        write_json_atomic(workdir / f"eval_{split}.json", out)
+        write_json_atomic(workdir / eval_filename(split, which), out)
     return out

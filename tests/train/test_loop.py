@@ -100,14 +100,17 @@ def test_overwrite_keeps_the_finished_run_until_the_new_one_loads(finished_run, 
     assert not (workdir / "eval_val.json").exists()  # it described the replaced run
 
 
-def test_evaluate_and_resume_refuse_data_that_changed_since_training(tmp_path):
+def test_evaluate_and_resume_refuse_data_that_changed_since_training(tmp_path, monkeypatch):
     from PIL import Image
 
     source = write_tiles(tmp_path / "tiles", {"a": 8, "b": 8, "c": 8}, size=32)
-    spec = tiny_spec(**{"data.source": f"folder:{source}", "data.classes": None, "data.split": (12, 6, 6),
+    monkeypatch.chdir(tmp_path)  # a relative source: evaluate elsewhere uses data.json's absolute path
+    spec = tiny_spec(**{"data.source": "folder:tiles", "data.classes": None, "data.split": (12, 6, 6),
                         "train.epochs": 1})
     workdir = tmp_path / "run"
     train_and_evaluate(spec, workdir, log=lambda s: None)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     (source / "c").rename(source / "0_c")  # the same class, now first in label order
     with pytest.raises(WorkdirError, match=r"classes: \['a', 'b', 'c'\] then, \['c', 'a', 'b'\] now"):
         evaluate_workdir(workdir, "test")
@@ -115,10 +118,12 @@ def test_evaluate_and_resume_refuse_data_that_changed_since_training(tmp_path):
     Image.fromarray(random_tile(99, 32)).save(source / "a" / "added.png")  # same counts, other tiles
     with pytest.raises(WorkdirError, match="differs from what the run .* the tiles or labels of a split"):
         evaluate_workdir(workdir, "test")
+    monkeypatch.chdir(tmp_path)
     (workdir / "results.json").unlink()  # as if interrupted: the same command resumes
     with pytest.raises(WorkdirError, match="the tiles or labels of a split"):
         train_and_evaluate(spec, workdir, log=lambda s: None)
     (source / "a" / "added.png").unlink()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     assert evaluate_workdir(workdir, "test")["classes"] == ["a", "b", "c"]
 
 
