@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
@@ -33,9 +34,20 @@ def default_spec_files() -> list[Path]:
     return [SPEC_DIR / f"{row}.py" for row in STUDY_ROWS]
 
 
-def row_dir(workdir: Path, name: str, seed_index: int, seeds: int) -> Path:
-    """`workdir/name` for one seed, `workdir/name/seed_<seed>` for several."""
-    return workdir / name if seeds == 1 else workdir / name / f"seed_{seed_index}"
+def row_dir(workdir: Path, name: str, seed: int, seeds: int) -> Path:
+    """Where the run of row `name` with `seed` lives: `workdir/name` for one seed, `.../seed_<seed>` for several.
+
+    A run of that seed already started in the other layout (a study rerun with another --seeds)
+    is used where it is, so it is neither trained again nor reported twice.
+    """
+    single, several = workdir / name, workdir / name / f"seed_{seed}"
+    for existing in (single, several):
+        try:
+            if json.loads((existing / "spec.json").read_text()).get("seed") == seed:
+                return existing
+        except (OSError, ValueError, AttributeError):
+            continue
+    return single if seeds == 1 else several
 
 
 def run_study(

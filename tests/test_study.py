@@ -174,3 +174,19 @@ def test_study_rows_parse_in_the_given_order_and_unknown_or_empty_lists_name_the
         parse_study_rows("vit_p16", "--rows")
     with pytest.raises(FlaxbenchError, match="--models is empty"):
         parse_study_rows(" , ", "--models")
+
+
+def test_more_seeds_later_reuse_the_finished_single_seed_runs(spec_files, finished_study, tmp_path, jax_cache):
+    import shutil
+
+    workdir = tmp_path / "study"
+    shutil.copytree(finished_study[0], workdir)
+    before = {name: (workdir / name / "results.json").read_bytes() for name in ROWS}
+    proc = study(spec_files, workdir, "--seeds=2", BATCH_OVERRIDE, env=jax_cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ROWS:
+        assert f"{name} seed 0: complete, skipped ({workdir / name / 'results.json'})" in proc.stdout
+        assert (workdir / name / "results.json").read_bytes() == before[name]
+        assert not (workdir / name / "seed_0").exists()
+        assert json.loads((workdir / name / "seed_1" / "results.json").read_text())["seed"] == 1
+    assert all(row["seeds"] == 2 for row in read_report_rows(workdir))
