@@ -46,16 +46,29 @@ def _visible(paths: Sequence[str]) -> list[str]:
 def _list_folder(root: str) -> tuple[list[str], list[str]]:
     """Relative `/`-separated paths of all visible files, and of all visible folders, below `root`.
 
-    Symbolic links to folders are followed, except one that points back up its own tree.
+    Symbolic links to folders are followed. A link back up its own tree is skipped; a folder
+    reached twice otherwise (two links to it, or a link to another class folder) is an error,
+    since its tiles would be read twice, under two labels.
     """
     files, folders = [], []
+    seen = {os.path.realpath(root): "."}
     for directory, subdirs, names in os.walk(root, followlinks=True):
         here = os.path.realpath(directory)
-        subdirs[:] = [
-            d for d in subdirs
-            if not _is_hidden(d) and not _is_ancestor(os.path.realpath(os.path.join(directory, d)), here)
-        ]
         relative = os.path.relpath(directory, root)
+        kept = []
+        for name in sorted(subdirs):
+            real = os.path.realpath(os.path.join(directory, name))
+            if _is_hidden(name) or _is_ancestor(real, here):
+                continue
+            path = name if relative == "." else os.path.join(relative, name)
+            if real in seen:
+                raise DataError(
+                    f"'{os.path.join(root, path)}' and '{os.path.join(root, seen[real])}' are the same folder "
+                    "(a symbolic link), so its tiles would be read twice; remove one of them"
+                )
+            seen[real] = path
+            kept.append(name)
+        subdirs[:] = kept
         for name in names:
             if not _is_hidden(name):
                 path = name if relative == "." else os.path.join(relative, name)
@@ -234,7 +247,7 @@ def load_folder(
             )
         _check_requested_not_empty(requested_classes, empty, path)
         folders = sorted(by_folder)
-        if requested_classes is None and len(folders) == 1:
+        if len(folders) == 1:
             raise _one_class_folder(path, prefix, folders[0], by_folder[folders[0]])
         canonical = check_unique(folders, f"class folders of '{path}'")
         where = f"'{path}'"

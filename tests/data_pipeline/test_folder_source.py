@@ -132,19 +132,19 @@ def test_corrupt_tiff_is_named_and_can_be_skipped(tmp_path, caplog):
 
 
 def test_non_image_file_in_a_class_folder(tmp_path):
-    root = write_tiles(tmp_path / "tiles", {"a": 2})
+    root = write_tiles(tmp_path / "tiles", {"a": 2, "b": 1})
     (root / "a" / "notes.txt").write_text("hello")
     with pytest.raises(DataError, match=r"bad file '.*a/notes.txt': not an image"):
-        load_folder(str(root), ["a"], None, False)
-    assert load_folder(str(root), ["a"], None, True).skipped_files == ("a/notes.txt",)
+        load_folder(str(root), None, None, False)
+    assert load_folder(str(root), None, None, True).skipped_files == ("a/notes.txt",)
 
 
 def test_bad_file_inside_a_zip_is_named_with_the_zip(tmp_path):
-    root = write_tiles(tmp_path / "tiles", {"a": 2})
+    root = write_tiles(tmp_path / "tiles", {"a": 2, "b": 1})
     _write_corrupt_tiff(root / "a" / "broken.TIF")
     zip_path = zip_folder(root, tmp_path / "tiles.zip")
     with pytest.raises(DataError, match=r"tiles.zip:a/broken.TIF"):
-        load_folder(str(zip_path), ["a"], None, False)
+        load_folder(str(zip_path), None, None, False)
 
 
 def test_mixed_sizes_need_image_size(tmp_path):
@@ -157,12 +157,12 @@ def test_mixed_sizes_need_image_size(tmp_path):
 
 
 def test_all_image_extensions_in_any_case(tmp_path):
-    root = tmp_path / "tiles"
+    root = write_tiles(tmp_path / "tiles", {"b": 1})
     (root / "a").mkdir(parents=True)
     formats = [(".PNG", "PNG"), (".jpeg", "JPEG"), (".JPG", "JPEG"), (".tiff", "TIFF"), (".Tif", "TIFF")]
     for k, (ext, fmt) in enumerate(formats):
         Image.fromarray(random_tile(k)).save(root / "a" / f"t{k}{ext}", format=fmt)
-    assert len(load_folder(str(root), ["a"], None, False).ids) == 5
+    assert len(load_folder(str(root), None, None, False).ids) == 6
 
 
 def test_an_empty_class_folder_is_named_unless_the_classes_are_listed(tmp_path):
@@ -188,6 +188,16 @@ def test_symlinked_class_folders_and_subfolders_are_read_and_loops_ignored(tmp_p
     tiles = load_folder(str(root), None, None, False)
     assert tiles.classes == ("a", "b")
     np.testing.assert_array_equal(np.bincount(tiles.labels), [5, 2])
+    (root / "a" / "to_b").symlink_to(root / "b", target_is_directory=True)  # b's tiles would count twice
+    with pytest.raises(DataError, match=r"'.*a/to_b' and '.*tiles/b' are the same folder"):
+        load_folder(str(root), None, None, False)
+
+
+def test_a_wrapper_folder_with_stray_files_is_explained_when_classes_are_listed(tmp_path):
+    root = write_tiles(tmp_path / "tiles" / "Kather", {"01_TUMOR": 2, "02_STROMA": 2}).parent
+    Image.fromarray(random_tile(0)).save(root / "Kather" / "overview.png")
+    with pytest.raises(DataError, match=r"single class folder, 'Kather'.*move .*overview.png"):
+        load_folder(str(root), ["tumor", "stroma"], None, False)
 
 
 def test_one_class_folder_with_stray_files_is_explained(tmp_path):
