@@ -153,7 +153,7 @@ def _check_counts(
                 fix = (f"the counts are shared in proportion to class sizes, so raise the "
                        f"{'/'.join(empty)} count, add tiles, or drop the class from spec.data.classes")
             else:
-                fix = (f"with these fractions a class needs at least {_smallest_class(values, name)} tiles: "
+                fix = (f"with these fractions every class of {_smallest_class(values, name)} tiles or more works: "
                        "add tiles, drop the class from spec.data.classes, or give "
                        f"{'/'.join(empty)} a larger fraction")
             raise DataError(
@@ -163,12 +163,15 @@ def _check_counts(
 
 
 def _smallest_class(fractions: Sequence[float], class_name: str) -> int:
-    """The fewest tiles with which a class gets at least one tile in every split of nonzero fraction."""
+    """The class size from which on every size gets a tile in every split of nonzero fraction.
+
+    Largest-remainder rounding is not monotone in the size (a class of 9 may work where 10
+    does not), but every size of at least 1 / (smallest nonzero fraction) works.
+    """
     used = np.asarray(fractions) > 0
-    for size in range(1, 100_000):
-        if (_fraction_counts(size, fractions, class_name)[used] > 0).all():
-            return size
-    return 100_000
+    sure = int(np.ceil(1 / min(f for f in fractions if f > 0) - 1e-9))
+    failing = [size for size in range(1, sure) if not (_fraction_counts(size, fractions, class_name)[used] > 0).all()]
+    return failing[-1] + 1 if failing else 1
 
 
 def split_indices(

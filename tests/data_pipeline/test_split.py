@@ -1,5 +1,7 @@
 """Deterministic stratified splits: counts, fractions, seeds and impossible requests."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -106,14 +108,14 @@ def test_more_tiles_than_available_is_an_error():
 
 
 def test_class_with_too_few_tiles_is_named():
-    named = r"class 'rare' has 2 tiles, too few .* no test tiles \(train 1, val 1, test 0\); .* at least 4 tiles"
+    named = r"class 'rare' has 2 tiles, too few .* no test tiles \(train 1, val 1, test 0\); .* every class of 4 tiles or more works"
     with pytest.raises(DataError, match=named):
         split_counts([50, 2], ("common", "rare"), (0.6, 0.2, 0.2))
 
 
 def test_a_split_asked_for_is_never_left_empty():
     # Three tiles a class: 0.15 of a class rounds to nothing, so test (or val) would be empty overall.
-    with pytest.raises(DataError, match=r"too few for spec.data.split \(0.7, 0.15, 0.15\).* at least 5 tiles"):
+    with pytest.raises(DataError, match=r"too few for spec.data.split \(0.7, 0.15, 0.15\).* every class of 5 tiles or more works"):
         split_counts([3] * 8, tuple("abcdefgh"), (0.7, 0.15, 0.15))
 
 
@@ -133,3 +135,12 @@ def test_bad_seed():
     labels, ids, names = _tiles([4])
     with pytest.raises(DataError, match="split_seed"):
         split_indices(labels, ids, names, (0.5, 0.25, 0.25), seed=-1)
+
+
+def test_the_class_size_named_in_the_error_works_for_every_larger_class():
+    # Largest remainder is not monotone: with these fractions a class of 9 works but 10 to 12 do not.
+    with pytest.raises(DataError, match=r"has 12 tiles, .* every class of (\d+) tiles or more works") as error:
+        split_counts([12, 40], ("adi", "b"), (0.8, 0.15, 0.05))
+    named = int(re.search(r"every class of (\d+) tiles", str(error.value)).group(1))
+    for size in range(named, 200):
+        assert (split_counts([size, 40], ("adi", "b"), (0.8, 0.15, 0.05)) > 0).all()
