@@ -127,13 +127,17 @@ def _decode_pixels(data: bytes, is_tiff: bool) -> tuple[np.ndarray, int | None]:
             pixels = _decode_with_pillow(data)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as pillow_error:
             if not is_tiff:
-                raise UndecodableImage(str(pillow_error)) from pillow_error
+                reason = ("not a recognised image format, or a damaged file"
+                          if isinstance(pillow_error, UnidentifiedImageError) else str(pillow_error))
+                raise UndecodableImage(reason) from pillow_error
             pixels = None
         if pixels is not None:
             return pixels, None
         return _decode_with_tifffile(data)
     except UndecodableImage:
         raise
+    except IndexError as error:  # tifffile finds no page in an empty or cut-off TIFF
+        raise UndecodableImage("the TIFF holds no image (empty or cut off?)") from error
     except Exception as error:  # any decoder failure means the file is unusable
         raise UndecodableImage(f"{type(error).__name__}: {error}") from error
 

@@ -123,17 +123,19 @@ def main(argv: list[str]) -> None:
     elif args and command == "train":
         raise app.UsageError(f"unknown command '{args[0]}'; commands: {', '.join(COMMANDS)}")
     try:
-        if command in ("evaluate", "predict", "report", "convert") and (FLAGS.spec is not None or SPEC_OVERRIDES):
-            raise FlaxbenchError(f"{command} does not take --spec or --spec.KEY: evaluate and predict use the run's "
-                                 "saved spec (WORKDIR/spec.json), report reads results.json files")
         HANDLERS[command](args)
     except (FlaxbenchError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as e:
         print(f"stopped by {e.signal_name} after epoch {e.epoch}; checkpoint saved in {e.workdir / 'checkpoints'}. "
-              f"Resume with the same command: {shlex.join(['python', '-m', 'flaxbench', *sys.argv[1:]])}", file=sys.stderr)
+              f"Resume with: {shlex.join(['python', '-m', 'flaxbench', *resume_arguments(sys.argv[1:])])}", file=sys.stderr)
         sys.exit(130 if e.signal_name == "SIGINT" else 143)
+
+
+def resume_arguments(argv: list[str]) -> list[str]:
+    """The command-line arguments that resume an interrupted run: the same ones without --overwrite."""
+    return [arg for arg in argv if arg.split("=", 1)[0] not in ("--overwrite", "--nooverwrite")]
 
 
 def _spec_arguments(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
@@ -187,6 +189,11 @@ def run() -> None:
         # Study overrides (--spec.x=y) are parsed against the common spec, then applied to every row.
         argv = [argv[0], "study", f"--spec={COMMON_SPEC}", *argv[2:]]
     try:
+        command = argv[1] if len(argv) > 1 else "train"
+        if command in ("evaluate", "predict", "report", "convert") and any(
+                arg == "--spec" or arg.startswith(("--spec=", "--spec.")) for arg in argv):
+            raise FlaxbenchError(f"{command} does not take --spec or --spec.KEY: evaluate and predict use the run's "
+                                 "saved spec (WORKDIR/spec.json), report reads results.json files")
         SPEC_OVERRIDES.update(check_spec_arguments(argv))
     except FlaxbenchError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -110,7 +110,7 @@ def data_record(dataset: Any, splits: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def check_same_data(workdir: Path, record: dict[str, Any]) -> None:
+def check_same_data(workdir: Path, record: dict[str, Any], remedy: str) -> None:
     """Fail if the data loaded now differs from what the run in `workdir` recorded in data.json.
 
     A renamed class folder or added tiles would otherwise make evaluate or a resume score the
@@ -126,5 +126,6 @@ def check_same_data(workdir: Path, record: dict[str, Any]) -> None:
                     else f"{key}: {saved[key]} then, {record[key]} now")
             raise WorkdirError(
                 f"the data of {record['source']} differs from what the run in '{workdir}' was trained on "
-                f"({saved_path}: {what}); restore the data as it was, or train a new run"
+                f"({saved_path}: {what}; if the files are unchanged, the flaxbench that trained the run "
+                f"split or read them differently); {remedy}"
             )

@@ -56,8 +56,9 @@ def test_train_then_refuse_to_overwrite_then_evaluate(tmp_path):
     last = run_cli("evaluate", f"--workdir={run}", "--split=val", "--checkpoint=last")
     assert last.returncode == 0, last.stderr
     assert (run / "eval_val_last.json").exists() and (run / "eval_val.json").read_bytes() == best
-    ignored = run_cli("evaluate", f"--workdir={run}", "--spec=specs/demo.py", "--spec.data.image_size=64")
-    assert_one_line_error(ignored, "evaluate does not take --spec")
+    for spec_arguments in (["--spec=specs/demo.py", "--spec.data.image_size=64"], ["--spec.data.image_size", "64"]):
+        ignored = run_cli("evaluate", f"--workdir={run}", *spec_arguments)
+        assert_one_line_error(ignored, "evaluate does not take --spec")
 
 
 def test_overrides_take_a_value_after_an_equals_sign_or_a_space():

@@ -144,7 +144,8 @@ def test_set(group: RunGroup) -> tuple[tuple[str, ...], frozenset[str]] | None:
     predictions = first.get("test_predictions")
     if predictions is None:
         return None
-    return tuple(first.get("classes") or ()), frozenset(predictions["ids"])
+    # Outcomes (right or wrong per tile) do not depend on the label order, only on the class set.
+    return tuple(sorted(first.get("classes") or ())), frozenset(predictions["ids"])
 
 
 def mcnemar_vs_best(group: RunGroup, best: RunGroup) -> tuple[float | None, int | None, str | None]:

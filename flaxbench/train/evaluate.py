@@ -43,7 +43,8 @@ def evaluate_workdir(workdir: str | Path, split: str = "test", which: str = BEST
     if saved_data.is_file():  # the source as resolved at training, e.g. an absolute folder path
         spec.data.source = json.loads(saved_data.read_text())["source"]
     run = build_run(spec, load_weights=False)
-    check_same_data(workdir, data_record(run.dataset, run.splits))
+    check_same_data(workdir, data_record(run.dataset, run.splits),
+                    "restore the data as it was (or evaluate with the flaxbench that trained the run)")
     ckpts = RunCheckpoints(workdir / "checkpoints", read_only=True)
     restored = ckpts.restore(which, run.initial_state())
     ckpts.close()

@@ -93,8 +93,8 @@ def train_and_evaluate(
     workdir = check_workdir(workdir, spec, overwrite=overwrite)
     run = build_run(spec, dataset)
     data = data_record(run.dataset, run.splits)
-    if not overwrite:
-        check_same_data(workdir, data)  # a resume must see the data it started with
+    if not overwrite and _has_checkpoint(workdir / "checkpoints" / LAST):
+        check_same_data(workdir, data, "restore the data as it was, or start the run over with --overwrite")
     if is_main_process():
         claim_workdir(workdir, spec, overwrite=overwrite)
         write_json_atomic(workdir / "data.json", data)
@@ -129,6 +129,11 @@ def train_and_evaluate(
         "macro_f1": results["macro_f1"], "balanced_accuracy": results["balanced_accuracy"],
     }, synthetic=bool(run.dataset.synthetic)) + f"  (best epoch {results['evaluated_checkpoint']['epoch']}; train {results['train_time_s']:.1f} s)")
     return results
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    """True if an orbax checkpoint folder holds a saved step (a resume would continue from it)."""
+    return folder.is_dir() and any(step.name.isdigit() for step in folder.iterdir())
 
 
 def _run_epoch(run: Run, state: TrainState, epoch: int, progress: dict[str, Any], ckpts: RunCheckpoints):

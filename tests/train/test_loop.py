@@ -127,6 +127,15 @@ def test_evaluate_and_resume_refuse_data_that_changed_since_training(tmp_path, m
     assert evaluate_workdir(workdir, "test")["classes"] == ["a", "b", "c"]
 
 
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_on_other_data(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    # What a run killed while compiling leaves: data.json of the data it loaded, no checkpoint.
+    (workdir / "data.json").write_text(json.dumps({"classes": ["x", "y"], "split_sizes": {"train": 1}}))
+    train_and_evaluate(tiny_spec(**{"train.epochs": 1}), workdir, log=lambda s: None)
+    assert json.loads((workdir / "data.json").read_text())["classes"] != ["x", "y"]
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     spec = tiny_spec(**{"train.learning_rate": 1e30, "train.epochs": 3, "train.optimizer": "sgd"})
     with pytest.raises(TrainingError, match=r"at step \d+ \(epoch \d+\)"):

@@ -78,7 +78,7 @@ def test_sigint_saves_exits_cleanly_and_resumes(tmp_path, uninterrupted):
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "Resume with" in err.strip().splitlines()[-1]
-    hint = err.strip().splitlines()[-1].split("Resume with the same command: ", 1)[1]
+    hint = err.strip().splitlines()[-1].split("Resume with: ", 1)[1]
     assert shlex.split(hint) == ["python", "-m", "flaxbench", *ARGS, f"--workdir={tmp_path}"]  # pastes into a shell
     assert RunCheckpoints(tmp_path / "checkpoints").epochs(LAST)
     resumed = run_cli(*ARGS, f"--workdir={tmp_path}")
