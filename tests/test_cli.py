@@ -38,6 +38,7 @@ def test_unknown_model_name(tmp_path):
 def test_missing_folder_source(tmp_path):
     proc = run_cli(*TINY, f"--spec.data.source=folder:{tmp_path}/none", f"--workdir={tmp_path}/run")
     assert_one_line_error(proc, f"{tmp_path}/none")
+    assert not (tmp_path / "run").exists()  # no empty run directory left behind
 
 
 def test_train_then_refuse_to_overwrite_then_evaluate(tmp_path):

@@ -14,7 +14,7 @@ import numpy as np
 
 from flaxbench import __version__
 from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
-from flaxbench.errors import TrainingError
+from flaxbench.errors import TrainingError, WorkdirError
 from flaxbench.evaluation import format_metrics, split_metrics
 from flaxbench.results import RESULTS_FORMAT, write_json_atomic
 from flaxbench.runtime import any_process, describe_devices, enable_determinism, is_main_process, sync_processes
@@ -90,10 +90,18 @@ def train_and_evaluate(
     `dataset` (a data_pipeline.TileDataset) replaces loading `spec.data`, e.g. for benchmarks.
     """
     enable_determinism(spec.train.deterministic)
+    is_new = not Path(workdir).exists()
     workdir = check_workdir(workdir, spec, overwrite=overwrite)
-    run = build_run(spec, dataset)
+    resuming = not overwrite and _has_checkpoint(workdir / "checkpoints" / LAST)
+    try:
+        # A resume restores its params: the initial weights (an ImageNet download, a .pth) are not needed.
+        run = build_run(spec, dataset, load_weights=not resuming)
+    except BaseException:
+        if is_new and is_main_process() and workdir.is_dir() and not any(workdir.iterdir()):
+            workdir.rmdir()  # a bad spec or data leaves no empty run directory behind
+        raise
     data = data_record(run.dataset, run.splits)
-    if not overwrite and _has_checkpoint(workdir / "checkpoints" / LAST):
+    if resuming:
         check_same_data(workdir, data, "restore the data as it was, or start the run over with --overwrite")
     if is_main_process():
         claim_workdir(workdir, spec, overwrite=overwrite)
@@ -102,6 +110,9 @@ def train_and_evaluate(
     state = run.initial_state()
     ckpts = RunCheckpoints(workdir / "checkpoints")
     restored = ckpts.restore(LAST, state)
+    if resuming and restored is None:
+        raise WorkdirError(f"no checkpoint in '{workdir / 'checkpoints' / LAST}' is readable, so the run cannot "
+                           "resume; start it over with --overwrite")
     progress = _progress(restored[1] if restored else None)
     if restored:
         state = restored[0]

@@ -169,6 +169,15 @@ class Run:
         return to_host(out)[: split.count]
 
 
+def _check_min_size(spec: ml_collections.ConfigDict, min_size: Any, size: int) -> None:
+    """SpecError naming spec.data.image_size if tiles of `size` px are below the model's minimum."""
+    if isinstance(min_size, int) and size < min_size:
+        raise SpecError(
+            f"spec.data.image_size: {spec.model.name} needs tiles of at least {min_size} px, got {size}; "
+            "use larger tiles"
+        )
+
+
 def build_run(
     spec: ml_collections.ConfigDict, dataset: TileDataset | None = None, *, load_weights: bool = True
 ) -> Run:
@@ -188,12 +197,6 @@ def build_run(
             f"the tiles are {height}x{width} px and the models take square tiles; set spec.data.image_size "
             "to the side to resize them to"
         )
-    min_size = getattr(model_class(spec.model.name), "min_size", 1)
-    if isinstance(min_size, int) and height < min_size:
-        raise SpecError(
-            f"spec.data.image_size: {spec.model.name} needs tiles of at least {min_size} px, got {height}; "
-            "use larger tiles"
-        )
     for name in ("val", "test"):
         if not len(getattr(dataset, name).labels):
             raise SpecError(
@@ -204,7 +207,12 @@ def build_run(
         raise SpecError(
             f"spec.train.batch_size={cfg.batch_size} exceeds the {n_train} training tiles; lower it"
         )
+    # Model classes say their minimum tile size (ConvModel cannot even be built below it); the
+    # torchvision ports are built by functions, so their instances are checked. Both before a
+    # workdir is cleared, not when the first step is traced.
+    _check_min_size(spec, getattr(model_class(spec.model.name), "min_size", 1), height)
     model = init_model(spec, len(dataset.classes), dataset.image_size[0], load_weights=load_weights)
+    _check_min_size(spec, model.min_size, height)
     parts = split_model(model)
     steps_per_epoch = n_train // cfg.batch_size
     tx, schedule = make_optimizer(cfg, steps_per_epoch, tuple(model.head_path))

@@ -95,6 +95,11 @@ def test_overwrite_keeps_the_finished_run_until_the_new_one_loads(finished_run, 
                            overwrite=True, log=lambda s: None)
     assert (workdir / "results.json").read_bytes() == before
     assert (workdir / "eval_val.json").is_file() and (workdir / "checkpoints").is_dir()
+    # A torchvision port checks its minimum tile size only when built: still before anything is cleared.
+    with pytest.raises(SpecError, match="alexnet needs tiles of at least 63 px, got 32"):
+        train_and_evaluate(tiny_spec(**{"model.name": "alexnet", "model.options": {}}), workdir,
+                           overwrite=True, log=lambda s: None)
+    assert (workdir / "results.json").read_bytes() == before
     train_and_evaluate(tiny_spec(**{"train.epochs": 1}), workdir, overwrite=True, log=lambda s: None)
     assert json.loads((workdir / "results.json").read_text())["epochs"] == 1
     assert not (workdir / "eval_val.json").exists()  # it described the replaced run
