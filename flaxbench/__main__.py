@@ -127,6 +127,10 @@ def main(argv: list[str]) -> None:
     except (FlaxbenchError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C while loading or compiling, or a second one during an epoch
+        print("stopped by Ctrl-C; epochs saved before it are kept: the same command resumes from the last "
+              "checkpoint", file=sys.stderr)
+        sys.exit(130)
     except Interrupted as e:
         print(f"stopped by {e.signal_name} after epoch {e.epoch}; checkpoint saved in {e.workdir / 'checkpoints'}. "
               f"Resume with: {shlex.join(['python', '-m', 'flaxbench', *resume_arguments(sys.argv[1:])])}", file=sys.stderr)

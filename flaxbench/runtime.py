@@ -42,7 +42,10 @@ def make_mesh(cfg: ml_collections.ConfigDict, batch_size: int) -> Mesh:
     devices = jax.devices()
     count = len(devices) if cfg.data in (-1, None) else int(cfg.data)
     if not 1 <= count <= len(devices):
-        raise SpecError(f"spec.mesh.data={cfg.data} but {len(devices)} devices are available")
+        raise SpecError(
+            f"spec.mesh.data={cfg.data} must be -1 (all devices) or a device count from 1 to {len(devices)}, "
+            f"the devices available here"
+        )
     if batch_size % count:
         raise SpecError(
             f"spec.train.batch_size={batch_size} is not divisible by the {count} devices of the data "

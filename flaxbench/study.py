@@ -100,5 +100,6 @@ def run_study(
         log(f"{tag}: test accuracy {100 * result['test_accuracy']:.1f}%, train {result['train_time_s']:.1f} s")
     paths = write_report(workdir) if is_main_process() and any(workdir.rglob("results.json")) else {}
     if failures:
-        raise FlaxbenchError(f"{len(failures)} study row(s) failed, the others are reported: " + " | ".join(failures))
+        others = "the others are reported" if len(failures) < len(jobs) else "no row trained"
+        raise FlaxbenchError(f"{len(failures)} of {len(jobs)} study run(s) failed, {others}: " + " | ".join(failures))
     return paths

@@ -116,7 +116,13 @@ def load_torchvision(
     else:
         state_dict = read_state_dict(source)
     model = build_for_loading(arch, 1000, seed=seed, **{**PRETRAINED_OPTIONS.get(arch, {}), **options})
-    importlib.import_module(CONVERTERS[arch]).load_torchvision_state(model, state_dict)
+    try:
+        importlib.import_module(CONVERTERS[arch]).load_torchvision_state(model, state_dict)
+    except WeightsError as error:
+        if isinstance(source, Mapping):
+            raise
+        where = "torchvision's download" if source == "download" else f"'{os.fspath(source)}'"
+        raise WeightsError(f"weights {where}: {error}") from None
     if num_classes != 1000:
         model.reset_head(num_classes, rngs=nnx.Rngs(params=seed + 2))
     return model

@@ -184,7 +184,7 @@ def test_weights_file_that_is_not_a_state_dict(tmp_path):
 
 def test_architecture_that_disagrees_with_the_state_dict(weights_file, tmp_path, jax_cache):
     proc = convert(weights_file, tmp_path / "out", arch="alexnet", env=jax_cache)
-    assert_one_line_error(proc, "alexnet", "state_dict")
+    assert_one_line_error(proc, "alexnet", "state_dict", str(weights_file))
     assert not (tmp_path / "out").exists()
 
 
