@@ -2,8 +2,8 @@
 
     python -m flaxbench --spec specs/demo.py
 
-Runs in under 2 minutes on a 2-core CPU (1 min 53 s measured on a shared, busy one). Expected:
-test accuracy about 0.91 on the 240 synthetic test tiles (90.8% measured; SYNTHETIC DATA: a
+Runs in under 2 minutes on a 2-core CPU (55-90 s measured on a shared, busy one). Expected:
+test accuracy about 0.92 on the 240 synthetic test tiles (91.7% measured; SYNTHETIC DATA: a
 check that everything works, not a histology result).
 """
 
