@@ -89,7 +89,8 @@ def split_counts(
         for name, total in zip(SPLIT_NAMES, values):
             if 0 < total < len(sizes):
                 raise DataError(
-                    f"spec.data.split {tuple(values)} gives the {name} split {total} tile{'s' if total != 1 else ''} for "
+                    f"spec.data.split {tuple(values)} gives the {name} split {total} "
+                    f"tile{'s' if total != 1 else ''} for "
                     f"{len(sizes)} classes, but a stratified split needs at least one tile of every "
                     f"class in every split: give {name} at least {len(sizes)} or select fewer classes"
                 )

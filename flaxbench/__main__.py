@@ -133,7 +133,8 @@ def main(argv: list[str]) -> None:
         sys.exit(130)
     except Interrupted as e:
         print(f"stopped by {e.signal_name} after epoch {e.epoch}; checkpoint saved in {e.workdir / 'checkpoints'}. "
-              f"Resume with: {shlex.join(['python', '-m', 'flaxbench', *resume_arguments(sys.argv[1:])])}", file=sys.stderr)
+              f"Resume with: {shlex.join(['python', '-m', 'flaxbench', *resume_arguments(sys.argv[1:])])}",
+              file=sys.stderr)
         sys.exit(130 if e.signal_name == "SIGINT" else 143)
 
 

@@ -138,7 +138,8 @@ def train_and_evaluate(
     log(format_metrics(spec.name, "test", {
         "accuracy": results["test_accuracy"], "loss": results["test_loss"],
         "macro_f1": results["macro_f1"], "balanced_accuracy": results["balanced_accuracy"],
-    }, synthetic=bool(run.dataset.synthetic)) + f"  (best epoch {results['evaluated_checkpoint']['epoch']}; train {results['train_time_s']:.1f} s)")
+    }, synthetic=bool(run.dataset.synthetic))
+        + f"  (best epoch {results['evaluated_checkpoint']['epoch']}; train {results['train_time_s']:.1f} s)")
     return results
 
 

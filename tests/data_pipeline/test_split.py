@@ -108,14 +108,16 @@ def test_more_tiles_than_available_is_an_error():
 
 
 def test_class_with_too_few_tiles_is_named():
-    named = r"class 'rare' has 2 tiles, too few .* no test tiles \(train 1, val 1, test 0\); .* every class of 4 tiles or more works"
+    named = (r"class 'rare' has 2 tiles, too few .* no test tiles \(train 1, val 1, test 0\); "
+             r".* every class of 4 tiles or more works")
     with pytest.raises(DataError, match=named):
         split_counts([50, 2], ("common", "rare"), (0.6, 0.2, 0.2))
 
 
 def test_a_split_asked_for_is_never_left_empty():
     # Three tiles a class: 0.15 of a class rounds to nothing, so test (or val) would be empty overall.
-    with pytest.raises(DataError, match=r"too few for spec.data.split \(0.7, 0.15, 0.15\).* every class of 5 tiles or more works"):
+    too_few = r"too few for spec.data.split \(0.7, 0.15, 0.15\).* every class of 5 tiles or more works"
+    with pytest.raises(DataError, match=too_few):
         split_counts([3] * 8, tuple("abcdefgh"), (0.7, 0.15, 0.15))
 
 

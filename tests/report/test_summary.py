@@ -108,7 +108,8 @@ def test_mcnemar_without_shared_tiles_is_na_with_reason(study):
 def test_rows_sharing_a_title_are_labelled_with_their_names(tmp_path):
     for name in ("conv_a", "conv_b"):
         write_results(tmp_path / name / "results.json", make_results(name, title="ConvModel"))
-    assert {row["label"] for row in summarize(collect_runs(tmp_path)).rows} == {"ConvModel (conv_a)", "ConvModel (conv_b)"}
+    labels = {row["label"] for row in summarize(collect_runs(tmp_path)).rows}
+    assert labels == {"ConvModel (conv_a)", "ConvModel (conv_b)"}
 
 
 def test_missing_optional_fields_become_none(tmp_path):
