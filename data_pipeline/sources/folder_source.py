@@ -4,9 +4,9 @@ Layout: ROOT/<class>/<tiles>, where ROOT is the folder or zip itself, or its onl
 directory when that holds class folders rather than tiles (the Kather zip has
 `Kather_texture_2016_image_tiles_5000/01_TUMOR/...`). Tiles may sit in subfolders of a class
 folder; symbolic links to folders are followed. Files directly in ROOT (README.txt, .csv)
-are ignored; hidden files (`.DS_Store`, `._*`, `Thumbs.db`, `__MACOSX/`) are ignored everywhere. Inside a class folder, a file
-without an image extension or one that fails to decode is a bad file: an error, or skipped
-with `spec.data.skip_bad_files=True`. Tile ids are paths relative to ROOT with `/`, so a
+are ignored; hidden files (`.DS_Store`, `._*`, `Thumbs.db`, `__MACOSX/`) are ignored
+everywhere. Inside a class folder, a file without an image extension or one that fails to
+decode is a bad file: an error, or skipped with `spec.data.skip_bad_files=True`. Tile ids are paths relative to ROOT with `/`, so a
 folder and its zip give the same ids.
 """
 
