@@ -6,8 +6,8 @@ directory when that holds class folders rather than tiles (the Kather zip has
 folder; symbolic links to folders are followed. Files directly in ROOT (README.txt, .csv)
 are ignored; hidden files (`.DS_Store`, `._*`, `Thumbs.db`, `__MACOSX/`) are ignored
 everywhere. Inside a class folder, a file without an image extension or one that fails to
-decode is a bad file: an error, or skipped with `spec.data.skip_bad_files=True`. Tile ids are paths relative to ROOT with `/`, so a
-folder and its zip give the same ids.
+decode is a bad file: an error, or skipped with `spec.data.skip_bad_files=True`. Tile ids are
+paths relative to ROOT with `/`, so a folder and its zip give the same ids.
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ def _open_tree(path: str) -> Iterator[tuple[list[str], Callable[[str], bytes], C
             try:
                 return archive.read(members[name])
             except Exception as error:  # damaged, encrypted or unsupported member: a bad file
-                if members[name].flag_bits & 0x1:
-                    raise OSError("it is encrypted; extract the zip with its password and give the folder") from error
+                if members[name].flag_bits & 0x1:  # the zip format's "encrypted" bit
+                    raise OSError("it is encrypted; extract the zip with its password, give the folder") from error
                 raise OSError(f"cannot read it from the zip: {type(error).__name__}: {error}") from error
 
         files = [name for name, info in members.items() if not info.is_dir()]
