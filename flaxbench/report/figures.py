@@ -166,7 +166,9 @@ def per_class_recall(summary: Summary, path: Path) -> Path:
     drawn = [(i, row, cm) for i, (row, cm) in enumerate(zip(summary.rows, matrices)) if cm is not None]
     missing = [row["name"] for row, cm in zip(summary.rows, matrices) if cm is None]
     count = max(len(drawn), 1)
-    figure = _new_figure(title, summary.synthetic, (max(8.0, 1.5 + len(classes) * (0.3 * count + 0.5)), 5.0))
+    # Wider with more classes and rows, up to a width that still prints (bars narrow beyond it).
+    width_in = min(24.0, max(8.0, 1.5 + len(classes) * (0.3 * count + 0.5)))
+    figure = _new_figure(title, summary.synthetic, (width_in, 5.0))
     axes = figure.add_subplot()
     width = 0.8 / count
     for slot, (i, row, cm) in enumerate(drawn):
