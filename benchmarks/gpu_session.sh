@@ -37,8 +37,11 @@ if compgen -G ".whl/*.whl" > /dev/null; then
     || { echo "gpu_session.sh: installing the wheels in .whl failed (see above)"; exit 2; }
   export PYTHONPATH=/tmp/gpu_session_site${PYTHONPATH:+:$PYTHONPATH}
 fi
-python3 -c "import ml_collections" 2> /dev/null \
-  || { echo "gpu_session.sh: ml_collections is missing; put its wheel in .whl and carry .whl (benchmarks/README.md)"; exit 2; }
+if ! import_error=$(python3 -c "import ml_collections" 2>&1); then
+  echo "gpu_session.sh: cannot import ml_collections (${import_error##*$'\n'}); put its wheel in .whl and carry .whl" \
+    "(benchmarks/README.md)"
+  exit 2
+fi
 
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2> /dev/null || echo "no nvidia-smi"
@@ -64,8 +67,11 @@ run_phase() {  # run_phase NAME FILE COMMAND...: run COMMAND with what is left o
   fi
   echo "== $name ($(date -u +%H:%M:%S), ${seconds}s left): $*"
   timeout --kill-after=10 "$seconds" "$@" | tee "$out/$file"
-  echo "== $name: exit ${PIPESTATUS[0]} ($(left)s left)"
+  local status=${PIPESTATUS[0]}
+  echo "== $name: exit $status ($(left)s left)"
+  [ "$status" -eq 0 ] || failed="$failed $name"
 }
+failed=""
 
 if [ -n "$models" ]; then
   run_phase throughput throughput.jsonl python3 benchmarks/throughput.py --models "$models" --batch "$batch" \
@@ -79,4 +85,5 @@ if [ -n "$compile_models" ] && [ "$(left)" -ge 150 ]; then
   run_phase torch_compile compile.jsonl python3 benchmarks/throughput.py --models "$compile_models" \
     --batch "$batch" --size "$size" --steps 10 --repeats 4 --dtype bfloat16 --json
 fi
-echo "== done in $(($(date +%s) - start))s; results in $out"
+echo "== done in $(($(date +%s) - start))s; results in $out${failed:+; failed or cut off:$failed}"
+[ -z "$failed" ]

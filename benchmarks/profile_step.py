@@ -27,6 +27,8 @@ import jax
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.throughput import compiled_benchmark_run, count  # noqa: E402
+from flaxbench.errors import FlaxbenchError  # noqa: E402
+from flaxbench.study import parse_study_rows  # noqa: E402
 
 _INSTRUCTION = re.compile(r"\s*(?:ROOT\s+)?%?([\w.\-]+) = (\S+) ([\w\-]+)\(")
 _SOURCE_OP = re.compile(r'op_name="([^"]*)"')
@@ -44,14 +46,19 @@ def hlo_instructions(hlo_text: str) -> dict[str, tuple[str, str, str]]:
     return table
 
 
-def op_events(trace_dir: Path) -> list[dict]:
-    """Complete ('X') events of the Perfetto trace that `jax.profiler.trace` wrote under `trace_dir`."""
+def op_events(trace_dir: Path, module: str) -> list[dict]:
+    """Complete ('X') events of HLO module `module` in the Perfetto trace written under `trace_dir`.
+
+    Events of other programs (the epoch's batch plan, random seeds) can share instruction names
+    with the step's, so they are told apart by the module each event names.
+    """
     files = sorted(trace_dir.glob("**/perfetto_trace.json.gz"), key=lambda f: f.stat().st_mtime)
     if not files:
         raise FileNotFoundError(f"no perfetto_trace.json.gz under {trace_dir}; this JAX build wrote none")
     events = json.load(gzip.open(files[-1]))  # the newest, if --trace-dir holds earlier traces
     events = events["traceEvents"] if isinstance(events, dict) else events
-    return [e for e in events if e.get("ph") == "X" and "dur" in e]
+    return [e for e in events if e.get("ph") == "X" and "dur" in e
+            and e.get("args", {}).get("hlo_module", module) == module]
 
 
 def group_op_times(events: list[dict], instructions: dict[str, tuple[str, str, str]],
@@ -85,7 +92,9 @@ def profile_flaxbench(row: str, batch: int, size: int, dtype: str, steps: int, t
     with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
         state, losses, _ = epoch(state, images, labels, jax.random.key(2))
         losses.block_until_ready()
-    rows, op_ms = group_op_times(op_events(trace_dir), hlo_instructions(compiled_step.as_text()), steps)
+    hlo_text = compiled_step.as_text()
+    module = re.search(r"^HloModule (\S+?),?\s", hlo_text, re.M).group(1)
+    rows, op_ms = group_op_times(op_events(trace_dir, module), hlo_instructions(hlo_text), steps)
     return {"model": row, "wall_ms_per_step": wall_ms, "op_ms_per_step": op_ms, "ops": rows,
             "name": run.spec.model.name, "options": run.spec.model.options.to_dict()}
 
@@ -126,9 +135,10 @@ def main() -> None:
     parser.add_argument("--trace-dir", type=Path, help="keep the raw trace here (default: a temporary folder)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    spec_file = Path(__file__).resolve().parent.parent / "specs" / f"{args.model}.py"
-    if not spec_file.is_file():
-        parser.error(f"--model {args.model}: no spec {spec_file}; use a file name from specs/ without .py")
+    try:
+        (args.model,) = parse_study_rows(args.model, "--model")
+    except (FlaxbenchError, ValueError) as error:
+        parser.error(str(error) if isinstance(error, FlaxbenchError) else "--model takes one study row")
     if args.json and args.torch:
         parser.error("--json prints flaxbench's ops only; drop --torch or --json")
     with tempfile.TemporaryDirectory() as scratch:

@@ -30,6 +30,7 @@ from flaxbench.train.loop import train_and_evaluate  # noqa: E402
 
 STUDY_SECONDS = {"vit_p10": 359.7, "vit_p15": 129.9, "convmodel": 52.8, "resnet18": 148.5, "alexnet": 95.5,
                  "googlenet": 162.2, "densenet121": 408.5, "resnet50": 434.3, "efficientnet_b4": 609.8}
+STUDY_EPOCHS = 30  # the epochs behind STUDY_SECONDS
 
 
 def study_shaped_dataset(size: int) -> TileDataset:
@@ -57,7 +58,9 @@ def main() -> None:
     except FlaxbenchError as error:
         parser.error(str(error))
     data = study_shaped_dataset(150)
-    total, total_compile, rows = 0.0, 0.0, []
+    total, total_compile, rows, failed = 0.0, 0.0, [], []
+    epochs = args.extrapolate or args.epochs
+    scale = epochs / STUDY_EPOCHS  # the study's times are for 30 epochs: compare like with like
     for row in args.rows:
         spec = load_spec_file(Path(__file__).resolve().parent.parent / "specs" / f"{row}.py")
         spec.model.init = "scratch"
@@ -70,6 +73,7 @@ def main() -> None:
         except Exception as error:  # one failing row must not lose the others' numbers
             print(f"{row}: failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
                   file=sys.stderr, flush=True)
+            failed.append(row)
             continue
         seconds = result["train_time_s"]
         if args.extrapolate:
@@ -77,20 +81,24 @@ def main() -> None:
         total += seconds
         total_compile += result["compile_time_s"]
         rows.append({"row": row, "train_time_s": round(seconds, 2), "compile_time_s": round(result["compile_time_s"], 2),
-                     "images_per_second": round(result["images_per_second"], 1), "study_s": STUDY_SECONDS[row],
+                     "images_per_second": round(result["images_per_second"], 1),
+                     "study_s": round(STUDY_SECONDS[row] * scale, 2),
                      "device": result["device"], "dtype": result["dtype"],
-                     "epochs": args.extrapolate or args.epochs, "extrapolated": bool(args.extrapolate)})
+                     "epochs": epochs, "extrapolated": bool(args.extrapolate)})
         if args.json:
             print(json.dumps(rows[-1]), flush=True)
     if not args.json and rows:
         note = f" (extrapolated from {args.epochs} epochs)" if args.extrapolate else ""
-        print(f"device: {rows[0]['device']}, {rows[0]['dtype']}, {rows[0]['epochs']} epochs per row{note}")
+        scaled = "" if epochs == STUDY_EPOCHS else f"; study times scaled from {STUDY_EPOCHS} to {epochs} epochs"
+        print(f"device: {rows[0]['device']}, {rows[0]['dtype']}, {epochs} epochs per row{note}{scaled}")
         print(f"{'row':<18}{'train s':>10}{'study s':>10}{'speed-up':>10}{'compile s':>11}{'img/s':>9}")
         for r in rows:
-            print(f"{r['row']:<18}{r['train_time_s']:>10.1f}{r['study_s']:>10.1f}{r['study_s'] / r['train_time_s']:>9.2f}x"
+            print(f"{r['row']:<18}{r['train_time_s']:>10.1f}{r['study_s']:>10.1f}{r['study_s'] / r['train_time_s']:>9.3g}x"
                   f"{r['compile_time_s']:>11.1f}{r['images_per_second']:>9.0f}")
-        study_total = sum(STUDY_SECONDS[r["row"]] for r in rows)
-        print(f"{'total':<18}{total:>10.1f}{study_total:>10.1f}{study_total / total:>9.2f}x{total_compile:>11.1f}")
+        study_total = sum(r["study_s"] for r in rows)
+        print(f"{'total':<18}{total:>10.1f}{study_total:>10.1f}{study_total / total:>9.3g}x{total_compile:>11.1f}")
+    if failed:
+        sys.exit(f"study_time: {len(failed)} row(s) failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -186,7 +186,14 @@ def main() -> None:
     device = f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}"
     torch_device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     torch.backends.cudnn.benchmark = True  # let cuDNN autotune its convolutions, as XLA does
-    rows = []
+    load = os.getloadavg()[0]
+    if torch_device.startswith("cpu") and load > 0.5 * (os.cpu_count() or 1):
+        # Measured here: with a test suite holding both cores, torch's 2-thread CPU steps slowed
+        # about 25x and XLA's far less, so a ConvModel ratio read 10.4 (0.97 on 1 torch thread).
+        print(f"warning: the machine is busy (1-minute load {load:.1f} on {os.cpu_count()} cores); on CPU, torch's "
+              "threads slow down far more than XLA's under load, so the ratios lean toward flaxbench: measure "
+              "on an otherwise idle machine", file=sys.stderr, flush=True)
+    rows, failed = [], []
     for row in args.models:
         try:
             flax_call, built = flax_timer(row, args.batch, args.size, args.dtype, args.steps)
@@ -198,8 +205,9 @@ def main() -> None:
                 timers["torch_compile"] = compiled
             times = interleaved_times(timers, args.repeats, optional=frozenset({"torch_compile"}))
         except Exception as error:  # one failing model must not lose the others' numbers
-            print(f"{row}: failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
-                  file=sys.stderr, flush=True)
+            print(f"{row}: failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                  f" (this script's tile size is --size)", file=sys.stderr, flush=True)
+            failed.append(row)
             continue
         img_s = {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
         round_ratios = [t_torch / t_jax for t_jax, t_torch in zip(times["jax"], times["torch"])]
@@ -210,7 +218,8 @@ def main() -> None:
                      "ratio_range": [round(min(round_ratios), 3), round(max(round_ratios), 3)],
                      "ratio_vs_best_torch": round(img_s["jax"] / best_torch, 3),
                      "jax_compile_s": round(built["compile_s"], 2), "device": device, "torch_device": torch_device,
-                     "dtype": args.dtype, "batch": args.batch, "size": args.size, "rounds": args.repeats})
+                     "dtype": args.dtype, "batch": args.batch, "size": args.size, "rounds": args.repeats,
+                     "load_1min_at_start": round(load, 2)})
         if args.json:
             print(json.dumps(rows[-1]), flush=True)
     if not args.json:
@@ -222,6 +231,8 @@ def main() -> None:
             spread = f"{r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}"
             print(f"{r['model']:<16}{r['jax_img_s']:>16.1f}{r['torch_img_s']:>13.1f}{comp:>15}{r['ratio']:>8.2f}"
                   f"{spread:>15}{r['jax_compile_s']:>15.1f}")
+    if failed:
+        sys.exit(f"throughput: {len(failed)} model(s) failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

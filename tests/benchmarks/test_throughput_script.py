@@ -66,3 +66,14 @@ def test_a_failing_optional_contender_is_dropped_and_the_others_keep_their_round
 
     with pytest.raises(RuntimeError, match="jax failed"):  # a required contender's failure propagates
         throughput.interleaved_times({"jax": broken_jax, "torch": lambda: 2.0}, 2, optional=frozenset({"torch_compile"}))
+
+
+def test_a_failing_model_makes_the_exit_status_non_zero_and_names_the_size_flag():
+    # 32 px is not a multiple of ViT patch 15: the row fails while being built.
+    proc = subprocess.run([sys.executable, "benchmarks/throughput.py", "--models", "vit_p15", "--batch", "2",
+                           "--size", "32", "--steps", "1", "--repeats", "1", "--no-compile", "--json"],
+                          cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "vit_p15: failed" in proc.stderr and "--size" in proc.stderr
+    assert "throughput: 1 model(s) failed: vit_p15" in proc.stderr and proc.stdout == ""
