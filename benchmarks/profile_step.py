@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.throughput import compiled_benchmark_run, count  # noqa: E402
 from flaxbench.errors import FlaxbenchError  # noqa: E402
+from flaxbench.host_memory import restart_with_huge_pages  # noqa: E402
 from flaxbench.study import parse_study_rows  # noqa: E402
 
 _INSTRUCTION = re.compile(r"\s*(?:ROOT\s+)?%?([\w.\-]+) = (\S+) ([\w\-]+)\(")
@@ -162,4 +163,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as `python -m flaxbench` does
     main()

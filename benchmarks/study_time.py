@@ -25,6 +25,7 @@ from benchmarks.throughput import count, random_dataset  # noqa: E402
 from data_pipeline import Split, TileDataset  # noqa: E402
 from flaxbench.spec import load_spec_file  # noqa: E402
 from flaxbench.errors import FlaxbenchError  # noqa: E402
+from flaxbench.host_memory import restart_with_huge_pages  # noqa: E402
 from flaxbench.study import STUDY_ROWS, parse_study_rows  # noqa: E402
 from flaxbench.train.loop import train_and_evaluate  # noqa: E402
 
@@ -102,4 +103,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as `python -m flaxbench` does
     main()

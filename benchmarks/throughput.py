@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from data_pipeline import Split, TileDataset  # noqa: E402
 from flaxbench.spec import load_spec_file  # noqa: E402
 from flaxbench.errors import FlaxbenchError  # noqa: E402
+from flaxbench.host_memory import restart_with_huge_pages  # noqa: E402
 from flaxbench.study import parse_study_rows  # noqa: E402
 from flaxbench.train.setup import Run, build_run  # noqa: E402
 from flaxbench.train.state import TrainState  # noqa: E402
@@ -236,4 +237,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as `python -m flaxbench` does
     main()

@@ -20,6 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from flaxbench.errors import FlaxbenchError
+from flaxbench.host_memory import restart_with_huge_pages
 
 COMMANDS = ("train", "evaluate", "convert", "study", "report", "predict")
 COMMON_SPEC = Path(__file__).resolve().parent.parent / "specs" / "common.py"
@@ -189,6 +190,7 @@ def check_spec_arguments(argv: list[str]) -> dict[str, Any]:
 
 def run() -> None:
     """Console-script entry point."""
+    restart_with_huge_pages()
     argv = sys.argv
     if len(argv) > 1 and argv[1] == "study" and _spec_arguments(argv)[0] is None:
         # Study overrides (--spec.x=y) are parsed against the common spec, then applied to every row.
