@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import REPO
 
-PRINT_TUNABLES = ("import sys; from flaxbench.host_memory import restart_with_huge_pages; "
+PRINT_TUNABLES = ("from flaxbench.host_memory import restart_with_huge_pages; "
                   "print('started', flush=True); restart_with_huge_pages(); "
                   "import os; print(os.environ.get('GLIBC_TUNABLES'))")
 
