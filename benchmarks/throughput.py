@@ -6,9 +6,12 @@ For each study row (spec name) it times flaxbench's real jitted epoch function (
 and normalisation on device, data resident on device) and the same architecture in torch (same
 batch, size, AdamW, precision; on GPU with autocast and channels_last; eager and torch.compile
 where it works). After one warm-up call each, the contenders are timed interleaved, one call of
-each per round, so load from elsewhere on a shared machine hits both sides of a ratio. Reports
-each contender's median over the rounds in training images per second, the ratio of the
-medians, and the lowest and highest ratio of single rounds.
+each per round, so load from elsewhere on a shared machine hits both sides of a ratio. Within a
+round each timed call comes right after an untimed call of the same contender (`--settle`), so
+it is timed in the steady state of a training run rather than in the wake of the other
+framework (see `interleaved_times`). Reports each contender's median over the rounds in
+training images per second, the ratio of the medians, and the lowest and highest ratio of
+single rounds.
 """
 
 from __future__ import annotations
@@ -125,13 +128,23 @@ def torch_timer(name: str, options: dict, batch: int, size: int, dtype: str, ste
     return timed_call
 
 
-def interleaved_times(timers: dict[str, Timer], repeats: int,
-                      optional: frozenset[str] = frozenset()) -> dict[str, list[float]]:
-    """Seconds per call of each timer over `repeats` rounds, one call of each per round.
+def interleaved_times(timers: dict[str, Timer], repeats: int, optional: frozenset[str] = frozenset(),
+                      settle: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each timer over `repeats` rounds, one timed call of each per round.
 
     Interleaving puts every contender under the same load at almost the same time, so a burst
     of activity from elsewhere on a shared machine slows both sides of a ratio, not one. The
     order rotates each round, so no contender always runs right after the same other one.
+
+    Each timed call follows `settle` untimed calls of the same contender. XLA:CPU allocates
+    (and the kernel zero-fills) a fresh temp buffer for every step (938 MB for DenseNet-121 at
+    batch 16), where torch's buffers stay in malloc's heap. Back to back, XLA gets the same
+    pages again at once; after the other framework's call, a VM that hands freed guest pages
+    back to its host (free page reporting) has to fault them in from the host again: on such
+    a VM DenseNet-121's kernel time went from 0.3 to 2.2 s per call of 2 steps and its
+    throughput from about 15.5 to about 10 img/s, at unchanged page-fault counts. A training run never
+    alternates with torch, so the settled call is the one to time.
+
     A contender named in `optional` that raises is dropped (with a line on stderr) and the
     others go on; any other contender's error propagates.
     """
@@ -141,6 +154,8 @@ def interleaved_times(timers: dict[str, Timer], repeats: int,
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             try:
+                for _ in range(settle):
+                    timers[name]()
                 times[name].append(timers[name]())
             except Exception as error:
                 if name not in optional:
@@ -178,6 +193,8 @@ def main() -> None:
     parser.add_argument("--steps", type=count, default=5, help="training steps per timed call")
     parser.add_argument("--repeats", type=count, default=5,
                         help="timed rounds after one warm-up call each; a round times one call of every contender")
+    parser.add_argument("--settle", type=int, default=1, choices=range(0, 10), metavar="N",
+                        help="untimed calls of a contender right before each of its timed calls (0-9, default 1)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -204,7 +221,7 @@ def main() -> None:
                 built["model"], built["options"], args.batch, args.size, args.dtype, args.steps, True)
             if compiled:
                 timers["torch_compile"] = compiled
-            times = interleaved_times(timers, args.repeats, optional=frozenset({"torch_compile"}))
+            times = interleaved_times(timers, args.repeats, optional=frozenset({"torch_compile"}), settle=args.settle)
         except Exception as error:  # one failing model must not lose the others' numbers
             print(f"{row}: failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
                   f" (this script's tile size is --size)", file=sys.stderr, flush=True)
@@ -220,6 +237,7 @@ def main() -> None:
                      "ratio_vs_best_torch": round(img_s["jax"] / best_torch, 3),
                      "jax_compile_s": round(built["compile_s"], 2), "device": device, "torch_device": torch_device,
                      "dtype": args.dtype, "batch": args.batch, "size": args.size, "rounds": args.repeats,
+                     "settle": args.settle,
                      "load_1min_at_start": round(load, 2)})
         if args.json:
             print(json.dumps(rows[-1]), flush=True)

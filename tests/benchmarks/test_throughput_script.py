@@ -68,6 +68,23 @@ def test_a_failing_optional_contender_is_dropped_and_the_others_keep_their_round
         throughput.interleaved_times({"jax": broken_jax, "torch": lambda: 2.0}, 2, optional=frozenset({"torch_compile"}))
 
 
+def test_only_the_call_after_the_settling_calls_is_timed():
+    throughput = _load_throughput_module()
+    calls = {"jax": 0, "torch": 0}
+
+    def counting(name: str):
+        def timer() -> float:
+            calls[name] += 1
+            return float(calls[name])  # "seconds" = which call of this contender it was
+        return timer
+
+    times = throughput.interleaved_times({"jax": counting("jax"), "torch": counting("torch")}, 3, settle=2)
+    assert times == {"jax": [3.0, 6.0, 9.0], "torch": [3.0, 6.0, 9.0]}
+    calls.update(jax=0, torch=0)
+    assert throughput.interleaved_times({"jax": counting("jax"), "torch": counting("torch")}, 2, settle=0) == {
+        "jax": [1.0, 2.0], "torch": [1.0, 2.0]}
+
+
 def test_a_failing_model_makes_the_exit_status_non_zero_and_names_the_size_flag():
     # 32 px is not a multiple of ViT patch 15: the row fails while being built.
     proc = subprocess.run([sys.executable, "benchmarks/throughput.py", "--models", "vit_p15", "--batch", "2",
