@@ -136,14 +136,15 @@ def interleaved_times(timers: dict[str, Timer], repeats: int, optional: frozense
     of activity from elsewhere on a shared machine slows both sides of a ratio, not one. The
     order rotates each round, so no contender always runs right after the same other one.
 
-    Each timed call follows `settle` untimed calls of the same contender. XLA:CPU allocates
-    (and the kernel zero-fills) a fresh temp buffer for every step (938 MB for DenseNet-121 at
-    batch 16), where torch's buffers stay in malloc's heap. Back to back, XLA gets the same
-    pages again at once; after the other framework's call, a VM that hands freed guest pages
-    back to its host (free page reporting) has to fault them in from the host again: on such
-    a VM DenseNet-121's kernel time went from 0.3 to 2.2 s per call of 2 steps and its
-    throughput from about 15.5 to about 10 img/s, at unchanged page-fault counts. A training run never
-    alternates with torch, so the settled call is the one to time.
+    Each timed call follows `settle` untimed calls of the same contender. XLA:CPU allocates a
+    fresh temp buffer for every step (938 MB for DenseNet-121 at batch 16) and frees it after,
+    where torch's buffers stay in malloc's heap. Back to back, XLA gets the same pages again
+    at once. After a pause of a few seconds, a VM that hands free guest pages back to its host
+    (free page reporting, as on this project's CPU machines) has to fault them in from the host
+    again: there DenseNet-121 ran 10.0 img/s with 2.36 s of kernel time per call after a plain
+    3 s sleep between calls, 15.4 img/s and 0.32 s back to back. Another framework's call is
+    such a pause; the steps of a training run follow each other without one, so the settled
+    call is the one to time.
 
     A contender named in `optional` that raises is dropped (with a line on stderr) and the
     others go on; any other contender's error propagates.
