@@ -7,7 +7,7 @@ and normalisation on device, data resident on device) and the same architecture 
 batch, size, AdamW, precision; on GPU with autocast and channels_last; eager and torch.compile
 where it works). After one warm-up call each, the contenders are timed interleaved, one call of
 each per round, so load from elsewhere on a shared machine hits both sides of a ratio. Within a
-round each timed call comes right after an untimed call of the same contender (`--settle`), so
+round each timed call comes right after two untimed calls of the same contender (`--settle`), so
 it is timed in the steady state of a training run rather than in the wake of the other
 framework (see `interleaved_times`). Reports each contender's median over the rounds in
 training images per second, the ratio of the medians, and the lowest and highest ratio of
@@ -129,7 +129,7 @@ def torch_timer(name: str, options: dict, batch: int, size: int, dtype: str, ste
 
 
 def interleaved_times(timers: dict[str, Timer], repeats: int, optional: frozenset[str] = frozenset(),
-                      settle: int = 1) -> dict[str, list[float]]:
+                      settle: int = 2) -> dict[str, list[float]]:
     """Seconds per call of each timer over `repeats` rounds, one timed call of each per round.
 
     Interleaving puts every contender under the same load at almost the same time, so a burst
@@ -144,7 +144,9 @@ def interleaved_times(timers: dict[str, Timer], repeats: int, optional: frozense
     again: there DenseNet-121 ran 10.0 img/s with 2.36 s of kernel time per call after a plain
     3 s sleep between calls, 15.4 img/s and 0.32 s back to back. Another framework's call is
     such a pause; the steps of a training run follow each other without one, so the settled
-    call is the one to time.
+    call is the one to time. One settling call is not enough there: after two torch calls,
+    DenseNet-121's next three calls ran 10.0-10.7, 10.8-12.2 and 15.9-16.5 img/s (kernel time
+    1.8-2.4, 1.3-1.7 and 0.23-0.28 s; four rounds), hence two by default.
 
     A contender named in `optional` that raises is dropped (with a line on stderr) and the
     others go on; any other contender's error propagates.
@@ -194,8 +196,8 @@ def main() -> None:
     parser.add_argument("--steps", type=count, default=5, help="training steps per timed call")
     parser.add_argument("--repeats", type=count, default=5,
                         help="timed rounds after one warm-up call each; a round times one call of every contender")
-    parser.add_argument("--settle", type=int, default=1, choices=range(0, 10), metavar="N",
-                        help="untimed calls of a contender right before each of its timed calls (0-9, default 1)")
+    parser.add_argument("--settle", type=int, default=2, choices=range(0, 10), metavar="N",
+                        help="untimed calls of a contender right before each of its timed calls (0-9, default 2)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
