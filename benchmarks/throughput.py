@@ -178,6 +178,27 @@ def count(text: str) -> int:
     return value
 
 
+def busy_cores(window_s: float = 1.0) -> float:
+    """How many cores other processes kept busy over the last `window_s` seconds (Linux), else the 1-minute load.
+
+    The load average still counts a benchmark run that has just ended, so back-to-back runs would
+    warn about their own predecessor; /proc/stat sampled now does not.
+    """
+    def cpu_times() -> list[int]:
+        with open("/proc/stat") as stat:
+            return [int(field) for field in stat.readline().split()[1:]]
+
+    try:
+        before = cpu_times()
+        time.sleep(window_s)
+        after = cpu_times()
+    except (OSError, ValueError):
+        return os.getloadavg()[0]
+    delta = [b - a for a, b in zip(before, after)]
+    idle = delta[3] + (delta[4] if len(delta) > 4 else 0)  # idle + iowait
+    return (os.cpu_count() or 1) * (1 - idle / max(sum(delta), 1))
+
+
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject unknown study rows before anything is built or timed."""
     try:
@@ -207,11 +228,11 @@ def main() -> None:
     device = f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}"
     torch_device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     torch.backends.cudnn.benchmark = True  # let cuDNN autotune its convolutions, as XLA does
-    load = os.getloadavg()[0]
+    load = busy_cores()
     if torch_device.startswith("cpu") and load > 0.5 * (os.cpu_count() or 1):
         # Measured here: with a test suite holding both cores, torch's 2-thread CPU steps slowed
         # about 25x and XLA's far less, so a ConvModel ratio read 10.4 (0.97 on 1 torch thread).
-        print(f"warning: the machine is busy (1-minute load {load:.1f} on {os.cpu_count()} cores); on CPU, torch's "
+        print(f"warning: the machine is busy ({load:.1f} of {os.cpu_count()} cores in use); on CPU, torch's "
               "threads slow down far more than XLA's under load, so the ratios lean toward flaxbench: measure "
               "on an otherwise idle machine", file=sys.stderr, flush=True)
     rows, failed = [], []
@@ -241,7 +262,7 @@ def main() -> None:
                      "jax_compile_s": round(built["compile_s"], 2), "device": device, "torch_device": torch_device,
                      "dtype": args.dtype, "batch": args.batch, "size": args.size, "rounds": args.repeats,
                      "settle": args.settle,
-                     "load_1min_at_start": round(load, 2)})
+                     "busy_cores_at_start": round(load, 2)})
         if args.json:
             print(json.dumps(rows[-1]), flush=True)
     if not args.json:

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -94,3 +95,16 @@ def test_a_failing_model_makes_the_exit_status_non_zero_and_names_the_size_flag(
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "vit_p15: failed" in proc.stderr and "--size" in proc.stderr
     assert "throughput: 1 model(s) failed: vit_p15" in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat")
+def test_busy_cores_sees_a_process_spinning_on_a_core():
+    throughput = _load_throughput_module()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = throughput.busy_cores(1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert 0.8 <= busy <= (os.cpu_count() or 1) + 0.01
