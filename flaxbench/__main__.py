@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
-import logging
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from flaxbench.errors import FlaxbenchError
@@ -112,7 +112,9 @@ def main(argv: list[str]) -> None:
     from data_pipeline import DataError
     from flaxbench.train.loop import Interrupted
 
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    if not FLAGS["verbosity"].present:
+        # Library INFO lines (JAX failing to find a TPU, orbax's saves) read like errors; -v 0 shows them.
+        absl_logging.set_verbosity(absl_logging.WARNING)
     if FLAGS.distributed:
         from flaxbench.runtime import initialize_distributed
 

@@ -62,6 +62,16 @@ def test_train_then_refuse_to_overwrite_then_evaluate(tmp_path):
         assert_one_line_error(ignored, "evaluate does not take --spec")
 
 
+def test_a_run_prints_no_library_info_lines_unless_asked(tmp_path):
+    # JAX_PLATFORMS unset, as for a user: JAX then logs at INFO that it found no TPU.
+    quiet = run_cli(*TINY, f"--workdir={tmp_path / 'run'}", env={"JAX_PLATFORMS": ""})
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr.strip() == "", quiet.stderr
+    verbose = run_cli("evaluate", f"--workdir={tmp_path / 'run'}", "-v", "0", env={"JAX_PLATFORMS": ""})
+    assert verbose.returncode == 0, verbose.stderr
+    assert "orbax-checkpoint version" in verbose.stderr
+
+
 def test_overrides_take_a_value_after_an_equals_sign_or_a_space():
     from flaxbench.__main__ import check_spec_arguments
 
