@@ -137,7 +137,7 @@ def training_curves(summary: Summary, path: Path) -> Path:
             accuracy_axes.plot(epochs, [100.0 * v for v in values], color=_color(i), marker=".", label=row["label"])
         for key, style in (("train_loss", "-"), ("val_loss", "--")):
             if curves[key]:
-                loss_axes.plot(*curves[key], color=_color(i), linestyle=style)
+                loss_axes.plot(*curves[key], color=_color(i), linestyle=style, marker=".")
     accuracy_axes.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy")
     loss_axes.set(xlabel="epoch", ylabel="loss", title="Loss (solid: train, dashed: validation)")
     if accuracy_axes.lines:
