@@ -95,7 +95,14 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
         try:
             parent[leaf] = value
         except TypeError as e:
-            raise SpecError(f"spec key 'spec.{dotted}' cannot take {value!r}: {e}") from None
+            current = parent[leaf]
+            if current is None:
+                hint = str(e)
+            elif isinstance(current, (tuple, list, dict)):
+                hint = f"it takes a {type(current).__name__}, written as Python does: --spec.{dotted}=\"{current!r}\""
+            else:
+                hint = f"it takes values like {current!r}"
+            raise SpecError(f"spec key 'spec.{dotted}' cannot take {value!r}: {hint}") from None
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

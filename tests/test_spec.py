@@ -1,5 +1,7 @@
 """Spec loading, overrides and validation."""
 
+import re
+
 import pytest
 
 from flaxbench.errors import SpecError
@@ -31,8 +33,13 @@ def test_overrides_are_applied_and_type_checked():
     spec = load_repo_spec("vit_p15")
     apply_overrides(spec, ["train.epochs=3", "model.options.patch_size=10", "data.image_size=100"])
     assert (spec.train.epochs, spec.model.options.patch_size, spec.data.image_size) == (3, 10, 100)
-    with pytest.raises(SpecError, match="spec.train.epochs"):
+    with pytest.raises(SpecError, match="spec.train.epochs' cannot take 'many': it takes values like 3"):
         apply_overrides(spec, ["train.epochs='many'"])
+    # A bare word for a tuple key: the error shows the tuple syntax with the key's current value.
+    with pytest.raises(SpecError, match=re.escape(
+            "cannot take 'hflip': it takes a tuple, written as Python does: "
+            "--spec.data.augment=\"('hflip', 'vflip', 'rot90')\"")):
+        apply_overrides(spec, ["data.augment=hflip"])
 
 
 def test_misspelled_key_names_the_key():
