@@ -29,6 +29,9 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     **{f"efficientnet_b{i}": ("flaxbench.models.efficientnet", f"efficientnet_b{i}") for i in range(8)},
 }
 
+# Constructor options that are probabilities (dropout rates), in whichever model takes them.
+PROBABILITY_OPTIONS = ("dropout", "attention_dropout", "drop_rate", "stochastic_depth_prob")
+
 # Architectures with torchvision weights: name -> module holding `load_torchvision_state`.
 CONVERTERS: dict[str, str] = {
     name: module + "_convert"
@@ -49,6 +52,10 @@ def model_class(name: str) -> Any:
 def build_model(name: str, num_classes: int, *, seed: int = 0, **options: Any) -> nnx.Module:
     """Build model `name` with `num_classes` outputs and random init from `seed`."""
     constructor = model_class(name)
+    for key in PROBABILITY_OPTIONS:
+        value = options.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise SpecError(f"spec.model.options.{key}={value!r} is not a probability; use a value in [0, 1]")
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
     try:
         return constructor(num_classes, rngs=rngs, **options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import time
 from typing import Any
 
@@ -24,6 +25,16 @@ from flaxbench.train.steps import SteppedEpoch, epoch_plan, make_predict, make_t
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 TRAIN_EVAL = "train_eval"  # the predict program over the training split ("train" is the epoch)
+# spec.train numbers that would train without error but to meaningless results: key -> (test, valid range).
+TRAIN_NUMBER_RANGES = {
+    "learning_rate": (lambda v: v > 0, "a number above 0"),
+    "weight_decay": (lambda v: v >= 0, "a number of at least 0"),
+    "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "warmup_epochs": (lambda v: v >= 0, "a number of at least 0"),
+    "backbone_lr_scale": (lambda v: v >= 0, "a number of at least 0"),
+    "grad_clip_norm": (lambda v: v > 0, "None or a number above 0"),
+}
 
 
 def _model_options(spec: ml_collections.ConfigDict, image_size: int) -> dict[str, Any]:
@@ -169,6 +180,17 @@ class Run:
         return to_host(out)[: split.count]
 
 
+def check_train_numbers(cfg: ml_collections.ConfigDict) -> None:
+    """SpecError naming the first spec.train number outside its range (grad_clip_norm may be None)."""
+    for key, (in_range, valid) in TRAIN_NUMBER_RANGES.items():
+        value = cfg.get(key)
+        if key == "grad_clip_norm" and value is None:
+            continue
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (is_number and in_range(value)):
+            raise SpecError(f"spec.train.{key}={value!r} must be {valid}")
+
+
 def _check_min_size(spec: ml_collections.ConfigDict, min_size: Any, size: int) -> None:
     """SpecError naming spec.data.image_size if tiles of `size` px are below the model's minimum."""
     if isinstance(min_size, int) and size < min_size:
@@ -187,6 +209,7 @@ def build_run(
         value = cfg.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise SpecError(f"spec.train.{key}={value!r} must be a whole number of at least 1")
+    check_train_numbers(cfg)
     mesh = make_mesh(spec.mesh, cfg.batch_size)
     dtype_name = resolve_dtype(cfg.dtype, mesh.devices.flat[0].platform)
     dataset = dataset or load_dataset(spec.data)

@@ -187,6 +187,15 @@ def test_dtype_auto_is_float32_on_cpu():
     ({"train.batch_size": 0}, "spec.train.batch_size=0"),
     ({"data.split": (48, 0, 24)}, "no val tiles"),
     ({"data.split": (0.8, 0.2, 0)}, "no test tiles"),
+    ({"train.learning_rate": -1e-3}, "spec.train.learning_rate=-0.001 must be a number above 0"),
+    ({"train.learning_rate": float("nan")}, "spec.train.learning_rate=nan"),
+    ({"train.weight_decay": -0.1}, "spec.train.weight_decay=-0.1 must be a number of at least 0"),
+    ({"train.optimizer": "sgd", "train.momentum": 1.0}, "spec.train.momentum=1.0 must be a number in [0, 1)"),
+    ({"train.label_smoothing": 2.0}, "spec.train.label_smoothing=2.0 must be a number in [0, 1)"),
+    ({"train.warmup_epochs": -1.0}, "spec.train.warmup_epochs=-1.0"),
+    ({"train.backbone_lr_scale": -0.5}, "spec.train.backbone_lr_scale=-0.5"),
+    ({"train.grad_clip_norm": 0.0}, "spec.train.grad_clip_norm=0.0 must be None or a number above 0"),
+    ({"model.options": {"dropout": 1.5}}, "spec.model.options.dropout=1.5 is not a probability"),
 ])
 def test_numbers_that_cannot_train_are_refused_naming_the_key(tmp_path, override, needle):
     with pytest.raises(SpecError, match=re.escape(needle)):

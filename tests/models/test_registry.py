@@ -1,0 +1,28 @@
+"""The model registry: names, options and probability options checked before a model is built."""
+
+import re
+
+import pytest
+
+from flaxbench.errors import SpecError
+from flaxbench.models import build_model
+
+
+@pytest.mark.parametrize("name, option", [
+    ("convmodel", "dropout"), ("vit", "dropout"), ("vit", "attention_dropout"), ("alexnet", "dropout"),
+    ("googlenet", "dropout"), ("densenet121", "drop_rate"), ("efficientnet_b0", "stochastic_depth_prob"),
+])
+@pytest.mark.parametrize("value", [1.5, -0.1, float("nan"), "0.2"])
+def test_a_rate_that_is_not_a_probability_names_its_option(name, option, value):
+    with pytest.raises(SpecError, match=re.escape(f"spec.model.options.{option}={value!r} is not a probability")):
+        build_model(name, 6, **{option: value})
+
+
+def test_an_option_the_model_lacks_names_it():
+    with pytest.raises(SpecError, match=re.escape("model 'resnet18' has no option 'dropout' (spec.model.options.dropout)")):
+        build_model("resnet18", 6, dropout=0.1)
+
+
+def test_an_unknown_model_lists_the_known_ones():
+    with pytest.raises(SpecError, match="unknown model name 'resnet9000' in spec.model.name; known models: .*resnet18"):
+        build_model("resnet9000", 6)
