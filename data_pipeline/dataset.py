@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from typing import Any
@@ -19,6 +20,8 @@ from data_pipeline.split import split_indices
 
 logger = logging.getLogger(__name__)
 
+# Keys of spec.data applied on device at every step: they leave the loaded tiles as they are.
+DEVICE_KEYS = ("augment", "normalize")
 SOURCE_FORMS = "'tfds:colorectal_histology' (or tfds:NAME), 'folder:PATH' (folder or .zip) or 'synthetic'"
 
 
@@ -132,3 +135,31 @@ def load_dataset(cfg: Any) -> TileDataset:
         image_size=(int(tiles.images.shape[1]), int(tiles.images.shape[2])),
         skipped_files=tiles.skipped_files,
     )
+
+
+def _tiles_key(cfg: Any) -> str:
+    """What `load_dataset(cfg)` returns depends on this alone: spec.data without its device keys."""
+    items = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    return json.dumps({k: v for k, v in items.items() if k not in DEVICE_KEYS}, sort_keys=True, default=repr)
+
+
+class LastDataset:
+    """`load_dataset` that reuses the last dataset it loaded while spec.data asks for the same tiles.
+
+    A study's rows differ in model and normalisation, not in their tiles: this decodes a large
+    folder once per study instead of once per row and seed.
+    """
+
+    def __init__(self) -> None:
+        self._key: str | None = None
+        self._dataset: TileDataset | None = None
+
+    def load(self, cfg: Any) -> TileDataset:
+        """The dataset of `cfg`, reused if the last call's `cfg` differed only in augment/normalize."""
+        _check_device_options(cfg)
+        key = _tiles_key(cfg)
+        if key != self._key or self._dataset is None:
+            self._key, self._dataset = None, None  # let the old tiles go before decoding new ones
+            self._dataset = load_dataset(cfg)
+            self._key = key
+        return self._dataset

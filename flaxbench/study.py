@@ -59,6 +59,7 @@ def run_study(
     log: Callable[[str], None] = print,
 ) -> dict[str, Path]:
     """Train every row (and seed) not yet complete under `workdir`, then write the report there."""
+    from data_pipeline import LastDataset
     from flaxbench.report import write_report
     from flaxbench.runtime import is_main_process
     from flaxbench.train.loop import train_and_evaluate
@@ -76,6 +77,7 @@ def run_study(
         raise FlaxbenchError(f"study specs share a name ({names}); give each row its own spec.name")
     jobs = [(spec, k) for spec in specs for k in range(seeds)]
     failures = []
+    datasets = LastDataset()  # rows and seeds on the same tiles decode them once
     for i, (spec, k) in enumerate(jobs, 1):
         spec = spec.copy_and_resolve_references()
         spec.seed = spec.seed + k
@@ -92,7 +94,7 @@ def run_study(
             continue
         log(f"{tag}: training in {out}")
         try:
-            result = train_and_evaluate(spec, out)
+            result = train_and_evaluate(spec, out, dataset=datasets.load(spec.data))
         except FlaxbenchError as e:
             log(f"{tag}: FAILED: {e}")
             failures.append(f"{spec.name}: {e}")

@@ -190,3 +190,17 @@ def test_more_seeds_later_reuse_the_finished_single_seed_runs(spec_files, finish
         assert not (workdir / name / "seed_0").exists()
         assert json.loads((workdir / name / "seed_1" / "results.json").read_text())["seed"] == 1
     assert all(row["seeds"] == 2 for row in read_report_rows(workdir))
+
+
+def test_rows_and_seeds_on_the_same_tiles_decode_them_once(spec_files, tmp_path, monkeypatch):
+    import data_pipeline.dataset
+    from flaxbench.study import run_study
+
+    loads = []
+    real_load = data_pipeline.dataset.load_dataset
+    monkeypatch.setattr(data_pipeline.dataset, "load_dataset", lambda cfg: loads.append(cfg) or real_load(cfg))
+    # Two rows (other models, the same spec.data) with two seeds each: four runs, one decode.
+    run_study(spec_files, tmp_path, seeds=2, log=lambda line: None)
+    assert len(loads) == 1
+    data = {(tmp_path / name / f"seed_{seed}" / "data.json").read_text() for name in ROWS for seed in (0, 1)}
+    assert len(data) == 1

@@ -96,6 +96,21 @@ def test_kather_sample_end_to_end(kather_sample):
     assert not set(data.train.ids) & set(data.test.ids)
 
 
+def test_last_dataset_decodes_again_only_when_the_tiles_asked_for_change(monkeypatch):
+    loads = []
+    monkeypatch.setattr(data_pipeline.dataset, "load_dataset", lambda cfg: loads.append(cfg) or load_dataset(cfg))
+    datasets = data_pipeline.LastDataset()
+    first = datasets.load(_config())
+    # Augmentation and normalisation run on device: the same tiles serve both rows.
+    assert datasets.load(_config(normalize="imagenet", augment=())) is first and len(loads) == 1
+    other_split = datasets.load(_config(split_seed=1))
+    assert len(loads) == 2 and other_split.train.ids != first.train.ids
+    assert datasets.load(_config(split_seed=1)) is other_split and len(loads) == 2
+    assert datasets.load(_config()) is not first and len(loads) == 3  # only the last dataset is kept
+    with pytest.raises(DataError, match="unknown spec.data.normalize 'zscore'"):
+        datasets.load(_config(normalize="zscore"))  # device keys are checked even when the tiles are reused
+
+
 def test_package_never_imports_flaxbench():
     package = Path(data_pipeline.__file__).parent
     for source in package.rglob("*.py"):
