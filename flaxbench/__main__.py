@@ -5,7 +5,7 @@
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
     python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...]
     python -m flaxbench report RUNS_DIR [--out DIR]
-    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv]
+    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ COMMON_SPEC = Path(__file__).resolve().parent.parent / "specs" / "common.py"
 
 config_flags.DEFINE_config_file("spec", None, "Spec file (specs/*.py); override keys with --spec.a.b=value.")
 flags.DEFINE_string("workdir", None, "Run directory (default runs/<spec name>; study: runs/study).")
-flags.DEFINE_bool("overwrite", False, "Replace the results of a finished run in --workdir.")
+flags.DEFINE_bool("overwrite", False, "Replace the results of a finished run in --workdir; predict: replace --out.")
 flags.DEFINE_enum("split", "test", ["test", "val", "train"], "evaluate: which split.")
 flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "evaluate/predict: which checkpoint.")
 flags.DEFINE_string("arch", None, "convert: architecture, e.g. resnet18.")
@@ -100,7 +100,7 @@ def _predict(args: list[str]) -> None:
     if not FLAGS.workdir or not args:
         raise FlaxbenchError("predict needs --workdir DIR and at least one tile file or folder")
     out = FLAGS.out or str(Path(FLAGS.workdir) / "predictions.csv")
-    predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint)
+    predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint, overwrite=FLAGS.overwrite)
 
 
 HANDLERS = {"train": _train, "evaluate": _evaluate, "convert": _convert, "study": _study,

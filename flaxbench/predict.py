@@ -55,11 +55,14 @@ def read_data_info(workdir: Path) -> dict:
 
 
 def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path, *, which: str = BEST,
-                  batch_size: int = 64) -> Path:
+                  batch_size: int = 64, overwrite: bool = False) -> Path:
     """Predict every image under `paths` with the run's `which` checkpoint; returns the CSV path."""
     workdir, out = Path(workdir), Path(out_csv)
     if out.is_dir():
         raise WorkdirError(f"--out '{out}' is a folder; give a file name such as '{out / 'predictions.csv'}'")
+    if out.exists() and not overwrite:
+        raise WorkdirError(f"'{out}' already exists (earlier predictions?); give another --out, or add --overwrite "
+                           "to replace it")
     spec = read_run_spec(workdir)
     info = read_data_info(workdir)
     classes, size = list(info["classes"]), int(info["image_size"][0])

@@ -153,10 +153,22 @@ def test_no_readable_tile_is_an_error_and_keeps_an_earlier_csv(trained_run, odd_
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = run_cli("predict", f"--workdir={trained_run}", str(empty), str(odd_inputs["bad_dir"]), f"--out={out}",
-                   env=jax_cache)
+                   "--overwrite", env=jax_cache)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "no readable tiles" in proc.stderr.strip().splitlines()[-1]
     assert out.read_text() == "path,predicted_class\nkept,tumor\n"
+
+
+def test_an_existing_csv_is_kept_unless_overwrite(trained_run, tmp_path, jax_cache):
+    out = tmp_path / "earlier.csv"
+    out.write_text("path,predicted_class\nkept,tumor\n")
+    refused = run_cli("predict", f"--workdir={trained_run}", str(KATHER), f"--out={out}", env=jax_cache)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "already exists" in refused.stderr.strip().splitlines()[-1] and "--overwrite" in refused.stderr
+    assert out.read_text() == "path,predicted_class\nkept,tumor\n"
+    replaced = run_cli("predict", f"--workdir={trained_run}", str(KATHER), f"--out={out}", "--overwrite", env=jax_cache)
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert out.read_text().startswith("path,predicted_class,prob_")
 
 
 def test_out_naming_a_folder_is_a_one_line_error(trained_run, tmp_path, jax_cache):
