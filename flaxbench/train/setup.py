@@ -240,7 +240,9 @@ def build_run(
     steps_per_epoch = n_train // cfg.batch_size
     tx, schedule = make_optimizer(cfg, steps_per_epoch, tuple(model.head_path))
     sharding = replicated(mesh)
-    eval_batch = -(-cfg.eval_batch_size // mesh.devices.size) * mesh.devices.size
+    # No larger than the largest split: a larger batch would only compile and hold padding.
+    largest_split = max(len(getattr(dataset, name).labels) for name in ("train", "val", "test"))
+    eval_batch = -(-min(cfg.eval_batch_size, largest_split) // mesh.devices.size) * mesh.devices.size
     splits = {
         name: put_split(getattr(dataset, name), eval_batch, sharding) for name in ("train", "val", "test")
     }

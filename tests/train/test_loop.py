@@ -203,6 +203,17 @@ def test_numbers_that_cannot_train_are_refused_naming_the_key(tmp_path, override
     assert not (tmp_path / "spec.json").exists()
 
 
+def test_an_eval_batch_larger_than_every_split_evaluates_as_the_largest_split(tmp_path):
+    # tiny_spec's largest split holds 48 tiles; 10**12 would need terabytes of padding indices.
+    results = [
+        train_and_evaluate(tiny_spec(**{"train.epochs": 1, "train.eval_batch_size": size}), tmp_path / str(size),
+                           log=lambda s: None)
+        for size in (48, 10**12)
+    ]
+    for key in ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "test_predictions"):
+        assert results[0][key] == results[1][key], key
+
+
 def test_tiles_too_small_for_the_model_are_refused_naming_the_key(tmp_path):
     with pytest.raises(SpecError, match=r"spec\.data\.image_size: convmodel needs tiles of at least 8 px, got 4"):
         train_and_evaluate(tiny_spec(**{"data.image_size": 4}), tmp_path, log=lambda s: None)
