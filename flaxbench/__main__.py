@@ -19,7 +19,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from flaxbench.errors import FlaxbenchError
+from flaxbench.errors import FlaxbenchError, out_of_memory_message
 from flaxbench.host_memory import restart_with_huge_pages
 
 COMMANDS = ("train", "evaluate", "convert", "study", "report", "predict")
@@ -129,6 +129,12 @@ def main(argv: list[str]) -> None:
         HANDLERS[command](args)
     except (FlaxbenchError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (MemoryError, RuntimeError) as e:
+        message = out_of_memory_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}; epochs saved before it are kept", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C while loading or compiling, or a second one during an epoch
         print("stopped by Ctrl-C; epochs saved before it are kept: the same command resumes from the last "

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
-from flaxbench.errors import FlaxbenchError
+from flaxbench.errors import FlaxbenchError, out_of_memory_message
 from flaxbench.spec import apply_overrides, load_spec_file
 from flaxbench.workdir import spec_difference
 
@@ -95,9 +95,12 @@ def run_study(
         log(f"{tag}: training in {out}")
         try:
             result = train_and_evaluate(spec, out, dataset=datasets.load(spec.data))
-        except FlaxbenchError as e:
-            log(f"{tag}: FAILED: {e}")
-            failures.append(f"{spec.name}: {e}")
+        except (FlaxbenchError, MemoryError, RuntimeError) as e:
+            message = str(e) if isinstance(e, FlaxbenchError) else out_of_memory_message(e)
+            if message is None:
+                raise
+            log(f"{tag}: FAILED: {message}")  # e.g. one model too large for the device: the others still run
+            failures.append(f"{spec.name}: {message}")
             continue
         log(f"{tag}: test accuracy {100 * result['test_accuracy']:.1f}%, train {result['train_time_s']:.1f} s")
     paths = write_report(workdir) if is_main_process() and any(workdir.rglob("results.json")) else {}

@@ -72,6 +72,14 @@ def test_a_run_prints_no_library_info_lines_unless_asked(tmp_path):
     assert "orbax-checkpoint version" in verbose.stderr
 
 
+def test_running_out_of_memory_is_one_line_with_what_to_lower(tmp_path):
+    # A 4 TB hidden layer: XLA's allocation fails at once with RESOURCE_EXHAUSTED.
+    proc = run_cli(*TINY, "--spec.model.options.hidden=1000000000000", f"--workdir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "out of memory", "RESOURCE_EXHAUSTED", "spec.train.batch_size")
+    assert not (tmp_path / "run").exists()
+
+
 def test_overrides_take_a_value_after_an_equals_sign_or_a_space():
     from flaxbench.__main__ import check_spec_arguments
 

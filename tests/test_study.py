@@ -204,3 +204,18 @@ def test_rows_and_seeds_on_the_same_tiles_decode_them_once(spec_files, tmp_path,
     assert len(loads) == 1
     data = {(tmp_path / name / f"seed_{seed}" / "data.json").read_text() for name in ROWS for seed in (0, 1)}
     assert len(data) == 1
+
+
+def test_a_row_out_of_memory_fails_alone_and_the_others_are_reported(spec_files, tmp_path):
+    from flaxbench.study import run_study
+
+    huge = tmp_path / "tiny_huge_spec.py"  # a 4 TB hidden layer: XLA's allocation fails at once
+    huge.write_text(ROW_SPEC.format(demo=str(REPO / "specs" / "demo.py"), name="tiny_huge", hidden=10**12,
+                                    dropout=0.0))
+    lines = []
+    with pytest.raises(FlaxbenchError, match=r"1 of 2 study run\(s\) failed, the others are reported: "
+                                             r"tiny_huge: out of memory \(RESOURCE_EXHAUSTED"):
+        run_study([huge, spec_files[0]], tmp_path / "study", log=lines.append)
+    assert any(line.startswith("[1/2] tiny_huge: FAILED: out of memory") for line in lines), lines
+    assert (tmp_path / "study" / "tiny_a" / "results.json").is_file()
+    assert [row["name"] for row in read_report_rows(tmp_path / "study")] == ["tiny_a"]
