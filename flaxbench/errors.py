@@ -24,7 +24,8 @@ class TrainingError(FlaxbenchError):
 def out_of_memory_message(error: BaseException) -> str | None:
     """One line for the host (MemoryError) or XLA (RESOURCE_EXHAUSTED) running out of memory; None for other errors."""
     text = str(error).strip()
-    if not (isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and text.startswith("RESOURCE_EXHAUSTED"))):
+    xla_out_of_memory = isinstance(error, RuntimeError) and text.startswith("RESOURCE_EXHAUSTED")
+    if not (isinstance(error, MemoryError) or xla_out_of_memory):
         return None
     reason = text.splitlines()[0].rstrip(".")[:200] if text else type(error).__name__
     return (f"out of memory ({reason}); lower spec.train.batch_size or spec.train.eval_batch_size, use smaller "
