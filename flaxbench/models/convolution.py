@@ -1,8 +1,9 @@
-"""Convolutions with PyTorch's semantics (`conv2d`), and the CPU forms of depthwise and 1x1 ones.
+"""Convolutions with PyTorch's semantics (`conv2d`), and their CPU forms.
 
 On CPU, depthwise and 1x1 convolutions run with hand-written gradients that XLA:CPU executes
-much faster than autodiff's; `benchmarks/README.md` has the measurements. Elsewhere they are
-plain `nnx.Conv` layers with the same parameters.
+much faster than autodiff's, and other convolutions over small feature maps run as one matmul;
+`benchmarks/README.md` has the measurements. Elsewhere they are plain `nnx.Conv` layers with the
+same parameters.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def conv2d(
     ph, pw = (padding, padding) if isinstance(padding, int) else padding
     depthwise = groups > 1 and groups == in_channels == out_channels
     pointwise = (kh, kw) == (1, 1) and (ph, pw) == (0, 0) and groups == 1
-    layer = DepthwiseConv2d if depthwise else PointwiseConv2d if pointwise else nnx.Conv
+    layer = DepthwiseConv2d if depthwise else PointwiseConv2d if pointwise else Conv2d if groups == 1 else nnx.Conv
     return layer(
         in_channels,
         out_channels,
@@ -81,6 +82,43 @@ class PointwiseConv2d(_CpuConv):
     def cpu_convolution(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
         """1x1 convolution of NHWC `x` with `kernel` and this layer's stride."""
         return pointwise_conv_cpu(x, kernel, _pair(self.strides))
+
+
+# Output maps of at most this many pixels are convolved as one matmul on CPU (see Conv2d).
+SMALL_MAP_PIXELS = 8
+
+
+class Conv2d(_CpuConv):
+    """A dense `nnx.Conv` that on CPU convolves small feature maps as one im2col matmul.
+
+    XLA:CPU's convolution of maps of a few pixels took 15-50x as long as the same sums as a
+    matmul (3x3 kernels, 256-512 channels, 1x1 to 2x4 maps: ResNet's last stage at 64 px
+    tiles); from 3x3 maps up it was as fast as or faster than the matmul, so larger maps keep it.
+    """
+
+    def cpu_convolution(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+        """Convolution of NHWC `x` with `kernel`, this layer's stride and padding."""
+        strides = _pair(self.strides)
+        padding = self.padding if isinstance(self.padding, str) else tuple(tuple(p) for p in self.padding)
+        if not isinstance(padding, str):
+            out_h, out_w = _output_size(x.shape[1:3], kernel.shape[:2], strides, padding)
+            if out_h * out_w <= SMALL_MAP_PIXELS:
+                return im2col_conv(x, kernel, strides, padding)
+        return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _output_size(in_hw, kernel_hw, strides, padding) -> tuple[int, int]:
+    return tuple((size + low + high - k) // s + 1 for size, k, s, (low, high) in zip(in_hw, kernel_hw, strides, padding))
+
+
+def im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: tuple) -> jax.Array:
+    """Convolution of NHWC `x` with an HWIO `kernel` as one matmul over every tap's window (im2col)."""
+    kh, kw, cin, cout = kernel.shape
+    padded = jnp.pad(x, [(0, 0), *padding, (0, 0)])
+    out_hw = _output_size(x.shape[1:3], (kh, kw), strides, padding)
+    columns = jnp.concatenate([window for _, _, window in _taps(padded, (kh, kw), strides, out_hw)], axis=-1)
+    out = columns.reshape(-1, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)
+    return out.reshape(x.shape[0], *out_hw, cout)
 
 
 def _conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:

@@ -1,4 +1,4 @@
-"""On CPU, the depthwise and 1x1 convolutions with hand-written gradients equal nnx.Conv and its autodiff."""
+"""On CPU, the convolutions with their own CPU forms (depthwise, 1x1, small maps) equal nnx.Conv and its autodiff."""
 
 import numpy as np
 import pytest
@@ -54,3 +54,29 @@ def test_depthwise_conv_on_cpu_equals_the_grouped_convolution_and_its_gradients(
     np.testing.assert_allclose(np.asarray(ours[1]), np.asarray(grouped[1]), rtol=1e-4, atol=1e-4)
 
 
+
+
+@pytest.mark.parametrize("kernel,stride,padding,size", [
+    (3, 1, 1, 2), (3, 1, 1, 1), (3, 2, 1, 3), (5, 1, 2, 2), (7, 2, 3, 4),  # maps of <= 8 pixels: the matmul
+    (3, 1, 1, 5), (3, 2, 0, 9),  # larger maps: XLA's convolution
+])
+def test_dense_conv_on_cpu_equals_the_convolution_and_its_gradients(kernel, stride, padding, size):
+    import jax
+    from flax import nnx
+
+    from flaxbench.models.convolution import Conv2d, conv2d
+
+    conv = conv2d(6, 5, kernel, stride, padding, bias=True, rngs=nnx.Rngs(0))
+    assert isinstance(conv, Conv2d)
+    x = jax.random.normal(jax.random.key(1), (2, size, size, 6))
+    cotangent = jax.random.normal(jax.random.key(2), nnx.Conv.__call__(conv, x).shape)
+
+    def loss(layer, x, call):
+        return (call(layer, x) * cotangent).sum()
+
+    np.testing.assert_allclose(np.asarray(conv(x)), np.asarray(nnx.Conv.__call__(conv, x)), rtol=1e-5, atol=1e-5)
+    ours = nnx.grad(loss, argnums=(0, 1))(conv, x, Conv2d.__call__)
+    plain = nnx.grad(loss, argnums=(0, 1))(conv, x, nnx.Conv.__call__)
+    for name in ("kernel", "bias"):
+        np.testing.assert_allclose(np.asarray(ours[0][name][...]), np.asarray(plain[0][name][...]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(ours[1]), np.asarray(plain[1]), rtol=1e-4, atol=1e-4)
