@@ -158,7 +158,7 @@ class LastDataset:
         """The dataset of `cfg`, reused if the last call's `cfg` differed only in augment/normalize."""
         _check_device_options(cfg)
         key = _tiles_key(cfg)
-        if key != self._key or self._dataset is None:
+        if key != self._key:
             self._key, self._dataset = None, None  # let the old tiles go before decoding new ones
             self._dataset = load_dataset(cfg)
             self._key = key
