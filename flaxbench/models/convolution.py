@@ -98,9 +98,9 @@ class Conv2d(_CpuConv):
 
     def cpu_convolution(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
         """Convolution of NHWC `x` with `kernel`, this layer's stride and padding."""
-        strides = _pair(self.strides)
-        padding = self.padding if isinstance(self.padding, str) else tuple(tuple(p) for p in self.padding)
-        if not isinstance(padding, str):
+        strides, padding = _pair(self.strides), self.padding
+        if not isinstance(padding, str):  # conv2d always gives explicit (low, high) pairs
+            padding = tuple(tuple(p) for p in padding)
             out_h, out_w = _output_size(x.shape[1:3], kernel.shape[:2], strides, padding)
             if out_h * out_w <= SMALL_MAP_PIXELS:
                 return im2col_conv(x, kernel, strides, padding)
