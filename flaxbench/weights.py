@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +44,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file
+        pickled = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if pickled:
+            raise WeightsError(
+                f"weights file '{path}' holds a pickled Python object ({pickled.group(1)}: e.g. a whole model "
+                "saved with torch.save(model)), which flaxbench does not unpickle because unpickling can run code; "
+                "if you trust the file, load it in torch and save model.state_dict() with torch.save"
+            ) from None
         raise WeightsError(
             f"weights file '{path}' is not a readable torch file ({type(e).__name__}); "
             "it may be corrupt or truncated: download it again"
@@ -54,6 +62,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"weights file '{path}' does not hold a state_dict (a mapping of names to tensors); "
             "save one with torch.save(model.state_dict(), path)"
         )
+    # nn.DataParallel and DistributedDataParallel save every name under 'module.'.
+    if obj and all(str(key).startswith("module.") for key in obj):
+        obj = {str(key).removeprefix("module."): value for key, value in obj.items()}
     return to_numpy(obj)
 
 
@@ -99,12 +110,16 @@ def build_for_loading(arch: str, num_classes: int, *, seed: int = 0, **options: 
 def load_torchvision(
     arch: str,
     source: str | os.PathLike | Mapping[str, Any],
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     *,
     seed: int = 0,
     **options: Any,
 ) -> nnx.Module:
-    """Build `arch` with torchvision weights from `source`; a fresh head if num_classes != 1000."""
+    """Build `arch` with torchvision weights from `source`; a fresh head if num_classes differs from theirs.
+
+    The weights' own class count (1000 for ImageNet, or that of a torchvision model fine-tuned
+    elsewhere) is read from their classifier; `num_classes=None` keeps it.
+    """
     if arch not in CONVERTERS:
         raise WeightsError(
             f"no torchvision conversion for '{arch}'; convertible: {', '.join(sorted(CONVERTERS))}"
@@ -115,15 +130,18 @@ def load_torchvision(
         state_dict = download_state_dict(arch)
     else:
         state_dict = read_state_dict(source)
-    model = build_for_loading(arch, 1000, seed=seed, **{**PRETRAINED_OPTIONS.get(arch, {}), **options})
+    converter = importlib.import_module(CONVERTERS[arch])
+    head = state_dict.get(f"{converter.TORCH_HEAD}.weight")
+    trained_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
+    model = build_for_loading(arch, trained_classes, seed=seed, **{**PRETRAINED_OPTIONS.get(arch, {}), **options})
     try:
-        importlib.import_module(CONVERTERS[arch]).load_torchvision_state(model, state_dict)
+        converter.load_torchvision_state(model, state_dict)
     except WeightsError as error:
         if isinstance(source, Mapping):
             raise
         where = "torchvision's download" if source == "download" else f"'{os.fspath(source)}'"
         raise WeightsError(f"weights {where}: {error}") from None
-    if num_classes != 1000:
+    if num_classes is not None and num_classes != trained_classes:
         model.reset_head(num_classes, rngs=nnx.Rngs(params=seed + 2))
     return model
 
@@ -156,3 +174,4 @@ def load_converted(arch: str, directory: str | os.PathLike, num_classes: int, *,
     if num_classes != int(meta["num_classes"]):
         model.reset_head(num_classes, rngs=nnx.Rngs(params=seed + 2))
     return model
+

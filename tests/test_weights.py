@@ -202,3 +202,30 @@ def test_convert_refuses_a_non_empty_out_dir(weights_file, tmp_path, jax_cache):
     (out / "keep.txt").write_text("mine\n")
     assert_one_line_error(convert(weights_file, out, env=jax_cache), str(out), "not empty")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_a_whole_pickled_model_is_refused_saying_to_save_its_state_dict(torch_resnet18, tmp_path):
+    pickled = tmp_path / "whole_model.pth"
+    torch.save(torch_resnet18, pickled)
+    assert_one_line_error(convert(pickled, tmp_path / "out"), str(pickled), "pickled", "model.state_dict()")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_data_parallel_state_dict_loads_without_its_module_prefix(torch_resnet18, tmp_path):
+    wrapped = tmp_path / "data_parallel.pth"
+    torch.save(torch.nn.DataParallel(torch_resnet18).state_dict(), wrapped)
+    model = load_torchvision("resnet18", wrapped)
+    np.testing.assert_array_equal(np.asarray(model.conv1.kernel[...]), first_conv_kernel_of_torch(torch_resnet18))
+
+
+def test_a_torchvision_model_trained_for_other_classes_keeps_its_head(tmp_path, jax_cache):
+    six_classes = seeded_torch_model(torchvision.models.resnet18, num_classes=6)
+    path = tmp_path / "resnet18_six_classes.pth"
+    torch.save(six_classes.state_dict(), path)
+    images = random_images(2, IMAGE_SIZE)
+    assert_close_to_scale(np.asarray(load_torchvision("resnet18", path)(jnp.asarray(images), train=False)),
+                          torch_logits(six_classes, images))
+    proc = convert(path, tmp_path / "out", env=jax_cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_model_meta(tmp_path / "out")["num_classes"] == 6
+    assert head_module(load_torchvision("resnet18", path, num_classes=3)).out_features == 3

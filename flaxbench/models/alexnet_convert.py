@@ -9,6 +9,9 @@ import numpy as np
 from flaxbench.models.alexnet import AlexNet
 from flaxbench.models.torch_convert import StateDictMapper
 
+# The classifier's Linear, whose rows are the classes (1000 in the ImageNet weights).
+TORCH_HEAD = "classifier.6"
+
 # Indices of the weighted layers in torchvision's `features` and `classifier` Sequentials.
 FEATURE_CONVS = (0, 3, 6, 8, 10)
 CLASSIFIER_LINEARS = (1, 4, 6)

@@ -18,6 +18,9 @@ from flaxbench.errors import WeightsError
 from flaxbench.models.densenet import DenseNet, _DenseLayer
 from flaxbench.models.torch_convert import StateDictMapper
 
+# The classifier's Linear, whose rows are the classes (1000 in the ImageNet weights).
+TORCH_HEAD = "classifier"
+
 # "<...>denselayer7.norm.1.running_var" -> groups "<...>denselayer7.norm", "1.running_var".
 OLD_DENSE_LAYER_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
@@ -61,5 +64,5 @@ def load_torchvision_state(model: DenseNet, state_dict: Mapping[str, np.ndarray]
             mapper.bn(transition.norm, f"features.transition{i}.norm")
             mapper.conv(transition.conv, f"features.transition{i}.conv")
     mapper.bn(features["norm5"], "features.norm5")
-    mapper.linear(model.classifier, "classifier")
+    mapper.linear(model.classifier, TORCH_HEAD)
     mapper.finish()

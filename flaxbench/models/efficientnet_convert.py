@@ -14,6 +14,9 @@ import numpy as np
 from flaxbench.models.efficientnet import Conv2dNormActivation, EfficientNet, MBConv, SqueezeExcitation
 from flaxbench.models.torch_convert import StateDictMapper
 
+# The classifier's Linear, whose rows are the classes (1000 in the ImageNet weights).
+TORCH_HEAD = "classifier.1"
+
 
 def _conv_norm(mapper: StateDictMapper, layer: Conv2dNormActivation, prefix: str) -> None:
     mapper.conv(layer[0], f"{prefix}.0")
@@ -40,5 +43,5 @@ def load_torchvision_state(model: EfficientNet, state_dict: Mapping[str, np.ndar
         for block_index, block in enumerate(model.features[stage_index]):
             _mbconv(mapper, block, f"features.{stage_index}.{block_index}")
     _conv_norm(mapper, model.features[last], f"features.{last}")
-    mapper.linear(model.classifier[1], "classifier.1")
+    mapper.linear(model.classifier[1], TORCH_HEAD)
     mapper.finish()

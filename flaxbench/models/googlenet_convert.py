@@ -15,6 +15,9 @@ import numpy as np
 from flaxbench.models.googlenet import BasicConv2d, GoogLeNet, Inception
 from flaxbench.models.torch_convert import StateDictMapper
 
+# The classifier's Linear, whose rows are the classes (1000 in the ImageNet weights).
+TORCH_HEAD = "fc"
+
 # Auxiliary classifier keys in torchvision's GoogLeNet weights; they have no counterpart here.
 AUX_PREFIXES = ("aux1.", "aux2.")
 
@@ -52,5 +55,5 @@ def load_torchvision_state(model: GoogLeNet, state_dict: Mapping[str, np.ndarray
         _basic_conv(mapper, getattr(model, name), name)
     for name in INCEPTION_BLOCKS:
         _inception(mapper, getattr(model, name), name)
-    mapper.linear(model.fc, "fc")
+    mapper.linear(model.fc, TORCH_HEAD)
     mapper.finish()

@@ -9,6 +9,9 @@ import numpy as np
 from flaxbench.models.resnet import Bottleneck, ResNet
 from flaxbench.models.torch_convert import StateDictMapper
 
+# The classifier's Linear, whose rows are the classes (1000 in the ImageNet weights).
+TORCH_HEAD = "fc"
+
 
 def load_torchvision_state(model: ResNet, state_dict: Mapping[str, np.ndarray]) -> None:
     """Copy a torchvision ResNet state_dict into `model` in place; WeightsError names a bad key."""
@@ -33,5 +36,5 @@ def load_torchvision_state(model: ResNet, state_dict: Mapping[str, np.ndarray]) 
                 conv, bn = block.downsample
                 mapper.conv(conv, f"{prefix}.downsample.0")
                 mapper.bn(bn, f"{prefix}.downsample.1")
-    mapper.linear(model.fc, "fc")
+    mapper.linear(model.fc, TORCH_HEAD)
     mapper.finish()
