@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
@@ -13,6 +14,7 @@ from flaxbench.errors import FlaxbenchError
 from flaxbench.train.state import TrainState, flat_arrays, unflat_arrays
 
 BEST, LAST = "best", "last"
+T = TypeVar("T")
 
 
 def _to_tree(state: TrainState) -> dict[str, Any]:
@@ -79,23 +81,64 @@ class RunCheckpoints:
         before it is tried.
         """
         abstract = _abstract(_to_tree(template))
-        for epoch in reversed(self.epochs(which)):
-            args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
-            try:
-                restored = self.managers[which].restore(epoch, args=args)
-                return _from_tree(restored.state, template), dict(restored.meta), epoch
-            except Exception as e:  # orbax/tensorstore raise many types for damaged files
-                logging.warning(
-                    "checkpoint %s is unreadable (%s: %s); trying the previous one",
-                    self.directory / which / str(epoch), type(e).__name__, str(e).splitlines()[0][:200],
-                )
-        return None
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+
+        def read(epoch: int) -> tuple[TrainState, dict[str, Any], int]:
+            restored = self.managers[which].restore(epoch, args=args)
+            return _from_tree(restored.state, template), dict(restored.meta), epoch
+
+        return _newest_readable(self.epochs(which), self.directory / which, read)
 
     def close(self) -> None:
         """Finish pending saves and release the managers."""
         for manager in self.managers.values():
             manager.wait_until_finished()
             manager.close()
+
+
+def read_run_weights(directory: str | Path, which: str = BEST) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """Params and model state (flat name -> array) of a run's newest readable `which` checkpoint.
+
+    Read by the names and shapes the checkpoint records, without its optimizer state and without
+    a model to fit them into: the model that takes them may differ in its head.
+    """
+    directory = Path(directory).absolute()
+    if not (directory / which).is_dir():
+        raise FlaxbenchError(f"no '{which}' checkpoint in '{directory}'; train the run first")
+    handlers = {"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    options = ocp.CheckpointManagerOptions(create=False)
+    with ocp.CheckpointManager(directory / which, options=options, item_handlers=handlers) as manager:
+
+        def read(epoch: int) -> tuple[dict[str, Any], dict[str, Any], int]:
+            recorded = manager.item_metadata(epoch)["state"].tree
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            abstract = {
+                part: {name: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device) for name, m in recorded[part].items()}
+                for part in ("params", "model_state")
+            }
+            restore = ocp.args.PyTreeRestore(
+                abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True
+            )
+            state = manager.restore(epoch, args=ocp.args.Composite(state=restore)).state
+            return dict(state["params"]), dict(state["model_state"]), epoch
+
+        found = _newest_readable(sorted(manager.all_steps()), directory / which, read)
+    if found is None:
+        raise FlaxbenchError(f"no readable '{which}' checkpoint in '{directory}'; train the run first")
+    return found
+
+
+def _newest_readable(epochs: list[int], where: Path, read: Callable[[int], T]) -> T | None:
+    """`read(epoch)` of the newest epoch that reads; a damaged one is reported by name and the one before tried."""
+    for epoch in reversed(epochs):
+        try:
+            return read(epoch)
+        except Exception as e:  # orbax/tensorstore raise many types for damaged files
+            logging.warning(
+                "checkpoint %s is unreadable (%s: %s); trying the previous one",
+                where / str(epoch), type(e).__name__, str(e).splitlines()[0][:200],
+            )
+    return None
 
 
 def save_model(directory: str | Path, params: Any, model_state: Any, meta: dict[str, Any]) -> None:

@@ -69,7 +69,7 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
     if info.get("synthetic"):
         print(f"warning: the run in '{workdir}' was trained on SYNTHETIC DATA; its predictions say nothing "
               "about real tissue", file=sys.stderr)
-    model = init_model(spec, len(classes), size, load_weights=False)
+    model = init_model(spec, classes, size, load_weights=False)
     parts = split_model(model)
     tx, _ = make_optimizer(spec.train, 1, tuple(model.head_path))
     template = TrainState(parts.params, parts.model_state, tx.init(parts.params))

@@ -1,16 +1,21 @@
-"""torchvision ImageNet weights -> flaxbench NNX models.
+"""Starting weights for flaxbench NNX models: torchvision's, converted ones, or a run's own.
 
 `load_torchvision(arch, source)` reads a state_dict (a `.pth` path, a state_dict, or
 'download' for torchvision's own download on a machine with internet) and copies it into the
 matching NNX model through the family's `*_convert.py`, which maps names explicitly.
+`load_converted` reads what `flaxbench convert` wrote; `load_from_run` a run's checkpoint, to
+fine-tune it on other tiles.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -18,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flaxbench.checkpoints import BEST, LAST
 from flaxbench.errors import WeightsError
-from flaxbench.models import CONVERTERS, build_model, head_module
+from flaxbench.models import CONVERTERS, build_model, head_module, model_class
 
 # Constructor options torchvision uses when it builds a model for its ImageNet weights.
 PRETRAINED_OPTIONS: dict[str, dict[str, Any]] = {"googlenet": {"transform_input": True}}
@@ -175,3 +181,75 @@ def load_converted(arch: str, directory: str | os.PathLike, num_classes: int, *,
         model.reset_head(num_classes, rngs=nnx.Rngs(params=seed + 2))
     return model
 
+
+def run_checkpoint(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """(run directory, 'best' or 'last') if `path` is a flaxbench run or its checkpoint folder, else None.
+
+    A run directory means its best checkpoint; `RUN/checkpoints/last` its last one.
+    """
+    path = Path(path)
+    if (path / "spec.json").is_file():
+        return path, BEST
+    if path.name == "checkpoints" and (path.parent / "spec.json").is_file():
+        return path.parent, BEST
+    if path.name in (BEST, LAST) and path.parent.name == "checkpoints" and (path.parent.parent / "spec.json").is_file():
+        return path.parent.parent, path.name
+    return None
+
+
+def load_from_run(
+    arch: str, path: str | os.PathLike, classes: Sequence[str], *, seed: int = 0, **options: Any
+) -> nnx.Module:
+    """Build `arch` from a flaxbench run's checkpoint, to fine-tune it; its head is kept for the same classes only."""
+    from flaxbench.checkpoints import read_run_weights
+
+    run_dir, which = run_checkpoint(path)
+    trained = json.loads((run_dir / "spec.json").read_text())["model"]
+    if trained["name"] != arch:
+        raise WeightsError(f"run '{run_dir}' trained {trained['name']!r}, but spec.model.name is '{arch}'")
+    data_file = run_dir / "data.json"
+    if not data_file.is_file():
+        raise WeightsError(f"run '{run_dir}' has no data.json: it stopped before training; train it first")
+    data = json.loads(data_file.read_text())
+    _check_input_options(arch, trained, options, run_dir)
+    params, model_state, epoch = read_run_weights(run_dir / "checkpoints", which)
+    model = build_for_loading(arch, len(data["classes"]), seed=seed, **options)
+    hint = (f"it was trained with spec.model.options={trained.get('options') or {}} on "
+            f"{data['image_size'][0]} px tiles: use the same options and spec.data.image_size")
+    _fill(model, params, model_state, f"run '{run_dir}' ({which} checkpoint, epoch {epoch})", hint)
+    if list(classes) != list(data["classes"]):
+        model.reset_head(len(classes), rngs=nnx.Rngs(params=seed + 2))
+    return model
+
+
+def _check_input_options(arch: str, trained: Mapping[str, Any], options: Mapping[str, Any], run_dir: Path) -> None:
+    """Refuse to fine-tune a run with another input transform than it trained with (GoogLeNet's transform_input)."""
+    defaults = inspect.signature(model_class(arch)).parameters
+    # Every init but 'scratch' adds PRETRAINED_OPTIONS, so the trained run's value follows from its spec.
+    used = {**(PRETRAINED_OPTIONS.get(arch, {}) if trained.get("init") != "scratch" else {}), **(trained.get("options") or {})}
+    for key in PRETRAINED_OPTIONS.get(arch, {}):
+        then, now = used.get(key, defaults[key].default), options.get(key, defaults[key].default)
+        if then != now:
+            raise WeightsError(
+                f"run '{run_dir}' trained {arch} with {key}={then!r}; set spec.model.options.{key}={then!r} "
+                "to fine-tune it on the inputs it learned"
+            )
+
+
+def _fill(model: nnx.Module, params: dict[str, Any], model_state: dict[str, Any], where: str, hint: str) -> None:
+    """Copy flat-named arrays into `model`, refusing any name or shape it does not have."""
+    from flaxbench.train.state import flat_arrays, split_model, unflat_arrays
+
+    parts = split_model(model)
+    for template, saved in ((parts.params, params), (parts.model_state, model_state)):
+        expected = {name: tuple(leaf.shape) for name, leaf in flat_arrays(template).items()}
+        for name in sorted(expected.keys() | saved.keys()):
+            if name not in saved:
+                raise WeightsError(f"{where} has no '{name}'; {hint}")
+            if name not in expected:
+                raise WeightsError(f"{where} holds '{name}', which this model does not have; {hint}")
+            if tuple(saved[name].shape) != expected[name]:
+                raise WeightsError(
+                    f"{where}: '{name}' has shape {tuple(saved[name].shape)}, this model {expected[name]}; {hint}"
+                )
+    nnx.update(model, unflat_arrays(parts.params, params), unflat_arrays(parts.model_state, model_state))

@@ -63,6 +63,14 @@ def check_workdir(workdir: str | Path, spec: ml_collections.ConfigDict, *, overw
     if workdir.exists() and not workdir.is_dir():
         raise WorkdirError(f"workdir '{workdir}' exists and is not a directory")
     check_writable(workdir)
+    init = str(spec.model.get("init", ""))
+    if init.startswith("checkpoint:") and Path(init.removeprefix("checkpoint:")).resolve() in (
+        workdir.resolve(), (workdir / "checkpoints").resolve(), *(workdir / "checkpoints").resolve().glob("*")
+    ):
+        raise WorkdirError(
+            f"spec.model.init='{init}' is the run in --workdir '{workdir}' itself, which the new run would "
+            "replace; fine-tune it into another --workdir"
+        )
     if overwrite:
         return workdir
     if (workdir / "results.json").exists():

@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "convmodel"  # see flaxbench/models/__init__.py
     # "scratch" | "imagenet" (torchvision download) | "torchvision:FILE.pth" | "checkpoint:DIR"
+    # (DIR: a `flaxbench convert` output, or a run directory to fine-tune from its best checkpoint)
     c.model.init = "scratch"
     c.model.options = ml_collections.ConfigDict()  # constructor options of the model
 

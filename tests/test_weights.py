@@ -120,13 +120,13 @@ def test_init_model_starts_from_the_torch_weights(kind, torch_resnet18, weights_
     init = f"torchvision:{weights_file}" if kind == "torchvision" else f"checkpoint:{out}"
     spec = tiny_spec(**{"model.name": "resnet18", "model.options": {}, "model.init": init,
                         "data.normalize": "imagenet"})
-    model = init_model(spec, 6, IMAGE_SIZE)
+    model = init_model(spec, tuple("abcdef"), IMAGE_SIZE)
     np.testing.assert_array_equal(np.asarray(model.conv1.kernel[...]), first_conv_kernel_of_torch(torch_resnet18))
     np.testing.assert_array_equal(np.asarray(model.bn1.mean[...]), torch_resnet18.bn1.running_mean.numpy())
     layer4 = torch_resnet18.layer4[1].conv2.weight.detach().numpy().transpose(2, 3, 1, 0)
     np.testing.assert_array_equal(np.asarray(model.layer4[1].conv2.kernel[...]), layer4)
     assert head_module(model).out_features == 6  # a fresh head for the spec's classes
-    scratch = init_model(tiny_spec(**{"model.name": "resnet18", "model.options": {}}), 6, IMAGE_SIZE)
+    scratch = init_model(tiny_spec(**{"model.name": "resnet18", "model.options": {}}), tuple("abcdef"), IMAGE_SIZE)
     assert not np.allclose(np.asarray(scratch.conv1.kernel[...]), first_conv_kernel_of_torch(torch_resnet18))
 
 

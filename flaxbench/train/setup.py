@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -47,9 +48,9 @@ def _model_options(spec: ml_collections.ConfigDict, image_size: int) -> dict[str
 
 
 def init_model(
-    spec: ml_collections.ConfigDict, num_classes: int, image_size: int, *, load_weights: bool = True
+    spec: ml_collections.ConfigDict, classes: Sequence[str], image_size: int, *, load_weights: bool = True
 ) -> nnx.Module:
-    """The spec's model: random init, torchvision weights, or a converted checkpoint.
+    """The spec's model for `classes`: random init, torchvision weights, a converted checkpoint or a run's.
 
     `load_weights=False` builds the same architecture without reading any weights (for restoring
     a run's own checkpoint).
@@ -57,6 +58,7 @@ def init_model(
     from flaxbench import weights  # torch is only needed for torchvision inits
 
     name, init = spec.model.name, spec.model.init
+    num_classes = len(classes)
     options = _model_options(spec, image_size)
     if init != "scratch":
         options = {**weights.PRETRAINED_OPTIONS.get(name, {}), **options}
@@ -69,10 +71,12 @@ def init_model(
         return weights.load_torchvision(name, path, num_classes, seed=spec.seed, **options)
     if init.startswith("checkpoint:"):
         path = init.removeprefix("checkpoint:")
+        if weights.run_checkpoint(path):
+            return weights.load_from_run(name, path, classes, seed=spec.seed, **options)
         return weights.load_converted(name, path, num_classes, seed=spec.seed, **options)
     raise SpecError(
         f"spec.model.init '{init}' is unknown; use 'scratch', 'imagenet', 'torchvision:FILE.pth' "
-        "or 'checkpoint:DIR'"
+        "or 'checkpoint:DIR' (a 'flaxbench convert' output or a flaxbench run)"
     )
 
 
@@ -234,7 +238,7 @@ def build_run(
     # torchvision ports are built by functions, so their instances are checked. Both before a
     # workdir is cleared, not when the first step is traced.
     _check_min_size(spec, getattr(model_class(spec.model.name), "min_size", 1), height)
-    model = init_model(spec, len(dataset.classes), dataset.image_size[0], load_weights=load_weights)
+    model = init_model(spec, dataset.classes, dataset.image_size[0], load_weights=load_weights)
     _check_min_size(spec, model.min_size, height)
     parts = split_model(model)
     steps_per_epoch = n_train // cfg.batch_size
