@@ -5,7 +5,7 @@
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
     python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...]
     python -m flaxbench report RUNS_DIR [--out DIR]
-    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite]
+    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite]   (PATH: tile, folder or .zip)
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _predict(args: list[str]) -> None:
     from flaxbench.predict import predict_paths
 
     if not FLAGS.workdir or not args:
-        raise FlaxbenchError("predict needs --workdir DIR and at least one tile file or folder")
+        raise FlaxbenchError("predict needs --workdir DIR and at least one tile file, folder or .zip")
     out = FLAGS.out or str(Path(FLAGS.workdir) / "predictions.csv")
     predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint, overwrite=FLAGS.overwrite)
 

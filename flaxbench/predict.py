@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import collections
 import csv
+import functools
 import io
 import json
 import sys
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
@@ -15,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipeline import DataError, load_image
-from data_pipeline.images import IMAGE_EXTENSIONS, is_image_name, resize_square
-from data_pipeline.sources.folder_source import list_visible_files
+from data_pipeline.images import IMAGE_EXTENSIONS, UndecodableImage, decode_image, is_image_name, resize_square
+from data_pipeline.sources.folder_source import list_visible_files, read_zip_files
 from flaxbench.checkpoints import BEST, RunCheckpoints
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
@@ -27,23 +29,46 @@ from flaxbench.train.setup import COMPUTE_DTYPES, init_model, resolve_dtype
 from flaxbench.train.state import TrainState, split_model
 from flaxbench.train.steps import make_predict
 
-def expand_paths(paths: Sequence[str]) -> tuple[list[Path], list[Path]]:
-    """(image files, other files): files as given, folders expanded as a folder source lists them.
 
-    Files without an image extension are returned as others, as training treats them; inside
-    folders, hidden files (`.DS_Store`, `._*`, `Thumbs.db`, dot folders) are ignored.
+Tile = tuple[str, Callable[[], np.ndarray]]  # (name in the CSV, decode() -> uint8 RGB)
+
+
+def expand_paths(paths: Sequence[str]) -> tuple[list[Tile], list[str]]:
+    """(tiles, skipped files with the reason): files as given, folders and zips expanded as a folder source lists them.
+
+    Files without an image extension are skipped, as training skips them; inside folders and
+    zips, hidden files (`.DS_Store`, `._*`, `Thumbs.db`, dot folders) are ignored.
     """
-    files: list[Path] = []
-    others: list[Path] = []
+    tiles: list[Tile] = []
+    skipped: list[str] = []
+    not_image = f"not an image: supported extensions {' '.join(IMAGE_EXTENSIONS)}"
+
+    def add_file(path: Path) -> None:
+        if is_image_name(path.name):
+            tiles.append((str(path), functools.partial(load_image, str(path))))
+        else:
+            skipped.append(f"{path} ({not_image})")
+
     for p in map(Path, paths):
         if p.is_dir():
             for rel in list_visible_files(str(p)):
-                (files if is_image_name(rel) else others).append(p / rel)
+                add_file(p / rel)
+        elif p.is_file() and p.suffix.lower() == ".zip":
+            if not zipfile.is_zipfile(p):
+                skipped.append(f"{p} (not a readable zip: damaged or incompletely downloaded?)")
+                continue
+            for name, data in read_zip_files(str(p)):
+                if not is_image_name(name):
+                    skipped.append(f"{name} ({not_image})")
+                elif isinstance(data, OSError):
+                    skipped.append(f"{name} ({data})")
+                else:
+                    tiles.append((name, functools.partial(decode_image, data, name)))
         elif p.exists():
-            (files if is_image_name(p.name) else others).append(p)
+            add_file(p)
         else:
-            raise WorkdirError(f"'{p}' does not exist; give tile files or folders to predict")
-    return files, others
+            raise WorkdirError(f"'{p}' does not exist; give tile files, folders or zips to predict")
+    return tiles, skipped
 
 
 def read_data_info(workdir: Path) -> dict:
@@ -58,6 +83,7 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
                   batch_size: int = 64, overwrite: bool = False) -> Path:
     """Predict every image under `paths` with the run's `which` checkpoint; returns the CSV path."""
     workdir, out = Path(workdir), Path(out_csv)
+    tiles, skipped = expand_paths(paths)
     if out.is_dir():
         raise WorkdirError(f"--out '{out}' is a folder; give a file name such as '{out / 'predictions.csv'}'")
     if out.exists() and not overwrite:
@@ -77,19 +103,17 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
     if restored is None:
         raise WorkdirError(f"no '{which}' checkpoint in '{workdir / 'checkpoints'}'; train the run first")
     state = restored[0]
-    files, not_images = expand_paths(paths)
     images, names, other_sizes = [], [], collections.Counter()
-    skipped = [f"{f} (not an image: supported extensions {' '.join(IMAGE_EXTENSIONS)})" for f in not_images]
-    for f in files:
+    for name, decode in tiles:
         try:
-            image = load_image(str(f))
-        except DataError as e:
-            skipped.append(f"{f} ({e})")
+            image = decode()
+        except (DataError, UndecodableImage) as e:
+            skipped.append(f"{name} ({e})")
             continue
         if image.shape[:2] != (size, size):
             other_sizes[f"{image.shape[0]}x{image.shape[1]}"] += 1
         images.append(resize_square(image, size))
-        names.append(str(f))
+        names.append(name)
     for line in skipped:
         print(f"skipped, not a readable image: {line}", file=sys.stderr)
     if not images:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,8 @@ def test_an_existing_csv_is_kept_unless_overwrite(trained_run, tmp_path, jax_cac
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "already exists" in refused.stderr.strip().splitlines()[-1] and "--overwrite" in refused.stderr
     assert out.read_text() == "path,predicted_class\nkept,tumor\n"
+    missing = run_cli("predict", f"--workdir={trained_run}", str(tmp_path / "nope"), f"--out={out}", env=jax_cache)
+    assert f"'{tmp_path / 'nope'}' does not exist" in missing.stderr.strip().splitlines()[-1]  # named before --out
     replaced = run_cli("predict", f"--workdir={trained_run}", str(KATHER), f"--out={out}", "--overwrite", env=jax_cache)
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     assert out.read_text().startswith("path,predicted_class,prob_")
@@ -176,3 +179,30 @@ def test_out_naming_a_folder_is_a_one_line_error(trained_run, tmp_path, jax_cach
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "is a folder; give a file name" in proc.stderr.strip().splitlines()[-1]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tiles_in_a_zip_predict_as_the_same_tiles_in_a_folder(prediction, trained_run, odd_inputs, tmp_path,
+                                                               jax_cache):
+    _, folder_rows = prediction
+    from_folder = {row[0]: row[1:] for row in folder_rows[1:]}
+    archive = tmp_path / "tiles.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for tile in sample_tiles():
+            zf.write(tile, tile.relative_to(KATHER).as_posix())
+        zf.write(odd_inputs["truncated"], "bad/truncated.tif")
+        zf.writestr("bad/notes.txt", "not an image\n")
+        zf.writestr("__MACOSX/01_TUMOR/._x.tif", b"\0\1")  # ignored, as a folder source ignores it
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(b"PK\3\4 cut short")
+    out = tmp_path / "zip.csv"
+    proc = run_cli("predict", f"--workdir={trained_run}", str(archive), str(damaged), f"--out={out}", env=jax_cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with out.open(newline="") as stream:
+        rows = list(csv.reader(stream))[1:]
+    assert {row[0] for row in rows} == {f"{archive}:{t.relative_to(KATHER).as_posix()}" for t in sample_tiles()}
+    for row in rows:
+        assert row[1:] == from_folder[str(KATHER / row[0].split(":", 1)[1])], row[0]
+    skipped = [line for line in proc.stderr.splitlines() if line.startswith("skipped")]
+    assert len(skipped) == 3, proc.stderr
+    for name in (f"{archive}:bad/truncated.tif", f"{archive}:bad/notes.txt", f"{damaged} (not a readable zip"):
+        assert any(name in line for line in skipped), proc.stderr

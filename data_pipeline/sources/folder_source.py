@@ -88,6 +88,18 @@ def list_visible_files(root: str) -> list[str]:
     return sorted(_list_folder(root)[0])
 
 
+def read_zip_files(path: str) -> list[tuple[str, bytes | OSError]]:
+    """(`ZIP:member` name, its bytes or the error reading it) of every visible file in zip `path`, by name."""
+    with _open_tree(path) as (files, _folders, read, display):
+        contents: list[tuple[str, bytes | OSError]] = []
+        for name in sorted(_visible(files)):
+            try:
+                contents.append((display(name), read(name)))
+            except OSError as error:
+                contents.append((display(name), error))
+    return contents
+
+
 def _empty_class_folders(folders: list[str], prefix: str, with_files: set[str]) -> list[str]:
     """Class-level folders (directly under the root `prefix`) that hold no visible file."""
     inside = [f[len(prefix) + 1 :] if prefix else f for f in folders if not prefix or f.startswith(prefix + "/")]
