@@ -1,7 +1,7 @@
 """Command line: train a spec, or `evaluate | convert | study | report | predict`.
 
     python -m flaxbench --spec specs/vit_p15.py [--spec.train.epochs=3] [--workdir DIR] [--overwrite]
-    python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last]
+    python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last] [--source folder:PATH]
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
     python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...]
     python -m flaxbench report RUNS_DIR [--out DIR]
@@ -30,6 +30,7 @@ flags.DEFINE_string("workdir", None, "Run directory (default runs/<spec name>; s
 flags.DEFINE_bool("overwrite", False, "Replace the results of a finished run in --workdir; predict: replace --out.")
 flags.DEFINE_enum("split", "test", ["test", "val", "train"], "evaluate: which split.")
 flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "evaluate/predict: which checkpoint.")
+flags.DEFINE_string("source", None, "evaluate: where the run's tiles are now, if they moved (folder:PATH, a folder or zip).")
 flags.DEFINE_string("arch", None, "convert: architecture, e.g. resnet18.")
 flags.DEFINE_string("torch_weights", None, "convert: torchvision state_dict .pth file.")
 flags.DEFINE_alias("torch-weights", "torch_weights")
@@ -60,7 +61,7 @@ def _evaluate(args: list[str]) -> None:
 
     if not FLAGS.workdir:
         raise FlaxbenchError("evaluate needs --workdir DIR (a run directory)")
-    result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint)
+    result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.source)
     print(format_metrics(result["name"], FLAGS.split, result, synthetic=result["synthetic"])
           + f"  (epoch {result['epoch']}, {FLAGS.checkpoint})")
     print(f"wrote {Path(FLAGS.workdir) / eval_filename(FLAGS.split, FLAGS.checkpoint)}")

@@ -1,6 +1,9 @@
 """The command line: one-line errors, exit codes, nothing overwritten."""
 
 import json
+import shutil
+
+import pytest
 
 from tests.helpers import REPO, SHARED_DATA, run_cli
 
@@ -100,3 +103,21 @@ def test_none_overrides_and_a_relative_workdir(tmp_path):
     data = json.loads((tmp_path / "runs" / "all" / "data.json").read_text())
     assert len(data["classes"]) == 8 and data["image_size"] == [150, 150]
     assert (tmp_path / "runs" / "all" / "results.json").is_file()
+
+
+def test_evaluate_takes_the_new_place_of_tiles_that_moved(tmp_path):
+    tiles = SHARED_DATA / "kather2016_sample"
+    if not tiles.is_dir():
+        pytest.skip(f"sample tiles not found at {tiles}")
+    copy = tmp_path / "tiles"
+    shutil.copytree(tiles, copy)
+    run = tmp_path / "run"
+    trained = run_cli(*TINY, f"--spec.data.source=folder:{copy}", "--spec.data.classes=None",
+                      "--spec.data.split=(8,8,8)", f"--workdir={run}")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    moved = copy.rename(tmp_path / "moved")
+    assert_one_line_error(run_cli("evaluate", f"--workdir={run}"), str(copy), "--source=folder:")
+    again = run_cli("evaluate", f"--workdir={run}", f"--source=folder:{moved}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((run / "eval_test.json").read_text())["accuracy"] == json.loads(
+        (run / "results.json").read_text())["test_accuracy"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,14 @@ def eval_filename(split: str, which: str) -> str:
     return f"eval_{split}.json" if which == BEST else f"eval_{split}_{which}.json"
 
 
-def evaluate_workdir(workdir: str | Path, split: str = "test", which: str = BEST) -> dict[str, Any]:
-    """Metrics of `split` from the run's `which` checkpoint; also written to `eval_filename(split, which)`."""
+def evaluate_workdir(
+    workdir: str | Path, split: str = "test", which: str = BEST, source: str | None = None
+) -> dict[str, Any]:
+    """Metrics of `split` from the run's `which` checkpoint; also written to `eval_filename(split, which)`.
+
+    `source` (a spec.data.source value) reads the run's tiles where they are now, if they moved;
+    they must be the same tiles, which data.json's digests check.
+    """
     if split not in SPLITS:
         raise WorkdirError(f"--split '{split}' is unknown; use one of {', '.join(SPLITS)}")
     if which not in (BEST, LAST):
@@ -40,8 +47,16 @@ def evaluate_workdir(workdir: str | Path, split: str = "test", which: str = BEST
     workdir = Path(workdir)
     spec = read_run_spec(workdir)
     saved_data = workdir / "data.json"
-    if saved_data.is_file():  # the source as resolved at training, e.g. an absolute folder path
+    if source:
+        spec.data.source = source
+    elif saved_data.is_file():  # the source as resolved at training, e.g. an absolute folder path
         spec.data.source = json.loads(saved_data.read_text())["source"]
+        recorded = spec.data.source.removeprefix("folder:")
+        if spec.data.source.startswith("folder:") and not os.path.exists(recorded):
+            raise WorkdirError(
+                f"the run's tiles are no longer at '{recorded}'; if they moved, pass --source=folder:NEW_PATH "
+                "(a folder or zip of the same tiles: they are checked against data.json)"
+            )
     run = build_run(spec, load_weights=False)
     check_same_data(workdir, data_record(run.dataset, run.splits),
                     "restore the data as it was (or evaluate with the flaxbench that trained the run)")

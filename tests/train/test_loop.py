@@ -132,6 +132,24 @@ def test_evaluate_and_resume_refuse_data_that_changed_since_training(tmp_path, m
     assert evaluate_workdir(workdir, "test")["classes"] == ["a", "b", "c"]
 
 
+def test_evaluate_reads_tiles_that_moved_from_where_they_are_now(tmp_path):
+    source = write_tiles(tmp_path / "tiles", {"a": 8, "b": 8}, size=32)
+    spec = tiny_spec(**{"data.source": f"folder:{source}", "data.classes": None, "data.split": (8, 4, 4),
+                        "train.epochs": 1})
+    workdir = tmp_path / "run"
+    results = train_and_evaluate(spec, workdir, log=lambda s: None)
+    moved = source.rename(tmp_path / "moved")
+    with pytest.raises(WorkdirError, match=f"no longer at '{source}'.*--source=folder:NEW_PATH"):
+        evaluate_workdir(workdir, "test")
+    evaluated = evaluate_workdir(workdir, "test", source=f"folder:{moved}")
+    assert (evaluated["accuracy"], evaluated["loss"]) == (results["test_accuracy"], results["test_loss"])
+    assert evaluated["source"] == f"folder:{moved}"
+    tile = sorted((moved / "a").iterdir())[0]
+    shutil.copy(tile, moved / "b" / f"extra{tile.suffix}")  # one tile more: not the tiles it trained on
+    with pytest.raises(WorkdirError, match="differs from what the run"):
+        evaluate_workdir(workdir, "test", source=f"folder:{moved}")
+
+
 def test_a_run_stopped_before_its_first_checkpoint_starts_again_on_other_data(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
