@@ -12,6 +12,7 @@ Dropout-style layers draw from the `dropout` stream of the `rngs` given at const
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from flax import nnx
@@ -56,6 +57,7 @@ def build_model(name: str, num_classes: int, *, seed: int = 0, **options: Any) -
         value = options.get(key, 0.0)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise SpecError(f"spec.model.options.{key}={value!r} is not a probability; use a value in [0, 1]")
+    _check_sizes(constructor, options)
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
     try:
         return constructor(num_classes, rngs=rngs, **options)
@@ -64,6 +66,26 @@ def build_model(name: str, num_classes: int, *, seed: int = 0, **options: Any) -
             raise
         option = str(e).rsplit("argument", 1)[-1].strip(" '")
         raise SpecError(f"model '{name}' has no option '{option}' (spec.model.options.{option}); remove it") from None
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_sizes(constructor: Any, options: dict[str, Any]) -> None:
+    """SpecError for a size option (one whose default is a whole number or tuple of them) below 1."""
+    defaults = inspect.signature(constructor.__init__ if inspect.isclass(constructor) else constructor).parameters
+    for key, value in options.items():
+        default = defaults[key].default if key in defaults else None
+        if _is_whole(default):
+            valid = _is_whole(value) and value >= 1
+        elif isinstance(default, tuple) and default and all(map(_is_whole, default)):
+            valid = isinstance(value, (tuple, list)) and bool(value) and all(_is_whole(v) and v >= 1 for v in value)
+        else:
+            continue
+        if not valid:
+            example = "a whole number" if _is_whole(default) else "whole numbers"
+            raise SpecError(f"spec.model.options.{key}={value!r} must be {example} of at least 1, like {default!r}")
 
 
 def head_module(model: nnx.Module) -> nnx.Module:

@@ -26,3 +26,18 @@ def test_an_option_the_model_lacks_names_it():
 def test_an_unknown_model_lists_the_known_ones():
     with pytest.raises(SpecError, match="unknown model name 'resnet9000' in spec.model.name; known models: .*resnet18"):
         build_model("resnet9000", 6)
+
+
+@pytest.mark.parametrize("name, option, value", [
+    ("convmodel", "hidden", 0), ("convmodel", "hidden", -3), ("convmodel", "channels", (0, 8, 8)),
+    ("convmodel", "channels", ()), ("convmodel", "channels", 8), ("vit", "depth", 0), ("vit", "num_heads", 0),
+    ("vit", "patch_size", -15), ("vit", "mlp_dim", True),
+])
+def test_a_size_below_one_names_its_option(name, option, value):
+    with pytest.raises(SpecError, match=re.escape(f"spec.model.options.{option}={value!r} must be")):
+        build_model(name, 6, **{option: value})
+
+
+def test_whole_number_rates_and_valid_sizes_build():
+    model = build_model("convmodel", 6, image_size=32, channels=[4, 4, 4], hidden=1, dropout=0)
+    assert model.fc2.out_features == 6
