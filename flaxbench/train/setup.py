@@ -216,6 +216,8 @@ def build_run(
     check_train_numbers(cfg)
     mesh = make_mesh(spec.mesh, cfg.batch_size)
     dtype_name = resolve_dtype(cfg.dtype, mesh.devices.flat[0].platform)
+    scan = scan_epochs(cfg.epoch_loop, mesh)
+    make_optimizer(cfg, 1, ())  # refuses an unknown optimizer or schedule before the data loads (minutes for big sets)
     dataset = dataset or load_dataset(spec.data)
     n_train = len(dataset.train.labels)
     height, width = dataset.image_size
@@ -258,7 +260,7 @@ def build_run(
     )
     predict = make_predict(parts, normalize_mode=spec.data.normalize, compute_dtype=dtype, mesh=mesh)
     return Run(
-        spec, dataset, mesh, parts, tx, schedule, train_step, scan_epochs(cfg.epoch_loop, mesh), predict, splits,
+        spec, dataset, mesh, parts, tx, schedule, train_step, scan, predict, splits,
         to_device(np.asarray(dataset.train.labels), sharding), steps_per_epoch,
         tuple(model.head_path), dtype_name,
     )

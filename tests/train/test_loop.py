@@ -221,6 +221,18 @@ def test_numbers_that_cannot_train_are_refused_naming_the_key(tmp_path, override
     assert not (tmp_path / "spec.json").exists()
 
 
+@pytest.mark.parametrize("override, needle", [
+    ({"train.optimizer": "lamb"}, "spec.train.optimizer 'lamb' is unknown"),
+    ({"train.schedule": "step"}, "spec.train.schedule 'step' is unknown"),
+    ({"train.epoch_loop": "fast"}, "spec.train.epoch_loop 'fast' is unknown"),
+])
+def test_unknown_training_choices_are_refused_before_the_data_loads(tmp_path, override, needle):
+    # Loading a large tile folder takes minutes; a typo in spec.train should not wait for it.
+    spec = tiny_spec(**{"data.source": f"folder:{tmp_path}/not_loaded", **override})
+    with pytest.raises(SpecError, match=re.escape(needle)):
+        train_and_evaluate(spec, tmp_path / "run", log=lambda s: None)
+
+
 def test_an_eval_batch_larger_than_every_split_evaluates_as_the_largest_split(tmp_path):
     # tiny_spec's largest split holds 48 tiles; 10**12 would need terabytes of padding indices.
     results = [
