@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from flax import nnx
@@ -50,33 +51,27 @@ def model_class(name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def build_model(name: str, num_classes: int, *, seed: int = 0, **options: Any) -> nnx.Module:
-    """Build model `name` with `num_classes` outputs and random init from `seed`."""
-    constructor = model_class(name)
+def _parameters(constructor: Any) -> dict[str, inspect.Parameter]:
+    return dict(inspect.signature(constructor.__init__ if inspect.isclass(constructor) else constructor).parameters)
+
+
+def check_options(name: str, options: Mapping[str, Any]) -> None:
+    """SpecError for an unknown model, an option it lacks, a rate outside [0, 1] or a size below 1.
+
+    Needs no data, so a run checks it before its tiles load.
+    """
+    parameters = _parameters(model_class(name))
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for key in options:
+        if key in ("num_classes", "rngs") or not (key in parameters or takes_any):
+            raise SpecError(f"model '{name}' has no option '{key}' (spec.model.options.{key}); remove it")
     for key in PROBABILITY_OPTIONS:
         value = options.get(key, 0.0)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise SpecError(f"spec.model.options.{key}={value!r} is not a probability; use a value in [0, 1]")
-    _check_sizes(constructor, options)
-    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-    try:
-        return constructor(num_classes, rngs=rngs, **options)
-    except TypeError as e:
-        if "unexpected keyword argument" not in str(e):
-            raise
-        option = str(e).rsplit("argument", 1)[-1].strip(" '")
-        raise SpecError(f"model '{name}' has no option '{option}' (spec.model.options.{option}); remove it") from None
-
-
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_sizes(constructor: Any, options: dict[str, Any]) -> None:
-    """SpecError for a size option (one whose default is a whole number or tuple of them) below 1."""
-    defaults = inspect.signature(constructor.__init__ if inspect.isclass(constructor) else constructor).parameters
+    # A size option is one whose default is a whole number or a tuple of them.
     for key, value in options.items():
-        default = defaults[key].default if key in defaults else None
+        default = parameters[key].default if key in parameters else None
         if _is_whole(default):
             valid = _is_whole(value) and value >= 1
         elif isinstance(default, tuple) and default and all(map(_is_whole, default)):
@@ -86,6 +81,16 @@ def _check_sizes(constructor: Any, options: dict[str, Any]) -> None:
         if not valid:
             example = "a whole number" if _is_whole(default) else "whole numbers"
             raise SpecError(f"spec.model.options.{key}={value!r} must be {example} of at least 1, like {default!r}")
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def build_model(name: str, num_classes: int, *, seed: int = 0, **options: Any) -> nnx.Module:
+    """Build model `name` with `num_classes` outputs and random init from `seed`."""
+    check_options(name, options)
+    return model_class(name)(num_classes, rngs=nnx.Rngs(params=seed, dropout=seed + 1), **options)
 
 
 def head_module(model: nnx.Module) -> nnx.Module:

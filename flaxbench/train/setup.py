@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from flax import nnx
 
 from data_pipeline import Split, TileDataset, eval_batch_indices, load_dataset
 from flaxbench.errors import SpecError
-from flaxbench.models import build_model, model_class
+from flaxbench.models import build_model, check_options, model_class
 from flaxbench.runtime import make_mesh, replicated, to_device, to_host
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.state import ModelParts, TrainState, split_model
@@ -47,6 +48,28 @@ def _model_options(spec: ml_collections.ConfigDict, image_size: int) -> dict[str
     return options
 
 
+def check_init(init: str) -> None:
+    """SpecError for an unknown spec.model.init, or a weights file or folder it names that is not there."""
+    if init in ("scratch", "imagenet"):
+        return
+    if init.startswith("torchvision:"):
+        path = init.removeprefix("torchvision:")
+        if not os.path.isfile(path):
+            raise SpecError(f"spec.model.init: weights file '{path}' does not exist; download the torchvision .pth first")
+        return
+    if init.startswith("checkpoint:"):
+        path = init.removeprefix("checkpoint:")
+        if not os.path.isdir(path):
+            raise SpecError(
+                f"spec.model.init: '{path}' does not exist; give a 'flaxbench convert' output or a run directory"
+            )
+        return
+    raise SpecError(
+        f"spec.model.init '{init}' is unknown; use 'scratch', 'imagenet', 'torchvision:FILE.pth' "
+        "or 'checkpoint:DIR' (a 'flaxbench convert' output or a flaxbench run)"
+    )
+
+
 def init_model(
     spec: ml_collections.ConfigDict, classes: Sequence[str], image_size: int, *, load_weights: bool = True
 ) -> nnx.Module:
@@ -64,20 +87,16 @@ def init_model(
         options = {**weights.PRETRAINED_OPTIONS.get(name, {}), **options}
     if init == "scratch" or not load_weights:
         return build_model(name, num_classes, seed=spec.seed, **options)
+    check_init(init)
     if init == "imagenet":
         return weights.load_torchvision(name, "download", num_classes, seed=spec.seed, **options)
     if init.startswith("torchvision:"):
         path = init.removeprefix("torchvision:")
         return weights.load_torchvision(name, path, num_classes, seed=spec.seed, **options)
-    if init.startswith("checkpoint:"):
-        path = init.removeprefix("checkpoint:")
-        if weights.run_checkpoint(path):
-            return weights.load_from_run(name, path, classes, seed=spec.seed, **options)
-        return weights.load_converted(name, path, num_classes, seed=spec.seed, **options)
-    raise SpecError(
-        f"spec.model.init '{init}' is unknown; use 'scratch', 'imagenet', 'torchvision:FILE.pth' "
-        "or 'checkpoint:DIR' (a 'flaxbench convert' output or a flaxbench run)"
-    )
+    path = init.removeprefix("checkpoint:")
+    if weights.run_checkpoint(path):
+        return weights.load_from_run(name, path, classes, seed=spec.seed, **options)
+    return weights.load_converted(name, path, num_classes, seed=spec.seed, **options)
 
 
 def resolve_dtype(name: str, platform: str) -> str:
@@ -216,8 +235,12 @@ def build_run(
     check_train_numbers(cfg)
     mesh = make_mesh(spec.mesh, cfg.batch_size)
     dtype_name = resolve_dtype(cfg.dtype, mesh.devices.flat[0].platform)
+    # What can be checked without the tiles is checked before they load (minutes for a large folder).
     scan = scan_epochs(cfg.epoch_loop, mesh)
-    make_optimizer(cfg, 1, ())  # refuses an unknown optimizer or schedule before the data loads (minutes for big sets)
+    make_optimizer(cfg, 1, ())  # an unknown optimizer or schedule
+    check_options(spec.model.name, dict(spec.model.options or {}))
+    if load_weights:
+        check_init(spec.model.init)
     dataset = dataset or load_dataset(spec.data)
     n_train = len(dataset.train.labels)
     height, width = dataset.image_size

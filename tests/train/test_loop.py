@@ -225,9 +225,15 @@ def test_numbers_that_cannot_train_are_refused_naming_the_key(tmp_path, override
     ({"train.optimizer": "lamb"}, "spec.train.optimizer 'lamb' is unknown"),
     ({"train.schedule": "step"}, "spec.train.schedule 'step' is unknown"),
     ({"train.epoch_loop": "fast"}, "spec.train.epoch_loop 'fast' is unknown"),
+    ({"model.name": "resnet9"}, "unknown model name 'resnet9'"),
+    ({"model.options": {"hidden": 0}}, "spec.model.options.hidden=0 must be"),
+    ({"model.options": {"depth": 3}}, "model 'convmodel' has no option 'depth'"),
+    ({"model.init": "imagnet"}, "spec.model.init 'imagnet' is unknown"),
+    ({"model.init": "torchvision:/no/such.pth"}, "weights file '/no/such.pth' does not exist"),
+    ({"model.init": "checkpoint:/no/such/run"}, "'/no/such/run' does not exist"),
 ])
-def test_unknown_training_choices_are_refused_before_the_data_loads(tmp_path, override, needle):
-    # Loading a large tile folder takes minutes; a typo in spec.train should not wait for it.
+def test_what_needs_no_tiles_is_refused_before_they_load(tmp_path, override, needle):
+    # Loading a large tile folder takes minutes; a typo in the spec should not wait for it.
     spec = tiny_spec(**{"data.source": f"folder:{tmp_path}/not_loaded", **override})
     with pytest.raises(SpecError, match=re.escape(needle)):
         train_and_evaluate(spec, tmp_path / "run", log=lambda s: None)
