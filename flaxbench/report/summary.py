@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -195,9 +196,9 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         test_accuracy_std_pct=statistics.stdev(accuracies) if len(accuracies) > 1 else None,
         mcnemar_p_vs_best=p_value,
         data=data_label(first),
-        # where the weights started ('torchvision:/x.pth' -> 'torchvision'): a spec's title may say
-        # "(ImageNet)" of a row that was overridden to train from scratch
-        init=str(first["init"]).split(":", 1)[0] if first.get("init") else None,
+        # where the weights started: a spec's title may say "(ImageNet)" of a row that was
+        # overridden to train from scratch
+        init=init_label(first.get("init")),
         synthetic=is_synthetic(first),
         mcnemar_shared_tiles=shared_tiles,
         mcnemar_note=note,
@@ -205,6 +206,27 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         results_files=[str(run.path) for run in group.runs],
     )
     return row
+
+
+def init_label(init: str | None) -> str | None:
+    """spec.model.init for a table: 'torchvision:/x.pth' -> 'torchvision'; a checkpoint keeps its folder's name.
+
+    'checkpoint:runs/resnet18_nct' -> 'checkpoint:resnet18_nct' (a run fine-tuned from another, or a
+    converted model); 'checkpoint:runs/r/checkpoints/last' -> 'checkpoint:r/last'.
+    """
+    if not init:
+        return None
+    kind, _, path = str(init).partition(":")
+    if kind != "checkpoint" or not path:
+        return kind
+    parts = PurePath(path.rstrip("/\\")).parts
+    if len(parts) >= 3 and parts[-2] == "checkpoints" and parts[-1] in ("best", "last"):
+        name = parts[-3] + ("/last" if parts[-1] == "last" else "")
+    elif len(parts) >= 2 and parts[-1] == "checkpoints":
+        name = parts[-2]
+    else:
+        name = parts[-1] if parts else path
+    return f"checkpoint:{name}"
 
 
 def summarize(groups: list[RunGroup]) -> Summary:

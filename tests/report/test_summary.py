@@ -143,7 +143,11 @@ def test_data_column_marks_synthetic_rows(tmp_path):
 
 
 def test_initial_weights_column_says_where_each_row_started(tmp_path):
-    for name, init in (("a", "scratch"), ("b", "torchvision:/weights/resnet18.pth"), ("c", None)):
+    inits = {"a": ("scratch", "scratch"), "b": ("torchvision:/weights/resnet18.pth", "torchvision"), "c": (None, None),
+             "d": ("checkpoint:runs/resnet18_nct", "checkpoint:resnet18_nct"),
+             "e": ("checkpoint:runs/resnet18_nct/checkpoints/last/", "checkpoint:resnet18_nct/last"),
+             "f": ("checkpoint:w/resnet18", "checkpoint:resnet18")}
+    for name, (init, _) in inits.items():
         write_results(tmp_path / name / "results.json", {**make_results(name, title="ResNet18 (ImageNet)"), "init": init})
     rows = {row["name"]: row for row in summarize(collect_runs(tmp_path)).rows}
-    assert (rows["a"]["init"], rows["b"]["init"], rows["c"]["init"]) == ("scratch", "torchvision", None)
+    assert {name: rows[name]["init"] for name in inits} == {name: label for name, (_, label) in inits.items()}
