@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from flaxbench.errors import FlaxbenchError, out_of_memory_message
 from flaxbench.spec import apply_overrides, load_spec_file
-from flaxbench.workdir import spec_difference
+from flaxbench.workdir import check_same_data, data_record, spec_difference
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
 STUDY_ROWS = (
@@ -50,6 +50,28 @@ def row_dir(workdir: Path, name: str, seed: int, seeds: int) -> Path:
     return single if seeds == 1 else several
 
 
+def _finished_row_problem(out: Path, spec: Any, datasets: Any) -> str | None:
+    """Why the finished run in `out` cannot stand for `spec`; None if it can.
+
+    Its spec must be the same but for where the tiles are read from; if that changed, the tiles
+    read there now must be the ones its data.json records.
+    """
+    from data_pipeline import DataError
+
+    diff = spec_difference(out, spec, tiles_may_move=True)
+    if diff:
+        return f"holds a run of another spec ({diff} differs)"
+    if spec_difference(out, spec) is None:
+        return None
+    try:
+        dataset = datasets.load(spec.data)
+        splits = {name: getattr(dataset, name) for name in ("train", "val", "test")}
+        check_same_data(out, data_record(dataset, splits), "the finished run cannot stand for this row")
+    except (FlaxbenchError, DataError) as e:
+        return f"was trained on other tiles than spec.data.source reads now ({e})"
+    return None
+
+
 def run_study(
     spec_files: Sequence[str | Path] | None,
     workdir: str | Path,
@@ -84,11 +106,11 @@ def run_study(
         out = row_dir(workdir, spec.name, spec.seed, seeds)
         tag = f"[{i}/{len(jobs)}] {spec.name}" + (f" seed {spec.seed}" if seeds > 1 else "")
         if (out / "results.json").exists():
-            diff = spec_difference(out, spec)
-            if diff:
-                log(f"{tag}: FAILED: finished in {out} with another spec ({diff} differs)")
-                failures.append(f"{spec.name}: {out} holds a run of another spec ({diff} differs); "
-                                "use another --workdir, or delete that run to train it again")
+            problem = _finished_row_problem(out, spec, datasets)
+            if problem:
+                log(f"{tag}: FAILED: {out} {problem}")
+                failures.append(f"{spec.name}: {out} {problem}; use another --workdir, or delete that run to train "
+                                "it again")
                 continue
             log(f"{tag}: complete, skipped ({out / 'results.json'})")
             continue

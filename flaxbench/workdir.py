@@ -33,12 +33,31 @@ def first_difference(old: dict, new: dict, prefix: str = "") -> tuple[str, Any, 
     return None
 
 
-def spec_difference(workdir: Path, spec: ml_collections.ConfigDict) -> str | None:
-    """The first key where `spec` differs from the one saved in `workdir` (None if equal or none saved)."""
-    saved = workdir / "spec.json"
-    if not saved.exists():
+# Where the tiles are read from may change between sessions (a cluster job copies them to its own
+# scratch folder); whether they are the same tiles is for data.json's digests to say.
+WHERE_TILES_ARE = ("data", "source")
+
+
+def without_tile_location(spec: dict) -> dict:
+    """A spec dict (as spec.json holds it) without spec.data.source."""
+    section, key = WHERE_TILES_ARE
+    if not isinstance(spec.get(section), dict):
+        return spec
+    return {**spec, section: {k: v for k, v in spec[section].items() if k != key}}
+
+
+def spec_difference(workdir: Path, spec: ml_collections.ConfigDict, *, tiles_may_move: bool = False) -> str | None:
+    """The first key where `spec` differs from the one saved in `workdir` (None if equal or none saved).
+
+    `tiles_may_move` leaves spec.data.source out, for callers that compare the tiles' digests instead.
+    """
+    saved_path = workdir / "spec.json"
+    if not saved_path.exists():
         return None
-    found = first_difference(json.loads(saved.read_text()), json.loads(to_json(spec)))
+    saved, now = json.loads(saved_path.read_text()), json.loads(to_json(spec))
+    if tiles_may_move:
+        saved, now = without_tile_location(saved), without_tile_location(now)
+    found = first_difference(saved, now)
     return f"spec.{found[0]} ({found[1]!r} before, {found[2]!r} now)" if found else None
 
 
@@ -79,7 +98,8 @@ def check_workdir(workdir: str | Path, spec: ml_collections.ConfigDict, *, overw
             "replace it or choose another --workdir"
         )
     if (workdir / "checkpoints").exists():
-        diff = spec_difference(workdir, spec)
+        # A resume checks that the tiles are the ones in data.json, wherever they are read from now.
+        diff = spec_difference(workdir, spec, tiles_may_move=True)
         if diff:
             raise WorkdirError(
                 f"workdir '{workdir}' holds an unfinished run of another spec ({diff} differs); resume "

@@ -219,3 +219,30 @@ def test_a_row_out_of_memory_fails_alone_and_the_others_are_reported(spec_files,
     assert any(line.startswith("[1/2] tiny_huge: FAILED: out of memory") for line in lines), lines
     assert (tmp_path / "study" / "tiny_a" / "results.json").is_file()
     assert [row["name"] for row in read_report_rows(tmp_path / "study")] == ["tiny_a"]
+
+
+def test_tiles_read_from_a_new_folder_keep_finished_seeds_if_they_are_the_same(spec_files, tmp_path):
+    # A cluster job copies the tiles to its own scratch folder: another spec.data.source, the same tiles.
+    from flaxbench.study import run_study
+    from tests.data_pipeline.helpers import write_tiles
+
+    first = write_tiles(tmp_path / "job1", {"a": 8, "b": 8, "c": 8}, size=16)
+    study_dir = tmp_path / "study"
+
+    def run(folder: Path, seeds: int) -> list[str]:
+        lines = []
+        overrides = {"data.source": f"folder:{folder}", "data.classes": None, "data.split": (12, 6, 6)}
+        run_study(spec_files[:1], study_dir, seeds=seeds, overrides=overrides, log=lines.append)
+        return lines
+
+    run(first, seeds=2)
+    second = first.rename(tmp_path / "job2")
+    lines = run(second, seeds=3)
+    assert sum("complete, skipped" in line for line in lines) == 2 and any("seed 2: training" in line for line in lines)
+    rows = read_report_rows(study_dir)
+    assert [(row["name"], row["seeds"]) for row in rows] == [("tiny_a", 3)]
+    tile = sorted((second / "b").iterdir())[0]
+    (second / "a" / f"extra{tile.suffix}").write_bytes(tile.read_bytes())  # one tile more: other tiles
+    # Seeds 0 and 1 were trained from job1; seed 2, trained from job2 itself, is not checked again.
+    with pytest.raises(FlaxbenchError, match=r"2 of 3 study run.*seed_0 was trained on other tiles"):
+        run(second, seeds=3)

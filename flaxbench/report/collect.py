@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flaxbench.errors import FlaxbenchError
-from flaxbench.workdir import first_difference
+from flaxbench.workdir import first_difference, without_tile_location
 
 RESULTS_FILENAME = "results.json"
 RESULTS_FORMAT = "flaxbench.results/1"
@@ -185,8 +185,20 @@ def _run_order(run: Run) -> tuple[bool, int, str]:
 
 
 # What the seeds of one report row must share: the data, the model and how it was trained.
+# `source` may differ where data.json's digests say the tiles are the same: seeds trained on the
+# same tiles read from different folders (a cluster job's scratch copy) share a row.
 SAME_FOR_EVERY_SEED = ("classes", "source", "synthetic", "split_sizes", "model", "init", "params", "epochs",
                        "batch_size", "dtype")
+
+
+def _split_digests(run: Run) -> dict[str, str] | None:
+    """The tile digests in the data.json beside a run's results.json; None if there are none."""
+    try:
+        record = json.loads((run.path.parent / "data.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    digests = record.get("split_digests") if isinstance(record, dict) else None
+    return digests if isinstance(digests, dict) and digests else None
 
 
 def _saved_spec(run: Run) -> dict[str, Any] | None:
@@ -202,14 +214,25 @@ def _saved_spec(run: Run) -> dict[str, Any] | None:
 def _check_group(name: str, runs: list[Run]) -> None:
     """Runs of one row must be comparable: same data, model and training, distinct seeds."""
     for previous, run in zip(runs, runs[1:]):  # sorted by seed, so equal seeds are neighbours
+        digests = _split_digests(previous), _split_digests(run)
+        same_tiles = None not in digests and digests[0] == digests[1]
         for key in SAME_FOR_EVERY_SEED:
+            if key == "source" and same_tiles:
+                continue
             if run.results.get(key) != previous.results.get(key):
                 raise FlaxbenchError(
                     f"runs named '{name}' disagree on '{key}' ({previous.results.get(key)!r} in {previous.path}, "
                     f"{run.results.get(key)!r} in {run.path}); give different specs different names"
                 )
+        if None not in digests and not same_tiles:
+            raise FlaxbenchError(
+                f"runs named '{name}' were trained on different tiles (their data.json digests differ: "
+                f"{previous.path.parent}, {run.path.parent}); give different specs different names"
+            )
         # Every other setting (learning rate, split seed, augmentation, ...) from the runs' spec.json.
         specs = _saved_spec(previous), _saved_spec(run)
+        if same_tiles and None not in specs:
+            specs = without_tile_location(specs[0]), without_tile_location(specs[1])
         difference = first_difference(*specs) if None not in specs else None
         if difference:
             key, ours, theirs = difference

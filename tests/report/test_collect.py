@@ -134,3 +134,22 @@ def test_seeds_of_one_name_must_share_every_setting_of_their_spec(tmp_path):
         collect_runs(tmp_path)
     (tmp_path / "s2" / "results.json").unlink()
     assert [run.seed for run in collect_runs(tmp_path)[0].runs] == [0, 1]  # the seed alone may differ
+
+
+def test_seeds_on_the_same_tiles_read_from_different_folders_share_a_row(tmp_path):
+    digests = {"train": "1", "val": "2", "test": "3"}
+    for seed in (0, 1):
+        run = tmp_path / f"s{seed}"
+        source = f"folder:/scratch/job{seed}/tiles"
+        write_results(run / "results.json", {**make_results("row", seed=seed), "source": source})
+        spec = {"name": "row", "seed": seed, "data": {"source": source, "split_seed": 0}}
+        (run / "spec.json").write_text(json.dumps(spec))
+        (run / "data.json").write_text(json.dumps({"source": source, "split_digests": digests}))
+    assert [run.seed for run in collect_runs(tmp_path)[0].runs] == [0, 1]
+    (tmp_path / "s1" / "data.json").write_text(json.dumps({"split_digests": {**digests, "test": "4"}}))
+    with pytest.raises(FlaxbenchError, match="disagree on 'source'"):
+        collect_runs(tmp_path)
+    same_source = {**make_results("row", seed=1), "source": "folder:/scratch/job0/tiles"}
+    (tmp_path / "s1" / "results.json").write_text(json.dumps(same_source))
+    with pytest.raises(FlaxbenchError, match="trained on different tiles"):
+        collect_runs(tmp_path)

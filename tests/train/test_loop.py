@@ -150,6 +150,28 @@ def test_evaluate_reads_tiles_that_moved_from_where_they_are_now(tmp_path):
         evaluate_workdir(workdir, "test", source=f"folder:{moved}")
 
 
+def test_a_run_resumes_from_tiles_read_from_a_new_folder_if_they_are_the_same(tmp_path):
+    source = write_tiles(tmp_path / "job1", {"a": 8, "b": 8}, size=32)
+
+    def spec(folder):
+        return tiny_spec(**{"data.source": f"folder:{folder}", "data.classes": None, "data.split": (8, 4, 4),
+                            "train.epochs": 2})
+
+    workdir = tmp_path / "run"
+    whole = train_and_evaluate(spec(source), workdir, log=lambda s: None)
+    (workdir / "results.json").unlink()  # as if stopped before the results were written
+    moved = source.rename(tmp_path / "job2")
+    logged = []
+    resumed = train_and_evaluate(spec(moved), workdir, log=logged.append)
+    assert any(line.startswith("resuming") for line in logged), logged
+    assert resumed["test_accuracy"] == whole["test_accuracy"] and resumed["source"] == f"folder:{moved}"
+    (workdir / "results.json").unlink()
+    tile = sorted((moved / "a").iterdir())[0]
+    shutil.copy(tile, moved / "b" / f"extra{tile.suffix}")
+    with pytest.raises(WorkdirError, match="the tiles or labels of a split"):
+        train_and_evaluate(spec(moved), workdir, log=lambda s: None)
+
+
 def test_a_run_stopped_before_its_first_checkpoint_starts_again_on_other_data(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
