@@ -10,7 +10,6 @@ fine-tune it on other tiles.
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from flax import nnx
 
 from flaxbench.checkpoints import BEST, LAST
 from flaxbench.errors import WeightsError
-from flaxbench.models import CONVERTERS, build_model, head_module, model_class
+from flaxbench.models import CONVERTERS, build_model, head_module, model_parameters
 
 # Constructor options torchvision uses when it builds a model for its ImageNet weights.
 PRETRAINED_OPTIONS: dict[str, dict[str, Any]] = {"googlenet": {"transform_input": True}}
@@ -224,7 +223,7 @@ def load_from_run(
 
 def _check_input_options(arch: str, trained: Mapping[str, Any], options: Mapping[str, Any], run_dir: Path) -> None:
     """Refuse to fine-tune a run with another input transform than it trained with (GoogLeNet's transform_input)."""
-    defaults = inspect.signature(model_class(arch)).parameters
+    defaults = model_parameters(arch)
     # Every init but 'scratch' adds PRETRAINED_OPTIONS, so the trained run's value follows from its spec.
     used = {**(PRETRAINED_OPTIONS.get(arch, {}) if trained.get("init") != "scratch" else {}), **(trained.get("options") or {})}
     for key in PRETRAINED_OPTIONS.get(arch, {}):

@@ -51,7 +51,9 @@ def model_class(name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def _parameters(constructor: Any) -> dict[str, inspect.Parameter]:
+def model_parameters(name: str) -> dict[str, inspect.Parameter]:
+    """The parameters of model `name`'s constructor (num_classes, rngs and its options), with defaults."""
+    constructor = model_class(name)
     return dict(inspect.signature(constructor.__init__ if inspect.isclass(constructor) else constructor).parameters)
 
 
@@ -60,7 +62,7 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
 
     Needs no data, so a run checks it before its tiles load.
     """
-    parameters = _parameters(model_class(name))
+    parameters = model_parameters(name)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     for key in options:
         if key in ("num_classes", "rngs") or not (key in parameters or takes_any):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import os
 import time
@@ -19,7 +18,7 @@ from flax import nnx
 
 from data_pipeline import Split, TileDataset, eval_batch_indices, load_dataset
 from flaxbench.errors import SpecError
-from flaxbench.models import build_model, check_options, model_class
+from flaxbench.models import build_model, check_options, model_class, model_parameters
 from flaxbench.runtime import make_mesh, replicated, to_device, to_host
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.state import ModelParts, TrainState, split_model
@@ -41,8 +40,7 @@ TRAIN_NUMBER_RANGES = {
 
 def _model_options(spec: ml_collections.ConfigDict, image_size: int) -> dict[str, Any]:
     options = dict(spec.model.options.to_dict()) if spec.model.options else {}
-    constructor = model_class(spec.model.name)
-    accepts = inspect.signature(constructor.__init__ if inspect.isclass(constructor) else constructor).parameters
+    accepts = model_parameters(spec.model.name)
     if "image_size" in accepts and "image_size" not in options:
         options["image_size"] = image_size
     return options
