@@ -39,6 +39,16 @@ flags.DEFINE_list("specs", None, "study: comma-separated spec files (default: th
 flags.DEFINE_integer("seeds", 1, "study: seeds per row (seed, seed+1, ...).")
 flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (SLURM or JAX_COORDINATOR_ADDRESS etc.).")
 FLAGS = flags.FLAGS
+# The flags each command reads (--distributed applies to all); any other of ours given is refused, so
+# that e.g. `--seeds 3` without `study`, or `study --overwrite`, is not silently ignored.
+COMMAND_FLAGS = {
+    "train": ("spec", "workdir", "overwrite"),
+    "evaluate": ("workdir", "split", "checkpoint", "source"),
+    "convert": ("arch", "torch_weights", "out"),
+    "study": ("spec", "specs", "workdir", "seeds"),
+    "report": ("out",),
+    "predict": ("workdir", "out", "overwrite", "checkpoint"),
+}
 # The --spec.KEY=VALUE overrides, parsed by `check_spec_arguments` rather than config_flags, which
 # cannot set a key to None or override one whose default is None.
 SPEC_OVERRIDES: dict[str, Any] = {}
@@ -127,6 +137,7 @@ def main(argv: list[str]) -> None:
     elif args and command == "train":
         raise app.UsageError(f"unknown command '{args[0]}'; commands: {', '.join(COMMANDS)}")
     try:
+        check_command_flags(command)
         HANDLERS[command](args)
     except (FlaxbenchError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -146,6 +157,17 @@ def main(argv: list[str]) -> None:
               f"Resume with: {shlex.join(['python', '-m', 'flaxbench', *resume_arguments(sys.argv[1:])])}",
               file=sys.stderr)
         sys.exit(130 if e.signal_name == "SIGINT" else 143)
+
+
+def check_command_flags(command: str) -> None:
+    """Refuse a flaxbench flag that `command` would ignore, naming the commands that take it."""
+    for name in sorted({name for names in COMMAND_FLAGS.values() for name in names}):
+        if FLAGS[name].present and name not in COMMAND_FLAGS[command]:
+            takers = [c for c, names in COMMAND_FLAGS.items() if name in names]
+            flag = "--" + name.replace("_", "-")
+            hint = " (finished rows are kept; delete a row's directory to train it again)" if (
+                command, name) == ("study", "overwrite") else ""
+            raise FlaxbenchError(f"{command} does not take {flag}{hint}; it is a flag of: {', '.join(takers)}")
 
 
 def resume_arguments(argv: list[str]) -> list[str]:
@@ -201,7 +223,11 @@ def run() -> None:
     """Console-script entry point."""
     restart_with_huge_pages()
     argv = sys.argv
-    if len(argv) > 1 and argv[1] == "study" and _spec_arguments(argv)[0] is None:
+    if len(argv) > 1 and argv[1] == "study" and _spec_arguments(argv)[0] is not None:
+        print("error: study does not take --spec; name its rows with --specs a.py,b.py (default: the nine study "
+              "specs) and override their keys with --spec.KEY=VALUE", file=sys.stderr)
+        sys.exit(2)
+    if len(argv) > 1 and argv[1] == "study":
         # Study overrides (--spec.x=y) are parsed against the common spec, then applied to every row.
         argv = [argv[0], "study", f"--spec={COMMON_SPEC}", *argv[2:]]
     try:

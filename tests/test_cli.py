@@ -65,6 +65,20 @@ def test_train_then_refuse_to_overwrite_then_evaluate(tmp_path):
         assert_one_line_error(ignored, "evaluate does not take --spec")
 
 
+@pytest.mark.parametrize("arguments, needles", [
+    ([*TINY, "--seeds=3"], ["train does not take --seeds", "study"]),  # forgot `study`: one seed only
+    (["study", "--overwrite"], ["study does not take --overwrite", "delete a row's directory"]),
+    (["study", "--spec=specs/resnet18.py"], ["study does not take --spec", "--specs"]),
+    (["predict", "--split=val", "tile.png"], ["predict does not take --split", "evaluate"]),
+    (["report", "runs", "--torch-weights=a.pth"], ["report does not take --torch-weights", "convert"]),
+])
+def test_a_flag_the_command_would_ignore_is_refused(tmp_path, arguments, needles):
+    out = tmp_path / "run"
+    proc = run_cli(*arguments, f"--out={out}" if arguments[0] == "report" else f"--workdir={out}")
+    assert_one_line_error(proc, *needles)
+    assert list(tmp_path.iterdir()) == []  # nothing trained or written
+
+
 def test_a_run_prints_no_library_info_lines_unless_asked(tmp_path):
     # JAX_PLATFORMS unset, as for a user: JAX then logs at INFO that it found no TPU.
     quiet = run_cli(*TINY, f"--workdir={tmp_path / 'run'}", env={"JAX_PLATFORMS": ""})
