@@ -215,6 +215,8 @@ def load_from_run(
     model = build_for_loading(arch, len(data["classes"]), seed=seed, **options)
     hint = (f"it was trained with spec.model.options={trained.get('options') or {}} on "
             f"{data['image_size'][0]} px tiles: use the same options and spec.data.image_size")
+    if hasattr(model, "fit_checkpoint"):  # e.g. a ViT tuned on tiles of another size
+        params = model.fit_checkpoint(params)
     _fill(model, params, model_state, f"run '{run_dir}' ({which} checkpoint, epoch {epoch})", hint)
     if list(classes) != list(data["classes"]):
         model.reset_head(len(classes), rngs=nnx.Rngs(params=seed + 2))

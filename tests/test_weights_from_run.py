@@ -120,6 +120,21 @@ def test_fine_tune_from_a_run_on_the_command_line(tmp_path):
     assert "16 px tiles" in wrong_size.stderr.strip().splitlines()[-1]
 
 
+def test_a_vit_fine_tunes_on_tiles_of_another_size(tmp_path):
+    from flaxbench.train.loop import train_and_evaluate
+
+    vit = {"model.name": "vit", "model.options": dict(patch_size=5, depth=1, width=8, num_heads=2, mlp_dim=16),
+           "data.normalize": "imagenet", "train.epochs": 1}
+    source = tmp_path / "vit20"
+    train_and_evaluate(tiny_spec(**vit, **{"data.image_size": 20}), source, log=lambda line: None)
+    saved = saved_arrays(source, BEST)
+    tuned = arrays(init_model(tiny_spec(**vit, **{"model.init": f"checkpoint:{source}"}), ("a", "b"), 30))
+    assert tuned["pos_embedding"].shape == (1, 37, 8) and saved["pos_embedding"].shape == (1, 17, 8)
+    np.testing.assert_array_equal(tuned["pos_embedding"][0, 0], saved["pos_embedding"][0, 0])  # class token
+    for name in saved.keys() - {"pos_embedding", "head.kernel", "head.bias"}:
+        np.testing.assert_array_equal(tuned[name], saved[name], err_msg=name)
+
+
 def test_a_run_cannot_start_from_itself(tmp_path):
     run = tmp_path / "run"
     assert run_cli(*CLI_TINY, f"--workdir={run}").returncode == 0

@@ -119,7 +119,28 @@ class ViT(nnx.Module):
             x = layer(x, train=train)
         return self.head(self.ln(x)[:, 0])
 
+    def fit_checkpoint(self, params: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """A checkpoint's flat params for this model: position embeddings of another tile size resampled to its grid."""
+        saved = params.get("pos_embedding")
+        wanted = self.pos_embedding.shape
+        if saved is None or saved.shape == wanted or saved.shape[::2] != wanted[::2]:
+            return params  # nothing to fit, or a width mismatch that loading names
+        return {**params, "pos_embedding": resample_pos_embedding(saved, wanted[1] - 1)}
+
     def reset_head(self, num_classes: int, *, rngs: nnx.Rngs) -> None:
         """Replace the classifier with a fresh zero-initialised one."""
         width = self.head.in_features
         self.head = nnx.Linear(width, num_classes, kernel_init=nnx.initializers.zeros, rngs=rngs)
+
+
+def resample_pos_embedding(pos_embedding: jax.Array, num_patches: int) -> jax.Array:
+    """(1, 1 + g*g, width) position embeddings for `num_patches` patches: the class token's kept, the g x g grid
+    resized bilinearly (as big_vision and timm do to fine-tune a ViT at another resolution)."""
+    old_grid, new_grid = round((pos_embedding.shape[1] - 1) ** 0.5), round(num_patches ** 0.5)
+    if old_grid**2 != pos_embedding.shape[1] - 1 or new_grid**2 != num_patches:
+        raise SpecError(f"ViT position embeddings of {pos_embedding.shape[1] - 1} patches cannot be resampled to "
+                        f"{num_patches}: both must be square grids")
+    width = pos_embedding.shape[2]
+    grid = jnp.reshape(pos_embedding[0, 1:], (old_grid, old_grid, width))
+    grid = jax.image.resize(grid, (new_grid, new_grid, width), method="linear")
+    return jnp.concatenate([pos_embedding[:, :1], grid.reshape(1, num_patches, width)], axis=1)

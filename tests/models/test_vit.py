@@ -121,3 +121,22 @@ def test_mismatched_sizes_are_clear_errors():
         model(jnp.zeros((1, 20, 20, 3)))
     with pytest.raises(SpecError, match="built for 30x30"):
         model(jnp.zeros((1, 40, 40, 3)))
+
+
+def test_resampled_pos_embedding_keeps_the_class_token_and_smooth_grids():
+    from flaxbench.models.vit import resample_pos_embedding
+
+    rows, cols = np.meshgrid(np.linspace(0, 1, 3), np.linspace(0, 1, 3), indexing="ij")
+    grid = np.stack([np.full((3, 3), 0.7), rows], axis=-1).reshape(1, 9, 2)  # a constant and a top-down ramp
+    pos = np.concatenate([np.array([[[5.0, -5.0]]]), grid], axis=1).astype(np.float32)
+    same = resample_pos_embedding(pos, 9)
+    np.testing.assert_allclose(same, pos, atol=1e-6)
+    bigger = np.asarray(resample_pos_embedding(pos, 36))
+    assert bigger.shape == (1, 37, 2)
+    np.testing.assert_array_equal(bigger[0, 0], [5.0, -5.0])
+    new_grid = bigger[0, 1:].reshape(6, 6, 2)
+    np.testing.assert_allclose(new_grid[..., 0], 0.7, atol=1e-6)
+    assert np.all(np.diff(new_grid[..., 1], axis=0) >= 0) and np.all(np.diff(new_grid[..., 1], axis=1) == 0)
+    assert new_grid[0, 0, 1] < 0.2 and new_grid[-1, 0, 1] > 0.8  # top stays top, bottom stays bottom
+    with pytest.raises(SpecError, match="square grids"):
+        resample_pos_embedding(pos, 8)
