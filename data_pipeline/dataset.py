@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,14 @@ def _check_device_options(cfg: Any) -> None:
         raise DataError(f"unknown spec.data.normalize '{mode}'; known: {', '.join(NORMALIZE_MODES)}")
 
 
+def _folder_path(cfg: Any, target: str) -> tuple[str, bool]:
+    """The absolute folder or zip path of a `folder:` source, and spec.data.skip_bad_files."""
+    skip = _get(cfg, "skip_bad_files", False)
+    if not isinstance(skip, bool):
+        raise DataError(f"spec.data.skip_bad_files must be True or False, got {skip!r}")
+    return os.path.abspath(os.path.expanduser(target)), skip
+
+
 def _read_source(cfg: Any, source: str, image_size: int | None) -> tuple[str, SourceTiles]:
     """Dispatch on the `spec.data.source` string; returns (canonical source, tiles)."""
     classes = _get(cfg, "classes", None)
@@ -91,10 +100,7 @@ def _read_source(cfg: Any, source: str, image_size: int | None) -> tuple[str, So
         data_dir = os.path.expanduser(data_dir) if isinstance(data_dir, str) else data_dir
         return source, load_tfds(target, data_dir, classes, image_size)
     if kind == "folder" and target:
-        path = os.path.abspath(os.path.expanduser(target))
-        skip = _get(cfg, "skip_bad_files", False)
-        if not isinstance(skip, bool):
-            raise DataError(f"spec.data.skip_bad_files must be True or False, got {skip!r}")
+        path, skip = _folder_path(cfg, target)
         return f"folder:{path}", load_folder(path, classes, image_size, skip)
     raise DataError(f"unknown spec.data.source '{source}'; use {SOURCE_FORMS}")
 
@@ -108,32 +114,119 @@ def _subset(tiles: SourceTiles, indices: np.ndarray) -> Split:
     )
 
 
+def _whole(tiles: SourceTiles) -> Split:
+    """All of `tiles` as a Split, without copying them."""
+    return Split(images=tiles.images, labels=tiles.labels.astype(np.int32, copy=False), ids=tuple(tiles.ids))
+
+
+def names_folders(split: Any) -> bool:
+    """True if `spec.data.split` names split folders of the source rather than giving numbers."""
+    return isinstance(split, (list, tuple)) and any(isinstance(value, str) for value in split)
+
+
+def _split_folder_form(split: Sequence[Any]) -> tuple[str, str | int | float, str]:
+    """(train folder, val folder or the share of the train folder held out, test folder); DataError otherwise."""
+    values = tuple(split)
+    usage = ("name the train and test folders, and the val folder or the share of the train folder to hold out "
+             "for validation: ('train', 'val', 'test') or ('train', 0.15, 'test')")
+    if len(values) != 3 or not (isinstance(values[0], str) and isinstance(values[2], str)):
+        raise DataError(f"spec.data.split {values!r}: {usage}")
+    val = values[1]
+    named = [value for value in values if isinstance(value, str)]
+    if len({os.path.normpath(name) for name in named}) != len(named):
+        raise DataError(f"spec.data.split {values!r} names one folder for two splits, so their tiles would be the "
+                        "same; name a folder of its own for each split")
+    if isinstance(val, str):
+        return values
+    if isinstance(val, bool) or not isinstance(val, (int, float)) or not (
+            (isinstance(val, int) and val >= 1) or (isinstance(val, float) and 0 < val < 1)):
+        raise DataError(f"spec.data.split {values!r}: the val share must be a fraction in (0, 1) or a tile "
+                        f"count of at least 1, got {val!r}; {usage}")
+    return values
+
+
+def _same_classes(tiles: SourceTiles, classes: tuple[str, ...], where: str, train_where: str) -> SourceTiles:
+    """`tiles` labelled in the order of `classes`; DataError if its class folders are not the same ones."""
+    if set(tiles.classes) != set(classes):
+        missing, extra = sorted(set(classes) - set(tiles.classes)), sorted(set(tiles.classes) - set(classes))
+        detail = "; ".join(part for part in (
+            f"it lacks {', '.join(missing)}" if missing else "", f"it has {', '.join(extra)} too" if extra else "") if part)
+        raise DataError(f"{where} has other class folders than {train_where} ({detail}); give every split the same "
+                        "classes, or list the classes to use in spec.data.classes")
+    order = np.asarray([classes.index(name) for name in tiles.classes], dtype=np.int32)
+    return dataclasses.replace(tiles, labels=order[tiles.labels], classes=classes)
+
+
+def _read_split_folders(
+    cfg: Any, source: Any, image_size: int | None, split: Sequence[Any]
+) -> tuple[str, tuple[SourceTiles, ...], tuple[Split, Split, Split]]:
+    """A source with split folders: (canonical source, the tiles of each folder read, the train/val/test splits)."""
+    kind, _, target = source.partition(":") if isinstance(source, str) else ("", "", "")
+    if kind != "folder" or not target:
+        raise DataError(f"spec.data.split {tuple(split)!r} names split folders, which only a 'folder:PATH' source "
+                        f"has; for {source!r} give three numbers, e.g. (0.7, 0.15, 0.15)")
+    train_name, val, test_name = _split_folder_form(split)
+    path, skip = _folder_path(cfg, target)
+    requested = _get(cfg, "classes", None)
+    train = load_folder(path, requested, image_size, skip, within=train_name)
+    others = []
+    for name in ((val, test_name) if isinstance(val, str) else (test_name,)):
+        tiles = load_folder(path, train.classes if requested is not None else None, image_size, skip, within=name)
+        tiles = _same_classes(tiles, train.classes, f"'{path}' folder '{name}'", f"folder '{train_name}'")
+        if tiles.images.shape[1:] != train.images.shape[1:]:
+            raise DataError(
+                f"tiles in '{path}' folder '{name}' are {tiles.images.shape[2]}x{tiles.images.shape[1]} px, in folder "
+                f"'{train_name}' {train.images.shape[2]}x{train.images.shape[1]}; set spec.data.image_size to resize "
+                "every tile to one square size"
+            )
+        others.append(tiles)
+    if isinstance(val, str):
+        return f"folder:{path}", (train, *others), (_whole(train), _whole(others[0]), _whole(others[1]))
+    if isinstance(val, int) and val >= len(train.labels):
+        raise DataError(f"spec.data.split holds out {val} tiles of '{path}' folder '{train_name}' for validation, but "
+                        f"it has {len(train.labels)} (of the selected classes); hold out fewer, or a fraction")
+    held_out = (len(train.labels) - val, val, 0) if isinstance(val, int) else (1.0 - val, val, 0.0)
+    try:
+        train_idx, val_idx, _ = split_indices(train.labels, train.ids, train.classes, held_out,
+                                              _get(cfg, "split_seed", 0))
+    except DataError as e:
+        raise DataError(f"holding out {val!r} of '{path}' folder '{train_name}' for validation: {e}") from None
+    return f"folder:{path}", (train, *others), (_subset(train, train_idx), _subset(train, val_idx), _whole(others[0]))
+
+
 def load_dataset(cfg: Any) -> TileDataset:
     """Load, select and split the tiles described by `cfg` (= spec.data); DataError if impossible."""
     _check_device_options(cfg)
     image_size = _positive_int_or_none(_get(cfg, "image_size", None), "image_size")
-    source, tiles = _read_source(cfg, _get(cfg, "source", None), image_size)
-    if len(tiles.classes) < 2:
+    split = _get(cfg, "split", (0.7, 0.15, 0.15))
+    if names_folders(split):
+        source, read, splits = _read_split_folders(cfg, _get(cfg, "source", None), image_size, split)
+    else:
+        source, tiles = _read_source(cfg, _get(cfg, "source", None), image_size)
+        read, splits = (tiles,), None
+    classes, skipped = read[0].classes, tuple(name for tiles in read for name in tiles.skipped_files)
+    if len(classes) < 2:
         raise DataError(
-            f"spec.data.classes selects a single class ('{tiles.classes[0]}') of {source}; a classifier "
+            f"spec.data.classes selects a single class ('{classes[0]}') of {source}; a classifier "
             "needs at least two: list more classes, or None for all"
         )
-    if tiles.skipped_files:
+    if skipped:
         logger.warning(
-            "skipped %d bad files in %s (spec.data.skip_bad_files=True): %s",
-            len(tiles.skipped_files), source, ", ".join(tiles.skipped_files),
+            "skipped %d bad files in %s (spec.data.skip_bad_files=True): %s", len(skipped), source, ", ".join(skipped)
         )
-    split, seed = _get(cfg, "split", (0.7, 0.15, 0.15)), _get(cfg, "split_seed", 0)
-    train, val, test = split_indices(tiles.labels, tiles.ids, tiles.classes, split, seed)
+    if splits is None:
+        indices = split_indices(tiles.labels, tiles.ids, classes, split, _get(cfg, "split_seed", 0))
+        splits = tuple(_subset(tiles, part) for part in indices)
+    train, val, test = splits
     return TileDataset(
-        train=_subset(tiles, train),
-        val=_subset(tiles, val),
-        test=_subset(tiles, test),
-        classes=tiles.classes,
+        train=train,
+        val=val,
+        test=test,
+        classes=classes,
         source=source,
         synthetic=source == "synthetic",
-        image_size=(int(tiles.images.shape[1]), int(tiles.images.shape[2])),
-        skipped_files=tiles.skipped_files,
+        image_size=(int(train.images.shape[1]), int(train.images.shape[2])),
+        skipped_files=skipped,
     )
 
 

@@ -8,6 +8,8 @@
   class name's crc32 picks which, so neither gets every tie). Write (0.8, 0.2, 0), not
   (1, 0, 0), for fractions.
 Every class must get at least one tile in every split whose count or fraction is not zero.
+(A source split in folders of its own is read by `dataset.load_dataset`, which uses this module
+only to hold a share of its train folder out for validation.)
 
 Which tiles go where: each class's tiles are sorted by id and shuffled with
 `np.random.default_rng([split_seed, crc32(class name)])`, then cut into train/val/test. A

@@ -135,3 +135,21 @@ def test_evaluate_takes_the_new_place_of_tiles_that_moved(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((run / "eval_test.json").read_text())["accuracy"] == json.loads(
         (run / "results.json").read_text())["test_accuracy"]
+
+
+def test_a_folder_with_its_own_split_trains_on_it_and_evaluates(tmp_path):
+    from tests.data_pipeline.helpers import write_tiles
+
+    write_tiles(tmp_path / "tiles" / "train", {"a": 8, "b": 8}, size=16)
+    write_tiles(tmp_path / "tiles" / "test", {"a": 4, "b": 4}, size=16)
+    source = [f"--spec.data.source=folder:{tmp_path / 'tiles'}", "--spec.data.classes=None"]
+    refused = run_cli(*TINY, *source, f"--workdir={tmp_path / 'run'}")
+    assert_one_line_error(refused, "holds split folders (test, train)", "spec.data.split=\"('train', 0.15, 'test')\"")
+    proc = run_cli(*TINY, *source, "--spec.data.split=('train', 0.25, 'test')", f"--workdir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert data["split_sizes"] == {"train": 12, "val": 4, "test": 8}
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert sorted(results["test_predictions"]["ids"]) == sorted(
+        f"test/{c}/tile_{k}.png" for c in "ab" for k in range(4))
+    assert run_cli("evaluate", f"--workdir={tmp_path / 'run'}").returncode == 0

@@ -8,6 +8,10 @@ are ignored; hidden files (`.DS_Store`, `._*`, `Thumbs.db`, `__MACOSX/`) are ign
 everywhere. Inside a class folder, a file without an image extension or one that fails to
 decode is a bad file: an error, or skipped with `spec.data.skip_bad_files=True`. Tile ids are
 paths relative to ROOT with `/`, so a folder and its zip give the same ids.
+
+A ROOT whose folders are all split names (train/, val/, test/, ...) holds a split of its own:
+`load_folder(..., within="train")` reads ROOT/train/<class>/<tiles> (ids keep the `train/`), and
+reading such a ROOT as class folders is an error that says how to use its split.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from data_pipeline.images import (
 from data_pipeline.sources.tiles import SourceTiles, stack_tiles
 
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini", "__macosx"}
+# Folder names that mean a split rather than a class, by the split they mean.
+SPLIT_FOLDER_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                      "test": "test", "testing": "test"}
 
 
 def _is_hidden(part: str) -> bool:
@@ -224,6 +231,34 @@ def _one_class_folder(path: str, prefix: str, folder: str, files: list[str]) -> 
     )
 
 
+def _enter_split_folder(path: str, prefix: str, paths: list[str], name: str) -> tuple[str, list[str]]:
+    """(prefix, paths) below the split folder `name` of the root; DataError naming the folders there if it is missing."""
+    inner = [p[len(name) + 1 :] for p in paths if p.startswith(name + "/")]
+    if not inner:
+        folders = sorted({p.split("/", 1)[0] for p in paths if "/" in p})
+        raise DataError(
+            f"'{path}' has no folder '{name}' with files, which spec.data.split names; its folders: "
+            f"{', '.join(folders) or 'none'}"
+        )
+    return (f"{prefix}/{name}" if prefix else name), inner
+
+
+def _refuse_split_folders(path: str, folders: list[str]) -> None:
+    """DataError if the class folders of `path` are really split folders (train/, test/, ...)."""
+    meaning = {folder: SPLIT_FOLDER_NAMES.get(canonical_class_name(folder)) for folder in folders}
+    if len(folders) < 2 or None in meaning.values():
+        return
+    by_split = {split: folder for folder, split in meaning.items()}
+    if "train" in by_split and "test" in by_split:
+        val = repr(by_split["val"]) if "val" in by_split else "0.15"
+        fix = (f"to train on its own split set spec.data.split=\"({by_split['train']!r}, {val}, {by_split['test']!r})\""
+               + ("" if "val" in by_split else " (0.15: the share of the train folder held out for validation)")
+               + ", or point spec.data.source at one folder of class folders")
+    else:
+        fix = "point spec.data.source at a folder of class folders"
+    raise DataError(f"'{path}' holds split folders ({', '.join(folders)}), not class folders: {fix}")
+
+
 def _bad_file(display: str, reason: str) -> DataError:
     """The error for one unusable file inside a class folder."""
     return DataError(
@@ -237,10 +272,15 @@ def load_folder(
     requested_classes: Sequence[str] | None,
     image_size: int | None,
     skip_bad_files: bool,
+    within: str | None = None,
 ) -> SourceTiles:
-    """Decode the tiles of the selected classes under folder or zip `path`."""
+    """Decode the tiles of the selected classes under folder or zip `path` (under its split folder `within`)."""
     with _open_tree(path) as (all_paths, all_folders, read, display):
         prefix, paths = _find_root(_visible(all_paths))
+        if within is not None:
+            within = within.strip("/")
+            prefix, paths = _enter_split_folder(path, prefix, paths, within)
+        id_prefix = f"{within}/" if within is not None else ""
         by_folder: dict[str, list[str]] = {}
         for rel in paths:
             if "/" in rel:
@@ -251,6 +291,8 @@ def load_folder(
                 f"no class subfolders with files in '{path}'; expected "
                 f"<root>/<class>/<tile>{'|'.join(IMAGE_EXTENSIONS)}"
             )
+        if within is None:
+            _refuse_split_folders(path, sorted(by_folder))
         empty = _empty_class_folders(_visible(all_folders), prefix, set(by_folder))
         if empty and requested_classes is None:
             raise DataError(
@@ -261,8 +303,8 @@ def load_folder(
         folders = sorted(by_folder)
         if len(folders) == 1:
             raise _one_class_folder(path, prefix, folders[0], by_folder[folders[0]])
-        canonical = check_unique(folders, f"class folders of '{path}'")
-        where = f"'{path}'"
+        where = f"'{path}'" if within is None else f"'{path}' folder '{within}'"
+        canonical = check_unique(folders, f"class folders of {where}")
         classes = select_classes(canonical, requested_classes, f"the class folders of {where}")
         folder_of = dict(zip(canonical, folders))
 
@@ -279,11 +321,11 @@ def load_folder(
                 except (UndecodableImage, OSError, zipfile.BadZipFile) as error:
                     if not skip_bad_files:
                         raise _bad_file(display(inner), str(error)) from error
-                    skipped.append(rel)
+                    skipped.append(id_prefix + rel)
                     continue
                 images.append(resize_square(image, image_size) if image_size else image)
                 labels.append(label)
-                ids.append(rel)
+                ids.append(id_prefix + rel)
     stacked = stack_tiles(images, ids, where)
     return SourceTiles(
         images=stacked,
