@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -119,23 +119,23 @@ def _whole(tiles: SourceTiles) -> Split:
     return Split(images=tiles.images, labels=tiles.labels.astype(np.int32, copy=False), ids=tuple(tiles.ids))
 
 
-def names_folders(split: Any) -> bool:
-    """True if `spec.data.split` names split folders of the source rather than giving numbers."""
+def names_splits(split: Any) -> bool:
+    """True if `spec.data.split` names the source's own splits (folders or TFDS splits) rather than giving numbers."""
     return isinstance(split, (list, tuple)) and any(isinstance(value, str) for value in split)
 
 
-def _split_folder_form(split: Sequence[Any]) -> tuple[str, str | int | float, str]:
-    """(train folder, val folder or the share of the train folder held out, test folder); DataError otherwise."""
+def _named_split_form(split: Sequence[Any]) -> tuple[str, str | int | float, str]:
+    """(train split, val split or the share of train held out, test split) by name; DataError otherwise."""
     values = tuple(split)
-    usage = ("name the train and test folders, and the val folder or the share of the train folder to hold out "
-             "for validation: ('train', 'val', 'test') or ('train', 0.15, 'test')")
+    usage = ("name the source's train and test splits (folders, or TFDS splits), and its val split or the share of "
+             "train to hold out for validation: ('train', 'val', 'test') or ('train', 0.15, 'test')")
     if len(values) != 3 or not (isinstance(values[0], str) and isinstance(values[2], str)):
         raise DataError(f"spec.data.split {values!r}: {usage}")
     val = values[1]
     named = [value for value in values if isinstance(value, str)]
     if len({os.path.normpath(name) for name in named}) != len(named):
-        raise DataError(f"spec.data.split {values!r} names one folder for two splits, so their tiles would be the "
-                        "same; name a folder of its own for each split")
+        raise DataError(f"spec.data.split {values!r} names one split of the source twice, so two splits would hold "
+                        "the same tiles; name a split of its own for each")
     if isinstance(val, str):
         return values
     if isinstance(val, bool) or not isinstance(val, (int, float)) or not (
@@ -146,52 +146,66 @@ def _split_folder_form(split: Sequence[Any]) -> tuple[str, str | int | float, st
 
 
 def _same_classes(tiles: SourceTiles, classes: tuple[str, ...], where: str, train_where: str) -> SourceTiles:
-    """`tiles` labelled in the order of `classes`; DataError if its class folders are not the same ones."""
+    """`tiles` labelled in the order of `classes`; DataError if it holds other classes."""
     if set(tiles.classes) != set(classes):
         missing, extra = sorted(set(classes) - set(tiles.classes)), sorted(set(tiles.classes) - set(classes))
         detail = "; ".join(part for part in (
             f"it lacks {', '.join(missing)}" if missing else "", f"it has {', '.join(extra)} too" if extra else "") if part)
-        raise DataError(f"{where} has other class folders than {train_where} ({detail}); give every split the same "
+        raise DataError(f"{where} has other classes than {train_where} ({detail}); give every split the same "
                         "classes, or list the classes to use in spec.data.classes")
     order = np.asarray([classes.index(name) for name in tiles.classes], dtype=np.int32)
     return dataclasses.replace(tiles, labels=order[tiles.labels], classes=classes)
 
 
-def _read_split_folders(
+def _split_reader(
+    cfg: Any, source: Any, image_size: int | None, split: Sequence[Any]
+) -> tuple[str, Callable[[str, Sequence[str] | None], SourceTiles], Callable[[str], str]]:
+    """(canonical source, read(split name, classes) -> tiles, where(split name) -> text) for named splits."""
+    kind, _, target = source.partition(":") if isinstance(source, str) else ("", "", "")
+    if kind == "folder" and target:
+        path, skip = _folder_path(cfg, target)
+        return (f"folder:{path}", lambda name, classes: load_folder(path, classes, image_size, skip, within=name),
+                lambda name: f"'{path}' folder '{name}'")
+    if kind == "tfds" and target:
+        data_dir = _get(cfg, "tfds_data_dir", None)
+        data_dir = os.path.expanduser(data_dir) if isinstance(data_dir, str) else data_dir
+        return (source, lambda name, classes: load_tfds(target, data_dir, classes, image_size, split=name),
+                lambda name: f"TFDS dataset '{target}' split '{name}'")
+    raise DataError(f"spec.data.split {tuple(split)!r} names splits of the source, which only 'folder:PATH' (its "
+                    f"folders) and 'tfds:NAME' sources have; for {source!r} give three numbers, e.g. (0.7, 0.15, 0.15)")
+
+
+def _read_named_splits(
     cfg: Any, source: Any, image_size: int | None, split: Sequence[Any]
 ) -> tuple[str, tuple[SourceTiles, ...], tuple[Split, Split, Split]]:
-    """A source with split folders: (canonical source, the tiles of each folder read, the train/val/test splits)."""
-    kind, _, target = source.partition(":") if isinstance(source, str) else ("", "", "")
-    if kind != "folder" or not target:
-        raise DataError(f"spec.data.split {tuple(split)!r} names split folders, which only a 'folder:PATH' source "
-                        f"has; for {source!r} give three numbers, e.g. (0.7, 0.15, 0.15)")
-    train_name, val, test_name = _split_folder_form(split)
-    path, skip = _folder_path(cfg, target)
+    """A source's own splits: (canonical source, the tiles of each split read, the train/val/test splits)."""
+    train_name, val, test_name = _named_split_form(split)
+    source, read, where = _split_reader(cfg, source, image_size, split)
     requested = _get(cfg, "classes", None)
-    train = load_folder(path, requested, image_size, skip, within=train_name)
+    train = read(train_name, requested)
     others = []
     for name in ((val, test_name) if isinstance(val, str) else (test_name,)):
-        tiles = load_folder(path, train.classes if requested is not None else None, image_size, skip, within=name)
-        tiles = _same_classes(tiles, train.classes, f"'{path}' folder '{name}'", f"folder '{train_name}'")
+        tiles = _same_classes(read(name, train.classes if requested is not None else None), train.classes,
+                              where(name), f"'{train_name}'")
         if tiles.images.shape[1:] != train.images.shape[1:]:
             raise DataError(
-                f"tiles in '{path}' folder '{name}' are {tiles.images.shape[2]}x{tiles.images.shape[1]} px, in folder "
-                f"'{train_name}' {train.images.shape[2]}x{train.images.shape[1]}; set spec.data.image_size to resize "
-                "every tile to one square size"
+                f"tiles in {where(name)} are {tiles.images.shape[2]}x{tiles.images.shape[1]} px, in '{train_name}' "
+                f"{train.images.shape[2]}x{train.images.shape[1]}; set spec.data.image_size to resize every tile to "
+                "one square size"
             )
         others.append(tiles)
     if isinstance(val, str):
-        return f"folder:{path}", (train, *others), (_whole(train), _whole(others[0]), _whole(others[1]))
+        return source, (train, *others), (_whole(train), _whole(others[0]), _whole(others[1]))
     if isinstance(val, int) and val >= len(train.labels):
-        raise DataError(f"spec.data.split holds out {val} tiles of '{path}' folder '{train_name}' for validation, but "
-                        f"it has {len(train.labels)} (of the selected classes); hold out fewer, or a fraction")
+        raise DataError(f"spec.data.split holds out {val} tiles of {where(train_name)} for validation, but it has "
+                        f"{len(train.labels)} (of the selected classes); hold out fewer, or a fraction")
     held_out = (len(train.labels) - val, val, 0) if isinstance(val, int) else (1.0 - val, val, 0.0)
     try:
         train_idx, val_idx, _ = split_indices(train.labels, train.ids, train.classes, held_out,
                                               _get(cfg, "split_seed", 0))
     except DataError as e:
-        raise DataError(f"holding out {val!r} of '{path}' folder '{train_name}' for validation: {e}") from None
-    return f"folder:{path}", (train, *others), (_subset(train, train_idx), _subset(train, val_idx), _whole(others[0]))
+        raise DataError(f"holding out {val!r} of {where(train_name)} for validation: {e}") from None
+    return source, (train, *others), (_subset(train, train_idx), _subset(train, val_idx), _whole(others[0]))
 
 
 def load_dataset(cfg: Any) -> TileDataset:
@@ -199,8 +213,8 @@ def load_dataset(cfg: Any) -> TileDataset:
     _check_device_options(cfg)
     image_size = _positive_int_or_none(_get(cfg, "image_size", None), "image_size")
     split = _get(cfg, "split", (0.7, 0.15, 0.15))
-    if names_folders(split):
-        source, read, splits = _read_split_folders(cfg, _get(cfg, "source", None), image_size, split)
+    if names_splits(split):
+        source, read, splits = _read_named_splits(cfg, _get(cfg, "source", None), image_size, split)
     else:
         source, tiles = _read_source(cfg, _get(cfg, "source", None), image_size)
         read, splits = (tiles,), None

@@ -28,6 +28,19 @@ import numpy as np
 from data_pipeline.errors import DataError
 
 SPLIT_NAMES = ("train", "val", "test")
+# Names (lower case) a source's own splits go by, by the split they mean.
+SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test", "testing": "test"}
+
+
+def named_split_hint(names: Sequence[str]) -> str | None:
+    """The spec.data.split that uses a source's own splits called `names`, or None without a train and a test."""
+    by_split = {SPLIT_WORDS.get(name.lower()): name for name in names}
+    if "train" not in by_split or "test" not in by_split:
+        return None
+    val = repr(by_split["val"]) if "val" in by_split else "0.15"
+    hint = f"spec.data.split=\"({by_split['train']!r}, {val}, {by_split['test']!r})\""
+    return hint + ("" if "val" in by_split else f" (0.15: the share of {by_split['train']!r} held out for validation)")
 
 
 def _largest_remainder(

@@ -20,8 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.source = "tfds:colorectal_histology"  # or "folder:PATH" (folder or .zip) or "synthetic"
     c.data.classes = STUDY_CLASSES  # selects and orders classes; None = all of the source
-    # train/val/test as counts, or fractions; for a source split in folders, their names, e.g.
-    # ("train", "val", "test"), or ("train", 0.15, "test") to hold out 15% of train/ for validation
+    # train/val/test as counts, or fractions; for a source split already (folders, TFDS splits), their
+    # names, e.g. ("train", "val", "test"), or ("train", 0.15, "test") to hold out 15% of train for val
     c.data.split = (2550, 600, 600)
     c.data.split_seed = 0  # the split depends on this alone, not on `seed`
     c.data.image_size = config_dict.placeholder(int)  # None = native size (150 for Kather 2016)

@@ -33,11 +33,9 @@ from data_pipeline.images import (
     resize_square,
 )
 from data_pipeline.sources.tiles import SourceTiles, stack_tiles
+from data_pipeline.split import SPLIT_WORDS, named_split_hint
 
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini", "__macosx"}
-# Folder names that mean a split rather than a class, by the split they mean.
-SPLIT_FOLDER_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                      "test": "test", "testing": "test"}
 
 
 def _is_hidden(part: str) -> bool:
@@ -245,17 +243,12 @@ def _enter_split_folder(path: str, prefix: str, paths: list[str], name: str) -> 
 
 def _refuse_split_folders(path: str, folders: list[str]) -> None:
     """DataError if the class folders of `path` are really split folders (train/, test/, ...)."""
-    meaning = {folder: SPLIT_FOLDER_NAMES.get(canonical_class_name(folder)) for folder in folders}
-    if len(folders) < 2 or None in meaning.values():
+    names = [canonical_class_name(folder) for folder in folders]
+    if len(folders) < 2 or not all(name in SPLIT_WORDS for name in names):
         return
-    by_split = {split: folder for folder, split in meaning.items()}
-    if "train" in by_split and "test" in by_split:
-        val = repr(by_split["val"]) if "val" in by_split else "0.15"
-        fix = (f"to train on its own split set spec.data.split=\"({by_split['train']!r}, {val}, {by_split['test']!r})\""
-               + ("" if "val" in by_split else " (0.15: the share of the train folder held out for validation)")
-               + ", or point spec.data.source at one folder of class folders")
-    else:
-        fix = "point spec.data.source at a folder of class folders"
+    hint = named_split_hint(folders)
+    fix = (f"to train on its own split set {hint}, or point spec.data.source at one folder of class folders" if hint
+           else "point spec.data.source at a folder of class folders")
     raise DataError(f"'{path}' holds split folders ({', '.join(folders)}), not class folders: {fix}")
 
 

@@ -1,7 +1,9 @@
 """Tiles from a TFDS dataset (study default: `colorectal_histology`), read through
 `tfds.data_source` (array_record random access; no TensorFlow needed to read).
 
-Only the 'train' split is read (colorectal_histology has no other); our own split comes later.
+Only the 'train' split is read (colorectal_histology has no other) and our own split comes later,
+unless spec.data.split names the dataset's own splits: `load_tfds(..., split="test")` reads one of
+them, with ids prefixed by its name.
 Building the dataset needs TensorFlow and internet, so it is only tried when TensorFlow is
 installed; otherwise, or when building fails, one DataError says how to proceed.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
+import logging
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,9 @@ from data_pipeline.classes import check_unique, select_classes
 from data_pipeline.errors import DataError
 from data_pipeline.images import UndecodableImage, resize_square, to_rgb8
 from data_pipeline.sources.tiles import SourceTiles, stack_tiles
+from data_pipeline.split import named_split_hint
+
+logger = logging.getLogger(__name__)
 
 KATHER_ZIP = "Kather_texture_2016_image_tiles_5000.zip"
 
@@ -44,8 +50,8 @@ def _not_available(name: str, data_dir: str, reason: str) -> DataError:
     )
 
 
-def _open_train_split(name: str, data_dir: str | None) -> tuple[Any, Any]:
-    """(random-access source of the 'train' split, DatasetInfo); prepares it if it can."""
+def _open_split(name: str, data_dir: str | None, split: str) -> tuple[Any, Any]:
+    """(random-access source of `split`, DatasetInfo); prepares the dataset if it can."""
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:  # pragma: no cover - tfds is a core dependency
@@ -56,8 +62,9 @@ def _open_train_split(name: str, data_dir: str | None) -> tuple[Any, Any]:
         reason = _first_line(error)
         raise DataError(f"spec.data.source=tfds:{name}: TFDS cannot load it ({reason})") from error
     where = str(builder.data_dir)
+    _check_split_exists(name, builder.info, split)
     try:
-        return builder.as_data_source(split="train"), builder.info
+        return builder.as_data_source(split=split), builder.info
     except Exception as error:  # not prepared, or prepared in a format without random access
         if builder.is_prepared():
             raise DataError(
@@ -69,9 +76,18 @@ def _open_train_split(name: str, data_dir: str | None) -> tuple[Any, Any]:
         raise _not_available(name, where, "not prepared, and building it needs TensorFlow")
     try:
         builder.download_and_prepare(file_format="array_record")
-        return builder.as_data_source(split="train"), builder.info
+        _check_split_exists(name, builder.info, split)
+        return builder.as_data_source(split=split), builder.info
     except Exception as error:  # offline, download blocked, ...
         raise _not_available(name, where, f"preparing it failed: {_first_line(error)}") from error
+
+
+def _check_split_exists(name: str, info: Any, split: str) -> None:
+    """DataError listing the dataset's splits if it has none called `split` (known once it is prepared)."""
+    splits = list(info.splits) if info.splits else []
+    if splits and split not in splits:
+        raise DataError(f"TFDS dataset '{name}' has no split '{split}', which spec.data.split names; its splits: "
+                        f"{', '.join(splits)}")
 
 
 def _text(value: Any) -> str:
@@ -84,15 +100,22 @@ def load_tfds(
     data_dir: str | None,
     requested_classes: Sequence[str] | None,
     image_size: int | None,
+    split: str | None = None,
 ) -> SourceTiles:
-    """Decode the tiles of the selected classes of TFDS dataset `name`."""
-    source, info = _open_train_split(name, data_dir)
+    """Decode the tiles of the selected classes of TFDS dataset `name` (of its `split`, default 'train')."""
+    source, info = _open_split(name, data_dir, split or "train")
+    if split is None and list(info.splits or []) not in ([], ["train"]):
+        hint = named_split_hint(list(info.splits))
+        logger.warning(
+            "TFDS dataset '%s' has splits of its own (%s); numbers in spec.data.split re-split only its 'train'%s",
+            name, ", ".join(info.splits), f"; to use its splits set {hint}" if hint else "",
+        )
     features = info.features
     if "image" not in features or "label" not in features:
         raise DataError(
             f"TFDS dataset '{name}' has no 'image' and 'label' features; it is not a tile classification set"
         )
-    where = f"TFDS dataset '{name}'"
+    where = f"TFDS dataset '{name}'" + (f" split '{split}'" if split else "")
     available = check_unique(list(features["label"].names), f"labels of {where}")
     classes = select_classes(available, requested_classes, where)
     new_label = {available.index(c): i for i, c in enumerate(classes)}
@@ -104,7 +127,8 @@ def load_tfds(
         label = new_label.get(int(example["label"]))
         if label is None:
             continue
-        tile_id = _text(example["filename"]) if has_filename else f"train/{index}"
+        tile_id = _text(example["filename"]) if has_filename else f"{split or 'train'}/{index}"
+        tile_id = f"{split}/{tile_id}" if split and has_filename else tile_id
         try:
             image = to_rgb8(np.asarray(example["image"]))
         except UndecodableImage as error:

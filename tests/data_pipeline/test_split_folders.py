@@ -74,7 +74,7 @@ def test_split_folders_read_as_classes_are_refused_with_the_fix(nct_sample, tmp_
 def test_split_folders_with_other_classes_are_named(tmp_path):
     write_tiles(tmp_path / "train", {"a": 3, "b": 3, "c": 3})
     write_tiles(tmp_path / "test", {"a": 2, "b": 2, "d": 2})
-    with pytest.raises(DataError, match="folder 'test' has other class folders than folder 'train' .it lacks c; it has d"):
+    with pytest.raises(DataError, match="folder 'test' has other classes than 'train' .it lacks c; it has d"):
         load(tmp_path, ("train", 0.3, "test"))
     data = load(tmp_path, ("train", 0.3, "test"), classes=("b", "a"))
     assert data.classes == ("b", "a")
@@ -93,8 +93,8 @@ def test_class_folders_in_another_order_keep_the_train_labels(tmp_path):
     (("train", "val", "test"), "has no folder 'val' with files, which spec.data.split names; its folders: test, train"),
     (("train", 0, "test"), "the val share must be a fraction in"),
     (("train", 1.5, "test"), "the val share must be a fraction in"),
-    (("train", 0.2, "train"), "names one folder for two splits"),
-    (("train", "test"), "name the train and test folders"),
+    (("train", 0.2, "train"), "names one split of the source twice"),
+    (("train", "test"), "name the source's train and test splits"),
     (("train", 7, "test"), "holds out 7 tiles of .* folder 'train' for validation, but it has 6"),
     (("train", 0.1, "test"), "holding out 0.1 of .* folder 'train' for validation: class 'a' has 3 tiles, too few"),
 ])
@@ -106,13 +106,13 @@ def test_bad_split_folder_specs_are_one_clear_error(tmp_path, split, message):
 
 
 def test_split_folders_need_a_folder_source():
-    with pytest.raises(DataError, match="names split folders, which only a 'folder:PATH' source has"):
+    with pytest.raises(DataError, match="names splits of the source, which only 'folder:PATH' .its folders. and 'tfds:NAME' sources have"):
         load_dataset({"source": "synthetic", "split": ("train", 0.2, "test")})
 
 
 def test_split_folders_of_other_tile_sizes_need_image_size(tmp_path):
     write_tiles(tmp_path / "train", {"a": 3, "b": 3}, size=8)
     write_tiles(tmp_path / "test", {"a": 2, "b": 2}, size=10)
-    with pytest.raises(DataError, match="folder 'test' are 10x10 px, in folder 'train' 8x8; set spec.data.image_size"):
+    with pytest.raises(DataError, match="folder 'test' are 10x10 px, in 'train' 8x8; set spec.data.image_size"):
         load(tmp_path, ("train", 0.34, "test"), image_size=None)
     assert load(tmp_path, ("train", 0.34, "test"), image_size=8).image_size == (8, 8)

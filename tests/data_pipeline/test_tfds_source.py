@@ -91,3 +91,32 @@ def test_unknown_tfds_name_is_one_line(no_network):
     with pytest.raises(DataError, match="tfds:no_such_dataset_xyz: TFDS cannot load it") as error:
         load_dataset({"source": "tfds:no_such_dataset_xyz"})
     assert "\n" not in str(error.value)
+
+
+def test_named_tfds_splits_are_read_as_they_are(no_network):
+    with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE):
+        data = load_dataset({"source": f"tfds:{NAME}", "classes": None, "split": ("train", "validation", "test"),
+                             "image_size": 8})
+        held_out = load_dataset({"source": f"tfds:{NAME}", "classes": None, "split": ("train", 10, "test"),
+                                 "image_size": 8})
+    for split, name in ((data.train, "train"), (data.val, "validation"), (data.test, "test")):
+        assert len(split.ids) == 30 and all(tile_id.startswith(f"{name}/") for tile_id in split.ids)
+    assert (len(held_out.train.ids), len(held_out.val.ids)) == (20, 10) and held_out.test.ids == data.test.ids
+    assert not set(held_out.train.ids) & set(held_out.val.ids)
+
+
+def test_a_tfds_dataset_with_splits_of_its_own_warns_when_only_train_is_read(no_network, monkeypatch, caplog):
+    opened = []
+
+    def open_split_with_three_splits(name, data_dir, split):
+        source, info = open_split(name, data_dir, split)
+        opened.append(split)
+        return source, type("Info", (), {"features": info.features, "splits": {"train": 0, "valid": 0, "test": 0}})
+
+    open_split = tfds_source._open_split
+    monkeypatch.setattr(tfds_source, "_open_split", open_split_with_three_splits)
+    with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
+        load_dataset({"source": f"tfds:{NAME}", "classes": None, "split": (1.0, 0.0, 0.0), "image_size": 8})
+    assert opened == ["train"]
+    assert "has splits of its own (train, valid, test)" in caplog.text
+    assert "spec.data.split=\"('train', 'valid', 'test')\"" in caplog.text
