@@ -6,7 +6,12 @@ Augmentation ranges:
 - rot90: each example rotated by k * 90 degrees, k uniform in {0, 1, 2, 3} (square images);
 - brightness: each example shifted by delta * 255, delta uniform in [-0.1, 0.1];
 - contrast: each example's deviation from its own mean (per channel) scaled by a factor
-  uniform in [0.8, 1.2].
+  uniform in [0.8, 1.2];
+- hed / hed_strong: stain jitter (Tellez et al. 2019, "HED-light" and "HED-strong"): each
+  example's optical densities, -ln((pixel + 1) / 256), are unmixed into haematoxylin, eosin and
+  DAB by the Ruifrok & Johnston stain matrix (as skimage's rgb2hed); each stain is scaled by a
+  factor uniform in [1 - s, 1 + s] and shifted by an offset uniform in [-s, s] (optical density),
+  then mixed back; s = 0.05 (hed) or 0.2 (hed_strong).
 Results are rounded and clipped back to uint8. Ops run in the order given.
 """
 
@@ -20,10 +25,14 @@ import numpy as np
 
 from data_pipeline.errors import DataError
 
-AUGMENT_OPS = ("hflip", "vflip", "rot90", "brightness", "contrast")
+AUGMENT_OPS = ("hflip", "vflip", "rot90", "brightness", "contrast", "hed", "hed_strong")
 NORMALIZE_MODES = ("imagenet", "unit", "centered")
 BRIGHTNESS_DELTA = 0.1
 CONTRAST_RANGE = (0.8, 1.2)
+HED_STRENGTH = {"hed": 0.05, "hed_strong": 0.2}
+# Ruifrok & Johnston's stain vectors (rows: haematoxylin, eosin, DAB) in optical density per RGB channel.
+RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float32)
+HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED).astype(np.float32)
 # torchvision's ImageNet statistics (transforms.Normalize in the weights' preprocessing).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -104,6 +113,17 @@ def _contrast(key: jax.Array, images: jax.Array) -> jax.Array:
     return _to_uint8(mean + (pixels - mean) * factor)
 
 
+def _stain_jitter(key: jax.Array, images: jax.Array, strength: float) -> jax.Array:
+    """Scale and shift each example's haematoxylin, eosin and DAB optical densities (see module docstring)."""
+    scale_key, shift_key = jax.random.split(key)
+    shape = (images.shape[0], 1, 1, 3)
+    scale = jax.random.uniform(scale_key, shape, minval=1.0 - strength, maxval=1.0 + strength)
+    shift = jax.random.uniform(shift_key, shape, minval=-strength, maxval=strength)
+    density = -jnp.log((images.astype(jnp.float32) + 1.0) / 256.0)
+    stains = density @ jnp.asarray(HED_FROM_RGB) * scale + shift
+    return _to_uint8(256.0 * jnp.exp(-(stains @ jnp.asarray(RGB_FROM_HED))) - 1.0)
+
+
 def _to_uint8(pixels: jax.Array) -> jax.Array:
     """Round and clip float pixels to uint8."""
     return jnp.clip(jnp.round(pixels), 0, 255).astype(jnp.uint8)
@@ -128,7 +148,9 @@ def augment(key: jax.Array, images: jax.Array, ops: Sequence[str]) -> jax.Array:
         )
     if not ops:
         return images
-    # One key per op name (not per position), so adding an op leaves the others' draws unchanged.
+    # One key per op name (not per position), so adding an op to a spec leaves the others' draws
+    # unchanged; with JAX's partitionable threefry (the default) key i of a split does not depend on
+    # how many keys are split, so ops appended to AUGMENT_OPS leave the earlier ones' draws as well.
     op_keys = jax.random.split(key, len(AUGMENT_OPS))
     # Consecutive flips and rotations compose into one orientation, applied once: on CPU the
     # chain of per-op selects cost more than some models' whole forward pass.
@@ -141,7 +163,12 @@ def augment(key: jax.Array, images: jax.Array, ops: Sequence[str]) -> jax.Array:
             continue
         if orientation is not None:
             images, orientation = _orient(images, orientation), None
-        images = _brightness(op_key, images) if op == "brightness" else _contrast(op_key, images)
+        if op == "brightness":
+            images = _brightness(op_key, images)
+        elif op == "contrast":
+            images = _contrast(op_key, images)
+        else:
+            images = _stain_jitter(op_key, images, HED_STRENGTH[op])
     return images if orientation is None else _orient(images, orientation)
 
 

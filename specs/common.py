@@ -29,7 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.tfds_data_dir = config_dict.placeholder(str)
     c.data.synthetic_per_class = 625
     c.data.synthetic_size = 150
-    c.data.augment = ("hflip", "vflip", "rot90")  # tissue has no orientation
+    # On device, in this order: "hflip", "vflip", "rot90" (tissue has no orientation), "brightness",
+    # "contrast", and stain jitter "hed" or "hed_strong" (see data_pipeline/device.py for the ranges)
+    c.data.augment = ("hflip", "vflip", "rot90")
     c.data.normalize = "centered"  # pixels to [-1, 1]; "imagenet" for pretrained nets, or "unit"
 
     c.model = ml_collections.ConfigDict()

@@ -1,11 +1,14 @@
 """On-device batching, augmentation and normalisation: coverage, invariants, jit and scan."""
 
+import hashlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data_pipeline import DataError, augment, eval_batch_indices, normalize, train_batch_indices
+from data_pipeline import DataError, augment, device, eval_batch_indices, normalize, train_batch_indices
+from data_pipeline.device import RGB_FROM_HED
 
 KEY = jax.random.key(0)
 # Tests call the jitted form (as the training loop does); eager dispatch compiles op by op and is slow.
@@ -103,6 +106,44 @@ def test_photometric_ops_stay_in_their_ranges():
     original = np.asarray(IMAGES).astype(float)
     spread_ratio = contrasted.std(axis=(1, 2, 3)) / original.std(axis=(1, 2, 3))
     assert (spread_ratio > 0.75).all() and (spread_ratio < 1.25).all() and spread_ratio.std() > 0.01
+
+
+def test_the_first_ops_draw_as_before_later_ops_were_added():
+    # sha256 of this output with the code before 'hed' and 'hed_strong' joined AUGMENT_OPS: runs that use
+    # only the first five ops keep their augmentations (and a resumed run its draws).
+    out = np.asarray(AUGMENT(KEY, IMAGES, ("hflip", "vflip", "rot90", "brightness", "contrast")))
+    assert hashlib.sha256(out.tobytes()).hexdigest() == "7bc836147a8b53f5850281a3990dcc44d327133b8e7e35651f3c11a6cca6b9fc"
+
+
+def _stains(images):
+    """Optical densities of uint8 images unmixed into haematoxylin, eosin and DAB (the module's definition)."""
+    return -np.log((np.asarray(images, np.float64) + 1) / 256) @ np.linalg.inv(np.asarray(RGB_FROM_HED, np.float64))
+
+
+@pytest.mark.parametrize("op, strength", [("hed", 0.05), ("hed_strong", 0.2)])
+def test_stain_jitter_scales_and_shifts_each_stain_within_its_range(kather_sample, op, strength):
+    from PIL import Image
+
+    tiles = np.stack([np.asarray(Image.open(path).convert("RGB"))[:48, :48]
+                      for path in sorted(kather_sample.glob("0[1-6]_*/*.tif"))[:8]])
+    out = np.asarray(AUGMENT(KEY, jnp.asarray(tiles), (op,)))
+    assert out.shape == tiles.shape and out.dtype == np.uint8
+    before, after = _stains(tiles), _stains(out)
+    fits = []
+    for k in range(len(tiles)):
+        inside = ((out[k] > 2) & (out[k] < 253)).all(axis=-1)  # not clipped
+        for c in range(3):
+            scale, shift = np.polyfit(before[k][inside][:, c], after[k][inside][:, c], 1)
+            assert 1 - strength - 0.02 < scale < 1 + strength + 0.02, (k, c, scale)
+            assert -strength - 0.02 < shift < strength + 0.02, (k, c, shift)
+            fits.append((scale, shift))
+    assert np.std([scale for scale, _ in fits]) > strength / 10  # drawn per example and stain, not once
+    assert not np.array_equal(out, np.asarray(AUGMENT(jax.random.key(1), jnp.asarray(tiles), (op,))))
+
+
+def test_stain_jitter_of_zero_strength_gives_the_tiles_back(monkeypatch):
+    monkeypatch.setitem(device.HED_STRENGTH, "hed", 0.0)
+    np.testing.assert_array_equal(augment(KEY, IMAGES, ("hed",)), IMAGES)
 
 
 def test_bad_augment_requests():
