@@ -17,6 +17,7 @@ from data_pipeline.sources.folder_source import load_folder
 from data_pipeline.sources.synthetic import load_synthetic
 from data_pipeline.sources.tfds_source import load_tfds
 from data_pipeline.sources.tiles import SourceTiles
+from data_pipeline.groups import check_group_by, group_split_indices, split_groups, tile_groups
 from data_pipeline.split import split_indices
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class TileDataset:
     synthetic: bool
     image_size: tuple[int, int]  # (H, W) of every image
     skipped_files: tuple[str, ...]  # bad files skipped with skip_bad_files=True
+    groups: dict[str, tuple[str, ...]] | None = None  # each split's groups by spec.data.group_by, if set
 
 
 def _get(cfg: Any, key: str, default: Any) -> Any:
@@ -201,16 +203,26 @@ def _read_named_splits(
                         f"{len(train.labels)} (of the selected classes); hold out fewer, or a fraction")
     held_out = (len(train.labels) - val, val, 0) if isinstance(val, int) else (1.0 - val, val, 0.0)
     try:
-        train_idx, val_idx, _ = split_indices(train.labels, train.ids, train.classes, held_out,
-                                              _get(cfg, "split_seed", 0))
+        train_idx, val_idx, _ = _divide(cfg, train, held_out)
     except DataError as e:
         raise DataError(f"holding out {val!r} of {where(train_name)} for validation: {e}") from None
     return source, (train, *others), (_subset(train, train_idx), _subset(train, val_idx), _whole(others[0]))
 
 
+def _divide(cfg: Any, tiles: SourceTiles, split: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of train, val and test in `tiles` for numbers `split`: by tile, or by whole group with group_by."""
+    seed, group_by = _get(cfg, "split_seed", 0), _get(cfg, "group_by", None)
+    if group_by is None:
+        return split_indices(tiles.labels, tiles.ids, tiles.classes, split, seed)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"spec.data.split_seed must be a non-negative integer, got {seed!r}")
+    return group_split_indices(tiles.labels, tiles.ids, tile_groups(tiles.ids, group_by), tiles.classes, split, seed)
+
+
 def load_dataset(cfg: Any) -> TileDataset:
     """Load, select and split the tiles described by `cfg` (= spec.data); DataError if impossible."""
     _check_device_options(cfg)
+    check_group_by(_get(cfg, "group_by", None))
     image_size = _positive_int_or_none(_get(cfg, "image_size", None), "image_size")
     split = _get(cfg, "split", (0.7, 0.15, 0.15))
     if names_splits(split):
@@ -229,9 +241,9 @@ def load_dataset(cfg: Any) -> TileDataset:
             "skipped %d bad files in %s (spec.data.skip_bad_files=True): %s", len(skipped), source, ", ".join(skipped)
         )
     if splits is None:
-        indices = split_indices(tiles.labels, tiles.ids, classes, split, _get(cfg, "split_seed", 0))
-        splits = tuple(_subset(tiles, part) for part in indices)
+        splits = tuple(_subset(tiles, part) for part in _divide(cfg, tiles, split))
     train, val, test = splits
+    groups = split_groups({"train": train.ids, "val": val.ids, "test": test.ids}, _get(cfg, "group_by", None))
     return TileDataset(
         train=train,
         val=val,
@@ -241,6 +253,7 @@ def load_dataset(cfg: Any) -> TileDataset:
         synthetic=source == "synthetic",
         image_size=(int(train.images.shape[1]), int(train.images.shape[2])),
         skipped_files=skipped,
+        groups=groups,
     )
 
 

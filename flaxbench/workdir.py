@@ -135,6 +135,9 @@ def data_record(dataset: Any, splits: dict[str, Any]) -> dict[str, Any]:
         "split_sizes": {name: len(splits[name].ids) for name in ("train", "val", "test")},
         "split_digests": digests,
         "skipped_files": list(dataset.skipped_files),
+        # Patients or slides per split (spec.data.group_by): a reader can check none is in two splits.
+        **({"split_groups": {name: list(g) for name, g in groups.items()}}
+           if (groups := getattr(dataset, "groups", None)) else {}),
     }
 
 

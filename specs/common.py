@@ -24,6 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
     # names, e.g. ("train", "val", "test"), or ("train", 0.15, "test") to hold out 15% of train for val
     c.data.split = (2550, 600, 600)
     c.data.split_seed = 0  # the split depends on this alone, not on `seed`
+    # None: split tile by tile. A regular expression: whole groups (patients, slides) go to one split,
+    # the group being its first group (or match) in each tile id, e.g. r"CRC-Prim-HE-\d+" (Kather 2016)
+    c.data.group_by = config_dict.placeholder(str)
     c.data.image_size = config_dict.placeholder(int)  # None = native size (150 for Kather 2016)
     c.data.skip_bad_files = False  # True: skip unreadable files and list them in a warning
     c.data.tfds_data_dir = config_dict.placeholder(str)

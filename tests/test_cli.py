@@ -153,3 +153,20 @@ def test_a_folder_with_its_own_split_trains_on_it_and_evaluates(tmp_path):
     assert sorted(results["test_predictions"]["ids"]) == sorted(
         f"test/{c}/tile_{k}.png" for c in "ab" for k in range(4))
     assert run_cli("evaluate", f"--workdir={tmp_path / 'run'}").returncode == 0
+
+
+def test_a_split_by_patient_is_recorded_and_reported(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli(*TINY, f"--spec.data.source=folder:{SHARED_DATA / 'kather2016_sample'}",
+                   "--spec.data.classes=('tumor','stroma','complex')", "--spec.data.split=(0.5,0.25,0.25)",
+                   r"--spec.data.group_by=CRC-Prim-HE-\d+", "--spec.train.batch_size=3", f"--workdir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    groups = json.loads((run / "data.json").read_text())["split_groups"]
+    assert sorted(sum(groups.values(), [])) == sorted(set(sum(groups.values(), [])))  # no patient in two splits
+    assert all(name.startswith("CRC-Prim-HE-") for name in sum(groups.values(), []))
+    results = json.loads((run / "results.json").read_text())
+    assert results["group_by"] == r"CRC-Prim-HE-\d+"
+    assert results["groups_per_split"] == {k: len(v) for k, v in groups.items()}
+    report = run_cli("report", str(run))
+    assert report.returncode == 0, report.stderr
+    assert r"whole groups by `CRC-Prim-HE-\d+`" in (run / "report.md").read_text()

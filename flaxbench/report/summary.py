@@ -52,10 +52,14 @@ def is_synthetic(results: dict[str, Any]) -> bool:
 
 
 def data_label(results: dict[str, Any]) -> str:
-    """The row's data source for the `data` column; always says 'synthetic' for synthetic runs."""
+    """The row's data source for the `data` column; always says 'synthetic' for synthetic runs, and any group split."""
     source = results.get("source") or "unknown"
     if is_synthetic(results) and "synthetic" not in source:
-        return f"synthetic ({source})"
+        source = f"synthetic ({source})"
+    if results.get("group_by"):
+        groups = results.get("groups_per_split") or {}
+        counts = "/".join(str(groups[k]) for k in ("train", "val", "test") if k in groups)
+        source += f"; whole groups by `{results['group_by']}`" + (f" ({counts} train/val/test)" if counts else "")
     return source
 
 

@@ -213,6 +213,9 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "synthetic": bool(run.dataset.synthetic),
         "classes": list(run.dataset.classes),
         "split_sizes": {k: run.splits[k].count for k in ("train", "val", "test")},
+        # spec.data.group_by: patients or slides kept whole per split, and how many each split holds
+        "group_by": spec.data.get("group_by"),
+        **({"groups_per_split": {k: len(g) for k, g in run.dataset.groups.items()}} if run.dataset.groups else {}),
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "val_accuracy": val["accuracy"],
