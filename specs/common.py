@@ -55,6 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.weight_decay = 1e-4
     c.train.momentum = 0.9  # sgd only
     c.train.label_smoothing = 0.0
+    # None, "balanced" (n / (classes * n_c) over train) or one weight per class: weights the training
+    # loss for imbalanced tile sets; val/test losses stay unweighted (flaxbench/train/class_weights.py)
+    c.train.class_weights = config_dict.placeholder(object)
     c.train.grad_clip_norm = config_dict.placeholder(float)  # None = no clipping
     c.train.freeze_backbone = False  # train only the head (model.head_path)
     c.train.backbone_lr_scale = 1.0  # learning-rate factor for everything but the head

@@ -215,6 +215,8 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "split_sizes": {k: run.splits[k].count for k in ("train", "val", "test")},
         # spec.data.group_by: patients or slides kept whole per split, and how many each split holds
         "group_by": spec.data.get("group_by"),
+        # of the training loss by class, in class order (None: unweighted); val/test losses are unweighted
+        "class_weights": None if run.class_weights is None else [float(w) for w in run.class_weights],
         **({"groups_per_split": {k: len(g) for k, g in run.dataset.groups.items()}} if run.dataset.groups else {}),
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],

@@ -22,6 +22,7 @@ from flaxbench.models import build_model, check_options, model_class, model_para
 from flaxbench.runtime import make_mesh, replicated, to_device, to_host
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.state import ModelParts, TrainState, split_model
+from flaxbench.train.class_weights import check_class_weights, class_weights
 from flaxbench.train.steps import SteppedEpoch, epoch_plan, make_predict, make_train_epoch, make_train_step
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -153,6 +154,7 @@ class Run:
     steps_per_epoch: int
     head_path: tuple[str, ...]
     dtype_name: str
+    class_weights: np.ndarray | None = None  # of the training loss (spec.train.class_weights)
     compiled: dict[str, Any] = dataclasses.field(default_factory=dict)
     compile_time_s: float = 0.0
 
@@ -237,6 +239,7 @@ def build_run(
     scan = scan_epochs(cfg.epoch_loop, mesh)
     make_optimizer(cfg, 1, ())  # an unknown optimizer or schedule
     check_options(spec.model.name, dict(spec.model.options or {}))
+    check_class_weights(cfg.get("class_weights"))
     if load_weights:
         check_init(spec.model.init)
     dataset = dataset or load_dataset(spec.data)
@@ -274,16 +277,17 @@ def build_run(
         name: put_split(getattr(dataset, name), eval_batch, sharding) for name in ("train", "val", "test")
     }
     dtype = COMPUTE_DTYPES[dtype_name]
+    weights = class_weights(cfg.get("class_weights"), dataset.train.labels, dataset.classes)
     train_step = make_train_step(
         parts, tx, augment_ops=tuple(spec.data.augment),
         normalize_mode=spec.data.normalize, compute_dtype=dtype,
-        label_smoothing=cfg.label_smoothing, mesh=mesh,
+        label_smoothing=cfg.label_smoothing, mesh=mesh, class_weights=weights,
     )
     predict = make_predict(parts, normalize_mode=spec.data.normalize, compute_dtype=dtype, mesh=mesh)
     return Run(
         spec, dataset, mesh, parts, tx, schedule, train_step, scan, predict, splits,
         to_device(np.asarray(dataset.train.labels), sharding), steps_per_epoch,
-        tuple(model.head_path), dtype_name,
+        tuple(model.head_path), dtype_name, weights,
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -35,6 +36,7 @@ def make_train_step(
     compute_dtype: jnp.dtype,
     label_smoothing: float,
     mesh: Mesh | None,
+    class_weights: np.ndarray | None = None,
 ) -> Callable:
     """`step(state, all_images, all_labels, batch_idx, key) -> (state, loss, correct)`.
 
@@ -46,7 +48,12 @@ def make_train_step(
         model = merge(parts, cast_floats(params, compute_dtype), model_state, key)
         logits = model(images, train=True).astype(jnp.float32)
         targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        losses = optax.softmax_cross_entropy(logits, targets)
+        if class_weights is None:
+            loss = losses.mean()
+        else:  # torch's CrossEntropyLoss(weight=...): the weighted mean over the batch
+            weights = jnp.asarray(class_weights)[labels]
+            loss = (weights * losses).sum() / weights.sum()
         new_model_state = nnx.split(model, nnx.Param, nnx.RngState, ...)[3]
         return loss, (logits, new_model_state)
 
