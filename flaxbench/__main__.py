@@ -1,11 +1,11 @@
 """Command line: train a spec, or `evaluate | convert | study | report | predict`.
 
     python -m flaxbench --spec specs/vit_p15.py [--spec.train.epochs=3] [--workdir DIR] [--overwrite]
-    python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last] [--source folder:PATH]
+    python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last] [--source folder:PATH] [--tta]
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
     python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...]
     python -m flaxbench report RUNS_DIR [--out DIR]
-    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite]   (PATH: tile, folder or .zip)
+    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta]   (PATH: tile, folder or .zip)
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ flags.DEFINE_string("workdir", None, "Run directory (default runs/<spec name>; s
 flags.DEFINE_bool("overwrite", False, "Replace the results of a finished run in --workdir; predict: replace --out.")
 flags.DEFINE_enum("split", "test", ["test", "val", "train"], "evaluate: which split.")
 flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "evaluate/predict: which checkpoint.")
+flags.DEFINE_bool("tta", False, "evaluate/predict: average class probabilities over each tile's 8 flips and rotations.")
 flags.DEFINE_string("source", None, "evaluate: where the run's tiles are now, if they moved (folder:PATH, a folder or zip).")
 flags.DEFINE_string("arch", None, "convert: architecture, e.g. resnet18.")
 flags.DEFINE_string("torch_weights", None, "convert: torchvision state_dict .pth file.")
@@ -43,11 +44,11 @@ FLAGS = flags.FLAGS
 # that e.g. `--seeds 3` without `study`, or `study --overwrite`, is not silently ignored.
 COMMAND_FLAGS = {
     "train": ("spec", "workdir", "overwrite"),
-    "evaluate": ("workdir", "split", "checkpoint", "source"),
+    "evaluate": ("workdir", "split", "checkpoint", "source", "tta"),
     "convert": ("arch", "torch_weights", "out"),
     "study": ("spec", "specs", "workdir", "seeds"),
     "report": ("out",),
-    "predict": ("workdir", "out", "overwrite", "checkpoint"),
+    "predict": ("workdir", "out", "overwrite", "checkpoint", "tta"),
 }
 # The --spec.KEY=VALUE overrides, parsed by `check_spec_arguments` rather than config_flags, which
 # cannot set a key to None or override one whose default is None.
@@ -71,10 +72,10 @@ def _evaluate(args: list[str]) -> None:
 
     if not FLAGS.workdir:
         raise FlaxbenchError("evaluate needs --workdir DIR (a run directory)")
-    result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.source)
+    result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.source, tta=FLAGS.tta)
     print(format_metrics(result["name"], FLAGS.split, result, synthetic=result["synthetic"])
-          + f"  (epoch {result['epoch']}, {FLAGS.checkpoint})")
-    print(f"wrote {Path(FLAGS.workdir) / eval_filename(FLAGS.split, FLAGS.checkpoint)}")
+          + f"  (epoch {result['epoch']}, {FLAGS.checkpoint}{', 8-view TTA' if FLAGS.tta else ''})")
+    print(f"wrote {Path(FLAGS.workdir) / eval_filename(FLAGS.split, FLAGS.checkpoint, FLAGS.tta)}")
 
 
 def _convert(args: list[str]) -> None:
@@ -111,7 +112,7 @@ def _predict(args: list[str]) -> None:
     if not FLAGS.workdir or not args:
         raise FlaxbenchError("predict needs --workdir DIR and at least one tile file, folder or .zip")
     out = FLAGS.out or str(Path(FLAGS.workdir) / "predictions.csv")
-    predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint, overwrite=FLAGS.overwrite)
+    predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint, overwrite=FLAGS.overwrite, tta=FLAGS.tta)
 
 
 HANDLERS = {"train": _train, "evaluate": _evaluate, "convert": _convert, "study": _study,

@@ -80,8 +80,8 @@ def read_data_info(workdir: Path) -> dict:
 
 
 def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path, *, which: str = BEST,
-                  batch_size: int = 64, overwrite: bool = False) -> Path:
-    """Predict every image under `paths` with the run's `which` checkpoint; returns the CSV path."""
+                  batch_size: int = 64, overwrite: bool = False, tta: bool = False) -> Path:
+    """Predict every image under `paths` with the run's `which` checkpoint (`tta`: 8-view average); returns the CSV."""
     workdir, out = Path(workdir), Path(out_csv)
     tiles, skipped = expand_paths(paths)
     if out.is_dir():
@@ -124,7 +124,7 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
         print(f"warning: the run trained on {size}x{size} px tiles; resized to that: {sizes} px", file=sys.stderr)
     dtype = resolve_dtype(spec.train.dtype, jax.devices()[0].platform)
     predict = jax.jit(make_predict(parts, normalize_mode=spec.data.normalize,
-                                   compute_dtype=COMPUTE_DTYPES[dtype], mesh=None))
+                                   compute_dtype=COMPUTE_DTYPES[dtype], mesh=None, tta=tta))
     rows = []
     for start in range(0, len(images), batch_size):
         chunk = np.stack(images[start:start + batch_size])
@@ -139,6 +139,7 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
     writer.writerow(["path", "predicted_class", *[f"prob_{c}" for c in classes]])
     writer.writerows(rows)
     write_text_atomic(out, buffer.getvalue())
-    print(f"predicted {len(rows)} tiles ({len(skipped)} skipped) with {which} checkpoint -> {out}")
+    print(f"predicted {len(rows)} tiles ({len(skipped)} skipped) with {which} checkpoint"
+          f"{' and 8-view TTA' if tta else ''} -> {out}")
     return out
 

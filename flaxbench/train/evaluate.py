@@ -27,18 +27,19 @@ def read_run_spec(workdir: str | Path):
     return from_json(path.read_text())
 
 
-def eval_filename(split: str, which: str) -> str:
-    """eval_<split>.json for the best checkpoint, eval_<split>_last.json for the last one."""
-    return f"eval_{split}.json" if which == BEST else f"eval_{split}_{which}.json"
+def eval_filename(split: str, which: str, tta: bool = False) -> str:
+    """eval_<split>.json for the best checkpoint, eval_<split>_last.json for the last one; _tta with TTA."""
+    return f"eval_{split}" + ("" if which == BEST else f"_{which}") + ("_tta" if tta else "") + ".json"
 
 
 def evaluate_workdir(
-    workdir: str | Path, split: str = "test", which: str = BEST, source: str | None = None
+    workdir: str | Path, split: str = "test", which: str = BEST, source: str | None = None, *, tta: bool = False
 ) -> dict[str, Any]:
-    """Metrics of `split` from the run's `which` checkpoint; also written to `eval_filename(split, which)`.
+    """Metrics of `split` from the run's `which` checkpoint; also written to `eval_filename(split, which, tta)`.
 
     `source` (a spec.data.source value) reads the run's tiles where they are now, if they moved;
-    they must be the same tiles, which data.json's digests check.
+    they must be the same tiles, which data.json's digests check. `tta` averages the class
+    probabilities over each tile's 8 flips and rotations.
     """
     if split not in SPLITS:
         raise WorkdirError(f"--split '{split}' is unknown; use one of {', '.join(SPLITS)}")
@@ -67,10 +68,10 @@ def evaluate_workdir(
         raise WorkdirError(f"no '{which}' checkpoint in '{workdir / 'checkpoints'}'; train the run first")
     state, _, epoch = restored
     data = run.splits[split]
-    metrics = split_metrics(run.logits(split, state), data.labels, run.dataset.classes, data.ids)
-    out = {"name": spec.name, "split": split, "checkpoint": which, "epoch": epoch,
+    metrics = split_metrics(run.logits(split, state, tta=tta), data.labels, run.dataset.classes, data.ids)
+    out = {"name": spec.name, "split": split, "checkpoint": which, "epoch": epoch, "tta": tta,
            "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
            "classes": list(run.dataset.classes), **metrics}
     if is_main_process():
-        write_json_atomic(workdir / eval_filename(split, which), out)
+        write_json_atomic(workdir / eval_filename(split, which, tta), out)
     return out

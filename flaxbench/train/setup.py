@@ -27,6 +27,7 @@ from flaxbench.train.steps import SteppedEpoch, epoch_plan, make_predict, make_t
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 TRAIN_EVAL = "train_eval"  # the predict program over the training split ("train" is the epoch)
+TTA_SUFFIX = "+tta"  # a predict program's name with test-time augmentation
 # spec.train numbers that would train without error but to meaningless results: key -> (test, valid range).
 TRAIN_NUMBER_RANGES = {
     "learning_rate": (lambda v: v > 0, "a number above 0"),
@@ -155,6 +156,7 @@ class Run:
     head_path: tuple[str, ...]
     dtype_name: str
     class_weights: np.ndarray | None = None  # of the training loss (spec.train.class_weights)
+    predict_tta: Any = None  # `predict` averaged over the 8 flips and rotations of each tile
     compiled: dict[str, Any] = dataclasses.field(default_factory=dict)
     compile_time_s: float = 0.0
 
@@ -176,9 +178,11 @@ class Run:
             if name == "train":
                 self.compiled[name] = self._compile_train(state)
             else:
-                split = self.splits["train" if name == TRAIN_EVAL else name]
+                split_name = name.removesuffix(TTA_SUFFIX)
+                split = self.splits["train" if split_name == TRAIN_EVAL else split_name]
                 args = (state.params, state.model_state, split.images, split.batch_indices)
-                self.compiled[name] = jax.jit(self.predict).lower(*args).compile()
+                predict = self.predict_tta if name.endswith(TTA_SUFFIX) else self.predict
+                self.compiled[name] = jax.jit(predict).lower(*args).compile()
         self.compile_time_s += time.perf_counter() - start
 
     def _compile_train(self, state: TrainState) -> Any:
@@ -194,10 +198,10 @@ class Run:
         step = jax.jit(self.train_step, donate_argnums=(0,)).lower(state, images, labels, idx[0], keys[0]).compile()
         return SteppedEpoch(plan, step)
 
-    def logits(self, name: str, state: TrainState) -> np.ndarray:
-        """Logits of every example of split `name`, in split order, on the host."""
+    def logits(self, name: str, state: TrainState, *, tta: bool = False) -> np.ndarray:
+        """Logits of every example of split `name`, in split order, on the host (`tta`: see make_predict)."""
         split = self.splits[name]
-        program = TRAIN_EVAL if name == "train" else name
+        program = (TRAIN_EVAL if name == "train" else name) + (TTA_SUFFIX if tta else "")
         self.compile((program,), state)
         out = self.compiled[program](state.params, state.model_state, split.images, split.batch_indices)
         return to_host(out)[: split.count]
@@ -283,11 +287,12 @@ def build_run(
         normalize_mode=spec.data.normalize, compute_dtype=dtype,
         label_smoothing=cfg.label_smoothing, mesh=mesh, class_weights=weights,
     )
-    predict = make_predict(parts, normalize_mode=spec.data.normalize, compute_dtype=dtype, mesh=mesh)
+    predict, predict_tta = (make_predict(parts, normalize_mode=spec.data.normalize, compute_dtype=dtype, mesh=mesh,
+                                         tta=tta) for tta in (False, True))
     return Run(
         spec, dataset, mesh, parts, tx, schedule, train_step, scan, predict, splits,
         to_device(np.asarray(dataset.train.labels), sharding), steps_per_epoch,
-        tuple(model.head_path), dtype_name, weights,
+        tuple(model.head_path), dtype_name, weights, predict_tta,
     )
 
 

@@ -121,15 +121,43 @@ class SteppedEpoch:
         return state, jnp.stack(losses), jnp.stack(correct)
 
 
-def make_predict(parts: ModelParts, *, normalize_mode: str, compute_dtype: jnp.dtype, mesh: Mesh | None) -> Callable:
-    """`predict(params, model_state, images, batch_indices) -> logits (steps * batch, C)`."""
+# The 8 symmetries of a square tile as (transpose, flip rows, flip columns): every combination.
+DIHEDRAL = tuple((t, r, c) for t in (False, True) for r in (False, True) for c in (False, True))
+
+
+def _dihedral_view(x: jax.Array, flags: jax.Array) -> jax.Array:
+    """`x` (N, H, H, C) transposed, then row-flipped, then column-flipped where `flags` (3,) say so."""
+    x = jnp.where(flags[0], jnp.swapaxes(x, 1, 2), x)
+    x = jnp.where(flags[1], jnp.flip(x, axis=1), x)
+    return jnp.where(flags[2], jnp.flip(x, axis=2), x)
+
+
+def make_predict(
+    parts: ModelParts, *, normalize_mode: str, compute_dtype: jnp.dtype, mesh: Mesh | None, tta: bool = False
+) -> Callable:
+    """`predict(params, model_state, images, batch_indices) -> logits (steps * batch, C)`.
+
+    With `tta`, the logits are log of the class probabilities averaged over the tile's 8 flips and
+    rotations (test-time augmentation), so softmax and cross-entropy read them as usual.
+    """
 
     def predict(params, model_state, images, batch_indices):
         model = merge(parts, cast_floats(params, compute_dtype), model_state)
 
+        def logits_of(x):
+            return model(normalize(x, normalize_mode, compute_dtype), train=False).astype(jnp.float32)
+
+        def averaged(x):
+            # One traced model call scanned over the 8 views: unrolled, compile time would grow 8-fold.
+            def view(_, flags):
+                return None, jax.nn.log_softmax(logits_of(_dihedral_view(x, flags)))
+
+            _, log_probs = jax.lax.scan(view, None, jnp.asarray(DIHEDRAL))
+            return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(len(DIHEDRAL))
+
         def body(_, idx):
             x = _shard_batch(jnp.take(images, idx, axis=0), mesh)
-            return None, model(normalize(x, normalize_mode, compute_dtype), train=False).astype(jnp.float32)
+            return None, averaged(x) if tta else logits_of(x)
 
         _, logits = jax.lax.scan(body, None, batch_indices)
         return logits.reshape(-1, logits.shape[-1])
