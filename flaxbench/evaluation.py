@@ -20,22 +20,29 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 def split_metrics(
     logits: np.ndarray, labels: np.ndarray, classes: Sequence[str], ids: Sequence[str]
 ) -> dict[str, Any]:
-    """Accuracy, mean cross-entropy, confusion matrix, per-class metrics and per-tile predictions."""
+    """Accuracy, mean cross-entropy, confusion matrix, per-class metrics (with one-vs-rest AUC), per-tile predictions."""
     labels = np.asarray(labels, np.int64)
     logp = log_softmax(logits)
     predictions = logp.argmax(axis=-1)
     cm = metrics.confusion_matrix(labels, predictions, len(classes))
+    aucs = metrics.one_vs_rest_auc(np.exp(logp), labels)
+    per_class = metrics.per_class_metrics(cm, classes)
+    for name, auc in zip(classes, aucs):
+        per_class[name]["auc"] = auc
     return {
         "accuracy": float(np.mean(predictions == labels)),
         "loss": float(-np.mean(logp[np.arange(len(labels)), labels])),
         "confusion_matrix": cm.tolist(),
-        "per_class": metrics.per_class_metrics(cm, classes),
+        "per_class": per_class,
         "macro_f1": metrics.macro_f1(cm),
+        "macro_auc": metrics.macro_auc(aucs),
         "balanced_accuracy": metrics.balanced_accuracy(cm),
         "predictions": {
             "ids": list(ids),
             "labels": labels.tolist(),
             "predictions": predictions.tolist(),
+            # class probabilities per tile (rows in `ids` order, columns in class order), 6 decimals
+            "probabilities": np.round(np.exp(logp), 6).tolist(),
         },
     }
 

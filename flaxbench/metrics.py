@@ -87,6 +87,29 @@ def balanced_accuracy(cm: np.ndarray) -> float:
     return float(recall[supported].mean()) if supported.any() else 0.0
 
 
+def one_vs_rest_auc(probabilities: np.ndarray, labels: np.ndarray) -> list[float | None]:
+    """ROC AUC of each class against the rest, from class probabilities (N, C); None where a class has no
+    positives or no negatives. Ties count half, as in the Mann-Whitney U statistic it equals."""
+    from scipy.stats import mannwhitneyu
+
+    probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels)
+    aucs: list[float | None] = []
+    for c in range(probabilities.shape[1]):
+        positive, negative = probabilities[labels == c, c], probabilities[labels != c, c]
+        if not len(positive) or not len(negative):
+            aucs.append(None)
+            continue
+        u = mannwhitneyu(positive, negative, alternative="two-sided").statistic
+        aucs.append(float(u / (len(positive) * len(negative))))
+    return aucs
+
+
+def macro_auc(aucs: Sequence[float | None]) -> float | None:
+    """Mean one-vs-rest AUC over the classes that have one (None if none does)."""
+    defined = [a for a in aucs if a is not None]
+    return float(np.mean(defined)) if defined else None
+
+
 def bootstrap_accuracy_ci(
     correct: np.ndarray,
     *,

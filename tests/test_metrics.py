@@ -136,3 +136,28 @@ def test_mcnemar_large_counts_stay_finite():
     a = np.r_[np.ones(2000), np.zeros(3000)].astype(bool)
     b = np.r_[np.zeros(2000), np.zeros(3000)].astype(bool)
     assert metrics.mcnemar_p_value(a, b) == 0.0  # 2 / 2**2000 underflows to 0, no OverflowError
+
+
+def test_one_vs_rest_auc_hand_cases():
+    # class 0: positives score 0.9 and 0.4, negatives 0.5 and 0.1: 3 of 4 pairs ordered right.
+    probabilities = np.array([[0.9, 0.1], [0.4, 0.6], [0.5, 0.5], [0.1, 0.9]])
+    labels = np.array([0, 0, 1, 1])
+    aucs = metrics.one_vs_rest_auc(probabilities, labels)
+    assert aucs == [pytest.approx(0.75), pytest.approx(0.75)]
+    assert metrics.one_vs_rest_auc(np.array([[0.5, 0.5]] * 4), labels) == [0.5, 0.5]  # ties count half
+    assert metrics.one_vs_rest_auc(probabilities[:, ::-1], labels) == [pytest.approx(0.25)] * 2
+    three = metrics.one_vs_rest_auc(np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1]]), np.array([0, 1]))
+    assert three == [1.0, 1.0, None]  # class 2 has no positives
+    assert metrics.macro_auc(three) == 1.0 and metrics.macro_auc([None]) is None
+
+
+def test_split_metrics_hold_probabilities_and_auc():
+    from flaxbench.evaluation import split_metrics
+
+    logits = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.6, 0.25, 0.15]]))
+    result = split_metrics(logits, np.array([0, 1, 2, 1]), ("a", "b", "c"), ["w", "x", "y", "z"])
+    probabilities = np.array(result["predictions"]["probabilities"])
+    np.testing.assert_allclose(probabilities, np.exp(logits), atol=1e-6)
+    assert result["per_class"]["c"]["auc"] == 1.0  # the one c tile has the highest c probability
+    assert result["per_class"]["a"]["auc"] == pytest.approx(1.0) and result["per_class"]["b"]["auc"] == pytest.approx(0.75)
+    assert result["macro_auc"] == pytest.approx((1.0 + 0.75 + 1.0) / 3)

@@ -25,6 +25,7 @@ OPTIONAL_NUMBERS = (
     "flops_per_image",
     "macro_f1",
     "balanced_accuracy",
+    "macro_auc",
 )
 # Per-epoch history values drawn in the training-curves figure.
 HISTORY_CURVES = ("val_accuracy", "train_loss", "val_loss")

@@ -29,6 +29,7 @@ MEAN_FIELDS = (
     "compile_time_s",
     "macro_f1",
     "balanced_accuracy",
+    "macro_auc",
 )
 
 BEST_ROW_NOTE = "best row"

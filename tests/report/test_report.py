@@ -33,6 +33,7 @@ EXTRA_HEADERS = [
     "Compile time (s)",
     "Macro-F1",
     "Balanced accuracy",
+    "Macro AUC",
     "95% CI of test accuracy (%)",
     "Seeds (n)",
     "Test accuracy mean ± std (%)",
@@ -41,7 +42,7 @@ EXTRA_HEADERS = [
 ROW_KEYS = [
     "name", "title", "test_accuracy_pct", "test_loss", "train_time_s", "accuracy_per_second", "loss_per_second",
     "layers", "params", "flops_per_image", "images_per_second", "compile_time_s", "macro_f1", "balanced_accuracy",
-    "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "seeds", "test_accuracy_std_pct",
+    "macro_auc", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "seeds", "test_accuracy_std_pct",
     "mcnemar_p_vs_best",
 ]
 FIGURES = ["accuracy_vs_time", "confusion_matrices", "training_curves", "per_class_recall"]
@@ -112,6 +113,7 @@ def test_json_holds_numbers_and_markdown_formats_them(synthetic_report):
     multi = rows["multi"]
     assert isinstance(multi["test_accuracy_pct"], float) and multi["seeds"] == 3
     assert md_rows["multi"]["Test accuracy (%)"] == f"{multi['test_accuracy_pct']:.2f}"
+    assert md_rows["multi"]["Macro AUC"] == f"{multi['macro_auc']:.3f}"  # the mean over seeds
     assert md_rows["multi"]["Test accuracy mean ± std (%)"] == (
         f"{multi['test_accuracy_pct']:.2f} ± {multi['test_accuracy_std_pct']:.2f}"
     )
