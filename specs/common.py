@@ -59,6 +59,9 @@ def get_config() -> ml_collections.ConfigDict:
     # loss for imbalanced tile sets; val/test losses stay unweighted (flaxbench/train/class_weights.py)
     c.train.class_weights = config_dict.placeholder(object)
     c.train.grad_clip_norm = config_dict.placeholder(float)  # None = no clipping
+    # None = all epochs; N = stop once validation has not improved for N epochs (the schedule still
+    # spans spec.train.epochs; the best epoch is tested as always)
+    c.train.early_stopping_patience = config_dict.placeholder(int)
     c.train.freeze_backbone = False  # train only the head (model.head_path)
     c.train.backbone_lr_scale = 1.0  # learning-rate factor for everything but the head
     c.train.dtype = "auto"  # compute: "auto" (bfloat16 on GPU/TPU, float32 on CPU), "float32", "bfloat16"; params stay float32

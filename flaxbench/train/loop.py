@@ -76,6 +76,12 @@ def _is_better(entry: dict[str, Any], best: dict[str, Any] | None) -> bool:
     return entry["val_loss"] < best["val_loss"]
 
 
+def _out_of_patience(progress: dict[str, Any], patience: int | None) -> bool:
+    """True once `patience` epochs have passed without a better validation result (spec.train.early_stopping_patience)."""
+    best = progress["best"]
+    return patience is not None and best is not None and progress["epoch"] - best["epoch"] >= patience
+
+
 def _progress(meta: dict[str, Any] | None) -> dict[str, Any]:
     fresh = {"epoch": 0, "history": [], "best": None, "train_time_s": 0.0, "checkpoint_time_s": 0.0}
     return {**fresh, **(meta or {})}
@@ -120,8 +126,13 @@ def train_and_evaluate(
     run.compile(("train", "val", "test"), state)
     log(f"{spec.name}: {count_params(state.params):,} params, compiled in {run.compile_time_s:.1f} s on "
         f"{describe_devices(run.mesh)}")
+    patience = spec.train.get("early_stopping_patience")
     with StopRequests() as stop, EpochWriter(workdir, enabled=is_main_process()) as board:
         for epoch in range(progress["epoch"] + 1, spec.train.epochs + 1):
+            if _out_of_patience(progress, patience):  # checked first, so a resumed run stops where it did
+                log(f"stopping early: validation has not improved for {patience} epochs (best: epoch "
+                    f"{progress['best']['epoch']})")
+                break
             state, entry = _run_epoch(run, state, epoch, progress, ckpts)
             board.write(entry)
             mean_epoch_s = progress["train_time_s"] / len(progress["history"])
@@ -236,6 +247,7 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "layers": count_layers(run.parts),
         "flops_per_image": flops_per_image(run, state),
         "epochs": spec.train.epochs,
+        "epochs_trained": len(history),  # fewer than `epochs` when stopped early (spec.train.early_stopping_patience)
         "seed": spec.seed,
         "batch_size": spec.train.batch_size,
         "dtype": run.dtype_name,

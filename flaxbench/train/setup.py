@@ -37,7 +37,9 @@ TRAIN_NUMBER_RANGES = {
     "warmup_epochs": (lambda v: v >= 0, "a number of at least 0"),
     "backbone_lr_scale": (lambda v: v >= 0, "a number of at least 0"),
     "grad_clip_norm": (lambda v: v > 0, "None or a number above 0"),
+    "early_stopping_patience": (lambda v: v >= 1 and v == int(v), "None or a whole number of epochs of at least 1"),
 }
+OPTIONAL_TRAIN_NUMBERS = ("grad_clip_norm", "early_stopping_patience")  # None switches them off
 
 
 def _model_options(spec: ml_collections.ConfigDict, image_size: int) -> dict[str, Any]:
@@ -208,10 +210,10 @@ class Run:
 
 
 def check_train_numbers(cfg: ml_collections.ConfigDict) -> None:
-    """SpecError naming the first spec.train number outside its range (grad_clip_norm may be None)."""
+    """SpecError naming the first spec.train number outside its range (OPTIONAL_TRAIN_NUMBERS may be None)."""
     for key, (in_range, valid) in TRAIN_NUMBER_RANGES.items():
         value = cfg.get(key)
-        if key == "grad_clip_norm" and value is None:
+        if key in OPTIONAL_TRAIN_NUMBERS and value is None:
             continue
         is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if not (is_number and in_range(value)):

@@ -236,6 +236,7 @@ def test_dtype_auto_is_float32_on_cpu():
     ({"train.backbone_lr_scale": -0.5}, "spec.train.backbone_lr_scale=-0.5"),
     ({"train.grad_clip_norm": 0.0}, "spec.train.grad_clip_norm=0.0 must be None or a number above 0"),
     ({"model.options": {"dropout": 1.5}}, "spec.model.options.dropout=1.5 is not a probability"),
+    ({"train.early_stopping_patience": 0}, "spec.train.early_stopping_patience=0 must be None or a whole number"),
 ])
 def test_numbers_that_cannot_train_are_refused_naming_the_key(tmp_path, override, needle):
     with pytest.raises(SpecError, match=re.escape(needle)):
@@ -275,3 +276,17 @@ def test_an_eval_batch_larger_than_every_split_evaluates_as_the_largest_split(tm
 def test_tiles_too_small_for_the_model_are_refused_naming_the_key(tmp_path):
     with pytest.raises(SpecError, match=r"spec\.data\.image_size: convmodel needs tiles of at least 8 px, got 4"):
         train_and_evaluate(tiny_spec(**{"data.image_size": 4}), tmp_path, log=lambda s: None)
+
+
+def test_early_stopping_after_patience_epochs_without_a_better_one(tmp_path, monkeypatch):
+    import flaxbench.train.loop as loop
+
+    # Only the first epoch counts as better, so with a patience of 2 epochs 2 and 3 run and 4 does not.
+    monkeypatch.setattr(loop, "_is_better", lambda entry, best: best is None)
+    lines = []
+    results = train_and_evaluate(tiny_spec(**{"train.epochs": 8, "train.early_stopping_patience": 2}), tmp_path,
+                                 log=lines.append)
+    assert results["epochs"] == 8 and results["epochs_trained"] == 3 and len(results["history"]) == 3
+    assert results["evaluated_checkpoint"]["epoch"] == 1
+    assert any("stopping early: validation has not improved for 2 epochs (best: epoch 1)" in line for line in lines)
+    assert results["train_time_s"] == pytest.approx(sum(h["epoch_time_s"] for h in results["history"]))
