@@ -65,6 +65,24 @@ def describe_devices(mesh: Mesh) -> str:
     return f"{first.platform}: {getattr(first, 'device_kind', first.platform)} x{mesh.devices.size}"
 
 
+# The libraries whose versions change a run's numbers or speed, as results.json records them.
+VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    """Python's and VERSIONED_PACKAGES' versions (a package not installed is left out)."""
+    import importlib.metadata
+    import platform
+
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
 def to_device(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """A host array as a global jax.Array with `sharding` (every process passes the same data)."""
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])

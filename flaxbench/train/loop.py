@@ -17,7 +17,9 @@ from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.errors import TrainingError, WorkdirError
 from flaxbench.evaluation import format_metrics, split_metrics
 from flaxbench.results import RESULTS_FORMAT, write_json_atomic
-from flaxbench.runtime import any_process, describe_devices, enable_determinism, is_main_process, sync_processes
+from flaxbench.runtime import (
+    any_process, describe_devices, enable_determinism, is_main_process, library_versions, sync_processes,
+)
 from flaxbench.tensorboard import EpochWriter
 from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
 from flaxbench.train.state import TrainState, count_params
@@ -262,6 +264,7 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "test_predictions": test["predictions"],
         "skipped_files": list(run.dataset.skipped_files),
         "flaxbench_version": __version__,
+        "versions": library_versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -48,6 +48,9 @@ def test_results_json_holds_every_field(finished_run):
     assert saved["val_accuracy"] == pytest.approx(best["val_accuracy"])
     assert (workdir / "spec.json").exists() and (workdir / "checkpoints" / "best").is_dir()
     assert any((workdir / "tensorboard").iterdir())
+    import jax
+
+    assert saved["versions"]["jax"] == jax.__version__ and saved["versions"]["python"].count(".") == 2
 
 
 def test_training_lowers_the_loss(finished_run):
