@@ -13,12 +13,14 @@ import numpy as np
 
 from data_pipeline.device import AUGMENT_OPS, NORMALIZE_MODES
 from data_pipeline.errors import DataError
+from data_pipeline.images import load_image
 from data_pipeline.sources.folder_source import load_folder
 from data_pipeline.sources.synthetic import load_synthetic
 from data_pipeline.sources.tfds_source import load_tfds
 from data_pipeline.sources.tiles import SourceTiles
 from data_pipeline.groups import check_group_by, group_split_indices, split_groups, tile_groups
 from data_pipeline.split import split_indices
+from data_pipeline.stain import StainTarget, normalize_tiles, stain_target
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class TileDataset:
     image_size: tuple[int, int]  # (H, W) of every image
     skipped_files: tuple[str, ...]  # bad files skipped with skip_bad_files=True
     groups: dict[str, tuple[str, ...]] | None = None  # each split's groups by spec.data.group_by, if set
+    stain: StainTarget | None = None  # what the tiles were stain-normalised to (spec.data.stain_normalize)
 
 
 def _get(cfg: Any, key: str, default: Any) -> Any:
@@ -178,11 +181,15 @@ def _split_reader(
 
 
 def _read_named_splits(
-    cfg: Any, source: Any, image_size: int | None, split: Sequence[Any]
+    cfg: Any, source: Any, image_size: int | None, split: Sequence[Any], stain: StainTarget | None
 ) -> tuple[str, tuple[SourceTiles, ...], tuple[Split, Split, Split]]:
     """A source's own splits: (canonical source, the tiles of each split read, the train/val/test splits)."""
     train_name, val, test_name = _named_split_form(split)
-    source, read, where = _split_reader(cfg, source, image_size, split)
+    source, read_raw, where = _split_reader(cfg, source, image_size, split)
+
+    def read(name: str, classes: Sequence[str] | None) -> SourceTiles:
+        return _stain_normalized(read_raw(name, classes), stain, where(name))
+
     requested = _get(cfg, "classes", None)
     train = read(train_name, requested)
     others = []
@@ -219,16 +226,30 @@ def _divide(cfg: Any, tiles: SourceTiles, split: Sequence[float]) -> tuple[np.nd
     return group_split_indices(tiles.labels, tiles.ids, tile_groups(tiles.ids, group_by), tiles.classes, split, seed)
 
 
+def _stain_normalized(tiles: SourceTiles, stain: StainTarget | None, where: str) -> SourceTiles:
+    """`tiles` normalised to `stain` (as they are without one)."""
+    return tiles if stain is None else dataclasses.replace(tiles, images=normalize_tiles(tiles.images, stain, where))
+
+
+def _stain_target(cfg: Any) -> StainTarget | None:
+    """spec.data.stain_normalize's target, its reference tile read from spec.data.stain_reference."""
+    reference = _get(cfg, "stain_reference", None)
+    reference = os.path.expanduser(reference) if isinstance(reference, str) else reference
+    return stain_target(_get(cfg, "stain_normalize", None), reference, load_image)
+
+
 def load_dataset(cfg: Any) -> TileDataset:
     """Load, select and split the tiles described by `cfg` (= spec.data); DataError if impossible."""
     _check_device_options(cfg)
     check_group_by(_get(cfg, "group_by", None))
+    stain = _stain_target(cfg)
     image_size = _positive_int_or_none(_get(cfg, "image_size", None), "image_size")
     split = _get(cfg, "split", (0.7, 0.15, 0.15))
     if names_splits(split):
-        source, read, splits = _read_named_splits(cfg, _get(cfg, "source", None), image_size, split)
+        source, read, splits = _read_named_splits(cfg, _get(cfg, "source", None), image_size, split, stain)
     else:
         source, tiles = _read_source(cfg, _get(cfg, "source", None), image_size)
+        tiles = _stain_normalized(tiles, stain, source)
         read, splits = (tiles,), None
     classes, skipped = read[0].classes, tuple(name for tiles in read for name in tiles.skipped_files)
     if len(classes) < 2:
@@ -254,6 +275,7 @@ def load_dataset(cfg: Any) -> TileDataset:
         image_size=(int(train.images.shape[1]), int(train.images.shape[2])),
         skipped_files=skipped,
         groups=groups,
+        stain=stain,
     )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from data_pipeline import DataError, load_image
 from data_pipeline.images import IMAGE_EXTENSIONS, UndecodableImage, decode_image, is_image_name, resize_square
 from data_pipeline.sources.folder_source import list_visible_files, read_zip_files
+from data_pipeline.stain import StainTarget, normalize_tile
 from flaxbench.checkpoints import BEST, RunCheckpoints
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
@@ -91,6 +92,7 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
                            "to replace it")
     spec = read_run_spec(workdir)
     info = read_data_info(workdir)
+    stain = StainTarget.from_json(info["stain_normalization"]) if info.get("stain_normalization") else None
     classes, size = list(info["classes"]), int(info["image_size"][0])
     if info.get("synthetic"):
         print(f"warning: the run in '{workdir}' was trained on SYNTHETIC DATA; its predictions say nothing "
@@ -112,7 +114,10 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
             continue
         if image.shape[:2] != (size, size):
             other_sizes[f"{image.shape[0]}x{image.shape[1]}"] += 1
-        images.append(resize_square(image, size))
+        image = resize_square(image, size)
+        # Stain-normalised as the run's tiles were; one with too little tissue to fit stays as it is.
+        normalized = None if stain is None else normalize_tile(image, stain)
+        images.append(image if normalized is None else normalized)
         names.append(name)
     for line in skipped:
         print(f"skipped, not a readable image: {line}", file=sys.stderr)

@@ -138,6 +138,8 @@ def data_record(dataset: Any, splits: dict[str, Any]) -> dict[str, Any]:
         # Patients or slides per split (spec.data.group_by): a reader can check none is in two splits.
         **({"split_groups": {name: list(g) for name, g in groups.items()}}
            if (groups := getattr(dataset, "groups", None)) else {}),
+        # The stain appearance tiles were normalised to (spec.data.stain_normalize): predict uses it too.
+        **({"stain_normalization": stain.to_json()} if (stain := getattr(dataset, "stain", None)) else {}),
     }
 
 

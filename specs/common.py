@@ -29,6 +29,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.group_by = config_dict.placeholder(str)
     c.data.image_size = config_dict.placeholder(int)  # None = native size (150 for Kather 2016)
     c.data.skip_bad_files = False  # True: skip unreadable files and list them in a warning
+    # None, or "macenko": every tile (and every tile predict reads) mapped to one H&E appearance, that of
+    # stain_reference (a tile's path) or, None, Macenko's usual reference (data_pipeline/stain.py)
+    c.data.stain_normalize = config_dict.placeholder(str)
+    c.data.stain_reference = config_dict.placeholder(str)
     c.data.tfds_data_dir = config_dict.placeholder(str)
     c.data.synthetic_per_class = 625
     c.data.synthetic_size = 150

@@ -206,3 +206,25 @@ def test_tiles_in_a_zip_predict_as_the_same_tiles_in_a_folder(prediction, traine
     assert len(skipped) == 3, proc.stderr
     for name in (f"{archive}:bad/truncated.tif", f"{archive}:bad/notes.txt", f"{damaged} (not a readable zip"):
         assert any(name in line for line in skipped), proc.stderr
+
+
+def test_a_stain_normalised_run_predicts_its_test_tiles_as_it_evaluated_them(tmp_path, jax_cache):
+    from flaxbench.train.loop import train_and_evaluate
+
+    spec = tiny_spec(**{
+        "data.source": f"folder:{KATHER}", "data.classes": ("tumor", "stroma", "complex", "mucosa"),
+        "data.split": (4, 4, 4), "data.image_size": IMAGE_SIZE, "data.stain_normalize": "macenko",
+        "train.epochs": 1, "train.batch_size": 4,
+    })
+    results = train_and_evaluate(spec, tmp_path / "run", log=lambda line: None)
+    assert "stain_normalization" in (tmp_path / "run" / "data.json").read_text()
+    tested = results["test_predictions"]
+    out = tmp_path / "p.csv"
+    proc = run_cli("predict", f"--workdir={tmp_path / 'run'}", *[str(KATHER / tile) for tile in tested["ids"]],
+                   f"--out={out}", env=jax_cache)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with out.open(newline="") as stream:
+        rows = {Path(row["path"]).relative_to(KATHER).as_posix(): row for row in csv.DictReader(stream)}
+    for tile, probabilities in zip(tested["ids"], tested["probabilities"]):
+        predicted = [float(rows[tile][f"prob_{c}"]) for c in results["classes"]]
+        np.testing.assert_allclose(predicted, probabilities, atol=2e-6)
