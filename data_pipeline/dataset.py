@@ -13,12 +13,13 @@ import numpy as np
 
 from data_pipeline.device import AUGMENT_OPS, NORMALIZE_MODES
 from data_pipeline.errors import DataError
+from data_pipeline.groups import check_group_by, group_split_indices, split_groups, tile_groups
 from data_pipeline.images import load_image
+from data_pipeline.named_splits import named_split_form, names_splits, read_named_splits
 from data_pipeline.sources.folder_source import load_folder
 from data_pipeline.sources.synthetic import load_synthetic
 from data_pipeline.sources.tfds_source import load_tfds
 from data_pipeline.sources.tiles import SourceTiles
-from data_pipeline.groups import check_group_by, group_split_indices, split_groups, tile_groups
 from data_pipeline.split import split_indices
 from data_pipeline.stain import StainTarget, normalize_tiles, stain_target
 
@@ -124,44 +125,6 @@ def _whole(tiles: SourceTiles) -> Split:
     return Split(images=tiles.images, labels=tiles.labels.astype(np.int32, copy=False), ids=tuple(tiles.ids))
 
 
-def names_splits(split: Any) -> bool:
-    """True if `spec.data.split` names the source's own splits (folders or TFDS splits) rather than giving numbers."""
-    return isinstance(split, (list, tuple)) and any(isinstance(value, str) for value in split)
-
-
-def _named_split_form(split: Sequence[Any]) -> tuple[str, str | int | float, str]:
-    """(train split, val split or the share of train held out, test split) by name; DataError otherwise."""
-    values = tuple(split)
-    usage = ("name the source's train and test splits (folders, or TFDS splits), and its val split or the share of "
-             "train to hold out for validation: ('train', 'val', 'test') or ('train', 0.15, 'test')")
-    if len(values) != 3 or not (isinstance(values[0], str) and isinstance(values[2], str)):
-        raise DataError(f"spec.data.split {values!r}: {usage}")
-    val = values[1]
-    named = [value for value in values if isinstance(value, str)]
-    if len({os.path.normpath(name) for name in named}) != len(named):
-        raise DataError(f"spec.data.split {values!r} names one split of the source twice, so two splits would hold "
-                        "the same tiles; name a split of its own for each")
-    if isinstance(val, str):
-        return values
-    if isinstance(val, bool) or not isinstance(val, (int, float)) or not (
-            (isinstance(val, int) and val >= 1) or (isinstance(val, float) and 0 < val < 1)):
-        raise DataError(f"spec.data.split {values!r}: the val share must be a fraction in (0, 1) or a tile "
-                        f"count of at least 1, got {val!r}; {usage}")
-    return values
-
-
-def _same_classes(tiles: SourceTiles, classes: tuple[str, ...], where: str, train_where: str) -> SourceTiles:
-    """`tiles` labelled in the order of `classes`; DataError if it holds other classes."""
-    if set(tiles.classes) != set(classes):
-        missing, extra = sorted(set(classes) - set(tiles.classes)), sorted(set(tiles.classes) - set(classes))
-        detail = "; ".join(part for part in (
-            f"it lacks {', '.join(missing)}" if missing else "", f"it has {', '.join(extra)} too" if extra else "") if part)
-        raise DataError(f"{where} has other classes than {train_where} ({detail}); give every split the same "
-                        "classes, or list the classes to use in spec.data.classes")
-    order = np.asarray([classes.index(name) for name in tiles.classes], dtype=np.int32)
-    return dataclasses.replace(tiles, labels=order[tiles.labels], classes=classes)
-
-
 def _split_reader(
     cfg: Any, source: Any, image_size: int | None, split: Sequence[Any]
 ) -> tuple[str, Callable[[str, Sequence[str] | None], SourceTiles], Callable[[str], str]]:
@@ -184,36 +147,18 @@ def _read_named_splits(
     cfg: Any, source: Any, image_size: int | None, split: Sequence[Any], stain: StainTarget | None
 ) -> tuple[str, tuple[SourceTiles, ...], tuple[Split, Split, Split]]:
     """A source's own splits: (canonical source, the tiles of each split read, the train/val/test splits)."""
-    train_name, val, test_name = _named_split_form(split)
+    named_split_form(split)  # a malformed split fails before any tile is read
     source, read_raw, where = _split_reader(cfg, source, image_size, split)
 
     def read(name: str, classes: Sequence[str] | None) -> SourceTiles:
         return _stain_normalized(read_raw(name, classes), stain, where(name))
 
-    requested = _get(cfg, "classes", None)
-    train = read(train_name, requested)
-    others = []
-    for name in ((val, test_name) if isinstance(val, str) else (test_name,)):
-        tiles = _same_classes(read(name, train.classes if requested is not None else None), train.classes,
-                              where(name), f"'{train_name}'")
-        if tiles.images.shape[1:] != train.images.shape[1:]:
-            raise DataError(
-                f"tiles in {where(name)} are {tiles.images.shape[2]}x{tiles.images.shape[1]} px, in '{train_name}' "
-                f"{train.images.shape[2]}x{train.images.shape[1]}; set spec.data.image_size to resize every tile to "
-                "one square size"
-            )
-        others.append(tiles)
-    if isinstance(val, str):
-        return source, (train, *others), (_whole(train), _whole(others[0]), _whole(others[1]))
-    if isinstance(val, int) and val >= len(train.labels):
-        raise DataError(f"spec.data.split holds out {val} tiles of {where(train_name)} for validation, but it has "
-                        f"{len(train.labels)} (of the selected classes); hold out fewer, or a fraction")
-    held_out = (len(train.labels) - val, val, 0) if isinstance(val, int) else (1.0 - val, val, 0.0)
-    try:
-        train_idx, val_idx, _ = _divide(cfg, train, held_out)
-    except DataError as e:
-        raise DataError(f"holding out {val!r} of {where(train_name)} for validation: {e}") from None
-    return source, (train, *others), (_subset(train, train_idx), _subset(train, val_idx), _whole(others[0]))
+    def divide(tiles: SourceTiles, held_out: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _divide(cfg, tiles, held_out)
+
+    parts = read_named_splits(split, read, where, _get(cfg, "classes", None), divide)
+    read_tiles = tuple({id(tiles): tiles for tiles, _ in parts}.values())  # train's tiles once, if val is cut from them
+    return source, read_tiles, tuple(_whole(tiles) if rows is None else _subset(tiles, rows) for tiles, rows in parts)
 
 
 def _divide(cfg: Any, tiles: SourceTiles, split: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
