@@ -36,6 +36,7 @@ def split_metrics(
         "per_class": per_class,
         "macro_f1": metrics.macro_f1(cm),
         "macro_auc": metrics.macro_auc(aucs),
+        "ece": metrics.expected_calibration_error(np.exp(logp), labels),
         "balanced_accuracy": metrics.balanced_accuracy(cm),
         "predictions": {
             "ids": list(ids),

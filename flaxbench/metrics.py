@@ -110,6 +110,21 @@ def macro_auc(aucs: Sequence[float | None]) -> float | None:
     return float(np.mean(defined)) if defined else None
 
 
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): over `bins` equal-width bins of top-class confidence, the tile-weighted mean
+    gap between accuracy and mean confidence; 0 is calibrated."""
+    probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels)
+    if not len(labels):
+        return 0.0
+    confidence, predicted = probabilities.max(axis=1), probabilities.argmax(axis=1)
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)  # confidence 1.0 goes to the top bin
+    gaps = 0.0
+    for b in np.unique(which):
+        members = which == b
+        gaps += members.sum() * abs(np.mean(predicted[members] == labels[members]) - confidence[members].mean())
+    return float(gaps / len(labels))
+
+
 def bootstrap_accuracy_ci(
     correct: np.ndarray,
     *,

@@ -161,3 +161,13 @@ def test_split_metrics_hold_probabilities_and_auc():
     assert result["per_class"]["c"]["auc"] == 1.0  # the one c tile has the highest c probability
     assert result["per_class"]["a"]["auc"] == pytest.approx(1.0) and result["per_class"]["b"]["auc"] == pytest.approx(0.75)
     assert result["macro_auc"] == pytest.approx((1.0 + 0.75 + 1.0) / 3)
+
+
+def test_expected_calibration_error_hand_cases():
+    # Four tiles at confidence 0.9 of which half are right: one bin, gap |0.5 - 0.9|.
+    probabilities = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])
+    assert metrics.expected_calibration_error(probabilities, np.array([0, 1, 1, 0])) == pytest.approx(0.4)
+    # Two bins: 0.9 all right (gap 0.1), 0.6 all wrong (gap 0.6), equal weights.
+    mixed = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
+    assert metrics.expected_calibration_error(mixed, np.array([0, 0, 1, 1])) == pytest.approx((0.1 + 0.6) / 2)
+    assert metrics.expected_calibration_error(np.array([[1.0, 0.0]]), np.array([0])) == 0.0

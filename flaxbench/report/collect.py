@@ -26,6 +26,7 @@ OPTIONAL_NUMBERS = (
     "macro_f1",
     "balanced_accuracy",
     "macro_auc",
+    "ece",
 )
 # Per-epoch history values drawn in the training-curves figure.
 HISTORY_CURVES = ("val_accuracy", "train_loss", "val_loss")

@@ -30,6 +30,7 @@ MEAN_FIELDS = (
     "macro_f1",
     "balanced_accuracy",
     "macro_auc",
+    "ece",
 )
 
 BEST_ROW_NOTE = "best row"

@@ -93,6 +93,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("Macro-F1", ("macro_f1",), _number("macro_f1", ".3f")),
     Column("Balanced accuracy", ("balanced_accuracy",), _number("balanced_accuracy", ".3f")),
     Column("Macro AUC", ("macro_auc",), _number("macro_auc", ".3f")),
+    Column("ECE", ("ece",), _number("ece", ".3f")),
     Column("95% CI of test accuracy (%)", ("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct"), _ci_cell),
     Column("Seeds (n)", ("seeds",), _number("seeds", "d")),
     Column("Test accuracy mean ± std (%)", ("test_accuracy_std_pct",), _mean_std_cell),

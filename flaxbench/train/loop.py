@@ -260,6 +260,7 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "macro_f1": test["macro_f1"],
         "balanced_accuracy": test["balanced_accuracy"],
         "macro_auc": test["macro_auc"],
+        "ece": test["ece"],
         "history": history,
         "test_predictions": test["predictions"],
         "skipped_files": list(run.dataset.skipped_files),

@@ -68,6 +68,7 @@ def make_results(
         "macro_f1": metrics.macro_f1(cm),
         "balanced_accuracy": metrics.balanced_accuracy(cm),
         "macro_auc": float(rng.uniform(0.8, 0.99)),
+        "ece": float(rng.uniform(0.01, 0.2)),
         "history": [
             {"epoch": e, "train_loss": 1.5 / e, "train_accuracy": 0.3 * e, "val_loss": 1.6 / e,
              "val_accuracy": 0.25 * e, "epoch_time_s": 4.0, "images_per_second": 300.0, "learning_rate": 1e-3}

@@ -34,6 +34,7 @@ EXTRA_HEADERS = [
     "Macro-F1",
     "Balanced accuracy",
     "Macro AUC",
+    "ECE",
     "95% CI of test accuracy (%)",
     "Seeds (n)",
     "Test accuracy mean ± std (%)",
@@ -42,7 +43,7 @@ EXTRA_HEADERS = [
 ROW_KEYS = [
     "name", "title", "test_accuracy_pct", "test_loss", "train_time_s", "accuracy_per_second", "loss_per_second",
     "layers", "params", "flops_per_image", "images_per_second", "compile_time_s", "macro_f1", "balanced_accuracy",
-    "macro_auc", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "seeds", "test_accuracy_std_pct",
+    "macro_auc", "ece", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "seeds", "test_accuracy_std_pct",
     "mcnemar_p_vs_best",
 ]
 FIGURES = ["accuracy_vs_time", "confusion_matrices", "training_curves", "per_class_recall"]
