@@ -29,30 +29,32 @@ from data_pipeline.split import split_counts
 ATTEMPTS = 64  # group orders tried before a group split is declared impossible
 
 
-def check_group_by(pattern: str | None) -> re.Pattern | None:
-    """`spec.data.group_by` compiled (None without one); DataError if it is not a regular expression."""
+SPEC_KEY = "spec.data.group_by"
+
+
+def check_group_by(pattern: str | None, key: str = SPEC_KEY) -> re.Pattern | None:
+    """The group pattern compiled (None without one); DataError naming `key` if it is not a regular expression."""
     if pattern is None:
         return None
     if not isinstance(pattern, str) or not pattern:
-        raise DataError(f"spec.data.group_by must be a regular expression or None, got {pattern!r}")
+        raise DataError(f"{key} must be a regular expression or None, got {pattern!r}")
     try:
         return re.compile(pattern)
     except re.error as error:
-        raise DataError(f"spec.data.group_by {pattern!r} is not a valid regular expression ({error})") from None
+        raise DataError(f"{key} {pattern!r} is not a valid regular expression ({error})") from None
 
 
-def tile_groups(ids: Sequence[str], pattern: str) -> list[str]:
-    """The group of every tile id by `spec.data.group_by`; DataError for a tile it finds none in."""
-    regex = check_group_by(pattern)
+def tile_groups(ids: Sequence[str], pattern: str, key: str = SPEC_KEY) -> list[str]:
+    """The group of every tile id by `pattern` (given as `key`); DataError for a tile it finds none in."""
+    regex = check_group_by(pattern, key)
     groups = []
     for tile_id in ids:
         match = regex.search(tile_id)
         group = None if match is None else (match.group(1) if regex.groups else match.group(0))
         if not group:
-            raise DataError(
-                f"spec.data.group_by {pattern!r} finds no group in tile '{tile_id}'; every tile needs one "
-                "(its patient or slide): fix the pattern, or set spec.data.group_by=None for a tile-level split"
-            )
+            fix = ", or set spec.data.group_by=None for a tile-level split" if key == SPEC_KEY else ""
+            raise DataError(f"{key} {pattern!r} finds no group in tile '{tile_id}'; every tile needs one (its "
+                            f"patient or slide): fix the pattern{fix}")
         groups.append(group)
     return groups
 

@@ -5,7 +5,7 @@
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
     python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...]
     python -m flaxbench report RUNS_DIR [--out DIR]
-    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta]   (PATH: tile, folder or .zip)
+    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX]   (PATH: tile, folder or .zip)
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ flags.DEFINE_string("workdir", None, "Run directory (default runs/<spec name>; s
 flags.DEFINE_bool("overwrite", False, "Replace the results of a finished run in --workdir; predict: replace --out.")
 flags.DEFINE_enum("split", "test", ["test", "val", "train"], "evaluate: which split.")
 flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "evaluate/predict: which checkpoint.")
+flags.DEFINE_string("group_by", None, "predict: also write OUT_groups.csv, mean probabilities per group (a regular "
+                    "expression on each tile's path, its first group or match naming the slide or patient).")
+flags.DEFINE_alias("group-by", "group_by")
 flags.DEFINE_bool("tta", False, "evaluate/predict: average class probabilities over each tile's 8 flips and rotations.")
 flags.DEFINE_string("source", None, "evaluate: where the run's tiles are now, if they moved (folder:PATH, a folder or zip).")
 flags.DEFINE_string("arch", None, "convert: architecture, e.g. resnet18.")
@@ -48,7 +51,7 @@ COMMAND_FLAGS = {
     "convert": ("arch", "torch_weights", "out"),
     "study": ("spec", "specs", "workdir", "seeds"),
     "report": ("out",),
-    "predict": ("workdir", "out", "overwrite", "checkpoint", "tta"),
+    "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by"),
 }
 # The --spec.KEY=VALUE overrides, parsed by `check_spec_arguments` rather than config_flags, which
 # cannot set a key to None or override one whose default is None.
@@ -112,7 +115,8 @@ def _predict(args: list[str]) -> None:
     if not FLAGS.workdir or not args:
         raise FlaxbenchError("predict needs --workdir DIR and at least one tile file, folder or .zip")
     out = FLAGS.out or str(Path(FLAGS.workdir) / "predictions.csv")
-    predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint, overwrite=FLAGS.overwrite, tta=FLAGS.tta)
+    predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint, overwrite=FLAGS.overwrite, tta=FLAGS.tta,
+                  group_by=FLAGS.group_by)
 
 
 HANDLERS = {"train": _train, "evaluate": _evaluate, "convert": _convert, "study": _study,

@@ -11,6 +11,7 @@ import sys
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ import numpy as np
 from data_pipeline import DataError, load_image
 from data_pipeline.images import IMAGE_EXTENSIONS, UndecodableImage, decode_image, is_image_name, resize_square
 from data_pipeline.sources.folder_source import list_visible_files, read_zip_files
+from data_pipeline.groups import check_group_by, tile_groups
 from data_pipeline.stain import StainTarget, normalize_tile
 from flaxbench.checkpoints import BEST, RunCheckpoints
 from flaxbench.errors import WorkdirError
@@ -81,15 +83,23 @@ def read_data_info(workdir: Path) -> dict:
 
 
 def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path, *, which: str = BEST,
-                  batch_size: int = 64, overwrite: bool = False, tta: bool = False) -> Path:
-    """Predict every image under `paths` with the run's `which` checkpoint (`tta`: 8-view average); returns the CSV."""
+                  batch_size: int = 64, overwrite: bool = False, tta: bool = False,
+                  group_by: str | None = None) -> Path:
+    """Predict every image under `paths` with the run's `which` checkpoint (`tta`: 8-view average); returns the CSV.
+
+    `group_by` (a regular expression, as spec.data.group_by) also writes OUT_groups.csv: the mean class
+    probabilities of each group's tiles, e.g. per slide or patient.
+    """
     workdir, out = Path(workdir), Path(out_csv)
     tiles, skipped = expand_paths(paths)
+    check_group_by(group_by, "--group-by")
+    group_out = out.with_name(f"{out.stem}_groups.csv") if group_by else None
     if out.is_dir():
         raise WorkdirError(f"--out '{out}' is a folder; give a file name such as '{out / 'predictions.csv'}'")
-    if out.exists() and not overwrite:
-        raise WorkdirError(f"'{out}' already exists (earlier predictions?); give another --out, or add --overwrite "
-                           "to replace it")
+    for path in (out, group_out):
+        if path is not None and path.exists() and not overwrite:
+            raise WorkdirError(f"'{path}' already exists (earlier predictions?); give another --out, or add "
+                               "--overwrite to replace it")
     spec = read_run_spec(workdir)
     info = read_data_info(workdir)
     stain = StainTarget.from_json(info["stain_normalization"]) if info.get("stain_normalization") else None
@@ -130,21 +140,40 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
     dtype = resolve_dtype(spec.train.dtype, jax.devices()[0].platform)
     predict = jax.jit(make_predict(parts, normalize_mode=spec.data.normalize,
                                    compute_dtype=COMPUTE_DTYPES[dtype], mesh=None, tta=tta))
-    rows = []
+    probabilities = []
     for start in range(0, len(images), batch_size):
         chunk = np.stack(images[start:start + batch_size])
         n = len(chunk)
         padded = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, axis=0)]) if n < batch_size else chunk
         logits = np.asarray(predict(state.params, state.model_state, jnp.asarray(padded),
                                     jnp.arange(batch_size)[None]))[:n]
-        probs = np.exp(log_softmax(logits))
-        rows += [[names[start + i], classes[int(p.argmax())], *[f"{x:.6f}" for x in p]] for i, p in enumerate(probs)]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["path", "predicted_class", *[f"prob_{c}" for c in classes]])
-    writer.writerows(rows)
-    write_text_atomic(out, buffer.getvalue())
+        probabilities.append(np.exp(log_softmax(logits)))
+    probabilities = np.concatenate(probabilities)
+    # A tile without a group fails here, before anything is written.
+    groups = tile_groups(names, group_by, "--group-by") if group_by else None
+    rows = [[name, classes[int(p.argmax())], *[f"{x:.6f}" for x in p]] for name, p in zip(names, probabilities)]
+    write_text_atomic(out, _csv(["path", "predicted_class", *[f"prob_{c}" for c in classes]], rows))
     print(f"predicted {len(rows)} tiles ({len(skipped)} skipped) with {which} checkpoint"
           f"{' and 8-view TTA' if tta else ''} -> {out}")
+    if groups is not None:
+        order = sorted(set(groups))
+        position = {group: k for k, group in enumerate(order)}
+        members = np.asarray([position[g] for g in groups])
+        group_rows = []
+        for k, group in enumerate(order):
+            mean = probabilities[members == k].mean(axis=0)
+            group_rows.append([group, int((members == k).sum()), classes[int(mean.argmax())], *[f"{x:.6f}" for x in mean]])
+        write_text_atomic(group_out, _csv(["group", "tiles", "predicted_class", *[f"prob_{c}" for c in classes]],
+                                          group_rows))
+        print(f"mean probabilities of {len(order)} groups ({group_by!r}) -> {group_out}")
     return out
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
+    """CSV text of a header row and `rows`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
 

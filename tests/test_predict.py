@@ -228,3 +228,25 @@ def test_a_stain_normalised_run_predicts_its_test_tiles_as_it_evaluated_them(tmp
     for tile, probabilities in zip(tested["ids"], tested["probabilities"]):
         predicted = [float(rows[tile][f"prob_{c}"]) for c in results["classes"]]
         np.testing.assert_allclose(predicted, probabilities, atol=2e-6)
+
+
+def test_group_by_writes_the_mean_probabilities_of_each_slide(trained_run, tmp_path, jax_cache):
+    out = tmp_path / "p.csv"
+    wrong = run_cli("predict", f"--workdir={trained_run}", str(KATHER), f"--out={out}", "--group-by=Patient(\\d+)",
+                    env=jax_cache)
+    assert wrong.returncode != 0 and "--group-by 'Patient(\\\\d+)' finds no group in tile" in wrong.stderr
+    assert not out.exists()  # nothing written
+    proc = run_cli("predict", f"--workdir={trained_run}", str(KATHER), f"--out={out}",
+                   "--group-by=CRC-Prim-HE-\\d+", env=jax_cache)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with out.open(newline="") as stream:
+        tiles = list(csv.DictReader(stream))
+    with (tmp_path / "p_groups.csv").open(newline="") as stream:
+        groups = {row["group"]: row for row in csv.DictReader(stream)}
+    assert sorted(groups) == [f"CRC-Prim-HE-{k:02d}" for k in range(1, 11)]
+    assert sum(int(row["tiles"]) for row in groups.values()) == len(tiles) == 24
+    columns = [c for c in tiles[0] if c.startswith("prob_")]
+    of_07 = [row for row in tiles if "CRC-Prim-HE-07" in row["path"]]
+    mean = np.mean([[float(row[c]) for c in columns] for row in of_07], axis=0)
+    np.testing.assert_allclose([float(groups["CRC-Prim-HE-07"][c]) for c in columns], mean, atol=2e-6)
+    assert groups["CRC-Prim-HE-07"]["predicted_class"] == columns[int(mean.argmax())].removeprefix("prob_")
