@@ -21,7 +21,7 @@ from flaxbench.runtime import (
     any_process, describe_devices, enable_determinism, is_main_process, library_versions, sync_processes,
 )
 from flaxbench.tensorboard import EpochWriter
-from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
+from flaxbench.train.setup import SELECT_BY, Run, build_run, count_layers, flops_per_image
 from flaxbench.train.state import TrainState, count_params
 from flaxbench.workdir import check_same_data, check_workdir, claim_workdir, data_record
 
@@ -70,11 +70,12 @@ def _epoch_line(entry: dict[str, Any], epochs: int, eta_s: float) -> str:
     )
 
 
-def _is_better(entry: dict[str, Any], best: dict[str, Any] | None) -> bool:
+def _is_better(entry: dict[str, Any], best: dict[str, Any] | None, select_by: str = "val_accuracy") -> bool:
+    """Whether epoch `entry` beats the best so far by `select_by`, ties broken by the lower validation loss."""
     if best is None:
         return True
-    if entry["val_accuracy"] != best["val_accuracy"]:
-        return entry["val_accuracy"] > best["val_accuracy"]
+    if entry[select_by] != best[select_by]:
+        return (entry[select_by] > best[select_by]) == SELECT_BY[select_by]
     return entry["val_loss"] < best["val_loss"]
 
 
@@ -186,6 +187,8 @@ def _run_epoch(run: Run, state: TrainState, epoch: int, progress: dict[str, Any]
         "train_accuracy": float(np.asarray(correct).sum() / images),
         "val_loss": val["loss"],
         "val_accuracy": val["accuracy"],
+        "val_balanced_accuracy": val["balanced_accuracy"],
+        "val_macro_f1": val["macro_f1"],
         "epoch_time_s": elapsed,
         "images_per_second": images / (trained - start),
         "learning_rate": float(run.schedule(epoch * run.steps_per_epoch)),
@@ -194,8 +197,9 @@ def _run_epoch(run: Run, state: TrainState, epoch: int, progress: dict[str, Any]
     progress["epoch"] = epoch
     progress["train_time_s"] += elapsed
     save_start = time.perf_counter()
-    if _is_better(entry, progress["best"]):
-        progress["best"] = {k: entry[k] for k in ("epoch", "val_accuracy", "val_loss")}
+    select_by = spec.train.get("select_by") or "val_accuracy"
+    if _is_better(entry, progress["best"], select_by):
+        progress["best"] = {k: entry[k] for k in ("epoch", "val_accuracy", "val_loss", select_by)}
         ckpts.save(BEST, epoch, state, progress)
     ckpts.save(LAST, epoch, state, progress)
     progress["checkpoint_time_s"] += time.perf_counter() - save_start
@@ -237,7 +241,8 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "val_loss": val["loss"],
         "evaluated_checkpoint": {
             "which": "best_val", "epoch": best_epoch, "step": best_epoch * run.steps_per_epoch,
-            "note": "test metrics come from the epoch with the best validation accuracy",
+            "selected_by": spec.train.get("select_by") or "val_accuracy",
+            "note": "test metrics come from the epoch with the best validation value named in selected_by",
         },
         "train_time_s": train_time,
         "compile_time_s": run.compile_time_s,

@@ -39,6 +39,8 @@ TRAIN_NUMBER_RANGES = {
     "grad_clip_norm": (lambda v: v > 0, "None or a number above 0"),
     "early_stopping_patience": (lambda v: v >= 1 and v == int(v), "None or a whole number of epochs of at least 1"),
 }
+# spec.train.select_by (None: val_accuracy): the validation value that picks the best epoch -> higher is better.
+SELECT_BY = {"val_accuracy": True, "val_balanced_accuracy": True, "val_macro_f1": True, "val_loss": False}
 OPTIONAL_TRAIN_NUMBERS = ("grad_clip_norm", "early_stopping_patience")  # None switches them off
 
 
@@ -246,6 +248,9 @@ def build_run(
     make_optimizer(cfg, 1, ())  # an unknown optimizer or schedule
     check_options(spec.model.name, dict(spec.model.options or {}))
     check_class_weights(cfg.get("class_weights"))
+    if cfg.get("select_by") is not None and cfg.get("select_by") not in SELECT_BY:
+        raise SpecError(f"spec.train.select_by={cfg.get('select_by')!r} is unknown; use None (val_accuracy) or one of "
+                        f"{', '.join(SELECT_BY)}")
     if load_weights:
         check_init(spec.model.init)
     dataset = dataset or load_dataset(spec.data)

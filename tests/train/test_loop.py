@@ -44,6 +44,8 @@ def test_results_json_holds_every_field(finished_run):
     assert saved["layers"] == 5  # 3 conv + 2 dense
     assert len(saved["history"]) == 6
     assert saved["evaluated_checkpoint"]["which"] == "best_val"
+    assert saved["evaluated_checkpoint"]["selected_by"] == "val_accuracy"  # spec.train.select_by=None
+    assert all(0 <= h["val_balanced_accuracy"] <= 1 and 0 <= h["val_macro_f1"] <= 1 for h in saved["history"])
     best = max(saved["history"], key=lambda h: h["val_accuracy"])
     assert saved["val_accuracy"] == pytest.approx(best["val_accuracy"])
     assert (workdir / "spec.json").exists() and (workdir / "checkpoints" / "best").is_dir()
@@ -257,6 +259,7 @@ def test_numbers_that_cannot_train_are_refused_naming_the_key(tmp_path, override
     ({"model.init": "imagnet"}, "spec.model.init 'imagnet' is unknown"),
     ({"model.init": "torchvision:/no/such.pth"}, "weights file '/no/such.pth' does not exist"),
     ({"model.init": "checkpoint:/no/such/run"}, "'/no/such/run' does not exist"),
+    ({"train.select_by": "val_auc"}, "spec.train.select_by='val_auc' is unknown"),
 ])
 def test_what_needs_no_tiles_is_refused_before_they_load(tmp_path, override, needle):
     # Loading a large tile folder takes minutes; a typo in the spec should not wait for it.
@@ -293,3 +296,15 @@ def test_early_stopping_after_patience_epochs_without_a_better_one(tmp_path, mon
     assert results["evaluated_checkpoint"]["epoch"] == 1
     assert any("stopping early: validation has not improved for 2 epochs (best: epoch 1)" in line for line in lines)
     assert results["train_time_s"] == pytest.approx(sum(h["epoch_time_s"] for h in results["history"]))
+
+
+@pytest.mark.parametrize("select_by, best", [
+    ("val_loss", lambda h: min(h, key=lambda e: e["val_loss"])),
+    ("val_balanced_accuracy", lambda h: max(h, key=lambda e: (e["val_balanced_accuracy"], -e["val_loss"]))),
+])
+def test_the_tested_epoch_is_the_best_by_select_by(tmp_path, select_by, best):
+    results = train_and_evaluate(tiny_spec(**{"train.epochs": 4, "train.select_by": select_by}), tmp_path,
+                                 log=lambda line: None)
+    assert results["evaluated_checkpoint"]["selected_by"] == select_by
+    assert results["evaluated_checkpoint"]["epoch"] == best(results["history"])["epoch"]
+    assert results["val_loss"] == pytest.approx(best(results["history"])["val_loss"])
