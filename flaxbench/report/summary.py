@@ -94,6 +94,20 @@ def pooled_confusion_matrix(group: RunGroup) -> np.ndarray | None:
     return np.sum([np.asarray(cm, dtype=np.int64) for cm in matrices], axis=0)
 
 
+def per_class(group: RunGroup) -> dict[str, dict[str, float | None]] | None:
+    """{class: precision, recall, F1 (from the seeds' pooled confusion matrix) and AUC (mean over seeds)}; None
+    without confusion matrices."""
+    cm = pooled_confusion_matrix(group)
+    classes = group.runs[0].results.get("classes")
+    if cm is None or not classes or len(classes) != len(cm):
+        return None
+    table: dict[str, dict[str, float | None]] = dict(metrics.per_class_metrics(cm, classes))
+    for name in classes:
+        aucs = [((run.results.get("per_class") or {}).get(name) or {}).get("auc") for run in group.runs]
+        table[name] = {**table[name], "auc": float(np.mean(aucs)) if all(a is not None for a in aucs) else None}
+    return table
+
+
 def mean_history(group: RunGroup, key: str) -> tuple[list[int], list[float]] | None:
     """(epochs, mean over seeds of history[key]) over the epochs every seed logged; None if none."""
     per_run = []

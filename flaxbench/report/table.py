@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flaxbench.report.summary import BEST_ROW_NOTE, CI_LEVEL, CI_RESAMPLES, CI_SEED, SYNTHETIC_BANNER, Summary
+from flaxbench.report.summary import (
+    BEST_ROW_NOTE, CI_LEVEL, CI_RESAMPLES, CI_SEED, SYNTHETIC_BANNER, Summary, per_class,
+)
 
 REPORT_FORMAT = "flaxbench.report/1"
 NA = "n/a"
@@ -137,6 +139,8 @@ def write_json(summary: Summary, path: Path, runs_dir: Path) -> Path:
         "bootstrap": {"level": CI_LEVEL, "resamples": CI_RESAMPLES, "seed": CI_SEED},
         "columns": list(JSON_KEYS),
         "rows": [{k: _finite_or_none(row[k]) for k in JSON_KEYS} for row in summary.rows],
+        # Per row and class: precision, recall and F1 of the seeds' pooled test predictions, AUC their mean.
+        "per_class": {row["name"]: per_class(group) for row, group in zip(summary.rows, summary.groups)},
     }
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     return path
@@ -183,9 +187,32 @@ def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:
     lines += ["", "Notes:", ""] + [f"- {note}" for note in _notes(summary)]
     if footnotes.texts:
         lines += [""] + [f"[{i}] {text}." for i, text in enumerate(footnotes.texts, start=1)]
+    lines += _per_class_sections(summary)
     lines += ["", "## Figures", ""]
     lines += [f"![{key.replace('_', ' ')}]({path.name})" for key, path in figures.items()]
     return "\n".join(lines) + "\n"
+
+
+PER_CLASS_SECTIONS = (("f1", "F1"), ("recall", "Recall (sensitivity)"), ("auc", "One-vs-rest ROC AUC"))
+
+
+def _per_class_sections(summary: Summary) -> list[str]:
+    """Markdown tables of F1, recall and AUC per row (lines) and class (columns), classes in first-seen order."""
+    tables = [(row, per_class(group)) for row, group in zip(summary.rows, summary.groups)]
+    tables = [(row, table) for row, table in tables if table]
+    classes = list(dict.fromkeys(name for _, table in tables for name in table))
+    if not classes:
+        return []
+    lines = ["", "## Per class", "",
+             "Test tiles of all seeds pooled (AUC: the mean over seeds); a dash where a row has no such class "
+             "or did not record the value."]
+    for key, title in PER_CLASS_SECTIONS:
+        lines += ["", f"### {title}", "", "| Name | " + " | ".join(classes) + " |",
+                  "|" + "|".join("---" for _ in range(len(classes) + 1)) + "|"]
+        for row, table in tables:
+            cells = [(f"{table[c][key]:.3f}" if c in table and table[c][key] is not None else "—") for c in classes]
+            lines.append(f"| `{row['name']}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_markdown(summary: Summary, path: Path, runs_dir: Path, figures: dict[str, Path]) -> Path:

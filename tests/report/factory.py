@@ -64,7 +64,8 @@ def make_results(
         "device": "cpu",
         "num_devices": 1,
         "confusion_matrix": cm.tolist(),
-        "per_class": metrics.per_class_metrics(cm, CLASSES),
+        "per_class": {name: {**values, "auc": float(rng.uniform(0.7, 1.0))}
+                      for name, values in metrics.per_class_metrics(cm, CLASSES).items()},
         "macro_f1": metrics.macro_f1(cm),
         "balanced_accuracy": metrics.balanced_accuracy(cm),
         "macro_auc": float(rng.uniform(0.8, 0.99)),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -73,7 +75,9 @@ def synthetic_report(tmp_path_factory):
 
 def _md_table(md_text):
     """(headers, {name: {header: cell}}) of the Markdown table; escaped pipes stay in cells."""
-    lines = [line for line in md_text.splitlines() if line.startswith("|")]
+    all_lines = md_text.splitlines()
+    start = next(i for i, line in enumerate(all_lines) if line.startswith("|"))
+    lines = list(itertools.takewhile(lambda line: line.startswith("|"), all_lines[start:]))  # the first table
     split = lambda line: [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
     headers = split(lines[0])
     rows = [dict(zip(headers, split(line))) for line in lines[2:]]
@@ -217,3 +221,22 @@ def test_report_imports_no_jax_flax_or_models():
     repo_root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo_root)
     assert result.stdout.strip() == "[]"
+
+
+def test_per_class_tables_pool_the_seeds(synthetic_report, tmp_path_factory):
+    from flaxbench import metrics
+    from tests.report.factory import CLASSES, make_results
+
+    text = synthetic_report["md"].read_text()
+    assert "## Per class" in text and "### F1" in text and "### One-vs-rest ROC AUC" in text
+    report = json.loads(synthetic_report["json"].read_text())
+    seeds = [make_results("multi", seed=seed, accuracy=0.7, synthetic=True) for seed in (0, 1, 2)]
+    pooled = np.sum([np.asarray(r["confusion_matrix"]) for r in seeds], axis=0)
+    expected = metrics.per_class_metrics(pooled, CLASSES)
+    for name in CLASSES:
+        assert report["per_class"]["multi"][name]["f1"] == pytest.approx(expected[name]["f1"])
+        assert report["per_class"]["multi"][name]["auc"] == pytest.approx(np.mean([r["per_class"][name]["auc"]
+                                                                                   for r in seeds]))
+    f1_table = text.split("### F1")[1].split("###")[0]
+    row = next(line for line in f1_table.splitlines() if line.startswith("| `multi`"))
+    assert row.split("|")[2].strip() == f"{expected[CLASSES[0]]['f1']:.3f}"
