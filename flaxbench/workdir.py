@@ -153,9 +153,10 @@ def check_same_data(workdir: Path, record: dict[str, Any], remedy: str) -> None:
     if not saved_path.is_file():
         return
     saved = json.loads(saved_path.read_text())
-    for key in ("classes", "image_size", "split_sizes", "split_digests"):
-        if key in saved and saved[key] != record[key]:
+    for key in ("classes", "image_size", "split_sizes", "split_digests", "stain_normalization"):
+        if key in saved and saved[key] != record.get(key):
             what = ("the tiles or labels of a split" if key == "split_digests"
+                    else "the stain target (spec.data.stain_reference changed?)" if key == "stain_normalization"
                     else f"{key}: {saved[key]} then, {record[key]} now")
             raise WorkdirError(
                 f"the data of {record['source']} differs from what the run in '{workdir}' was trained on "

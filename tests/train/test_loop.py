@@ -308,3 +308,19 @@ def test_the_tested_epoch_is_the_best_by_select_by(tmp_path, select_by, best):
     assert results["evaluated_checkpoint"]["selected_by"] == select_by
     assert results["evaluated_checkpoint"]["epoch"] == best(results["history"])["epoch"]
     assert results["val_loss"] == pytest.approx(best(results["history"])["val_loss"])
+
+
+def test_evaluate_refuses_a_stain_reference_that_changed_since_training(tmp_path):
+    from tests.helpers import SHARED_DATA
+
+    kather = SHARED_DATA / "kather2016_sample"
+    reference = tmp_path / "reference.tif"
+    shutil.copy(sorted((kather / "01_TUMOR").glob("*.tif"))[0], reference)
+    spec = tiny_spec(**{"data.source": f"folder:{kather}", "data.classes": ("tumor", "stroma", "mucosa"),
+                        "data.split": (3, 3, 3), "data.stain_normalize": "macenko",
+                        "data.stain_reference": str(reference), "train.epochs": 1, "train.batch_size": 3})
+    results = train_and_evaluate(spec, tmp_path / "run", log=lambda s: None)
+    assert evaluate_workdir(tmp_path / "run", "test")["loss"] == results["test_loss"]
+    shutil.copy(sorted((kather / "02_STROMA").glob("*.tif"))[0], reference)  # same path, other stains
+    with pytest.raises(WorkdirError, match="the stain target .spec.data.stain_reference changed"):
+        evaluate_workdir(tmp_path / "run", "test")
