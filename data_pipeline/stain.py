@@ -13,8 +13,10 @@ of its pixels, e.g. blank background) is left as it is, and the count is logged.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -99,13 +101,20 @@ def normalize_tile(image: np.ndarray, target: StainTarget) -> np.ndarray | None:
 
 
 def normalize_tiles(images: np.ndarray, target: StainTarget, where: str) -> np.ndarray:
-    """Every tile of `images` (N, H, W, 3) normalised to `target`; tiles that cannot be are kept and counted."""
+    """Every tile of `images` (N, H, W, 3) normalised to `target`; tiles that cannot be are kept and counted.
+
+    Tiles are spread over one thread per CPU core (numpy's array work runs outside the GIL); the result
+    does not depend on how many there are.
+    """
     out = np.empty_like(images)
-    kept = 0
-    for i, image in enumerate(images):
-        normalized = normalize_tile(image, target)
-        kept += normalized is None
-        out[i] = image if normalized is None else normalized
+
+    def normalize_into_out(i: int) -> bool:
+        result = normalize_tile(images[i], target)
+        out[i] = images[i] if result is None else result
+        return result is None
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        kept = sum(pool.map(normalize_into_out, range(len(images))))
     if kept:
         logger.warning("stain normalisation left %d of %d tiles of %s as they were: under %.0f%% of their pixels "
                        "are stained tissue", kept, len(images), where, 100 * MIN_TISSUE_SHARE)
