@@ -153,14 +153,56 @@ def bootstrap_accuracy_ci(
     if np.any(trials <= 0) or np.any(correct < 0) or np.any(correct > trials):
         raise ValueError("need 0 <= correct[i] <= trials[i] and trials[i] > 0 for every tile")
 
+    return _percentile_bootstrap(
+        correct.size, lambda picks: correct[picks].sum(axis=1) / trials[picks].sum(axis=1), level, num_resamples, seed
+    )
+
+
+def bootstrap_balanced_accuracy_ci(
+    correct: np.ndarray,
+    trials: np.ndarray,
+    labels: np.ndarray,
+    *,
+    level: float = 0.95,
+    num_resamples: int = 10000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of balanced accuracy (mean recall over the classes a
+    resample holds), resampling tiles with replacement; `correct`/`trials` as in bootstrap_accuracy_ci,
+    `labels[i]` the true class of tile i."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    correct, trials = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (correct, trials))
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if correct.size == 0 or not correct.size == trials.size == labels.size:
+        raise ValueError("need equally many correct, trials and labels, at least one tile")
+    num_classes = int(labels.max()) + 1
+
+    def balanced(picks: np.ndarray) -> np.ndarray:
+        # Per resample and class sums in one bincount: resample r, class c -> bin r * C + c.
+        keys = (np.arange(len(picks))[:, None] * num_classes + labels[picks]).ravel()
+        size = len(picks) * num_classes
+        right = np.bincount(keys, weights=correct[picks].ravel(), minlength=size).reshape(len(picks), num_classes)
+        tried = np.bincount(keys, weights=trials[picks].ravel(), minlength=size).reshape(len(picks), num_classes)
+        recall = np.divide(right, tried, out=np.zeros_like(right), where=tried > 0)
+        return recall.sum(axis=1) / (tried > 0).sum(axis=1)
+
+    return _percentile_bootstrap(correct.size, balanced, level, num_resamples, seed)
+
+
+def _percentile_bootstrap(
+    num_tiles: int, statistic, level: float, num_resamples: int, seed: int
+) -> tuple[float, float]:
+    """The `level` percentile interval of `statistic(picks)` over `num_resamples` resamples of the tiles."""
+    if num_resamples < 1:
+        raise ValueError(f"num_resamples must be >= 1, got {num_resamples}")
     rng = np.random.default_rng(seed)
-    accuracies = np.empty(num_resamples, dtype=np.float64)
+    values = np.empty(num_resamples, dtype=np.float64)
     for start in range(0, num_resamples, _BOOTSTRAP_CHUNK):
         stop = min(start + _BOOTSTRAP_CHUNK, num_resamples)
-        picks = rng.integers(0, correct.size, size=(stop - start, correct.size))
-        accuracies[start:stop] = correct[picks].sum(axis=1) / trials[picks].sum(axis=1)
+        values[start:stop] = statistic(rng.integers(0, num_tiles, size=(stop - start, num_tiles)))
     tail = (1.0 - level) / 2.0
-    low, high = np.quantile(accuracies, [tail, 1.0 - tail])
+    low, high = np.quantile(values, [tail, 1.0 - tail])
     return float(low), float(high)
 
 

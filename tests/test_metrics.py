@@ -171,3 +171,22 @@ def test_expected_calibration_error_hand_cases():
     mixed = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
     assert metrics.expected_calibration_error(mixed, np.array([0, 0, 1, 1])) == pytest.approx((0.1 + 0.6) / 2)
     assert metrics.expected_calibration_error(np.array([[1.0, 0.0]]), np.array([0])) == 0.0
+
+
+def test_bootstrap_balanced_accuracy_ci_hand_cases():
+    # Class 0: 90 tiles, all right; class 1: 10 tiles, none right: balanced accuracy 0.5 in every resample
+    # that holds both classes, while plain accuracy is 0.9.
+    labels = np.array([0] * 90 + [1] * 10)
+    correct = (labels == 0).astype(int)
+    low, high = metrics.bootstrap_balanced_accuracy_ci(correct, np.ones(100), labels, num_resamples=500)
+    assert low == pytest.approx(0.5) and high == pytest.approx(0.5)
+    acc_low, acc_high = metrics.bootstrap_accuracy_ci(correct, num_resamples=500)
+    assert acc_low > 0.8 and acc_high < 0.97
+    # Mixed outcomes: the interval contains the estimate, is reproducible and narrower for more tiles.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    correct = rng.random(300) < np.array([0.9, 0.6, 0.3])[labels]
+    estimate = np.mean([correct[labels == c].mean() for c in range(3)])
+    low, high = metrics.bootstrap_balanced_accuracy_ci(correct, np.ones(300), labels, num_resamples=2000)
+    assert low < estimate < high and 0.05 < high - low < 0.2
+    assert (low, high) == metrics.bootstrap_balanced_accuracy_ci(correct, np.ones(300), labels, num_resamples=2000)

@@ -131,32 +131,50 @@ def tile_outcomes(run: Run) -> dict[str, bool] | None:
     }
 
 
+def _pooled_tiles(group: RunGroup) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(right, tried, true class) per test tile id over the row's seeds; None without per-tile predictions."""
+    correct: dict[str, int] = {}
+    trials: dict[str, int] = {}
+    labels: dict[str, int] = {}
+    for run in group.runs:
+        predictions = run.results.get("test_predictions")
+        if predictions is None:
+            return None
+        for tile, label, predicted in zip(predictions["ids"], predictions["labels"], predictions["predictions"]):
+            correct[tile] = correct.get(tile, 0) + int(label == predicted)
+            trials[tile] = trials.get(tile, 0) + 1
+            labels[tile] = int(label)
+    if not trials:
+        return None
+    tiles = sorted(trials)
+    return tuple(np.array([values[t] for t in tiles]) for values in (correct, trials, labels))
+
+
 def accuracy_ci_pct(group: RunGroup) -> tuple[float, float] | None:
     """95% bootstrap CI (in %) of the row's pooled test accuracy; None without per-tile predictions.
 
     Tiles are resampled; with several seeds all seeds' predictions on one tile id stay together,
     so seeds that share a test set do not count as extra independent tiles.
     """
-    correct: dict[str, int] = {}
-    trials: dict[str, int] = {}
-    for run in group.runs:
-        outcomes = tile_outcomes(run)
-        if outcomes is None:
-            return None
-        for tile, ok in outcomes.items():
-            correct[tile] = correct.get(tile, 0) + int(ok)
-            trials[tile] = trials.get(tile, 0) + 1
-    if not trials:
+    pooled = _pooled_tiles(group)
+    if pooled is None:
         return None
-    tiles = sorted(trials)
+    correct, trials, _ = pooled
     low, high = metrics.bootstrap_accuracy_ci(
-        np.array([correct[t] for t in tiles]),
-        trials=np.array([trials[t] for t in tiles]),
-        level=CI_LEVEL,
-        num_resamples=CI_RESAMPLES,
-        seed=CI_SEED,
+        correct, trials=trials, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED
     )
     return 100.0 * low, 100.0 * high
+
+
+def balanced_accuracy_ci(group: RunGroup) -> tuple[float, float] | None:
+    """95% bootstrap CI of the row's pooled balanced accuracy (tiles resampled as in accuracy_ci_pct)."""
+    pooled = _pooled_tiles(group)
+    if pooled is None:
+        return None
+    correct, trials, labels = pooled
+    return metrics.bootstrap_balanced_accuracy_ci(
+        correct, trials, labels, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED
+    )
 
 
 def test_set(group: RunGroup) -> tuple[tuple[str, ...], frozenset[str]] | None:
@@ -203,7 +221,7 @@ def mcnemar_vs_best(group: RunGroup, best: RunGroup) -> tuple[float | None, int 
 def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
     """One machine-readable report row (numbers unformatted, None for n/a)."""
     accuracies = [100.0 * run.results["test_accuracy"] for run in group.runs]
-    ci = accuracy_ci_pct(group)
+    ci, balanced_ci = accuracy_ci_pct(group), balanced_accuracy_ci(group)
     p_value, shared_tiles, note = mcnemar_vs_best(group, best)
     first = group.runs[0].results
     row: dict[str, Any] = {"name": group.name, "title": group.title, "test_accuracy_pct": statistics.fmean(accuracies)}
@@ -212,6 +230,8 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
     row.update(
         test_accuracy_ci95_low_pct=ci[0] if ci else None,
         test_accuracy_ci95_high_pct=ci[1] if ci else None,
+        balanced_accuracy_ci95_low=balanced_ci[0] if balanced_ci else None,
+        balanced_accuracy_ci95_high=balanced_ci[1] if balanced_ci else None,
         seeds=len(group.runs),
         test_accuracy_std_pct=statistics.stdev(accuracies) if len(accuracies) > 1 else None,
         mcnemar_p_vs_best=p_value,

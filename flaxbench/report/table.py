@@ -60,9 +60,14 @@ def _name_cell(row: dict[str, Any], _: Footnotes) -> str:
     return row["title"] if row["title"] == row["name"] else f"{row['title']} (`{row['name']}`)"
 
 
-def _ci_cell(row: dict[str, Any], _: Footnotes) -> str:
-    low, high = row["test_accuracy_ci95_low_pct"], row["test_accuracy_ci95_high_pct"]
-    return NA if low is None else f"[{low:.2f}, {high:.2f}]"
+def _interval(low_key: str, high_key: str, spec: str) -> Callable[[dict[str, Any], Footnotes], str]:
+    """A cell '[low, high]' of two row values formatted with `spec`, n/a when missing."""
+
+    def cell(row: dict[str, Any], _: Footnotes) -> str:
+        low, high = row[low_key], row[high_key]
+        return NA if low is None else f"[{low:{spec}}, {high:{spec}}]"
+
+    return cell
 
 
 def _mean_std_cell(row: dict[str, Any], _: Footnotes) -> str:
@@ -96,7 +101,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("Balanced accuracy", ("balanced_accuracy",), _number("balanced_accuracy", ".3f")),
     Column("Macro AUC", ("macro_auc",), _number("macro_auc", ".3f")),
     Column("ECE", ("ece",), _number("ece", ".3f")),
-    Column("95% CI of test accuracy (%)", ("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct"), _ci_cell),
+    Column("95% CI of test accuracy (%)", ("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct"),
+           _interval("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", ".2f")),
+    Column("95% CI of balanced accuracy", ("balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high"),
+           _interval("balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high", ".3f")),
     Column("Seeds (n)", ("seeds",), _number("seeds", "d")),
     Column("Test accuracy mean ± std (%)", ("test_accuracy_std_pct",), _mean_std_cell),
     Column("McNemar p vs best", ("mcnemar_p_vs_best",), _mcnemar_cell),
@@ -158,7 +166,8 @@ def _notes(summary: Summary) -> list[str]:
         "mean ± std uses the sample standard deviation (n − 1).",
         f"**95% CI**: percentile bootstrap of test accuracy over test tiles ({CI_RESAMPLES} resamples, seed "
         f"{CI_SEED}). With several seeds, all seeds' predictions on one tile are resampled together "
-        "(pooled accuracy; seeds sharing a test set do not count as extra tiles).",
+        "(pooled accuracy; seeds sharing a test set do not count as extra tiles). The CI of balanced "
+        "accuracy resamples the same way (mean recall over the classes each resample holds).",
         f"**McNemar p**: exact two-sided binomial test on the tiles where exactly one of the two rows is right, "
         f"against the best row {best['title']} (`{best['name']}`, highest mean test accuracy); tiles are paired "
         "by id, only for rows tested on the best row's classes and exactly its test tiles; for rows with "

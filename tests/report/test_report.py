@@ -38,6 +38,7 @@ EXTRA_HEADERS = [
     "Macro AUC",
     "ECE",
     "95% CI of test accuracy (%)",
+    "95% CI of balanced accuracy",
     "Seeds (n)",
     "Test accuracy mean ± std (%)",
     "McNemar p vs best",
@@ -45,7 +46,8 @@ EXTRA_HEADERS = [
 ROW_KEYS = [
     "name", "title", "test_accuracy_pct", "test_loss", "train_time_s", "accuracy_per_second", "loss_per_second",
     "layers", "params", "flops_per_image", "images_per_second", "compile_time_s", "macro_f1", "balanced_accuracy",
-    "macro_auc", "ece", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "seeds", "test_accuracy_std_pct",
+    "macro_auc", "ece", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "balanced_accuracy_ci95_low",
+    "balanced_accuracy_ci95_high", "seeds", "test_accuracy_std_pct",
     "mcnemar_p_vs_best",
 ]
 FIGURES = ["accuracy_vs_time", "confusion_matrices", "training_curves", "per_class_recall"]
@@ -119,6 +121,8 @@ def test_json_holds_numbers_and_markdown_formats_them(synthetic_report):
     assert isinstance(multi["test_accuracy_pct"], float) and multi["seeds"] == 3
     assert md_rows["multi"]["Test accuracy (%)"] == f"{multi['test_accuracy_pct']:.2f}"
     assert md_rows["multi"]["Macro AUC"] == f"{multi['macro_auc']:.3f}"  # the mean over seeds
+    low, high = multi["balanced_accuracy_ci95_low"], multi["balanced_accuracy_ci95_high"]
+    assert 0 <= low < high <= 1 and md_rows["multi"]["95% CI of balanced accuracy"] == f"[{low:.3f}, {high:.3f}]"
     assert md_rows["multi"]["Test accuracy mean ± std (%)"] == (
         f"{multi['test_accuracy_pct']:.2f} ± {multi['test_accuracy_std_pct']:.2f}"
     )
