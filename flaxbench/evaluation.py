@@ -25,7 +25,8 @@ def split_metrics(
     logp = log_softmax(logits)
     predictions = logp.argmax(axis=-1)
     cm = metrics.confusion_matrix(labels, predictions, len(classes))
-    aucs = metrics.one_vs_rest_auc(np.exp(logp), labels)
+    probabilities = np.exp(logp)
+    aucs = metrics.one_vs_rest_auc(probabilities, labels)
     per_class = metrics.per_class_metrics(cm, classes)
     for name, auc in zip(classes, aucs):
         per_class[name]["auc"] = auc
@@ -36,14 +37,14 @@ def split_metrics(
         "per_class": per_class,
         "macro_f1": metrics.macro_f1(cm),
         "macro_auc": metrics.macro_auc(aucs),
-        "ece": metrics.expected_calibration_error(np.exp(logp), labels),
+        "ece": metrics.expected_calibration_error(probabilities, labels),
         "balanced_accuracy": metrics.balanced_accuracy(cm),
         "predictions": {
             "ids": list(ids),
             "labels": labels.tolist(),
             "predictions": predictions.tolist(),
             # class probabilities per tile (rows in `ids` order, columns in class order), 6 decimals
-            "probabilities": np.round(np.exp(logp), 6).tolist(),
+            "probabilities": np.round(probabilities, 6).tolist(),
         },
     }
 

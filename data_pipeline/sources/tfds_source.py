@@ -11,8 +11,8 @@ installed; otherwise, or when building fails, one DataError says how to proceed.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -76,10 +76,13 @@ def _open_split(name: str, data_dir: str | None, split: str) -> tuple[Any, Any]:
         raise _not_available(name, where, "not prepared, and building it needs TensorFlow")
     try:
         builder.download_and_prepare(file_format="array_record")
-        _check_split_exists(name, builder.info, split)
-        return builder.as_data_source(split=split), builder.info
     except Exception as error:  # offline, download blocked, ...
         raise _not_available(name, where, f"preparing it failed: {_first_line(error)}") from error
+    _check_split_exists(name, builder.info, split)  # its splits are known once it is prepared
+    try:
+        return builder.as_data_source(split=split), builder.info
+    except Exception as error:
+        raise _not_available(name, where, f"reading it after preparing failed: {_first_line(error)}") from error
 
 
 def _check_split_exists(name: str, info: Any, split: str) -> None:

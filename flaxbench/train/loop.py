@@ -79,6 +79,11 @@ def _is_better(entry: dict[str, Any], best: dict[str, Any] | None, select_by: st
     return entry["val_loss"] < best["val_loss"]
 
 
+def _select_by(spec: ml_collections.ConfigDict) -> str:
+    """The validation value that picks the tested epoch (spec.train.select_by; None means val_accuracy)."""
+    return spec.train.get("select_by") or "val_accuracy"
+
+
 def _out_of_patience(progress: dict[str, Any], patience: int | None) -> bool:
     """True once `patience` epochs have passed without a better validation result (spec.train.early_stopping_patience)."""
     best = progress["best"]
@@ -197,7 +202,7 @@ def _run_epoch(run: Run, state: TrainState, epoch: int, progress: dict[str, Any]
     progress["epoch"] = epoch
     progress["train_time_s"] += elapsed
     save_start = time.perf_counter()
-    select_by = spec.train.get("select_by") or "val_accuracy"
+    select_by = _select_by(spec)
     if _is_better(entry, progress["best"], select_by):
         progress["best"] = {k: entry[k] for k in ("epoch", "val_accuracy", "val_loss", select_by)}
         ckpts.save(BEST, epoch, state, progress)
@@ -241,7 +246,7 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "val_loss": val["loss"],
         "evaluated_checkpoint": {
             "which": "best_val", "epoch": best_epoch, "step": best_epoch * run.steps_per_epoch,
-            "selected_by": spec.train.get("select_by") or "val_accuracy",
+            "selected_by": _select_by(spec),
             "note": "test metrics come from the epoch with the best validation value named in selected_by",
         },
         "train_time_s": train_time,

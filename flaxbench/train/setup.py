@@ -20,9 +20,9 @@ from data_pipeline import Split, TileDataset, eval_batch_indices, load_dataset
 from flaxbench.errors import SpecError
 from flaxbench.models import build_model, check_options, model_class, model_parameters
 from flaxbench.runtime import make_mesh, replicated, to_device, to_host
+from flaxbench.train.class_weights import check_class_weights, class_weights
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.state import ModelParts, TrainState, split_model
-from flaxbench.train.class_weights import check_class_weights, class_weights
 from flaxbench.train.steps import SteppedEpoch, epoch_plan, make_predict, make_train_epoch, make_train_step
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
