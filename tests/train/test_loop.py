@@ -288,7 +288,7 @@ def test_early_stopping_after_patience_epochs_without_a_better_one(tmp_path, mon
     import flaxbench.train.loop as loop
 
     # Only the first epoch counts as better, so with a patience of 2 epochs 2 and 3 run and 4 does not.
-    monkeypatch.setattr(loop, "_is_better", lambda entry, best: best is None)
+    monkeypatch.setattr(loop, "_is_better", lambda entry, best, select_by: best is None)
     lines = []
     results = train_and_evaluate(tiny_spec(**{"train.epochs": 8, "train.early_stopping_patience": 2}), tmp_path,
                                  log=lines.append)
