@@ -228,15 +228,14 @@ def run() -> None:
     """Console-script entry point."""
     restart_with_huge_pages()
     argv = sys.argv
-    if len(argv) > 1 and argv[1] == "study" and _spec_arguments(argv)[0] is not None:
-        print("error: study does not take --spec; name its rows with --specs a.py,b.py (default: the nine study "
-              "specs) and override their keys with --spec.KEY=VALUE", file=sys.stderr)
-        sys.exit(2)
-    if len(argv) > 1 and argv[1] == "study":
-        # Study overrides (--spec.x=y) are parsed against the common spec, then applied to every row.
-        argv = [argv[0], "study", f"--spec={COMMON_SPEC}", *argv[2:]]
     try:
         command = argv[1] if len(argv) > 1 else "train"
+        if command == "study":
+            if _spec_arguments(argv)[0] is not None:
+                raise FlaxbenchError("study does not take --spec; name its rows with --specs a.py,b.py (default: the "
+                                     "nine study specs) and override their keys with --spec.KEY=VALUE")
+            # Study overrides (--spec.x=y) are parsed against the common spec, then applied to every row.
+            argv = [argv[0], "study", f"--spec={COMMON_SPEC}", *argv[2:]]
         if command in ("evaluate", "predict", "report", "convert") and any(
                 arg == "--spec" or arg.startswith(("--spec=", "--spec.")) for arg in argv):
             raise FlaxbenchError(f"{command} does not take --spec or --spec.KEY: evaluate and predict use the run's "

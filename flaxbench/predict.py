@@ -19,9 +19,9 @@ import numpy as np
 
 from data_pipeline import DataError, load_image
 from data_pipeline.images import IMAGE_EXTENSIONS, UndecodableImage, decode_image, is_image_name, resize_square
-from data_pipeline.sources.folder_source import list_visible_files, read_zip_files
 from data_pipeline.groups import check_group_by, tile_groups
-from data_pipeline.stain import StainTarget, normalize_tile
+from data_pipeline.sources.folder_source import list_visible_files, read_zip_files
+from data_pipeline.stain import StainTarget, normalize_tiles
 from flaxbench.checkpoints import BEST, RunCheckpoints
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
@@ -124,15 +124,14 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
             continue
         if image.shape[:2] != (size, size):
             other_sizes[f"{image.shape[0]}x{image.shape[1]}"] += 1
-        image = resize_square(image, size)
-        # Stain-normalised as the run's tiles were; one with too little tissue to fit stays as it is.
-        normalized = None if stain is None else normalize_tile(image, stain)
-        images.append(image if normalized is None else normalized)
+        images.append(resize_square(image, size))
         names.append(name)
     for line in skipped:
         print(f"skipped, not a readable image: {line}", file=sys.stderr)
     if not images:
         raise WorkdirError(f"no readable tiles in {', '.join(map(str, paths))}; nothing predicted, nothing written")
+    if stain is not None:  # as the run's tiles were
+        images = list(normalize_tiles(np.stack(images), stain, "the tiles to predict"))
     if other_sizes and spec.data.image_size is None:
         # the run trained on tiles at their own size: resizing others changes their magnification
         sizes = ", ".join(f"{n} at {s}" for s, n in other_sizes.most_common())
