@@ -30,7 +30,7 @@ from flaxbench.train.evaluate import read_run_spec
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.setup import COMPUTE_DTYPES, init_model, resolve_dtype
 from flaxbench.train.state import TrainState, split_model
-from flaxbench.train.steps import make_predict
+from flaxbench.train.steps import make_batch_predict
 
 
 Tile = tuple[str, Callable[[], np.ndarray]]  # (name in the CSV, decode() -> uint8 RGB)
@@ -137,15 +137,14 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
         sizes = ", ".join(f"{n} at {s}" for s, n in other_sizes.most_common())
         print(f"warning: the run trained on {size}x{size} px tiles; resized to that: {sizes} px", file=sys.stderr)
     dtype = resolve_dtype(spec.train.dtype, jax.devices()[0].platform)
-    predict = jax.jit(make_predict(parts, normalize_mode=spec.data.normalize,
-                                   compute_dtype=COMPUTE_DTYPES[dtype], mesh=None, tta=tta))
+    predict = jax.jit(make_batch_predict(parts, normalize_mode=spec.data.normalize,
+                                         compute_dtype=COMPUTE_DTYPES[dtype], mesh=None, tta=tta))
     probabilities = []
     for start in range(0, len(images), batch_size):
         chunk = np.stack(images[start:start + batch_size])
         n = len(chunk)
         padded = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, axis=0)]) if n < batch_size else chunk
-        logits = np.asarray(predict(state.params, state.model_state, jnp.asarray(padded),
-                                    jnp.arange(batch_size)[None]))[:n]
+        logits = np.asarray(predict(state.params, state.model_state, jnp.asarray(padded)))[:n]
         probabilities.append(np.exp(log_softmax(logits)))
     probabilities = np.concatenate(probabilities)
     # A tile without a group fails here, before anything is written.

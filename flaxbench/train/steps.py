@@ -27,7 +27,7 @@ def _shard_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec("data")))
 
 
-def make_train_step(
+def make_batch_train_step(
     parts: ModelParts,
     tx: optax.GradientTransformation,
     *,
@@ -38,7 +38,7 @@ def make_train_step(
     mesh: Mesh | None,
     class_weights: np.ndarray | None = None,
 ) -> Callable:
-    """`step(state, all_images, all_labels, batch_idx, key) -> (state, loss, correct)`.
+    """`step(state, images, labels, key) -> (state, loss, correct)` on one batch of uint8 tiles.
 
     A step whose loss is not finite leaves the state unchanged, so the state after an epoch is
     the last good one; the returned losses tell the caller at which step it happened.
@@ -57,10 +57,9 @@ def make_train_step(
         new_model_state = nnx.split(model, nnx.Param, nnx.RngState, ...)[3]
         return loss, (logits, new_model_state)
 
-    def step(state: TrainState, all_images: jax.Array, all_labels: jax.Array, batch_idx: jax.Array, key: jax.Array):
+    def step(state: TrainState, images: jax.Array, labels: jax.Array, key: jax.Array):
         aug_key, dropout_key = jax.random.split(key)
-        images = _shard_batch(jnp.take(all_images, batch_idx, axis=0), mesh)
-        labels = _shard_batch(jnp.take(all_labels, batch_idx, axis=0), mesh)
+        images, labels = _shard_batch(images, mesh), _shard_batch(labels, mesh)
         images = normalize(augment(aug_key, images, augment_ops), normalize_mode, compute_dtype)
         (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.model_state, images, labels, dropout_key
@@ -72,6 +71,20 @@ def make_train_step(
         # A cond, not a select over the state: the optimizer pass runs once and nothing is copied.
         new = jax.lax.cond(jnp.isfinite(loss), update, lambda state: state, state)
         return new, loss, jnp.sum(jnp.argmax(logits, -1) == labels)
+
+    return step
+
+
+def make_train_step(parts: ModelParts, tx: optax.GradientTransformation, **options: Any) -> Callable:
+    """`step(state, all_images, all_labels, batch_idx, key)`: the batch step on rows `batch_idx` of a split.
+
+    `options` are `make_batch_train_step`'s; the split is device-resident, so the gather runs in the step.
+    """
+    batch_step = make_batch_train_step(parts, tx, **options)
+
+    def step(state: TrainState, all_images: jax.Array, all_labels: jax.Array, batch_idx: jax.Array, key: jax.Array):
+        images = jnp.take(all_images, batch_idx, axis=0)
+        return batch_step(state, images, jnp.take(all_labels, batch_idx, axis=0), key)
 
     return step
 
@@ -132,32 +145,45 @@ def _dihedral_view(x: jax.Array, flags: jax.Array) -> jax.Array:
     return jnp.where(flags[2], jnp.flip(x, axis=2), x)
 
 
-def make_predict(
+def make_batch_predict(
     parts: ModelParts, *, normalize_mode: str, compute_dtype: jnp.dtype, mesh: Mesh | None, tta: bool = False
 ) -> Callable:
-    """`predict(params, model_state, images, batch_indices) -> logits (steps * batch, C)`.
+    """`predict(params, model_state, images) -> logits (batch, C)` of one batch of uint8 tiles.
 
     With `tta`, the logits are log of the class probabilities averaged over the tile's 8 flips and
     rotations (test-time augmentation), so softmax and cross-entropy read them as usual.
     """
 
-    def predict(params, model_state, images, batch_indices):
+    def predict(params, model_state, images):
         model = merge(parts, cast_floats(params, compute_dtype), model_state)
 
         def logits_of(x):
             return model(normalize(x, normalize_mode, compute_dtype), train=False).astype(jnp.float32)
 
-        def averaged(x):
-            # One traced model call scanned over the 8 views: unrolled, compile time would grow 8-fold.
-            def view(_, flags):
-                return None, jax.nn.log_softmax(logits_of(_dihedral_view(x, flags)))
+        x = _shard_batch(images, mesh)
+        if not tta:
+            return logits_of(x)
 
-            _, log_probs = jax.lax.scan(view, None, jnp.asarray(DIHEDRAL))
-            return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(len(DIHEDRAL))
+        # One traced model call scanned over the 8 views: unrolled, compile time would grow 8-fold.
+        def view(_, flags):
+            return None, jax.nn.log_softmax(logits_of(_dihedral_view(x, flags)))
 
+        _, log_probs = jax.lax.scan(view, None, jnp.asarray(DIHEDRAL))
+        return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(len(DIHEDRAL))
+
+    return predict
+
+
+def make_predict(parts: ModelParts, **options: Any) -> Callable:
+    """`predict(params, model_state, images, batch_indices) -> logits (steps * batch, C)` over a resident split.
+
+    `options` are `make_batch_predict`'s; the batches (rows of `batch_indices`) run in one lax.scan.
+    """
+    batch_predict = make_batch_predict(parts, **options)
+
+    def predict(params, model_state, images, batch_indices):
         def body(_, idx):
-            x = _shard_batch(jnp.take(images, idx, axis=0), mesh)
-            return None, averaged(x) if tta else logits_of(x)
+            return None, batch_predict(params, model_state, jnp.take(images, idx, axis=0))
 
         _, logits = jax.lax.scan(body, None, batch_indices)
         return logits.reshape(-1, logits.shape[-1])
