@@ -55,11 +55,16 @@ def random_dataset(n: int, size: int, num_classes: int = 6) -> TileDataset:
     return TileDataset(split, split, split, classes, "random", True, (size, size), ())
 
 
-def compiled_benchmark_run(row: str, batch: int, size: int, dtype: str, steps: int) -> tuple[Run, TrainState]:
-    """Study row `row` built from scratch on `steps` batches of random tiles, its epoch compiled."""
+def compiled_benchmark_run(row: str, batch: int, size: int, dtype: str, steps: int,
+                           placement: str = "device") -> tuple[Run, TrainState]:
+    """Study row `row` built from scratch on `steps` batches of random tiles, its epoch compiled.
+
+    `placement` is spec.train.data_placement: tiles on device, or batches sent from host memory.
+    """
     spec = load_spec_file(SPEC_DIR / f"{row}.py")
     spec.model.init = "scratch"
     spec.train.batch_size, spec.train.dtype = batch, dtype
+    spec.train.data_placement = placement
     spec.train.eval_batch_size = batch
     if spec.model.name == "vit":
         spec.model.options.image_size = size
@@ -69,9 +74,10 @@ def compiled_benchmark_run(row: str, batch: int, size: int, dtype: str, steps: i
     return run, state
 
 
-def flax_timer(row: str, batch: int, size: int, dtype: str, steps: int) -> tuple[Timer, dict]:
+def flax_timer(row: str, batch: int, size: int, dtype: str, steps: int,
+               placement: str = "device") -> tuple[Timer, dict]:
     """A timer for one call of flaxbench's jitted epoch (`steps` steps), and what was built."""
-    run, state = compiled_benchmark_run(row, batch, size, dtype, steps)
+    run, state = compiled_benchmark_run(row, batch, size, dtype, steps, placement)
     fn, images, labels = run.compiled["train"], run.splits["train"].images, run.train_labels
     carry = {"state": state, "calls": 0}
 

@@ -29,4 +29,5 @@ def out_of_memory_message(error: BaseException) -> str | None:
         return None
     reason = text.splitlines()[0].rstrip(".")[:200] if text else type(error).__name__
     return (f"out of memory ({reason}); lower spec.train.batch_size or spec.train.eval_batch_size, use smaller "
-            "tiles (spec.data.image_size; every split is held in device memory) or a smaller model")
+            "tiles (spec.data.image_size), keep the tiles in host memory (spec.train.data_placement='host') or "
+            "use a smaller model")

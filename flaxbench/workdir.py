@@ -20,9 +20,19 @@ MIN_FREE_BYTES = 200 * 2**20  # checkpoints of the largest study row need about 
 RUN_OUTPUTS = ("results.json", "spec.json", "data.json", "checkpoints", "tensorboard", "predictions.csv")
 
 
+# Spec keys that change where the work is done but not one number of the run: a run may resume, and
+# a report row join seeds, with another value.
+SAME_NUMBERS_EITHER_WAY = frozenset({"train.data_placement"})
+
+
 def first_difference(old: dict, new: dict, prefix: str = "") -> tuple[str, Any, Any] | None:
-    """(dotted key, old value, new value) of the first key, sorted and nested, where two spec dicts differ."""
+    """(dotted key, old value, new value) of the first key, sorted and nested, where two spec dicts differ.
+
+    Keys in SAME_NUMBERS_EITHER_WAY are not compared.
+    """
     for key in sorted(set(old) | set(new)):
+        if f"{prefix}{key}" in SAME_NUMBERS_EITHER_WAY:
+            continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             found = first_difference(a, b, f"{prefix}{key}.")

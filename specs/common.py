@@ -76,6 +76,10 @@ def get_config() -> ml_collections.ConfigDict:
     # in loops slowly); "auto": scan on GPU/TPU, steps on CPU.
     c.train.epoch_loop = "auto"
     c.train.deterministic = False  # XLA deterministic GPU ops (slower on GPU; CPU always is)
+    # Where the tiles are held: "device" (every split copied to every device once, the fastest), "host" (each
+    # batch sent from host memory as it is needed: tile sets that do not fit; same numbers), or None = "auto":
+    # host only if the tiles need over half of the device memory (on CPU: more host memory than is free)
+    c.train.data_placement = config_dict.placeholder(str)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # devices on the data-parallel axis; -1 = all local devices

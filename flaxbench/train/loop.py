@@ -265,6 +265,7 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "dtype": run.dtype_name,
         "device": describe_devices(run.mesh),
         "num_devices": int(run.mesh.devices.size),
+        "data_placement": run.placement,  # "device": splits held on every device; "host": batches sent from host memory
         "confusion_matrix": test["confusion_matrix"],
         "per_class": test["per_class"],
         "macro_f1": test["macro_f1"],

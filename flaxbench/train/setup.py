@@ -23,7 +23,13 @@ from flaxbench.runtime import make_mesh, replicated, to_device, to_host
 from flaxbench.train.class_weights import check_class_weights, class_weights
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.state import ModelParts, TrainState, split_model
-from flaxbench.train.steps import SteppedEpoch, epoch_plan, make_predict, make_train_epoch, make_train_step
+from flaxbench.train.host_feed import (
+    HostFedEpoch, batch_sharding, check_placement, choose_placement, host_fed_logits, log_placement,
+)
+from flaxbench.train.steps import (
+    SteppedEpoch, epoch_plan, make_batch_predict, make_batch_train_step, make_predict, make_train_epoch,
+    make_train_step,
+)
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 TRAIN_EVAL = "train_eval"  # the predict program over the training split ("train" is the epoch)
@@ -123,21 +129,21 @@ def scan_epochs(epoch_loop: str, mesh) -> bool:
 
 @dataclasses.dataclass
 class DeviceSplit:
-    """One split on device with its padded evaluation batches."""
+    """One split with its padded evaluation batches: on device, or in host memory (numpy) when fed from there."""
 
-    images: jax.Array
+    images: jax.Array | np.ndarray
     labels: np.ndarray
     ids: tuple[str, ...]
-    batch_indices: jax.Array
+    batch_indices: jax.Array | np.ndarray
     count: int
 
 
-def put_split(split: Split, eval_batch_size: int, sharding) -> DeviceSplit:
-    """Copy a split's uint8 images to the device once."""
+def put_split(split: Split, eval_batch_size: int, sharding, *, on_device: bool = True) -> DeviceSplit:
+    """Copy a split's uint8 images to the device once (`on_device`), or keep them on the host."""
     idx, _ = eval_batch_indices(len(split.labels), eval_batch_size)
+    place = (lambda array: to_device(array, sharding)) if on_device else np.asarray
     return DeviceSplit(
-        to_device(split.images, sharding), np.asarray(split.labels), tuple(split.ids),
-        to_device(np.asarray(idx), sharding), len(split.labels),
+        place(split.images), np.asarray(split.labels), tuple(split.ids), place(np.asarray(idx)), len(split.labels),
     )
 
 
@@ -161,6 +167,9 @@ class Run:
     dtype_name: str
     class_weights: np.ndarray | None = None  # of the training loss (spec.train.class_weights)
     predict_tta: Any = None  # `predict` averaged over the 8 flips and rotations of each tile
+    # "device": every split copied to every device; "host": batches sent from host memory (host_feed.py),
+    # where train_step and predict take one batch instead of a split and its indices
+    placement: str = "device"
     compiled: dict[str, Any] = dataclasses.field(default_factory=dict)
     compile_time_s: float = 0.0
 
@@ -184,7 +193,7 @@ class Run:
             else:
                 split_name = name.removesuffix(TTA_SUFFIX)
                 split = self.splits["train" if split_name == TRAIN_EVAL else split_name]
-                args = (state.params, state.model_state, split.images, split.batch_indices)
+                args = (state.params, state.model_state, *self.predict_inputs(split))
                 predict = self.predict_tta if name.endswith(TTA_SUFFIX) else self.predict
                 self.compiled[name] = jax.jit(predict).lower(*args).compile()
         self.compile_time_s += time.perf_counter() - start
@@ -193,10 +202,16 @@ class Run:
         """The epoch function: one scanned program, or a step loop (see `scan_epochs`)."""
         images, labels, key = self.splits["train"].images, self.train_labels, jax.random.key(0)
         batch = self.spec.train.batch_size
+        n = images.shape[0]
+        if self.placement == "host":
+            plan = jax.jit(lambda k: epoch_plan(k, n, batch)).lower(key).compile()
+            keys = plan(key)[1]
+            args = (self.batch_struct(images, batch), self.batch_struct(labels, batch), keys[0])
+            step = jax.jit(self.train_step, donate_argnums=(0,)).lower(state, *args).compile()
+            return HostFedEpoch(plan, step, self.mesh)
         if self.scan_epochs:
             epoch = make_train_epoch(self.train_step, batch)
             return jax.jit(epoch, donate_argnums=(0,)).lower(state, images, labels, key).compile()
-        n = images.shape[0]
         plan = jax.jit(lambda k: epoch_plan(k, n, batch)).lower(key).compile()
         idx, keys = plan(key)
         step = jax.jit(self.train_step, donate_argnums=(0,)).lower(state, images, labels, idx[0], keys[0]).compile()
@@ -207,8 +222,22 @@ class Run:
         split = self.splits[name]
         program = (TRAIN_EVAL if name == "train" else name) + (TTA_SUFFIX if tta else "")
         self.compile((program,), state)
+        if self.placement == "host":
+            outputs = host_fed_logits(self.compiled[program], state.params, state.model_state, split.images,
+                                      split.batch_indices, self.mesh)
+            return np.concatenate([to_host(out) for out in outputs])[: split.count]
         out = self.compiled[program](state.params, state.model_state, split.images, split.batch_indices)
         return to_host(out)[: split.count]
+
+    def predict_inputs(self, split: DeviceSplit) -> tuple[Any, ...]:
+        """What `predict` takes after params and model state to run over `split`."""
+        if self.placement == "host":  # one batch, described: the host sends the real ones
+            return (self.batch_struct(split.images, split.batch_indices.shape[1]),)
+        return split.images, split.batch_indices
+
+    def batch_struct(self, array: np.ndarray | jax.Array, batch: int) -> jax.ShapeDtypeStruct:
+        """The shape, dtype and sharding of a batch of `array`'s rows, split over the data mesh."""
+        return jax.ShapeDtypeStruct((batch, *array.shape[1:]), array.dtype, sharding=batch_sharding(self.mesh))
 
 
 def check_train_numbers(cfg: ml_collections.ConfigDict) -> None:
@@ -248,6 +277,7 @@ def build_run(
     make_optimizer(cfg, 1, ())  # an unknown optimizer or schedule
     check_options(spec.model.name, dict(spec.model.options or {}))
     check_class_weights(cfg.get("class_weights"))
+    requested_placement = check_placement(cfg.get("data_placement"))
     if cfg.get("select_by") is not None and cfg.get("select_by") not in SELECT_BY:
         raise SpecError(f"spec.train.select_by={cfg.get('select_by')!r} is unknown; use None (val_accuracy) or one of "
                         f"{', '.join(SELECT_BY)}")
@@ -281,40 +311,56 @@ def build_run(
     steps_per_epoch = n_train // cfg.batch_size
     tx, schedule = make_optimizer(cfg, steps_per_epoch, tuple(model.head_path))
     sharding = replicated(mesh)
+    tile_bytes = sum(getattr(dataset, name).images.nbytes for name in ("train", "val", "test"))
+    placement, reason = choose_placement(requested_placement, tile_bytes, mesh)
+    if placement == "host" and cfg.epoch_loop == "scan":
+        raise SpecError(
+            "spec.train.epoch_loop='scan' needs the tiles on device, but spec.train.data_placement="
+            f"{cfg.get('data_placement')!r} keeps them in host memory{f' ({reason})' if reason else ''}; "
+            "set spec.train.epoch_loop='auto'"
+        )
+    log_placement(placement, reason)
+    on_device = placement == "device"
     # No larger than the largest split: a larger batch would only compile and hold padding.
     largest_split = max(len(getattr(dataset, name).labels) for name in ("train", "val", "test"))
     eval_batch = -(-min(cfg.eval_batch_size, largest_split) // mesh.devices.size) * mesh.devices.size
     splits = {
-        name: put_split(getattr(dataset, name), eval_batch, sharding) for name in ("train", "val", "test")
+        name: put_split(getattr(dataset, name), eval_batch, sharding, on_device=on_device)
+        for name in ("train", "val", "test")
     }
     dtype = COMPUTE_DTYPES[dtype_name]
     weights = class_weights(cfg.get("class_weights"), dataset.train.labels, dataset.classes)
-    train_step = make_train_step(
+    # On device the step and predict gather their batches from the resident splits; from the host they get them.
+    train_step = (make_train_step if on_device else make_batch_train_step)(
         parts, tx, augment_ops=tuple(spec.data.augment),
         normalize_mode=spec.data.normalize, compute_dtype=dtype,
         label_smoothing=cfg.label_smoothing, mesh=mesh, class_weights=weights,
     )
-    predict, predict_tta = (make_predict(parts, normalize_mode=spec.data.normalize, compute_dtype=dtype, mesh=mesh,
-                                         tta=tta) for tta in (False, True))
+    predict, predict_tta = ((make_predict if on_device else make_batch_predict)(
+        parts, normalize_mode=spec.data.normalize, compute_dtype=dtype, mesh=mesh, tta=tta) for tta in (False, True))
+    train_labels = np.asarray(dataset.train.labels)
     return Run(
         spec, dataset, mesh, parts, tx, schedule, train_step, scan, predict, splits,
-        to_device(np.asarray(dataset.train.labels), sharding), steps_per_epoch,
-        tuple(model.head_path), dtype_name, weights, predict_tta,
+        to_device(train_labels, sharding) if on_device else train_labels, steps_per_epoch,
+        tuple(model.head_path), dtype_name, weights, predict_tta, placement,
     )
 
 
 def flops_per_image(run: Run, state: TrainState) -> float | None:
-    """Forward FLOPs of one image from XLA's cost analysis of an evaluation batch."""
+    """Forward FLOPs of one image from XLA's cost analysis of one evaluation batch (wherever the tiles are held)."""
     split = run.splits["val"]
-    idx = split.batch_indices[:1]
+    batch = split.batch_indices.shape[1]
+    predict = make_batch_predict(run.parts, normalize_mode=run.spec.data.normalize,
+                                 compute_dtype=COMPUTE_DTYPES[run.dtype_name], mesh=run.mesh)
     try:
-        cost = jax.jit(run.predict).lower(state.params, state.model_state, split.images, idx).cost_analysis()
+        batch_input = run.batch_struct(split.images, batch)
+        cost = jax.jit(predict).lower(state.params, state.model_state, batch_input).cost_analysis()
     except Exception:  # cost analysis is best-effort on some backends
         return None
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else None
     flops = (cost or {}).get("flops")
-    return float(flops) / idx.shape[1] if flops else None
+    return float(flops) / batch if flops else None
 
 
 def count_layers(model_parts: ModelParts) -> int:

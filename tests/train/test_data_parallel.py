@@ -30,22 +30,32 @@ SCRIPT = textwrap.dedent(
     for model, train_tiles, options in [("convmodel", 24, dict(channels=(8, 16, 16), hidden=32, dropout=0.0)),
                                         ("resnet18", 8, {})]:
         finals = {}
-        for devices in (1, 8):
+        # ConvModel also with its batches sent from host memory (spec.train.data_placement='host')
+        for devices, placement in [(1, "device"), (8, "device")] + [(8, "host")] * (model == "convmodel"):
             spec = tiny_spec(**{"mesh.data": devices, "model.name": model, "data.split": (train_tiles, 12, 12),
-                                "train.learning_rate": 1e-3, "train.optimizer": "sgd"})
+                                "train.learning_rate": 1e-3, "train.optimizer": "sgd",
+                                "train.data_placement": placement})
             spec.model.options = options
             run = build_run(spec)
+            assert run.placement == placement
             state = run.initial_state()
             run.compile(("train",), state)
             state, losses, _ = run.compiled["train"](
                 state, run.splits["train"].images, run.train_labels, jax.random.key(0))
-            finals[devices] = (np.asarray(losses), jax.tree.leaves(jax.device_get(state.params)),
-                               jax.tree.leaves(jax.device_get(state.model_state)))
-        a, b = finals[1], finals[8]
+            # with 8 devices, also the evaluation batches (resident, or sent from the host)
+            finals[devices, placement] = (np.asarray(losses), jax.tree.leaves(jax.device_get(state.params)),
+                                          jax.tree.leaves(jax.device_get(state.model_state)),
+                                          [run.logits("val", state)] if devices == 8 else [])
+        a, b = finals[1, "device"], finals[8, "device"]
         np.testing.assert_allclose(a[0], b[0], rtol=%(rtol)g, atol=%(atol)g)
         for x, y in zip(a[1] + a[2], b[1] + b[2]):
             np.testing.assert_allclose(x, y, rtol=%(rtol)g, atol=%(atol)g)
-        out[model] = {"losses": a[0].tolist(), "bn_leaves": len(a[2])}
+        if (8, "host") in finals:  # the same program on the same batches: the same numbers
+            host = finals[8, "host"]
+            assert len(host[3]) == 1
+            for x, y in zip([b[0]] + b[1] + b[2] + b[3], [host[0]] + host[1] + host[2] + host[3]):
+                np.testing.assert_array_equal(x, y)
+        out[model] = {"losses": a[0].tolist(), "bn_leaves": len(a[2]), "host_fed": (8, "host") in finals}
     # The CPU layers with hand-written gradients loop over images (lax.map), reorder
     # contractions or split the batch into chunks (attention); split 8 ways over the batch they
     # must give the single-device numbers.
@@ -107,6 +117,7 @@ def test_eight_devices_match_one_device():
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.split("RESULT ", 1)[1])
     assert result["resnet18"]["bn_leaves"] > 0  # BN statistics are compared too
+    assert result["convmodel"]["host_fed"]
     assert "depthwise_5x5" in result["layers"] and "max_pool_3x3_stride2" in result["layers"]
     assert "attention_8_chunks" in result["layers"]
     assert "not divisible" in result["indivisible"] and "8 devices" in result["indivisible"]

@@ -260,6 +260,7 @@ def test_numbers_that_cannot_train_are_refused_naming_the_key(tmp_path, override
     ({"model.init": "torchvision:/no/such.pth"}, "weights file '/no/such.pth' does not exist"),
     ({"model.init": "checkpoint:/no/such/run"}, "'/no/such/run' does not exist"),
     ({"train.select_by": "val_auc"}, "spec.train.select_by='val_auc' is unknown"),
+    ({"train.data_placement": "gpu"}, "spec.train.data_placement='gpu' is unknown"),
 ])
 def test_what_needs_no_tiles_is_refused_before_they_load(tmp_path, override, needle):
     # Loading a large tile folder takes minutes; a typo in the spec should not wait for it.

@@ -121,3 +121,12 @@ def test_overwrite_with_two_processes_replaces_a_finished_run(two_processes, tmp
     results = json.loads((workdir / "results.json").read_text())
     assert results["created"] != finished["created"] or results["train_time_s"] != finished["train_time_s"]
     assert comparable(results) == comparable(finished)
+
+
+def test_two_processes_fed_from_host_memory_train_as_with_the_tiles_on_device(two_processes, tmp_path):
+    outputs = finish(start_processes(tmp_path, "--spec.train.data_placement=host"))
+    for returncode, _, err in outputs:
+        assert returncode == 0, err[-3000:]
+    host = json.loads((tmp_path / "results.json").read_text())
+    assert host["data_placement"] == "host" and host["device"] == "cpu: cpu x4"
+    assert_same_training(host, json.loads((two_processes[0] / "results.json").read_text()))

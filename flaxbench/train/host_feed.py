@@ -1,0 +1,137 @@
+"""Tiles kept in host memory and sent to the devices batch by batch, for tile sets that do not fit on them.
+
+By default every split is copied to every device once (`spec.train.data_placement`): the fastest
+way, and the one the study's numbers come from. A large tile set (NCT-CRC-HE-100K at 224 px is
+15 GB of uint8) does not fit beside a model on many GPUs, and on a CPU the device copy doubles
+the host memory it needs. Fed from the host, each step's batch is gathered in numpy, in the same
+order and with the same per-step keys as on device, so a run trains to the same numbers either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from flaxbench.errors import SpecError
+from flaxbench.runtime import to_device
+
+PLACEMENTS = ("auto", "device", "host")
+# 'auto' keeps the tiles on device while they need at most this share of the smallest device's
+# memory; the rest is left to the model, its activations and the optimizer state.
+DEVICE_SHARE = 0.5
+IN_FLIGHT = 2  # batches sent ahead of the step that is running; more would only hold device memory
+
+
+def check_placement(value: Any) -> str:
+    """spec.train.data_placement as one of PLACEMENTS (None reads as 'auto'), or a SpecError."""
+    value = "auto" if value is None else value
+    if value not in PLACEMENTS:
+        raise SpecError(f"spec.train.data_placement={value!r} is unknown; use 'auto', 'device' or 'host'")
+    return value
+
+
+def available_host_bytes() -> int | None:
+    """Memory the kernel could give this process now (MemAvailable), or None where it does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def device_memory_bytes(devices: Sequence[jax.Device]) -> int | None:
+    """The smallest memory limit among `devices`, or None if they do not report one (CPU)."""
+    limits = []
+    for device in devices:
+        try:
+            stats = device.memory_stats()
+        except Exception:  # not every backend implements it
+            stats = None
+        if stats and stats.get("bytes_limit"):
+            limits.append(int(stats["bytes_limit"]))
+    return min(limits) if limits else None
+
+
+def choose_placement(requested: str, tile_bytes: int, mesh: Mesh) -> tuple[str, str | None]:
+    """('device' or 'host', why 'auto' chose the host or None) for splits of `tile_bytes` in all.
+
+    On accelerators every device holds a copy of the tiles, so they must fit in DEVICE_SHARE of
+    the smallest one. On CPU the device copy is a second copy in host memory, so it must fit in
+    what the host has left.
+    """
+    if requested != "auto":
+        return requested, None
+    gib = 2.0 ** 30
+    limit = device_memory_bytes(list(mesh.devices.flat))
+    if limit is not None:
+        if tile_bytes > DEVICE_SHARE * limit:
+            return "host", (f"the tiles take {tile_bytes / gib:.1f} GiB, over {DEVICE_SHARE:.0%} of the "
+                            f"{limit / gib:.1f} GiB of device memory")
+        return "device", None
+    free = available_host_bytes()
+    if free is not None and tile_bytes > free:
+        return "host", (f"a device copy of the tiles ({tile_bytes / gib:.1f} GiB) would not fit in the "
+                        f"{free / gib:.1f} GiB of host memory left")
+    return "device", None
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Batches split over the mesh's `data` axis."""
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def host_value(array: jax.Array) -> np.ndarray:
+    """A replicated (or single-device) array's value on this host."""
+    return np.asarray(array.addressable_data(0))
+
+
+class HostFedEpoch:
+    """The training epoch of `make_train_epoch`, with each batch gathered on the host and sent to the devices.
+
+    `plan(key)` gives the epoch's (batch indices, step keys) exactly as on device; `step` is
+    `make_batch_train_step`'s, compiled. At most IN_FLIGHT batches wait on the devices.
+    """
+
+    def __init__(self, plan: Callable, step: Callable, mesh: Mesh):
+        self.plan, self.step, self.sharding = plan, step, batch_sharding(mesh)
+
+    def __call__(self, state: Any, images: np.ndarray, labels: np.ndarray, key: jax.Array):
+        """Run one epoch over host arrays; returns (state, losses, correct) like the device epoch."""
+        batch_indices, keys = self.plan(key)
+        batch_indices = host_value(batch_indices)
+        losses, correct = [], []
+        for i, rows in enumerate(batch_indices):
+            batch = to_device(images[rows], self.sharding), to_device(labels[rows], self.sharding)
+            state, loss, hits = self.step(state, *batch, keys[i])
+            losses.append(loss)
+            correct.append(hits)
+            if i >= IN_FLIGHT:
+                losses[i - IN_FLIGHT].block_until_ready()
+        return state, jnp.stack(losses), jnp.stack(correct)
+
+
+def host_fed_logits(predict: Callable, params: Any, model_state: Any, images: np.ndarray,
+                    batch_indices: np.ndarray, mesh: Mesh) -> list[jax.Array]:
+    """`predict(params, model_state, batch)` over the rows of `batch_indices`, each batch sent from the host."""
+    sharding, outputs = batch_sharding(mesh), []
+    for i, rows in enumerate(batch_indices):
+        outputs.append(predict(params, model_state, to_device(images[rows], sharding)))
+        if i >= IN_FLIGHT:
+            outputs[i - IN_FLIGHT].block_until_ready()
+    return outputs
+
+
+def log_placement(placement: str, reason: str | None) -> None:
+    """Say why 'auto' left the tiles in host memory (the device is the default and needs no word)."""
+    if reason:
+        logging.warning("spec.train.data_placement='auto': %s, so they stay in host memory and each batch is "
+                        "sent to the devices as it is needed (set 'device' to force them onto it)", reason)
