@@ -8,11 +8,13 @@
 #   2. throughput.jsonl: benchmarks/throughput.py, all nine rows, bfloat16, batch 64, 150 px, torch eager
 #      with AMP and channels_last (rows never timed on a GPU first);
 #   3. study_time.jsonl: benchmarks/study_time.py, all nine rows, one epoch each, scaled to 30;
-#   4. compile.jsonl: throughput.py with torch.compile for ResNet-50 and ViT patch 15, if 150 s are left.
+#   4. compile.jsonl: throughput.py with torch.compile for ResNet-50 and ViT patch 15, if 150 s are left;
+#   5. placement.jsonl: benchmarks/placement.py (tiles on device against batches fed from host memory) for
+#      ResNet-50 and ConvModel, if 90 s are left.
 # A phase cut off by the deadline keeps the rows it finished (one JSON line per row, flushed).
 # Everything printed also goes to log.txt. Results go to $OUT (the device tool's output folder) or to
-# ./gpu_session_out. MODELS, ROWS, COMPILE_MODELS, BATCH and SIZE override the defaults (for a quick
-# trial on CPU: MODELS=convmodel ROWS=convmodel COMPILE_MODELS= BATCH=4 SIZE=32).
+# ./gpu_session_out. MODELS, ROWS, COMPILE_MODELS, PLACEMENT_MODELS, BATCH and SIZE override the defaults
+# (a quick trial on CPU: MODELS=convmodel ROWS=convmodel COMPILE_MODELS= PLACEMENT_MODELS= BATCH=4 SIZE=32).
 #
 # The device image has jax, flax, optax, orbax and torch but not ml-collections; put its wheel in .whl
 # beforehand and carry .whl (benchmarks/README.md, "On a lent GPU machine").
@@ -25,6 +27,7 @@ start=$(date +%s)
 models=${MODELS-googlenet,densenet121,efficientnet_b4,resnet50,resnet18,convmodel,vit_p15,alexnet,vit_p10}
 rows=${ROWS-convmodel,vit_p15,alexnet,resnet18,googlenet,vit_p10,densenet121,resnet50,efficientnet_b4}
 compile_models=${COMPILE_MODELS-resnet50,vit_p15}
+placement_models=${PLACEMENT_MODELS-resnet50,convmodel}
 batch=${BATCH:-64}
 size=${SIZE:-150}
 export PYTHONUNBUFFERED=1
@@ -84,6 +87,10 @@ fi
 if [ -n "$compile_models" ] && [ "$(left)" -ge 150 ]; then
   run_phase torch_compile compile.jsonl python3 benchmarks/throughput.py --models "$compile_models" \
     --batch "$batch" --size "$size" --steps 10 --repeats 4 --dtype bfloat16 --json
+fi
+if [ -n "$placement_models" ] && [ "$(left)" -ge 90 ]; then
+  run_phase placement placement.jsonl python3 benchmarks/placement.py --models "$placement_models" \
+    --batch "$batch" --size "$size" --steps 10 --repeats 3 --dtype bfloat16 --json
 fi
 echo "== done in $(($(date +%s) - start))s; results in $out${failed:+; failed or cut off:$failed}"
 [ -z "$failed" ]

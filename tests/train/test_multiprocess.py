@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, run_cli
-from tests.train.test_resume import TIMING_KEYS, comparable, wait_for_epoch
+from tests.train.test_resume import comparable, wait_for_epoch
 
 ARGS = [
     "--spec=specs/demo.py", "--spec.data.synthetic_per_class=24", "--spec.data.image_size=32",
