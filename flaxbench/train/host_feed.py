@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from flaxbench.errors import SpecError
-from flaxbench.runtime import to_device
+from flaxbench.runtime import any_process, to_device
 
 PLACEMENTS = ("auto", "device", "host")
 # 'auto' keeps the tiles on device while they need at most this share of the smallest device's
@@ -66,22 +66,31 @@ def choose_placement(requested: str, tile_bytes: int, mesh: Mesh) -> tuple[str, 
 
     On accelerators every device holds a copy of the tiles, so they must fit in DEVICE_SHARE of
     the smallest one. On CPU the device copy is a second copy in host memory, so it must fit in
-    what the host has left.
+    what the host has left. In a multi-process run, every process must call this.
     """
     if requested != "auto":
         return requested, None
+    reason = _why_not_on_device(tile_bytes, [d for d in mesh.devices.flat if d.process_index == jax.process_index()])
+    # Every process must run the same programs: one whose devices or host are short decides for all.
+    if any_process(reason is not None) and reason is None:
+        reason = "another process of this run has too little memory for them"
+    return ("host" if reason else "device"), reason
+
+
+def _why_not_on_device(tile_bytes: int, local_devices: Sequence[jax.Device]) -> str | None:
+    """Why a copy of the tiles on each of `local_devices` would not fit, or None if it would."""
     gib = 2.0 ** 30
-    limit = device_memory_bytes(list(mesh.devices.flat))
+    limit = device_memory_bytes(local_devices)
     if limit is not None:
         if tile_bytes > DEVICE_SHARE * limit:
-            return "host", (f"the tiles take {tile_bytes / gib:.1f} GiB, over {DEVICE_SHARE:.0%} of the "
-                            f"{limit / gib:.1f} GiB of device memory")
-        return "device", None
+            return (f"the tiles take {tile_bytes / gib:.1f} GiB, over {DEVICE_SHARE:.0%} of the "
+                    f"{limit / gib:.1f} GiB of device memory")
+        return None
     free = available_host_bytes()
     if free is not None and tile_bytes > free:
-        return "host", (f"a device copy of the tiles ({tile_bytes / gib:.1f} GiB) would not fit in the "
-                        f"{free / gib:.1f} GiB of host memory left")
-    return "device", None
+        return (f"a device copy of the tiles ({tile_bytes / gib:.1f} GiB) would not fit in the "
+                f"{free / gib:.1f} GiB of host memory left")
+    return None
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -91,6 +91,18 @@ def test_auto_on_cpu_keeps_tiles_on_the_host_when_a_device_copy_would_not_fit_in
     assert "would not fit in the 0.0 GiB of host memory left" in caplog.text
 
 
+def test_auto_follows_another_process_whose_memory_is_short(monkeypatch):
+    # the processes of one run must run the same programs, so one process short of memory decides for all
+    monkeypatch.setattr(host_feed, "device_memory_bytes", lambda devices: 2**40)
+    monkeypatch.setattr(host_feed, "any_process", lambda flag: True)
+    run = build_run(tiny_spec())
+    assert run.placement == "host"
+    assert host_feed.choose_placement("auto", 10, run.mesh) == (
+        "host", "another process of this run has too little memory for them")
+    monkeypatch.setattr(host_feed, "any_process", lambda flag: flag)
+    assert host_feed.choose_placement("auto", 10, run.mesh) == ("device", None)
+
+
 def test_the_scanned_epoch_needs_the_tiles_on_device(tmp_path):
     spec = tiny_spec(**{"train.data_placement": "host", "train.epoch_loop": "scan"})
     with pytest.raises(SpecError, match=r"spec.train.epoch_loop='scan' needs the tiles on device, but "
