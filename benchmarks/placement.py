@@ -13,7 +13,6 @@ and the dispatch of each step.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.throughput import busy_cores, check_args, count, flax_timer, interleaved_times  # noqa: E402
+from benchmarks.throughput import busy_cores, check_args, flax_timer, interleaved_times, timing_parser  # noqa: E402
 from flaxbench.host_memory import restart_with_huge_pages  # noqa: E402
 
 
@@ -29,15 +28,7 @@ def main() -> None:
     """Parse flags, time every row both ways, print a table or JSON lines."""
     import jax
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="convmodel,resnet18")
-    parser.add_argument("--batch", type=count, default=64)
-    parser.add_argument("--size", type=count, default=150)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--steps", type=count, default=5, help="training steps per timed call")
-    parser.add_argument("--repeats", type=count, default=5, help="timed rounds, one call of each placement per round")
-    parser.add_argument("--settle", type=int, default=2, choices=range(0, 10), metavar="N",
-                        help="untimed calls of a placement right before each of its timed calls (0-9, default 2)")
+    parser = timing_parser(__doc__.splitlines()[0], "convmodel,resnet18")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     check_args(parser, args)

@@ -213,10 +213,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(str(error))
 
 
-def main() -> None:
-    """Parse flags, time every model, print a table or JSON lines."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="convmodel,vit_p15,resnet18")
+def timing_parser(description: str, models: str) -> argparse.ArgumentParser:
+    """The flags of the interleaved-timing scripts (throughput.py, placement.py), `models` the default rows."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--models", default=models)
     parser.add_argument("--batch", type=count, default=64)
     parser.add_argument("--size", type=count, default=150)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -225,6 +225,12 @@ def main() -> None:
                         help="timed rounds after one warm-up call each; a round times one call of every contender")
     parser.add_argument("--settle", type=int, default=2, choices=range(0, 10), metavar="N",
                         help="untimed calls of a contender right before each of its timed calls (0-9, default 2)")
+    return parser
+
+
+def main() -> None:
+    """Parse flags, time every model, print a table or JSON lines."""
+    parser = timing_parser(__doc__.splitlines()[0], "convmodel,vit_p15,resnet18")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

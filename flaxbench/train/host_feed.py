@@ -139,7 +139,7 @@ def host_fed_logits(predict: Callable, params: Any, model_state: Any, images: np
     return outputs
 
 
-def log_placement(placement: str, reason: str | None) -> None:
+def log_placement(reason: str | None) -> None:
     """Say why 'auto' left the tiles in host memory (the device is the default and needs no word)."""
     if reason:
         logging.warning("spec.train.data_placement='auto': %s, so they stay in host memory and each batch is "

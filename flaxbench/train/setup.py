@@ -319,7 +319,7 @@ def build_run(
             f"{cfg.get('data_placement')!r} keeps them in host memory{f' ({reason})' if reason else ''}; "
             "set spec.train.epoch_loop='auto'"
         )
-    log_placement(placement, reason)
+    log_placement(reason)
     on_device = placement == "device"
     # No larger than the largest split: a larger batch would only compile and hold padding.
     largest_split = max(len(getattr(dataset, name).labels) for name in ("train", "val", "test"))
