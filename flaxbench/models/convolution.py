@@ -2,7 +2,7 @@
 
 On CPU, depthwise and 1x1 convolutions run with hand-written gradients that XLA:CPU executes
 much faster than autodiff's, other convolutions over small feature maps run as one matmul, and
-3x3 'same' convolutions over maps of 8-24 pixels a side by Winograd's algorithm;
+3x3 'same' convolutions of the shapes where it pays by Winograd's algorithm;
 `benchmarks/README.md` has the measurements. Elsewhere they are plain `nnx.Conv` layers with the
 same parameters.
 """
@@ -92,14 +92,14 @@ SMALL_MAP_PIXELS = 8
 
 
 class Conv2d(_CpuConv):
-    """A dense `nnx.Conv` that on CPU convolves small maps as one matmul and mid-sized ones by Winograd.
+    """A dense `nnx.Conv` that on CPU convolves small maps as one matmul, many 3x3 ones by Winograd.
 
     XLA:CPU's convolution of maps of a few pixels took 15-50x as long as the same sums as a
     matmul (3x3 kernels, 256-512 channels, 1x1 to 2x4 maps: ResNet's last stage at 64 px
     tiles); from 3x3 maps up it was as fast as or faster than the matmul, so larger maps keep it.
-    3x3 stride-1 'same' convolutions in float32 over maps of 8-24 pixels a side (ResNet's second
-    and third stages at 150 px) run as Winograd F(4x4, 3x3) matmuls (`winograd.py`): a
-    ResNet-18 training step at batch 64 ran 1.25x faster.
+    3x3 stride-1 'same' convolutions in float32 run as Winograd F(4x4, 3x3) matmuls
+    (`winograd.py`) where that was measured faster (`winograd_applies`; ResNet's second and third
+    stages at 150 px): a ResNet-18 training step at batch 64 ran 1.12-1.25x faster.
     """
 
     def cpu_convolution(self, x: jax.Array, kernel: jax.Array) -> jax.Array:

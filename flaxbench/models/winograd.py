@@ -43,24 +43,36 @@ OUTPUT_TRANSFORM = (
 )
 OUT_TILE, IN_TILE = len(OUTPUT_TRANSFORM), len(INPUT_TRANSFORM)
 
-# When CPU convolutions take this route: maps (output rows and columns, each) of 8 to 24 pixels, and
-# at least 256 tiles in the batch (the rows of each of the 36 matmuls). Measured on the project's
-# 2-core AMD EPYC, convolution with both gradients, XLA's time over this one's (benchmarks/README.md):
-# at batch 64 1.33x at 24 x 24 x 96 channels, 1.33x at 19 x 19 x 128, 1.51x at 10 x 10 x 256, 1.86x
-# at 8 x 8 x 384; but 0.73x at 38 x 38 x 64 (ResNet's first stage at 150 px: the transformed tiles,
-# 2.25x the input's size, leave the caches) and 0.68x at 5 x 5 (mostly padding). At batch 16, 1.58x
-# and 1.44x at 24 and 19 pixels, but 0.99x at 10 x 10 (144 tiles) and 0.77x at 8 x 8 (64 tiles).
-MAP_SIZES = range(8, 25)
+# When CPU convolutions take this route. Measured on the project's 2-core AMD EPYC (2026-12-04),
+# convolution with both gradients, XLA's time over this one's (more in benchmarks/README.md): at
+# batch 64, 1.4-1.9x for 8 x 8 x 384, 10 x 10 x 256, 7 x 7 x 256 and 28 x 28 x 64 (channels in and
+# out alike), 1.3x for 19 x 19 x 128 and 24 x 24 x 96, 1.2x for 7 x 7 x 512 and 38 x 38 x 128; but
+# 0.5-0.9x where the tiles are mostly padding (5 x 5, 6 x 6 and 9 x 9 maps: 2.6, 1.8 and 1.8x the
+# map's area), where the matmuls are thin (128 -> 32 and 16 -> 32 channels), where there are few
+# tiles (batch 16: 0.77x at 8 x 8, 64 tiles; 0.99x at 10 x 10, 144 tiles) and where the transformed
+# tiles of a thin convolution far outgrow the caches (38 x 38 x 64: 0.76x with 59 MB of them at
+# batch 64, 1.14x with 30 MB at batch 32; 56 x 56 x 64: 0.92x). In a data-parallel jit the shapes
+# seen here are the global batch's.
+MAX_PADDING_AREA = 1.5  # tile area over map area
 MIN_TILES = 256
+MIN_CHANNEL_HARMONIC = 32  # Cin * Cout / (Cin + Cout): matmul work per transformed value
+MAX_THIN_TILE_BYTES = 48 * 2**20  # transformed input tiles of convolutions below twice that harmonic
 
 
 def winograd_applies(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding) -> bool:
     """Whether the CPU convolution of NHWC `x` by HWIO `kernel` should run as `winograd_conv3x3`."""
+    if not (x.dtype == jnp.float32 and kernel.shape[:2] == (3, 3) and tuple(strides) == (1, 1)
+            and padding == ((1, 1), (1, 1))):
+        return False
     n, height, width = x.shape[:3]
+    in_channels, out_channels = kernel.shape[2:]
     rows, cols = _tile_grid(height, width)
-    return (x.dtype == jnp.float32 and kernel.shape[:2] == (3, 3) and tuple(strides) == (1, 1)
-            and padding == ((1, 1), (1, 1)) and height in MAP_SIZES and width in MAP_SIZES
-            and n * rows * cols >= MIN_TILES)
+    tiles = n * rows * cols
+    harmonic = in_channels * out_channels / (in_channels + out_channels)
+    tile_bytes = IN_TILE * IN_TILE * tiles * in_channels * x.dtype.itemsize
+    return (tiles * OUT_TILE * OUT_TILE <= MAX_PADDING_AREA * n * height * width and tiles >= MIN_TILES
+            and harmonic >= MIN_CHANNEL_HARMONIC
+            and (tile_bytes <= MAX_THIN_TILE_BYTES or harmonic >= 2 * MIN_CHANNEL_HARMONIC))
 
 
 @jax.custom_vjp

@@ -28,34 +28,37 @@ def test_winograd_equals_the_direct_convolution_and_its_gradients(shape, out_cha
         assert_close_to_scale(ours_grad, theirs_grad, rtol=1e-5)
 
 
-def test_winograd_is_chosen_for_float32_3x3_same_convolutions_on_mid_sized_maps():
+def test_winograd_is_chosen_where_it_was_measured_faster():
     import jax.numpy as jnp
 
     from flaxbench.models.winograd import winograd_applies
 
-    def applies(size=19, kernel=3, stride=1, pad=1, dtype=jnp.float32, batch=64):
-        x = jnp.zeros((batch, size, size, 4), dtype)
-        return winograd_applies(x, jnp.zeros((kernel, kernel, 4, 4), dtype), (stride, stride), ((pad, pad), (pad, pad)))
+    def applies(size=19, channels=128, out_channels=None, batch=64, kernel=3, stride=1, pad=1, dtype=jnp.float32):
+        x = jnp.zeros((batch, size, size, channels), dtype)
+        kernel = jnp.zeros((kernel, kernel, channels, out_channels or channels), dtype)
+        return winograd_applies(x, kernel, (stride, stride), ((pad, pad), (pad, pad)))
 
-    assert applies() and applies(size=8) and applies(size=24)
-    assert not applies(size=5) and not applies(size=38)  # measured slower there
+    assert applies() and applies(size=10, channels=256) and applies(size=7, channels=512)
+    assert not applies(size=5, channels=512) and not applies(size=9)  # tiles mostly padding
+    assert not applies(out_channels=32) and not applies(channels=16, out_channels=32)  # thin matmuls
+    assert applies(size=8, channels=384) and not applies(size=8, channels=384, batch=63)  # 256 tiles or 252
+    assert not applies(size=38, channels=64) and applies(size=38, channels=64, batch=32)  # 59 MB of tiles or 30
+    assert applies(size=38, channels=128)  # wide enough to pay for 118 MB
     assert not applies(stride=2) and not applies(pad=0) and not applies(kernel=5, pad=2)
     assert not applies(dtype=jnp.bfloat16)
-    assert applies(size=8, batch=64) and not applies(size=8, batch=63)  # 256 tiles of 4 x 4, or 252
-    assert applies(size=19, batch=11) and not applies(size=19, batch=10)
 
 
-def test_cpu_conv2d_on_a_mid_sized_map_runs_winograd_matmuls_not_a_convolution():
+def test_cpu_conv2d_where_winograd_applies_runs_matmuls_not_a_convolution():
     import jax
     from flax import nnx
 
     from flaxbench.models.convolution import Conv2d, conv2d
 
-    conv = conv2d(6, 5, 3, 1, 1, bias=True, rngs=nnx.Rngs(0))
+    conv = conv2d(64, 64, 3, 1, 1, bias=True, rngs=nnx.Rngs(0))
     assert isinstance(conv, Conv2d)
-    x = jax.random.normal(jax.random.key(1), (29, 10, 10, 6))  # 29 x 3 x 3 = 261 tiles
+    x = jax.random.normal(jax.random.key(1), (29, 10, 10, 64))  # 29 x 3 x 3 = 261 tiles
     assert "conv_general_dilated" not in str(jax.make_jaxpr(lambda x: conv(x))(x))
-    cotangent = jax.random.normal(jax.random.key(2), (29, 10, 10, 5))
+    cotangent = jax.random.normal(jax.random.key(2), (29, 10, 10, 64))
 
     def loss(layer, x, call):
         return (call(layer, x) * cotangent).sum()
