@@ -107,3 +107,24 @@ def test_other_depths_convert_and_match(arch):
     torch_model = seeded_torch_model(getattr(torchvision.models, arch))
     # Their layer shapes are those of resnet18 / resnet50 at ODD_SIZE: nothing new to compile.
     assert_eval_parity(arch, torch_model, ODD_SIZE)
+
+
+def test_train_logits_match_torchvision_where_cpu_convolutions_take_winograd():
+    import jax
+
+    from tests.models.torch_parity import assert_close_to_scale, compiled_logits, torch_logits
+
+    torch_model = seeded_torch_model(torchvision.models.resnet18)
+    model = load_torchvision("resnet18", torch_model.state_dict())
+
+    def convolutions(batch):
+        jaxpr = jax.make_jaxpr(lambda x: model(x, train=False))(jnp.zeros((batch, 150, 150, 3)))
+        return str(jaxpr).count("conv_general_dilated")
+
+    # 12 tiles of 150 px give layer1's 38 x 38 maps 1200 Winograd tiles and layer2's 19 x 19 maps
+    # 300; 2 tiles give too few for either
+    assert convolutions(12) == convolutions(2) - 7
+    images = random_images(12, 150, seed=1)
+    torch_model.train()
+    expected = torch_logits(torch_model, images)
+    assert_close_to_scale(compiled_logits(model, jnp.asarray(images), train=True), expected)
