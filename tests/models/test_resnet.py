@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,10 +14,13 @@ from flax import nnx
 from flaxbench.errors import FlaxbenchError, WeightsError
 from flaxbench.weights import load_torchvision, to_numpy
 from tests.models.torch_parity import (
+    assert_close_to_scale,
     assert_eval_parity,
     assert_train_parity,
+    compiled_logits,
     random_images,
     seeded_torch_model,
+    torch_logits,
 )
 
 # Odd sides through every stride-2 conv and the max pool. Eager JAX compiles each op per input
@@ -110,10 +114,6 @@ def test_other_depths_convert_and_match(arch):
 
 
 def test_train_logits_match_torchvision_where_cpu_convolutions_take_winograd():
-    import jax
-
-    from tests.models.torch_parity import assert_close_to_scale, compiled_logits, torch_logits
-
     torch_model = seeded_torch_model(torchvision.models.resnet18)
     model = load_torchvision("resnet18", torch_model.state_dict())
 
