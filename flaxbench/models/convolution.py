@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flaxbench.models.winograd import winograd_applies, winograd_conv3x3
+from flaxbench.models.winograd import batch_chunks, winograd_conv3x3_chunked, winograd_tiling
 
 
 def conv2d(
@@ -97,9 +97,10 @@ class Conv2d(_CpuConv):
     XLA:CPU's convolution of maps of a few pixels took 15-50x as long as the same sums as a
     matmul (3x3 kernels, 256-512 channels, 1x1 to 2x4 maps: ResNet's last stage at 64 px
     tiles); from 3x3 maps up it was as fast as or faster than the matmul, so larger maps keep it.
-    3x3 stride-1 'same' convolutions in float32 run as Winograd F(4x4, 3x3) matmuls
-    (`winograd.py`) where that was measured faster (`winograd_applies`; ResNet's second and third
-    stages at 150 px): a ResNet-18 training step at batch 64 ran 1.12-1.25x faster.
+    3x3 stride-1 'same' convolutions in float32 run as Winograd F(4x4, 3x3) or F(2x2, 3x3) matmuls
+    (`winograd.py`) where that was measured faster (`winograd_tiling`; ResNet's first three stages
+    at 150 px), large batches in pieces (`batch_chunks`): a ResNet-18 training step at batch 64 ran
+    1.12-1.25x faster, and 1.065x faster again with the pieces.
     """
 
     def cpu_convolution(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -110,8 +111,9 @@ class Conv2d(_CpuConv):
             out_h, out_w = _output_size(x.shape[1:3], kernel.shape[:2], strides, padding)
             if out_h * out_w <= SMALL_MAP_PIXELS:
                 return im2col_conv(x, kernel, strides, padding)
-            if winograd_applies(x, kernel, strides, padding):
-                return winograd_conv3x3(x, kernel)
+            tiling = winograd_tiling(x, kernel, strides, padding)
+            if tiling is not None:
+                return winograd_conv3x3_chunked(x, kernel, tiling, batch_chunks(x, tiling))
         return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 

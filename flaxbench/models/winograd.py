@@ -1,109 +1,175 @@
-"""3x3 'same' convolutions by Winograd's F(4x4, 3x3), with 2.25x fewer multiplies, for XLA:CPU.
+"""3x3 'same' convolutions by Winograd's F(2x2, 3x3) or F(4x4, 3x3), for XLA:CPU.
 
-Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016): a 4x4 tile of
-a stride-1 3x3 convolution's output is A^T [(G g G^T) . (B^T d B)] A, where d is the 6x6 input
-tile under it and g the 3x3 kernel of one input and one output channel. Summed over input
-channels, the 36 elementwise products become 36 matmuls (tiles x Cin) @ (Cin x Cout): 36
-multiplies per 16 outputs instead of 9 per output. The gradients are written out as the same
-kind of matmuls, so the input gradient (itself a 3x3 'same' convolution) and the kernel gradient
-gain too. In float32 the results differ from a direct convolution by up to about 5e-6 of their
-scale (the transforms' coefficients reach 8); bfloat16 would lose too much, so it is not used there.
+Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016): an m x m tile of
+a stride-1 3x3 convolution's output is A^T [(G g G^T) . (B^T d B)] A, where d is the (m+2) x (m+2)
+input tile under it and g the 3x3 kernel of one input and one output channel. Summed over input
+channels, the (m+2)^2 elementwise products become (m+2)^2 matmuls (tiles x Cin) @ (Cin x Cout):
+16 multiplies per 4 outputs for F(2x2, 3x3) (2.25x fewer than the direct convolution's 9 per
+output), 36 per 16 for F(4x4, 3x3) (4x fewer). The gradients are written out as the same kind of
+matmuls, so the input gradient (itself a 3x3 'same' convolution) and the kernel gradient gain too.
+In float32, F(4x4, 3x3)'s results differ from a direct convolution by up to about 5e-6 of their
+scale (its transforms' coefficients reach 8), F(2x2, 3x3)'s (coefficients 0, +-1/2, +-1) about as
+little as the direct convolution's; bfloat16 would lose too much, so neither is used there.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 
-# B^T, G and A^T of F(4x4, 3x3) built by the Toom-Cook method (as Lavin and Gray build theirs) from
-# the interpolation points 0, 1/2, -1/2, 2, -2 and infinity instead of their 0, 1, -1, 2, -2: the
-# largest rounding error of a float32 convolution (8 x 19 x 19 x 128 channels, against float64)
-# came out 2.1-2.3x smaller (tests/models/test_winograd.py).
-INPUT_TRANSFORM = (
-    (1, 0, -17 / 4, 0, 1, 0),
-    (0, -2, -4, 1 / 2, 1, 0),
-    (0, 2, -4, -1 / 2, 1, 0),
-    (0, -1 / 2, -1 / 4, 2, 1, 0),
-    (0, 1 / 2, -1 / 4, -2, 1, 0),
-    (0, 1, 0, -17 / 4, 0, 1),
-)
-KERNEL_TRANSFORM = (
-    (1, 0, 0),
-    (-8 / 15, -4 / 15, -2 / 15),
-    (-8 / 15, 4 / 15, -2 / 15),
-    (1 / 30, 1 / 15, 2 / 15),
-    (1 / 30, -1 / 15, 2 / 15),
-    (0, 0, 1),
-)
-OUTPUT_TRANSFORM = (
-    (1, 1, 1, 1, 1, 0),
-    (0, 1 / 2, -1 / 2, 2, -2, 0),
-    (0, 1 / 4, 1 / 4, 4, 4, 0),
-    (0, 1 / 8, -1 / 8, 8, -8, 1),
-)
-OUT_TILE, IN_TILE = len(OUTPUT_TRANSFORM), len(INPUT_TRANSFORM)
 
-# When CPU convolutions take this route. Measured on the project's 2-core AMD EPYC (2026-12-04),
-# convolution with both gradients, XLA's time over this one's (more in benchmarks/README.md): at
-# batch 64, 1.4-1.9x for 8 x 8 x 384, 10 x 10 x 256, 7 x 7 x 256 and 28 x 28 x 64 (channels in and
-# out alike), 1.3x for 19 x 19 x 128 and 24 x 24 x 96, 1.2x for 7 x 7 x 512 and 38 x 38 x 128; but
-# 0.5-0.9x where the tiles are mostly padding (5 x 5, 6 x 6 and 9 x 9 maps: 2.6, 1.8 and 1.8x the
-# map's area), where the matmuls are thin (128 -> 32 and 16 -> 32 channels), where there are few
-# tiles (batch 16: 0.77x at 8 x 8, 64 tiles; 0.99x at 10 x 10, 144 tiles) and where the transformed
-# tiles of a thin convolution far outgrow the caches (38 x 38 x 64: 0.76x with 59 MB of them at
-# batch 64, 1.14x with 30 MB at batch 32; 56 x 56 x 64: 0.92x). In a data-parallel jit the shapes
-# seen here are the global batch's.
+@dataclasses.dataclass(frozen=True)
+class WinogradTiling:
+    """B^T, G and A^T of one F(m x m, 3x3): input tiles of m + 2 pixels a side give m x m outputs."""
+
+    name: str
+    input_transform: tuple[tuple[float, ...], ...] = dataclasses.field(repr=False)  # B^T, (m + 2) x (m + 2)
+    kernel_transform: tuple[tuple[float, ...], ...] = dataclasses.field(repr=False)  # G, (m + 2) x 3
+    output_transform: tuple[tuple[float, ...], ...] = dataclasses.field(repr=False)  # A^T, m x (m + 2)
+
+    @property
+    def out_tile(self) -> int:
+        """m: output pixels per tile side."""
+        return len(self.output_transform)
+
+    @property
+    def in_tile(self) -> int:
+        """m + 2: input pixels per tile side, and the number of products per tile side."""
+        return len(self.input_transform)
+
+
+# Lavin and Gray's own F(2x2, 3x3), from the interpolation points 0, 1, -1 and infinity.
+F2X2 = WinogradTiling(
+    "F(2x2, 3x3)",
+    input_transform=((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+    kernel_transform=((1, 0, 0), (1 / 2, 1 / 2, 1 / 2), (1 / 2, -1 / 2, 1 / 2), (0, 0, 1)),
+    output_transform=((1, 1, 1, 0), (0, 1, -1, -1)),
+)
+# F(4x4, 3x3) built by the Toom-Cook method (as Lavin and Gray build theirs) from the interpolation
+# points 0, 1/2, -1/2, 2, -2 and infinity instead of their 0, 1, -1, 2, -2: the largest rounding
+# error of a float32 convolution (8 x 19 x 19 x 128 channels, against float64) came out 2.1-2.3x
+# smaller (tests/models/test_winograd.py).
+F4X4 = WinogradTiling(
+    "F(4x4, 3x3)",
+    input_transform=(
+        (1, 0, -17 / 4, 0, 1, 0),
+        (0, -2, -4, 1 / 2, 1, 0),
+        (0, 2, -4, -1 / 2, 1, 0),
+        (0, -1 / 2, -1 / 4, 2, 1, 0),
+        (0, 1 / 2, -1 / 4, -2, 1, 0),
+        (0, 1, 0, -17 / 4, 0, 1),
+    ),
+    kernel_transform=(
+        (1, 0, 0),
+        (-8 / 15, -4 / 15, -2 / 15),
+        (-8 / 15, 4 / 15, -2 / 15),
+        (1 / 30, 1 / 15, 2 / 15),
+        (1 / 30, -1 / 15, 2 / 15),
+        (0, 0, 1),
+    ),
+    output_transform=(
+        (1, 1, 1, 1, 1, 0),
+        (0, 1 / 2, -1 / 2, 2, -2, 0),
+        (0, 1 / 4, 1 / 4, 4, 4, 0),
+        (0, 1 / 8, -1 / 8, 8, -8, 1),
+    ),
+)
+
+# When CPU convolutions take this route, and with which tiling. Measured on the project's 2-core
+# AMD EPYC (2026-12-04), convolution with both gradients, XLA's time over Winograd's (more in
+# benchmarks/README.md). F(4x4, 3x3) at batch 64: 1.4-2.0x for 8 x 8 x 384, 7 x 7 x 256 and
+# 28 x 28 x 64 (channels in and out alike), 1.2-1.4x for 19 x 19 x 128, 24 x 24 x 96 and
+# 7 x 7 x 512; but 0.4-0.9x where its tiles are mostly padding (5 x 5, 6 x 6 and 9 x 9 maps: 2.6,
+# 1.8 and 1.8x the map's area), where the matmuls are thin (128 -> 32 and 16 -> 32 channels) and
+# where there are few tiles (batch 16: 0.77x at 8 x 8, 64 tiles). F(2x2, 3x3), whose tiles fit more
+# maps exactly, at batch 64: 1.43x at 6 x 6 x 256, 1.18x at 9 x 9 x 256, 1.0x at 5 x 5 x 512 (1.4x
+# the area), and 1.54-1.60x at 10 x 10 x 256 and 14 x 14 x 256, where F(4x4, 3x3) gave 1.42-1.55x;
+# but whole training steps at batch 64 with F(2x2, 3x3) wherever it pads less (10 x 10, 14 x 14,
+# 38 x 38 maps) ran 0.98x (ResNet-18 and GoogLeNet), so F(4x4, 3x3) keeps the maps it fits.
+# In a data-parallel jit the shapes seen here are the global batch's.
 MAX_PADDING_AREA = 1.5  # tile area over map area
 MIN_TILES = 256
 MIN_CHANNEL_HARMONIC = 32  # Cin * Cout / (Cin + Cout): matmul work per transformed value
-MAX_THIN_TILE_BYTES = 48 * 2**20  # transformed input tiles of convolutions below twice that harmonic
+# Large batches are convolved in pieces of at most this many bytes of transformed input tiles
+# (each piece keeping MIN_TILES). Whole, tiles that outgrow the caches made it slower than XLA's
+# convolution (38 x 38 x 64 at batch 64, 59 MB of tiles: 0.76-0.85x; 38 x 38 x 96: 0.95x); in
+# pieces of 16 MiB, at batch 64: 38 x 38 x 64 1.11x, 38 x 38 x 96 1.41x, 56 x 56 x 64 1.45x against
+# 1.06x whole, 28 x 28 x 128 1.54x against 1.29x, 19 x 19 x 128 1.42x against 1.24x (8 MiB and
+# 4 MiB pieces were no better).
+CHUNK_BYTES = 16 * 2**20
 
 
-def winograd_applies(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding) -> bool:
-    """Whether the CPU convolution of NHWC `x` by HWIO `kernel` should run as `winograd_conv3x3`."""
+def winograd_tiling(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding) -> WinogradTiling | None:
+    """The tiling the CPU convolution of NHWC `x` by HWIO `kernel` should run by, or None for XLA's convolution."""
     if not (x.dtype == jnp.float32 and kernel.shape[:2] == (3, 3) and tuple(strides) == (1, 1)
             and padding == ((1, 1), (1, 1))):
-        return False
+        return None
     n, height, width = x.shape[:3]
     in_channels, out_channels = kernel.shape[2:]
-    rows, cols = _tile_grid(height, width)
-    tiles = n * rows * cols
-    harmonic = in_channels * out_channels / (in_channels + out_channels)
-    tile_bytes = IN_TILE * IN_TILE * tiles * in_channels * x.dtype.itemsize
-    return (tiles * OUT_TILE * OUT_TILE <= MAX_PADDING_AREA * n * height * width and tiles >= MIN_TILES
-            and harmonic >= MIN_CHANNEL_HARMONIC
-            and (tile_bytes <= MAX_THIN_TILE_BYTES or harmonic >= 2 * MIN_CHANNEL_HARMONIC))
+    if in_channels * out_channels / (in_channels + out_channels) < MIN_CHANNEL_HARMONIC:
+        return None
+
+    def fits(tiling: WinogradTiling) -> bool:
+        rows, cols = _tile_grid(height, width, tiling)
+        return _covered_area(height, width, tiling) <= MAX_PADDING_AREA * height * width and n * rows * cols >= MIN_TILES
+
+    # F(4x4, 3x3) first: 4x fewer multiplies than a direct convolution against 2.25x
+    return next((tiling for tiling in (F4X4, F2X2) if fits(tiling)), None)
 
 
-@jax.custom_vjp
-def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def batch_chunks(x: jax.Array, tiling: WinogradTiling) -> int:
+    """Into how many pieces to split the batch of NHWC `x` so each one's transformed tiles take about CHUNK_BYTES."""
+    n, height, width, channels = x.shape
+    rows, cols = _tile_grid(height, width, tiling)
+    tile_bytes = n * rows * cols * tiling.in_tile**2 * channels * x.dtype.itemsize
+    return max(1, min(-(-tile_bytes // CHUNK_BYTES), n * rows * cols // MIN_TILES, n))
+
+
+def winograd_conv3x3_chunked(x: jax.Array, kernel: jax.Array, tiling: WinogradTiling, chunks: int) -> jax.Array:
+    """`winograd_conv3x3` of `chunks` pieces of the batch, one after another, joined again."""
+    if chunks == 1:
+        return winograd_conv3x3(x, kernel, tiling)
+    return jnp.concatenate([winograd_conv3x3(piece, kernel, tiling) for piece in jnp.array_split(x, chunks)])
+
+
+def _covered_area(height: int, width: int, tiling: WinogradTiling) -> int:
+    rows, cols = _tile_grid(height, width, tiling)
+    return rows * cols * tiling.out_tile**2
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def winograd_conv3x3(x: jax.Array, kernel: jax.Array, tiling: WinogradTiling = F4X4) -> jax.Array:
     """Stride-1 3x3 convolution of NHWC `x` with an HWIO `kernel`, zero padding 1 (output size = input size)."""
-    return _convolve(x, kernel)[0]
+    return _convolve(x, kernel, tiling)[0]
 
 
-def _convolve(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _convolve(x: jax.Array, kernel: jax.Array, tiling: WinogradTiling) -> tuple[jax.Array, jax.Array]:
     """The convolution and the transformed input tiles it multiplied (its kernel gradient needs them)."""
-    tiles = _input_tiles(x)
-    products = _per_tile_matmul(tiles, _transformed_kernel(kernel), contract=(2, 1))
-    return _output_tiles_joined(products, x.shape[:3]), tiles
+    tiles = _input_tiles(x, tiling)
+    products = _per_tile_matmul(tiles, _transformed_kernel(kernel, tiling), contract=(2, 1))
+    return _output_tiles_joined(products, x.shape[:3], tiling), tiles
 
 
-def _fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    out, tiles = _convolve(x, kernel)
+def _fwd(x: jax.Array, kernel: jax.Array, tiling: WinogradTiling) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    out, tiles = _convolve(x, kernel, tiling)
     return out, (tiles, kernel)
 
 
-def _bwd(residuals: tuple[jax.Array, jax.Array], grad_out: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _bwd(tiling: WinogradTiling, residuals: tuple[jax.Array, jax.Array], grad_out: jax.Array) -> tuple[jax.Array, jax.Array]:
     tiles, kernel = residuals
     # d input: a 'same' 3x3 convolution too, of the cotangent with the kernel flipped and its
     # input and output channels swapped.
-    grad_x = _convolve(grad_out, jnp.swapaxes(kernel[::-1, ::-1], 2, 3))[0]
-    # d kernel: the transposed output transform spreads each 4x4 tile of the cotangent over the
-    # 36 products; each product's gradient is its tiles' transformed input against that, and the
-    # transposed kernel transform takes the 6x6 result back to 3x3.
-    grad_products = _per_tile_matmul(tiles, _output_transform_transposed(grad_out), contract=(1, 1))
-    g = jnp.asarray(KERNEL_TRANSFORM, grad_products.dtype)
-    grad_kernel = jnp.einsum("ai,abck,bj->ijck", g, grad_products.reshape(IN_TILE, IN_TILE, *grad_products.shape[1:]), g)
+    grad_x = _convolve(grad_out, jnp.swapaxes(kernel[::-1, ::-1], 2, 3), tiling)[0]
+    # d kernel: the transposed output transform spreads each tile of the cotangent over the
+    # products; each product's gradient is its tiles' transformed input against that, and the
+    # transposed kernel transform takes the (m+2) x (m+2) result back to 3x3.
+    grad_products = _per_tile_matmul(tiles, _output_transform_transposed(grad_out, tiling), contract=(1, 1))
+    g = jnp.asarray(tiling.kernel_transform, grad_products.dtype)
+    side = tiling.in_tile
+    grad_kernel = jnp.einsum("ai,abck,bj->ijck", g, grad_products.reshape(side, side, *grad_products.shape[1:]), g)
     return grad_x, grad_kernel
 
 
@@ -121,59 +187,62 @@ def _combine(parts: list[jax.Array], coefficients: tuple[float, ...]) -> jax.Arr
     return total
 
 
-def _tile_grid(height: int, width: int) -> tuple[int, int]:
-    return -(-height // OUT_TILE), -(-width // OUT_TILE)
+def _tile_grid(height: int, width: int, tiling: WinogradTiling) -> tuple[int, int]:
+    return -(-height // tiling.out_tile), -(-width // tiling.out_tile)
 
 
-def _input_tiles(x: jax.Array) -> jax.Array:
-    """B^T d B for every overlapping 6x6 tile d of the padded input: (36, tiles, Cin)."""
+def _input_tiles(x: jax.Array, tiling: WinogradTiling) -> jax.Array:
+    """B^T d B for every overlapping (m+2) x (m+2) tile d of the padded input: ((m+2)^2, tiles, Cin)."""
     n, height, width, channels = x.shape
-    rows, cols = _tile_grid(height, width)
+    rows, cols = _tile_grid(height, width, tiling)
+    step, side = tiling.out_tile, tiling.in_tile
     # one pixel of zeros before, and after as many as the last tile needs
-    padded = jnp.pad(x, [(0, 0), (1, OUT_TILE * rows + 1 - height), (1, OUT_TILE * cols + 1 - width), (0, 0)])
-    # row i of every tile, for each i: every 4th row of the padded input from row i
-    tile_rows = [padded[:, i : i + OUT_TILE * (rows - 1) + 1 : OUT_TILE] for i in range(IN_TILE)]
+    padded = jnp.pad(x, [(0, 0), (1, step * rows + 1 - height), (1, step * cols + 1 - width), (0, 0)])
+    # row i of every tile, for each i: every m-th row of the padded input from row i
+    tile_rows = [padded[:, i : i + step * (rows - 1) + 1 : step] for i in range(side)]
     transformed = []
-    for row_mix in (_combine(tile_rows, coefficients) for coefficients in INPUT_TRANSFORM):
-        tile_cols = [row_mix[:, :, j : j + OUT_TILE * (cols - 1) + 1 : OUT_TILE] for j in range(IN_TILE)]
-        transformed += [_combine(tile_cols, coefficients) for coefficients in INPUT_TRANSFORM]
-    return jnp.stack(transformed).reshape(IN_TILE * IN_TILE, n * rows * cols, channels)
+    for row_mix in (_combine(tile_rows, coefficients) for coefficients in tiling.input_transform):
+        tile_cols = [row_mix[:, :, j : j + step * (cols - 1) + 1 : step] for j in range(side)]
+        transformed += [_combine(tile_cols, coefficients) for coefficients in tiling.input_transform]
+    return jnp.stack(transformed).reshape(side * side, n * rows * cols, channels)
 
 
-def _transformed_kernel(kernel: jax.Array) -> jax.Array:
-    """G g G^T for every (input, output) channel pair: (36, Cin, Cout)."""
-    g = jnp.asarray(KERNEL_TRANSFORM, kernel.dtype)
-    return jnp.einsum("ai,ijco,bj->abco", g, kernel, g).reshape(IN_TILE * IN_TILE, *kernel.shape[2:])
+def _transformed_kernel(kernel: jax.Array, tiling: WinogradTiling) -> jax.Array:
+    """G g G^T for every (input, output) channel pair: ((m+2)^2, Cin, Cout)."""
+    g = jnp.asarray(tiling.kernel_transform, kernel.dtype)
+    return jnp.einsum("ai,ijco,bj->abco", g, kernel, g).reshape(tiling.in_tile**2, *kernel.shape[2:])
 
 
 def _per_tile_matmul(a: jax.Array, b: jax.Array, contract: tuple[int, int]) -> jax.Array:
-    """The 36 matmuls, one per position in the 6x6 tile (axis 0 of both), contracting `contract`."""
+    """The (m+2)^2 matmuls, one per position in the tile (axis 0 of both), contracting `contract`."""
     return jax.lax.dot_general(a, b, (((contract[0],), (contract[1],)), ((0,), (0,))))
 
 
-def _output_tiles_joined(products: jax.Array, nhw: tuple[int, int, int]) -> jax.Array:
-    """A^T m A for every tile, the 4x4 tiles laid side by side and cut to the input's size: NHWC."""
+def _output_tiles_joined(products: jax.Array, nhw: tuple[int, int, int], tiling: WinogradTiling) -> jax.Array:
+    """A^T P A for every tile's products P, the m x m tiles laid side by side and cut to the input's size: NHWC."""
     n, height, width = nhw
-    rows, cols = _tile_grid(height, width)
-    products = products.reshape(IN_TILE, IN_TILE, n, rows, cols, -1)
-    row_mixes = [_combine([products[i] for i in range(IN_TILE)], coefficients) for coefficients in OUTPUT_TRANSFORM]
+    rows, cols = _tile_grid(height, width, tiling)
+    side, mix_rows = tiling.in_tile, tiling.output_transform
+    products = products.reshape(side, side, n, rows, cols, -1)
+    row_mixes = [_combine([products[i] for i in range(side)], coefficients) for coefficients in mix_rows]
     out = jnp.stack([
-        jnp.stack([_combine([mix[j] for j in range(IN_TILE)], coefficients) for coefficients in OUTPUT_TRANSFORM], axis=3)
+        jnp.stack([_combine([mix[j] for j in range(side)], coefficients) for coefficients in mix_rows], axis=3)
         for mix in row_mixes
-    ], axis=2)  # (n, rows, 4, cols, 4, Cout)
-    return out.reshape(n, OUT_TILE * rows, OUT_TILE * cols, -1)[:, :height, :width]
+    ], axis=2)  # (n, rows, m, cols, m, Cout)
+    return out.reshape(n, tiling.out_tile * rows, tiling.out_tile * cols, -1)[:, :height, :width]
 
 
-def _output_transform_transposed(grad_out: jax.Array) -> jax.Array:
-    """A d A^T for every 4x4 tile d of the (zero-extended) cotangent: (36, tiles, Cout)."""
+def _output_transform_transposed(grad_out: jax.Array, tiling: WinogradTiling) -> jax.Array:
+    """A d A^T for every m x m tile d of the (zero-extended) cotangent: ((m+2)^2, tiles, Cout)."""
     n, height, width, channels = grad_out.shape
-    rows, cols = _tile_grid(height, width)
-    extended = jnp.pad(grad_out, [(0, 0), (0, OUT_TILE * rows - height), (0, OUT_TILE * cols - width), (0, 0)])
-    tiles = extended.reshape(n, rows, OUT_TILE, cols, OUT_TILE, channels)
-    tile_rows = [tiles[:, :, a] for a in range(OUT_TILE)]  # each (n, rows, cols, 4, Cout)
+    rows, cols = _tile_grid(height, width, tiling)
+    step, side, mix_rows = tiling.out_tile, tiling.in_tile, tiling.output_transform
+    extended = jnp.pad(grad_out, [(0, 0), (0, step * rows - height), (0, step * cols - width), (0, 0)])
+    tiles = extended.reshape(n, rows, step, cols, step, channels)
+    tile_rows = [tiles[:, :, a] for a in range(step)]  # each (n, rows, cols, m, Cout)
     spread = []
-    for i in range(IN_TILE):
-        row_mix = _combine(tile_rows, tuple(coefficients[i] for coefficients in OUTPUT_TRANSFORM))
-        tile_cols = [row_mix[:, :, :, b] for b in range(OUT_TILE)]
-        spread += [_combine(tile_cols, tuple(coefficients[j] for coefficients in OUTPUT_TRANSFORM)) for j in range(IN_TILE)]
-    return jnp.stack(spread).reshape(IN_TILE * IN_TILE, n * rows * cols, channels)
+    for i in range(side):
+        row_mix = _combine(tile_rows, tuple(coefficients[i] for coefficients in mix_rows))
+        tile_cols = [row_mix[:, :, :, b] for b in range(step)]
+        spread += [_combine(tile_cols, tuple(coefficients[j] for coefficients in mix_rows)) for j in range(side)]
+    return jnp.stack(spread).reshape(side * side, n * rows * cols, channels)
