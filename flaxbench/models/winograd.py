@@ -85,20 +85,21 @@ F4X4 = WinogradTiling(
 # 7 x 7 x 512; but 0.4-0.9x where its tiles are mostly padding (5 x 5, 6 x 6 and 9 x 9 maps: 2.6,
 # 1.8 and 1.8x the map's area), where the matmuls are thin (128 -> 32 and 16 -> 32 channels) and
 # where there are few tiles (batch 16: 0.77x at 8 x 8, 64 tiles). F(2x2, 3x3), whose tiles fit more
-# maps exactly, at batch 64: 1.43x at 6 x 6 x 256, 1.18x at 9 x 9 x 256, 1.0x at 5 x 5 x 512 (1.4x
-# the area), and 1.54-1.60x at 10 x 10 x 256 and 14 x 14 x 256, where F(4x4, 3x3) gave 1.42-1.55x;
-# but whole training steps at batch 64 with F(2x2, 3x3) wherever it pads less (10 x 10, 14 x 14,
-# 38 x 38 maps) ran 0.98x (ResNet-18 and GoogLeNet), so F(4x4, 3x3) keeps the maps it fits.
+# maps exactly, at batch 64: 1.43x at 6 x 6 x 256, 1.18x at 9 x 9 x 256 (1.23x the area), but
+# 0.95-1.01x at 5 x 5 x 512 (1.44x the area); 1.54-1.60x at 10 x 10 x 256 and 14 x 14 x 256, where
+# F(4x4, 3x3) gave 1.42-1.55x; but whole training steps at batch 64 with F(2x2, 3x3) wherever it
+# padded less (10 x 10, 14 x 14, 38 x 38 maps) ran 0.98x (ResNet-18 and GoogLeNet), so F(4x4, 3x3)
+# keeps the maps it fits.
 # In a data-parallel jit the shapes seen here are the global batch's.
-MAX_PADDING_AREA = 1.5  # tile area over map area
+MAX_PADDING_AREA = {F4X4: 1.5, F2X2: 1.25}  # tile area over map area
 MIN_TILES = 256
 MIN_CHANNEL_HARMONIC = 32  # Cin * Cout / (Cin + Cout): matmul work per transformed value
 # Large batches are convolved in pieces of at most this many bytes of transformed input tiles
 # (each piece keeping MIN_TILES). Whole, tiles that outgrow the caches made it slower than XLA's
-# convolution (38 x 38 x 64 at batch 64, 59 MB of tiles: 0.76-0.85x; 38 x 38 x 96: 0.95x); in
+# convolution (38 x 38 x 64 at batch 64, 59 MB of tiles: 0.76-0.93x; 38 x 38 x 96: 0.95x); in
 # pieces of 16 MiB, at batch 64: 38 x 38 x 64 1.11x, 38 x 38 x 96 1.41x, 56 x 56 x 64 1.45x against
 # 1.06x whole, 28 x 28 x 128 1.54x against 1.29x, 19 x 19 x 128 1.42x against 1.24x (8 MiB and
-# 4 MiB pieces were no better).
+# 4 MiB pieces were no better). The pieces run in a `lax.map` loop.
 CHUNK_BYTES = 16 * 2**20
 
 
@@ -114,25 +115,33 @@ def winograd_tiling(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], p
 
     def fits(tiling: WinogradTiling) -> bool:
         rows, cols = _tile_grid(height, width, tiling)
-        return _covered_area(height, width, tiling) <= MAX_PADDING_AREA * height * width and n * rows * cols >= MIN_TILES
+        return (_covered_area(height, width, tiling) <= MAX_PADDING_AREA[tiling] * height * width
+                and n * rows * cols >= MIN_TILES)
 
     # F(4x4, 3x3) first: 4x fewer multiplies than a direct convolution against 2.25x
     return next((tiling for tiling in (F4X4, F2X2) if fits(tiling)), None)
 
 
 def batch_chunks(x: jax.Array, tiling: WinogradTiling) -> int:
-    """Into how many pieces to split the batch of NHWC `x` so each one's transformed tiles take about CHUNK_BYTES."""
+    """Into how many equal pieces to split the batch of NHWC `x` so each one's transformed tiles take about CHUNK_BYTES."""
     n, height, width, channels = x.shape
     rows, cols = _tile_grid(height, width, tiling)
-    tile_bytes = n * rows * cols * tiling.in_tile**2 * channels * x.dtype.itemsize
-    return max(1, min(-(-tile_bytes // CHUNK_BYTES), n * rows * cols // MIN_TILES, n))
+    wanted = -(-n * rows * cols * tiling.in_tile**2 * channels * x.dtype.itemsize // CHUNK_BYTES)
+    allowed = [d for d in range(1, n + 1) if n % d == 0 and n // d * rows * cols >= MIN_TILES]
+    # the fewest pieces that are small enough, else the most that keep MIN_TILES each
+    return next((d for d in allowed if d >= wanted), allowed[-1] if allowed else 1)
 
 
 def winograd_conv3x3_chunked(x: jax.Array, kernel: jax.Array, tiling: WinogradTiling, chunks: int) -> jax.Array:
-    """`winograd_conv3x3` of `chunks` pieces of the batch, one after another, joined again."""
+    """`winograd_conv3x3` of `chunks` equal pieces of the batch, one after another in a loop, joined again."""
+    n = x.shape[0]
     if chunks == 1:
         return winograd_conv3x3(x, kernel, tiling)
-    return jnp.concatenate([winograd_conv3x3(piece, kernel, tiling) for piece in jnp.array_split(x, chunks)])
+    if n % chunks:
+        raise ValueError(f"a batch of {n} does not split into {chunks} equal pieces")
+    # a loop rather than one Winograd per piece: the same speed, and half the compile time (ResNet-18)
+    out = jax.lax.map(lambda piece: winograd_conv3x3(piece, kernel, tiling), x.reshape(chunks, n // chunks, *x.shape[1:]))
+    return out.reshape(n, *out.shape[2:])
 
 
 def _covered_area(height: int, width: int, tiling: WinogradTiling) -> int:
