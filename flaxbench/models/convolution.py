@@ -100,7 +100,7 @@ class Conv2d(_CpuConv):
     3x3 stride-1 'same' convolutions in float32 run as Winograd F(4x4, 3x3) or F(2x2, 3x3) matmuls
     (`winograd.py`) where that was measured faster (`winograd_tiling`; ResNet's first three stages
     at 150 px), large batches in pieces (`batch_chunks`): a ResNet-18 training step at batch 64 ran
-    1.12-1.25x faster, and 1.065x faster again with the pieces.
+    1.12-1.25x faster, and 1.01-1.06x faster again with the pieces.
     """
 
     def cpu_convolution(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
