@@ -97,10 +97,12 @@ class Conv2d(_CpuConv):
     XLA:CPU's convolution of maps of a few pixels took 15-50x as long as the same sums as a
     matmul (3x3 kernels, 256-512 channels, 1x1 to 2x4 maps: ResNet's last stage at 64 px
     tiles); from 3x3 maps up it was as fast as or faster than the matmul, so larger maps keep it.
-    3x3 stride-1 'same' convolutions in float32 run as Winograd F(4x4, 3x3) or F(2x2, 3x3) matmuls
-    (`winograd.py`) where that was measured faster (`winograd_tiling`; ResNet's first three stages
-    at 150 px), large batches in pieces (`batch_chunks`): a ResNet-18 training step at batch 64 ran
-    1.12-1.25x faster, and 1.01-1.06x faster again with the pieces.
+    3x3 stride-1 'same' convolutions in float32 run as Winograd F(2x2, 3x3), F(4x4, 3x3) or
+    F(5x5, 3x3) matmuls (`winograd.py`) where that was measured faster (`winograd_tiling`; all four
+    of ResNet's stages at 150 px and batch 64), large batches in pieces (`batch_chunks`): a ResNet-18
+    training step at batch 64 ran 1.12-1.25x faster with F(4x4, 3x3), 1.01-1.06x faster again with
+    the pieces, 1.06x again with the kernel transform as one matmul and 1.16x again with
+    F(5x5, 3x3) (in-process A/B runs, 2026-12-04 and 12-05).
     """
 
     def cpu_convolution(self, x: jax.Array, kernel: jax.Array) -> jax.Array:

@@ -1,15 +1,17 @@
-"""3x3 'same' convolutions by Winograd's F(2x2, 3x3) or F(4x4, 3x3), for XLA:CPU.
+"""3x3 'same' convolutions by Winograd's F(2x2, 3x3), F(4x4, 3x3) or F(5x5, 3x3), for XLA:CPU.
 
 Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016): an m x m tile of
 a stride-1 3x3 convolution's output is A^T [(G g G^T) . (B^T d B)] A, where d is the (m+2) x (m+2)
 input tile under it and g the 3x3 kernel of one input and one output channel. Summed over input
 channels, the (m+2)^2 elementwise products become (m+2)^2 matmuls (tiles x Cin) @ (Cin x Cout):
 16 multiplies per 4 outputs for F(2x2, 3x3) (2.25x fewer than the direct convolution's 9 per
-output), 36 per 16 for F(4x4, 3x3) (4x fewer). The gradients are written out as the same kind of
-matmuls, so the input gradient (itself a 3x3 'same' convolution) and the kernel gradient gain too.
-In float32, F(4x4, 3x3)'s results differ from a direct convolution by up to about 5e-6 of their
-scale (its transforms' coefficients reach 8), F(2x2, 3x3)'s (coefficients 0, +-1/2, +-1) about as
-little as the direct convolution's; bfloat16 would lose too much, so neither is used there.
+output), 36 per 16 for F(4x4, 3x3) (4x fewer), 49 per 25 for F(5x5, 3x3) (4.6x fewer). The
+gradients are written out as the same kind of matmuls, so the input gradient (itself a 3x3 'same'
+convolution) and the kernel gradient gain too. In float32, F(4x4, 3x3)'s results differ from a
+direct convolution by up to about 5e-6 of their scale (its transforms' coefficients reach 8),
+F(5x5, 3x3)'s by up to about 1.3e-5 (coefficients up to 81), F(2x2, 3x3)'s (coefficients 0,
++-1/2, +-1) about as little as the direct convolution's; bfloat16 would lose too much, so none is
+used there.
 """
 
 from __future__ import annotations
@@ -79,28 +81,69 @@ F4X4 = WinogradTiling(
     ),
 )
 
-# When CPU convolutions take this route, and with which tiling. Measured on the project's 2-core
-# AMD EPYC (2026-12-04), convolution with both gradients, XLA's time over Winograd's (more in
-# benchmarks/README.md). F(4x4, 3x3) at batch 64: 1.4-2.0x for 8 x 8 x 384, 7 x 7 x 256 and
-# 28 x 28 x 64 (channels in and out alike), 1.2-1.4x for 19 x 19 x 128, 24 x 24 x 96 and
-# 7 x 7 x 512; but 0.4-0.9x where its tiles are mostly padding (5 x 5, 6 x 6 and 9 x 9 maps: 2.6,
-# 1.8 and 1.8x the map's area), where the matmuls are thin (128 -> 32 and 16 -> 32 channels) and
-# where there are few tiles (batch 16: 0.77x at 8 x 8, 64 tiles). F(2x2, 3x3), whose tiles fit more
-# maps exactly, at batch 64: 1.43x at 6 x 6 x 256, 1.18x at 9 x 9 x 256 (1.23x the area), but
-# 0.95-1.01x at 5 x 5 x 512 (1.44x the area); 1.54-1.60x at 10 x 10 x 256 and 14 x 14 x 256, where
-# F(4x4, 3x3) gave 1.42-1.55x; but whole training steps at batch 64 with F(2x2, 3x3) wherever it
-# padded less (10 x 10, 14 x 14, 38 x 38 maps) ran 0.98x (ResNet-18 and GoogLeNet), so F(4x4, 3x3)
-# keeps the maps it fits.
+# F(5x5, 3x3), Toom-Cook from the points 0, 1, -1, 1/2, -1/2, 3 and infinity (its input transform's
+# coefficients are sums of quarters, exact in binary). Its 5 x 5 tiles cover the 5 x 5 and 10 x 10
+# maps of the study's models at 150 px exactly, with 49 products per 25 outputs (4.6x fewer
+# multiplies than a direct convolution). Of nine sets of points tried, this one and 0, +-1, +-2, 1/3
+# had the smallest rounding error: at most 1.3e-5 of the output's scale over four shapes, against
+# 5.6e-6 for F(4x4, 3x3) (2026-12-05).
+F5X5 = WinogradTiling(
+    "F(5x5, 3x3)",
+    input_transform=(
+        (-3 / 4, 1 / 4, 15 / 4, -5 / 4, -3, 1, 0),
+        (0, 3 / 4, 1 / 2, -13 / 4, -2, 1, 0),
+        (0, -3 / 4, 1, 11 / 4, -4, 1, 0),
+        (0, 3 / 2, 5 / 2, -5 / 2, -5 / 2, 1, 0),
+        (0, -3 / 2, 7 / 2, 1 / 2, -7 / 2, 1, 0),
+        (0, 1 / 4, 0, -5 / 4, 0, 1, 0),
+        (0, -3 / 4, 1 / 4, 15 / 4, -5 / 4, -3, 1),
+    ),
+    kernel_transform=(
+        (-4 / 3, 0, 0),
+        (-1 / 3, -1 / 3, -1 / 3),
+        (-1 / 6, 1 / 6, -1 / 6),
+        (16 / 15, 8 / 15, 4 / 15),
+        (16 / 21, -8 / 21, 4 / 21),
+        (1 / 210, 1 / 70, 3 / 70),
+        (0, 0, 1),
+    ),
+    output_transform=(
+        (1, 1, 1, 1, 1, 1, 0),
+        (0, 1, -1, 1 / 2, -1 / 2, 3, 0),
+        (0, 1, 1, 1 / 4, 1 / 4, 9, 0),
+        (0, 1, -1, 1 / 8, -1 / 8, 27, 0),
+        (0, 1, 1, 1 / 16, 1 / 16, 81, 1),
+    ),
+)
+TILINGS = (F2X2, F4X4, F5X5)  # on equal cost the first, whose transforms are cheaper and rounding smaller
+
+# When CPU convolutions take this route, and with which tiling: of the tilings whose tiles cover at
+# most MAX_PADDING_AREA times the map and number at least MIN_TILES, the one with the fewest
+# multiplies per output pixel (padding included), F(5x5, 3x3)'s weighted by MULTIPLY_WEIGHT for its
+# larger transforms. Measured on the project's 2-core AMD EPYC, convolution with both gradients,
+# XLA's time over Winograd's (more in benchmarks/README.md). At batch 64 (2026-12-05): F(5x5, 3x3)
+# 1.85x at 5 x 5 x 512 (F(2x2, 3x3) 0.93x, XLA's convolution there is near this CPU's peak rate),
+# 2.35x at 10 x 10 x 256 (F(4x4, 3x3) 1.39x), 1.76x at 9 x 9 x 256 (1.26x), 1.81x at 14 x 14 x 256
+# (1.75x); level with F(4x4, 3x3) at 19 x 19 x 128 and 38 x 38 x 64 (1.46x and 1.06x, their
+# multiplies 13% apart), behind it where its tiles pad more (7 x 7 x 512 1.12x against 1.67x,
+# 28 x 28 x 128 1.15x against 1.67x). F(4x4, 3x3) 1.2x and F(2x2, 3x3) 1.58x at 6 x 6 x 256 (same
+# multiplies). At batch 16: F(4x4, 3x3) 1.74x at 8 x 8 x 384 (64 tiles; 0.77x on 2026-12-04, before
+# the kernel transform became one matmul), 1.3x at 7 x 7 x 512; F(5x5, 3x3) 1.65x at 10 x 10 x 256
+# (64 tiles), 1.0x at 5 x 5 x 512 (16 tiles). Earlier (2026-12-04): Winograd loses where its tiles
+# are mostly padding (F(4x4, 3x3) 0.4-0.9x at 2.6 and 1.8x the area) and where the matmuls are thin
+# (128 -> 32 and 16 -> 32 channels).
 # In a data-parallel jit the shapes seen here are the global batch's.
-MAX_PADDING_AREA = {F4X4: 1.5, F2X2: 1.25}  # tile area over map area
-MIN_TILES = 256
+MAX_PADDING_AREA = {F2X2: 1.25, F4X4: 1.5, F5X5: 1.25}  # tile area over map area
+MULTIPLY_WEIGHT = {F2X2: 1.0, F4X4: 1.0, F5X5: 1.2}
+MIN_TILES = 64
 MIN_CHANNEL_HARMONIC = 32  # Cin * Cout / (Cin + Cout): matmul work per transformed value
 # Large batches are convolved in pieces of at most this many bytes of transformed input tiles
-# (each piece keeping MIN_TILES). Whole, tiles that outgrow the caches made it slower than XLA's
+# (each piece keeping MIN_PIECE_TILES). Whole, tiles that outgrow the caches made it slower than XLA's
 # convolution (38 x 38 x 64 at batch 64, 59 MB of tiles: 0.76-0.93x; 38 x 38 x 96: 0.95x); in
 # pieces of 16 MiB, at batch 64: 38 x 38 x 64 1.11x, 38 x 38 x 96 1.41x, 56 x 56 x 64 1.45x against
 # 1.06x whole, 28 x 28 x 128 1.54x against 1.29x, 19 x 19 x 128 1.42x against 1.24x (8 MiB and
-# 4 MiB pieces were no better). The pieces run in a `lax.map` loop.
+# 4 MiB pieces were no better; all 2026-12-04). The pieces run in a `lax.map` loop.
+MIN_PIECE_TILES = 256
 CHUNK_BYTES = 16 * 2**20
 
 
@@ -119,8 +162,11 @@ def winograd_tiling(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], p
         return (_covered_area(height, width, tiling) <= MAX_PADDING_AREA[tiling] * height * width
                 and n * rows * cols >= MIN_TILES)
 
-    # F(4x4, 3x3) first: 4x fewer multiplies than a direct convolution against 2.25x
-    return next((tiling for tiling in (F4X4, F2X2) if fits(tiling)), None)
+    def weighted_multiplies(tiling: WinogradTiling) -> float:
+        rows, cols = _tile_grid(height, width, tiling)
+        return MULTIPLY_WEIGHT[tiling] * rows * cols * tiling.in_tile**2 / (height * width)
+
+    return min((tiling for tiling in TILINGS if fits(tiling)), key=weighted_multiplies, default=None)
 
 
 def batch_chunks(x: jax.Array, tiling: WinogradTiling) -> int:
@@ -128,8 +174,8 @@ def batch_chunks(x: jax.Array, tiling: WinogradTiling) -> int:
     n, height, width, channels = x.shape
     rows, cols = _tile_grid(height, width, tiling)
     wanted = -(-n * rows * cols * tiling.in_tile**2 * channels * x.dtype.itemsize // CHUNK_BYTES)
-    allowed = [d for d in range(1, n + 1) if n % d == 0 and n // d * rows * cols >= MIN_TILES]
-    # the fewest pieces that are small enough, else the most that keep MIN_TILES each
+    allowed = [d for d in range(1, n + 1) if n % d == 0 and n // d * rows * cols >= MIN_PIECE_TILES]
+    # the fewest pieces that are small enough, else the most that keep MIN_PIECE_TILES each
     return next((d for d in allowed if d >= wanted), allowed[-1] if allowed else 1)
 
 
