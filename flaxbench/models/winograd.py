@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -230,8 +231,10 @@ def _bwd(tiling: WinogradTiling, residuals: tuple[jax.Array, jax.Array], grad_ou
 winograd_conv3x3.defvjp(_fwd, _bwd)
 
 
-def _combine(parts: list[jax.Array], coefficients: tuple[float, ...]) -> jax.Array:
-    """sum of coefficient * part, skipping zero coefficients and multiplications by +-1."""
+def _combine(parts: list[jax.Array], coefficients) -> jax.Array:
+    """sum of coefficient * part; for a tuple of numbers skipping zeros and multiplications by +-1, for an array all of them."""
+    if isinstance(coefficients, jax.Array):
+        return sum(coefficients[k] * part for k, part in enumerate(parts))
     total = None
     for coefficient, part in zip(coefficients, parts):
         if coefficient == 0:
@@ -239,6 +242,22 @@ def _combine(parts: list[jax.Array], coefficients: tuple[float, ...]) -> jax.Arr
         term = part if coefficient == 1 else -part if coefficient == -1 else part * coefficient
         total = term if total is None else total + term
     return total
+
+
+def _for_each_row(one_row: Callable[..., jax.Array], coefficient_rows: tuple[tuple[float, ...], ...],
+                  tiling: WinogradTiling, dtype) -> jax.Array:
+    """`one_row(coefficients)` for every row of a transform's matrix, stacked on a new leading axis.
+
+    F(2x2, 3x3)'s transforms (coefficients 0, +-1/2, +-1) run unrolled, each coefficient folded in.
+    The larger tilings' are vectorised over the rows, the coefficients as data: unrolled, XLA:CPU
+    compiled an F(5x5, 3x3) convolution with both gradients 4-8x slower (3.2-3.8 s against 0.4-0.5 s
+    at 10 x 10 x 256, most of it generating code for one fused 25-way concatenation), and F(4x4, 3x3)'s
+    2-6x slower, at the same speed or slower. F(2x2, 3x3)'s vectorised ran up to 1.4x slower
+    (2026-12-05, benchmarks/README.md).
+    """
+    if tiling.in_tile <= 4:
+        return jnp.stack([one_row(row) for row in coefficient_rows])
+    return jax.vmap(one_row)(jnp.asarray(np.asarray(coefficient_rows, np.float64), dtype))
 
 
 def _tile_grid(height: int, width: int, tiling: WinogradTiling) -> tuple[int, int]:
@@ -254,11 +273,14 @@ def _input_tiles(x: jax.Array, tiling: WinogradTiling) -> jax.Array:
     padded = jnp.pad(x, [(0, 0), (1, step * rows + 1 - height), (1, step * cols + 1 - width), (0, 0)])
     # row i of every tile, for each i: every m-th row of the padded input from row i
     tile_rows = [padded[:, i : i + step * (rows - 1) + 1 : step] for i in range(side)]
-    transformed = []
-    for row_mix in (_combine(tile_rows, coefficients) for coefficients in tiling.input_transform):
+
+    def transformed_row(row_coefficients) -> jax.Array:
+        row_mix = _combine(tile_rows, row_coefficients)
         tile_cols = [row_mix[:, :, j : j + step * (cols - 1) + 1 : step] for j in range(side)]
-        transformed += [_combine(tile_cols, coefficients) for coefficients in tiling.input_transform]
-    return jnp.stack(transformed).reshape(side * side, n * rows * cols, channels)
+        return jnp.stack([_combine(tile_cols, coefficients) for coefficients in tiling.input_transform])
+
+    transformed = _for_each_row(transformed_row, tiling.input_transform, tiling, x.dtype)
+    return transformed.reshape(side * side, n * rows * cols, channels)
 
 
 def _transformed_kernel(kernel: jax.Array, tiling: WinogradTiling) -> jax.Array:
@@ -287,11 +309,14 @@ def _output_tiles_joined(products: jax.Array, nhw: tuple[int, int, int], tiling:
     rows, cols = _tile_grid(height, width, tiling)
     side, mix_rows = tiling.in_tile, tiling.output_transform
     products = products.reshape(side, side, n, rows, cols, -1)
-    row_mixes = [_combine([products[i] for i in range(side)], coefficients) for coefficients in mix_rows]
-    out = jnp.stack([
-        jnp.stack([_combine([mix[j] for j in range(side)], coefficients) for coefficients in mix_rows], axis=3)
-        for mix in row_mixes
-    ], axis=2)  # (n, rows, m, cols, m, Cout)
+
+    def output_row(row_coefficients) -> jax.Array:
+        # materialised once: fused into each of the m sums below, it would be computed m times
+        row_mix = jax.lax.optimization_barrier(_combine([products[i] for i in range(side)], row_coefficients))
+        return jnp.stack([_combine([row_mix[j] for j in range(side)], coefficients) for coefficients in mix_rows], axis=3)
+
+    # stacked on axis 3 and moved after: stacked on axis 2 directly ran 1.2x slower (F(5x5, 3x3), 10 x 10 x 256)
+    out = _for_each_row(output_row, mix_rows, tiling, products.dtype).transpose(1, 2, 0, 3, 4, 5)  # (n, rows, m, cols, m, Cout)
     return out.reshape(n, tiling.out_tile * rows, tiling.out_tile * cols, -1)[:, :height, :width]
 
 
@@ -303,9 +328,12 @@ def _output_transform_transposed(grad_out: jax.Array, tiling: WinogradTiling) ->
     extended = jnp.pad(grad_out, [(0, 0), (0, step * rows - height), (0, step * cols - width), (0, 0)])
     tiles = extended.reshape(n, rows, step, cols, step, channels)
     tile_rows = [tiles[:, :, a] for a in range(step)]  # each (n, rows, cols, m, Cout)
-    spread = []
-    for i in range(side):
-        row_mix = _combine(tile_rows, tuple(coefficients[i] for coefficients in mix_rows))
+    columns = tuple(zip(*mix_rows))  # A's rows: column i of A^T
+
+    def spread_row(row_coefficients) -> jax.Array:
+        row_mix = _combine(tile_rows, row_coefficients)
         tile_cols = [row_mix[:, :, :, b] for b in range(step)]
-        spread += [_combine(tile_cols, tuple(coefficients[j] for coefficients in mix_rows)) for j in range(side)]
-    return jnp.stack(spread).reshape(side * side, n * rows * cols, channels)
+        return jnp.stack([_combine(tile_cols, coefficients) for coefficients in columns])
+
+    spread = _for_each_row(spread_row, columns, tiling, grad_out.dtype)
+    return spread.reshape(side * side, n * rows * cols, channels)
