@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flaxbench.models.local_batch import local_share, on_local_batch
 from flaxbench.models.winograd import batch_chunks, winograd_conv3x3_chunked, winograd_tiling
 
 
@@ -113,9 +114,10 @@ class Conv2d(_CpuConv):
             out_h, out_w = _output_size(x.shape[1:3], kernel.shape[:2], strides, padding)
             if out_h * out_w <= SMALL_MAP_PIXELS:
                 return im2col_conv(x, kernel, strides, padding)
-            tiling = winograd_tiling(x, kernel, strides, padding)
-            if tiling is not None:
-                return winograd_conv3x3_chunked(x, kernel, tiling, batch_chunks(x, tiling))
+            tiling = winograd_tiling(local_share(x), kernel, strides, padding)
+            if tiling is not None:  # the pieces are cut from each device's share of the batch
+                return on_local_batch(lambda x, kernel: winograd_conv3x3_chunked(x, kernel, tiling, batch_chunks(x, tiling)),
+                                      [x], [kernel])
         return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
@@ -220,7 +222,8 @@ def _depthwise_bwd(strides, padding, residuals, grad_out):
         return jnp.stack([jnp.sum(window * grad, axis=(0, 1, 2)) for _, _, window in windows])
 
     padded = jnp.pad(x, [(0, 0), *padding, (0, 0)])
-    grad_kernel = jax.lax.map(image_sums, (padded, grad_out)).sum(axis=0)
+    grad_kernel = on_local_batch(lambda padded, grad_out: jax.lax.map(image_sums, (padded, grad_out)).sum(axis=0),
+                                 [padded, grad_out], summed=True)
     return grad_x, grad_kernel.reshape(kernel.shape)
 
 

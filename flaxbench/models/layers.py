@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from flaxbench.errors import FlaxbenchError
+from flaxbench.models.local_batch import on_local_batch
 
 
 def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear:
@@ -182,12 +183,13 @@ def _per_image(fn: Callable, *batches: jax.Array):
     XLA materialises each loop step's inputs and outputs. Without the loop it fuses the
     elementwise work that produces them into the pooling and recomputes it once per tap of
     every pixel: measured 2-15x slower on the pools above. lax.map cannot split an explicitly
-    sharded batch axis; there `fn` runs vectorised.
+    sharded batch axis; there `fn` runs vectorised. Under a data-parallel mesh each device loops
+    over its own images (`on_local_batch`).
     """
     spec = jax.typeof(batches[0]).sharding.spec
     if len(spec) > 0 and spec[0] is not None:
         return jax.vmap(fn)(*batches)
-    return jax.lax.map(lambda args: fn(*args), batches)
+    return on_local_batch(lambda *batches: jax.lax.map(lambda args: fn(*args), batches), batches)
 
 
 _max_pool_taps.defvjp(_max_pool_taps_fwd, _max_pool_taps_bwd)

@@ -133,7 +133,7 @@ TILINGS = (F2X2, F4X4, F5X5)  # on equal cost the first, whose transforms are ch
 # (64 tiles), 1.0x at 5 x 5 x 512 (16 tiles). Earlier (2026-12-04): Winograd loses where its tiles
 # are mostly padding (F(4x4, 3x3) 0.4-0.9x at 2.6 and 1.8x the area) and where the matmuls are thin
 # (128 -> 32 and 16 -> 32 channels).
-# In a data-parallel jit the shapes seen here are the global batch's.
+# In a data-parallel jit the shapes seen here are one device's share of the batch (`local_batch.py`).
 MAX_PADDING_AREA = {F2X2: 1.25, F4X4: 1.5, F5X5: 1.25}  # tile area over map area
 MULTIPLY_WEIGHT = {F2X2: 1.0, F4X4: 1.0, F5X5: 1.2}
 MIN_TILES = 64

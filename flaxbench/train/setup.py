@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -188,14 +189,17 @@ class Run:
         for name in names:
             if name in self.compiled:
                 continue
-            if name == "train":
-                self.compiled[name] = self._compile_train(state)
-            else:
-                split_name = name.removesuffix(TTA_SUFFIX)
-                split = self.splits["train" if split_name == TRAIN_EVAL else split_name]
-                args = (state.params, state.model_state, *self.predict_inputs(split))
-                predict = self.predict_tta if name.endswith(TTA_SUFFIX) else self.predict
-                self.compiled[name] = jax.jit(predict).lower(*args).compile()
+            # traced under the mesh, so that the CPU layers' batch loops run per device (local_batch.py);
+            # one device: no mesh, the program as it was measured
+            with jax.set_mesh(self.mesh) if self.mesh.devices.size > 1 else contextlib.nullcontext():
+                if name == "train":
+                    self.compiled[name] = self._compile_train(state)
+                else:
+                    split_name = name.removesuffix(TTA_SUFFIX)
+                    split = self.splits["train" if split_name == TRAIN_EVAL else split_name]
+                    args = (state.params, state.model_state, *self.predict_inputs(split))
+                    predict = self.predict_tta if name.endswith(TTA_SUFFIX) else self.predict
+                    self.compiled[name] = jax.jit(predict).lower(*args).compile()
         self.compile_time_s += time.perf_counter() - start
 
     def _compile_train(self, state: TrainState) -> Any:
