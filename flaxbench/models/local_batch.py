@@ -2,9 +2,9 @@
 
 The CPU layers loop over the images or pieces of a batch (`lax.map`). Under data parallelism
 the batch is split over the mesh's `data` axis, and XLA cannot split such a loop: it gathers
-the whole batch onto every device and each runs the whole loop (measured with 2 forced CPU
-devices, 2026-12-05: a GoogLeNet training step at batch 16 took 1.6x as long as on one device,
-9 all-gathers; EfficientNet-B4 64 all-gathers; a Winograd convolution in pieces 2x as long).
+the whole batch onto every device and each runs the whole loop (with 2 forced CPU devices,
+2026-12-05, a GoogLeNet training step at batch 16 took 1.6x as long as with the loops per device,
+9 all-gathers; EfficientNet-B4 1.27x, 64 all-gathers; benchmarks/README.md).
 Traced under `jax.set_mesh` (as `Run.compile` does), `on_local_batch` runs such a loop under
 `jax.shard_map` instead, each device over its own images.
 """
