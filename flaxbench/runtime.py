@@ -13,6 +13,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from flaxbench.errors import SpecError
 from flaxbench.xla_flags import add_xla_flag, backends_started
 
+# The mesh axis a batch is split over (the CPU layers' batch loops read it too: models/local_batch.py).
+DATA_AXIS = "data"
+
 
 def enable_determinism(enabled: bool) -> None:
     """Turn on XLA's deterministic GPU ops (takes effect if no GPU computation ran before)."""
@@ -51,12 +54,17 @@ def make_mesh(cfg: ml_collections.ConfigDict, batch_size: int) -> Mesh:
             f"spec.train.batch_size={batch_size} is not divisible by the {count} devices of the data "
             f"mesh; use a multiple of {count} or set spec.mesh.data"
         )
-    return Mesh(np.array(devices[:count]), ("data",))
+    return Mesh(np.array(devices[:count]), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     """Sharding that keeps a full copy on every device of `mesh`."""
     return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits a batch's rows over the mesh's `data` axis."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
 def describe_devices(mesh: Mesh) -> str:

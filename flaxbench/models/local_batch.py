@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import jax
 from jax.sharding import AxisType, PartitionSpec
 
-DATA_AXIS = "data"
+from flaxbench.runtime import DATA_AXIS
 
 
 def data_axis_size() -> int:

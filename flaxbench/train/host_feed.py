@@ -16,10 +16,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from flaxbench.errors import SpecError
-from flaxbench.runtime import any_process, to_device
+from flaxbench.runtime import any_process, batch_sharding, to_device
 
 PLACEMENTS = ("auto", "device", "host")
 # 'auto' keeps the tiles on device while they need at most this share of the smallest device's
@@ -91,11 +91,6 @@ def _why_not_on_device(tile_bytes: int, local_devices: Sequence[jax.Device]) -> 
         return (f"a device copy of the tiles ({tile_bytes / gib:.1f} GiB) would not fit in the "
                 f"{free / gib:.1f} GiB of host memory left")
     return None
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Batches split over the mesh's `data` axis."""
-    return NamedSharding(mesh, PartitionSpec("data"))
 
 
 def host_value(array: jax.Array) -> np.ndarray:

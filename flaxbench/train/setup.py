@@ -20,12 +20,12 @@ from flax import nnx
 from data_pipeline import Split, TileDataset, eval_batch_indices, load_dataset
 from flaxbench.errors import SpecError
 from flaxbench.models import build_model, check_options, model_class, model_parameters
-from flaxbench.runtime import make_mesh, replicated, to_device, to_host
+from flaxbench.runtime import batch_sharding, make_mesh, replicated, to_device, to_host
 from flaxbench.train.class_weights import check_class_weights, class_weights
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.state import ModelParts, TrainState, split_model
 from flaxbench.train.host_feed import (
-    HostFedEpoch, batch_sharding, check_placement, choose_placement, host_fed_logits, log_placement,
+    HostFedEpoch, check_placement, choose_placement, host_fed_logits, log_placement,
 )
 from flaxbench.train.steps import (
     SteppedEpoch, epoch_plan, make_batch_predict, make_batch_train_step, make_predict, make_train_epoch,

@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from data_pipeline import augment, normalize, train_batch_indices
+from flaxbench.runtime import batch_sharding
 from flaxbench.train.state import ModelParts, TrainState, merge
 
 
@@ -24,7 +25,7 @@ def cast_floats(tree: Any, dtype: jnp.dtype) -> Any:
 def _shard_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     if mesh is None:
         return x
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec("data")))
+    return jax.lax.with_sharding_constraint(x, batch_sharding(mesh))
 
 
 def make_batch_train_step(

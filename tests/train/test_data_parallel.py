@@ -62,14 +62,12 @@ SCRIPT = textwrap.dedent(
     # Run.compile does) each device must work on its own images: no gathering of the batch.
     # These are single layers, so rounding stays at float32 level and the tolerance is tight.
     import ml_collections
-    from jax.sharding import NamedSharding, PartitionSpec
     from flax import nnx
     from flaxbench.models.attention import dot_product_attention
     from flaxbench.models.convolution import conv2d
     from flaxbench.models.layers import max_pool2d
-    from flaxbench.runtime import make_mesh
+    from flaxbench.runtime import batch_sharding, make_mesh
     mesh = make_mesh(ml_collections.ConfigDict({"data": 8}), 8)
-    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     rngs = nnx.Rngs(0)
     depthwise3, depthwise5 = (conv2d(6, 6, k, s, k // 2, groups=6, rngs=rngs) for k, s in ((3, 2), (5, 1)))
     pointwise = conv2d(6, 5, 1, 2, 0, rngs=rngs)
@@ -99,7 +97,7 @@ SCRIPT = textwrap.dedent(
             return (apply(params, x) * cotangent).sum()
         grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
         one = jax.tree.leaves(grad_fn(params, layer_input))
-        sharded_input = jax.device_put(layer_input, batch_sharding)
+        sharded_input = jax.device_put(layer_input, batch_sharding(mesh))
         with jax.set_mesh(mesh):
             compiled = grad_fn.lower(params, sharded_input).compile()
         assert "all-gather" not in compiled.as_text(), name
