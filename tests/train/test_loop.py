@@ -207,6 +207,30 @@ def test_vit_trains_a_step(tmp_path, dtype):
     assert results["model"] == "vit" and np.isfinite(results["test_loss"]) and results["dtype"] == dtype
 
 
+def test_the_scanned_epoch_trains_like_the_stepped_one(tmp_path):
+    """'scan' (the default off CPU) and 'steps' (CPU's) take the same batches, keys and updates."""
+    from flaxbench.checkpoints import LAST, RunCheckpoints
+    from flaxbench.train.setup import build_run
+    from flaxbench.train.state import flat_arrays
+
+    runs, params = {}, {}
+    for loop in ("scan", "steps"):
+        spec = tiny_spec(**{"train.epoch_loop": loop, "train.epochs": 2})
+        spec.model.options.dropout = 0.3  # the steps' keys must match too
+        runs[loop] = train_and_evaluate(spec, tmp_path / loop, log=lambda s: None)
+        template = build_run(spec).initial_state()
+        params[loop] = flat_arrays(RunCheckpoints(tmp_path / loop / "checkpoints").restore(LAST, template)[0].params)
+    for field in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose([h[field] for h in runs["scan"]["history"]],
+                                   [h[field] for h in runs["steps"]["history"]], rtol=1e-4, err_msg=field)
+    scanned, stepped = runs["scan"]["test_predictions"], runs["steps"]["test_predictions"]
+    np.testing.assert_allclose(scanned.pop("probabilities"), stepped.pop("probabilities"), atol=1e-4)
+    assert scanned == stepped
+    for name, value in params["steps"].items():
+        np.testing.assert_allclose(np.asarray(params["scan"][name]), np.asarray(value), rtol=1e-3, atol=1e-5,
+                                   err_msg=name)
+
+
 def test_frozen_backbone_trains_only_the_head(tmp_path):
     from flaxbench.checkpoints import LAST, RunCheckpoints
     from flaxbench.train.setup import build_run
