@@ -30,32 +30,38 @@ SCRIPT = textwrap.dedent(
     for model, train_tiles, options in [("convmodel", 24, dict(channels=(8, 16, 16), hidden=32, dropout=0.0)),
                                         ("resnet18", 8, {})]:
         finals = {}
-        # ConvModel also with its batches sent from host memory (spec.train.data_placement='host')
-        for devices, placement in [(1, "device"), (8, "device")] + [(8, "host")] * (model == "convmodel"):
+        # ConvModel also with its batches sent from host memory (spec.train.data_placement='host'),
+        # and as one scanned epoch (spec.train.epoch_loop='scan', the default on GPUs)
+        for devices, variant in [(1, "device"), (8, "device")] + [(8, "host"), (8, "scan")] * (model == "convmodel"):
+            placement = "host" if variant == "host" else "device"
             spec = tiny_spec(**{"mesh.data": devices, "model.name": model, "data.split": (train_tiles, 12, 12),
                                 "train.learning_rate": 1e-3, "train.optimizer": "sgd",
-                                "train.data_placement": placement})
+                                "train.data_placement": placement,
+                                "train.epoch_loop": "scan" if variant == "scan" else "auto"})
             spec.model.options = options
             run = build_run(spec)
-            assert run.placement == placement
+            assert run.placement == placement and run.scan_epochs == (variant == "scan")
             state = run.initial_state()
             run.compile(("train",), state)
             state, losses, _ = run.compiled["train"](
                 state, run.splits["train"].images, run.train_labels, jax.random.key(0))
             # with 8 devices, also the evaluation batches (resident, or sent from the host)
-            finals[devices, placement] = (np.asarray(losses), jax.tree.leaves(jax.device_get(state.params)),
-                                          jax.tree.leaves(jax.device_get(state.model_state)),
-                                          [run.logits("val", state)] if devices == 8 else [])
-        a, b = finals[1, "device"], finals[8, "device"]
-        np.testing.assert_allclose(a[0], b[0], rtol=%(rtol)g, atol=%(atol)g)
-        for x, y in zip(a[1] + a[2], b[1] + b[2]):
-            np.testing.assert_allclose(x, y, rtol=%(rtol)g, atol=%(atol)g)
+            finals[devices, variant] = (np.asarray(losses), jax.tree.leaves(jax.device_get(state.params)),
+                                        jax.tree.leaves(jax.device_get(state.model_state)),
+                                        [run.logits("val", state)] if devices == 8 else [])
+        a = finals[1, "device"]
+        for b in [finals[key] for key in ((8, "device"), (8, "scan")) if key in finals]:
+            np.testing.assert_allclose(a[0], b[0], rtol=%(rtol)g, atol=%(atol)g)
+            for x, y in zip(a[1] + a[2], b[1] + b[2]):
+                np.testing.assert_allclose(x, y, rtol=%(rtol)g, atol=%(atol)g)
+        b = finals[8, "device"]
         if (8, "host") in finals:  # the same program on the same batches: the same numbers
             host = finals[8, "host"]
             assert len(host[3]) == 1
             for x, y in zip([b[0]] + b[1] + b[2] + b[3], [host[0]] + host[1] + host[2] + host[3]):
                 np.testing.assert_array_equal(x, y)
-        out[model] = {"losses": a[0].tolist(), "bn_leaves": len(a[2]), "host_fed": (8, "host") in finals}
+        out[model] = {"losses": a[0].tolist(), "bn_leaves": len(a[2]), "host_fed": (8, "host") in finals,
+                      "scanned": (8, "scan") in finals}
     # The CPU layers with hand-written gradients loop over images (lax.map), reorder
     # contractions, split the batch into chunks (attention) or pieces (Winograd); split 8 ways
     # over the batch they must give the single-device numbers, and traced under the mesh (as
@@ -126,7 +132,7 @@ def test_eight_devices_match_one_device():
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.split("RESULT ", 1)[1])
     assert result["resnet18"]["bn_leaves"] > 0  # BN statistics are compared too
-    assert result["convmodel"]["host_fed"]
+    assert result["convmodel"]["host_fed"] and result["convmodel"]["scanned"]
     assert "depthwise_5x5" in result["layers"] and "max_pool_3x3_stride2" in result["layers"]
     assert "attention_8_chunks" in result["layers"] and "winograd_3x3" in result["layers"]
     assert "not divisible" in result["indivisible"] and "8 devices" in result["indivisible"]
