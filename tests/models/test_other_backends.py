@@ -38,16 +38,6 @@ IMAGE_SIZE = {"convmodel": 48, "vit": 60, "alexnet": 63}
 BATCH = 4
 
 
-@pytest.fixture
-def other_backend(monkeypatch):
-    """Call the returned function inside a test to trace models as on a GPU from then on."""
-    def switch():
-        jax.clear_caches()  # traces made for CPU must not be reused
-        monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    yield switch
-    jax.clear_caches()
-
-
 def _loss_stats_and_grads(model: nnx.Module, images: jax.Array, labels: jax.Array, dtype) -> tuple:
     """Training-mode loss and updated batch statistics; eval-mode loss and parameter gradients.
 

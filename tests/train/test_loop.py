@@ -231,6 +231,18 @@ def test_the_scanned_epoch_trains_like_the_stepped_one(tmp_path):
                                    err_msg=name)
 
 
+def test_the_gpu_configuration_trains(tmp_path, other_backend):
+    """bfloat16, one scanned epoch, and the models' plain forms with bernoulli dropout masks, as on a GPU."""
+    other_backend()
+    spec = tiny_spec(**{"model.name": "vit", "train.epochs": 2, "train.dtype": "bfloat16", "train.epoch_loop": "scan"})
+    spec.model.options = dict(patch_size=8, depth=2, width=16, num_heads=2, mlp_dim=32, dropout=0.1,
+                              attention_dropout=0.1)
+    results = train_and_evaluate(spec, tmp_path, log=lambda s: None)
+    assert results["dtype"] == "bfloat16" and len(results["history"]) == 2
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in results["history"])
+    assert np.isfinite(results["test_loss"])
+
+
 def test_frozen_backbone_trains_only_the_head(tmp_path):
     from flaxbench.checkpoints import LAST, RunCheckpoints
     from flaxbench.train.setup import build_run
