@@ -207,19 +207,24 @@ def test_vit_trains_a_step(tmp_path, dtype):
     assert results["model"] == "vit" and np.isfinite(results["test_loss"]) and results["dtype"] == dtype
 
 
-def test_the_scanned_epoch_trains_like_the_stepped_one(tmp_path):
-    """'scan' (the default off CPU) and 'steps' (CPU's) take the same batches, keys and updates."""
+def last_params(spec, workdir) -> dict:
+    """The parameters of the run in `workdir`'s last checkpoint, by flat name."""
     from flaxbench.checkpoints import LAST, RunCheckpoints
     from flaxbench.train.setup import build_run
     from flaxbench.train.state import flat_arrays
 
+    template = build_run(spec).initial_state()
+    return flat_arrays(RunCheckpoints(workdir / "checkpoints").restore(LAST, template)[0].params)
+
+
+def test_the_scanned_epoch_trains_like_the_stepped_one(tmp_path):
+    """'scan' (the default off CPU) and 'steps' (CPU's) take the same batches, keys and updates."""
     runs, params = {}, {}
     for loop in ("scan", "steps"):
         spec = tiny_spec(**{"train.epoch_loop": loop, "train.epochs": 2})
         spec.model.options.dropout = 0.3  # the steps' keys must match too
         runs[loop] = train_and_evaluate(spec, tmp_path / loop, log=lambda s: None)
-        template = build_run(spec).initial_state()
-        params[loop] = flat_arrays(RunCheckpoints(tmp_path / loop / "checkpoints").restore(LAST, template)[0].params)
+        params[loop] = last_params(spec, tmp_path / loop)
     for field in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose([h[field] for h in runs["scan"]["history"]],
                                    [h[field] for h in runs["steps"]["history"]], rtol=1e-4, err_msg=field)
@@ -244,15 +249,13 @@ def test_the_gpu_configuration_trains(tmp_path, other_backend):
 
 
 def test_frozen_backbone_trains_only_the_head(tmp_path):
-    from flaxbench.checkpoints import LAST, RunCheckpoints
     from flaxbench.train.setup import build_run
     from flaxbench.train.state import flat_arrays
 
     spec = tiny_spec(**{"train.epochs": 1, "train.freeze_backbone": True})
     initial = flat_arrays(build_run(spec).initial_state().params)
     train_and_evaluate(spec, tmp_path, log=lambda s: None)
-    template = build_run(spec).initial_state()
-    trained = flat_arrays(RunCheckpoints(tmp_path / "checkpoints").restore(LAST, template)[0].params)
+    trained = last_params(spec, tmp_path)
     changed = {k for k in initial if not np.array_equal(np.asarray(initial[k]), np.asarray(trained[k]))}
     assert changed == {"fc2.kernel", "fc2.bias"}
 
