@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_pipeline import Split, TileDataset  # noqa: E402
 from flaxbench.spec import load_spec_file  # noqa: E402
+from flaxbench.compile_cache import disable_compilation_cache  # noqa: E402
 from flaxbench.errors import FlaxbenchError  # noqa: E402
 from flaxbench.host_memory import restart_with_huge_pages  # noqa: E402
 from flaxbench.study import parse_study_rows  # noqa: E402
@@ -292,4 +293,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     restart_with_huge_pages()  # as `python -m flaxbench` does
+    disable_compilation_cache()  # compile times are compiles, not loads from a cache
     main()

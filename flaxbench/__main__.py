@@ -6,6 +6,9 @@
     python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...]
     python -m flaxbench report RUNS_DIR [--out DIR]
     python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX]   (PATH: tile, folder or .zip)
+
+Compiled programs are kept in a persistent cache and loaded by later runs of the same shapes:
+FLAXBENCH_COMPILATION_CACHE=DIR, or =off (default ~/.cache/flaxbench/xla/<machine>-<CPU flags hash>).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from flaxbench.errors import FlaxbenchError, out_of_memory_message
 from flaxbench.host_memory import restart_with_huge_pages
 
 COMMANDS = ("train", "evaluate", "convert", "study", "report", "predict")
+# Commands that compile models, and so use the persistent compilation cache (flaxbench/compile_cache.py).
+COMPILING_COMMANDS = ("train", "evaluate", "study", "predict")
 COMMON_SPEC = Path(__file__).resolve().parent.parent / "specs" / "common.py"
 
 config_flags.DEFINE_config_file("spec", None, "Spec file (specs/*.py); override keys with --spec.a.b=value.")
@@ -143,6 +148,10 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unknown command '{args[0]}'; commands: {', '.join(COMMANDS)}")
     try:
         check_command_flags(command)
+        if command in COMPILING_COMMANDS:
+            from flaxbench.compile_cache import enable_compilation_cache
+
+            enable_compilation_cache()
         HANDLERS[command](args)
     except (FlaxbenchError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)

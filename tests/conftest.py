@@ -18,3 +18,13 @@ def other_backend(monkeypatch):
 
     yield switch
     jax.clear_caches()
+
+
+def pytest_configure(config):
+    """Tests run without the persistent compilation cache unless one asks for it (tests/test_compile_cache.py).
+
+    The CLI would otherwise write into ~/.cache and a test's compile could come from an earlier run's.
+    """
+    import os
+
+    os.environ["FLAXBENCH_COMPILATION_CACHE"] = "off"

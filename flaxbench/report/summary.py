@@ -233,6 +233,8 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         balanced_accuracy_ci95_low=balanced_ci[0] if balanced_ci else None,
         balanced_accuracy_ci95_high=balanced_ci[1] if balanced_ci else None,
         seeds=len(group.runs),
+        # runs whose compile_time_s is partly loading programs from the persistent compilation cache
+        compile_cache_runs=sum(1 for run in group.runs if run.results.get("compile_cache_hits")),
         test_accuracy_std_pct=statistics.stdev(accuracies) if len(accuracies) > 1 else None,
         mcnemar_p_vs_best=p_value,
         data=data_label(first),

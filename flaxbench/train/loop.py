@@ -14,6 +14,7 @@ import numpy as np
 
 from flaxbench import __version__
 from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
+from flaxbench.compile_cache import cache_note
 from flaxbench.errors import TrainingError, WorkdirError
 from flaxbench.evaluation import format_metrics, split_metrics
 from flaxbench.results import RESULTS_FORMAT, write_json_atomic
@@ -133,7 +134,7 @@ def train_and_evaluate(
         log(f"resuming {spec.name} from epoch {progress['epoch']} ({workdir / 'checkpoints' / LAST})")
     run.compile(("train", "val", "test"), state)
     log(f"{spec.name}: {count_params(state.params):,} params, compiled in {run.compile_time_s:.1f} s on "
-        f"{describe_devices(run.mesh)}")
+        f"{describe_devices(run.mesh)}{cache_note(run.compile_cache_hits, run.compile_cache_misses)}")
     patience = spec.train.get("early_stopping_patience")
     with StopRequests() as stop, EpochWriter(workdir, enabled=is_main_process()) as board:
         for epoch in range(progress["epoch"] + 1, spec.train.epochs + 1):
@@ -251,6 +252,9 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         },
         "train_time_s": train_time,
         "compile_time_s": run.compile_time_s,
+        # programs loaded from the persistent compilation cache (then compile_time_s is partly load time) and compiled
+        "compile_cache_hits": run.compile_cache_hits,
+        "compile_cache_misses": run.compile_cache_misses,
         "checkpoint_time_s": progress["checkpoint_time_s"],
         "images_per_second": train_images / train_only_s if train_only_s else None,
         "accuracy_per_second": 100 * test["accuracy"] / train_time,

@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 
 from data_pipeline import Split, TileDataset, eval_batch_indices, load_dataset
+from flaxbench.compile_cache import CacheLookups
 from flaxbench.errors import SpecError
 from flaxbench.models import build_model, check_options, model_class, model_parameters
 from flaxbench.runtime import batch_sharding, make_mesh, replicated, to_device, to_host
@@ -173,6 +174,9 @@ class Run:
     placement: str = "device"
     compiled: dict[str, Any] = dataclasses.field(default_factory=dict)
     compile_time_s: float = 0.0
+    # programs loaded from the persistent compilation cache (compile_cache.py) and compiled, over all compiles
+    compile_cache_hits: int = 0
+    compile_cache_misses: int = 0
 
     def initial_state(self) -> TrainState:
         """Fresh optimizer state over the initial params, all replicated over the data mesh."""
@@ -186,6 +190,13 @@ class Run:
     def compile(self, names: tuple[str, ...], state: TrainState) -> None:
         """Lower and compile the named functions ('train', 'val', 'test', ...), timed apart."""
         start = time.perf_counter()
+        with CacheLookups() as lookups:
+            self._compile_each(names, state)
+        self.compile_time_s += time.perf_counter() - start
+        self.compile_cache_hits += lookups.hits
+        self.compile_cache_misses += lookups.misses
+
+    def _compile_each(self, names: tuple[str, ...], state: TrainState) -> None:
         for name in names:
             if name in self.compiled:
                 continue
@@ -200,7 +211,6 @@ class Run:
                     args = (state.params, state.model_state, *self.predict_inputs(split))
                     predict = self.predict_tta if name.endswith(TTA_SUFFIX) else self.predict
                     self.compiled[name] = jax.jit(predict).lower(*args).compile()
-        self.compile_time_s += time.perf_counter() - start
 
     def _compile_train(self, state: TrainState) -> Any:
         """The epoch function: one scanned program, or a step loop (see `scan_epochs`)."""

@@ -1,0 +1,108 @@
+"""The persistent compilation cache: later runs load their programs, train the same, and say so."""
+
+import json
+
+import jax
+import pytest
+
+from flaxbench.compile_cache import MAX_BYTES, disable_compilation_cache, enable_compilation_cache, host_tag
+from flaxbench.errors import FlaxbenchError
+from tests.helpers import run_cli
+from tests.test_cli import TINY
+
+CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_enable_compilation_cache", "jax_compilation_cache_max_size")
+
+
+@pytest.fixture
+def jax_cache_options():
+    """Restores JAX's cache options after the test (no program is compiled while they change)."""
+    saved = {name: getattr(jax.config, name) for name in CACHE_OPTIONS}
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+
+
+def test_a_directory_becomes_jax_cache_with_a_size_bound(tmp_path, monkeypatch, jax_cache_options):
+    monkeypatch.setenv("FLAXBENCH_COMPILATION_CACHE", str(tmp_path / "xla"))
+    jax.config.update("jax_compilation_cache_max_size", -1)
+    assert enable_compilation_cache() == tmp_path / "xla"
+    assert (tmp_path / "xla").is_dir()
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xla")
+    assert jax.config.jax_compilation_cache_max_size == MAX_BYTES
+
+
+def test_unset_it_defaults_to_the_user_cache_unless_jax_has_one(tmp_path, monkeypatch, jax_cache_options):
+    monkeypatch.delenv("FLAXBENCH_COMPILATION_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    jax.config.update("jax_compilation_cache_dir", None)
+    assert enable_compilation_cache() == tmp_path / "flaxbench" / "xla" / host_tag()
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "theirs"))  # as JAX_COMPILATION_CACHE_DIR does
+    assert enable_compilation_cache() == tmp_path / "theirs"
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "theirs")
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", "0", "false"])
+def test_off_turns_even_jax_own_cache_off(value, tmp_path, monkeypatch, jax_cache_options):
+    monkeypatch.setenv("FLAXBENCH_COMPILATION_CACHE", value)
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "theirs"))
+    jax.config.update("jax_enable_compilation_cache", True)
+    assert enable_compilation_cache() is None
+    assert not jax.config.jax_enable_compilation_cache
+
+
+def test_an_unusable_directory_is_one_clear_error(tmp_path, monkeypatch, jax_cache_options):
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("FLAXBENCH_COMPILATION_CACHE", str(tmp_path / "a_file" / "xla"))
+    with pytest.raises(FlaxbenchError, match=r"FLAXBENCH_COMPILATION_CACHE: cannot use '.*a_file/xla'.*'off'"):
+        enable_compilation_cache()
+
+
+def test_an_unusable_default_place_warns_and_compiles_everything(tmp_path, monkeypatch, caplog, jax_cache_options):
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.delenv("FLAXBENCH_COMPILATION_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a_file"))  # a read-only home, say
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_enable_compilation_cache", True)
+    assert enable_compilation_cache() is None
+    assert not jax.config.jax_enable_compilation_cache
+    assert "every program is compiled" in caplog.text and "FLAXBENCH_COMPILATION_CACHE" in caplog.text
+
+
+def test_benchmarks_can_turn_the_cache_off(jax_cache_options):
+    jax.config.update("jax_enable_compilation_cache", True)
+    disable_compilation_cache()
+    assert not jax.config.jax_enable_compilation_cache
+
+
+def test_a_second_run_loads_its_programs_from_the_cache_and_trains_the_same(tmp_path):
+    # Unset, as for a user: the default place under XDG_CACHE_HOME. JAX caches only programs that took
+    # over 1 s to compile; this tiny model's take less.
+    env = {"FLAXBENCH_COMPILATION_CACHE": "", "XDG_CACHE_HOME": str(tmp_path / "home_cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    runs = {}
+    for name in ("first", "second"):
+        proc = run_cli(*TINY, f"--workdir={tmp_path / name / 'demo'}", env=env)
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = (proc, json.loads((tmp_path / name / "demo" / "results.json").read_text()))
+    (first_proc, first), (second_proc, second) = runs["first"], runs["second"]
+    cache_dir = tmp_path / "home_cache" / "flaxbench" / "xla" / host_tag()
+    assert any(path.name.startswith("jit_step") for path in cache_dir.iterdir())
+
+    assert first["compile_cache_hits"] == 0 and first["compile_cache_misses"] > 0
+    assert "compilation cache" not in first_proc.stdout
+    assert second["compile_cache_hits"] > 0
+    hits = second["compile_cache_hits"]
+    assert f"({hits} programs loaded from the compilation cache, {second['compile_cache_misses']} compiled)" \
+        in second_proc.stdout
+    for key in ("history", "test_loss", "test_accuracy", "test_predictions", "confusion_matrix"):
+        if key == "history":  # timings differ; what was learned must not
+            strip = lambda history: [{k: v for k, v in e.items() if "time" not in k and "per_second" not in k}
+                                     for e in history]
+            assert strip(first[key]) == strip(second[key])
+        else:
+            assert first[key] == second[key], key
+
+    report = run_cli("report", str(tmp_path / "second"), f"--out={tmp_path / 'report'}")
+    assert report.returncode == 0, report.stderr
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "persistent compilation cache, not compiled" in markdown
