@@ -1,7 +1,7 @@
 """JAX's persistent compilation cache for the CLI, and a count of what each compile found in it.
 
-A model's programs take 2-35 s to compile on CPU (more on a GPU); a later run of the same shapes
-(another seed, `evaluate`, `predict`, a resumed run) loads them from disk instead. Results stay
+A model's programs took 2-45 s to compile on a 2-core CPU; a later run of the same shapes (another
+seed, a resumed run, `evaluate` of a run's split) loads them from disk instead. Results stay
 honest: `Run.compile` counts the programs loaded from the cache, results.json records the count
 and the report marks such compile times, since a load is not a compile.
 """
@@ -20,7 +20,7 @@ from flaxbench.errors import FlaxbenchError
 
 ENV_VAR = "FLAXBENCH_COMPILATION_CACHE"
 OFF_VALUES = ("off", "0", "false", "no", "none")
-# Least-recently-used entries are deleted past this; one model's programs take a few MB to tens of MB.
+# Least-recently-used entries are deleted past this; one model's programs took 0.6-2.7 MB on CPU.
 MAX_BYTES = 4 * 2 ** 30
 _HIT_EVENT = "/jax/compilation_cache/cache_hits"
 # JAX records this for every program it looks up in the cache ('cache_misses' only for those it writes)

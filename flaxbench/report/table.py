@@ -75,8 +75,8 @@ def _mean_std_cell(row: dict[str, Any], _: Footnotes) -> str:
     return "—" if std is None else f"{row['test_accuracy_pct']:.2f} ± {std:.2f}"
 
 
-COMPILE_CACHE_NOTE = ("partly programs loaded from the persistent compilation cache, not compiled, in some of the "
-                      "row's runs; run with FLAXBENCH_COMPILATION_CACHE=off to time compiles")
+COMPILE_CACHE_NOTE = ("in some of the row's runs, partly the loading of programs from the persistent compilation "
+                      "cache rather than compiling them; FLAXBENCH_COMPILATION_CACHE=off times compiles")
 
 
 def _compile_cell(row: dict[str, Any], notes: Footnotes) -> str:
