@@ -87,7 +87,8 @@ def enable_compilation_cache() -> Path | None:
 
 def cache_note(hits: int, misses: int) -> str:
     """' (3 programs loaded from the compilation cache, 2 compiled)', or '' when none was loaded."""
-    return f" ({hits} programs loaded from the compilation cache, {misses} compiled)" if hits else ""
+    programs = "program" if hits == 1 else "programs"
+    return f" ({hits} {programs} loaded from the compilation cache, {misses} compiled)" if hits else ""
 
 
 def disable_compilation_cache() -> None:
