@@ -101,7 +101,8 @@ def disable_compilation_cache() -> None:
 class CacheLookups:
     """Counts the programs loaded from the persistent cache (hits) and compiled (misses) inside `with`.
 
-    With the cache off JAX reports neither, so both stay 0.
+    Both stay 0 without a cache directory: JAX, enabled by default, still reports a lookup for
+    every program then, and results.json would count compiles only where a cache was asked for.
     """
 
     _active: list[CacheLookups] = []
@@ -118,6 +119,10 @@ class CacheLookups:
         return self.lookups - self.hits
 
     def __enter__(self) -> CacheLookups:
+        import jax
+
+        if not (jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir):
+            return self
         with CacheLookups._lock:
             if not CacheLookups._listening:
                 import jax.monitoring
@@ -129,7 +134,8 @@ class CacheLookups:
 
     def __exit__(self, *exc_info: object) -> None:
         with CacheLookups._lock:
-            CacheLookups._active.remove(self)
+            if self in CacheLookups._active:
+                CacheLookups._active.remove(self)
 
     @staticmethod
     def _record(event: str, **_: object) -> None:

@@ -1,14 +1,17 @@
 """The persistent compilation cache: later runs load their programs, train the same, and say so."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import jax
 import pytest
 
 from flaxbench.compile_cache import MAX_BYTES, disable_compilation_cache, enable_compilation_cache, host_tag
 from flaxbench.errors import FlaxbenchError
-from tests.helpers import run_cli
+from tests.helpers import REPO, run_cli
 from tests.test_cli import TINY
 
 CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_enable_compilation_cache", "jax_compilation_cache_max_size")
@@ -73,6 +76,23 @@ def test_benchmarks_can_turn_the_cache_off(jax_cache_options):
     jax.config.update("jax_enable_compilation_cache", True)
     disable_compilation_cache()
     assert not jax.config.jax_enable_compilation_cache
+
+
+def test_without_a_cache_directory_no_lookup_is_counted():
+    # JAX enables its cache by default and reports a lookup per program even with no directory to
+    # look in; a fresh process, since JAX decides once per process whether the cache is used.
+    script = (
+        "import jax; from flaxbench.compile_cache import CacheLookups\n"
+        "assert jax.config.jax_enable_compilation_cache and not jax.config.jax_compilation_cache_dir\n"
+        "with CacheLookups() as lookups:\n"
+        "    jax.jit(lambda x: x * 3 + 1).lower(1.0).compile()\n"
+        "print(lookups.hits, lookups.misses)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**env, "JAX_PLATFORMS": "cpu"}, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0"]
 
 
 def test_a_second_run_loads_its_programs_from_the_cache_and_trains_the_same(tmp_path):
