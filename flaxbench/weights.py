@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -103,11 +102,12 @@ def build_for_loading(arch: str, num_classes: int, *, seed: int = 0, **options: 
     """`arch` with zeros for weights and seeded dropout streams, for loading to overwrite.
 
     A random init compiles one kernel per distinct weight shape (about 12 s of CPU for a cold
-    ResNet18); nnx.eval_shape runs the same constructor on shapes only.
+    ResNet18); nnx.eval_shape runs the same constructor on shapes only. The zeros are copied
+    from the host: `jnp.asarray` or `jnp.zeros` would compile a small program per shape too.
     """
     model = nnx.eval_shape(lambda: build_model(arch, num_classes, seed=seed, **options))
     shapes = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-    nnx.update(model, jax.tree.map(lambda s: jnp.asarray(np.zeros(s.shape, s.dtype)), shapes))
+    nnx.update(model, jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)), shapes))
     nnx.reseed(model, dropout=seed + 1)
     return model
 

@@ -87,8 +87,9 @@ def init_model(
 ) -> nnx.Module:
     """The spec's model for `classes`: random init, torchvision weights, a converted checkpoint or a run's.
 
-    `load_weights=False` builds the same architecture without reading any weights (for restoring
-    a run's own checkpoint).
+    `load_weights=False` builds the same architecture with zeros for weights, neither read nor
+    drawn, for restoring a run's own checkpoint into (a random init of the larger models compiles
+    one kernel per weight shape: 7-21 s of CPU).
     """
     from flaxbench import weights  # torch is only needed for torchvision inits
 
@@ -97,7 +98,9 @@ def init_model(
     options = _model_options(spec, image_size)
     if init != "scratch":
         options = {**weights.PRETRAINED_OPTIONS.get(name, {}), **options}
-    if init == "scratch" or not load_weights:
+    if not load_weights:
+        return weights.build_for_loading(name, num_classes, seed=spec.seed, **options)
+    if init == "scratch":
         return build_model(name, num_classes, seed=spec.seed, **options)
     check_init(init)
     if init == "imagenet":
