@@ -14,7 +14,8 @@ from flaxbench.errors import FlaxbenchError
 from tests.helpers import REPO, run_cli
 from tests.test_cli import TINY
 
-CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_enable_compilation_cache", "jax_compilation_cache_max_size")
+CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_enable_compilation_cache", "jax_compilation_cache_max_size",
+                 "jax_persistent_cache_min_compile_time_secs")
 
 
 @pytest.fixture
@@ -72,6 +73,19 @@ def test_an_unusable_default_place_warns_and_compiles_everything(tmp_path, monke
     assert "every program is compiled" in caplog.text and "FLAXBENCH_COMPILATION_CACHE" in caplog.text
 
 
+@pytest.mark.parametrize("user_setting", [None, "2.5"])
+def test_quickly_compiled_programs_are_kept_unless_jax_is_told_otherwise(user_setting, tmp_path, monkeypatch,
+                                                                        jax_cache_options):
+    monkeypatch.setenv("FLAXBENCH_COMPILATION_CACHE", str(tmp_path / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.5 if user_setting else 1.0)  # as JAX read it
+    if user_setting:
+        monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", user_setting)
+    else:
+        monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
+    enable_compilation_cache()
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == (2.5 if user_setting else 0.0)
+
+
 def test_benchmarks_can_turn_the_cache_off(jax_cache_options):
     jax.config.update("jax_enable_compilation_cache", True)
     disable_compilation_cache()
@@ -96,10 +110,9 @@ def test_without_a_cache_directory_no_lookup_is_counted():
 
 
 def test_a_second_run_loads_its_programs_from_the_cache_and_trains_the_same(tmp_path):
-    # Unset, as for a user: the default place under XDG_CACHE_HOME. JAX caches only programs that took
-    # over 1 s to compile; this tiny model's take less.
-    env = {"FLAXBENCH_COMPILATION_CACHE": "", "XDG_CACHE_HOME": str(tmp_path / "home_cache"),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    # Unset, as for a user: the default place under XDG_CACHE_HOME. This tiny model's programs each
+    # compile in under a second, which JAX alone would not cache.
+    env = {"FLAXBENCH_COMPILATION_CACHE": "", "XDG_CACHE_HOME": str(tmp_path / "home_cache")}
     runs = {}
     for name in ("first", "second"):
         proc = run_cli(*TINY, f"--workdir={tmp_path / name / 'demo'}", env=env)
@@ -114,6 +127,7 @@ def test_a_second_run_loads_its_programs_from_the_cache_and_trains_the_same(tmp_
     said = re.search(r"\((\d+) programs? loaded from the compilation cache, (\d+) compiled\)", second_proc.stdout)
     assert said and second["compile_cache_hits"] > 0
     assert (int(said[1]), int(said[2])) == (second["compile_cache_hits"], second["compile_cache_misses"])
+    assert (second["compile_cache_hits"], second["compile_cache_misses"]) == (first["compile_cache_misses"], 0)
     for key in ("history", "test_loss", "test_accuracy", "test_predictions", "confusion_matrix"):
         if key == "history":  # timings differ; what was learned must not
             strip = lambda history: [{k: v for k, v in e.items() if "time" not in k and "per_second" not in k}
