@@ -110,7 +110,7 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
     model = init_model(spec, classes, size, load_weights=False)
     parts = split_model(model)
     tx, _ = make_optimizer(spec.train, 1, tuple(model.head_path))
-    template = TrainState(parts.params, parts.model_state, tx.init(parts.params))
+    template = TrainState(parts.params, parts.model_state, jax.jit(tx.init)(parts.params))
     restored = RunCheckpoints(workdir / "checkpoints", read_only=True).restore(which, template)
     if restored is None:
         raise WorkdirError(f"no '{which}' checkpoint in '{workdir / 'checkpoints'}'; train the run first")
