@@ -20,7 +20,7 @@ from flaxbench.errors import FlaxbenchError
 
 ENV_VAR = "FLAXBENCH_COMPILATION_CACHE"
 OFF_VALUES = ("off", "0", "false", "no", "none")
-# Least-recently-used entries are deleted past this; one model's programs took 0.6-2.7 MB on CPU.
+# Least-recently-used entries are deleted past this; one model's programs took 0.6-3.7 MB on CPU.
 MAX_BYTES = 4 * 2 ** 30
 # JAX's own setting of the least compile time worth caching; flaxbench keeps every program unless it is set
 MIN_COMPILE_TIME_VAR = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
