@@ -109,8 +109,8 @@ def disable_compilation_cache() -> None:
 class CacheLookups:
     """Counts the programs loaded from the persistent cache (hits) and compiled (misses) inside `with`.
 
-    Both stay 0 without a cache directory: JAX, enabled by default, still reports a lookup for
-    every program then, and results.json would count compiles only where a cache was asked for.
+    Both stay 0 without a cache directory (JAX, enabled by default, reports a lookup per program even
+    then), so results.json counts loads and compiles only where a cache is in use.
     """
 
     _active: list[CacheLookups] = []

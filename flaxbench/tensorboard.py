@@ -41,13 +41,12 @@ def summary_writer_class() -> type:
     tensorboardX imports torch, when installed, only to accept torch tensors; flaxbench logs floats,
     and the import took 2.5 s of every training run on a 2-core CPU.
     """
-    if "torch" in sys.modules:
-        from tensorboardX import SummaryWriter
-
-        return SummaryWriter
-    sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
+    block_torch = "torch" not in sys.modules
+    if block_torch:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
     try:
         from tensorboardX import SummaryWriter
     finally:
-        del sys.modules["torch"]
+        if block_torch:
+            del sys.modules["torch"]
     return SummaryWriter
