@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from flaxbench.models.dropout import dropout_keep_mask
+from flaxbench.models.forms import cpu_forms
 from flaxbench.models.layers import torch_linear
 
 
@@ -114,7 +115,7 @@ def dot_product_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, keep_mask: jax.Array | None = None, keep_prob: float = 1.0
 ) -> jax.Array:
     """softmax(q k^T) v over (batch*heads, tokens, dims) arrays, with dropout where `keep_mask` is False."""
-    if jax.default_backend() != "cpu":
+    if not cpu_forms():
         return _attention(q, k, v, keep_mask, keep_prob)
     return _attention_cpu(q, k, v, keep_mask, keep_prob, _cpu_chunk_size(q.shape[0], q.shape[1], k.shape[1]))
 

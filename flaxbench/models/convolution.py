@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flaxbench.models.forms import cpu_forms
 from flaxbench.models.local_batch import local_share, on_local_batch
 from flaxbench.models.winograd import batch_chunks, winograd_conv3x3_chunked, winograd_tiling
 
@@ -54,7 +55,7 @@ class _CpuConv(nnx.Conv):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Convolve NHWC `x` with this layer's kernel, then add its bias (if any)."""
-        if jax.default_backend() != "cpu":
+        if not cpu_forms():
             return super().__call__(x)
         out = self.cpu_convolution(x, self.kernel[...].astype(x.dtype))
         if self.bias is not None:

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flaxbench.models.forms import cpu_forms
+
 
 def _murmur_mix(h: jax.Array) -> jax.Array:
     """MurmurHash3's 32-bit finaliser: a bijection of uint32 in which every input bit flips about half the output bits."""
@@ -26,7 +28,7 @@ def dropout_keep_mask(key: jax.Array, keep_prob: float, shape: tuple[int, ...]) 
     faster, same-process A/B). Other backends, and masks of 2**32 elements or more, use bernoulli.
     """
     size = math.prod(shape)
-    if jax.default_backend() != "cpu" or size >= 2**32:
+    if not cpu_forms() or size >= 2**32:
         return jax.random.bernoulli(key, keep_prob, shape)
     seed = jax.random.bits(key, (2,), jnp.uint32)
     index = jax.lax.iota(jnp.uint32, size).reshape(shape)

@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from flaxbench.errors import FlaxbenchError
+from flaxbench.models.forms import cpu_forms
 from flaxbench.models.local_batch import on_local_batch
 
 
@@ -99,7 +100,7 @@ def max_pool2d(
         # Non-overlapping windows: a reshape + max, whose gradient XLA:CPU runs much faster
         # than reduce_window's select-and-scatter.
         return _window_blocks(x, kernel_size).max(axis=(2, 4))
-    if jax.default_backend() == "cpu" and kernel_size * kernel_size <= 127:
+    if cpu_forms() and kernel_size * kernel_size <= 127:
         return _max_pool_taps(x, (kernel_size, stride, pads, x.shape[1:3]))
     # A Python scalar init lets JAX pick its differentiable reduce_window_max.
     return jax.lax.reduce_window(

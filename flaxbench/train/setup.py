@@ -21,6 +21,7 @@ from data_pipeline import Split, TileDataset, eval_batch_indices, load_dataset
 from flaxbench.compile_cache import CacheLookups
 from flaxbench.errors import SpecError
 from flaxbench.models import build_model, check_options, model_class, model_parameters
+from flaxbench.models.forms import plain_forms
 from flaxbench.runtime import batch_sharding, make_mesh, replicated, to_device, to_host
 from flaxbench.train.class_weights import check_class_weights, class_weights
 from flaxbench.train.optim import make_optimizer
@@ -365,14 +366,19 @@ def build_run(
 
 
 def flops_per_image(run: Run, state: TrainState) -> float | None:
-    """Forward FLOPs of one image from XLA's cost analysis of one evaluation batch (wherever the tiles are held)."""
+    """Forward FLOPs of one image from XLA's cost analysis of one evaluation batch, the same on every backend.
+
+    The forward is traced in its plain forms: the CPU's Winograd convolutions would count fewer
+    multiplications, and its batch pieces run in loops that the cost analysis counts once.
+    """
     split = run.splits["val"]
     batch = split.batch_indices.shape[1]
     predict = make_batch_predict(run.parts, normalize_mode=run.spec.data.normalize,
                                  compute_dtype=COMPUTE_DTYPES[run.dtype_name], mesh=run.mesh)
     try:
         batch_input = run.batch_struct(split.images, batch)
-        cost = jax.jit(predict).lower(state.params, state.model_state, batch_input).cost_analysis()
+        with plain_forms():
+            cost = jax.jit(predict).lower(state.params, state.model_state, batch_input).cost_analysis()
     except Exception:  # cost analysis is best-effort on some backends
         return None
     if isinstance(cost, (list, tuple)):

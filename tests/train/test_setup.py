@@ -1,4 +1,4 @@
-"""Building a run's model: a random init for training, no init at all for restoring a checkpoint."""
+"""Building a run: a random init for training, no init at all for restoring a checkpoint, the FLOPs it reports."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flaxbench.train.setup import init_model
+from flaxbench.train.setup import build_run, flops_per_image, init_model
 from tests.helpers import tiny_spec
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -50,3 +50,36 @@ def test_a_model_built_for_restoring_compiles_nothing(backend_compiles):
     for leaf, like in zip(jax.tree.leaves(built), jax.tree.leaves(expected)):
         assert (leaf.shape, leaf.dtype) == (like.shape, like.dtype)
         assert not np.any(np.asarray(leaf))  # zeros: nothing drawn that the checkpoint then replaces
+
+
+def in_image_multiply_adds(model: torch.nn.Module, size: int) -> int:
+    """Twice the multiply-adds of `model`'s convolutions and linear layers on one image, padded taps left out as XLA does."""
+    import torch
+
+    total = 0
+
+    def count(layer, inputs, _output):
+        nonlocal total
+        if isinstance(layer, torch.nn.Conv2d):
+            ones = torch.ones(1, 1, *inputs[0].shape[2:])
+            taps = torch.nn.functional.conv2d(ones, torch.ones(1, 1, *layer.kernel_size), stride=layer.stride,
+                                              padding=layer.padding, dilation=layer.dilation)
+            total += 2 * int(taps.sum()) * layer.in_channels // layer.groups * layer.out_channels
+        elif isinstance(layer, torch.nn.Linear):
+            total += 2 * layer.in_features * layer.out_features
+
+    for layer in model.modules():
+        layer.register_forward_hook(count)
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    return total
+
+
+def test_flops_per_image_counts_the_model_not_its_cpu_forms():
+    torchvision = pytest.importorskip("torchvision")
+    # at 64 px the CPU runs ResNet-18's 3x3 convolutions by Winograd, which multiplies less
+    run = build_run(tiny_spec(**{"model.name": "resnet18", "model.options": {}, "data.image_size": 64}))
+    counted = flops_per_image(run, run.initial_state())
+    expected = in_image_multiply_adds(torchvision.models.resnet18(num_classes=len(run.dataset.classes)), 64)
+    # what XLA counts beyond the multiply-adds (batch norm, ReLU, residual adds) measured 0.4% here
+    assert expected <= counted <= 1.01 * expected
