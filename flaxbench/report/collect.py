@@ -134,7 +134,8 @@ def check_results(results: Any, path: Path) -> dict[str, Any]:
         _check(value is None or _is_number(value), path, f"key '{key}' must be a number or null, got {value!r}")
     seed = results.get("seed")
     _check(seed is None or _is_int(seed), path, f"key 'seed' must be an integer, got {seed!r}")
-    _check(results.get("source") is None or isinstance(results["source"], str), path, "key 'source' must be a string")
+    for key in ("source", "device", "dtype"):
+        _check(results.get(key) is None or isinstance(results[key], str), path, f"key '{key}' must be a string")
     _check(isinstance(results.get("synthetic", False), bool), path, "key 'synthetic' must be true or false")
     cm = results.get("confusion_matrix")
     if cm is not None:

@@ -59,7 +59,9 @@ def accuracy_vs_time(summary: Summary, path: Path) -> Path:
         yerr = None if low is None else [[max(y - low, 0.0)], [max(high - y, 0.0)]]
         axes.errorbar([x], [y], yerr=yerr, fmt="o", color=color, capsize=4, zorder=2)
         axes.annotate(row["label"], (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
-    axes.set_xlabel("Training time (s)")
+    devices = summary.devices
+    on = f" on {devices[0]}" if len(devices) == 1 else f", rows timed on {len(devices)} devices" if devices else ""
+    axes.set_xlabel(f"Training time (s){on}")
     axes.set_ylabel("Test accuracy (%)")
     axes.set_xlim(left=0)
     axes.grid(alpha=0.3)

@@ -46,6 +46,7 @@ class Summary:
     best: str  # name of the row with the highest mean test accuracy
     synthetic: bool  # True when any row was trained/evaluated on synthetic data
     test_sets: int  # distinct (classes, test tiles) among the rows that recorded their predictions
+    devices: tuple[str, ...]  # distinct devices the runs were timed on (results.json's `device`), sorted
 
 
 def is_synthetic(results: dict[str, Any]) -> bool:
@@ -63,6 +64,11 @@ def data_label(results: dict[str, Any]) -> str:
         counts = "/".join(str(groups[k]) for k in ("train", "val", "test") if k in groups)
         source += f"; whole groups by `{results['group_by']}`" + (f" ({counts} train/val/test)" if counts else "")
     return source
+
+
+def recorded(group: RunGroup, key: str) -> list[str]:
+    """The distinct values of a results.json string field over a row's runs, in seed order; absent ones left out."""
+    return list(dict.fromkeys(value for run in group.runs if (value := run.results.get(key))))
 
 
 def _run_value(results: dict[str, Any], key: str) -> float | None:
@@ -241,6 +247,10 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         # where the weights started: a spec's title may say "(ImageNet)" of a row that was
         # overridden to train from scratch
         init=init_label(first.get("init")),
+        # a row's seeds may have run on different machines: every one is named, and its times mix them
+        device="; ".join(recorded(group, "device")) or None,
+        dtype="; ".join(recorded(group, "dtype")) or None,
+        mixed_devices=len(recorded(group, "device")) > 1,
         synthetic=is_synthetic(first),
         mcnemar_shared_tiles=shared_tiles,
         mcnemar_note=note,
@@ -286,4 +296,5 @@ def summarize(groups: list[RunGroup]) -> Summary:
         best=best.name,
         synthetic=any(is_synthetic(run.results) for group in groups for run in group.runs),
         test_sets=len({found for group in ordered if (found := test_set(group)) is not None}),
+        devices=tuple(sorted({device for group in ordered for device in recorded(group, "device")})),
     )

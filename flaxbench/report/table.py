@@ -84,6 +84,14 @@ def _compile_cell(row: dict[str, Any], notes: Footnotes) -> str:
     return f"{cell} {notes.mark(COMPILE_CACHE_NOTE)}" if row.get("compile_cache_runs") else cell
 
 
+MIXED_DEVICES_NOTE = "the row's seeds ran on different devices, and its times are means over them"
+
+
+def _device_cell(row: dict[str, Any], notes: Footnotes) -> str:
+    cell = ", ".join(value for value in (row["device"], row["dtype"]) if value) or NA
+    return f"{cell} {notes.mark(MIXED_DEVICES_NOTE)}" if row["mixed_devices"] else cell
+
+
 def _mcnemar_cell(row: dict[str, Any], notes: Footnotes) -> str:
     if row["mcnemar_note"] == BEST_ROW_NOTE:
         return "—"
@@ -106,6 +114,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("FLOPs / image", ("flops_per_image",), _flops_cell),
     Column("Images/s", ("images_per_second",), _number("images_per_second", ".1f")),
     Column("Compile time (s)", ("compile_time_s",), _compile_cell),
+    Column("Device", ("device", "dtype"), _device_cell),
     Column("Macro-F1", ("macro_f1",), _number("macro_f1", ".3f")),
     Column("Balanced accuracy", ("balanced_accuracy",), _number("balanced_accuracy", ".3f")),
     Column("Macro AUC", ("macro_auc",), _number("macro_auc", ".3f")),
@@ -154,6 +163,7 @@ def write_json(summary: Summary, path: Path, runs_dir: Path) -> Path:
         "synthetic": summary.synthetic,
         "banner": SYNTHETIC_BANNER if summary.synthetic else None,
         "best": summary.best,
+        "devices": list(summary.devices),
         "bootstrap": {"level": CI_LEVEL, "resamples": CI_RESAMPLES, "seed": CI_SEED},
         "columns": list(JSON_KEYS),
         "rows": [{k: _finite_or_none(row[k]) for k in JSON_KEYS} for row in summary.rows],
@@ -187,7 +197,11 @@ def _notes(summary: Summary) -> list[str]:
         f"**Not one test set**: these rows were tested on {summary.test_sets} different test sets (other "
         "classes or other tiles, e.g. another split): accuracies from different test sets are not directly "
         "comparable, and the ranking mixes them.",
-    ] if summary.test_sets > 1 else [])
+    ] if summary.test_sets > 1 else []) + ([
+        f"**Not one device**: these rows were timed on {len(summary.devices)} devices "
+        f"({'; '.join(summary.devices)}): time cost, accuracy and loss per second, images/s and compile time "
+        "compare the devices as much as the models.",
+    ] if len(summary.devices) > 1 else [])
 
 
 def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:

@@ -67,6 +67,7 @@ def test_invalid_json_names_the_file(tmp_path):
         (lambda r: r.update(test_loss="low"), "key 'test_loss'"),
         (lambda r: r.pop("train_time_s"), "key 'train_time_s'"),
         (lambda r: r.update(flops_per_image="big"), "key 'flops_per_image'"),
+        (lambda r: r.update(device=1), "key 'device' must be a string"),
         (lambda r: r.update(confusion_matrix=[[1, 2], [3, 4]]), "key 'confusion_matrix'"),
         (lambda r: r["test_predictions"]["labels"].pop(), "differ in length"),
         (lambda r: r["test_predictions"]["predictions"].__setitem__(0, 99), "class indices"),

@@ -33,6 +33,7 @@ EXTRA_HEADERS = [
     "FLOPs / image",
     "Images/s",
     "Compile time (s)",
+    "Device",
     "Macro-F1",
     "Balanced accuracy",
     "Macro AUC",
@@ -45,7 +46,7 @@ EXTRA_HEADERS = [
 ]
 ROW_KEYS = [
     "name", "title", "test_accuracy_pct", "test_loss", "train_time_s", "accuracy_per_second", "loss_per_second",
-    "layers", "params", "flops_per_image", "images_per_second", "compile_time_s", "macro_f1", "balanced_accuracy",
+    "layers", "params", "flops_per_image", "images_per_second", "compile_time_s", "device", "dtype", "macro_f1", "balanced_accuracy",
     "macro_auc", "ece", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "balanced_accuracy_ci95_low",
     "balanced_accuracy_ci95_high", "seeds", "test_accuracy_std_pct",
     "mcnemar_p_vs_best",
@@ -155,6 +156,31 @@ def test_missing_optional_fields_print_na(synthetic_report):
     assert next(r for r in json.loads(synthetic_report["json"].read_text())["rows"] if r["name"] == "sparse")[
         "flops_per_image"
     ] is None
+
+
+def test_device_column_names_each_rows_devices(tmp_path):
+    h100 = "gpu: NVIDIA H100 80GB HBM3 x1"
+    write_results(tmp_path / "fast" / "results.json",
+                  {**make_results("fast", accuracy=0.9), "device": h100, "dtype": "bfloat16"})
+    for seed, device in enumerate(("cpu: cpu x1", h100)):
+        write_results(tmp_path / "split" / f"seed_{seed}" / "results.json",
+                      {**make_results("split", seed=seed), "device": device})
+    written = write_report(tmp_path)
+    md_text = written["md"].read_text()
+    _, md_rows = _md_table(md_text)
+    assert md_rows["fast"]["Device"] == f"{h100}, bfloat16"
+    marker = re.fullmatch(r"cpu: cpu x1; .+, float32 (\[\d+\])", md_rows["split"]["Device"]).group(1)
+    assert "seeds ran on different devices" in next(line for line in md_text.splitlines() if line.startswith(marker))
+    assert f"**Not one device**: these rows were timed on 2 devices (cpu: cpu x1; {h100})" in md_text
+    report = json.loads(written["json"].read_text())
+    assert report["devices"] == ["cpu: cpu x1", h100]
+    assert {row["name"]: row["device"] for row in report["rows"]} == {"fast": h100, "split": f"cpu: cpu x1; {h100}"}
+
+
+def test_rows_timed_on_one_device_need_no_device_note(synthetic_report):
+    md_text = synthetic_report["md"].read_text()
+    assert "Not one device" not in md_text
+    assert {cells["Device"] for cells in _md_table(md_text)[1].values()} == {"cpu, float32"}
 
 
 def test_markdown_explains_depth_and_escapes_titles(synthetic_report):
