@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.throughput import busy_cores, check_args, flax_timer, interleaved_times, timing_parser  # noqa: E402
 from flaxbench.host_memory import restart_with_huge_pages  # noqa: E402
+from flaxbench.runtime import device_model  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     check_args(parser, args)
-    device = f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} x{len(jax.devices())}"
+    device = f"{jax.devices()[0].platform}: {device_model(jax.devices()[0])} x{len(jax.devices())}"
     load = busy_cores()
     rows, failed = [], []
     for row in args.models:

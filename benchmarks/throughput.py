@@ -39,6 +39,7 @@ from flaxbench.spec import load_spec_file  # noqa: E402
 from flaxbench.compile_cache import disable_compilation_cache  # noqa: E402
 from flaxbench.errors import FlaxbenchError  # noqa: E402
 from flaxbench.host_memory import restart_with_huge_pages  # noqa: E402
+from flaxbench.runtime import device_model  # noqa: E402
 from flaxbench.study import parse_study_rows  # noqa: E402
 from flaxbench.train.setup import Run, build_run  # noqa: E402
 from flaxbench.train.state import TrainState  # noqa: E402
@@ -238,7 +239,7 @@ def main() -> None:
     check_args(parser, args)
     import torch
 
-    device = f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}"
+    device = f"{jax.devices()[0].platform}: {device_model(jax.devices()[0])}"
     torch_device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     torch.backends.cudnn.benchmark = True  # let cuDNN autotune its convolutions, as XLA does
     load = busy_cores()

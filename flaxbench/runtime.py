@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 
 import jax
 import ml_collections
@@ -68,9 +69,28 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def describe_devices(mesh: Mesh) -> str:
-    """e.g. 'gpu: NVIDIA H100 80GB HBM3 x1' or 'cpu: cpu x8'."""
+    """e.g. 'gpu: NVIDIA H100 80GB HBM3 x1' or 'cpu: AMD EPYC 7B13 (2 cores) x1'."""
     first = mesh.devices.flat[0]
-    return f"{first.platform}: {getattr(first, 'device_kind', first.platform)} x{mesh.devices.size}"
+    return f"{first.platform}: {device_model(first)} x{mesh.devices.size}"
+
+
+def device_model(device: jax.Device) -> str:
+    """What `device` is, e.g. 'NVIDIA H100 80GB HBM3'; for a CPU (XLA calls every one 'cpu'), `describe_cpu()`."""
+    # timings from two CPU machines are no more alike than from two GPUs
+    return describe_cpu() if device.platform == "cpu" else getattr(device, "device_kind", device.platform)
+
+
+def describe_cpu() -> str:
+    """This host's processor model and the cores this process may use, e.g. 'AMD EPYC 7B13 (2 cores)'."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    model = model or platform.processor() or "cpu"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model} ({cores} cores)"
 
 
 # The libraries whose versions change a run's numbers or speed, as results.json records them.

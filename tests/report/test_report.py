@@ -159,22 +159,22 @@ def test_missing_optional_fields_print_na(synthetic_report):
 
 
 def test_device_column_names_each_rows_devices(tmp_path):
-    h100 = "gpu: NVIDIA H100 80GB HBM3 x1"
+    h100, epyc = "gpu: NVIDIA H100 80GB HBM3 x1", "cpu: AMD EPYC 7B13 (2 cores) x1"
     write_results(tmp_path / "fast" / "results.json",
                   {**make_results("fast", accuracy=0.9), "device": h100, "dtype": "bfloat16"})
-    for seed, device in enumerate(("cpu: cpu x1", h100)):
+    for seed, device in enumerate((epyc, h100)):
         write_results(tmp_path / "split" / f"seed_{seed}" / "results.json",
                       {**make_results("split", seed=seed), "device": device})
     written = write_report(tmp_path)
     md_text = written["md"].read_text()
     _, md_rows = _md_table(md_text)
     assert md_rows["fast"]["Device"] == f"{h100}, bfloat16"
-    marker = re.fullmatch(r"cpu: cpu x1; .+, float32 (\[\d+\])", md_rows["split"]["Device"]).group(1)
+    marker = re.fullmatch(r"cpu: AMD EPYC 7B13 \(2 cores\) x1; .+, float32 (\[\d+\])", md_rows["split"]["Device"]).group(1)
     assert "seeds ran on different devices" in next(line for line in md_text.splitlines() if line.startswith(marker))
-    assert f"**Not one device**: these rows were timed on 2 devices (cpu: cpu x1; {h100})" in md_text
+    assert f"**Not one device**: these rows were timed on 2 devices ({epyc}; {h100})" in md_text
     report = json.loads(written["json"].read_text())
-    assert report["devices"] == ["cpu: cpu x1", h100]
-    assert {row["name"]: row["device"] for row in report["rows"]} == {"fast": h100, "split": f"cpu: cpu x1; {h100}"}
+    assert report["devices"] == [epyc, h100]
+    assert {row["name"]: row["device"] for row in report["rows"]} == {"fast": h100, "split": f"{epyc}; {h100}"}
 
 
 def test_rows_timed_on_one_device_need_no_device_note(synthetic_report):

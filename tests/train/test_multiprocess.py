@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from flaxbench.runtime import describe_cpu
 from tests.helpers import REPO, run_cli
 from tests.train.test_resume import comparable, wait_for_epoch
 
@@ -27,6 +28,7 @@ ARGS = [
 # One process with four devices and two processes with two each reduce float32 sums in a
 # different order (gloo between the processes), so losses agree to rounding, not bit for bit.
 LOSS_RTOL = 1e-4
+FOUR_CPU_DEVICES = f"cpu: {describe_cpu()} x4"  # results.json's `device` of every run here
 
 
 def free_port() -> int:
@@ -88,7 +90,7 @@ def test_two_processes_train_as_one_process_with_the_same_devices(two_processes,
     one = run_cli(*ARGS, f"--workdir={tmp_path}", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert one.returncode == 0, one.stderr
     results = json.loads((workdir / "results.json").read_text())
-    assert results["device"] == json.loads((tmp_path / "results.json").read_text())["device"] == "cpu: cpu x4"
+    assert results["device"] == json.loads((tmp_path / "results.json").read_text())["device"] == FOUR_CPU_DEVICES
     assert_same_training(results, json.loads((tmp_path / "results.json").read_text()))
     # one writer per output: a single set of TensorBoard events, and both processes agree
     assert len(list((workdir / "tensorboard").glob("events.out.tfevents.*"))) == 1
@@ -128,5 +130,5 @@ def test_two_processes_fed_from_host_memory_train_as_with_the_tiles_on_device(tw
     for returncode, _, err in outputs:
         assert returncode == 0, err[-3000:]
     host = json.loads((tmp_path / "results.json").read_text())
-    assert host["data_placement"] == "host" and host["device"] == "cpu: cpu x4"
+    assert host["data_placement"] == "host" and host["device"] == FOUR_CPU_DEVICES
     assert_same_training(host, json.loads((two_processes[0] / "results.json").read_text()))
