@@ -196,6 +196,22 @@ def run_checkpoint(path: str | os.PathLike) -> tuple[Path, str] | None:
     return None
 
 
+INIT_PLACEHOLDER = "{init}"  # in spec.title: replaced by init_in_words(spec.model.init)
+
+
+def init_in_words(init: str) -> str:
+    """spec.model.init as a title says it: 'from scratch', 'ImageNet' or 'from run NAME'."""
+    if init == "scratch":
+        return "from scratch"
+    if init.startswith("checkpoint:"):
+        found = run_checkpoint(init.removeprefix("checkpoint:"))
+        if found:
+            return f"from run {found[0].resolve().name}"
+    # 'imagenet', a torchvision file and a 'flaxbench convert' output of one: torchvision's
+    # classification weights are all ImageNet-trained
+    return "ImageNet"
+
+
 def load_from_run(
     arch: str, path: str | os.PathLike, classes: Sequence[str], *, seed: int = 0, **options: Any
 ) -> nnx.Module:

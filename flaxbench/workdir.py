@@ -20,9 +20,9 @@ MIN_FREE_BYTES = 200 * 2**20  # checkpoints of the largest study row need about 
 RUN_OUTPUTS = ("results.json", "spec.json", "data.json", "checkpoints", "tensorboard", "predictions.csv")
 
 
-# Spec keys that change where the work is done but not one number of the run: a run may resume, and
-# a report row join seeds, with another value.
-SAME_NUMBERS_EITHER_WAY = frozenset({"train.data_placement"})
+# Spec keys that change where the work is done, or its label, but not one number of the run: a run
+# may resume, and a report row join seeds, with another value.
+SAME_NUMBERS_EITHER_WAY = frozenset({"train.data_placement", "title"})
 
 
 def first_difference(old: dict, new: dict, prefix: str = "") -> tuple[str, Any, Any] | None:

@@ -16,4 +16,4 @@ import pretrained  # noqa: E402
 
 def get_config():
     """AlexNet (ImageNet), all layers fine-tuned."""
-    return pretrained.get_config("alexnet", "AlexNet (ImageNet)")
+    return pretrained.get_config("alexnet", "AlexNet ({init})")

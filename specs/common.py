@@ -14,7 +14,9 @@ def get_config() -> ml_collections.ConfigDict:
     """The study defaults."""
     c = ml_collections.ConfigDict()
     c.name = ""  # row name; defaults to the spec file's stem
-    c.title = ""  # human label in tables and plots; defaults to name
+    # human label in tables and plots (default: name); "{init}" in it says where the weights started,
+    # as spec.model.init is: "ImageNet", "from scratch" or "from run NAME"
+    c.title = ""
     c.seed = 0  # init, data order, augmentation and dropout
 
     c.data = ml_collections.ConfigDict()

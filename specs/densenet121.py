@@ -16,4 +16,4 @@ import pretrained  # noqa: E402
 
 def get_config():
     """DenseNet121 (ImageNet), all layers fine-tuned."""
-    return pretrained.get_config("densenet121", "DenseNet121 (ImageNet)")
+    return pretrained.get_config("densenet121", "DenseNet121 ({init})")

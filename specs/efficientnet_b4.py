@@ -16,4 +16,4 @@ import pretrained  # noqa: E402
 
 def get_config():
     """EfficientNet-B4 (ImageNet), all layers fine-tuned."""
-    return pretrained.get_config("efficientnet_b4", "EfficientNet-B4 (ImageNet)")
+    return pretrained.get_config("efficientnet_b4", "EfficientNet-B4 ({init})")

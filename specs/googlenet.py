@@ -16,4 +16,4 @@ import pretrained  # noqa: E402
 
 def get_config():
     """GoogLeNet (ImageNet), all layers fine-tuned."""
-    return pretrained.get_config("googlenet", "GoogLeNet (ImageNet)")
+    return pretrained.get_config("googlenet", "GoogLeNet ({init})")

@@ -16,4 +16,4 @@ import pretrained  # noqa: E402
 
 def get_config():
     """ResNet18 (ImageNet), all layers fine-tuned."""
-    return pretrained.get_config("resnet18", "ResNet18 (ImageNet)")
+    return pretrained.get_config("resnet18", "ResNet18 ({init})")

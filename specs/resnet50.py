@@ -16,4 +16,4 @@ import pretrained  # noqa: E402
 
 def get_config():
     """ResNet50 (ImageNet), all layers fine-tuned."""
-    return pretrained.get_config("resnet50", "ResNet50 (ImageNet)")
+    return pretrained.get_config("resnet50", "ResNet50 ({init})")

@@ -16,7 +16,7 @@ import common  # noqa: E402
 def get_config():
     """ViT, patch 10, depth 9, width 64, 4 heads, MLP 128."""
     c = common.get_config()
-    c.title = "ViT patch 10 (from scratch)"
+    c.title = "ViT patch 10 ({init})"
     c.model.name = "vit"
     c.model.options = dict(patch_size=10, depth=9, width=64, num_heads=4, mlp_dim=128, dropout=0.1,
                            attention_dropout=0.0)  # as torchvision: no dropout on attention weights

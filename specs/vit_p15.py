@@ -17,7 +17,7 @@ import common  # noqa: E402
 def get_config():
     """ViT, patch 15, depth 9, width 64, 4 heads, MLP 128."""
     c = common.get_config()
-    c.title = "ViT patch 15 (from scratch)"
+    c.title = "ViT patch 15 ({init})"
     c.model.name = "vit"
     c.model.options = dict(patch_size=15, depth=9, width=64, num_heads=4, mlp_dim=128, dropout=0.1,
                            attention_dropout=0.0)  # as torchvision: no dropout on attention weights

@@ -123,6 +123,14 @@ def test_second_study_run_skips_finished_rows(spec_files, finished_study, jax_ca
     assert {row["name"] for row in read_report_rows(workdir)} == set(ROWS)
 
 
+def test_a_new_title_alone_keeps_the_finished_rows(spec_files, finished_study, jax_cache):
+    workdir, _ = finished_study
+    before = {name: (workdir / name / "results.json").read_bytes() for name in ROWS}
+    retitled = study(spec_files, workdir, BATCH_OVERRIDE, "--spec.title=Renamed ({init})", env=jax_cache)
+    assert retitled.returncode == 0, retitled.stderr[-3000:]
+    assert all((workdir / name / "results.json").read_bytes() == before[name] for name in ROWS)
+
+
 def test_finished_rows_of_another_spec_fail_naming_the_difference(spec_files, finished_study, jax_cache):
     workdir, _ = finished_study
     before = {name: (workdir / name / "results.json").read_bytes() for name in ROWS}

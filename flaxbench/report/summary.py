@@ -244,8 +244,7 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         test_accuracy_std_pct=statistics.stdev(accuracies) if len(accuracies) > 1 else None,
         mcnemar_p_vs_best=p_value,
         data=data_label(first),
-        # where the weights started: a spec's title may say "(ImageNet)" of a row that was
-        # overridden to train from scratch
+        # where the weights started (a title says it only where its spec put '{init}' in it)
         init=init_label(first.get("init")),
         # a row's seeds may have run on different machines: every one is named, and its times mix them
         device="; ".join(recorded(group, "device")) or None,

@@ -24,6 +24,7 @@ from flaxbench.runtime import (
 from flaxbench.tensorboard import EpochWriter
 from flaxbench.train.setup import SELECT_BY, Run, build_run, count_layers, flops_per_image
 from flaxbench.train.state import TrainState, count_params
+from flaxbench.weights import INIT_PLACEHOLDER, init_in_words
 from flaxbench.workdir import check_same_data, check_workdir, claim_workdir, data_record
 
 
@@ -229,7 +230,7 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
     return {
         "format": RESULTS_FORMAT,
         "name": spec.name,
-        "title": spec.get("title") or spec.name,
+        "title": run_title(spec),
         "model": spec.model.name,
         "init": spec.model.init,
         "source": run.dataset.source,
@@ -283,6 +284,11 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "versions": library_versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def run_title(spec: ml_collections.ConfigDict) -> str:
+    """spec.title (else the name) with '{init}' replaced by where the weights started ('ImageNet', 'from scratch', ...)."""
+    return (spec.get("title") or spec.name).replace(INIT_PLACEHOLDER, init_in_words(str(spec.model.init)))
 
 
 def train_images_per_epoch(run: Run) -> int:

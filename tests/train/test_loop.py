@@ -10,9 +10,9 @@ import pytest
 from data_pipeline import DataError
 from flaxbench.errors import SpecError, TrainingError, WorkdirError
 from flaxbench.train.evaluate import evaluate_workdir
-from flaxbench.train.loop import train_and_evaluate
+from flaxbench.train.loop import run_title, train_and_evaluate
 from tests.data_pipeline.helpers import random_tile, write_tiles
-from tests.helpers import tiny_spec
+from tests.helpers import load_repo_spec, tiny_spec
 
 REQUIRED_FIELDS = (
     "name", "model", "source", "classes", "test_accuracy", "test_loss", "val_accuracy", "train_time_s",
@@ -53,6 +53,27 @@ def test_results_json_holds_every_field(finished_run):
     import jax
 
     assert saved["versions"]["jax"] == jax.__version__ and saved["versions"]["python"].count(".") == 2
+
+
+@pytest.mark.parametrize(("spec_file", "init", "title"), [
+    ("resnet18", None, "ResNet18 (ImageNet)"),
+    ("resnet18", "torchvision:/weights/resnet18-f37072fd.pth", "ResNet18 (ImageNet)"),
+    ("resnet18", "scratch", "ResNet18 (from scratch)"),
+    ("vit_p15", None, "ViT patch 15 (from scratch)"),
+    ("convmodel", None, "ConvModel (3 conv + 2 FC)"),
+])
+def test_a_title_says_where_the_weights_started(spec_file, init, title):
+    spec = load_repo_spec(spec_file)
+    if init:
+        spec.model.init = init
+    assert run_title(spec) == title
+
+
+def test_a_title_names_the_run_its_weights_came_from(finished_run):
+    workdir, results = finished_run
+    assert results["title"] == "tiny"  # no title: the name
+    spec = tiny_spec(**{"title": "Tiny ({init})", "model.init": f"checkpoint:{workdir}/checkpoints/last"})
+    assert run_title(spec) == f"Tiny (from run {workdir.name})"
 
 
 def test_training_lowers_the_loss(finished_run):
