@@ -137,12 +137,12 @@ def test_seeds_of_one_name_must_share_every_setting_of_their_spec(tmp_path):
     assert [run.seed for run in collect_runs(tmp_path)[0].runs] == [0, 1]  # the seed alone may differ
 
 
-def test_seeds_trained_with_the_tiles_on_device_or_fed_from_the_host_share_a_row(tmp_path):
-    # spec.train.data_placement changes where batches come from, not the numbers
+def test_seeds_fed_from_device_or_host_or_retitled_share_a_row(tmp_path):
+    # spec.train.data_placement changes where batches come from, spec.title the label, not the numbers
     for seed, placement in ((0, None), (1, "host"), (2, "device")):
         run = tmp_path / f"s{seed}"
         write_results(run / "results.json", make_results("row", seed=seed))
-        spec = {"name": "row", "seed": seed, "train": {"data_placement": placement, "epochs": 3}}
+        spec = {"name": "row", "title": f"Row {seed}", "seed": seed, "train": {"data_placement": placement, "epochs": 3}}
         (run / "spec.json").write_text(json.dumps(spec))
     assert [run.seed for run in collect_runs(tmp_path)[0].runs] == [0, 1, 2]
 
