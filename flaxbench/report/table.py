@@ -213,7 +213,8 @@ def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:
         synthetic_rows = ", ".join(f"`{row['name']}`" for row in summary.rows if row["synthetic"])
         lines += [f"> **{SYNTHETIC_BANNER}.** Rows on synthetic data: {synthetic_rows}.", ""]
     num_files = sum(len(row["results_files"]) for row in summary.rows)
-    lines += [f"{len(summary.rows)} rows from {num_files} results.json files under `{runs_dir}`, best first.", ""]
+    rows, files = len(summary.rows), f"{num_files} results.json file{'s' if num_files > 1 else ''}"
+    lines += [f"{rows} row{'s' if rows > 1 else ''} from {files} under `{runs_dir}`, best first.", ""]
     lines.append("| " + " | ".join(column.header for column in COLUMNS) + " |")
     lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in body]

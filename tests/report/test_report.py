@@ -177,6 +177,12 @@ def test_device_column_names_each_rows_devices(tmp_path):
     assert {row["name"]: row["device"] for row in report["rows"]} == {"fast": h100, "split": f"{epyc}; {h100}"}
 
 
+def test_markdown_counts_rows_and_files(synthetic_report, tmp_path):
+    assert "4 rows from 6 results.json files under" in synthetic_report["md"].read_text()
+    write_results(tmp_path / "only" / "results.json", make_results("only"))
+    assert "1 row from 1 results.json file under" in write_report(tmp_path)["md"].read_text()
+
+
 def test_rows_timed_on_one_device_need_no_device_note(synthetic_report):
     md_text = synthetic_report["md"].read_text()
     assert "Not one device" not in md_text
