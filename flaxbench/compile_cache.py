@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from flaxbench.errors import FlaxbenchError
+from flaxbench.host_cpu import cpuinfo_value
 
 ENV_VAR = "FLAXBENCH_COMPILATION_CACHE"
 OFF_VALUES = ("off", "0", "false", "no", "none")
@@ -35,13 +36,8 @@ def host_tag() -> str:
     Keeps the entries of different CPUs apart in a home directory shared by a cluster's nodes,
     where they would otherwise replace each other at every run.
     """
-    flags = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            flags = next((line for line in info if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        flags = platform.processor()
-    digest = hashlib.sha256(" ".join(sorted(flags.split(":", 1)[-1].split())).encode()).hexdigest()[:12]
+    flags = cpuinfo_value("flags", "Features") or platform.processor()
+    digest = hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:12]
     return f"{platform.machine() or 'unknown'}-{digest}"
 
 

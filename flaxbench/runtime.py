@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 
 import jax
 import ml_collections
@@ -12,6 +11,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from flaxbench.errors import SpecError
+from flaxbench.host_cpu import describe_cpu
 from flaxbench.xla_flags import add_xla_flag, backends_started
 
 # The mesh axis a batch is split over (the CPU layers' batch loops read it too: models/local_batch.py).
@@ -78,19 +78,6 @@ def device_model(device: jax.Device) -> str:
     """What `device` is, e.g. 'NVIDIA H100 80GB HBM3'; for a CPU (XLA calls every one 'cpu'), `describe_cpu()`."""
     # timings from two CPU machines are no more alike than from two GPUs
     return describe_cpu() if device.platform == "cpu" else getattr(device, "device_kind", device.platform)
-
-
-def describe_cpu() -> str:
-    """This host's processor model and the cores this process may use, e.g. 'AMD EPYC 7B13 (2 cores)'."""
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
-    except OSError:
-        pass
-    model = model or platform.processor() or "cpu"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model} ({cores} cores)"
 
 
 # The libraries whose versions change a run's numbers or speed, as results.json records them.

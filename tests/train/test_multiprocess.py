@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flaxbench.runtime import describe_cpu
+from flaxbench.host_cpu import describe_cpu
 from tests.helpers import REPO, run_cli
 from tests.train.test_resume import comparable, wait_for_epoch
 
