@@ -229,6 +229,7 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
     accuracies = [100.0 * run.results["test_accuracy"] for run in group.runs]
     ci, balanced_ci = accuracy_ci_pct(group), balanced_accuracy_ci(group)
     p_value, shared_tiles, note = mcnemar_vs_best(group, best)
+    devices = recorded(group, "device")
     first = group.runs[0].results
     row: dict[str, Any] = {"name": group.name, "title": group.title, "test_accuracy_pct": statistics.fmean(accuracies)}
     for key in MEAN_FIELDS:
@@ -247,9 +248,9 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         # where the weights started (a title says it only where its spec put '{init}' in it)
         init=init_label(first.get("init")),
         # a row's seeds may have run on different machines: every one is named, and its times mix them
-        device="; ".join(recorded(group, "device")) or None,
+        device="; ".join(devices) or None,
         dtype="; ".join(recorded(group, "dtype")) or None,
-        mixed_devices=len(recorded(group, "device")) > 1,
+        mixed_devices=len(devices) > 1,
         synthetic=is_synthetic(first),
         mcnemar_shared_tiles=shared_tiles,
         mcnemar_note=note,
