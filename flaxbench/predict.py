@@ -6,32 +6,23 @@ import collections
 import csv
 import functools
 import io
-import json
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from data_pipeline import DataError, load_image
 from data_pipeline.images import IMAGE_EXTENSIONS, UndecodableImage, decode_image, is_image_name, resize_square
 from data_pipeline.groups import check_group_by, tile_groups
 from data_pipeline.sources.folder_source import list_visible_files, read_zip_files
-from data_pipeline.stain import StainTarget, normalize_tiles
-from flaxbench.checkpoints import BEST, RunCheckpoints
+from flaxbench.checkpoints import BEST
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
+from flaxbench.inference import load_trained_run, resize_warning
 from flaxbench.results import write_text_atomic
-from flaxbench.train.evaluate import read_run_spec
-from flaxbench.train.optim import make_optimizer
-from flaxbench.train.setup import COMPUTE_DTYPES, init_model, resolve_dtype
-from flaxbench.train.state import TrainState, split_model
-from flaxbench.train.steps import make_batch_predict
-
 
 Tile = tuple[str, Callable[[], np.ndarray]]  # (name in the CSV, decode() -> uint8 RGB)
 
@@ -74,14 +65,6 @@ def expand_paths(paths: Sequence[str]) -> tuple[list[Tile], list[str]]:
     return tiles, skipped
 
 
-def read_data_info(workdir: Path) -> dict:
-    """Classes and image size the run was trained with (WORKDIR/data.json)."""
-    path = workdir / "data.json"
-    if not path.is_file():
-        raise WorkdirError(f"'{path}' does not exist: train the run in '{workdir}' first")
-    return json.loads(path.read_text())
-
-
 def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path, *, which: str = BEST,
                   batch_size: int = 64, overwrite: bool = False, tta: bool = False,
                   group_by: str | None = None) -> Path:
@@ -100,21 +83,8 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
         if path is not None and path.exists() and not overwrite:
             raise WorkdirError(f"'{path}' already exists (earlier predictions?); give another --out, or add "
                                "--overwrite to replace it")
-    spec = read_run_spec(workdir)
-    info = read_data_info(workdir)
-    stain = StainTarget.from_json(info["stain_normalization"]) if info.get("stain_normalization") else None
-    classes, size = list(info["classes"]), int(info["image_size"][0])
-    if info.get("synthetic"):
-        print(f"warning: the run in '{workdir}' was trained on SYNTHETIC DATA; its predictions say nothing "
-              "about real tissue", file=sys.stderr)
-    model = init_model(spec, classes, size, load_weights=False)
-    parts = split_model(model)
-    tx, _ = make_optimizer(spec.train, 1, tuple(model.head_path))
-    template = TrainState(parts.params, parts.model_state, jax.jit(tx.init)(parts.params))
-    restored = RunCheckpoints(workdir / "checkpoints", read_only=True).restore(which, template)
-    if restored is None:
-        raise WorkdirError(f"no '{which}' checkpoint in '{workdir / 'checkpoints'}'; train the run first")
-    state = restored[0]
+    run = load_trained_run(workdir, which)
+    classes, size = run.classes, run.image_size
     images, names, other_sizes = [], [], collections.Counter()
     for name, decode in tiles:
         try:
@@ -130,23 +100,11 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
         print(f"skipped, not a readable image: {line}", file=sys.stderr)
     if not images:
         raise WorkdirError(f"no readable tiles in {', '.join(map(str, paths))}; nothing predicted, nothing written")
-    if stain is not None:  # as the run's tiles were
-        images = list(normalize_tiles(np.stack(images), stain, "the tiles to predict"))
-    if other_sizes and spec.data.image_size is None:
-        # the run trained on tiles at their own size: resizing others changes their magnification
-        sizes = ", ".join(f"{n} at {s}" for s, n in other_sizes.most_common())
-        print(f"warning: the run trained on {size}x{size} px tiles; resized to that: {sizes} px", file=sys.stderr)
-    dtype = resolve_dtype(spec.train.dtype, jax.devices()[0].platform)
-    predict = jax.jit(make_batch_predict(parts, normalize_mode=spec.data.normalize,
-                                         compute_dtype=COMPUTE_DTYPES[dtype], mesh=None, tta=tta))
-    probabilities = []
-    for start in range(0, len(images), batch_size):
-        chunk = np.stack(images[start:start + batch_size])
-        n = len(chunk)
-        padded = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, axis=0)]) if n < batch_size else chunk
-        logits = np.asarray(predict(state.params, state.model_state, jnp.asarray(padded)))[:n]
-        probabilities.append(np.exp(log_softmax(logits)))
-    probabilities = np.concatenate(probabilities)
+    warning = resize_warning(run, other_sizes)
+    if warning:
+        print(warning, file=sys.stderr)
+    logits = run.logits(run.prepare(np.stack(images), "the tiles to predict"), tta=tta, batch_size=batch_size)
+    probabilities = np.exp(log_softmax(logits))
     # A tile without a group fails here, before anything is written.
     groups = tile_groups(names, group_by, "--group-by") if group_by else None
     rows = [[name, classes[int(p.argmax())], *[f"{x:.6f}" for x in p]] for name, p in zip(names, probabilities)]
