@@ -16,6 +16,7 @@ reading such a ROOT as class folders is an error that says how to use its split.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import zipfile
@@ -260,30 +261,47 @@ def _bad_file(display: str, reason: str) -> DataError:
     )
 
 
+def _files_by_class_folder(path: str, paths: list[str]) -> dict[str, list[str]]:
+    """The files of each class folder (first path component) of root-relative `paths`; DataError if none."""
+    by_folder: dict[str, list[str]] = {}
+    for rel in paths:
+        if "/" in rel:
+            by_folder.setdefault(rel.split("/", 1)[0], []).append(rel)
+    if not by_folder:
+        raise DataError(
+            f"no class subfolders with files in '{path}'; expected "
+            f"<root>/<class>/<tile>{'|'.join(IMAGE_EXTENSIONS)}"
+        )
+    return by_folder
+
+
+def class_folder_names(path: str) -> list[str]:
+    """The class folders with files of folder or zip `path`, as `load_folder` finds them, sorted."""
+    with _open_tree(path) as (all_paths, _folders, _read, _display):
+        _prefix, paths = _find_root(_visible(all_paths))
+        return sorted(_files_by_class_folder(path, paths))
+
+
 def load_folder(
     path: str,
     requested_classes: Sequence[str] | None,
     image_size: int | None,
     skip_bad_files: bool,
     within: str | None = None,
+    min_classes: int = 2,
 ) -> SourceTiles:
-    """Decode the tiles of the selected classes under folder or zip `path` (under its split folder `within`)."""
+    """Decode the tiles of the selected classes under folder or zip `path` (under its split folder `within`).
+
+    A source with fewer than `min_classes` class folders is refused (training needs two; testing a
+    trained run, one will do).
+    """
     with _open_tree(path) as (all_paths, all_folders, read, display):
         prefix, paths = _find_root(_visible(all_paths))
         if within is not None:
             within = within.strip("/")
             prefix, paths = _enter_split_folder(path, prefix, paths, within)
         id_prefix = f"{within}/" if within is not None else ""
-        by_folder: dict[str, list[str]] = {}
-        for rel in paths:
-            if "/" in rel:
-                folder = rel.split("/", 1)[0]
-                by_folder.setdefault(folder, []).append(rel)
-        if not by_folder:
-            raise DataError(
-                f"no class subfolders with files in '{path}'; expected "
-                f"<root>/<class>/<tile>{'|'.join(IMAGE_EXTENSIONS)}"
-            )
+        by_folder = _files_by_class_folder(path, paths)
         if within is None:
             _refuse_split_folders(path, sorted(by_folder))
         empty = _empty_class_folders(_visible(all_folders), prefix, set(by_folder))
@@ -294,14 +312,14 @@ def load_folder(
             )
         _check_requested_not_empty(requested_classes, empty, path)
         folders = sorted(by_folder)
-        if len(folders) == 1:
+        if len(folders) < min_classes:
             raise _one_class_folder(path, prefix, folders[0], by_folder[folders[0]])
         where = f"'{path}'" if within is None else f"'{path}' folder '{within}'"
         canonical = check_unique(folders, f"class folders of {where}")
         classes = select_classes(canonical, requested_classes, f"the class folders of {where}")
         folder_of = dict(zip(canonical, folders))
 
-        images, labels, ids, skipped = [], [], [], []
+        images, labels, ids, skipped, resized = [], [], [], [], collections.Counter()
         for label, name in enumerate(classes):
             for rel in sorted(by_folder[folder_of[name]]):
                 inner = f"{prefix}/{rel}" if prefix else rel
@@ -316,6 +334,8 @@ def load_folder(
                         raise _bad_file(display(inner), str(error)) from error
                     skipped.append(id_prefix + rel)
                     continue
+                if image_size and image.shape[:2] != (image_size, image_size):
+                    resized[f"{image.shape[0]}x{image.shape[1]}"] += 1
                 images.append(resize_square(image, image_size) if image_size else image)
                 labels.append(label)
                 ids.append(id_prefix + rel)
@@ -326,4 +346,5 @@ def load_folder(
         ids=tuple(ids),
         classes=classes,
         skipped_files=tuple(skipped),
+        resized_from=dict(resized),
     )

@@ -19,6 +19,7 @@ class SourceTiles:
     ids: tuple[str, ...]
     classes: tuple[str, ...]
     skipped_files: tuple[str, ...] = ()
+    resized_from: dict[str, int] = dataclasses.field(default_factory=dict)  # "HxW" -> tiles resized from that size
 
 
 def stack_tiles(images: Sequence[np.ndarray], ids: Sequence[str], where: str) -> np.ndarray:
