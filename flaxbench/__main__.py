@@ -2,8 +2,9 @@
 
     python -m flaxbench --spec specs/vit_p15.py [--spec.train.epochs=3] [--workdir DIR] [--overwrite]
     python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last] [--source folder:PATH] [--tta]
+    python -m flaxbench evaluate --workdir DIR --external PATH [--class-map FOLDER=CLASS,...] [--out FILE] [--overwrite]
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
-    python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...]
+    python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...] [--external PATH]
     python -m flaxbench report RUNS_DIR [--out DIR]
     python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX]   (PATH: tile, folder or .zip)
 
@@ -32,7 +33,8 @@ COMMON_SPEC = Path(__file__).resolve().parent.parent / "specs" / "common.py"
 
 config_flags.DEFINE_config_file("spec", None, "Spec file (specs/*.py); override keys with --spec.a.b=value.")
 flags.DEFINE_string("workdir", None, "Run directory (default runs/<spec name>; study: runs/study).")
-flags.DEFINE_bool("overwrite", False, "Replace the results of a finished run in --workdir; predict: replace --out.")
+flags.DEFINE_bool("overwrite", False, "Replace the results of a finished run in --workdir; predict and evaluate "
+                  "--external: replace --out.")
 flags.DEFINE_enum("split", "test", ["test", "val", "train"], "evaluate: which split.")
 flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "evaluate/predict: which checkpoint.")
 flags.DEFINE_string("group_by", None, "predict: also write OUT_groups.csv, mean probabilities per group (a regular "
@@ -40,10 +42,17 @@ flags.DEFINE_string("group_by", None, "predict: also write OUT_groups.csv, mean 
 flags.DEFINE_alias("group-by", "group_by")
 flags.DEFINE_bool("tta", False, "evaluate/predict: average class probabilities over each tile's 8 flips and rotations.")
 flags.DEFINE_string("source", None, "evaluate: where the run's tiles are now, if they moved (folder:PATH, a folder or zip).")
+flags.DEFINE_string("external", None, "evaluate: test the run on labelled tiles it never saw, a folder (or zip) of "
+                    "class folders, e.g. another cohort; writes WORKDIR/eval_external_<name>.json. study: test "
+                    "every row on them.")
+flags.DEFINE_string("class_map", None, "evaluate/study --external: FOLDER=CLASS,... for class folders whose names are not "
+                    "the run's class names, e.g. TUM=tumor,STR=stroma.")
+flags.DEFINE_alias("class-map", "class_map")
 flags.DEFINE_string("arch", None, "convert: architecture, e.g. resnet18.")
 flags.DEFINE_string("torch_weights", None, "convert: torchvision state_dict .pth file.")
 flags.DEFINE_alias("torch-weights", "torch_weights")
-flags.DEFINE_string("out", None, "convert: output dir; report: output dir; predict: CSV file.")
+flags.DEFINE_string("out", None, "convert: output dir; report: output dir; predict: CSV file; evaluate --external: "
+                    "JSON file.")
 flags.DEFINE_list("specs", None, "study: comma-separated spec files (default: the nine study specs).")
 flags.DEFINE_integer("seeds", 1, "study: seeds per row (seed, seed+1, ...).")
 flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (SLURM or JAX_COORDINATOR_ADDRESS etc.).")
@@ -52,9 +61,9 @@ FLAGS = flags.FLAGS
 # that e.g. `--seeds 3` without `study`, or `study --overwrite`, is not silently ignored.
 COMMAND_FLAGS = {
     "train": ("spec", "workdir", "overwrite"),
-    "evaluate": ("workdir", "split", "checkpoint", "source", "tta"),
+    "evaluate": ("workdir", "split", "checkpoint", "source", "tta", "external", "class_map", "out", "overwrite"),
     "convert": ("arch", "torch_weights", "out"),
-    "study": ("spec", "specs", "workdir", "seeds"),
+    "study": ("spec", "specs", "workdir", "seeds", "external", "class_map"),
     "report": ("out",),
     "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by"),
 }
@@ -80,10 +89,33 @@ def _evaluate(args: list[str]) -> None:
 
     if not FLAGS.workdir:
         raise FlaxbenchError("evaluate needs --workdir DIR (a run directory)")
+    if FLAGS.external is not None:
+        _evaluate_external()
+        return
+    for name in ("class_map", "out", "overwrite"):
+        if FLAGS[name].present:
+            raise FlaxbenchError(f"evaluate takes --{name.replace('_', '-')} only with --external PATH (labelled tiles "
+                                 "the run never saw)")
     result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.source, tta=FLAGS.tta)
     print(format_metrics(result["name"], FLAGS.split, result, synthetic=result["synthetic"])
           + f"  (epoch {result['epoch']}, {FLAGS.checkpoint}{', 8-view TTA' if FLAGS.tta else ''})")
     print(f"wrote {Path(FLAGS.workdir) / eval_filename(FLAGS.split, FLAGS.checkpoint, FLAGS.tta)}")
+
+
+def _evaluate_external() -> None:
+    from flaxbench.evaluation import format_metrics
+    from flaxbench.external import evaluate_external
+
+    for name in ("split", "source"):
+        if FLAGS[name].present:
+            raise FlaxbenchError(f"evaluate --external reads the tiles at its PATH; it does not take --{name}")
+    result, path = evaluate_external(FLAGS.workdir, FLAGS.external, which=FLAGS.checkpoint, tta=FLAGS.tta,
+                                     class_map=FLAGS.class_map, out=FLAGS.out, overwrite=FLAGS.overwrite)
+    low, high = result["accuracy_ci"]
+    print(format_metrics(result["name"], f"external: {result['tiles']} tiles", result, synthetic=result["synthetic"])
+          + f"  (95% CI {100 * low:.1f}-{100 * high:.1f}%; epoch {result['epoch']}, {FLAGS.checkpoint}"
+          + f"{', 8-view TTA' if FLAGS.tta else ''})")
+    print(f"wrote {path}")
 
 
 def _convert(args: list[str]) -> None:
@@ -102,7 +134,8 @@ def _convert(args: list[str]) -> None:
 def _study(args: list[str]) -> None:
     from flaxbench.study import run_study
 
-    run_study(FLAGS.specs, FLAGS.workdir or "runs/study", seeds=FLAGS.seeds, overrides=SPEC_OVERRIDES)
+    run_study(FLAGS.specs, FLAGS.workdir or "runs/study", seeds=FLAGS.seeds, overrides=SPEC_OVERRIDES,
+              external=FLAGS.external, class_map=FLAGS.class_map)
 
 
 def _report(args: list[str]) -> None:

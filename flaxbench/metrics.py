@@ -9,6 +9,10 @@ import numpy as np
 
 # Resamples drawn per chunk, so memory stays ~chunk x tiles whatever num_resamples is.
 _BOOTSTRAP_CHUNK = 1000
+# The bootstrap behind every confidence interval flaxbench reports (report rows, external evaluations).
+CI_LEVEL = 0.95
+CI_RESAMPLES = 10000
+CI_SEED = 0
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:

@@ -78,9 +78,15 @@ def run_study(
     *,
     seeds: int = 1,
     overrides: Mapping[str, Any] | None = None,
+    external: str | None = None,
+    class_map: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Path]:
-    """Train every row (and seed) not yet complete under `workdir`, then write the report there."""
+    """Train every row (and seed) not yet complete under `workdir`, then write the report there.
+
+    `external` (a folder or zip of class folders, `class_map` as for `evaluate --external`) tests
+    every trained row on those tiles too, unless the row already holds that evaluation.
+    """
     from data_pipeline import LastDataset
     from flaxbench.report import write_report
     from flaxbench.runtime import is_main_process
@@ -88,6 +94,13 @@ def run_study(
 
     if seeds < 1:
         raise FlaxbenchError(f"--seeds must be at least 1, got {seeds}")
+    if external is not None:
+        from flaxbench.external import external_path, parse_class_map
+
+        external = external_path(external)  # a typo fails now, not after training every row
+        parse_class_map(class_map)
+    elif class_map is not None:
+        raise FlaxbenchError("study takes --class-map only with --external PATH")
     workdir = Path(workdir)
     specs = []
     for path in spec_files or default_spec_files():
@@ -98,7 +111,7 @@ def run_study(
     if len(set(names)) != len(names):
         raise FlaxbenchError(f"study specs share a name ({names}); give each row its own spec.name")
     jobs = [(spec, k) for spec in specs for k in range(seeds)]
-    failures = []
+    failures, trained = [], []
     datasets = LastDataset()  # rows and seeds on the same tiles decode them once
     for i, (spec, k) in enumerate(jobs, 1):
         spec = spec.copy_and_resolve_references()
@@ -113,6 +126,7 @@ def run_study(
                                 "it again")
                 continue
             log(f"{tag}: complete, skipped ({out / 'results.json'})")
+            trained.append((tag, out))
             continue
         log(f"{tag}: training in {out}")
         try:
@@ -125,8 +139,32 @@ def run_study(
             failures.append(f"{spec.name}: {message}")
             continue
         log(f"{tag}: test accuracy {100 * result['test_accuracy']:.1f}%, train {result['train_time_s']:.1f} s")
+        trained.append((tag, out))
+    if external is not None and trained:
+        failures += _evaluate_external_rows(trained, external, class_map, log)
     paths = write_report(workdir) if is_main_process() and any(workdir.rglob("results.json")) else {}
     if failures:
         others = "the others are reported" if len(failures) < len(jobs) else "no row trained"
         raise FlaxbenchError(f"{len(failures)} of {len(jobs)} study run(s) failed, {others}: " + " | ".join(failures))
     return paths
+
+
+def _evaluate_external_rows(rows: list[tuple[str, Path]], external: str, class_map: str | None,
+                            log: Callable[[str], None]) -> list[str]:
+    """Test each trained row (tag, workdir) on the tiles at `external`, keeping earlier results; the failures."""
+    from flaxbench.external import evaluate_external, external_filename
+
+    for tag, out in rows:
+        target = out / external_filename(external)
+        if target.exists():
+            log(f"{tag}: external evaluation kept ({target})")
+            continue
+        try:
+            result, _ = evaluate_external(out, external, class_map=class_map)
+        except FlaxbenchError as e:  # the same tiles and map for every row: the others would fail alike
+            log(f"{tag}: external evaluation FAILED: {e}")
+            return [f"external evaluation ({tag}): {e}; the trained rows are kept: fix it and run the study again"]
+        low, high = result["accuracy_ci"]
+        log(f"{tag}: external accuracy {100 * result['accuracy']:.1f}% (95% CI {100 * low:.1f}-{100 * high:.1f}%) "
+            f"on {result['tiles']} tiles")
+    return []

@@ -10,11 +10,9 @@ from typing import Any
 import numpy as np
 
 from flaxbench import metrics
+from flaxbench.metrics import CI_LEVEL, CI_RESAMPLES, CI_SEED
 from flaxbench.report.collect import Run, RunGroup
-
-CI_LEVEL = 0.95
-CI_RESAMPLES = 10000
-CI_SEED = 0
+from flaxbench.report.external import external_lines
 
 # Row fields that are the plain mean over a row's seeds of the results.json field of that name.
 MEAN_FIELDS = (
@@ -47,6 +45,7 @@ class Summary:
     synthetic: bool  # True when any row was trained/evaluated on synthetic data
     test_sets: int  # distinct (classes, test tiles) among the rows that recorded their predictions
     devices: tuple[str, ...]  # distinct devices the runs were timed on (results.json's `device`), sorted
+    external: list[dict[str, Any]]  # the runs' external evaluations (report/external.py), in row order
 
 
 def is_synthetic(results: dict[str, Any]) -> bool:
@@ -297,4 +296,5 @@ def summarize(groups: list[RunGroup]) -> Summary:
         synthetic=any(is_synthetic(run.results) for group in groups for run in group.runs),
         test_sets=len({found for group in ordered if (found := test_set(group)) is not None}),
         devices=tuple(sorted({device for group in ordered for device in recorded(group, "device")})),
+        external=external_lines(rows, ordered),
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flaxbench.report.external import external_section
 from flaxbench.report.summary import (
     BEST_ROW_NOTE, CI_LEVEL, CI_RESAMPLES, CI_SEED, SYNTHETIC_BANNER, Summary, per_class,
 )
@@ -169,6 +170,8 @@ def write_json(summary: Summary, path: Path, runs_dir: Path) -> Path:
         "rows": [{k: _finite_or_none(row[k]) for k in JSON_KEYS} for row in summary.rows],
         # Per row and class: precision, recall and F1 of the seeds' pooled test predictions, AUC their mean.
         "per_class": {row["name"]: per_class(group) for row, group in zip(summary.rows, summary.groups)},
+        # Each run's `evaluate --external` results: tiles it never trained on.
+        "external": summary.external,
     }
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     return path
@@ -222,6 +225,7 @@ def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:
     if footnotes.texts:
         lines += [""] + [f"[{i}] {text}." for i, text in enumerate(footnotes.texts, start=1)]
     lines += _per_class_sections(summary)
+    lines += external_section(summary.external)
     lines += ["", "## Figures", ""]
     lines += [f"![{key.replace('_', ' ')}]({path.name})" for key, path in figures.items()]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,181 @@
+"""Test a trained run on labelled tiles it never saw: an external cohort, another lab or scanner.
+
+    python -m flaxbench evaluate --workdir runs/resnet18 --external /data/CRC-VAL-HE-7K \
+        --class-map "TUM=tumor,STR=stroma,LYM=lympho,DEB=debris,MUC=mucosa"
+
+The folder (or zip) holds class folders, as a training source does. Each folder is a class of the
+run by its name (matched as training matches names) or by `--class-map FOLDER=CLASS`; several
+folders may map to one class; folders of other classes are left out and named. Tiles are resized
+to the run's tile size and stain-normalised as its tiles were, and scored with the metrics of the
+run's own test split plus bootstrap confidence intervals; the result is written to
+WORKDIR/eval_external_<folder name>.json, which the comparison report reads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_pipeline import canonical_class_name
+from data_pipeline.sources.folder_source import class_folder_names, load_folder
+from data_pipeline.sources.tiles import SourceTiles
+from data_pipeline.split import SPLIT_WORDS
+from flaxbench import metrics
+from flaxbench.checkpoints import BEST
+from flaxbench.errors import WorkdirError
+from flaxbench.evaluation import split_metrics
+from flaxbench.inference import TrainedRun, load_trained_run, read_data_info, resize_warning
+from flaxbench.results import write_json_atomic
+from flaxbench.runtime import is_main_process
+
+EXTERNAL_PREFIX = "eval_external_"
+
+
+def parse_class_map(text: str | None) -> dict[str, str]:
+    """`FOLDER=CLASS,FOLDER=CLASS` as canonical names {folder: class}; WorkdirError naming a malformed entry."""
+    mapping: dict[str, str] = {}
+    for entry in (text or "").split(","):
+        if not entry.strip():
+            continue
+        folder, sep, name = entry.partition("=")
+        if not sep or not folder.strip() or not name.strip():
+            raise WorkdirError(f"--class-map entry '{entry.strip()}' is not FOLDER=CLASS, e.g. "
+                               "--class-map TUM=tumor,STR=stroma")
+        key = canonical_class_name(folder)
+        if key in mapping:
+            raise WorkdirError(f"--class-map names folder '{folder.strip()}' twice")
+        mapping[key] = canonical_class_name(name)
+    return mapping
+
+
+def match_class_folders(
+    folders: list[str], run_classes: list[str], class_map: dict[str, str], where: str
+) -> tuple[dict[str, str], list[str]]:
+    """({folder: run class} for the folders that are the run's classes, [folders left out]).
+
+    A folder is a run class by `class_map` or by its own canonical name. A `class_map` entry that
+    names no folder, or no class of the run, is an error, as is a folder set with none of the run's classes.
+    """
+    canonical = {canonical_class_name(folder): folder for folder in folders}
+    for key, name in class_map.items():
+        if key not in canonical:
+            raise WorkdirError(f"--class-map names folder '{key}', which {where} does not have; its class folders: "
+                               f"{', '.join(folders)}")
+        if name not in run_classes:
+            raise WorkdirError(f"--class-map maps '{key}' to '{name}', which is not a class of the run; its classes: "
+                               f"{', '.join(run_classes)}")
+    matched, left_out = {}, []
+    for key, folder in canonical.items():
+        name = class_map.get(key, key)
+        if name in run_classes:
+            matched[folder] = name
+        else:
+            left_out.append(folder)
+    if not matched:
+        raise WorkdirError(
+            f"none of the class folders of {where} ({', '.join(folders)}) is a class of the run "
+            f"({', '.join(run_classes)}); name them with --class-map FOLDER=CLASS,... (e.g. "
+            f"--class-map {folders[0]}={run_classes[0]})")
+    return matched, left_out
+
+
+def _check_not_the_runs_tiles(path: str, run_source: str) -> None:
+    """WorkdirError if `path` is the folder or zip the run trained on; a warning if one holds the other."""
+    if not run_source.startswith("folder:"):
+        return
+    own, given = os.path.realpath(run_source.removeprefix("folder:")), os.path.realpath(path)
+    if own == given:
+        raise WorkdirError(f"'{path}' holds the run's own train, val and test tiles, so it is no external test; "
+                           "use evaluate --split test for the run's test split")
+    if given.startswith(own + os.sep) or own.startswith(given + os.sep):
+        print(f"warning: '{path}' and the run's tiles at '{own}' lie one inside the other: make sure no tile "
+              "of the run's train or val split is among these", file=sys.stderr)
+
+
+def _print_notes(run: TrainedRun, tiles: SourceTiles, left_out: list[str], absent: list[str]) -> None:
+    """Say on stderr what was skipped, left out, resized, or missing from the external tiles."""
+    for skipped in tiles.skipped_files:
+        print(f"skipped, not a readable image: {skipped}", file=sys.stderr)
+    if left_out:
+        print(f"left out, not classes of the run: {', '.join(left_out)} (map one with --class-map FOLDER=CLASS)",
+              file=sys.stderr)
+    if tiles.resized_from:
+        # Unlike predict's tiles these are scored, so say it even when the run resized its own tiles
+        # too: like-for-like magnification needs both tile sets to cover the same tissue per tile.
+        sizes = ", ".join(f"{n} tiles at {s}" for s, n in sorted(tiles.resized_from.items(), key=lambda kv: -kv[1]))
+        print(resize_warning(run, tiles.resized_from) or f"note: resized to the run's {run.image_size}x"
+              f"{run.image_size} px: {sizes} px; magnification matches the run's only if its tiles covered as much "
+              "tissue", file=sys.stderr)
+    if absent:
+        present = len(run.classes) - len(absent)
+        print(f"note: no tiles of {', '.join(absent)}: balanced accuracy and macro AUC are over the {present} "
+              f"class{'es' if present > 1 else ''} present", file=sys.stderr)
+
+
+def external_path(source: str) -> str:
+    """The absolute path of an --external folder or zip (`folder:` prefix allowed); WorkdirError if missing."""
+    path = source.removeprefix("folder:")
+    if not os.path.exists(path):
+        raise WorkdirError(f"--external '{path}' does not exist; give a folder (or .zip) of class folders")
+    return os.path.abspath(path)
+
+
+def external_filename(source: str, which: str = BEST, tta: bool = False) -> str:
+    """eval_external_<folder or zip name>.json, with _last for the last checkpoint and _tta for TTA."""
+    stem = Path(source.rstrip("/\\")).name
+    stem = stem[:-4] if stem.lower().endswith(".zip") else stem
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "tiles"
+    return f"{EXTERNAL_PREFIX}{stem}" + ("" if which == BEST else f"_{which}") + ("_tta" if tta else "") + ".json"
+
+
+def evaluate_external(
+    workdir: str | Path, source: str, *, which: str = BEST, tta: bool = False, class_map: str | None = None,
+    out: str | Path | None = None, overwrite: bool = False, batch_size: int = 64,
+) -> tuple[dict[str, Any], Path]:
+    """Metrics of the run's `which` checkpoint on the labelled tiles at `source` (folder or zip); (result, its file)."""
+    workdir, path = Path(workdir), external_path(source)
+    target = Path(out) if out else workdir / external_filename(path, which, tta)
+    if target.is_dir():
+        raise WorkdirError(f"--out '{target}' is a folder; give a file name such as '{target / 'external.json'}'")
+    if target.exists() and not overwrite:
+        raise WorkdirError(f"'{target}' already exists (an earlier external evaluation?); give another --out, or "
+                           "add --overwrite to replace it")
+    mapping = parse_class_map(class_map)
+    where = f"'{path}'"
+    folders = class_folder_names(path)
+    if len(folders) > 1 and all(canonical_class_name(f) in SPLIT_WORDS for f in folders):
+        raise WorkdirError(f"{where} holds split folders ({', '.join(folders)}), not class folders; give one of them, "
+                           f"e.g. --external {os.path.join(path, folders[-1])}")
+    _check_not_the_runs_tiles(path, str(read_data_info(workdir).get("source", "")))
+    run = load_trained_run(workdir, which)
+    matched, left_out = match_class_folders(folders, run.classes, mapping, where)
+    tiles = load_folder(path, [canonical_class_name(f) for f in matched], run.image_size, skip_bad_files=True,
+                        min_classes=1)
+    label_of_folder = {canonical_class_name(f): run.classes.index(name) for f, name in matched.items()}
+    labels = np.asarray([label_of_folder[tiles.classes[k]] for k in tiles.labels], np.int64)
+    absent = [c for k, c in enumerate(run.classes) if not np.any(labels == k)]
+    _print_notes(run, tiles, left_out, absent)
+    logits = run.logits(run.prepare(tiles.images, where), tta=tta, batch_size=batch_size)
+    result = split_metrics(logits, labels, run.classes, tiles.ids)
+    correct = np.asarray(result["predictions"]["predictions"]) == labels
+    ci = {"level": metrics.CI_LEVEL, "num_resamples": metrics.CI_RESAMPLES, "seed": metrics.CI_SEED}
+    accuracy_ci = metrics.bootstrap_accuracy_ci(correct, **ci)
+    balanced_ci = metrics.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels, **ci)
+    record = {
+        "name": run.spec.name, "external": path, "checkpoint": which, "epoch": run.epoch, "tta": tta,
+        "synthetic": run.synthetic, "classes": run.classes, "class_folders": matched, "left_out_folders": left_out,
+        "absent_classes": absent, "tiles": int(len(labels)),
+        "tiles_per_class": {c: int(np.sum(labels == k)) for k, c in enumerate(run.classes)},
+        "skipped_files": list(tiles.skipped_files), "resized_from": tiles.resized_from,
+        "image_size": run.image_size, "stain_normalized": run.stain is not None,
+        "ci_level": metrics.CI_LEVEL, "accuracy_ci": list(accuracy_ci), "balanced_accuracy_ci": list(balanced_ci),
+        **result,
+    }
+    if is_main_process():
+        write_json_atomic(target, record)
+    return record, target

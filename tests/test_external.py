@@ -1,0 +1,157 @@
+"""`evaluate --external`: a trained run tested on labelled tiles from elsewhere, and the report's table of them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flaxbench.errors import WorkdirError
+from flaxbench.external import evaluate_external, external_filename
+from flaxbench.train.evaluate import evaluate_workdir
+from tests.helpers import SHARED_DATA, run_cli, tiny_spec
+
+KATHER = SHARED_DATA / "kather2016_sample"
+NCT = SHARED_DATA / "nct_crc_he_sample"
+
+pytestmark = pytest.mark.skipif(not (KATHER.is_dir() and NCT.is_dir()), reason=f"sample tiles not found in {SHARED_DATA}")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """Workdir of a one-epoch ConvModel trained on the eight Kather sample classes at 32 px."""
+    from flaxbench.train.loop import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("runs") / "kather"
+    spec = tiny_spec(**{"data.source": f"folder:{KATHER}", "data.classes": None, "data.split": (8, 8, 8),
+                        "train.epochs": 1, "train.batch_size": 8})
+    train_and_evaluate(spec, workdir, log=lambda line: None)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def renamed_test_tiles(trained_run, tmp_path_factory) -> tuple[Path, dict, str]:
+    """(folder, the run's own test evaluation, class map): its test tiles under other folder names, plus a left-out folder."""
+    own = evaluate_workdir(trained_run, "test")
+    folder = tmp_path_factory.mktemp("external") / "cohort B"
+    for tile_id, label in zip(own["predictions"]["ids"], own["predictions"]["labels"]):
+        target = folder / f"C{label}" / Path(tile_id).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(KATHER / tile_id, target)
+    (folder / "MUS").mkdir()
+    shutil.copy(sorted((NCT / "MUS").iterdir())[0], folder / "MUS")
+    class_map = ",".join(f"C{k}={name}" for k, name in enumerate(own["classes"]))
+    return folder, own, class_map
+
+
+def test_renamed_test_tiles_score_as_the_runs_own_test_split(trained_run, renamed_test_tiles, capsys):
+    folder, own, class_map = renamed_test_tiles
+    result, path = evaluate_external(trained_run, str(folder), class_map=class_map, out=trained_run / "b.json")
+    assert path == trained_run / "b.json" and json.loads(path.read_text())["tiles"] == result["tiles"] == 8
+    by_name = {Path(i).name: k for k, i in enumerate(own["predictions"]["ids"])}
+    order = [by_name[Path(i).name] for i in result["predictions"]["ids"]]
+    assert result["predictions"]["labels"] == [own["predictions"]["labels"][k] for k in order]
+    np.testing.assert_allclose(result["predictions"]["probabilities"],
+                               np.asarray(own["predictions"]["probabilities"])[order], atol=1e-5)
+    assert result["accuracy"] == pytest.approx(own["accuracy"])
+    assert result["loss"] == pytest.approx(own["loss"], abs=1e-5)
+    assert result["confusion_matrix"] == own["confusion_matrix"]
+    low, high = result["accuracy_ci"]
+    assert 0.0 <= low <= result["accuracy"] <= high <= 1.0
+    assert result["class_folders"] == {f"C{k}": name for k, name in enumerate(own["classes"])}
+    assert result["left_out_folders"] == ["MUS"] and result["absent_classes"] == []
+    assert "left out, not classes of the run: MUS" in capsys.readouterr().err
+
+
+def test_folders_named_as_the_run_classes_need_no_map_and_absent_classes_are_recorded(trained_run, tmp_path,
+                                                                                       capsys):
+    folder = tmp_path / "cohort"
+    for name in ("TUM", "LYM"):
+        shutil.copytree(NCT / name, folder / {"TUM": "Tumor", "LYM": "02 lympho"}[name])
+    result, _ = evaluate_external(trained_run, str(folder))
+    assert result["class_folders"] == {"02 lympho": "lympho", "Tumor": "tumor"}
+    counts = result["tiles_per_class"]
+    assert counts["tumor"] == counts["lympho"] == 12 and sum(counts.values()) == 24
+    assert set(result["absent_classes"]) == set(result["classes"]) - {"tumor", "lympho"}
+    assert result["resized_from"] == {"224x224": 24}
+    err = capsys.readouterr().err
+    assert "resized to the run's 32x32 px: 24 tiles at 224x224 px" in err
+    assert "over the 2 classes present" in err
+    assert (trained_run / "eval_external_cohort.json").is_file()
+
+
+def test_a_zip_scores_as_the_folder(trained_run, renamed_test_tiles, tmp_path):
+    folder, _, class_map = renamed_test_tiles
+    archive = tmp_path / "cohort.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for tile in sorted(folder.rglob("*.tif")):
+            out.write(tile, f"cohort/{tile.relative_to(folder).as_posix()}")
+    from_zip, _ = evaluate_external(trained_run, f"folder:{archive}", class_map=class_map, out=tmp_path / "z.json")
+    from_folder, _ = evaluate_external(trained_run, str(folder), class_map=class_map, out=tmp_path / "f.json")
+    assert external_filename(f"{archive}", "last", tta=True) == "eval_external_cohort_last_tta.json"
+    for key in ("accuracy", "loss", "confusion_matrix", "accuracy_ci"):
+        assert from_zip[key] == from_folder[key], key
+
+
+@pytest.mark.parametrize("class_map, message", [
+    ("C0=tumour", "maps 'c0' to 'tumour', which is not a class of the run"),
+    ("XX=tumor", "names folder 'xx', which"),
+    ("C0tumor", "is not FOLDER=CLASS"),
+])
+def test_a_bad_class_map_is_an_error_naming_it(trained_run, renamed_test_tiles, tmp_path, class_map, message):
+    folder, _, _ = renamed_test_tiles
+    with pytest.raises(WorkdirError, match=message):
+        evaluate_external(trained_run, str(folder), class_map=class_map, out=tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_no_folder_of_a_run_class_is_an_error_suggesting_a_class_map(trained_run, renamed_test_tiles, tmp_path):
+    folder, _, _ = renamed_test_tiles
+    with pytest.raises(WorkdirError, match=r"none of the class folders .* --class-map"):
+        evaluate_external(trained_run, str(folder), out=tmp_path / "x.json")
+
+
+def test_the_runs_own_tiles_are_refused(trained_run, tmp_path):
+    with pytest.raises(WorkdirError, match="run's own train, val and test tiles"):
+        evaluate_external(trained_run, str(KATHER), out=tmp_path / "x.json")
+
+
+def test_an_existing_result_is_kept_unless_overwrite_and_errors_are_one_line(trained_run, renamed_test_tiles,
+                                                                            tmp_path):
+    folder, _, class_map = renamed_test_tiles
+    out = tmp_path / "earlier.json"
+    out.write_text("{}")
+    args = ("evaluate", f"--workdir={trained_run}", f"--external={folder}", f"--class-map={class_map}", f"--out={out}")
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "already exists" in proc.stderr and out.read_text() == "{}"
+    proc = run_cli(*args, "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[external: 8 tiles]" in proc.stdout and json.loads(out.read_text())["tiles"] == 8
+    proc = run_cli("evaluate", f"--workdir={trained_run}", f"--class-map={class_map}")
+    assert proc.returncode == 2 and "only with --external" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_report_lists_each_runs_external_results(trained_run, renamed_test_tiles, tmp_path):
+    from flaxbench.report import write_report
+
+    folder, own, class_map = renamed_test_tiles
+    runs = trained_run.parent
+    evaluate_external(trained_run, str(folder), class_map=class_map, tta=True, overwrite=True)
+    written = write_report(runs, tmp_path / "report")
+    external = json.loads(written["json"].read_text())["external"]
+    line = next(e for e in external if e["file"].endswith("eval_external_cohort_B_tta.json"))
+    assert line["tta"] and line["tiles"] == 8 and line["external"] == str(folder)
+    assert line["own_test_accuracy"] == pytest.approx(own["accuracy"])
+    text = written["md"].read_text()
+    assert "## External test sets" in text and f"`{folder}` | 8 | best, TTA |" in text
+    (trained_run / "eval_external_broken.json").write_text('{"external": "x"}')
+    try:
+        proc = run_cli("report", str(runs), f"--out={tmp_path / 'again'}")
+    finally:
+        (trained_run / "eval_external_broken.json").unlink()
+    assert proc.returncode == 2 and "eval_external_broken.json: not an external evaluation" in proc.stderr
