@@ -155,3 +155,31 @@ def test_the_report_lists_each_runs_external_results(trained_run, renamed_test_t
     finally:
         (trained_run / "eval_external_broken.json").unlink()
     assert proc.returncode == 2 and "eval_external_broken.json: not an external evaluation" in proc.stderr
+
+
+
+def test_lines_on_the_same_tiles_are_paired_against_the_most_accurate(trained_run, renamed_test_tiles, tmp_path):
+    from flaxbench.report.collect import collect_runs
+    from flaxbench.report.external import external_section
+    from flaxbench.report.summary import summarize
+
+    folder, _, class_map = renamed_test_tiles
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "a", ignore=shutil.ignore_patterns("eval_external_*"))
+    evaluate_external(runs / "a", str(folder), class_map=class_map)
+    # Another row whose evaluation of the same tiles got every tile right.
+    shutil.copytree(runs / "a", runs / "b")
+    results = json.loads((runs / "b" / "results.json").read_text())
+    (runs / "b" / "results.json").write_text(json.dumps({**results, "name": "perfect"}))
+    path = runs / "b" / "eval_external_cohort_B.json"
+    record = json.loads(path.read_text())
+    wrong = sum(p != y for p, y in zip(record["predictions"]["predictions"], record["predictions"]["labels"]))
+    assert wrong > 0  # a one-epoch model
+    record["predictions"]["predictions"] = record["predictions"]["labels"]
+    path.write_text(json.dumps({**record, "accuracy": 1.0}))
+    lines = {line["name"]: line for line in summarize(collect_runs(runs)).external}
+    assert lines["perfect"]["best_on_these_tiles"] and lines["perfect"]["mcnemar_p_vs_best"] is None
+    # Exact McNemar: all `wrong` discordant tiles go one way, p = 2 * 0.5**wrong (at most 1).
+    assert lines["tiny"]["mcnemar_p_vs_best"] == pytest.approx(min(1.0, 2 * 0.5**wrong))
+    table = "\n".join(external_section(list(lines.values())))
+    assert "| best |" in table

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from flaxbench import metrics
 from flaxbench.errors import FlaxbenchError
 from flaxbench.report.collect import RunGroup
 
@@ -30,8 +31,12 @@ def _load_external(path: Path) -> dict[str, Any]:
 
 
 def external_lines(rows: list[dict[str, Any]], groups: list[RunGroup]) -> list[dict[str, Any]]:
-    """One entry per external evaluation of every run, in row order, then seed, then file name."""
-    lines = []
+    """One entry per external evaluation of every run, in row order, then seed, then file name.
+
+    Entries scored on the same tiles (same external folder, classes and tile ids) are compared with
+    the most accurate of them by an exact McNemar test, as the table's rows are with the best row.
+    """
+    lines, outcomes = [], []
     for row, group in zip(rows, groups):
         for run in group.runs:
             for path in sorted(run.path.parent.glob(EXTERNAL_GLOB)):
@@ -41,10 +46,50 @@ def external_lines(rows: list[dict[str, Any]], groups: list[RunGroup]) -> list[d
                     "own_test_accuracy": run.results["test_accuracy"],
                     **{key: record[key] for key in EXTERNAL_KEYS},
                 })
+                outcomes.append(_tile_outcomes(record))
+    _compare_on_shared_tiles(lines, outcomes)
     return lines
 
 
+def _tile_outcomes(record: dict[str, Any]) -> dict[str, bool] | None:
+    """{tile id: predicted right} of an external evaluation; None if it holds no readable per-tile predictions."""
+    predictions = record.get("predictions")
+    try:
+        return {tile: label == predicted for tile, label, predicted in
+                zip(predictions["ids"], predictions["labels"], predictions["predictions"], strict=True)}
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def _compare_on_shared_tiles(lines: list[dict[str, Any]], outcomes: list[dict[str, bool] | None]) -> None:
+    """Set each line's `mcnemar_p_vs_best` (None for the best line, or a line with no other on its tiles)."""
+    by_set: dict[tuple, list[int]] = {}
+    for k, (line, tiles) in enumerate(zip(lines, outcomes)):
+        line["mcnemar_p_vs_best"], line["best_on_these_tiles"] = None, False
+        if tiles is not None:
+            by_set.setdefault((line["external"], frozenset(tiles)), []).append(k)
+    for members in by_set.values():
+        if len(members) < 2:
+            continue
+        best = max(members, key=lambda k: lines[k]["accuracy"])  # the first of equals, in row order
+        lines[best]["best_on_these_tiles"] = True
+        shared = sorted(outcomes[best])
+        for k in members:
+            if k != best:
+                lines[k]["mcnemar_p_vs_best"] = metrics.mcnemar_p_value(
+                    [outcomes[k][t] for t in shared], [outcomes[best][t] for t in shared])
+
+
+def _p_value(line: dict[str, Any]) -> str:
+    """The McNemar cell: 'best' for the most accurate line on its tiles, a dash where nothing was compared."""
+    if line["best_on_these_tiles"]:
+        return "best"
+    p = line["mcnemar_p_vs_best"]
+    return "—" if p is None else format(p, ".3g")
+
+
 def _pct(value: float | None) -> str:
+    """A fraction as a percentage with one decimal; a dash for None."""
     return "—" if value is None else f"{100 * value:.1f}"
 
 
@@ -54,10 +99,12 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
         return []
     out = ["", "## External test sets", "",
            "Tiles the runs never trained on (`python -m flaxbench evaluate --external`), beside each run's own "
-           "test accuracy. 95% CIs: percentile bootstrap over the external tiles, as for the table above.", "",
+           "test accuracy. 95% CIs: percentile bootstrap over the external tiles, as for the table above. McNemar p: "
+           "exact test against the most accurate line scored on the same tiles (same folder and tile ids), "
+           "tiles paired by id; a dash where no other line shares them.", "",
            "| Name | Seed | Tiles from | Tiles | Checkpoint | Accuracy % (95% CI) | Balanced accuracy % (95% CI) "
-           "| Macro-F1 | Macro AUC | Loss | Own test accuracy % |",
-           "|" + "|".join("---" for _ in range(11)) + "|"]
+           "| Macro-F1 | Macro AUC | Loss | McNemar p | Own test accuracy % |",
+           "|" + "|".join("---" for _ in range(12)) + "|"]
     for line in lines:
         checkpoint = line["checkpoint"] + (", TTA" if line["tta"] else "")
         ci, balanced_ci = line["accuracy_ci"], line["balanced_accuracy_ci"]
@@ -66,7 +113,7 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
             str(line["tiles"]), checkpoint, f"{_pct(line['accuracy'])} ({_pct(ci[0])}–{_pct(ci[1])})",
             f"{_pct(line['balanced_accuracy'])} ({_pct(balanced_ci[0])}–{_pct(balanced_ci[1])})",
             f"{line['macro_f1']:.3f}", "—" if line["macro_auc"] is None else f"{line['macro_auc']:.3f}",
-            f"{line['loss']:.3f}", _pct(line["own_test_accuracy"]),
+            f"{line['loss']:.3f}", _p_value(line), _pct(line["own_test_accuracy"]),
         ]
         out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return out
