@@ -142,6 +142,15 @@ def _decode_pixels(data: bytes, is_tiff: bool) -> tuple[np.ndarray, int | None]:
         raise UndecodableImage(f"{type(error).__name__}: {error}") from error
 
 
+def center_crop(image: np.ndarray, size: int, name: str) -> np.ndarray:
+    """The central `size` x `size` pixels of `image`; DataError naming tile `name` if it is smaller."""
+    height, width = image.shape[:2]
+    if height < size or width < size:
+        raise DataError(f"tile '{name}' is {width}x{height} px, smaller than the {size} px center crop asked for")
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[top:top + size, left:left + size]
+
+
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     """Resize uint8 RGB `image` to (size, size) with Pillow's antialiased bilinear filter."""
     if image.shape[0] == size and image.shape[1] == size:

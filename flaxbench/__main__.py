@@ -2,7 +2,7 @@
 
     python -m flaxbench --spec specs/vit_p15.py [--spec.train.epochs=3] [--workdir DIR] [--overwrite]
     python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last] [--source folder:PATH] [--tta]
-    python -m flaxbench evaluate --workdir DIR --external PATH [--class-map FOLDER=CLASS,...] [--out FILE] [--overwrite]
+    python -m flaxbench evaluate --workdir DIR --external PATH [--class-map FOLDER=CLASS,...] [--center-crop PX] [--out FILE] [--overwrite]
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
     python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...] [--external PATH]
     python -m flaxbench report RUNS_DIR [--out DIR]
@@ -48,6 +48,9 @@ flags.DEFINE_string("external", None, "evaluate: test the run on labelled tiles 
 flags.DEFINE_string("class_map", None, "evaluate/study --external: FOLDER=CLASS,... for class folders whose names are not "
                     "the run's class names, e.g. TUM=tumor,STR=stroma.")
 flags.DEFINE_alias("class-map", "class_map")
+flags.DEFINE_integer("center_crop", None, "evaluate/study --external: keep each external tile's central PX square "
+                     "before resizing it to the run's tile size, e.g. for the same tissue per tile as the run's tiles.")
+flags.DEFINE_alias("center-crop", "center_crop")
 flags.DEFINE_string("arch", None, "convert: architecture, e.g. resnet18.")
 flags.DEFINE_string("torch_weights", None, "convert: torchvision state_dict .pth file.")
 flags.DEFINE_alias("torch-weights", "torch_weights")
@@ -61,9 +64,10 @@ FLAGS = flags.FLAGS
 # that e.g. `--seeds 3` without `study`, or `study --overwrite`, is not silently ignored.
 COMMAND_FLAGS = {
     "train": ("spec", "workdir", "overwrite"),
-    "evaluate": ("workdir", "split", "checkpoint", "source", "tta", "external", "class_map", "out", "overwrite"),
+    "evaluate": ("workdir", "split", "checkpoint", "source", "tta", "external", "class_map", "center_crop", "out",
+                 "overwrite"),
     "convert": ("arch", "torch_weights", "out"),
-    "study": ("spec", "specs", "workdir", "seeds", "external", "class_map"),
+    "study": ("spec", "specs", "workdir", "seeds", "external", "class_map", "center_crop"),
     "report": ("out",),
     "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by"),
 }
@@ -92,7 +96,7 @@ def _evaluate(args: list[str]) -> None:
     if FLAGS.external is not None:
         _evaluate_external()
         return
-    for name in ("class_map", "out", "overwrite"):
+    for name in ("class_map", "center_crop", "out", "overwrite"):
         if FLAGS[name].present:
             raise FlaxbenchError(f"evaluate takes --{name.replace('_', '-')} only with --external PATH (labelled tiles "
                                  "the run never saw)")
@@ -110,7 +114,8 @@ def _evaluate_external() -> None:
         if FLAGS[name].present:
             raise FlaxbenchError(f"evaluate --external reads the tiles at its PATH; it does not take --{name}")
     result, path = evaluate_external(FLAGS.workdir, FLAGS.external, which=FLAGS.checkpoint, tta=FLAGS.tta,
-                                     class_map=FLAGS.class_map, out=FLAGS.out, overwrite=FLAGS.overwrite)
+                                     class_map=FLAGS.class_map, out=FLAGS.out, overwrite=FLAGS.overwrite,
+                                     center_crop=FLAGS.center_crop)
     low, high = result["accuracy_ci"]
     print(format_metrics(result["name"], f"external: {result['tiles']} tiles", result, synthetic=result["synthetic"])
           + f"  (95% CI {100 * low:.1f}-{100 * high:.1f}%; epoch {result['epoch']}, {FLAGS.checkpoint}"
@@ -135,7 +140,7 @@ def _study(args: list[str]) -> None:
     from flaxbench.study import run_study
 
     run_study(FLAGS.specs, FLAGS.workdir or "runs/study", seeds=FLAGS.seeds, overrides=SPEC_OVERRIDES,
-              external=FLAGS.external, class_map=FLAGS.class_map)
+              external=FLAGS.external, class_map=FLAGS.class_map, center_crop=FLAGS.center_crop)
 
 
 def _report(args: list[str]) -> None:

@@ -110,11 +110,18 @@ def _print_notes(run: TrainedRun, tiles: SourceTiles, left_out: list[str], absen
         sizes = ", ".join(f"{n} tiles at {s}" for s, n in sorted(tiles.resized_from.items(), key=lambda kv: -kv[1]))
         print(resize_warning(run, tiles.resized_from) or f"note: resized to the run's {run.image_size}x"
               f"{run.image_size} px: {sizes} px; magnification matches the run's only if its tiles covered as much "
-              "tissue", file=sys.stderr)
+              "tissue (--center-crop PX crops each tile first)", file=sys.stderr)
     if absent:
         present = len(run.classes) - len(absent)
         print(f"note: no tiles of {', '.join(absent)}: balanced accuracy and macro AUC are over the {present} "
               f"class{'es' if present > 1 else ''} present", file=sys.stderr)
+
+
+def check_center_crop(center_crop: int | None) -> None:
+    """WorkdirError unless `center_crop` is None or a positive number of pixels."""
+    if center_crop is not None and (isinstance(center_crop, bool) or not isinstance(center_crop, int)
+                                    or center_crop < 1):
+        raise WorkdirError(f"--center-crop must be a positive number of pixels, got {center_crop!r}")
 
 
 def external_path(source: str) -> str:
@@ -135,9 +142,14 @@ def external_filename(source: str, which: str = BEST, tta: bool = False) -> str:
 
 def evaluate_external(
     workdir: str | Path, source: str, *, which: str = BEST, tta: bool = False, class_map: str | None = None,
-    out: str | Path | None = None, overwrite: bool = False, batch_size: int = 64,
+    out: str | Path | None = None, overwrite: bool = False, batch_size: int = 64, center_crop: int | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """Metrics of the run's `which` checkpoint on the labelled tiles at `source` (folder or zip); (result, its file)."""
+    """Metrics of the run's `which` checkpoint on the labelled tiles at `source` (folder or zip); (result, its file).
+
+    `center_crop` keeps each tile's central square of that many pixels before resizing it to the run's
+    tile size, e.g. to show as much tissue per tile as the run's tiles did.
+    """
+    check_center_crop(center_crop)
     workdir, path = Path(workdir), external_path(source)
     target = Path(out) if out else workdir / external_filename(path, which, tta)
     if target.is_dir():
@@ -155,7 +167,7 @@ def evaluate_external(
     run = load_trained_run(workdir, which)
     matched, left_out = match_class_folders(folders, run.classes, mapping, where)
     tiles = load_folder(path, [canonical_class_name(f) for f in matched], run.image_size, skip_bad_files=True,
-                        min_classes=1)
+                        min_classes=1, crop=center_crop)
     label_of_folder = {canonical_class_name(f): run.classes.index(name) for f, name in matched.items()}
     labels = np.asarray([label_of_folder[tiles.classes[k]] for k in tiles.labels], np.int64)
     absent = [c for k, c in enumerate(run.classes) if not np.any(labels == k)]
@@ -168,10 +180,11 @@ def evaluate_external(
     balanced_ci = metrics.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels, **ci)
     record = {
         "name": run.spec.name, "external": path, "checkpoint": which, "epoch": run.epoch, "tta": tta,
-        "synthetic": run.synthetic, "classes": run.classes, "class_folders": matched, "left_out_folders": left_out,
+        "synthetic": run.synthetic, "classes": run.classes, "class_map": mapping, "class_folders": matched,
+        "left_out_folders": left_out,
         "absent_classes": absent, "tiles": int(len(labels)),
         "tiles_per_class": {c: int(np.sum(labels == k)) for k, c in enumerate(run.classes)},
-        "skipped_files": list(tiles.skipped_files), "resized_from": tiles.resized_from,
+        "skipped_files": list(tiles.skipped_files), "center_crop": center_crop, "resized_from": tiles.resized_from,
         "image_size": run.image_size, "stain_normalized": run.stain is not None,
         "ci_level": metrics.CI_LEVEL, "accuracy_ci": list(accuracy_ci), "balanced_accuracy_ci": list(balanced_ci),
         **result,

@@ -80,11 +80,12 @@ def run_study(
     overrides: Mapping[str, Any] | None = None,
     external: str | None = None,
     class_map: str | None = None,
+    center_crop: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Path]:
     """Train every row (and seed) not yet complete under `workdir`, then write the report there.
 
-    `external` (a folder or zip of class folders, `class_map` as for `evaluate --external`) tests
+    `external` (a folder or zip of class folders; `class_map`, `center_crop` as for `evaluate --external`) tests
     every trained row on those tiles too, unless the row already holds that evaluation.
     """
     from data_pipeline import LastDataset
@@ -95,12 +96,13 @@ def run_study(
     if seeds < 1:
         raise FlaxbenchError(f"--seeds must be at least 1, got {seeds}")
     if external is not None:
-        from flaxbench.external import external_path, parse_class_map
+        from flaxbench.external import check_center_crop, external_path, parse_class_map
 
         external = external_path(external)  # a typo fails now, not after training every row
         parse_class_map(class_map)
-    elif class_map is not None:
-        raise FlaxbenchError("study takes --class-map only with --external PATH")
+        check_center_crop(center_crop)
+    elif class_map is not None or center_crop is not None:
+        raise FlaxbenchError("study takes --class-map and --center-crop only with --external PATH")
     workdir = Path(workdir)
     specs = []
     for path in spec_files or default_spec_files():
@@ -141,7 +143,8 @@ def run_study(
         log(f"{tag}: test accuracy {100 * result['test_accuracy']:.1f}%, train {result['train_time_s']:.1f} s")
         trained.append((tag, out))
     if external is not None and trained:
-        failures += _evaluate_external_rows(trained, external, class_map, log)
+        options = {"class_map": class_map, "center_crop": center_crop}
+        failures += _evaluate_external_rows(trained, external, options, log)
     paths = write_report(workdir) if is_main_process() and any(workdir.rglob("results.json")) else {}
     if failures:
         others = "the others are reported" if len(failures) < len(jobs) else "no row trained"
@@ -149,18 +152,23 @@ def run_study(
     return paths
 
 
-def _evaluate_external_rows(rows: list[tuple[str, Path]], external: str, class_map: str | None,
+def _evaluate_external_rows(rows: list[tuple[str, Path]], external: str, options: dict[str, Any],
                             log: Callable[[str], None]) -> list[str]:
-    """Test each trained row (tag, workdir) on the tiles at `external`, keeping earlier results; the failures."""
+    """Test each trained row (tag, workdir) on the tiles at `external` (`options` of evaluate_external), keeping
+    earlier results; the failures."""
     from flaxbench.external import evaluate_external, external_filename
 
     for tag, out in rows:
         target = out / external_filename(external)
         if target.exists():
+            problem = _external_options_differ(target, options)
+            if problem:
+                log(f"{tag}: external evaluation FAILED: {problem}")
+                return [f"external evaluation ({tag}): {problem}"]
             log(f"{tag}: external evaluation kept ({target})")
             continue
         try:
-            result, _ = evaluate_external(out, external, class_map=class_map)
+            result, _ = evaluate_external(out, external, **options)
         except FlaxbenchError as e:  # the same tiles and map for every row: the others would fail alike
             log(f"{tag}: external evaluation FAILED: {e}")
             return [f"external evaluation ({tag}): {e}; the trained rows are kept: fix it and run the study again"]
@@ -168,3 +176,20 @@ def _evaluate_external_rows(rows: list[tuple[str, Path]], external: str, class_m
         log(f"{tag}: external accuracy {100 * result['accuracy']:.1f}% (95% CI {100 * low:.1f}-{100 * high:.1f}%) "
             f"on {result['tiles']} tiles")
     return []
+
+
+def _external_options_differ(path: Path, options: dict[str, Any]) -> str | None:
+    """Why the external evaluation in `path` does not answer the one asked for with `options`; None if it does."""
+    from flaxbench.external import parse_class_map
+
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"'{path}' cannot be read ({e}); delete it to evaluate the row again"
+    asked = {"class_map": parse_class_map(options["class_map"]), "center_crop": options["center_crop"]}
+    for key, value in asked.items():
+        if record.get(key) != value:
+            flag = "--" + key.replace("_", "-")
+            return (f"'{path}' was made with {flag} {record.get(key)!r}, not {value!r}; delete it to evaluate the "
+                    "row again, or ask for what it was made with")
+    return None

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_pipeline import DataError
 from flaxbench.errors import WorkdirError
 from flaxbench.external import evaluate_external, external_filename
 from flaxbench.train.evaluate import evaluate_workdir
@@ -183,3 +184,26 @@ def test_lines_on_the_same_tiles_are_paired_against_the_most_accurate(trained_ru
     assert lines["tiny"]["mcnemar_p_vs_best"] == pytest.approx(min(1.0, 2 * 0.5**wrong))
     table = "\n".join(external_section(list(lines.values())))
     assert "| best |" in table
+
+
+def test_center_crop_keeps_the_middle_of_each_tile_before_resizing(trained_run, tmp_path):
+    from data_pipeline import load_image
+    from data_pipeline.images import resize_square
+    from flaxbench.inference import load_trained_run
+
+    folder = tmp_path / "cohort"
+    shutil.copytree(NCT / "TUM", folder / "TUM")
+    shutil.copytree(NCT / "STR", folder / "STR")
+    result, _ = evaluate_external(trained_run, str(folder), class_map="TUM=tumor,STR=stroma", center_crop=148)
+    assert result["center_crop"] == 148 and result["resized_from"] == {"148x148": 24}
+    # The same scores as the model on the tiles' central 148 px, resized as training resizes.
+    run = load_trained_run(trained_run, "best")
+    paths = [folder / tile_id for tile_id in result["predictions"]["ids"]]
+    images = np.stack([resize_square(load_image(p)[38:186, 38:186], 32) for p in paths])
+    expected = np.exp(run.logits(images))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(result["predictions"]["probabilities"], expected, atol=1e-5)
+    with pytest.raises(DataError, match=r"is 224x224 px, smaller than the 300 px center crop"):
+        evaluate_external(trained_run, str(folder), class_map="TUM=tumor", center_crop=300, out=tmp_path / "x.json")
+    with pytest.raises(WorkdirError, match="--center-crop must be a positive number of pixels"):
+        evaluate_external(trained_run, str(folder), center_crop=0, out=tmp_path / "x.json")

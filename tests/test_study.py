@@ -282,3 +282,6 @@ def test_external_tiles_test_every_row_once_and_land_in_the_report(spec_files, t
     lines.clear()
     run_study(spec_files, study_dir, external=str(external), class_map="TUM=tumor", log=lines.append)
     assert sum("external evaluation kept" in line for line in lines) == 2, lines
+    with pytest.raises(FlaxbenchError, match=r"was made with --center-crop None, not 16; delete it"):
+        run_study(spec_files, study_dir, external=str(external), class_map="TUM=tumor", center_crop=16,
+                  log=lambda line: None)

@@ -29,6 +29,7 @@ from data_pipeline.errors import DataError
 from data_pipeline.images import (
     IMAGE_EXTENSIONS,
     UndecodableImage,
+    center_crop,
     decode_image,
     is_image_name,
     resize_square,
@@ -289,11 +290,12 @@ def load_folder(
     skip_bad_files: bool,
     within: str | None = None,
     min_classes: int = 2,
+    crop: int | None = None,
 ) -> SourceTiles:
     """Decode the tiles of the selected classes under folder or zip `path` (under its split folder `within`).
 
     A source with fewer than `min_classes` class folders is refused (training needs two; testing a
-    trained run, one will do).
+    trained run, one will do). `crop` keeps each tile's central `crop` px square before any resize.
     """
     with _open_tree(path) as (all_paths, all_folders, read, display):
         prefix, paths = _find_root(_visible(all_paths))
@@ -334,6 +336,8 @@ def load_folder(
                         raise _bad_file(display(inner), str(error)) from error
                     skipped.append(id_prefix + rel)
                     continue
+                if crop:
+                    image = center_crop(image, crop, display(inner))
                 if image_size and image.shape[:2] != (image_size, image_size):
                     resized[f"{image.shape[0]}x{image.shape[1]}"] += 1
                 images.append(resize_square(image, image_size) if image_size else image)

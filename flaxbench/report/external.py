@@ -44,7 +44,7 @@ def external_lines(rows: list[dict[str, Any]], groups: list[RunGroup]) -> list[d
                 lines.append({
                     "name": row["name"], "title": row["title"], "seed": run.seed, "file": str(path),
                     "own_test_accuracy": run.results["test_accuracy"],
-                    **{key: record[key] for key in EXTERNAL_KEYS},
+                    **{key: record[key] for key in EXTERNAL_KEYS}, "center_crop": record.get("center_crop"),
                 })
                 outcomes.append(_tile_outcomes(record))
     _compare_on_shared_tiles(lines, outcomes)
@@ -109,7 +109,8 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
         checkpoint = line["checkpoint"] + (", TTA" if line["tta"] else "")
         ci, balanced_ci = line["accuracy_ci"], line["balanced_accuracy_ci"]
         cells = [
-            f"`{line['name']}`", "—" if line["seed"] is None else str(line["seed"]), f"`{line['external']}`",
+            f"`{line['name']}`", "—" if line["seed"] is None else str(line["seed"]),
+            f"`{line['external']}`" + (f" (central {line['center_crop']} px)" if line["center_crop"] else ""),
             str(line["tiles"]), checkpoint, f"{_pct(line['accuracy'])} ({_pct(ci[0])}–{_pct(ci[1])})",
             f"{_pct(line['balanced_accuracy'])} ({_pct(balanced_ci[0])}–{_pct(balanced_ci[1])})",
             f"{line['macro_f1']:.3f}", "—" if line["macro_auc"] is None else f"{line['macro_auc']:.3f}",
