@@ -97,7 +97,8 @@ def _check_not_the_runs_tiles(path: str, run_source: str) -> None:
               "of the run's train or val split is among these", file=sys.stderr)
 
 
-def _print_notes(run: TrainedRun, tiles: SourceTiles, left_out: list[str], absent: list[str]) -> None:
+def _print_notes(run: TrainedRun, tiles: SourceTiles, left_out: list[str], absent: list[str],
+                 center_crop: int | None) -> None:
     """Say on stderr what was skipped, left out, resized, or missing from the external tiles."""
     for skipped in tiles.skipped_files:
         print(f"skipped, not a readable image: {skipped}", file=sys.stderr)
@@ -108,9 +109,13 @@ def _print_notes(run: TrainedRun, tiles: SourceTiles, left_out: list[str], absen
         # Unlike predict's tiles these are scored, so say it even when the run resized its own tiles
         # too: like-for-like magnification needs both tile sets to cover the same tissue per tile.
         sizes = ", ".join(f"{n} tiles at {s}" for s, n in sorted(tiles.resized_from.items(), key=lambda kv: -kv[1]))
-        print(resize_warning(run, tiles.resized_from) or f"note: resized to the run's {run.image_size}x"
-              f"{run.image_size} px: {sizes} px; magnification matches the run's only if its tiles covered as much "
-              "tissue (--center-crop PX crops each tile first)", file=sys.stderr)
+        if center_crop:  # the user chose the tissue per tile
+            print(f"note: central {center_crop} px of each tile, resized to the run's {run.image_size}x"
+                  f"{run.image_size} px", file=sys.stderr)
+        else:
+            print(resize_warning(run, tiles.resized_from) or f"note: resized to the run's {run.image_size}x"
+                  f"{run.image_size} px: {sizes} px; magnification matches the run's only if its tiles covered as "
+                  "much tissue (--center-crop PX crops each tile first)", file=sys.stderr)
     if absent:
         present = len(run.classes) - len(absent)
         print(f"note: no tiles of {', '.join(absent)}: balanced accuracy and macro AUC are over the {present} "
@@ -171,7 +176,7 @@ def evaluate_external(
     label_of_folder = {canonical_class_name(f): run.classes.index(name) for f, name in matched.items()}
     labels = np.asarray([label_of_folder[tiles.classes[k]] for k in tiles.labels], np.int64)
     absent = [c for k, c in enumerate(run.classes) if not np.any(labels == k)]
-    _print_notes(run, tiles, left_out, absent)
+    _print_notes(run, tiles, left_out, absent, center_crop)
     logits = run.logits(run.prepare(tiles.images, where), tta=tta, batch_size=batch_size)
     result = split_metrics(logits, labels, run.classes, tiles.ids)
     correct = np.asarray(result["predictions"]["predictions"]) == labels
