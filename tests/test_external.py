@@ -150,6 +150,8 @@ def test_the_report_lists_each_runs_external_results(trained_run, renamed_test_t
     assert line["own_test_accuracy"] == pytest.approx(own["accuracy"])
     text = written["md"].read_text()
     assert "## External test sets" in text and f"`{folder}` | 8 | best, TTA |" in text
+    assert written["external_accuracy"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "(external_accuracy.png)" in text
     (trained_run / "eval_external_broken.json").write_text('{"external": "x"}')
     try:
         proc = run_cli("report", str(runs), f"--out={tmp_path / 'again'}")

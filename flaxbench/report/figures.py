@@ -189,11 +189,47 @@ def per_class_recall(summary: Summary, path: Path) -> Path:
     return _save(figure, path, title, summary.synthetic)
 
 
+EXTERNAL_MARKERS = "os^Dvp*hX<>"
+
+
+def external_accuracy(summary: Summary, path: Path) -> Path:
+    """Each external evaluation's accuracy (95% CI bars) against its run's own test accuracy; the diagonal is no drop."""
+    title = "External vs own test accuracy"
+    figure = _new_figure(title, summary.synthetic, (8.5, 6.0))
+    axes = figure.add_subplot()
+    colour = {row["name"]: _color(i) for i, row in enumerate(summary.rows)}
+    label = {row["name"]: row["label"] for row in summary.rows}
+    sets = list(dict.fromkeys(line["external"] for line in summary.external))
+    for line in summary.external:
+        x, y = 100.0 * line["own_test_accuracy"], 100.0 * line["accuracy"]
+        low, high = (100.0 * v for v in line["accuracy_ci"])
+        axes.errorbar([x], [y], yerr=[[max(y - low, 0.0)], [max(high - y, 0.0)]], color=colour[line["name"]],
+                      fmt=EXTERNAL_MARKERS[sets.index(line["external"]) % len(EXTERNAL_MARKERS)], capsize=4)
+        seed = "" if line["seed"] is None else f", seed {line['seed']}"
+        axes.annotate(f"{label[line['name']]}{seed}{', TTA' if line['tta'] else ''}", (x, y), xytext=(6, 6),
+                      textcoords="offset points", fontsize=8)
+    axes.plot([0, 100], [0, 100], color="0.5", linestyle=":", linewidth=1)
+    axes.set(xlim=(0, 102), ylim=(0, 102), xlabel="own test accuracy (%)",
+             ylabel="external test accuracy (%), bars: 95% bootstrap CI")
+    axes.grid(alpha=0.3)
+    axes.legend(handles=[Line2D([], [], marker=EXTERNAL_MARKERS[k % len(EXTERNAL_MARKERS)], color="0.3",
+                                linestyle="none", label=Path(external).name) for k, external in enumerate(sets)]
+                + [Line2D([], [], color="0.5", linestyle=":", label="no drop")], loc="lower right", fontsize=8)
+    _watermark(axes, summary.synthetic)
+    return _save(figure, path, title, summary.synthetic)
+
+
 def write_figures(summary: Summary, out_dir: Path) -> dict[str, Path]:
-    """Draw all four figures into `out_dir`; {figure key: PNG path}."""
-    return {
+    """Draw the four figures, and the external one when runs hold external evaluations, into `out_dir`.
+
+    Returns {figure key: PNG path}.
+    """
+    figures = {
         "accuracy_vs_time": accuracy_vs_time(summary, out_dir / "accuracy_vs_time.png"),
         "confusion_matrices": confusion_matrices(summary, out_dir / "confusion_matrices.png"),
         "training_curves": training_curves(summary, out_dir / "training_curves.png"),
         "per_class_recall": per_class_recall(summary, out_dir / "per_class_recall.png"),
     }
+    if summary.external:
+        figures["external_accuracy"] = external_accuracy(summary, out_dir / "external_accuracy.png")
+    return figures
