@@ -161,7 +161,7 @@ def _evaluate_external_rows(rows: list[tuple[str, Path]], external: str, options
     for tag, out in rows:
         target = out / external_filename(external)
         if target.exists():
-            problem = _external_options_differ(target, options)
+            problem = _external_options_differ(target, external, options)
             if problem:
                 log(f"{tag}: external evaluation FAILED: {problem}")
                 return [f"external evaluation ({tag}): {problem}"]
@@ -178,15 +178,16 @@ def _evaluate_external_rows(rows: list[tuple[str, Path]], external: str, options
     return []
 
 
-def _external_options_differ(path: Path, options: dict[str, Any]) -> str | None:
-    """Why the external evaluation in `path` does not answer the one asked for with `options`; None if it does."""
+def _external_options_differ(path: Path, external: str, options: dict[str, Any]) -> str | None:
+    """Why the external evaluation in `path` is not the one asked for (tiles at `external`, `options`); None if it is."""
     from flaxbench.external import parse_class_map
 
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         return f"'{path}' cannot be read ({e}); delete it to evaluate the row again"
-    asked = {"class_map": parse_class_map(options["class_map"]), "center_crop": options["center_crop"]}
+    asked = {"external": external, "class_map": parse_class_map(options["class_map"]),
+             "center_crop": options["center_crop"]}
     for key, value in asked.items():
         if record.get(key) != value:
             flag = "--" + key.replace("_", "-")

@@ -285,3 +285,6 @@ def test_external_tiles_test_every_row_once_and_land_in_the_report(spec_files, t
     with pytest.raises(FlaxbenchError, match=r"was made with --center-crop None, not 16; delete it"):
         run_study(spec_files, study_dir, external=str(external), class_map="TUM=tumor", center_crop=16,
                   log=lambda line: None)
+    elsewhere = write_tiles(tmp_path / "elsewhere" / "cohort", {"TUM": 2, "stroma": 2}, size=24)
+    with pytest.raises(FlaxbenchError, match=r"was made with --external '.*/cohort', not '.*/elsewhere/cohort'"):
+        run_study(spec_files, study_dir, external=str(elsewhere), class_map="TUM=tumor", log=lambda line: None)
