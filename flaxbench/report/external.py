@@ -33,7 +33,7 @@ def _load_external(path: Path) -> dict[str, Any]:
 def external_lines(rows: list[dict[str, Any]], groups: list[RunGroup]) -> list[dict[str, Any]]:
     """One entry per external evaluation of every run, in row order, then seed, then file name.
 
-    Entries scored on the same tiles (same external folder, classes and tile ids) are compared with
+    Entries scored on the same tiles (same external folder, tile ids and true classes) are compared with
     the most accurate of them by an exact McNemar test, as the table's rows are with the best row.
     """
     lines, outcomes = [], []
@@ -51,33 +51,39 @@ def external_lines(rows: list[dict[str, Any]], groups: list[RunGroup]) -> list[d
     return lines
 
 
-def _tile_outcomes(record: dict[str, Any]) -> dict[str, bool] | None:
-    """{tile id: predicted right} of an external evaluation; None if it holds no readable per-tile predictions."""
-    predictions = record.get("predictions")
+def _tile_outcomes(record: dict[str, Any]) -> tuple[frozenset, dict[str, bool]] | None:
+    """(the labelled tiles as {(id, true class)}, {tile id: predicted right}) of an external evaluation.
+
+    None if it holds no readable per-tile predictions.
+    """
+    predictions, classes = record.get("predictions"), record.get("classes")
     try:
-        return {tile: label == predicted for tile, label, predicted in
-                zip(predictions["ids"], predictions["labels"], predictions["predictions"], strict=True)}
-    except (TypeError, KeyError, ValueError):
+        ids, labels = predictions["ids"], [classes[label] for label in predictions["labels"]]
+        right = [label == predicted for label, predicted in zip(predictions["labels"], predictions["predictions"],
+                                                                 strict=True)]
+        return frozenset(zip(ids, labels, strict=True)), dict(zip(ids, right, strict=True))
+    except (TypeError, KeyError, IndexError, ValueError):
         return None
 
 
-def _compare_on_shared_tiles(lines: list[dict[str, Any]], outcomes: list[dict[str, bool] | None]) -> None:
+def _compare_on_shared_tiles(lines: list[dict[str, Any]], outcomes: list[tuple[frozenset, dict] | None]) -> None:
     """Set each line's `mcnemar_p_vs_best` (None for the best line, or a line with no other on its tiles)."""
     by_set: dict[tuple, list[int]] = {}
-    for k, (line, tiles) in enumerate(zip(lines, outcomes)):
+    for k, (line, found) in enumerate(zip(lines, outcomes)):
         line["mcnemar_p_vs_best"], line["best_on_these_tiles"] = None, False
-        if tiles is not None:
-            by_set.setdefault((line["external"], frozenset(tiles)), []).append(k)
+        if found is not None:  # the same folder, tiles and true classes
+            by_set.setdefault((line["external"], found[0]), []).append(k)
     for members in by_set.values():
         if len(members) < 2:
             continue
         best = max(members, key=lambda k: lines[k]["accuracy"])  # the first of equals, in row order
         lines[best]["best_on_these_tiles"] = True
-        shared = sorted(outcomes[best])
+        theirs = outcomes[best][1]
         for k in members:
             if k != best:
-                lines[k]["mcnemar_p_vs_best"] = metrics.mcnemar_p_value(
-                    [outcomes[k][t] for t in shared], [outcomes[best][t] for t in shared])
+                ours = outcomes[k][1]
+                lines[k]["mcnemar_p_vs_best"] = metrics.mcnemar_p_value([ours[t] for t in sorted(theirs)],
+                                                                        [theirs[t] for t in sorted(theirs)])
 
 
 def _p_value(line: dict[str, Any]) -> str:
@@ -100,7 +106,7 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
     out = ["", "## External test sets", "",
            "Tiles the runs never trained on (`python -m flaxbench evaluate --external`), beside each run's own "
            "test accuracy. 95% CIs: percentile bootstrap over the external tiles, as for the table above. McNemar p: "
-           "exact test against the most accurate line scored on the same tiles (same folder and tile ids), "
+           "exact test against the most accurate line scored on the same tiles (same folder, tile ids and true classes), "
            "tiles paired by id; a dash where no other line shares them.", "",
            "| Name | Seed | Tiles from | Tiles | Checkpoint | Accuracy % (95% CI) | Balanced accuracy % (95% CI) "
            "| Macro-F1 | Macro AUC | Loss | McNemar p | Own test accuracy % |",
