@@ -179,7 +179,7 @@ def _evaluate_external_rows(rows: list[tuple[str, Path]], external: str, options
 
 
 def _external_options_differ(path: Path, external: str, options: dict[str, Any]) -> str | None:
-    """Why the external evaluation in `path` is not the one asked for (tiles at `external`, `options`); None if it is."""
+    """Why the external evaluation in `path` is not the one asked for (`external`, `options`); None if it is."""
     from flaxbench.external import parse_class_map
 
     try:

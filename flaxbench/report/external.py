@@ -105,9 +105,9 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
         return []
     out = ["", "## External test sets", "",
            "Tiles the runs never trained on (`python -m flaxbench evaluate --external`), beside each run's own "
-           "test accuracy. 95% CIs: percentile bootstrap over the external tiles, as for the table above. McNemar p: "
-           "exact test against the most accurate line scored on the same tiles (same folder, tile ids and true classes), "
-           "tiles paired by id; a dash where no other line shares them.", "",
+           "test accuracy. 95% CIs: percentile bootstrap over the external tiles, as for the table above. "
+           "McNemar p: exact test against the most accurate line scored on the same tiles (same folder, tile ids "
+           "and true classes), tiles paired by id; a dash where no other line shares them.", "",
            "| Name | Seed | Tiles from | Tiles | Checkpoint | Accuracy % (95% CI) | Balanced accuracy % (95% CI) "
            "| Macro-F1 | Macro AUC | Loss | McNemar p | Own test accuracy % |",
            "|" + "|".join("---" for _ in range(12)) + "|"]
