@@ -6,7 +6,7 @@
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
     python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...] [--external PATH]
     python -m flaxbench report RUNS_DIR [--out DIR]
-    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX]   (PATH: tile, folder or .zip)
+    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX] [--center-crop PX]   (PATH: tile, folder or .zip)
 
 Compiled programs are kept in a persistent cache and loaded by later runs of the same shapes:
 FLAXBENCH_COMPILATION_CACHE=DIR, or =off (default ~/.cache/flaxbench/xla/<machine>-<CPU flags hash>).
@@ -48,7 +48,7 @@ flags.DEFINE_string("external", None, "evaluate: test the run on labelled tiles 
 flags.DEFINE_string("class_map", None, "evaluate/study --external: FOLDER=CLASS,... for class folders whose names are not "
                     "the run's class names, e.g. TUM=tumor,STR=stroma.")
 flags.DEFINE_alias("class-map", "class_map")
-flags.DEFINE_integer("center_crop", None, "evaluate/study --external: keep each external tile's central PX square "
+flags.DEFINE_integer("center_crop", None, "evaluate/study --external, predict: keep each tile's central PX square "
                      "before resizing it to the run's tile size, e.g. for the same tissue per tile as the run's tiles.")
 flags.DEFINE_alias("center-crop", "center_crop")
 flags.DEFINE_string("arch", None, "convert: architecture, e.g. resnet18.")
@@ -69,7 +69,7 @@ COMMAND_FLAGS = {
     "convert": ("arch", "torch_weights", "out"),
     "study": ("spec", "specs", "workdir", "seeds", "external", "class_map", "center_crop"),
     "report": ("out",),
-    "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by"),
+    "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by", "center_crop"),
 }
 # The --spec.KEY=VALUE overrides, parsed by `check_spec_arguments` rather than config_flags, which
 # cannot set a key to None or override one whose default is None.
@@ -159,7 +159,7 @@ def _predict(args: list[str]) -> None:
         raise FlaxbenchError("predict needs --workdir DIR and at least one tile file, folder or .zip")
     out = FLAGS.out or str(Path(FLAGS.workdir) / "predictions.csv")
     predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint, overwrite=FLAGS.overwrite, tta=FLAGS.tta,
-                  group_by=FLAGS.group_by)
+                  group_by=FLAGS.group_by, center_crop=FLAGS.center_crop)
 
 
 HANDLERS = {"train": _train, "evaluate": _evaluate, "convert": _convert, "study": _study,

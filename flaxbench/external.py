@@ -29,7 +29,7 @@ from flaxbench import metrics
 from flaxbench.checkpoints import BEST
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import split_metrics
-from flaxbench.inference import TrainedRun, load_trained_run, read_data_info, resize_warning
+from flaxbench.inference import TrainedRun, check_center_crop, load_trained_run, read_data_info, resize_warning
 from flaxbench.results import write_json_atomic
 from flaxbench.runtime import is_main_process
 
@@ -120,13 +120,6 @@ def _print_notes(run: TrainedRun, tiles: SourceTiles, left_out: list[str], absen
         present = len(run.classes) - len(absent)
         print(f"note: no tiles of {', '.join(absent)}: balanced accuracy and macro AUC are over the {present} "
               f"class{'es' if present > 1 else ''} present", file=sys.stderr)
-
-
-def check_center_crop(center_crop: int | None) -> None:
-    """WorkdirError unless `center_crop` is None or a positive number of pixels."""
-    if center_crop is not None and (isinstance(center_crop, bool) or not isinstance(center_crop, int)
-                                    or center_crop < 1):
-        raise WorkdirError(f"--center-crop must be a positive number of pixels, got {center_crop!r}")
 
 
 def external_path(source: str) -> str:

@@ -47,7 +47,7 @@ class TrainedRun:
 
     @property
     def trained_at_native_size(self) -> bool:
-        """True if the run's tiles kept their own size (spec.data.image_size None), so resizing changes magnification."""
+        """True if the run's tiles kept their own size (spec.data.image_size None): resizing changes magnification."""
         return self.spec.data.image_size is None
 
     def prepare(self, images: np.ndarray, what: str) -> np.ndarray:
@@ -98,3 +98,10 @@ def resize_warning(run: TrainedRun, other_sizes: dict[str, int]) -> str | None:
     size = run.image_size
     return (f"warning: the run trained on {size}x{size} px tiles; resized to that (which changes their "
             f"magnification): {sizes} px")
+
+
+def check_center_crop(center_crop: int | None) -> None:
+    """WorkdirError unless `center_crop` is None or a positive number of pixels."""
+    if center_crop is not None and (isinstance(center_crop, bool) or not isinstance(center_crop, int)
+                                    or center_crop < 1):
+        raise WorkdirError(f"--center-crop must be a positive number of pixels, got {center_crop!r}")

@@ -16,12 +16,13 @@ import numpy as np
 
 from data_pipeline import DataError, load_image
 from data_pipeline.images import IMAGE_EXTENSIONS, UndecodableImage, decode_image, is_image_name, resize_square
+from data_pipeline.images import center_crop as center_crop_image
 from data_pipeline.groups import check_group_by, tile_groups
 from data_pipeline.sources.folder_source import list_visible_files, read_zip_files
 from flaxbench.checkpoints import BEST
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
-from flaxbench.inference import load_trained_run, resize_warning
+from flaxbench.inference import check_center_crop, load_trained_run, resize_warning
 from flaxbench.results import write_text_atomic
 
 Tile = tuple[str, Callable[[], np.ndarray]]  # (name in the CSV, decode() -> uint8 RGB)
@@ -67,12 +68,14 @@ def expand_paths(paths: Sequence[str]) -> tuple[list[Tile], list[str]]:
 
 def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path, *, which: str = BEST,
                   batch_size: int = 64, overwrite: bool = False, tta: bool = False,
-                  group_by: str | None = None) -> Path:
+                  group_by: str | None = None, center_crop: int | None = None) -> Path:
     """Predict every image under `paths` with the run's `which` checkpoint (`tta`: 8-view average); returns the CSV.
 
     `group_by` (a regular expression, as spec.data.group_by) also writes OUT_groups.csv: the mean class
-    probabilities of each group's tiles, e.g. per slide or patient.
+    probabilities of each group's tiles, e.g. per slide or patient. `center_crop` keeps each tile's
+    central square of that many pixels before resizing, as `evaluate --external` does.
     """
+    check_center_crop(center_crop)
     workdir, out = Path(workdir), Path(out_csv)
     tiles, skipped = expand_paths(paths)
     check_group_by(group_by, "--group-by")
@@ -92,6 +95,8 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
         except (DataError, UndecodableImage) as e:
             skipped.append(f"{name} ({e})")
             continue
+        if center_crop:
+            image = center_crop_image(image, center_crop, name)
         if image.shape[:2] != (size, size):
             other_sizes[f"{image.shape[0]}x{image.shape[1]}"] += 1
         images.append(resize_square(image, size))
@@ -100,7 +105,7 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
         print(f"skipped, not a readable image: {line}", file=sys.stderr)
     if not images:
         raise WorkdirError(f"no readable tiles in {', '.join(map(str, paths))}; nothing predicted, nothing written")
-    warning = resize_warning(run, other_sizes)
+    warning = None if center_crop else resize_warning(run, other_sizes)  # a chosen crop is no accident
     if warning:
         print(warning, file=sys.stderr)
     logits = run.logits(run.prepare(np.stack(images), "the tiles to predict"), tta=tta, batch_size=batch_size)

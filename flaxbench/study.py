@@ -96,7 +96,8 @@ def run_study(
     if seeds < 1:
         raise FlaxbenchError(f"--seeds must be at least 1, got {seeds}")
     if external is not None:
-        from flaxbench.external import check_center_crop, external_path, parse_class_map
+        from flaxbench.external import external_path, parse_class_map
+        from flaxbench.inference import check_center_crop
 
         external = external_path(external)  # a typo fails now, not after training every row
         parse_class_map(class_map)

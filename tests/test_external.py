@@ -196,7 +196,8 @@ def test_center_crop_keeps_the_middle_of_each_tile_before_resizing(trained_run, 
     folder = tmp_path / "cohort"
     shutil.copytree(NCT / "TUM", folder / "TUM")
     shutil.copytree(NCT / "STR", folder / "STR")
-    result, _ = evaluate_external(trained_run, str(folder), class_map="TUM=tumor,STR=stroma", center_crop=148)
+    result, _ = evaluate_external(trained_run, str(folder), class_map="TUM=tumor,STR=stroma", center_crop=148,
+                                  out=tmp_path / "c.json")
     assert result["center_crop"] == 148 and result["resized_from"] == {"148x148": 24}
     # The same scores as the model on the tiles' central 148 px, resized as training resizes.
     run = load_trained_run(trained_run, "best")
@@ -209,3 +210,22 @@ def test_center_crop_keeps_the_middle_of_each_tile_before_resizing(trained_run, 
         evaluate_external(trained_run, str(folder), class_map="TUM=tumor", center_crop=300, out=tmp_path / "x.json")
     with pytest.raises(WorkdirError, match="--center-crop must be a positive number of pixels"):
         evaluate_external(trained_run, str(folder), center_crop=0, out=tmp_path / "x.json")
+
+
+def test_predict_center_crop_predicts_a_tile_as_its_cropped_copy(trained_run, tmp_path):
+    import csv
+
+    from PIL import Image
+
+    from data_pipeline import load_image
+    from flaxbench.predict import predict_paths
+
+    original = sorted((NCT / "TUM").iterdir())[0]
+    cropped = tmp_path / "cropped.png"
+    Image.fromarray(load_image(original)[38:186, 38:186]).save(cropped)  # lossless
+    out = predict_paths(trained_run, [str(original), str(cropped)], tmp_path / "p.csv", center_crop=148)
+    with out.open(newline="") as stream:
+        rows = {row[0]: row[1:] for row in list(csv.reader(stream))[1:]}
+    assert rows[str(original)] == rows[str(cropped)]
+    with pytest.raises(WorkdirError, match="--center-crop must be a positive number of pixels"):
+        predict_paths(trained_run, [str(original)], tmp_path / "q.csv", center_crop=-1)
