@@ -152,12 +152,16 @@ def test_the_report_lists_each_runs_external_results(trained_run, renamed_test_t
     assert "## External test sets" in text and f"`{folder}` | 8 | best, TTA |" in text
     assert written["external_accuracy"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "(external_accuracy.png)" in text
-    (trained_run / "eval_external_broken.json").write_text('{"external": "x"}')
-    try:
-        proc = run_cli("report", str(runs), f"--out={tmp_path / 'again'}")
-    finally:
-        (trained_run / "eval_external_broken.json").unlink()
-    assert proc.returncode == 2 and "eval_external_broken.json: not an external evaluation" in proc.stderr
+    broken = trained_run / "eval_external_broken.json"
+    for text, problem in (('{"external": "x"}', "no 'checkpoint'"),
+                          (json.dumps({**line, "accuracy_ci": [0.5]}), "'accuracy_ci' is not [low, high]")):
+        broken.write_text(text)
+        try:
+            proc = run_cli("report", str(runs), f"--out={tmp_path / 'again'}")
+        finally:
+            broken.unlink()
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"eval_external_broken.json: not an external evaluation ({problem})" in proc.stderr
 
 
 

@@ -58,16 +58,18 @@ class RunGroup:
         return self.runs[0].results.get("title") or self.name
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """True for an int or float that is not a bool (JSON numbers)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """True for an int that is not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_index_list(value: Any) -> bool:
-    return isinstance(value, list) and all(_is_int(v) for v in value)
+    return isinstance(value, list) and all(is_int(v) for v in value)
 
 
 def _check(condition: bool, path: Path, message: str) -> None:
@@ -103,7 +105,7 @@ def _check_history(history: Any, path: Path) -> None:
         )
         for key in HISTORY_CURVES:
             value = entry.get(key)
-            _check(value is None or _is_number(value), path, f"history key '{key}' must be a number or null")
+            _check(value is None or is_number(value), path, f"history key '{key}' must be a number or null")
 
 
 def check_results(results: Any, path: Path) -> dict[str, Any]:
@@ -123,17 +125,17 @@ def check_results(results: Any, path: Path) -> dict[str, Any]:
     )
     accuracy = results.get("test_accuracy")
     _check(
-        _is_number(accuracy) and 0.0 <= accuracy <= 1.0,
+        is_number(accuracy) and 0.0 <= accuracy <= 1.0,
         path,
         f"key 'test_accuracy' must be a fraction in [0, 1], got {accuracy!r}",
     )
     time_s = results.get("train_time_s")
-    _check(_is_number(time_s) and time_s >= 0, path, f"key 'train_time_s' must be a number >= 0, got {time_s!r}")
+    _check(is_number(time_s) and time_s >= 0, path, f"key 'train_time_s' must be a number >= 0, got {time_s!r}")
     for key in OPTIONAL_NUMBERS:
         value = results.get(key)
-        _check(value is None or _is_number(value), path, f"key '{key}' must be a number or null, got {value!r}")
+        _check(value is None or is_number(value), path, f"key '{key}' must be a number or null, got {value!r}")
     seed = results.get("seed")
-    _check(seed is None or _is_int(seed), path, f"key 'seed' must be an integer, got {seed!r}")
+    _check(seed is None or is_int(seed), path, f"key 'seed' must be an integer, got {seed!r}")
     for key in ("source", "device", "dtype"):
         _check(results.get(key) is None or isinstance(results[key], str), path, f"key '{key}' must be a string")
     _check(isinstance(results.get("synthetic", False), bool), path, "key 'synthetic' must be true or false")

@@ -8,12 +8,27 @@ from typing import Any
 
 from flaxbench import metrics
 from flaxbench.errors import FlaxbenchError
-from flaxbench.report.collect import RunGroup
+from flaxbench.report.collect import RunGroup, is_int, is_number
 
 EXTERNAL_GLOB = "eval_external_*.json"
-# What a line of the report reads from an external evaluation; each must be present.
-EXTERNAL_KEYS = ("external", "checkpoint", "tta", "tiles", "accuracy", "accuracy_ci", "balanced_accuracy",
-                 "balanced_accuracy_ci", "macro_f1", "macro_auc", "loss")
+
+
+def _is_interval(value: Any) -> bool:
+    """True for [low, high], two numbers."""
+    return isinstance(value, list) and len(value) == 2 and all(map(is_number, value))
+
+
+# What a line of the report reads from an external evaluation: each key's check and, for the error, what it expects.
+_EXPECTED = {
+    "external": (lambda v: isinstance(v, str), "a path"), "checkpoint": (lambda v: isinstance(v, str), "a name"),
+    "tta": (lambda v: isinstance(v, bool), "true or false"),
+    "tiles": (is_int, "a count"),
+    "accuracy": (is_number, "a number"), "balanced_accuracy": (is_number, "a number"),
+    "macro_f1": (is_number, "a number"), "loss": (is_number, "a number"),
+    "macro_auc": (lambda v: v is None or is_number(v), "a number or null"),
+    "accuracy_ci": (_is_interval, "[low, high]"), "balanced_accuracy_ci": (_is_interval, "[low, high]"),
+}
+EXTERNAL_KEYS = tuple(_EXPECTED)
 
 
 def _load_external(path: Path) -> dict[str, Any]:
@@ -24,9 +39,11 @@ def _load_external(path: Path) -> dict[str, Any]:
         raise FlaxbenchError(f"{path}: cannot read this external evaluation ({err.__class__.__name__}: {err}); "
                              "fix or remove it") from None
     missing = [key for key in EXTERNAL_KEYS if not isinstance(record, dict) or key not in record]
-    if missing:
-        raise FlaxbenchError(f"{path}: not an external evaluation (no '{missing[0]}'); remove it, or write it again "
-                             "with python -m flaxbench evaluate --external")
+    wrong = [key for key in EXTERNAL_KEYS if not missing and not _EXPECTED[key][0](record[key])]
+    if missing or wrong:
+        problem = f"no '{missing[0]}'" if missing else f"'{wrong[0]}' is not {_EXPECTED[wrong[0]][1]}"
+        raise FlaxbenchError(f"{path}: not an external evaluation ({problem}); remove it, or write it again with "
+                             "python -m flaxbench evaluate --external")
     return record
 
 
