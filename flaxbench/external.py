@@ -29,7 +29,9 @@ from flaxbench import metrics
 from flaxbench.checkpoints import BEST
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import split_metrics
-from flaxbench.inference import TrainedRun, check_center_crop, load_trained_run, read_data_info, resize_warning
+from flaxbench.inference import (
+    TrainedRun, check_center_crop, count_sizes, load_trained_run, read_data_info, resize_warning,
+)
 from flaxbench.results import write_json_atomic
 from flaxbench.runtime import is_main_process
 
@@ -108,14 +110,14 @@ def _print_notes(run: TrainedRun, tiles: SourceTiles, left_out: list[str], absen
     if tiles.resized_from:
         # Unlike predict's tiles these are scored, so say it even when the run resized its own tiles
         # too: like-for-like magnification needs both tile sets to cover the same tissue per tile.
-        sizes = ", ".join(f"{n} tiles at {s}" for s, n in sorted(tiles.resized_from.items(), key=lambda kv: -kv[1]))
         if center_crop:  # the user chose the tissue per tile
             print(f"note: central {center_crop} px of each tile, resized to the run's {run.image_size}x"
                   f"{run.image_size} px", file=sys.stderr)
         else:
             print(resize_warning(run, tiles.resized_from) or f"note: resized to the run's {run.image_size}x"
-                  f"{run.image_size} px: {sizes} px; magnification matches the run's only if its tiles covered as "
-                  "much tissue (--center-crop PX crops each tile first)", file=sys.stderr)
+                  f"{run.image_size} px: {count_sizes(tiles.resized_from, 'tiles')} px; magnification matches the "
+                  "run's only if its tiles covered as much tissue (--center-crop PX crops each tile first)",
+                  file=sys.stderr)
     if absent:
         present = len(run.classes) - len(absent)
         print(f"note: no tiles of {', '.join(absent)}: balanced accuracy and macro AUC are over the {present} "

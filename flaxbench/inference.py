@@ -94,10 +94,15 @@ def resize_warning(run: TrainedRun, other_sizes: dict[str, int]) -> str | None:
     """A warning when a run trained on tiles at their own size meets tiles of other sizes; None otherwise."""
     if not other_sizes or not run.trained_at_native_size:
         return None
-    sizes = ", ".join(f"{n} at {s}" for s, n in sorted(other_sizes.items(), key=lambda kv: -kv[1]))
     size = run.image_size
     return (f"warning: the run trained on {size}x{size} px tiles; resized to that (which changes their "
-            f"magnification): {sizes} px")
+            f"magnification): {count_sizes(other_sizes)} px")
+
+
+def count_sizes(counts: dict[str, int], noun: str = "") -> str:
+    """'12 at 224x224, 3 at 150x150' (with `noun` 'tiles': '12 tiles at ...'): counts by size, most common first."""
+    label = f" {noun}" if noun else ""
+    return ", ".join(f"{n}{label} at {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def check_center_crop(center_crop: int | None) -> None:

@@ -96,11 +96,12 @@ def _compare_on_shared_tiles(lines: list[dict[str, Any]], outcomes: list[tuple[f
         best = max(members, key=lambda k: lines[k]["accuracy"])  # the first of equals, in row order
         lines[best]["best_on_these_tiles"] = True
         theirs = outcomes[best][1]
+        tiles = sorted(theirs)
         for k in members:
             if k != best:
                 ours = outcomes[k][1]
-                lines[k]["mcnemar_p_vs_best"] = metrics.mcnemar_p_value([ours[t] for t in sorted(theirs)],
-                                                                        [theirs[t] for t in sorted(theirs)])
+                lines[k]["mcnemar_p_vs_best"] = metrics.mcnemar_p_value([ours[t] for t in tiles],
+                                                                        [theirs[t] for t in tiles])
 
 
 def _p_value(line: dict[str, Any]) -> str:
