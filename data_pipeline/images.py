@@ -15,19 +15,24 @@ would truncate (more than 8 bits per sample, floating point).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import threading
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from data_pipeline.errors import DataError
+from data_pipeline.parallel import Item, Result, map_in_order
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 _BITS_PER_SAMPLE_TAG = 258
+_DECODER_MODULES = r"(PIL|tifffile|imagecodecs)(\.|$)"  # the modules whose warnings decoding hides
 
 
 class UndecodableImage(Exception):
@@ -111,13 +116,34 @@ def _decode_with_tifffile(data: bytes) -> tuple[np.ndarray, int]:
         return pixels, int(page.bitspersample)
 
 
+@contextlib.contextmanager
+def decoder_warnings_hidden() -> Iterator[None]:
+    """Hide the decoders' warnings while tiles decode: they warn of damaged files that then fail, as we report.
+
+    The warnings filters are one per process, so only the main thread may change them; its
+    change holds for the threads that decode for it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=_DECODER_MODULES)
+        yield
+
+
 def decode_image(data: bytes, name: str) -> np.ndarray:
     """Decode the bytes of file `name` (its extension picks the decoder) to uint8 RGB."""
     is_tiff = name.lower().endswith(TIFF_EXTENSIONS)
-    # Decoders warn about damaged files before failing; the failure itself is what we report.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    if threading.current_thread() is not threading.main_thread():
+        return to_rgb8(*_decode_pixels(data, is_tiff))  # the main thread hides the warnings: decode_in_order
+    with decoder_warnings_hidden():
         return to_rgb8(*_decode_pixels(data, is_tiff))
+
+
+def decode_in_order(function: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+    """`function(item)` of each item in order, on one thread per usable core, with the decoders' warnings hidden.
+
+    For functions that decode tiles with `decode_image`; see `parallel.map_in_order`.
+    """
+    with decoder_warnings_hidden():
+        yield from map_in_order(function, items)
 
 
 def _decode_pixels(data: bytes, is_tiff: bool) -> tuple[np.ndarray, int | None]:

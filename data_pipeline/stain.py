@@ -13,15 +13,14 @@ of its pixels, e.g. blank background) is left as it is, and the count is logged.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import logging
-import os
 from typing import Any
 
 import numpy as np
 
 from data_pipeline.errors import DataError
+from data_pipeline.parallel import map_in_order
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +99,11 @@ def normalize_tile(image: np.ndarray, target: StainTarget) -> np.ndarray | None:
     return np.clip(np.round(pixels.T), 0, 255).astype(np.uint8).reshape(image.shape)
 
 
-def normalize_tiles(images: np.ndarray, target: StainTarget, where: str) -> np.ndarray:
-    """Every tile of `images` (N, H, W, 3) normalised to `target`; tiles that cannot be are kept and counted.
+def normalize_tiles_counted(images: np.ndarray, target: StainTarget) -> tuple[np.ndarray, int]:
+    """(`images` normalised to `target`, how many tiles were kept as they were: too little stained tissue).
 
-    Tiles are spread over one thread per CPU core (numpy's array work runs outside the GIL); the result
-    does not depend on how many there are.
+    Tiles are spread over one thread per usable core (numpy's array work runs outside the GIL); the
+    result does not depend on how many there are.
     """
     out = np.empty_like(images)
 
@@ -113,12 +112,24 @@ def normalize_tiles(images: np.ndarray, target: StainTarget, where: str) -> np.n
         out[i] = images[i] if result is None else result
         return result is None
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        kept = sum(pool.map(normalize_into_out, range(len(images))))
+    return out, sum(map_in_order(normalize_into_out, range(len(images))))
+
+
+def normalize_tiles(images: np.ndarray, target: StainTarget, where: str) -> np.ndarray:
+    """Every tile of `images` (N, H, W, 3) normalised to `target`; tiles that cannot be are kept and counted.
+
+    A warning counts the tiles kept as they were.
+    """
+    out, kept = normalize_tiles_counted(images, target)
+    warn_kept(kept, len(images), where)
+    return out
+
+
+def warn_kept(kept: int, total: int, where: str) -> None:
+    """Warn that stain normalisation left `kept` of `total` tiles of `where` as they were (none: no warning)."""
     if kept:
         logger.warning("stain normalisation left %d of %d tiles of %s as they were: under %.0f%% of their pixels "
-                       "are stained tissue", kept, len(images), where, 100 * MIN_TISSUE_SHARE)
-    return out
+                       "are stained tissue", kept, total, where, 100 * MIN_TISSUE_SHARE)
 
 
 def stain_target(method: Any, reference: Any, load_reference) -> StainTarget | None:

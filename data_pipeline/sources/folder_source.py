@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
+import functools
 import os
+import threading
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 
@@ -31,6 +34,7 @@ from data_pipeline.images import (
     UndecodableImage,
     center_crop,
     decode_image,
+    decode_in_order,
     is_image_name,
     resize_square,
 )
@@ -95,16 +99,14 @@ def list_visible_files(root: str) -> list[str]:
     return sorted(_list_folder(root)[0])
 
 
-def read_zip_files(path: str) -> list[tuple[str, bytes | OSError]]:
-    """(`ZIP:member` name, its bytes or the error reading it) of every visible file in zip `path`, by name."""
+@contextlib.contextmanager
+def open_zip_files(path: str) -> Iterator[list[tuple[str, Callable[[], bytes]]]]:
+    """(`ZIP:member` name, read() -> its bytes) of every visible file in zip `path`, by name, until the context ends.
+
+    read() raises OSError for a member that cannot be read (damaged, encrypted).
+    """
     with _open_tree(path) as (files, _folders, read, display):
-        contents: list[tuple[str, bytes | OSError]] = []
-        for name in sorted(_visible(files)):
-            try:
-                contents.append((display(name), read(name)))
-            except OSError as error:
-                contents.append((display(name), error))
-    return contents
+        yield [(display(name), functools.partial(read, name)) for name in sorted(_visible(files))]
 
 
 def _empty_class_folders(folders: list[str], prefix: str, with_files: set[str]) -> list[str]:
@@ -113,7 +115,7 @@ def _empty_class_folders(folders: list[str], prefix: str, with_files: set[str]) 
     return sorted({f for f in inside if f and "/" not in f} - with_files)
 
 
-def _read_file(path: str) -> bytes:
+def read_file(path: str) -> bytes:
     """The bytes of file `path`."""
     with open(path, "rb") as handle:
         return handle.read()
@@ -139,7 +141,7 @@ def _open_tree(path: str) -> Iterator[tuple[list[str], Callable[[str], bytes], C
     if os.path.isdir(path):
         yield (
             *_list_folder(path),
-            lambda rel: _read_file(os.path.join(path, rel)),
+            lambda rel: read_file(os.path.join(path, rel)),
             lambda rel: os.path.join(path, rel),
         )
         return
@@ -165,9 +167,12 @@ def _open_tree(path: str) -> Iterator[tuple[list[str], Callable[[str], bytes], C
     with archive:
         members = _zip_members(archive, path)
 
+        lock = threading.Lock()  # ZipFile.open counts its open members without a lock of its own
+
         def read(name: str) -> bytes:
             try:
-                return archive.read(members[name])
+                with lock:
+                    return archive.read(members[name])
             except Exception as error:  # damaged, encrypted or unsupported member: a bad file
                 if members[name].flag_bits & 0x1:  # the zip format's "encrypted" bit
                     raise OSError("it is encrypted; extract the zip with its password, give the folder") from error
@@ -254,14 +259,6 @@ def _refuse_split_folders(path: str, folders: list[str]) -> None:
     raise DataError(f"'{path}' holds split folders ({', '.join(folders)}), not class folders: {fix}")
 
 
-def _bad_file(display: str, reason: str) -> DataError:
-    """The error for one unusable file inside a class folder."""
-    return DataError(
-        f"bad file '{display}': {reason}; remove it or set spec.data.skip_bad_files=True "
-        "to skip such files"
-    )
-
-
 def _files_by_class_folder(path: str, paths: list[str]) -> dict[str, list[str]]:
     """The files of each class folder (first path component) of root-relative `paths`; DataError if none."""
     by_folder: dict[str, list[str]] = {}
@@ -283,19 +280,32 @@ def class_folder_names(path: str) -> list[str]:
         return sorted(_files_by_class_folder(path, paths))
 
 
-def load_folder(
-    path: str,
-    requested_classes: Sequence[str] | None,
-    image_size: int | None,
-    skip_bad_files: bool,
-    within: str | None = None,
-    min_classes: int = 2,
-    crop: int | None = None,
-) -> SourceTiles:
-    """Decode the tiles of the selected classes under folder or zip `path` (under its split folder `within`).
+@dataclasses.dataclass(frozen=True)
+class ListedTile:
+    """One file of a selected class folder, not yet read: its label, id, name in messages, and reader."""
+
+    label: int
+    id: str
+    display: str
+    read: Callable[[], bytes]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassFolders:
+    """The selected classes of a folder or zip source and their files, readable while the source is open."""
+
+    classes: tuple[str, ...]
+    tiles: list[ListedTile]
+    where: str
+
+
+@contextlib.contextmanager
+def open_class_folders(path: str, requested_classes: Sequence[str] | None, within: str | None = None,
+                       min_classes: int = 2) -> Iterator[ClassFolders]:
+    """The files of the selected classes under folder or zip `path` (under its split folder `within`), by class.
 
     A source with fewer than `min_classes` class folders is refused (training needs two; testing a
-    trained run, one will do). `crop` keeps each tile's central `crop` px square before any resize.
+    trained run, one will do). The files can be read until the context ends.
     """
     with _open_tree(path) as (all_paths, all_folders, read, display):
         prefix, paths = _find_root(_visible(all_paths))
@@ -320,35 +330,86 @@ def load_folder(
         canonical = check_unique(folders, f"class folders of {where}")
         classes = select_classes(canonical, requested_classes, f"the class folders of {where}")
         folder_of = dict(zip(canonical, folders))
-
-        images, labels, ids, skipped, resized = [], [], [], [], collections.Counter()
+        tiles = []
         for label, name in enumerate(classes):
             for rel in sorted(by_folder[folder_of[name]]):
                 inner = f"{prefix}/{rel}" if prefix else rel
-                try:
-                    if not is_image_name(rel):
-                        raise UndecodableImage(
-                            f"not an image (supported extensions: {' '.join(IMAGE_EXTENSIONS)})"
-                        )
-                    image = decode_image(read(inner), rel)
-                except (UndecodableImage, OSError, zipfile.BadZipFile) as error:
-                    if not skip_bad_files:
-                        raise _bad_file(display(inner), str(error)) from error
-                    skipped.append(id_prefix + rel)
-                    continue
-                if crop:
-                    image = center_crop(image, crop, display(inner))
-                if image_size and image.shape[:2] != (image_size, image_size):
-                    resized[f"{image.shape[0]}x{image.shape[1]}"] += 1
-                images.append(resize_square(image, image_size) if image_size else image)
-                labels.append(label)
-                ids.append(id_prefix + rel)
-    stacked = stack_tiles(images, ids, where)
+                tiles.append(ListedTile(label, id_prefix + rel, display(inner), functools.partial(read, inner)))
+        yield ClassFolders(tuple(classes), tiles, where)
+
+
+def decode_listed_tile(tile: ListedTile, image_size: int | None,
+                       crop: int | None = None) -> tuple[np.ndarray, str | None] | Exception:
+    """(uint8 RGB tile at `image_size`, 'HxW' it was resized from or None), or the error that makes it a bad file.
+
+    `crop` keeps the central `crop` px square before any resize (a tile smaller than that is a DataError).
+    """
+    try:
+        if not is_image_name(tile.id):
+            raise UndecodableImage(f"not an image (supported extensions: {' '.join(IMAGE_EXTENSIONS)})")
+        image = decode_image(tile.read(), tile.id)
+    except (UndecodableImage, OSError, zipfile.BadZipFile) as error:
+        return error
+    if crop:
+        image = center_crop(image, crop, tile.display)
+    if not image_size or image.shape[:2] == (image_size, image_size):
+        return image, None
+    return resize_square(image, image_size), f"{image.shape[0]}x{image.shape[1]}"
+
+
+def bad_file(tile: ListedTile, error: Exception) -> DataError:
+    """The error for a tile that is not a readable image, naming it and the setting that skips such files."""
+    return DataError(f"bad file '{tile.display}': {error}; remove it or set spec.data.skip_bad_files=True "
+                     "to skip such files")
+
+
+def decode_tiles(tiles: Sequence[ListedTile], image_size: int | None, crop: int | None, skip_bad_files: bool,
+                 skipped: list[tuple[ListedTile, Exception]], resized_from: collections.Counter,
+                 ) -> Iterator[tuple[ListedTile, np.ndarray]]:
+    """(tile, uint8 RGB image) of each of `tiles` in order, decoded on one thread per usable core.
+
+    A file that is not a readable image is a DataError naming it, or with `skip_bad_files` is put in
+    `skipped` with its error. `resized_from` counts the tiles resized to `image_size` by their size
+    before (after `crop`, the central square kept first).
+    """
+    decode = functools.partial(decode_listed_tile, image_size=image_size, crop=crop)
+    for tile, outcome in zip(tiles, decode_in_order(decode, tiles)):
+        if isinstance(outcome, Exception):
+            if not skip_bad_files:
+                raise bad_file(tile, outcome) from outcome
+            skipped.append((tile, outcome))
+            continue
+        image, size_before = outcome
+        if size_before:
+            resized_from[size_before] += 1
+        yield tile, image
+
+
+def load_folder(
+    path: str,
+    requested_classes: Sequence[str] | None,
+    image_size: int | None,
+    skip_bad_files: bool,
+    within: str | None = None,
+    min_classes: int = 2,
+    crop: int | None = None,
+) -> SourceTiles:
+    """Decode the tiles of the selected classes under folder or zip `path` (under its split folder `within`).
+
+    A source with fewer than `min_classes` class folders is refused (training needs two; testing a
+    trained run, one will do). `crop` keeps each tile's central `crop` px square before any resize.
+    Tiles are decoded on one thread per usable core.
+    """
+    skipped: list[tuple[ListedTile, Exception]] = []
+    resized: collections.Counter = collections.Counter()
+    with open_class_folders(path, requested_classes, within, min_classes) as source:
+        decoded = list(decode_tiles(source.tiles, image_size, crop, skip_bad_files, skipped, resized))
+    ids = [tile.id for tile, _ in decoded]
     return SourceTiles(
-        images=stacked,
-        labels=np.asarray(labels, dtype=np.int32),
+        images=stack_tiles([image for _, image in decoded], ids, source.where),
+        labels=np.asarray([tile.label for tile, _ in decoded], dtype=np.int32),
         ids=tuple(ids),
-        classes=classes,
-        skipped_files=tuple(skipped),
+        classes=source.classes,
+        skipped_files=tuple(tile.id for tile, _ in skipped),
         resized_from=dict(resized),
     )
