@@ -13,6 +13,7 @@ WORKDIR/eval_external_<folder name>.json, which the comparison report reads.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import sys
@@ -22,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from data_pipeline import canonical_class_name
-from data_pipeline.sources.folder_source import class_folder_names, load_folder
-from data_pipeline.sources.tiles import SourceTiles
+from data_pipeline.sources.folder_source import ListedTile, class_folder_names, decode_tiles, open_class_folders
 from data_pipeline.split import SPLIT_WORDS
 from flaxbench import metrics
 from flaxbench.checkpoints import BEST
@@ -99,23 +99,29 @@ def _check_not_the_runs_tiles(path: str, run_source: str) -> None:
               "of the run's train or val split is among these", file=sys.stderr)
 
 
-def _print_notes(run: TrainedRun, tiles: SourceTiles, left_out: list[str], absent: list[str],
-                 center_crop: int | None) -> None:
+def _folder_names(selected: tuple[str, ...], matched: dict[str, str]) -> list[str]:
+    """The folder of `matched` that each selected class (a folder's canonical name) came from."""
+    folder_of = {canonical_class_name(folder): folder for folder in matched}
+    return [folder_of[name] for name in selected]
+
+
+def _print_notes(run: TrainedRun, skipped: list[str], resized_from: dict[str, int], left_out: list[str],
+                 absent: list[str], center_crop: int | None) -> None:
     """Say on stderr what was skipped, left out, resized, or missing from the external tiles."""
-    for skipped in tiles.skipped_files:
-        print(f"skipped, not a readable image: {skipped}", file=sys.stderr)
+    for tile_id in skipped:
+        print(f"skipped, not a readable image: {tile_id}", file=sys.stderr)
     if left_out:
         print(f"left out, not classes of the run: {', '.join(left_out)} (map one with --class-map FOLDER=CLASS)",
               file=sys.stderr)
-    if tiles.resized_from:
+    if resized_from:
         # Unlike predict's tiles these are scored, so say it even when the run resized its own tiles
         # too: like-for-like magnification needs both tile sets to cover the same tissue per tile.
         if center_crop:  # the user chose the tissue per tile
             print(f"note: central {center_crop} px of each tile, resized to the run's {run.image_size}x"
                   f"{run.image_size} px", file=sys.stderr)
         else:
-            print(resize_warning(run, tiles.resized_from) or f"note: resized to the run's {run.image_size}x"
-                  f"{run.image_size} px: {count_sizes(tiles.resized_from, 'tiles')} px; magnification matches the "
+            print(resize_warning(run, resized_from) or f"note: resized to the run's {run.image_size}x"
+                  f"{run.image_size} px: {count_sizes(resized_from, 'tiles')} px; magnification matches the "
                   "run's only if its tiles covered as much tissue (--center-crop PX crops each tile first)",
                   file=sys.stderr)
     if absent:
@@ -166,14 +172,21 @@ def evaluate_external(
     _check_not_the_runs_tiles(path, str(read_data_info(workdir).get("source", "")))
     run = load_trained_run(workdir, which)
     matched, left_out = match_class_folders(folders, run.classes, mapping, where)
-    tiles = load_folder(path, [canonical_class_name(f) for f in matched], run.image_size, skip_bad_files=True,
-                        min_classes=1, crop=center_crop)
-    label_of_folder = {canonical_class_name(f): run.classes.index(name) for f, name in matched.items()}
-    labels = np.asarray([label_of_folder[tiles.classes[k]] for k in tiles.labels], np.int64)
+    skipped: list[tuple[ListedTile, Exception]] = []
+    resized: collections.Counter = collections.Counter()
+    with open_class_folders(path, [canonical_class_name(f) for f in matched], min_classes=1) as source:
+        run_label = [run.classes.index(matched[folder]) for folder in _folder_names(source.classes, matched)]
+        decoded = decode_tiles(source.tiles, run.image_size, center_crop, True, skipped, resized)
+        chunks = run.stream_logits(decoded, where, tta=tta, batch_size=batch_size)
+        scored = [(tile, tile_logits) for tiles, logits in chunks for tile, tile_logits in zip(tiles, logits)]
+    if not scored:
+        raise WorkdirError(f"{where} has no readable tiles in the class folders of the run's classes "
+                           f"({', '.join(matched)}); nothing evaluated")
+    labels = np.asarray([run_label[tile.label] for tile, _ in scored], np.int64)
     absent = [c for k, c in enumerate(run.classes) if not np.any(labels == k)]
-    _print_notes(run, tiles, left_out, absent, center_crop)
-    logits = run.logits(run.prepare(tiles.images, where), tta=tta, batch_size=batch_size)
-    result = split_metrics(logits, labels, run.classes, tiles.ids)
+    skipped_ids = [tile.id for tile, _ in skipped]
+    _print_notes(run, skipped_ids, dict(resized), left_out, absent, center_crop)
+    result = split_metrics(np.stack([x for _, x in scored]), labels, run.classes, [tile.id for tile, _ in scored])
     correct = np.asarray(result["predictions"]["predictions"]) == labels
     ci = {"level": metrics.CI_LEVEL, "num_resamples": metrics.CI_RESAMPLES, "seed": metrics.CI_SEED}
     accuracy_ci = metrics.bootstrap_accuracy_ci(correct, **ci)
@@ -184,7 +197,7 @@ def evaluate_external(
         "left_out_folders": left_out,
         "absent_classes": absent, "tiles": int(len(labels)),
         "tiles_per_class": {c: int(np.sum(labels == k)) for k, c in enumerate(run.classes)},
-        "skipped_files": list(tiles.skipped_files), "center_crop": center_crop, "resized_from": tiles.resized_from,
+        "skipped_files": skipped_ids, "center_crop": center_crop, "resized_from": dict(resized),
         "image_size": run.image_size, "stain_normalized": run.stain is not None,
         "ci_level": metrics.CI_LEVEL, "accuracy_ci": list(accuracy_ci), "balanced_accuracy_ci": list(balanced_ci),
         **result,

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from data_pipeline.stain import StainTarget, normalize_tiles
+from data_pipeline.stain import StainTarget, normalize_tiles_counted, warn_kept
 from flaxbench.checkpoints import RunCheckpoints
 from flaxbench.errors import WorkdirError
+from flaxbench.runtime import DATA_AXIS, batch_sharding, replicated, to_device
 from flaxbench.train.evaluate import read_run_spec
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.setup import COMPUTE_DTYPES, init_model, resolve_dtype
 from flaxbench.train.state import TrainState, split_model
 from flaxbench.train.steps import make_batch_predict
+
+# Tiles decoded, normalised and sent to the devices together: host memory holds about two chunks,
+# whatever the number of tiles (1024 tiles at 224 px: 154 MB).
+CHUNK_TILES = 1024
+Key = TypeVar("Key")
+Pair = TypeVar("Pair")
 
 
 def read_data_info(workdir: Path) -> dict:
@@ -50,23 +60,70 @@ class TrainedRun:
         """True if the run's tiles kept their own size (spec.data.image_size None): resizing changes magnification."""
         return self.spec.data.image_size is None
 
-    def prepare(self, images: np.ndarray, what: str) -> np.ndarray:
-        """uint8 tiles at the run's size, stain-normalised as the run's tiles were."""
-        return normalize_tiles(images, self.stain, what) if self.stain is not None else images
-
     def logits(self, images: np.ndarray, *, tta: bool = False, batch_size: int = 64) -> np.ndarray:
-        """Float logits (N, classes) of uint8 tiles (N, size, size, 3), one device, `batch_size` at a time."""
-        dtype = resolve_dtype(self.spec.train.dtype, jax.devices()[0].platform)
-        predict = jax.jit(make_batch_predict(self.parts, normalize_mode=self.spec.data.normalize,
-                                             compute_dtype=COMPUTE_DTYPES[dtype], mesh=None, tta=tta))
-        out = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            n = len(chunk)
-            # one compiled shape: the last batch is padded with copies of its first tile
-            padded = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, axis=0)]) if n < batch_size else chunk
-            out.append(np.asarray(predict(self.state.params, self.state.model_state, jnp.asarray(padded)))[:n])
-        return np.concatenate(out)
+        """Float logits (N, classes) of uint8 tiles (N, size, size, 3), stain-normalised as the run's were."""
+        chunks = self.stream_logits(zip(range(len(images)), images), "the tiles", tta=tta, batch_size=batch_size)
+        return np.concatenate([logits for _, logits in chunks])
+
+    def stream_logits(self, tiles: Iterable[tuple[Key, np.ndarray]], where: str, *, tta: bool = False,
+                      batch_size: int = 64, chunk_tiles: int | None = None) -> Iterator[tuple[list[Key], np.ndarray]]:
+        """(keys, float logits (n, classes)) per chunk of `chunk_tiles` (default CHUNK_TILES) (key, uint8 tile) pairs.
+
+        Tiles are stain-normalised as the run's were and split over this process's devices, `batch_size`
+        a step (rounded up to a multiple of them). Only a chunk or two of tiles is held at once, and
+        the devices work on one chunk while the next is decoded, since `tiles` is read lazily.
+        """
+        mesh = Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
+        per_step = -(-batch_size // mesh.size) * mesh.size
+        weights = jax.device_put((self.state.params, self.state.model_state), replicated(mesh))
+        sharding = batch_sharding(mesh)
+        predict = self._compiled_predict(mesh, tta, jax.ShapeDtypeStruct(
+            (per_step, self.image_size, self.image_size, 3), np.uint8, sharding=sharding), weights)
+        pending, total, kept = None, 0, 0
+        for chunk in _chunks(tiles, chunk_tiles or CHUNK_TILES):
+            keys, images = [key for key, _ in chunk], np.stack([image for _, image in chunk])
+            if self.stain is not None:
+                images, kept_here = normalize_tiles_counted(images, self.stain)
+                kept += kept_here
+            total += len(images)
+            # Dispatched now, read after the next chunk is decoded: the devices run meanwhile.
+            outputs = [predict(*weights, to_device(_padded(images[i:i + per_step], per_step), sharding))
+                       for i in range(0, len(images), per_step)]
+            if pending is not None:
+                yield _fetched(*pending)
+            pending = keys, outputs
+        if pending is not None:
+            yield _fetched(*pending)
+        warn_kept(kept, total, where)
+
+
+    def _compiled_predict(self, mesh: Mesh, tta: bool, batch: jax.ShapeDtypeStruct, weights: Any) -> Any:
+        """The run's forward pass over one sharded `batch` of uint8 tiles, compiled as training compiles it."""
+        dtype = resolve_dtype(self.spec.train.dtype, mesh.devices.flat[0].platform)
+        several = mesh.size > 1  # one device: no mesh, the program as it was measured
+        predict = make_batch_predict(self.parts, normalize_mode=self.spec.data.normalize,
+                                     compute_dtype=COMPUTE_DTYPES[dtype], mesh=mesh if several else None, tta=tta)
+        # traced under the mesh, so that the CPU layers' batch loops run per device (models/local_batch.py)
+        with jax.set_mesh(mesh) if several else contextlib.nullcontext():
+            return jax.jit(predict).lower(*weights, batch).compile()
+
+
+def _chunks(pairs: Iterable[Pair], size: int) -> Iterator[list[Pair]]:
+    """Consecutive lists of `size` items of `pairs` (the last may be shorter)."""
+    pairs = iter(pairs)
+    while chunk := list(itertools.islice(pairs, size)):
+        yield chunk
+
+
+def _padded(images: np.ndarray, size: int) -> np.ndarray:
+    """`images` with copies of its first tile appended up to `size` rows: one compiled shape for every step."""
+    missing = size - len(images)
+    return np.concatenate([images, np.repeat(images[:1], missing, axis=0)]) if missing else images
+
+
+def _fetched(keys: list[Key], outputs: list[jax.Array]) -> tuple[list[Key], np.ndarray]:
+    """(keys, their logits on the host): the padding rows of the last step dropped."""
+    return keys, np.concatenate([np.asarray(output) for output in outputs])[:len(keys)]
 
 
 def load_trained_run(workdir: str | Path, which: str) -> TrainedRun:

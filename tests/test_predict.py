@@ -250,3 +250,49 @@ def test_group_by_writes_the_mean_probabilities_of_each_slide(trained_run, tmp_p
     mean = np.mean([[float(row[c]) for c in columns] for row in of_07], axis=0)
     np.testing.assert_allclose([float(groups["CRC-Prim-HE-07"][c]) for c in columns], mean, atol=2e-6)
     assert groups["CRC-Prim-HE-07"]["predicted_class"] == columns[int(mean.argmax())].removeprefix("prob_")
+
+
+def test_predict_holds_a_bounded_number_of_tiles_and_chunks_do_not_change_the_csv(trained_run, tmp_path, monkeypatch):
+    """A whole slide's tiles stream through: decoded tiles alive at once stay near two chunks, whatever their number."""
+    import weakref
+
+    from data_pipeline import parallel
+    from data_pipeline.sources import folder_source
+    from flaxbench import inference
+    from flaxbench.predict import predict_paths
+
+    paths = [str(NCT)] * 4  # 432 tiles, each listed 4 times
+    whole = predict_paths(trained_run, paths, tmp_path / "whole.csv")  # default chunk: every tile in one
+    alive, most = [0], [0]
+    decode = folder_source.decode_listed_tile
+
+    def counted(*args, **kwargs):
+        outcome = decode(*args, **kwargs)
+        alive[0] += 1
+        most[0] = max(most[0], alive[0])
+        weakref.finalize(outcome[0], lambda: alive.__setitem__(0, alive[0] - 1))
+        return outcome
+
+    monkeypatch.setattr(folder_source, "decode_listed_tile", counted)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)  # the tiles decoded ahead depend on the threads
+    monkeypatch.setattr(inference, "CHUNK_TILES", 16)
+    chunked = predict_paths(trained_run, paths, tmp_path / "chunked.csv", batch_size=8)
+    ahead = parallel.TASKS_AHEAD_PER_WORKER * 2 * parallel.ITEMS_PER_TASK
+    assert 16 <= most[0] <= 2 * 16 + ahead + 2 * parallel.ITEMS_PER_TASK < 432
+    whole_rows, chunked_rows = (list(csv.reader(path.open(newline=""))) for path in (whole, chunked))
+    assert len(whole_rows) == 433 and [r[:2] for r in whole_rows] == [r[:2] for r in chunked_rows]
+    np.testing.assert_allclose(np.asarray([r[2:] for r in whole_rows[1:]], float),
+                               np.asarray([r[2:] for r in chunked_rows[1:]], float), atol=2e-6)
+
+
+def test_predict_splits_its_batches_over_the_local_devices(trained_run, tmp_path, jax_cache):
+    """On 3 devices (batch 64 rounded up to 66) the probabilities are those of one device."""
+    one, three = tmp_path / "one.csv", tmp_path / "three.csv"
+    for out, devices in ((one, 1), (three, 3)):
+        env = {**jax_cache, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        proc = run_cli("predict", f"--workdir={trained_run}", str(KATHER), str(NCT), f"--out={out}", env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    rows_one, rows_three = (list(csv.reader(path.open(newline=""))) for path in (one, three))
+    assert len(rows_one) == 1 + 24 + 108 and [r[:1] for r in rows_one] == [r[:1] for r in rows_three]
+    np.testing.assert_allclose(np.asarray([r[2:] for r in rows_one[1:]], float),
+                               np.asarray([r[2:] for r in rows_three[1:]], float), atol=1e-5)
