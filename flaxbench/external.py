@@ -177,7 +177,7 @@ def evaluate_external(
     with open_class_folders(path, [canonical_class_name(f) for f in matched], min_classes=1) as source:
         run_label = [run.classes.index(matched[folder]) for folder in _folder_names(source.classes, matched)]
         decoded = decode_tiles(source.tiles, run.image_size, center_crop, True, skipped, resized)
-        chunks = run.stream_logits(decoded, where, tta=tta, batch_size=batch_size)
+        chunks = run.stream_logits(decoded, where, tta=tta, batch_size=batch_size, expected=len(source.tiles))
         scored = [(tile, tile_logits) for tiles, logits in chunks for tile, tile_logits in zip(tiles, logits)]
     if not scored:
         raise WorkdirError(f"{where} has no readable tiles in the class folders of the run's classes "

@@ -6,7 +6,9 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +30,7 @@ from flaxbench.train.steps import make_batch_predict
 # Tiles decoded, normalised and sent to the devices together: host memory holds about two chunks,
 # whatever the number of tiles (1024 tiles at 224 px: 154 MB).
 CHUNK_TILES = 1024
+PROGRESS_EVERY_S = 30.0
 Key = TypeVar("Key")
 Pair = TypeVar("Pair")
 
@@ -66,12 +69,14 @@ class TrainedRun:
         return np.concatenate([logits for _, logits in chunks])
 
     def stream_logits(self, tiles: Iterable[tuple[Key, np.ndarray]], where: str, *, tta: bool = False,
-                      batch_size: int = 64, chunk_tiles: int | None = None) -> Iterator[tuple[list[Key], np.ndarray]]:
+                      batch_size: int = 64, chunk_tiles: int | None = None,
+                      expected: int | None = None) -> Iterator[tuple[list[Key], np.ndarray]]:
         """(keys, float logits (n, classes)) per chunk of `chunk_tiles` (default CHUNK_TILES) (key, uint8 tile) pairs.
 
         Tiles are stain-normalised as the run's were and split over this process's devices, `batch_size`
         a step (rounded up to a multiple of them). Only a chunk or two of tiles is held at once, and
-        the devices work on one chunk while the next is decoded, since `tiles` is read lazily.
+        the devices work on one chunk while the next is decoded, since `tiles` is read lazily. A long
+        run prints its progress to stderr (out of `expected` tiles, if given).
         """
         mesh = Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
         per_step = -(-batch_size // mesh.size) * mesh.size
@@ -79,7 +84,7 @@ class TrainedRun:
         sharding = batch_sharding(mesh)
         predict = self._compiled_predict(mesh, tta, jax.ShapeDtypeStruct(
             (per_step, self.image_size, self.image_size, 3), np.uint8, sharding=sharding), weights)
-        pending, total, kept = None, 0, 0
+        pending, total, kept, progress = None, 0, 0, ProgressLine(expected)
         for chunk in _chunks(tiles, chunk_tiles or CHUNK_TILES):
             keys, images = [key for key, _ in chunk], np.stack([image for _, image in chunk])
             if self.stain is not None:
@@ -91,11 +96,11 @@ class TrainedRun:
                        for i in range(0, len(images), per_step)]
             if pending is not None:
                 yield _fetched(*pending)
+                progress.update(total - len(keys))
             pending = keys, outputs
         if pending is not None:
             yield _fetched(*pending)
         warn_kept(kept, total, where)
-
 
     def _compiled_predict(self, mesh: Mesh, tta: bool, batch: jax.ShapeDtypeStruct, weights: Any) -> Any:
         """The run's forward pass over one sharded `batch` of uint8 tiles, compiled as training compiles it."""
@@ -106,6 +111,26 @@ class TrainedRun:
         # traced under the mesh, so that the CPU layers' batch loops run per device (models/local_batch.py)
         with jax.set_mesh(mesh) if several else contextlib.nullcontext():
             return jax.jit(predict).lower(*weights, batch).compile()
+
+
+class ProgressLine:
+    """Prints how many tiles are classified, how fast, and the time left, at most every PROGRESS_EVERY_S seconds."""
+
+    def __init__(self, expected: int | None):
+        self.expected, self.start = expected, time.perf_counter()
+        self.last = self.start
+
+    def update(self, done: int) -> None:
+        """Say on stderr that `done` tiles are classified, if PROGRESS_EVERY_S have passed since it last spoke."""
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_EVERY_S or done == 0:
+            return
+        self.last = now
+        rate = done / (now - self.start)
+        line = f"classified {done:,}{f' of {self.expected:,}' if self.expected else ''} tiles, {rate:,.0f} tiles/s"
+        if self.expected and self.expected > done:
+            line += f", about {math.ceil((self.expected - done) / rate / 60)} min left"
+        print(line, file=sys.stderr, flush=True)
 
 
 def _chunks(pairs: Iterable[Pair], size: int) -> Iterator[list[Pair]]:

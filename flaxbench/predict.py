@@ -94,7 +94,8 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
         with atomic_text_file(out) as csv_file:
             writer = csv.writer(csv_file)
             writer.writerow(["path", "predicted_class", *[f"prob_{c}" for c in run.classes]])
-            for names, logits in run.stream_logits(decoded, "the tiles to predict", tta=tta, batch_size=batch_size):
+            for names, logits in run.stream_logits(decoded, "the tiles to predict", tta=tta, batch_size=batch_size,
+                                                  expected=len(tiles)):
                 probabilities = np.exp(log_softmax(logits))
                 writer.writerows([name, run.classes[int(p.argmax())], *[f"{x:.6f}" for x in p]]
                                  for name, p in zip(names, probabilities))

@@ -252,8 +252,11 @@ def test_group_by_writes_the_mean_probabilities_of_each_slide(trained_run, tmp_p
     assert groups["CRC-Prim-HE-07"]["predicted_class"] == columns[int(mean.argmax())].removeprefix("prob_")
 
 
-def test_predict_holds_a_bounded_number_of_tiles_and_chunks_do_not_change_the_csv(trained_run, tmp_path, monkeypatch):
-    """A whole slide's tiles stream through: decoded tiles alive at once stay near two chunks, whatever their number."""
+def test_predict_holds_a_bounded_number_of_tiles_and_chunks_do_not_change_the_csv(trained_run, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """A whole slide's tiles stream through: decoded tiles alive at once stay near two chunks, whatever their number.
+
+    Progress is printed as chunks finish (here after every chunk)."""
     import weakref
 
     from data_pipeline import parallel
@@ -276,9 +279,14 @@ def test_predict_holds_a_bounded_number_of_tiles_and_chunks_do_not_change_the_cs
     monkeypatch.setattr(folder_source, "decode_listed_tile", counted)
     monkeypatch.setattr(parallel, "usable_cores", lambda: 2)  # the tiles decoded ahead depend on the threads
     monkeypatch.setattr(inference, "CHUNK_TILES", 16)
+    monkeypatch.setattr(inference, "PROGRESS_EVERY_S", 0.0)
+    capsys.readouterr()
     chunked = predict_paths(trained_run, paths, tmp_path / "chunked.csv", batch_size=8)
     ahead = parallel.TASKS_AHEAD_PER_WORKER * 2 * parallel.ITEMS_PER_TASK
     assert 16 <= most[0] <= 2 * 16 + ahead + 2 * parallel.ITEMS_PER_TASK < 432
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("classified ")]
+    assert [line.split(" tiles")[0] for line in progress] == [f"classified {n} of 432" for n in range(16, 432, 16)]
+    assert progress[0].endswith("min left")
     whole_rows, chunked_rows = (list(csv.reader(path.open(newline=""))) for path in (whole, chunked))
     assert len(whole_rows) == 433 and [r[:2] for r in whole_rows] == [r[:2] for r in chunked_rows]
     np.testing.assert_allclose(np.asarray([r[2:] for r in whole_rows[1:]], float),
