@@ -126,9 +126,15 @@ def test_overwrite_keeps_the_finished_run_until_the_new_one_loads(finished_run, 
         train_and_evaluate(tiny_spec(**{"model.name": "alexnet", "model.options": {}}), workdir,
                            overwrite=True, log=lambda s: None)
     assert (workdir / "results.json").read_bytes() == before
+    predicted = [workdir / "predictions.csv", workdir / "predictions_groups.csv", workdir / "predictions_maps"]
+    for path in predicted[:2]:
+        path.write_text("path,predicted_class\n")
+    predicted[2].mkdir()
+    (predicted[2] / "slide_1.png").write_bytes(b"")
     train_and_evaluate(tiny_spec(**{"train.epochs": 1}), workdir, overwrite=True, log=lambda s: None)
     assert json.loads((workdir / "results.json").read_text())["epochs"] == 1
     assert not (workdir / "eval_val.json").exists()  # it described the replaced run
+    assert not any(path.exists() for path in predicted)  # predict's outputs of the replaced run
 
 
 def test_evaluate_and_resume_refuse_data_that_changed_since_training(tmp_path, monkeypatch):
