@@ -25,6 +25,7 @@ from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
 from flaxbench.inference import check_center_crop, load_trained_run, resize_warning
 from flaxbench.results import atomic_text_file, write_text_atomic
+from flaxbench.tile_map import check_map_pattern, class_grids, map_cells, write_class_maps
 
 def expand_paths(paths: Sequence[str], open_zips: contextlib.ExitStack) -> tuple[list[ListedTile], list[str]]:
     """(tiles, skipped files with the reason): files as given, folders and zips expanded as a folder source lists them.
@@ -62,52 +63,64 @@ def expand_paths(paths: Sequence[str], open_zips: contextlib.ExitStack) -> tuple
 
 def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path, *, which: str = BEST,
                   batch_size: int = 64, overwrite: bool = False, tta: bool = False,
-                  group_by: str | None = None, center_crop: int | None = None) -> Path:
+                  group_by: str | None = None, center_crop: int | None = None, map_xy: str | None = None) -> Path:
     """Predict every image under `paths` with the run's `which` checkpoint (`tta`: 8-view average); returns the CSV.
 
     `group_by` (a regular expression, as spec.data.group_by) also writes OUT_groups.csv: the mean class
     probabilities of each group's tiles, e.g. per slide or patient. `center_crop` keeps each tile's
-    central square of that many pixels before resizing, as `evaluate --external` does. Tiles are
-    decoded, classified and written a chunk at a time, so any number of them fits in memory.
+    central square of that many pixels before resizing, as `evaluate --external` does. `map_xy` (a
+    regular expression whose two groups are a tile's x and y) draws OUT_maps/<group>.png, the predicted
+    classes laid out as on the slide (flaxbench/tile_map.py). Tiles are decoded, classified and written
+    a chunk at a time, so any number of them fits in memory.
     """
     check_center_crop(center_crop)
     workdir, out = Path(workdir), Path(out_csv)
     with contextlib.ExitStack() as open_zips:
         tiles, skipped = expand_paths(paths, open_zips)
         check_group_by(group_by, "--group-by")
+        check_map_pattern(map_xy)
         group_out = out.with_name(f"{out.stem}_groups.csv") if group_by else None
+        maps_out = out.with_name(f"{out.stem}_maps") if map_xy else None
         if out.is_dir():
             raise WorkdirError(f"--out '{out}' is a folder; give a file name such as '{out / 'predictions.csv'}'")
-        for path in (out, group_out):
+        for path in (out, group_out, maps_out):
             if path is not None and path.exists() and not overwrite:
                 raise WorkdirError(f"'{path}' already exists (earlier predictions?); give another --out, or add "
                                    "--overwrite to replace it")
+        names = [tile.display for tile in tiles]
+        # The maps need every tile's slide and place: a tile without them fails before any is decoded.
+        tile_maps, cells = map_cells(names, tile_groups(names, group_by, "--group-by") if group_by else None,
+                                     map_xy) if map_xy else (None, None)
         for line in skipped:
             print(f"skipped, not a readable image: {line}", file=sys.stderr)
         run = load_trained_run(workdir, which)
         other_sizes: collections.Counter = collections.Counter()
         bad: list[tuple[ListedTile, Exception]] = []
-        decoded = ((tile.display, image) for tile, image in
+        index_of = {id(tile): k for k, tile in enumerate(tiles)}
+        decoded = ((index_of[id(tile)], image) for tile, image in
                    decode_tiles(tiles, run.image_size, center_crop, True, bad, other_sizes))
         group_sums: dict[str, list] = {}
-        written = 0
+        predicted = np.full(len(tiles), -1, np.int64)  # -1: not read
         with atomic_text_file(out) as csv_file:
             writer = csv.writer(csv_file)
             writer.writerow(["path", "predicted_class", *[f"prob_{c}" for c in run.classes]])
-            for names, logits in run.stream_logits(decoded, "the tiles to predict", tta=tta, batch_size=batch_size,
-                                                  expected=len(tiles)):
+            for indices, logits in run.stream_logits(decoded, "the tiles to predict", tta=tta, batch_size=batch_size,
+                                                    expected=len(tiles)):
                 probabilities = np.exp(log_softmax(logits))
+                predicted[indices] = probabilities.argmax(axis=1)
+                chunk_names = [names[k] for k in indices]
                 writer.writerows([name, run.classes[int(p.argmax())], *[f"{x:.6f}" for x in p]]
-                                 for name, p in zip(names, probabilities))
-                written += len(names)
+                                 for name, p in zip(chunk_names, probabilities))
                 # A tile without a group fails here, and the CSV is not written.
-                for group, p in zip(tile_groups(names, group_by, "--group-by") if group_by else (), probabilities):
+                groups = tile_groups(chunk_names, group_by, "--group-by") if group_by else ()
+                for group, p in zip(groups, probabilities):
                     sums = group_sums.setdefault(group, [0, np.zeros(len(run.classes))])
                     sums[0] += 1
                     sums[1] += p
             for tile, error in bad:
                 skipped.append(f"{tile.display} ({error})")
                 print(f"skipped, not a readable image: {skipped[-1]}", file=sys.stderr)
+            written = int(np.sum(predicted >= 0))
             if not written:  # the CSV is not written either
                 raise WorkdirError(f"no readable tiles in {', '.join(map(str, paths))}; nothing predicted, "
                                    "nothing written")
@@ -117,15 +130,23 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
     print(f"predicted {written} tiles ({len(skipped)} skipped) with {which} checkpoint"
           f"{' and 8-view TTA' if tta else ''} -> {out}")
     if group_by:
-        group_rows = []
-        for group in sorted(group_sums):
-            count, total = group_sums[group]
-            mean = total / count
-            group_rows.append([group, count, run.classes[int(mean.argmax())], *[f"{x:.6f}" for x in mean]])
-        write_text_atomic(group_out, _csv(["group", "tiles", "predicted_class", *[f"prob_{c}" for c in run.classes]],
-                                          group_rows))
-        print(f"mean probabilities of {len(group_rows)} groups ({group_by!r}) -> {group_out}")
+        _write_group_means(group_out, group_sums, run.classes)
+        print(f"mean probabilities of {len(group_sums)} groups ({group_by!r}) -> {group_out}")
+    if map_xy:
+        grids = class_grids(tile_maps, cells, predicted)
+        write_class_maps(maps_out, grids, run.classes)
+        print(f"class maps of {len(grids)} {'groups' if group_by else 'tile set'} ({map_xy!r}) -> {maps_out}")
     return out
+
+
+def _write_group_means(path: Path, group_sums: dict[str, list], classes: Sequence[str]) -> None:
+    """OUT_groups.csv: per group its tile count, the class its mean probabilities favour, and those means."""
+    rows = []
+    for group in sorted(group_sums):
+        count, total = group_sums[group]
+        mean = total / count
+        rows.append([group, count, classes[int(mean.argmax())], *[f"{x:.6f}" for x in mean]])
+    write_text_atomic(path, _csv(["group", "tiles", "predicted_class", *[f"prob_{c}" for c in classes]], rows))
 
 
 def _csv(header: list[str], rows: list[list[Any]]) -> str:

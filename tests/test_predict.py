@@ -304,3 +304,29 @@ def test_predict_splits_its_batches_over_the_local_devices(trained_run, tmp_path
     assert len(rows_one) == 1 + 24 + 108 and [r[:1] for r in rows_one] == [r[:1] for r in rows_three]
     np.testing.assert_allclose(np.asarray([r[2:] for r in rows_one[1:]], float),
                                np.asarray([r[2:] for r in rows_three[1:]], float), atol=1e-5)
+
+
+def test_map_draws_each_slides_predicted_classes_where_its_tiles_lie(trained_run, tmp_path):
+    """--map with --group-by: one PNG per slide; a tile without coordinates, or an earlier map, stops it first."""
+    from flaxbench.errors import WorkdirError
+    from flaxbench.predict import predict_paths
+
+    slides = tmp_path / "slides"
+    for k, tile in enumerate(sample_tiles()):
+        slide = slides / f"slide_{k % 2}"
+        slide.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tile, slide / f"x{(k // 2) % 4 * 150}_y{(k // 2) // 4 * 150}.tif")
+    out = tmp_path / "out" / "preds.csv"
+    predict_paths(trained_run, [str(slides)], out, group_by=r"slide_\d", map_xy=r"x(\d+)_y(\d+)")
+    maps = out.with_name("preds_maps")
+    assert sorted(p.name for p in maps.iterdir()) == ["slide_0.png", "slide_1.png"]
+    assert all(Image.open(p).format == "PNG" for p in maps.iterdir())
+    out.unlink()
+    out.with_name("preds_groups.csv").unlink()
+    with pytest.raises(WorkdirError, match="preds_maps' already exists"):
+        predict_paths(trained_run, [str(slides)], out, group_by=r"slide_\d", map_xy=r"x(\d+)_y(\d+)")
+    (slides / "slide_0" / "overview.tif").write_bytes(sample_tiles()[0].read_bytes())
+    fresh = tmp_path / "fresh" / "preds.csv"
+    with pytest.raises(WorkdirError, match="finds nothing in tile '.*overview.tif'"):
+        predict_paths(trained_run, [str(slides)], fresh, group_by=r"slide_\d", map_xy=r"x(\d+)_y(\d+)")
+    assert not fresh.parent.exists() or not any(fresh.parent.iterdir())
