@@ -17,9 +17,8 @@ import numpy as np
 
 from data_pipeline.groups import check_group_by, tile_groups
 from data_pipeline.images import IMAGE_EXTENSIONS, is_image_name
-from data_pipeline.sources.folder_source import (
-    ListedTile, decode_tiles, list_visible_files, open_zip_files, read_file,
-)
+from data_pipeline.sources.file_tree import list_visible_files, open_zip_files, read_file
+from data_pipeline.sources.folder_source import ListedTile, decode_tiles
 from flaxbench.checkpoints import BEST
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax

@@ -5,9 +5,10 @@ directory when that holds class folders rather than tiles (the Kather zip has
 `Kather_texture_2016_image_tiles_5000/01_TUMOR/...`). Tiles may sit in subfolders of a class
 folder; symbolic links to folders are followed. Files directly in ROOT (README.txt, .csv)
 are ignored; hidden files (`.DS_Store`, `._*`, `Thumbs.db`, `__MACOSX/`) are ignored
-everywhere. Inside a class folder, a file without an image extension or one that fails to
-decode is a bad file: an error, or skipped with `spec.data.skip_bad_files=True`. Tile ids are
-paths relative to ROOT with `/`, so a folder and its zip give the same ids.
+everywhere (file_tree.py lists and reads the folder or zip). Inside a class folder, a file
+without an image extension or one that fails to decode is a bad file: an error, or skipped with
+`spec.data.skip_bad_files=True`. Tile ids are paths relative to ROOT with `/`, so a folder and
+its zip give the same ids.
 
 A ROOT whose folders are all split names (train/, val/, test/, ...) holds a split of its own:
 `load_folder(..., within="train")` reads ROOT/train/<class>/<tiles> (ids keep the `train/`), and
@@ -21,7 +22,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import threading
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 
@@ -38,87 +38,14 @@ from data_pipeline.images import (
     is_image_name,
     resize_square,
 )
+from data_pipeline.sources.file_tree import open_tree, visible
 from data_pipeline.sources.tiles import SourceTiles, stack_tiles
 from data_pipeline.split import SPLIT_WORDS, named_split_hint
-
-_IGNORED_NAMES = {"thumbs.db", "desktop.ini", "__macosx"}
-
-
-def _is_hidden(part: str) -> bool:
-    """True for OS clutter that is never data (dot files, AppleDouble `._*`, Thumbs.db)."""
-    return part.startswith(".") or part.lower() in _IGNORED_NAMES
-
-
-def _visible(paths: Sequence[str]) -> list[str]:
-    """The paths none of whose components is hidden."""
-    return [p for p in paths if not any(_is_hidden(part) for part in p.split("/"))]
-
-
-def _list_folder(root: str) -> tuple[list[str], list[str]]:
-    """Relative `/`-separated paths of all visible files, and of all visible folders, below `root`.
-
-    Symbolic links to folders are followed. A link back up its own tree is skipped; a folder
-    reached twice otherwise (two links to it, or a link to another class folder) is an error,
-    since its tiles would be read twice, under two labels.
-    """
-    files, folders = [], []
-    seen = {os.path.realpath(root): "."}
-    for directory, subdirs, names in os.walk(root, followlinks=True):
-        here = os.path.realpath(directory)
-        relative = os.path.relpath(directory, root)
-        kept = []
-        for name in sorted(subdirs):
-            real = os.path.realpath(os.path.join(directory, name))
-            if _is_hidden(name) or _is_ancestor(real, here):
-                continue
-            path = name if relative == "." else os.path.join(relative, name)
-            if real in seen:
-                raise DataError(
-                    f"'{os.path.join(root, path)}' and '{os.path.join(root, seen[real])}' are the same folder "
-                    "(a symbolic link), so its tiles would be read twice; remove one of them"
-                )
-            seen[real] = path
-            kept.append(name)
-        subdirs[:] = kept
-        for name in names:
-            if not _is_hidden(name):
-                path = name if relative == "." else os.path.join(relative, name)
-                files.append(path.replace(os.sep, "/"))
-        if relative != ".":
-            folders.append(relative.replace(os.sep, "/"))
-    return files, folders
-
-
-def _is_ancestor(folder: str, of: str) -> bool:
-    """True if real path `folder` is `of` or one of its parents (a link loop)."""
-    return of == folder or of.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def list_visible_files(root: str) -> list[str]:
-    """Sorted `/`-separated paths, relative to folder `root`, of the files a source would consider."""
-    return sorted(_list_folder(root)[0])
-
-
-@contextlib.contextmanager
-def open_zip_files(path: str) -> Iterator[list[tuple[str, Callable[[], bytes]]]]:
-    """(`ZIP:member` name, read() -> its bytes) of every visible file in zip `path`, by name, until the context ends.
-
-    read() raises OSError for a member that cannot be read (damaged, encrypted).
-    """
-    with _open_tree(path) as (files, _folders, read, display):
-        yield [(display(name), functools.partial(read, name)) for name in sorted(_visible(files))]
-
 
 def _empty_class_folders(folders: list[str], prefix: str, with_files: set[str]) -> list[str]:
     """Class-level folders (directly under the root `prefix`) that hold no visible file."""
     inside = [f[len(prefix) + 1 :] if prefix else f for f in folders if not prefix or f.startswith(prefix + "/")]
     return sorted({f for f in inside if f and "/" not in f} - with_files)
-
-
-def read_file(path: str) -> bytes:
-    """The bytes of file `path`."""
-    with open(path, "rb") as handle:
-        return handle.read()
 
 
 def _find_root(paths: list[str]) -> tuple[str, list[str]]:
@@ -133,76 +60,6 @@ def _find_root(paths: list[str]) -> tuple[str, list[str]]:
     if holds_folders and not holds_tiles:
         return top, inner
     return "", paths
-
-
-@contextlib.contextmanager
-def _open_tree(path: str) -> Iterator[tuple[list[str], Callable[[str], bytes], Callable[[str], str]]]:
-    """Yield (file paths, folder paths, read(path) -> bytes, display(path) -> str) for a folder or zip."""
-    if os.path.isdir(path):
-        yield (
-            *_list_folder(path),
-            lambda rel: read_file(os.path.join(path, rel)),
-            lambda rel: os.path.join(path, rel),
-        )
-        return
-    if not os.path.exists(path):
-        raise DataError(
-            f"spec.data.source folder '{path}' does not exist; give a folder of class "
-            "subfolders or a .zip of one"
-        )
-    if not zipfile.is_zipfile(path):
-        if path.lower().endswith(".zip"):
-            raise DataError(
-                f"spec.data.source '{path}' is not a readable zip (damaged or incompletely "
-                "downloaded?); download it again, or extract it and give the folder"
-            )
-        raise DataError(
-            f"spec.data.source '{path}' is a file but not a .zip; give a folder of class "
-            "subfolders or a .zip of one"
-        )
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as error:
-        raise DataError(f"cannot open zip file '{path}': {error}") from error
-    with archive:
-        members = _zip_members(archive, path)
-
-        lock = threading.Lock()  # ZipFile.open counts its open members without a lock of its own
-
-        def read(name: str) -> bytes:
-            try:
-                with lock:
-                    return archive.read(members[name])
-            except Exception as error:  # damaged, encrypted or unsupported member: a bad file
-                if members[name].flag_bits & 0x1:  # the zip format's "encrypted" bit
-                    raise OSError("it is encrypted; extract the zip with its password, give the folder") from error
-                raise OSError(f"cannot read it from the zip: {type(error).__name__}: {error}") from error
-
-        files = [name for name, info in members.items() if not info.is_dir()]
-        folders = [name for name, info in members.items() if info.is_dir()]
-        yield files, folders, read, lambda rel: f"{path}:{rel}"
-
-
-def _zip_members(archive: zipfile.ZipFile, path: str) -> dict[str, zipfile.ZipInfo]:
-    """Members by `/`-separated name (Windows `\\` and a leading `./` normalised); DataError on duplicates."""
-    members: dict[str, zipfile.ZipInfo] = {}
-    for info in archive.infolist():
-        name = info.filename.replace("\\", "/")
-        while name.startswith(("./", "/")):
-            name = name[2:] if name.startswith("./") else name[1:]
-        is_dir = name.endswith("/")
-        name = name.rstrip("/")
-        if not name:
-            continue
-        if is_dir and not info.is_dir():
-            info = zipfile.ZipInfo(info.filename + "/")  # a Windows-style folder entry
-        if name in members and not (is_dir and members[name].is_dir()):
-            raise DataError(
-                f"zip '{path}' holds '{name}' twice, so one copy would hide the other; "
-                "rebuild the zip with unique names"
-            )
-        members[name] = info
-    return members
 
 
 def _check_requested_not_empty(requested: Sequence[str] | None, empty: list[str], path: str) -> None:
@@ -275,8 +132,8 @@ def _files_by_class_folder(path: str, paths: list[str]) -> dict[str, list[str]]:
 
 def class_folder_names(path: str) -> list[str]:
     """The class folders with files of folder or zip `path`, as `load_folder` finds them, sorted."""
-    with _open_tree(path) as (all_paths, _folders, _read, _display):
-        _prefix, paths = _find_root(_visible(all_paths))
+    with open_tree(path) as (all_paths, _folders, _read, _display):
+        _prefix, paths = _find_root(visible(all_paths))
         return sorted(_files_by_class_folder(path, paths))
 
 
@@ -307,8 +164,8 @@ def open_class_folders(path: str, requested_classes: Sequence[str] | None, withi
     A source with fewer than `min_classes` class folders is refused (training needs two; testing a
     trained run, one will do). The files can be read until the context ends.
     """
-    with _open_tree(path) as (all_paths, all_folders, read, display):
-        prefix, paths = _find_root(_visible(all_paths))
+    with open_tree(path) as (all_paths, all_folders, read, display):
+        prefix, paths = _find_root(visible(all_paths))
         if within is not None:
             within = within.strip("/")
             prefix, paths = _enter_split_folder(path, prefix, paths, within)
@@ -316,7 +173,7 @@ def open_class_folders(path: str, requested_classes: Sequence[str] | None, withi
         by_folder = _files_by_class_folder(path, paths)
         if within is None:
             _refuse_split_folders(path, sorted(by_folder))
-        empty = _empty_class_folders(_visible(all_folders), prefix, set(by_folder))
+        empty = _empty_class_folders(visible(all_folders), prefix, set(by_folder))
         if empty and requested_classes is None:
             raise DataError(
                 f"class folder(s) {', '.join(empty)} in '{path}' hold no files; remove them, or list the "
