@@ -38,7 +38,7 @@ def map_in_order(function: Callable[[Item], Result], items: Iterable[Item],
     its item's result would have been yielded; closing the iterator early cancels the work not started.
     """
     workers = workers or usable_cores()
-    tasks = _in_groups(iter(items), ITEMS_PER_TASK)
+    tasks = in_groups(items, ITEMS_PER_TASK)
     pending: collections.deque[concurrent.futures.Future] = collections.deque()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="map_in_order")
     try:
@@ -52,8 +52,9 @@ def map_in_order(function: Callable[[Item], Result], items: Iterable[Item],
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _in_groups(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
-    """Consecutive lists of `size` items (the last may be shorter)."""
+def in_groups(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """Consecutive lists of `size` of `items`, read lazily (the last list may be shorter)."""
+    items = iter(items)
     while group := list(itertools.islice(items, size)):
         yield group
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import json
 import math
 import sys
@@ -17,6 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from data_pipeline.parallel import in_groups
 from data_pipeline.stain import StainTarget, normalize_tiles_counted, warn_kept
 from flaxbench.checkpoints import RunCheckpoints
 from flaxbench.errors import WorkdirError
@@ -32,7 +32,6 @@ from flaxbench.train.steps import make_batch_predict
 CHUNK_TILES = 1024
 PROGRESS_EVERY_S = 30.0
 Key = TypeVar("Key")
-Pair = TypeVar("Pair")
 
 
 def read_data_info(workdir: Path) -> dict:
@@ -85,7 +84,7 @@ class TrainedRun:
         predict = self._compiled_predict(mesh, tta, jax.ShapeDtypeStruct(
             (per_step, self.image_size, self.image_size, 3), np.uint8, sharding=sharding), weights)
         pending, total, kept, progress = None, 0, 0, ProgressLine(expected)
-        for chunk in _chunks(tiles, chunk_tiles or CHUNK_TILES):
+        for chunk in in_groups(tiles, chunk_tiles or CHUNK_TILES):
             keys, images = [key for key, _ in chunk], np.stack([image for _, image in chunk])
             if self.stain is not None:
                 images, kept_here = normalize_tiles_counted(images, self.stain)
@@ -131,13 +130,6 @@ class ProgressLine:
         if self.expected and self.expected > done:
             line += f", about {math.ceil((self.expected - done) / rate / 60)} min left"
         print(line, file=sys.stderr, flush=True)
-
-
-def _chunks(pairs: Iterable[Pair], size: int) -> Iterator[list[Pair]]:
-    """Consecutive lists of `size` items of `pairs` (the last may be shorter)."""
-    pairs = iter(pairs)
-    while chunk := list(itertools.islice(pairs, size)):
-        yield chunk
 
 
 def _padded(images: np.ndarray, size: int) -> np.ndarray:

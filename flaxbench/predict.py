@@ -108,8 +108,8 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
                 probabilities = np.exp(log_softmax(logits))
                 predicted[indices] = probabilities.argmax(axis=1)
                 chunk_names = [names[k] for k in indices]
-                writer.writerows([name, run.classes[int(p.argmax())], *[f"{x:.6f}" for x in p]]
-                                 for name, p in zip(chunk_names, probabilities))
+                writer.writerows([name, run.classes[c], *[f"{x:.6f}" for x in p]]
+                                 for name, c, p in zip(chunk_names, predicted[indices], probabilities))
                 # A tile without a group fails here, and the CSV is not written.
                 groups = tile_groups(chunk_names, group_by, "--group-by") if group_by else ()
                 for group, p in zip(groups, probabilities):
