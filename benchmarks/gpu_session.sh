@@ -10,11 +10,14 @@
 #   3. study_time.jsonl: benchmarks/study_time.py, all nine rows, one epoch each, scaled to 30;
 #   4. compile.jsonl: throughput.py with torch.compile for ResNet-50 and ViT patch 15, if 150 s are left;
 #   5. placement.jsonl: benchmarks/placement.py (tiles on device against batches fed from host memory) for
-#      ResNet-50 and ConvModel, if 90 s are left.
+#      ResNet-50 and ConvModel, if 90 s are left;
+#   6. predict_stream.jsonl: benchmarks/predict_stream.py (predict's decoding, forward pass, and the two
+#      streamed together) for ResNet-50 and ConvModel on 4,096 PNG tiles, if 60 s are left.
 # A phase cut off by the deadline keeps the rows it finished (one JSON line per row, flushed).
 # Everything printed also goes to log.txt. Results go to $OUT (the device tool's output folder) or to
-# ./gpu_session_out. MODELS, ROWS, COMPILE_MODELS, PLACEMENT_MODELS, BATCH and SIZE override the defaults
-# (a quick trial on CPU: MODELS=convmodel ROWS=convmodel COMPILE_MODELS= PLACEMENT_MODELS= BATCH=4 SIZE=32).
+# ./gpu_session_out. MODELS, ROWS, COMPILE_MODELS, PLACEMENT_MODELS, PREDICT_MODELS, BATCH and SIZE override the
+# defaults (a quick trial on CPU: MODELS=convmodel ROWS=convmodel COMPILE_MODELS= PLACEMENT_MODELS= PREDICT_MODELS=
+# BATCH=4 SIZE=32).
 #
 # The device image has jax, flax, optax, orbax and torch but not ml-collections; put its wheel in .whl
 # beforehand and carry .whl (benchmarks/README.md, "On a lent GPU machine").
@@ -28,6 +31,7 @@ models=${MODELS-googlenet,densenet121,efficientnet_b4,resnet50,resnet18,convmode
 rows=${ROWS-convmodel,vit_p15,alexnet,resnet18,googlenet,vit_p10,densenet121,resnet50,efficientnet_b4}
 compile_models=${COMPILE_MODELS-resnet50,vit_p15}
 placement_models=${PLACEMENT_MODELS-resnet50,convmodel}
+predict_models=${PREDICT_MODELS-resnet50,convmodel}
 batch=${BATCH:-64}
 size=${SIZE:-150}
 export PYTHONUNBUFFERED=1
@@ -91,6 +95,10 @@ fi
 if [ -n "$placement_models" ] && [ "$(left)" -ge 90 ]; then
   run_phase placement placement.jsonl python3 benchmarks/placement.py --models "$placement_models" \
     --batch "$batch" --size "$size" --steps 10 --repeats 3 --dtype bfloat16 --json
+fi
+if [ -n "$predict_models" ] && [ "$(left)" -ge 60 ]; then
+  run_phase predict_stream predict_stream.jsonl python3 benchmarks/predict_stream.py --models "$predict_models" \
+    --tiles 4096 --size "$size" --batch "$batch" --repeats 3 --dtype bfloat16 --json
 fi
 echo "== done in $(($(date +%s) - start))s; results in $out${failed:+; failed or cut off:$failed}"
 [ -z "$failed" ]

@@ -1,0 +1,28 @@
+"""The predict-stream benchmark times decoding, the model and their stream, and prints the documented fields."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.helpers import REPO
+
+
+def test_predict_stream_json_lines():
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/predict_stream.py", "--models", "convmodel", "--tiles", "31", "--size", "32",
+         "--batch", "8", "--repeats", "1", "--format", "tif", "--json"],
+        cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][0])
+    assert row["model"] == "convmodel" and row["tiles"] == 31 and row["format"] == "tif"
+    rates = [row[key] for key in ("decode_tiles_s", "model_tiles_s", "stream_tiles_s")]
+    assert all(rate > 0 for rate in rates)
+    assert abs(row["overlap"] - rates[2] / min(rates[:2])) < 0.01 * row["overlap"] + 1e-3
+
+
+def test_unknown_rows_are_rejected_before_any_tile_is_written():
+    proc = subprocess.run([sys.executable, "benchmarks/predict_stream.py", "--models", "resnet99"], cwd=REPO,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "resnet99 is not a study row" in proc.stderr and "Traceback" not in proc.stderr
