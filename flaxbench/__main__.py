@@ -6,7 +6,7 @@
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
     python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...] [--external PATH]
     python -m flaxbench report RUNS_DIR [--out DIR]
-    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX] [--map XY_REGEX] [--center-crop PX]   (PATH: tile, folder or .zip)
+    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX] [--map XY_REGEX [--map-class CLASS,...]] [--center-crop PX]   (PATH: tile, folder or .zip)
 
 Compiled programs are kept in a persistent cache and loaded by later runs of the same shapes:
 FLAXBENCH_COMPILATION_CACHE=DIR, or =off (default ~/.cache/flaxbench/xla/<machine>-<CPU flags hash>).
@@ -43,6 +43,9 @@ flags.DEFINE_alias("group-by", "group_by")
 flags.DEFINE_string("map", None, "predict: also draw OUT_maps/<group>.png, each tile's predicted class at its "
                     "place on the slide (a regular expression whose two groups are a tile's x and y in its path, "
                     r"e.g. 'x(\d+)_y(\d+)').")
+flags.DEFINE_string("map_class", None, "predict --map: also draw a heat map of each slide's probability of these "
+                    "classes per tile, e.g. tumor or tumor,stroma (OUT_maps/<group>_p_<class>.png).")
+flags.DEFINE_alias("map-class", "map_class")
 flags.DEFINE_bool("tta", False, "evaluate/predict: average class probabilities over each tile's 8 flips and rotations.")
 flags.DEFINE_string("source", None, "evaluate: where the run's tiles are now, if they moved (folder:PATH, a folder or zip).")
 flags.DEFINE_string("external", None, "evaluate: test the run on labelled tiles it never saw, a folder (or zip) of "
@@ -162,7 +165,8 @@ def _predict(args: list[str]) -> None:
         raise FlaxbenchError("predict needs --workdir DIR and at least one tile file, folder or .zip")
     out = FLAGS.out or str(Path(FLAGS.workdir) / "predictions.csv")
     predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint, overwrite=FLAGS.overwrite, tta=FLAGS.tta,
-                  group_by=FLAGS.group_by, center_crop=FLAGS.center_crop, map_xy=FLAGS.map)
+                  group_by=FLAGS.group_by, center_crop=FLAGS.center_crop, map_xy=FLAGS.map,
+                  map_classes=FLAGS.map_class)
 
 
 HANDLERS = {"train": _train, "evaluate": _evaluate, "convert": _convert, "study": _study,

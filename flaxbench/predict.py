@@ -24,7 +24,7 @@ from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
 from flaxbench.inference import check_center_crop, load_trained_run, resize_warning
 from flaxbench.results import atomic_text_file, write_text_atomic
-from flaxbench.tile_map import check_map_pattern, class_grids, map_cells, write_class_maps
+from flaxbench.tile_map import check_map_classes, check_map_pattern, map_cells, tile_grids, write_maps
 
 def expand_paths(paths: Sequence[str], open_zips: contextlib.ExitStack) -> tuple[list[ListedTile], list[str]]:
     """(tiles, skipped files with the reason): files as given, folders and zips expanded as a folder source lists them.
@@ -62,22 +62,24 @@ def expand_paths(paths: Sequence[str], open_zips: contextlib.ExitStack) -> tuple
 
 def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path, *, which: str = BEST,
                   batch_size: int = 64, overwrite: bool = False, tta: bool = False,
-                  group_by: str | None = None, center_crop: int | None = None, map_xy: str | None = None) -> Path:
+                  group_by: str | None = None, center_crop: int | None = None, map_xy: str | None = None,
+                  map_classes: str | None = None) -> Path:
     """Predict every image under `paths` with the run's `which` checkpoint (`tta`: 8-view average); returns the CSV.
 
     `group_by` (a regular expression, as spec.data.group_by) also writes OUT_groups.csv: the mean class
     probabilities of each group's tiles, e.g. per slide or patient. `center_crop` keeps each tile's
     central square of that many pixels before resizing, as `evaluate --external` does. `map_xy` (a
     regular expression whose two groups are a tile's x and y) draws OUT_maps/<group>.png, the predicted
-    classes laid out as on the slide (flaxbench/tile_map.py). Tiles are decoded, classified and written
-    a chunk at a time, so any number of them fits in memory.
+    classes laid out as on the slide (flaxbench/tile_map.py), and `map_classes` ('tumor,stroma') a heat
+    map of each of those classes' probability beside it. Tiles are decoded, classified and written a
+    chunk at a time, so any number of them fits in memory.
     """
     check_center_crop(center_crop)
     workdir, out = Path(workdir), Path(out_csv)
     with contextlib.ExitStack() as open_zips:
         tiles, skipped = expand_paths(paths, open_zips)
         check_group_by(group_by, "--group-by")
-        check_map_pattern(map_xy)
+        check_map_pattern(map_xy, map_classes)
         group_out = out.with_name(f"{out.stem}_groups.csv") if group_by else None
         maps_out = out.with_name(f"{out.stem}_maps") if map_xy else None
         if out.is_dir():
@@ -93,6 +95,7 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
         for line in skipped:
             print(f"skipped, not a readable image: {line}", file=sys.stderr)
         run = load_trained_run(workdir, which)
+        heat_classes = check_map_classes(map_classes, run.classes)
         other_sizes: collections.Counter = collections.Counter()
         bad: list[tuple[ListedTile, Exception]] = []
         index_of = {id(tile): k for k, tile in enumerate(tiles)}
@@ -100,6 +103,8 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
                    decode_tiles(tiles, run.image_size, center_crop, True, bad, other_sizes))
         group_sums: dict[str, list] = {}
         predicted = np.full(len(tiles), -1, np.int64)  # -1: not read
+        heat = np.full((len(tiles), len(heat_classes)), np.nan, np.float32)  # --map-class probabilities
+        heat_columns = [run.classes.index(name) for name in heat_classes]
         with atomic_text_file(out) as csv_file:
             writer = csv.writer(csv_file)
             writer.writerow(["path", "predicted_class", *[f"prob_{c}" for c in run.classes]])
@@ -107,6 +112,7 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
                                                     expected=len(tiles)):
                 probabilities = np.exp(log_softmax(logits))
                 predicted[indices] = probabilities.argmax(axis=1)
+                heat[indices] = probabilities[:, heat_columns]
                 chunk_names = [names[k] for k in indices]
                 writer.writerows([name, run.classes[c], *[f"{x:.6f}" for x in p]]
                                  for name, c, p in zip(chunk_names, predicted[indices], probabilities))
@@ -132,9 +138,12 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
         _write_group_means(group_out, group_sums, run.classes)
         print(f"mean probabilities of {len(group_sums)} groups ({group_by!r}) -> {group_out}")
     if map_xy:
-        grids = class_grids(tile_maps, cells, predicted)
-        write_class_maps(maps_out, grids, run.classes)
-        print(f"class maps of {len(grids)} {'groups' if group_by else 'tile set'} ({map_xy!r}) -> {maps_out}")
+        grids = tile_grids(tile_maps, cells, predicted, -1)
+        heat_grids = {name: tile_grids(tile_maps, cells, heat[:, k], np.nan) for k, name in enumerate(heat_classes)}
+        write_maps(maps_out, grids, run.classes, heat_grids)
+        heat_note = f" with the probability of {', '.join(heat_classes)}" if heat_classes else ""
+        print(f"class maps of {len(grids)} {'groups' if group_by else 'tile set'}{heat_note} ({map_xy!r}) -> "
+              f"{maps_out}")
     return out
 
 

@@ -7,6 +7,7 @@ given (e.g. `slide_07/x1024_y2048.png`). Coordinates may be pixel offsets or til
 step between tiles is the greatest common divisor of the offsets along each axis, so tiles cut
 with a stride show as neighbours. One PNG per group (per slide with `--group-by`, else one for
 all tiles) shows each tile's predicted class as one cell; cells without a readable tile stay white.
+`--map-class tumor` adds a heat map of each slide's tumor probability per tile.
 """
 
 from __future__ import annotations
@@ -17,21 +18,28 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from data_pipeline import canonical_class_name
 from flaxbench.errors import WorkdirError
 
 MAX_CELLS = 4096  # cells along a side: more means the pattern reads something other than tile positions
 ALL_TILES = "all"  # the map's name without --group-by
 
 
-def check_map_pattern(pattern: str | None) -> re.Pattern | None:
-    """`--map` compiled (None without one); WorkdirError unless it is a regular expression with two groups."""
+def check_map_pattern(pattern: str | None, map_classes: str | None = None) -> re.Pattern | None:
+    """`--map` compiled (None without one); WorkdirError unless it is a regular expression with two groups.
+
+    `map_classes` (--map-class) without a pattern is an error too: its heat maps need the coordinates.
+    """
     if pattern is None:
+        if map_classes:
+            raise WorkdirError("--map-class needs --map XY_REGEX, the tiles' coordinates to lay the map out by")
         return None
     try:
         regex = re.compile(pattern)
@@ -80,39 +88,61 @@ def check_one_tile_per_cell(names: Sequence[str], cells: np.ndarray) -> None:
         first[cell] = name
 
 
-def class_grids(maps: Sequence[str], cells: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
-    """{map: (rows, columns) class indices}: tile k's `predicted[k]` at `cells[k]` of map `maps[k]`; -1 where none is.
+def tile_grids(maps: Sequence[str], cells: np.ndarray, values: np.ndarray, empty: Any) -> dict[str, np.ndarray]:
+    """{map: (rows, columns) grid}: tile k's `values[k]` at `cells[k]` of map `maps[k]`, `empty` where no tile is.
 
-    A tile that could not be read (`predicted` -1) still counts for the map's extent, so every map
-    of a slide has the same shape.
+    A tile that could not be read (its value `empty`) still counts for the map's extent, so every
+    map of a slide has the same shape.
     """
     grids = {}
     for name in sorted(set(maps)):
         rows = np.flatnonzero(np.asarray(maps) == name)
         columns, height = cells[rows].max(axis=0) + 1
-        grid = np.full((height, columns), -1, np.int64)
-        grid[cells[rows, 1], cells[rows, 0]] = predicted[rows]
+        grid = np.full((height, columns), empty, values.dtype)
+        grid[cells[rows, 1], cells[rows, 0]] = values[rows]
         grids[name] = grid
     return grids
 
 
 def draw_class_map(path: Path, grid: np.ndarray, classes: Sequence[str], title: str) -> None:
-    """Save `grid` as a PNG: a colour per class (the same in every map), white where no tile is, with a legend."""
-    rows, columns = grid.shape
-    width = min(12.0, max(4.0, columns / 20))
-    figure = Figure(figsize=(width + 2.5, max(3.0, width * rows / columns)), layout="constrained")
-    axes = figure.add_subplot()
+    """Save a grid of class indices as a PNG: a colour per class (as in every map), white where no tile is, a legend."""
+    figure, axes = _map_figure(grid)
     colours = [f"C{k % 10}" for k in range(len(classes))]
     axes.imshow(np.ma.masked_less(grid, 0), cmap=ListedColormap(colours), vmin=-0.5, vmax=len(classes) - 0.5,
                 interpolation="nearest")
-    axes.set_xticks([])
-    axes.set_yticks([])
     counts = np.bincount(grid[grid >= 0], minlength=len(classes))
     axes.set_title(f"{title}: {int(counts.sum())} tiles")
     axes.legend(handles=[Patch(color=colours[k], label=f"{name} ({counts[k]})") for k, name in enumerate(classes)],
                 loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    # at least two pixels a cell, so that no tile of a large slide falls between pixels
-    figure.savefig(path, dpi=max(100, math.ceil(2 * columns / width), math.ceil(2 * rows / figure.get_figheight())))
+    _save(figure, path, grid)
+
+
+def draw_probability_map(path: Path, grid: np.ndarray, class_name: str, title: str) -> None:
+    """Save a grid of one class's probabilities as a PNG heat map from 0 to 1, white where no tile is."""
+    figure, axes = _map_figure(grid)
+    image = axes.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    axes.set_title(f"{title}: probability of {class_name}, {int(np.isfinite(grid).sum())} tiles")
+    figure.colorbar(image, ax=axes, label=f"P({class_name})", shrink=0.8)
+    _save(figure, path, grid)
+
+
+def _map_figure(grid: np.ndarray) -> tuple[Figure, Any]:
+    """A figure sized for `grid` (wider grids wider, up to 12 inches of map) and its axes, without ticks."""
+    rows, columns = grid.shape
+    width = min(12.0, max(4.0, columns / 20))
+    figure = Figure(figsize=(width + 2.5, max(3.0, width * rows / columns)), layout="constrained")
+    axes = figure.add_subplot()
+    axes.set_xticks([])
+    axes.set_yticks([])
+    return figure, axes
+
+
+def _save(figure: Figure, path: Path, grid: np.ndarray) -> None:
+    """Save `figure` at a resolution that gives every cell of `grid` two pixels or more."""
+    rows, columns = grid.shape
+    width, height = figure.get_size_inches()
+    # so that no tile of a large slide falls between pixels (the map takes most of the figure)
+    figure.savefig(path, dpi=max(100, math.ceil(2 * columns / (width - 2.5)), math.ceil(2 * rows / height)))
 
 
 def map_file_names(groups: Sequence[str]) -> dict[str, str]:
@@ -129,13 +159,20 @@ def map_file_names(groups: Sequence[str]) -> dict[str, str]:
     return names
 
 
-def write_class_maps(folder: Path, grids: dict[str, np.ndarray], classes: Sequence[str]) -> Path:
-    """One PNG per map {name: class grid} in `folder`, which is replaced whole once every map is drawn."""
+def write_maps(folder: Path, class_grids: dict[str, np.ndarray], classes: Sequence[str],
+               probability_grids: dict[str, dict[str, np.ndarray]] | None = None) -> Path:
+    """`folder` with <map>.png per class grid and <map>_p_<class>.png per probability grid {class: {map: grid}}.
+
+    The folder is replaced whole once every map is drawn.
+    """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        for name, file_name in map_file_names(sorted(grids)).items():
-            draw_class_map(staging / file_name, grids[name], classes, name)
+        for name, file_name in map_file_names(sorted(class_grids)).items():
+            draw_class_map(staging / file_name, class_grids[name], classes, name)
+            for class_name, grids in (probability_grids or {}).items():
+                draw_probability_map(staging / f"{Path(file_name).stem}_p_{class_name}.png", grids[name],
+                                     class_name, name)
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)
@@ -143,6 +180,20 @@ def write_class_maps(folder: Path, grids: dict[str, np.ndarray], classes: Sequen
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
+
+
+def check_map_classes(text: str | None, classes: Sequence[str]) -> list[str]:
+    """--map-class CLASS,... as the run's class names (canonical); WorkdirError naming one the run does not have."""
+    if not text:
+        return []
+    chosen = []
+    for entry in text.split(","):
+        name = canonical_class_name(entry)
+        if name not in classes:
+            raise WorkdirError(f"--map-class '{entry.strip()}' is not a class of the run; its classes: "
+                               f"{', '.join(classes)}")
+        chosen.append(name)
+    return chosen
 
 
 def map_cells(names: Sequence[str], groups: Sequence[str] | None, pattern: str) -> tuple[list[str], np.ndarray]:

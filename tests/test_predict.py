@@ -307,7 +307,7 @@ def test_predict_splits_its_batches_over_the_local_devices(trained_run, tmp_path
 
 
 def test_map_draws_each_slides_predicted_classes_where_its_tiles_lie(trained_run, tmp_path):
-    """--map with --group-by: one PNG per slide; a tile without coordinates, or an earlier map, stops it first."""
+    """--map with --group-by: one PNG per slide (and per --map-class); bad input stops it before anything is written."""
     from flaxbench.errors import WorkdirError
     from flaxbench.predict import predict_paths
 
@@ -317,9 +317,15 @@ def test_map_draws_each_slides_predicted_classes_where_its_tiles_lie(trained_run
         slide.mkdir(parents=True, exist_ok=True)
         shutil.copy(tile, slide / f"x{(k // 2) % 4 * 150}_y{(k // 2) // 4 * 150}.tif")
     out = tmp_path / "out" / "preds.csv"
-    predict_paths(trained_run, [str(slides)], out, group_by=r"slide_\d", map_xy=r"x(\d+)_y(\d+)")
+    with pytest.raises(WorkdirError, match="--map-class 'mucus' is not a class of the run"):
+        predict_paths(trained_run, [str(slides)], out, group_by=r"slide_\d", map_xy=r"x(\d+)_y(\d+)",
+                      map_classes="tumor,mucus")
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+    predict_paths(trained_run, [str(slides)], out, group_by=r"slide_\d", map_xy=r"x(\d+)_y(\d+)",
+                  map_classes="TUMOR")
     maps = out.with_name("preds_maps")
-    assert sorted(p.name for p in maps.iterdir()) == ["slide_0.png", "slide_1.png"]
+    assert sorted(p.name for p in maps.iterdir()) == ["slide_0.png", "slide_0_p_tumor.png", "slide_1.png",
+                                                      "slide_1_p_tumor.png"]
     assert all(Image.open(p).format == "PNG" for p in maps.iterdir())
     out.unlink()
     out.with_name("preds_groups.csv").unlink()

@@ -8,7 +8,7 @@ from PIL import Image
 
 from flaxbench.errors import WorkdirError
 from flaxbench.tile_map import (
-    check_map_pattern, class_grids, map_cells, map_file_names, write_class_maps,
+    check_map_classes, check_map_pattern, map_cells, map_file_names, tile_grids, write_maps,
 )
 
 XY = r"x(\d+)_y(\d+)"
@@ -33,7 +33,7 @@ def test_each_group_gets_its_own_grid():
     names = ["a/x500_y500", "a/x724_y500", "b/x0_y0", "b/x0_y224"]
     maps, cells = map_cells(names, ["a", "a", "b", "b"], XY)
     assert cells.tolist() == [[0, 0], [1, 0], [0, 0], [0, 1]]
-    grids = class_grids(maps, cells, np.array([2, -1, 0, 1]))
+    grids = tile_grids(maps, cells, np.array([2, -1, 0, 1]), -1)
     assert grids["a"].tolist() == [[2, -1]]  # an unreadable tile keeps its place, empty
     assert grids["b"].tolist() == [[0], [1]]
 
@@ -41,7 +41,7 @@ def test_each_group_gets_its_own_grid():
 def test_holes_stay_empty_and_classes_land_on_their_cells():
     names = ["x0_y0", "x2_y0", "x1_y1"]
     maps, cells = map_cells(names, None, XY)
-    assert class_grids(maps, cells, np.array([4, 5, 6]))["all"].tolist() == [[4, -1, 5], [-1, 6, -1]]
+    assert tile_grids(maps, cells, np.array([4, 5, 6]), -1)["all"].tolist() == [[4, -1, 5], [-1, 6, -1]]
 
 
 @pytest.mark.parametrize("pattern, words", [
@@ -73,7 +73,20 @@ def test_maps_are_written_whole_and_replace_the_folder(tmp_path):
     (folder / "old.png").write_bytes(b"")
     big = np.full((300, 2500), 1)
     big[0, 0] = -1
-    write_class_maps(folder, {"s1": np.array([[0, 1], [-1, 2]]), "s2": big}, ["tumor", "stroma", "lympho"])
-    assert sorted(p.name for p in folder.iterdir()) == ["s1.png", "s2.png"]
+    tumor = {"s1": np.array([[0.1, np.nan], [0.5, 1.0]]), "s2": np.where(big > 0, 0.3, np.nan)}
+    write_maps(folder, {"s1": np.array([[0, 1], [-1, 2]]), "s2": big}, ["tumor", "stroma", "lympho"], {"tumor": tumor})
+    assert sorted(p.name for p in folder.iterdir()) == ["s1.png", "s1_p_tumor.png", "s2.png", "s2_p_tumor.png"]
     assert Image.open(folder / "s2.png").width >= 2 * 2500  # two pixels or more a tile
     assert [p.name for p in tmp_path.iterdir()] == ["p_maps"]  # no staging folder left
+
+
+def test_probabilities_land_on_their_cells_and_map_classes_are_checked():
+    maps, cells = map_cells(["x0_y0", "x1_y1"], None, XY)
+    grid = tile_grids(maps, cells, np.array([0.25, 0.75], np.float32), np.nan)["all"]
+    np.testing.assert_array_equal(grid, [[0.25, np.nan], [np.nan, 0.75]])
+    assert check_map_classes("TUMOR, 02_stroma", ["tumor", "stroma", "lympho"]) == ["tumor", "stroma"]
+    assert check_map_classes(None, ["tumor"]) == []
+    with pytest.raises(WorkdirError, match="not a class of the run; its classes: tumor, stroma"):
+        check_map_classes("adipose", ["tumor", "stroma"])
+    with pytest.raises(WorkdirError, match="--map-class needs --map"):
+        check_map_pattern(None, "tumor")
