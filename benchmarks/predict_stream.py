@@ -30,6 +30,7 @@ from PIL import Image  # noqa: E402
 from benchmarks.throughput import SPEC_DIR, busy_cores, check_args, count  # noqa: E402
 from data_pipeline.sources.folder_source import decode_tiles, open_class_folders  # noqa: E402
 from data_pipeline.sources.synthetic import synthetic_class_tiles  # noqa: E402
+from flaxbench.host_memory import restart_with_huge_pages  # noqa: E402
 from flaxbench.inference import TrainedRun  # noqa: E402
 from flaxbench.runtime import device_model  # noqa: E402
 from flaxbench.spec import load_spec_file  # noqa: E402
@@ -106,12 +107,18 @@ def main() -> None:
     check_args(parser, args)
     device = f"{jax.devices()[0].platform}: {device_model(jax.devices()[0])} x{len(jax.local_devices())}"
     load = busy_cores()
-    rows = []
+    rows, failed = [], []
     with tempfile.TemporaryDirectory(prefix="predict_stream_") as tmp:
         write_tiles(Path(tmp), args.tiles, args.size, args.format)
         tiles = sum(1 for _ in Path(tmp).rglob(f"*.{args.format}"))
         for row in args.models:
-            times = time_contenders(Path(tmp), random_run(row, args.size, args.dtype), args.batch, args.repeats)
+            try:
+                times = time_contenders(Path(tmp), random_run(row, args.size, args.dtype), args.batch, args.repeats)
+            except Exception as error:  # one failing row must not lose the others' numbers
+                print(f"{row}: failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                      file=sys.stderr, flush=True)
+                failed.append(row)
+                continue
             rate = {name: tiles / statistics.median(t) for name, t in times.items()}
             serial = 1 / (1 / rate["decode"] + 1 / rate["model"])
             rows.append({"model": row, "decode_tiles_s": round(rate["decode"], 1),
@@ -129,7 +136,10 @@ def main() -> None:
         for r in rows:
             print(f"{r['model']:<16}{r['decode_tiles_s']:>10.0f}{r['model_tiles_s']:>10.0f}{r['stream_tiles_s']:>10.0f}"
                   f"{r['overlap']:>9.2f}{r['stream_over_serial']:>11.2f}")
+    if failed:
+        sys.exit(f"predict_stream: {len(failed)} model(s) failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as `python -m flaxbench` does
     main()
