@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import collections
 import io
-import json
 import statistics
 import sys
 import tempfile
@@ -27,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from PIL import Image  # noqa: E402
 
-from benchmarks.throughput import SPEC_DIR, busy_cores, check_args, count  # noqa: E402
+from benchmarks.throughput import SPEC_DIR, busy_cores, check_args, count, exit_if_failed, measure_rows  # noqa: E402
 from data_pipeline.sources.folder_source import decode_tiles, open_class_folders  # noqa: E402
 from data_pipeline.sources.synthetic import synthetic_class_tiles  # noqa: E402
 from flaxbench.host_memory import restart_with_huge_pages  # noqa: E402
 from flaxbench.inference import TrainedRun  # noqa: E402
-from flaxbench.runtime import device_model  # noqa: E402
+from flaxbench.runtime import describe_devices, local_mesh  # noqa: E402
 from flaxbench.spec import load_spec_file  # noqa: E402
 from flaxbench.train.setup import init_model  # noqa: E402
 from flaxbench.train.state import TrainState, split_model  # noqa: E402
@@ -92,8 +91,6 @@ def time_contenders(folder: Path, run: TrainedRun, batch: int, repeats: int) -> 
 
 def main() -> None:
     """Parse flags, time every row's three contenders, print a table or JSON lines."""
-    import jax
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="convmodel,resnet50")
     parser.add_argument("--tiles", type=count, default=2048)
@@ -105,39 +102,32 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     check_args(parser, args)
-    device = f"{jax.devices()[0].platform}: {device_model(jax.devices()[0])} x{len(jax.local_devices())}"
+    device = describe_devices(local_mesh())
     load = busy_cores()
-    rows, failed = [], []
     with tempfile.TemporaryDirectory(prefix="predict_stream_") as tmp:
         write_tiles(Path(tmp), args.tiles, args.size, args.format)
         tiles = sum(1 for _ in Path(tmp).rglob(f"*.{args.format}"))
-        for row in args.models:
-            try:
-                times = time_contenders(Path(tmp), random_run(row, args.size, args.dtype), args.batch, args.repeats)
-            except Exception as error:  # one failing row must not lose the others' numbers
-                print(f"{row}: failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
-                      file=sys.stderr, flush=True)
-                failed.append(row)
-                continue
+
+        def measure(row: str) -> dict:
+            times = time_contenders(Path(tmp), random_run(row, args.size, args.dtype), args.batch, args.repeats)
             rate = {name: tiles / statistics.median(t) for name, t in times.items()}
             serial = 1 / (1 / rate["decode"] + 1 / rate["model"])
-            rows.append({"model": row, "decode_tiles_s": round(rate["decode"], 1),
-                         "model_tiles_s": round(rate["model"], 1), "stream_tiles_s": round(rate["stream"], 1),
-                         "overlap": round(rate["stream"] / min(rate["decode"], rate["model"]), 3),
-                         "stream_over_serial": round(rate["stream"] / serial, 3),
-                         "tiles": tiles, "format": args.format, "size": args.size, "batch": args.batch,
-                         "dtype": args.dtype, "device": device, "rounds": args.repeats,
-                         "busy_cores_at_start": round(load, 2)})
-            if args.json:
-                print(json.dumps(rows[-1]), flush=True)
+            return {"model": row, "decode_tiles_s": round(rate["decode"], 1),
+                    "model_tiles_s": round(rate["model"], 1), "stream_tiles_s": round(rate["stream"], 1),
+                    "overlap": round(rate["stream"] / min(rate["decode"], rate["model"]), 3),
+                    "stream_over_serial": round(rate["stream"] / serial, 3),
+                    "tiles": tiles, "format": args.format, "size": args.size, "batch": args.batch,
+                    "dtype": args.dtype, "device": device, "rounds": args.repeats,
+                    "busy_cores_at_start": round(load, 2)}
+
+        rows, failed = measure_rows(args.models, measure, args.json)
     if not args.json:
         print(f"device: {device}; {tiles} {args.format} tiles of {args.size} px, batch {args.batch}, {args.dtype}")
         print(f"{'model':<16}{'decode/s':>10}{'model/s':>10}{'stream/s':>10}{'overlap':>9}{'vs serial':>11}")
         for r in rows:
             print(f"{r['model']:<16}{r['decode_tiles_s']:>10.0f}{r['model_tiles_s']:>10.0f}{r['stream_tiles_s']:>10.0f}"
                   f"{r['overlap']:>9.2f}{r['stream_over_serial']:>11.2f}")
-    if failed:
-        sys.exit(f"predict_stream: {len(failed)} model(s) failed: {', '.join(failed)}")
+    exit_if_failed("predict_stream", failed)
 
 
 if __name__ == "__main__":

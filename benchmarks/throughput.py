@@ -39,7 +39,7 @@ from flaxbench.spec import load_spec_file  # noqa: E402
 from flaxbench.compile_cache import disable_compilation_cache  # noqa: E402
 from flaxbench.errors import FlaxbenchError  # noqa: E402
 from flaxbench.host_memory import restart_with_huge_pages  # noqa: E402
-from flaxbench.runtime import device_model  # noqa: E402
+from flaxbench.runtime import describe_devices  # noqa: E402
 from flaxbench.study import parse_study_rows  # noqa: E402
 from flaxbench.train.setup import Run, build_run  # noqa: E402
 from flaxbench.train.state import TrainState  # noqa: E402
@@ -58,15 +58,17 @@ def random_dataset(n: int, size: int, num_classes: int = 6) -> TileDataset:
 
 
 def compiled_benchmark_run(row: str, batch: int, size: int, dtype: str, steps: int,
-                           placement: str = "device") -> tuple[Run, TrainState]:
+                           placement: str = "device", devices: int = 1) -> tuple[Run, TrainState]:
     """Study row `row` built from scratch on `steps` batches of random tiles, its epoch compiled.
 
     `placement` is spec.train.data_placement: tiles on device, or batches sent from host memory.
+    `devices` is spec.mesh.data: 1 by default, as the torch twins train on one device; -1 for all.
     """
     spec = load_spec_file(SPEC_DIR / f"{row}.py")
     spec.model.init = "scratch"
     spec.train.batch_size, spec.train.dtype = batch, dtype
     spec.train.data_placement = placement
+    spec.mesh.data = devices
     spec.train.eval_batch_size = batch
     if spec.model.name == "vit":
         spec.model.options.image_size = size
@@ -77,9 +79,9 @@ def compiled_benchmark_run(row: str, batch: int, size: int, dtype: str, steps: i
 
 
 def flax_timer(row: str, batch: int, size: int, dtype: str, steps: int,
-               placement: str = "device") -> tuple[Timer, dict]:
+               placement: str = "device", devices: int = 1) -> tuple[Timer, dict]:
     """A timer for one call of flaxbench's jitted epoch (`steps` steps), and what was built."""
-    run, state = compiled_benchmark_run(row, batch, size, dtype, steps, placement)
+    run, state = compiled_benchmark_run(row, batch, size, dtype, steps, placement, devices)
     fn, images, labels = run.compiled["train"], run.splits["train"].images, run.train_labels
     carry = {"state": state, "calls": 0}
 
@@ -93,7 +95,7 @@ def flax_timer(row: str, batch: int, size: int, dtype: str, steps: int,
     timed_call()  # warm-up
     spec = run.spec
     return timed_call, {"compile_s": run.compile_time_s, "model": spec.model.name,
-                        "options": spec.model.options.to_dict()}
+                        "options": spec.model.options.to_dict(), "device": describe_devices(run.mesh)}
 
 
 def torch_timer(name: str, options: dict, batch: int, size: int, dtype: str, steps: int,
@@ -230,6 +232,33 @@ def timing_parser(description: str, models: str) -> argparse.ArgumentParser:
     return parser
 
 
+def measure_rows(models: list[str], measure: Callable[[str], dict], as_json: bool,
+                 hint: str = "") -> tuple[list[dict], list[str]]:
+    """`measure(row)` for every study row in turn, and the rows that failed.
+
+    A row that raises is named on stderr (with `hint`, if given) and left out: one failing row must
+    not lose the others' numbers. With `as_json`, each row is printed as one JSON line as it ends.
+    """
+    rows, failed = [], []
+    for row in models:
+        try:
+            rows.append(measure(row))
+        except Exception as error:
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            print(f"{row}: failed: {type(error).__name__}: {first_line}{hint}", file=sys.stderr, flush=True)
+            failed.append(row)
+            continue
+        if as_json:
+            print(json.dumps(rows[-1]), flush=True)
+    return rows, failed
+
+
+def exit_if_failed(script: str, failed: list[str]) -> None:
+    """Exit with status 1 naming the failed rows, if any."""
+    if failed:
+        sys.exit(f"{script}: {len(failed)} model(s) failed: {', '.join(failed)}")
+
+
 def main() -> None:
     """Parse flags, time every model, print a table or JSON lines."""
     parser = timing_parser(__doc__.splitlines()[0], "convmodel,vit_p15,resnet18")
@@ -239,7 +268,6 @@ def main() -> None:
     check_args(parser, args)
     import torch
 
-    device = f"{jax.devices()[0].platform}: {device_model(jax.devices()[0])}"
     torch_device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     torch.backends.cudnn.benchmark = True  # let cuDNN autotune its convolutions, as XLA does
     load = busy_cores()
@@ -249,38 +277,30 @@ def main() -> None:
         print(f"warning: the machine is busy ({load:.1f} of {os.cpu_count()} cores in use); on CPU, torch's "
               "threads slow down far more than XLA's under load, so the ratios lean toward flaxbench: measure "
               "on an otherwise idle machine", file=sys.stderr, flush=True)
-    rows, failed = [], []
-    for row in args.models:
-        try:
-            flax_call, built = flax_timer(row, args.batch, args.size, args.dtype, args.steps)
-            timers = {"jax": flax_call, "torch": torch_timer(built["model"], built["options"], args.batch, args.size,
-                                                             args.dtype, args.steps, False)}
-            compiled = None if args.no_compile else torch_timer(
-                built["model"], built["options"], args.batch, args.size, args.dtype, args.steps, True)
-            if compiled:
-                timers["torch_compile"] = compiled
-            times = interleaved_times(timers, args.repeats, optional=frozenset({"torch_compile"}), settle=args.settle)
-        except Exception as error:  # one failing model must not lose the others' numbers
-            print(f"{row}: failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                  f" (this script's tile size is --size)", file=sys.stderr, flush=True)
-            failed.append(row)
-            continue
+    def measure(row: str) -> dict:
+        flax_call, built = flax_timer(row, args.batch, args.size, args.dtype, args.steps)
+        timers = {"jax": flax_call, "torch": torch_timer(built["model"], built["options"], args.batch, args.size,
+                                                         args.dtype, args.steps, False)}
+        compiled = None if args.no_compile else torch_timer(
+            built["model"], built["options"], args.batch, args.size, args.dtype, args.steps, True)
+        if compiled:
+            timers["torch_compile"] = compiled
+        times = interleaved_times(timers, args.repeats, optional=frozenset({"torch_compile"}), settle=args.settle)
         img_s = {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
         round_ratios = [t_torch / t_jax for t_jax, t_torch in zip(times["jax"], times["torch"])]
         best_torch = max(img_s["torch"], img_s.get("torch_compile", 0.0))
-        rows.append({"model": row, "jax_img_s": round(img_s["jax"], 1), "torch_img_s": round(img_s["torch"], 1),
-                     "torch_compile_img_s": round(img_s["torch_compile"], 1) if "torch_compile" in img_s else None,
-                     "ratio": round(img_s["jax"] / img_s["torch"], 3),
-                     "ratio_range": [round(min(round_ratios), 3), round(max(round_ratios), 3)],
-                     "ratio_vs_best_torch": round(img_s["jax"] / best_torch, 3),
-                     "jax_compile_s": round(built["compile_s"], 2), "device": device, "torch_device": torch_device,
-                     "dtype": args.dtype, "batch": args.batch, "size": args.size, "rounds": args.repeats,
-                     "settle": args.settle,
-                     "busy_cores_at_start": round(load, 2)})
-        if args.json:
-            print(json.dumps(rows[-1]), flush=True)
-    if not args.json:
-        print(f"device: {device}; torch: {torch_device}; batch {args.batch}, {args.size} px, {args.dtype}")
+        return {"model": row, "jax_img_s": round(img_s["jax"], 1), "torch_img_s": round(img_s["torch"], 1),
+                "torch_compile_img_s": round(img_s["torch_compile"], 1) if "torch_compile" in img_s else None,
+                "ratio": round(img_s["jax"] / img_s["torch"], 3),
+                "ratio_range": [round(min(round_ratios), 3), round(max(round_ratios), 3)],
+                "ratio_vs_best_torch": round(img_s["jax"] / best_torch, 3),
+                "jax_compile_s": round(built["compile_s"], 2), "device": built["device"],
+                "torch_device": torch_device, "dtype": args.dtype, "batch": args.batch, "size": args.size,
+                "rounds": args.repeats, "settle": args.settle, "busy_cores_at_start": round(load, 2)}
+
+    rows, failed = measure_rows(args.models, measure, args.json, hint=" (this script's tile size is --size)")
+    if not args.json and rows:
+        print(f"device: {rows[0]['device']}; torch: {torch_device}; batch {args.batch}, {args.size} px, {args.dtype}")
         print(f"{'model':<16}{'flaxbench img/s':>16}{'torch img/s':>13}{'compile img/s':>15}{'ratio':>8}"
               f"{'round ratios':>15}{'jax compile s':>15}")
         for r in rows:
@@ -288,8 +308,7 @@ def main() -> None:
             spread = f"{r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}"
             print(f"{r['model']:<16}{r['jax_img_s']:>16.1f}{r['torch_img_s']:>13.1f}{comp:>15}{r['ratio']:>8.2f}"
                   f"{spread:>15}{r['jax_compile_s']:>15.1f}")
-    if failed:
-        sys.exit(f"throughput: {len(failed)} model(s) failed: {', '.join(failed)}")
+    exit_if_failed("throughput", failed)
 
 
 if __name__ == "__main__":

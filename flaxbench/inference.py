@@ -20,7 +20,7 @@ from data_pipeline.parallel import in_groups
 from data_pipeline.stain import StainTarget, normalize_tiles_counted, warn_kept
 from flaxbench.checkpoints import RunCheckpoints
 from flaxbench.errors import WorkdirError
-from flaxbench.runtime import DATA_AXIS, batch_sharding, replicated, to_device
+from flaxbench.runtime import batch_sharding, local_mesh, replicated, to_device
 from flaxbench.train.evaluate import read_run_spec
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.setup import COMPUTE_DTYPES, init_model, resolve_dtype
@@ -77,7 +77,7 @@ class TrainedRun:
         the devices work on one chunk while the next is decoded, since `tiles` is read lazily. A long
         run prints its progress to stderr (out of `expected` tiles, if given).
         """
-        mesh = Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
+        mesh = local_mesh()
         per_step = -(-batch_size // mesh.size) * mesh.size
         weights = jax.device_put((self.state.params, self.state.model_state), replicated(mesh))
         sharding = batch_sharding(mesh)
