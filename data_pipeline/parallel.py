@@ -1,7 +1,7 @@
 """Work spread over one thread per usable core, results in input order (decoding, resizing, stain maps).
 
-Pillow, tifffile's codecs and numpy's array work run outside the GIL, so threads decode tiles in
-parallel without the start-up and copying costs of processes.
+Pillow's decoders, libtiff (images.py decodes RGB TIFFs with it) and numpy's array work run outside
+the GIL, so threads decode tiles in parallel without the start-up and copying costs of processes.
 """
 
 from __future__ import annotations

@@ -117,3 +117,54 @@ def test_float_pixels_outside_0_1_are_refused_not_clipped():
     tifffile.imwrite(buffer, RGB.astype(np.float32), photometric="rgb")  # 0..255 as floats would all clip to white
     with pytest.raises(UndecodableImage, match=r"must lie in \[0, 1\], these span 0\.\.2[0-9][0-9]"):
         decode_image(buffer.getvalue(), "t.tif")
+
+
+def _pillow_rgb(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _pillow_tiff(array: np.ndarray, mode: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).convert(mode).save(buffer, format="TIFF", **options)
+    return buffer.getvalue()
+
+
+def test_8_bit_tiffs_of_every_layout_decode_to_pillows_colours():
+    # 8-bit RGB pages are decoded by libtiff, the rest by Pillow: both must give Pillow's colours
+    tile = np.asarray(Image.fromarray(RGB).resize((40, 48)))
+    variants = {
+        "uncompressed": _tiff(tile, photometric="rgb"),
+        "lzw": _tiff(tile, photometric="rgb", compression="lzw"),
+        "deflate": _tiff(tile, photometric="rgb", compression="zlib"),
+        "packbits": _packbits_tiff(tile),
+        "jpeg": _pillow_tiff(tile, "RGB", compression="jpeg"),
+        "planar": _tiff(np.moveaxis(tile, -1, 0), photometric="rgb", planarconfig="separate"),
+        "two pages": _tiff(np.stack([tile, 255 - tile]), photometric="rgb"),
+        "cmyk": _pillow_tiff(tile, "CMYK"),
+        "palette": _pillow_tiff(tile, "P"),
+        "rotated 180 by the orientation tag": _tiff(tile, photometric="rgb", extratags=[(274, "H", 1, 3, False)]),
+    }
+    for name, data in variants.items():
+        np.testing.assert_array_equal(decode_image(data, "t.tif"), _pillow_rgb(data), err_msg=name)
+    np.testing.assert_array_equal(decode_image(variants["two pages"], "t.tif"), tile)  # the first page
+
+
+def test_a_ycbcr_tiff_decodes_to_the_exact_inverse_of_its_samples():
+    # libtiff inverts BT.601 exactly; Pillow's fixed-point conversion is 1 off on about half the pixels
+    tile = RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    samples = np.asarray(Image.fromarray(tile).convert("YCbCr")).astype(np.float64)
+    luma, blue, red = samples[..., 0], samples[..., 1] - 128, samples[..., 2] - 128
+    exact = np.stack([luma + 1.402 * red, luma - 0.344136 * blue - 0.714136 * red, luma + 1.772 * blue], axis=-1)
+    decoded = decode_image(_pillow_tiff(tile, "YCbCr"), "y.tif").astype(np.float64)
+    assert np.abs(decoded - np.clip(exact, 0, 255)).max() <= 0.5 + 1e-3
+
+
+def test_the_real_sample_tiles_decode_to_pillows_colours():
+    from tests.helpers import SHARED_DATA
+
+    files = sorted(SHARED_DATA.glob("*_sample/*/*.tif"))
+    assert len(files) >= 100
+    for path in files:
+        data = path.read_bytes()
+        np.testing.assert_array_equal(decode_image(data, path.name), _pillow_rgb(data), err_msg=str(path))
