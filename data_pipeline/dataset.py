@@ -19,7 +19,7 @@ from data_pipeline.named_splits import named_split_form, names_splits, read_name
 from data_pipeline.sources.folder_source import load_folder
 from data_pipeline.sources.synthetic import load_synthetic
 from data_pipeline.sources.tfds_source import load_tfds
-from data_pipeline.sources.tiles import SourceTiles
+from data_pipeline.sources.tiles import SourceTiles, permute_rows_in_place
 from data_pipeline.split import split_indices
 from data_pipeline.stain import StainTarget, normalize_tiles, stain_target
 
@@ -111,18 +111,41 @@ def _read_source(cfg: Any, source: str, image_size: int | None) -> tuple[str, So
     raise DataError(f"unknown spec.data.source '{source}'; use {SOURCE_FORMS}")
 
 
-def _subset(tiles: SourceTiles, indices: np.ndarray) -> Split:
-    """The rows `indices` of `tiles` as a Split."""
-    return Split(
-        images=tiles.images[indices],
-        labels=tiles.labels[indices].astype(np.int32),
-        ids=tuple(tiles.ids[i] for i in indices),
-    )
+def _splits_of(parts: Sequence[tuple[SourceTiles, np.ndarray | None]]) -> tuple[Split, ...]:
+    """The Split of each (tiles, rows) part, rows None for all the tiles; parts of one source share its array.
 
-
-def _whole(tiles: SourceTiles) -> Split:
-    """All of `tiles` as a Split, without copying them."""
-    return Split(images=tiles.images, labels=tiles.labels.astype(np.int32, copy=False), ids=tuple(tiles.ids))
+    Indexing each part out of a source copies its tiles while the source is still alive: twice
+    the host memory of the tiles at the peak. Instead a source's tiles are reordered in place,
+    its parts' rows one after another, and each part is a slice of them; the reordered source is
+    not used afterwards (its labels and ids keep the old order).
+    """
+    rows_by_source: dict[int, list[np.ndarray]] = {}
+    for tiles, rows in parts:
+        if rows is not None:
+            rows_by_source.setdefault(id(tiles), []).append(np.asarray(rows, dtype=np.int64))
+    whole = {id(tiles) for tiles, rows in parts if rows is None}
+    starts: dict[int, int] = {}  # where a source's next part starts in its reordered array; -1: copied out
+    for tiles, rows in parts:
+        if rows is None or id(tiles) in starts:
+            continue
+        used = np.concatenate(rows_by_source[id(tiles)])
+        if id(tiles) in whole or len(np.unique(used)) < len(used):  # a tile in two parts: not a slice of both
+            starts[id(tiles)] = -1
+            continue
+        rest = np.setdiff1d(np.arange(len(tiles.labels)), used)
+        permute_rows_in_place(tiles.images, np.concatenate([used, rest]))
+        starts[id(tiles)] = 0
+    splits = []
+    for tiles, rows in parts:
+        if rows is None:
+            splits.append(Split(tiles.images, tiles.labels.astype(np.int32, copy=False), tuple(tiles.ids)))
+            continue
+        start = starts[id(tiles)]
+        images = tiles.images[rows] if start < 0 else tiles.images[start:start + len(rows)]
+        if start >= 0:
+            starts[id(tiles)] += len(rows)
+        splits.append(Split(images, tiles.labels[rows].astype(np.int32), tuple(tiles.ids[i] for i in rows)))
+    return tuple(splits)
 
 
 def _split_reader(
@@ -158,7 +181,7 @@ def _read_named_splits(
 
     parts = read_named_splits(split, read, where, _get(cfg, "classes", None), divide)
     read_tiles = tuple({id(tiles): tiles for tiles, _ in parts}.values())  # train's tiles once, if val is cut from them
-    return source, read_tiles, tuple(_whole(tiles) if rows is None else _subset(tiles, rows) for tiles, rows in parts)
+    return source, read_tiles, _splits_of(parts)
 
 
 def _divide(cfg: Any, tiles: SourceTiles, split: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -172,8 +195,10 @@ def _divide(cfg: Any, tiles: SourceTiles, split: Sequence[float]) -> tuple[np.nd
 
 
 def _stain_normalized(tiles: SourceTiles, stain: StainTarget | None, where: str) -> SourceTiles:
-    """`tiles` normalised to `stain` (as they are without one)."""
-    return tiles if stain is None else dataclasses.replace(tiles, images=normalize_tiles(tiles.images, stain, where))
+    """`tiles`, just read from their source, normalised to `stain` in place (as they are without one)."""
+    if stain is not None:
+        normalize_tiles(tiles.images, stain, where, out=tiles.images)  # no second copy of the tiles
+    return tiles
 
 
 def _stain_target(cfg: Any) -> StainTarget | None:
@@ -207,7 +232,7 @@ def load_dataset(cfg: Any) -> TileDataset:
             "skipped %d bad files in %s (spec.data.skip_bad_files=True): %s", len(skipped), source, ", ".join(skipped)
         )
     if splits is None:
-        splits = tuple(_subset(tiles, part) for part in _divide(cfg, tiles, split))
+        splits = _splits_of([(tiles, part) for part in _divide(cfg, tiles, split)])
     train, val, test = splits
     groups = split_groups({"train": train.ids, "val": val.ids, "test": test.ids}, _get(cfg, "group_by", None))
     return TileDataset(

@@ -99,13 +99,15 @@ def normalize_tile(image: np.ndarray, target: StainTarget) -> np.ndarray | None:
     return np.clip(np.round(pixels.T), 0, 255).astype(np.uint8).reshape(image.shape)
 
 
-def normalize_tiles_counted(images: np.ndarray, target: StainTarget) -> tuple[np.ndarray, int]:
+def normalize_tiles_counted(images: np.ndarray, target: StainTarget,
+                            out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """(`images` normalised to `target`, how many tiles were kept as they were: too little stained tissue).
 
-    Tiles are spread over one thread per usable core (numpy's array work runs outside the GIL); the
-    result does not depend on how many there are.
+    The result is written to `out` (`images` itself normalises in place), else to a new array. Tiles
+    are spread over one thread per usable core (numpy's array work runs outside the GIL); the result
+    does not depend on how many there are.
     """
-    out = np.empty_like(images)
+    out = np.empty_like(images) if out is None else out
 
     def normalize_into_out(i: int) -> bool:
         result = normalize_tile(images[i], target)
@@ -115,12 +117,12 @@ def normalize_tiles_counted(images: np.ndarray, target: StainTarget) -> tuple[np
     return out, sum(map_in_order(normalize_into_out, range(len(images))))
 
 
-def normalize_tiles(images: np.ndarray, target: StainTarget, where: str) -> np.ndarray:
-    """Every tile of `images` (N, H, W, 3) normalised to `target`; tiles that cannot be are kept and counted.
+def normalize_tiles(images: np.ndarray, target: StainTarget, where: str, out: np.ndarray | None = None) -> np.ndarray:
+    """Every tile of `images` (N, H, W, 3) normalised to `target` (into `out` if given); tiles that cannot be are kept.
 
     A warning counts the tiles kept as they were.
     """
-    out, kept = normalize_tiles_counted(images, target)
+    out, kept = normalize_tiles_counted(images, target, out)
     warn_kept(kept, len(images), where)
     return out
 

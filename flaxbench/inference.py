@@ -87,7 +87,7 @@ class TrainedRun:
         for chunk in in_groups(tiles, chunk_tiles or CHUNK_TILES):
             keys, images = [key for key, _ in chunk], np.stack([image for _, image in chunk])
             if self.stain is not None:
-                images, kept_here = normalize_tiles_counted(images, self.stain)
+                images, kept_here = normalize_tiles_counted(images, self.stain, out=images)  # stacked here
                 kept += kept_here
             total += len(images)
             # Dispatched now, read after the next chunk is decoded: the devices run meanwhile.

@@ -39,7 +39,7 @@ from data_pipeline.images import (
     resize_square,
 )
 from data_pipeline.sources.file_tree import open_tree, visible
-from data_pipeline.sources.tiles import SourceTiles, stack_tiles
+from data_pipeline.sources.tiles import SourceTiles, collect_tiles
 from data_pipeline.split import SPLIT_WORDS, named_split_hint
 
 def _empty_class_folders(folders: list[str], prefix: str, with_files: set[str]) -> list[str]:
@@ -260,11 +260,12 @@ def load_folder(
     skipped: list[tuple[ListedTile, Exception]] = []
     resized: collections.Counter = collections.Counter()
     with open_class_folders(path, requested_classes, within, min_classes) as source:
-        decoded = list(decode_tiles(source.tiles, image_size, crop, skip_bad_files, skipped, resized))
-    ids = [tile.id for tile, _ in decoded]
+        decoded = decode_tiles(source.tiles, image_size, crop, skip_bad_files, skipped, resized)
+        images, labels, ids = collect_tiles(((tile.id, tile.label, image) for tile, image in decoded),
+                                            len(source.tiles), source.where)
     return SourceTiles(
-        images=stack_tiles([image for _, image in decoded], ids, source.where),
-        labels=np.asarray([tile.label for tile, _ in decoded], dtype=np.int32),
+        images=images,
+        labels=labels,
         ids=tuple(ids),
         classes=source.classes,
         skipped_files=tuple(tile.id for tile, _ in skipped),

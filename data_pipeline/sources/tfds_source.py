@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from data_pipeline.classes import check_unique, select_classes
 from data_pipeline.errors import DataError
 from data_pipeline.images import UndecodableImage, resize_square, to_rgb8
-from data_pipeline.sources.tiles import SourceTiles, stack_tiles
+from data_pipeline.sources.tiles import SourceTiles, collect_tiles
 from data_pipeline.split import named_split_hint
 
 logger = logging.getLogger(__name__)
@@ -124,24 +124,24 @@ def load_tfds(
     new_label = {available.index(c): i for i, c in enumerate(classes)}
     has_filename = "filename" in features
 
-    images, labels, ids = [], [], []
-    for index in range(len(source)):
-        example = source[index]
-        label = new_label.get(int(example["label"]))
-        if label is None:
-            continue
-        tile_id = _text(example["filename"]) if has_filename else f"{split or 'train'}/{index}"
-        tile_id = f"{split}/{tile_id}" if split and has_filename else tile_id
-        try:
-            image = to_rgb8(np.asarray(example["image"]))
-        except UndecodableImage as error:
-            raise DataError(f"{where}: example '{tile_id}' is not an image ({error})") from error
-        images.append(resize_square(image, image_size) if image_size else image)
-        labels.append(label)
-        ids.append(tile_id)
+    def selected_tiles() -> Iterator[tuple[str, int, np.ndarray]]:
+        for index in range(len(source)):
+            example = source[index]
+            label = new_label.get(int(example["label"]))
+            if label is None:
+                continue
+            tile_id = _text(example["filename"]) if has_filename else f"{split or 'train'}/{index}"
+            tile_id = f"{split}/{tile_id}" if split and has_filename else tile_id
+            try:
+                image = to_rgb8(np.asarray(example["image"]))
+            except UndecodableImage as error:
+                raise DataError(f"{where}: example '{tile_id}' is not an image ({error})") from error
+            yield tile_id, label, resize_square(image, image_size) if image_size else image
+
+    images, labels, ids = collect_tiles(selected_tiles(), len(source), where)
     return SourceTiles(
-        images=stack_tiles(images, ids, where),
-        labels=np.asarray(labels, dtype=np.int32),
+        images=images,
+        labels=labels,
         ids=tuple(ids),
         classes=classes,
     )

@@ -1,9 +1,9 @@
-"""What every source returns, and stacking decoded tiles into one array."""
+"""What every source returns, and gathering and reordering decoded tiles in one array."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -22,16 +22,56 @@ class SourceTiles:
     resized_from: dict[str, int] = dataclasses.field(default_factory=dict)  # "HxW" -> tiles resized from that size
 
 
-def stack_tiles(images: Sequence[np.ndarray], ids: Sequence[str], where: str) -> np.ndarray:
-    """Stack same-size uint8 RGB tiles; DataError naming two tiles if their sizes differ."""
-    if not images:
-        raise DataError(f"{where} has no readable tiles in the selected classes")
-    first_shape = images[0].shape
-    for image, tile_id in zip(images, ids):
-        if image.shape != first_shape:
+def collect_tiles(tiles: Iterable[tuple[str, int, np.ndarray]], most: int,
+                  where: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(uint8 (N, H, W, 3) images, int32 labels, ids) of same-size RGB tiles (id, label, image), at most `most`.
+
+    The array is allocated at `most` tiles when the first arrives, each tile written into it as it
+    comes, and shrunk in place to the tiles received: host memory holds every tile once, where a
+    list stacked at the end held two copies. DataError naming two tiles if their sizes differ, or
+    if there are none.
+    """
+    images: np.ndarray | None = None
+    ids: list[str] = []
+    labels: list[int] = []
+    for tile_id, label, image in tiles:
+        if images is None:
+            images = np.empty((most, *image.shape), np.uint8)
+        elif image.shape != images.shape[1:]:
+            first_height, first_width = images.shape[1:3]
             raise DataError(
-                f"tiles in {where} differ in size: '{ids[0]}' is {first_shape[1]}x{first_shape[0]} "
+                f"tiles in {where} differ in size: '{ids[0]}' is {first_width}x{first_height} "
                 f"but '{tile_id}' is {image.shape[1]}x{image.shape[0]}; set spec.data.image_size "
                 "to resize every tile to one square size"
             )
-    return np.stack(images).astype(np.uint8, copy=False)
+        images[len(ids)] = image
+        ids.append(tile_id)
+        labels.append(label)
+    if images is None:
+        raise DataError(f"{where} has no readable tiles in the selected classes")
+    if len(ids) < most:
+        images.resize((len(ids), *images.shape[1:]), refcheck=False)  # no view of it exists yet
+    return images, np.asarray(labels, dtype=np.int32), ids
+
+
+def permute_rows_in_place(array: np.ndarray, order: np.ndarray) -> None:
+    """Reorder `array`'s rows in place so that row i holds what row `order[i]` held (`order` a permutation).
+
+    Follows each cycle of the permutation with one spare row, so no second copy of a large tile
+    array is needed.
+    """
+    placed = np.zeros(len(order), dtype=bool)
+    spare = np.empty_like(array[0])
+    for start in range(len(order)):
+        if placed[start] or order[start] == start:
+            continue
+        spare[...] = array[start]
+        position = start
+        while True:
+            placed[position] = True
+            source = int(order[position])
+            if source == start:
+                array[position] = spare
+                break
+            array[position] = array[source]
+            position = source

@@ -6,6 +6,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 import pytest
+from PIL import Image
 
 import data_pipeline
 from data_pipeline import DataError, Split, TileDataset, load_dataset
@@ -109,6 +110,60 @@ def test_last_dataset_decodes_again_only_when_the_tiles_asked_for_change(monkeyp
     assert datasets.load(_config()) is not first and len(loads) == 3  # only the last dataset is kept
     with pytest.raises(DataError, match="unknown spec.data.normalize 'zscore'"):
         datasets.load(_config(normalize="zscore"))  # device keys are checked even when the tiles are reused
+
+
+def _write_numbered_tiles(root: Path, per_class: dict[str, int], size: int = 8) -> Path:
+    """Tiles whose every pixel is their number, named by it: tile_<number>.png."""
+    number = 0
+    for name, count in per_class.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for _ in range(count):
+            Image.fromarray(np.full((size, size, 3), number, np.uint8)).save(root / name / f"tile_{number}.png")
+            number += 1
+    return root
+
+
+def _assert_tiles_match_ids_and_labels(data: TileDataset) -> None:
+    for split in (data.train, data.val, data.test):
+        for image, tile_id, label in zip(split.images, split.ids, split.labels):
+            folder, name = tile_id.split("/")[-2:]
+            assert np.all(image == int(name.removeprefix("tile_").removesuffix(".png"))), tile_id
+            assert data.classes[label] == folder, tile_id
+
+
+def test_every_tile_stays_with_its_id_and_label_through_the_split(tmp_path):
+    root = _write_numbered_tiles(tmp_path / "tiles", {"a": 9, "b": 14, "c": 6})
+    (root / "b" / "broken.png").write_bytes(b"not a png")
+    for split in ((0.6, 0.2, 0.2), (10, 5, 4)):  # the second leaves tiles out
+        data = load_dataset({"source": f"folder:{root}", "split": split, "skip_bad_files": True})
+        _assert_tiles_match_ids_and_labels(data)
+    named = tmp_path / "named"
+    _write_numbered_tiles(named / "train", {"a": 12, "b": 8})
+    _write_numbered_tiles(named / "test", {"a": 3, "b": 3})
+    data = load_dataset({"source": f"folder:{named}", "split": ("train", 0.25, "test")})
+    assert (len(data.train.ids), len(data.val.ids), len(data.test.ids)) == (15, 5, 6)
+    _assert_tiles_match_ids_and_labels(data)
+
+
+@pytest.mark.parametrize("stain", [None, "macenko"])
+def test_loading_holds_the_tiles_in_host_memory_once(tmp_path, monkeypatch, stain):
+    import tracemalloc
+
+    import data_pipeline.parallel
+
+    # tiles decoded ahead of the consumer grow with the threads: two, as on the CI machine
+    monkeypatch.setattr(data_pipeline.parallel, "usable_cores", lambda: 2)
+    root = write_tiles(tmp_path / "tiles", {"a": 300, "b": 300}, size=48)
+    spec = {"source": f"folder:{root}", "split": (0.7, 0.15, 0.15), "stain_normalize": stain}
+    tracemalloc.start()
+    try:
+        data = load_dataset(spec)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    tile_bytes = sum(split.images.nbytes for split in (data.train, data.val, data.test))
+    assert tile_bytes == 600 * 48 * 48 * 3
+    assert peak < 1.5 * tile_bytes, f"peak {peak / tile_bytes:.2f}x the tiles"  # a list stacked, or a copy: >= 2x
 
 
 def test_package_never_imports_flaxbench():
