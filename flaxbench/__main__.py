@@ -1,12 +1,12 @@
 """Command line: train a spec, or `evaluate | convert | study | report | predict`.
 
     python -m flaxbench --spec specs/vit_p15.py [--spec.train.epochs=3] [--workdir DIR] [--overwrite]
-    python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last] [--source folder:PATH] [--tta]
-    python -m flaxbench evaluate --workdir DIR --external PATH [--class-map FOLDER=CLASS,...] [--center-crop PX] [--out FILE] [--overwrite]
+    python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last] [--source folder:PATH] [--tta] [--batch-size N]
+    python -m flaxbench evaluate --workdir DIR --external PATH [--class-map FOLDER=CLASS,...] [--center-crop PX] [--out FILE] [--overwrite] [--batch-size N]
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
     python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...] [--external PATH]
     python -m flaxbench report RUNS_DIR [--out DIR]
-    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX] [--map XY_REGEX [--map-class CLASS,...]] [--center-crop PX]   (PATH: tile, folder or .zip)
+    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX] [--map XY_REGEX [--map-class CLASS,...]] [--center-crop PX] [--batch-size N]   (PATH: tile, folder or .zip)
 
 Compiled programs are kept in a persistent cache and loaded by later runs of the same shapes:
 FLAXBENCH_COMPILATION_CACHE=DIR, or =off (default ~/.cache/flaxbench/xla/<machine>-<CPU flags hash>).
@@ -63,6 +63,9 @@ flags.DEFINE_alias("torch-weights", "torch_weights")
 flags.DEFINE_string("out", None, "convert: output dir; report: output dir; predict: CSV file; evaluate --external: "
                     "JSON file.")
 flags.DEFINE_list("specs", None, "study: comma-separated spec files (default: the nine study specs).")
+flags.DEFINE_integer("batch_size", None, "evaluate, predict: tiles a forward pass (default: the run's "
+                     "spec.train.eval_batch_size); lower it if a device runs out of memory.")
+flags.DEFINE_alias("batch-size", "batch_size")
 flags.DEFINE_integer("seeds", 1, "study: seeds per row (seed, seed+1, ...).")
 flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (SLURM or JAX_COORDINATOR_ADDRESS etc.).")
 FLAGS = flags.FLAGS
@@ -71,11 +74,11 @@ FLAGS = flags.FLAGS
 COMMAND_FLAGS = {
     "train": ("spec", "workdir", "overwrite"),
     "evaluate": ("workdir", "split", "checkpoint", "source", "tta", "external", "class_map", "center_crop", "out",
-                 "overwrite"),
+                 "overwrite", "batch_size"),
     "convert": ("arch", "torch_weights", "out"),
     "study": ("spec", "specs", "workdir", "seeds", "external", "class_map", "center_crop"),
     "report": ("out",),
-    "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by", "center_crop"),
+    "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by", "center_crop", "batch_size"),
 }
 # The --spec.KEY=VALUE overrides, parsed by `check_spec_arguments` rather than config_flags, which
 # cannot set a key to None or override one whose default is None.
@@ -106,10 +109,18 @@ def _evaluate(args: list[str]) -> None:
         if FLAGS[name].present:
             raise FlaxbenchError(f"evaluate takes --{name.replace('_', '-')} only with --external PATH (labelled tiles "
                                  "the run never saw)")
-    result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.source, tta=FLAGS.tta)
+    result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.source, tta=FLAGS.tta,
+                              batch_size=_batch_size())
     print(format_metrics(result["name"], FLAGS.split, result, synthetic=result["synthetic"])
           + f"  (epoch {result['epoch']}, {FLAGS.checkpoint}{', 8-view TTA' if FLAGS.tta else ''})")
     print(f"wrote {Path(FLAGS.workdir) / eval_filename(FLAGS.split, FLAGS.checkpoint, FLAGS.tta)}")
+
+
+def _batch_size() -> int | None:
+    """--batch-size, if given and at least 1."""
+    if FLAGS.batch_size is not None and FLAGS.batch_size < 1:
+        raise FlaxbenchError(f"--batch-size must be at least 1 tile, got {FLAGS.batch_size}")
+    return FLAGS.batch_size
 
 
 def _evaluate_external() -> None:
@@ -121,7 +132,7 @@ def _evaluate_external() -> None:
             raise FlaxbenchError(f"evaluate --external reads the tiles at its PATH; it does not take --{name}")
     result, path = evaluate_external(FLAGS.workdir, FLAGS.external, which=FLAGS.checkpoint, tta=FLAGS.tta,
                                      class_map=FLAGS.class_map, out=FLAGS.out, overwrite=FLAGS.overwrite,
-                                     center_crop=FLAGS.center_crop)
+                                     batch_size=_batch_size(), center_crop=FLAGS.center_crop)
     low, high = result["accuracy_ci"]
     print(format_metrics(result["name"], f"external: {result['tiles']} tiles", result, synthetic=result["synthetic"])
           + f"  (95% CI {100 * low:.1f}-{100 * high:.1f}%; epoch {result['epoch']}, {FLAGS.checkpoint}"
@@ -164,8 +175,8 @@ def _predict(args: list[str]) -> None:
     if not FLAGS.workdir or not args:
         raise FlaxbenchError("predict needs --workdir DIR and at least one tile file, folder or .zip")
     out = FLAGS.out or str(Path(FLAGS.workdir) / "predictions.csv")
-    predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint, overwrite=FLAGS.overwrite, tta=FLAGS.tta,
-                  group_by=FLAGS.group_by, center_crop=FLAGS.center_crop, map_xy=FLAGS.map,
+    predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint, batch_size=_batch_size(),
+                  overwrite=FLAGS.overwrite, tta=FLAGS.tta, group_by=FLAGS.group_by, center_crop=FLAGS.center_crop, map_xy=FLAGS.map,
                   map_classes=FLAGS.map_class)
 
 

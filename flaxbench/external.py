@@ -148,12 +148,14 @@ def external_filename(source: str, which: str = BEST, tta: bool = False) -> str:
 
 def evaluate_external(
     workdir: str | Path, source: str, *, which: str = BEST, tta: bool = False, class_map: str | None = None,
-    out: str | Path | None = None, overwrite: bool = False, batch_size: int = 64, center_crop: int | None = None,
+    out: str | Path | None = None, overwrite: bool = False, batch_size: int | None = None,
+    center_crop: int | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Metrics of the run's `which` checkpoint on the labelled tiles at `source` (folder or zip); (result, its file).
 
     `center_crop` keeps each tile's central square of that many pixels before resizing it to the run's
-    tile size, e.g. to show as much tissue per tile as the run's tiles did.
+    tile size, e.g. to show as much tissue per tile as the run's tiles did. `batch_size`: tiles a
+    forward pass (default: the run's spec.train.eval_batch_size).
     """
     check_center_crop(center_crop)
     workdir, path = Path(workdir), external_path(source)

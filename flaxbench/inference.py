@@ -62,29 +62,32 @@ class TrainedRun:
         """True if the run's tiles kept their own size (spec.data.image_size None): resizing changes magnification."""
         return self.spec.data.image_size is None
 
-    def logits(self, images: np.ndarray, *, tta: bool = False, batch_size: int = 64) -> np.ndarray:
+    def logits(self, images: np.ndarray, *, tta: bool = False, batch_size: int | None = None) -> np.ndarray:
         """Float logits (N, classes) of uint8 tiles (N, size, size, 3), stain-normalised as the run's were."""
         chunks = self.stream_logits(zip(range(len(images)), images), "the tiles", tta=tta, batch_size=batch_size)
         return np.concatenate([logits for _, logits in chunks])
 
     def stream_logits(self, tiles: Iterable[tuple[Key, np.ndarray]], where: str, *, tta: bool = False,
-                      batch_size: int = 64, chunk_tiles: int | None = None,
+                      batch_size: int | None = None, chunk_tiles: int | None = None,
                       expected: int | None = None) -> Iterator[tuple[list[Key], np.ndarray]]:
-        """(keys, float logits (n, classes)) per chunk of `chunk_tiles` (default CHUNK_TILES) (key, uint8 tile) pairs.
+        """(keys, float logits (n, classes)) per chunk of `chunk_tiles` (key, uint8 tile) pairs.
 
-        Tiles are stain-normalised as the run's were and split over this process's devices, `batch_size`
-        a step (rounded up to a multiple of them). Only a chunk or two of tiles is held at once, and
-        the devices work on one chunk while the next is decoded, since `tiles` is read lazily. A long
-        run prints its progress to stderr (out of `expected` tiles, if given).
+        Tiles are stain-normalised as the run's were and split over this process's devices,
+        `batch_size` a step (default: the run's spec.train.eval_batch_size; rounded up to a multiple of
+        the devices). Only a chunk or two of tiles is held at once (default: CHUNK_TILES rounded up to
+        whole steps), and the devices work on one chunk while the next is decoded, since `tiles` is
+        read lazily. A long run prints its progress to stderr (out of `expected` tiles, if given).
         """
         mesh = local_mesh()
+        batch_size = batch_size or int(self.spec.train.eval_batch_size)
         per_step = -(-batch_size // mesh.size) * mesh.size
+        chunk_tiles = chunk_tiles or -(-CHUNK_TILES // per_step) * per_step
         weights = jax.device_put((self.state.params, self.state.model_state), replicated(mesh))
         sharding = batch_sharding(mesh)
         predict = self._compiled_predict(mesh, tta, jax.ShapeDtypeStruct(
             (per_step, self.image_size, self.image_size, 3), np.uint8, sharding=sharding), weights)
         pending, total, kept, progress = None, 0, 0, ProgressLine(expected)
-        for chunk in in_groups(tiles, chunk_tiles or CHUNK_TILES):
+        for chunk in in_groups(tiles, chunk_tiles):
             keys, images = [key for key, _ in chunk], np.stack([image for _, image in chunk])
             if self.stain is not None:
                 images, kept_here = normalize_tiles_counted(images, self.stain, out=images)  # stacked here

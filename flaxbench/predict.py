@@ -61,7 +61,7 @@ def expand_paths(paths: Sequence[str], open_zips: contextlib.ExitStack) -> tuple
 
 
 def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path, *, which: str = BEST,
-                  batch_size: int = 64, overwrite: bool = False, tta: bool = False,
+                  batch_size: int | None = None, overwrite: bool = False, tta: bool = False,
                   group_by: str | None = None, center_crop: int | None = None, map_xy: str | None = None,
                   map_classes: str | None = None) -> Path:
     """Predict every image under `paths` with the run's `which` checkpoint (`tta`: 8-view average); returns the CSV.
@@ -72,7 +72,8 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
     regular expression whose two groups are a tile's x and y) draws OUT_maps/<group>.png, the predicted
     classes laid out as on the slide (flaxbench/tile_map.py), and `map_classes` ('tumor,stroma') a heat
     map of each of those classes' probability beside it. Tiles are decoded, classified and written a
-    chunk at a time, so any number of them fits in memory.
+    chunk at a time, so any number of them fits in memory, `batch_size` a forward pass (default: the
+    run's spec.train.eval_batch_size).
     """
     check_center_crop(center_crop)
     workdir, out = Path(workdir), Path(out_csv)

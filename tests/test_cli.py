@@ -60,6 +60,11 @@ def test_train_then_refuse_to_overwrite_then_evaluate(tmp_path):
     last = run_cli("evaluate", f"--workdir={run}", "--split=val", "--checkpoint=last")
     assert last.returncode == 0, last.stderr
     assert (run / "eval_val_last.json").exists() and (run / "eval_val.json").read_bytes() == best
+    in_fives = run_cli("evaluate", f"--workdir={run}", "--split=val", "--batch-size=5")
+    assert in_fives.returncode == 0, in_fives.stderr
+    before, after = json.loads(best), json.loads((run / "eval_val.json").read_text())
+    assert after["confusion_matrix"] == before["confusion_matrix"] and abs(after["loss"] - before["loss"]) < 1e-5
+    assert_one_line_error(run_cli("evaluate", f"--workdir={run}", "--batch-size=0"), "--batch-size must be at least 1")
     for spec_arguments in (["--spec=specs/demo.py", "--spec.data.image_size=64"], ["--spec.data.image_size", "64"]):
         ignored = run_cli("evaluate", f"--workdir={run}", *spec_arguments)
         assert_one_line_error(ignored, "evaluate does not take --spec")
@@ -71,6 +76,7 @@ def test_train_then_refuse_to_overwrite_then_evaluate(tmp_path):
     (["study", "--spec=specs/resnet18.py"], ["study does not take --spec", "--specs"]),
     (["predict", "--split=val", "tile.png"], ["predict does not take --split", "evaluate"]),
     (["report", "runs", "--torch-weights=a.pth"], ["report does not take --torch-weights", "convert"]),
+    (["study", "--batch-size=8"], ["study does not take --batch-size", "evaluate, predict"]),
 ])
 def test_a_flag_the_command_would_ignore_is_refused(tmp_path, arguments, needles):
     out = tmp_path / "run"

@@ -294,11 +294,11 @@ def test_predict_holds_a_bounded_number_of_tiles_and_chunks_do_not_change_the_cs
 
 
 def test_predict_splits_its_batches_over_the_local_devices(trained_run, tmp_path, jax_cache):
-    """On 3 devices (batch 64 rounded up to 66) the probabilities are those of one device."""
+    """On 3 devices (--batch-size 64 rounded up to 66) the probabilities are those of one (the run's batch, 16)."""
     one, three = tmp_path / "one.csv", tmp_path / "three.csv"
-    for out, devices in ((one, 1), (three, 3)):
+    for out, devices, batch in ((one, 1, []), (three, 3, ["--batch-size=64"])):
         env = {**jax_cache, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-        proc = run_cli("predict", f"--workdir={trained_run}", str(KATHER), str(NCT), f"--out={out}", env=env)
+        proc = run_cli("predict", f"--workdir={trained_run}", str(KATHER), str(NCT), f"--out={out}", *batch, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
     rows_one, rows_three = (list(csv.reader(path.open(newline=""))) for path in (one, three))
     assert len(rows_one) == 1 + 24 + 108 and [r[:1] for r in rows_one] == [r[:1] for r in rows_three]

@@ -33,13 +33,15 @@ def eval_filename(split: str, which: str, tta: bool = False) -> str:
 
 
 def evaluate_workdir(
-    workdir: str | Path, split: str = "test", which: str = BEST, source: str | None = None, *, tta: bool = False
+    workdir: str | Path, split: str = "test", which: str = BEST, source: str | None = None, *, tta: bool = False,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Metrics of `split` from the run's `which` checkpoint; also written to `eval_filename(split, which, tta)`.
 
     `source` (a spec.data.source value) reads the run's tiles where they are now, if they moved;
     they must be the same tiles, which data.json's digests check. `tta` averages the class
-    probabilities over each tile's 8 flips and rotations.
+    probabilities over each tile's 8 flips and rotations. `batch_size` replaces the run's
+    spec.train.eval_batch_size (tiles a forward pass).
     """
     if split not in SPLITS:
         raise WorkdirError(f"--split '{split}' is unknown; use one of {', '.join(SPLITS)}")
@@ -47,6 +49,8 @@ def evaluate_workdir(
         raise WorkdirError(f"checkpoint '{which}' is unknown; use '{BEST}' or '{LAST}'")
     workdir = Path(workdir)
     spec = read_run_spec(workdir)
+    if batch_size:
+        spec.train.eval_batch_size = batch_size
     saved_data = workdir / "data.json"
     if source:
         spec.data.source = source
