@@ -26,17 +26,17 @@ def collect_tiles(tiles: Iterable[tuple[str, int, np.ndarray]], most: int,
                   where: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(uint8 (N, H, W, 3) images, int32 labels, ids) of same-size RGB tiles (id, label, image), at most `most`.
 
-    The array is allocated at `most` tiles when the first arrives, each tile written into it as it
-    comes, and shrunk in place to the tiles received: host memory holds every tile once, where a
-    list stacked at the end held two copies. DataError naming two tiles if their sizes differ, or
-    if there are none.
+    The array is allocated at `most` tiles when the first arrives and each tile written into it as
+    it comes: host memory holds every tile once, where a list stacked at the end held two copies.
+    The tiles received are the start of it (pages never written, for files skipped, are never
+    mapped). DataError naming two tiles if their sizes differ, or if there are none.
     """
     images: np.ndarray | None = None
     ids: list[str] = []
     labels: list[int] = []
     for tile_id, label, image in tiles:
         if images is None:
-            images = np.empty((most, *image.shape), np.uint8)
+            images = aligned_empty((most, *image.shape))
         elif image.shape != images.shape[1:]:
             first_height, first_width = images.shape[1:3]
             raise DataError(
@@ -49,9 +49,20 @@ def collect_tiles(tiles: Iterable[tuple[str, int, np.ndarray]], most: int,
         labels.append(label)
     if images is None:
         raise DataError(f"{where} has no readable tiles in the selected classes")
-    if len(ids) < most:
-        images.resize((len(ids), *images.shape[1:]), refcheck=False)  # no view of it exists yet
-    return images, np.asarray(labels, dtype=np.int32), ids
+    return images[:len(ids)], np.asarray(labels, dtype=np.int32), ids
+
+
+def aligned_empty(shape: tuple[int, ...], alignment: int = 64) -> np.ndarray:
+    """An uninitialised uint8 array of `shape` whose data starts at a multiple of `alignment` bytes.
+
+    On CPU, jax.device_put aliases such an array instead of copying it (numpy's own allocations
+    are 16-byte aligned, and were copied): training on CPU then holds its tiles in memory once. The
+    device array and the host array are then one: nothing may write to the tiles once they are placed.
+    """
+    size = int(np.prod(shape))
+    buffer = np.empty(size + alignment, np.uint8)
+    start = -buffer.ctypes.data % alignment
+    return buffer[start:start + size].reshape(shape)
 
 
 def permute_rows_in_place(array: np.ndarray, order: np.ndarray) -> None:

@@ -166,6 +166,16 @@ def test_loading_holds_the_tiles_in_host_memory_once(tmp_path, monkeypatch, stai
     assert peak < 1.5 * tile_bytes, f"peak {peak / tile_bytes:.2f}x the tiles"  # a list stacked, or a copy: >= 2x
 
 
+def test_a_cpu_device_takes_the_training_tiles_without_a_copy(tmp_path):
+    import jax
+
+    root = write_tiles(tmp_path / "tiles", {"a": 20, "b": 20}, size=50)  # 300 kB: malloc maps them, 16-byte aligned
+    train = load_dataset({"source": f"folder:{root}", "split": (0.7, 0.15, 0.15), "skip_bad_files": True}).train
+    placed = jax.device_put(train.images, jax.devices("cpu")[0])
+    assert placed.unsafe_buffer_pointer() == train.images.ctypes.data  # aliased, not copied
+    np.testing.assert_array_equal(np.asarray(placed), train.images)
+
+
 def test_package_never_imports_flaxbench():
     package = Path(data_pipeline.__file__).parent
     for source in package.rglob("*.py"):
