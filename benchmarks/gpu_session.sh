@@ -12,7 +12,7 @@
 #   5. placement.jsonl: benchmarks/placement.py (tiles on device against batches fed from host memory) for
 #      ResNet-50 and ConvModel, if 90 s are left;
 #   6. predict_stream.jsonl: benchmarks/predict_stream.py (predict's decoding, forward pass, and the two
-#      streamed together) for ResNet-50 and ConvModel on 4,096 PNG tiles, if 60 s are left.
+#      streamed together) for ResNet-50 and ConvModel on 4,096 packbits TIFF tiles (as Kather 2016's), if 60 s are left.
 # A phase cut off by the deadline keeps the rows it finished (one JSON line per row, flushed).
 # Everything printed also goes to log.txt. Results go to $OUT (the device tool's output folder) or to
 # ./gpu_session_out. MODELS, ROWS, COMPILE_MODELS, PLACEMENT_MODELS, PREDICT_MODELS, BATCH and SIZE override the
@@ -98,7 +98,7 @@ if [ -n "$placement_models" ] && [ "$(left)" -ge 90 ]; then
 fi
 if [ -n "$predict_models" ] && [ "$(left)" -ge 60 ]; then
   run_phase predict_stream predict_stream.jsonl python3 benchmarks/predict_stream.py --models "$predict_models" \
-    --tiles 4096 --size "$size" --batch "$batch" --repeats 3 --dtype bfloat16 --json
+    --tiles 4096 --size "$size" --format tif --batch "$batch" --repeats 3 --dtype bfloat16 --json
 fi
 echo "== done in $(($(date +%s) - start))s; results in $out${failed:+; failed or cut off:$failed}"
 [ -z "$failed" ]

@@ -38,6 +38,7 @@ from flaxbench.train.state import TrainState, split_model  # noqa: E402
 
 CLASSES = ("tumor", "stroma", "lympho")
 FORMATS = {"png": "PNG", "jpg": "JPEG", "tif": "TIFF"}
+SAVE_OPTIONS = {"tif": {"compression": "packbits"}}  # as Kather 2016's tiles are stored
 
 
 def write_tiles(folder: Path, count_: int, size: int, suffix: str) -> None:
@@ -47,7 +48,7 @@ def write_tiles(folder: Path, count_: int, size: int, suffix: str) -> None:
         share = count_ // len(CLASSES) + (index < count_ % len(CLASSES))
         for k, tile in enumerate(synthetic_class_tiles(name, share, size)):
             buffer = io.BytesIO()
-            Image.fromarray(tile).save(buffer, FORMATS[suffix])
+            Image.fromarray(tile).save(buffer, FORMATS[suffix], **SAVE_OPTIONS.get(suffix, {}))
             (folder / name / f"{k:06d}.{suffix}").write_bytes(buffer.getvalue())
 
 
