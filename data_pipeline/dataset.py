@@ -119,33 +119,32 @@ def _splits_of(parts: Sequence[tuple[SourceTiles, np.ndarray | None]]) -> tuple[
     its parts' rows one after another, and each part is a slice of them; the reordered source is
     not used afterwards (its labels and ids keep the old order).
     """
-    rows_by_source: dict[int, list[np.ndarray]] = {}
-    for tiles, rows in parts:
-        if rows is not None:
-            rows_by_source.setdefault(id(tiles), []).append(np.asarray(rows, dtype=np.int64))
-    whole = {id(tiles) for tiles, rows in parts if rows is None}
-    starts: dict[int, int] = {}  # where a source's next part starts in its reordered array; -1: copied out
-    for tiles, rows in parts:
-        if rows is None or id(tiles) in starts:
-            continue
-        used = np.concatenate(rows_by_source[id(tiles)])
-        if id(tiles) in whole or len(np.unique(used)) < len(used):  # a tile in two parts: not a slice of both
-            starts[id(tiles)] = -1
-            continue
-        rest = np.setdiff1d(np.arange(len(tiles.labels)), used)
-        permute_rows_in_place(tiles.images, np.concatenate([used, rest]))
-        starts[id(tiles)] = 0
+    images_of_part: dict[int, np.ndarray] = {}
+    for tiles in {id(tiles): tiles for tiles, _ in parts}.values():
+        its_parts = [index for index, (owner, _) in enumerate(parts) if owner is tiles]
+        row_sets = [parts[index][1] for index in its_parts]
+        if all(rows is not None for rows in row_sets):
+            slices = _reordered_in_place(tiles.images, [np.asarray(rows, dtype=np.int64) for rows in row_sets])
+            images_of_part.update(zip(its_parts, slices or ()))
     splits = []
-    for tiles, rows in parts:
+    for index, (tiles, rows) in enumerate(parts):
         if rows is None:
             splits.append(Split(tiles.images, tiles.labels.astype(np.int32, copy=False), tuple(tiles.ids)))
-            continue
-        start = starts[id(tiles)]
-        images = tiles.images[rows] if start < 0 else tiles.images[start:start + len(rows)]
-        if start >= 0:
-            starts[id(tiles)] += len(rows)
-        splits.append(Split(images, tiles.labels[rows].astype(np.int32), tuple(tiles.ids[i] for i in rows)))
+        else:
+            images = images_of_part.get(index)
+            splits.append(Split(tiles.images[rows] if images is None else images,
+                                tiles.labels[rows].astype(np.int32), tuple(tiles.ids[i] for i in rows)))
     return tuple(splits)
+
+
+def _reordered_in_place(images: np.ndarray, row_sets: list[np.ndarray]) -> list[np.ndarray] | None:
+    """`images` reordered in place so that each of `row_sets` is a slice, and the slices; None if a row repeats."""
+    used = np.concatenate(row_sets)
+    if len(np.unique(used)) < len(used):  # a tile in two parts cannot be in the slices of both
+        return None
+    permute_rows_in_place(images, np.concatenate([used, np.setdiff1d(np.arange(len(images)), used)]))
+    ends = np.cumsum([len(rows) for rows in row_sets])
+    return [images[end - len(rows):end] for rows, end in zip(row_sets, ends)]
 
 
 def _split_reader(
