@@ -24,7 +24,7 @@ import numpy as np
 from data_pipeline.classes import select_classes
 from data_pipeline.errors import DataError
 from data_pipeline.images import resize_square
-from data_pipeline.sources.tiles import SourceTiles
+from data_pipeline.sources.tiles import SourceTiles, aligned_empty
 
 SYNTHETIC_CLASSES = ("tumor", "stroma", "complex", "lympho", "debris", "mucosa")
 _SEED = 20160616
@@ -182,7 +182,7 @@ def load_synthetic(
         raise DataError(f"spec.data.synthetic_size must be at least 8 pixels, got {size}")
     classes = select_classes(SYNTHETIC_CLASSES, requested_classes, "the synthetic source")
     final_size = image_size or size
-    images = np.empty((len(classes) * per_class, final_size, final_size, 3), dtype=np.uint8)
+    images = aligned_empty((len(classes) * per_class, final_size, final_size, 3))
     for label, name in enumerate(classes):
         block = images[label * per_class : (label + 1) * per_class]
         if final_size == size:
