@@ -122,12 +122,19 @@ def open_tree(path: str) -> Iterator[tuple[list[str], Callable[[str], bytes], Ca
     with archive:
         members = _zip_members(archive, path)
 
-        lock = threading.Lock()  # ZipFile.open counts its open members without a lock of its own
+        # ZipFile.open and close count the open members without a lock of their own; the reads between
+        # take the archive's own lock for each raw read, so members decompress in parallel.
+        lock = threading.Lock()
 
         def read(name: str) -> bytes:
             try:
                 with lock:
-                    return archive.read(members[name])
+                    member = archive.open(members[name])
+                try:
+                    return member.read()
+                finally:
+                    with lock:
+                        member.close()
             except Exception as error:  # damaged, encrypted or unsupported member: a bad file
                 if members[name].flag_bits & 0x1:  # the zip format's "encrypted" bit
                     raise OSError("it is encrypted; extract the zip with its password, give the folder") from error

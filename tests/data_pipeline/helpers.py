@@ -25,9 +25,9 @@ def write_tiles(root: Path, per_class: dict[str, int], size: int = 8, ext: str =
     return root
 
 
-def zip_folder(folder: Path, zip_path: Path, top: str = "") -> Path:
+def zip_folder(folder: Path, zip_path: Path, top: str = "", compression: int = zipfile.ZIP_STORED) -> Path:
     """Zip every file under `folder` into `zip_path`, optionally under one top directory."""
-    with zipfile.ZipFile(zip_path, "w") as archive:
+    with zipfile.ZipFile(zip_path, "w", compression) as archive:
         for file in sorted(folder.rglob("*")):
             if file.is_file():
                 name = file.relative_to(folder).as_posix()

@@ -59,6 +59,17 @@ def test_zip_with_extra_top_directory_matches_the_folder(kather_sample, tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["kather.zip"]  # nothing was extracted
 
 
+def test_a_deflated_zip_read_by_many_threads_gives_the_folders_tiles(tmp_path, monkeypatch):
+    import data_pipeline.parallel
+
+    monkeypatch.setattr(data_pipeline.parallel, "usable_cores", lambda: 8)  # members decompress side by side
+    root = write_tiles(tmp_path / "tiles", {"a": 150, "b": 150}, size=40)
+    zip_path = zip_folder(root, tmp_path / "tiles.zip", compression=zipfile.ZIP_DEFLATED)
+    from_folder, from_zip = load_folder(str(root), None, None, False), load_folder(str(zip_path), None, None, False)
+    assert from_zip.ids == from_folder.ids and len(from_zip.ids) == 300
+    np.testing.assert_array_equal(from_zip.images, from_folder.images)
+
+
 def test_load_dataset_on_a_zip_reports_source_and_sizes(kather_sample, tmp_path):
     zip_path = zip_folder(kather_sample, tmp_path / "tiles.zip")
     data = load_dataset({"source": f"folder:{zip_path}", "split": (8, 8, 8), "image_size": 40})
