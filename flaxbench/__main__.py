@@ -176,8 +176,8 @@ def _predict(args: list[str]) -> None:
         raise FlaxbenchError("predict needs --workdir DIR and at least one tile file, folder or .zip")
     out = FLAGS.out or str(Path(FLAGS.workdir) / "predictions.csv")
     predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint, batch_size=_batch_size(),
-                  overwrite=FLAGS.overwrite, tta=FLAGS.tta, group_by=FLAGS.group_by, center_crop=FLAGS.center_crop, map_xy=FLAGS.map,
-                  map_classes=FLAGS.map_class)
+                  overwrite=FLAGS.overwrite, tta=FLAGS.tta, group_by=FLAGS.group_by,
+                  center_crop=FLAGS.center_crop, map_xy=FLAGS.map, map_classes=FLAGS.map_class)
 
 
 HANDLERS = {"train": _train, "evaluate": _evaluate, "convert": _convert, "study": _study,
