@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from data_pipeline.errors import DataError
 from data_pipeline.groups import check_group_by, group_split_indices, split_groups, tile_groups
 from data_pipeline.images import load_image
 from data_pipeline.named_splits import named_split_form, names_splits, read_named_splits
-from data_pipeline.sources.folder_source import load_folder
+from data_pipeline.sources.folder_source import decode_folder_tiles, list_folder, load_folder
 from data_pipeline.sources.synthetic import load_synthetic
 from data_pipeline.sources.tfds_source import load_tfds
 from data_pipeline.sources.tiles import SourceTiles, permute_rows_in_place
@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 # Keys of spec.data applied on device at every step: they leave the loaded tiles as they are.
 DEVICE_KEYS = ("augment", "normalize")
+SPLIT_NAMES = ("train", "val", "test")
 SOURCE_FORMS = "'tfds:colorectal_histology' (or tfds:NAME), 'folder:PATH' (folder or .zip) or 'synthetic'"
 
 
@@ -34,7 +35,7 @@ SOURCE_FORMS = "'tfds:colorectal_histology' (or tfds:NAME), 'folder:PATH' (folde
 class Split:
     """One of train/val/test: images, labels and stable tile ids, row-aligned."""
 
-    images: np.ndarray  # uint8 (N, H, W, 3), RGB
+    images: np.ndarray | None  # uint8 (N, H, W, 3), RGB; None if not decoded (load_dataset's `decode`)
     labels: np.ndarray  # int32 (N,), index into TileDataset.classes
     ids: tuple[str, ...]  # path relative to the folder/zip root, TFDS filename, or synthetic/<class>/<k>
 
@@ -207,32 +208,79 @@ def _stain_target(cfg: Any) -> StainTarget | None:
     return stain_target(_get(cfg, "stain_normalize", None), reference, load_image)
 
 
-def load_dataset(cfg: Any) -> TileDataset:
-    """Load, select and split the tiles described by `cfg` (= spec.data); DataError if impossible."""
+def _listed_splits(
+    cfg: Any, path: str, image_size: int | None, split: Sequence[Any], stain: StainTarget | None,
+    decode: Collection[str],
+) -> tuple[tuple[str, ...], tuple[Split, Split, Split]]:
+    """(classes, train/val/test) of folder or zip `path`, listed and split, with only the splits in `decode` decoded.
+
+    The split needs only the tiles' ids and labels, so tiles of the other splits are never read.
+    """
+    classes = _get(cfg, "classes", None)
+    if names_splits(split):
+        train_name, val, test_name = named_split_form(split)
+        parts = read_named_splits(split, lambda name, selected: list_folder(path, selected, within=name),
+                                  lambda name: f"'{path}' folder '{name}'", classes,
+                                  lambda tiles, held_out: _divide(cfg, tiles, held_out))
+        folders = (train_name, val if isinstance(val, str) else train_name, test_name)
+    else:
+        tiles = list_folder(path, classes)
+        parts = tuple((tiles, rows) for rows in _divide(cfg, tiles, split))
+        folders = (None, None, None)
+    splits = []
+    for name, (tiles, rows), folder in zip(SPLIT_NAMES, parts, folders):
+        rows = np.arange(len(tiles.ids)) if rows is None else rows
+        ids = tuple(tiles.ids[i] for i in rows)
+        images = None
+        if name in decode:
+            images = decode_folder_tiles(path, tiles.classes, ids, image_size, within=folder)
+            where = f"'{path}'" if folder is None else f"'{path}' folder '{folder}'"
+            _stain_normalized(SourceTiles(images, tiles.labels[rows], ids, tiles.classes), stain, where)
+        splits.append(Split(images, tiles.labels[rows].astype(np.int32), ids))
+    return parts[0][0].classes, tuple(splits)
+
+
+def _decodes_apart(cfg: Any, source: Any) -> str | None:
+    """The folder or zip path of `source` if its splits can be decoded one without the others, else None.
+
+    Not with spec.data.skip_bad_files: which files are bad, and so which tiles each split holds,
+    is only known once every tile has been decoded.
+    """
+    kind, _, target = source.partition(":") if isinstance(source, str) else ("", "", "")
+    if kind != "folder" or not target:
+        return None
+    path, skip = _folder_path(cfg, target)
+    return None if skip else path
+
+
+def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES) -> TileDataset:
+    """Load, select and split the tiles described by `cfg` (= spec.data); DataError if impossible.
+
+    `decode` names the splits whose tiles are needed (at least one): from a folder or zip (without
+    spec.data.skip_bad_files) the others are never read and their `images` are None. Other
+    sources decode every tile.
+    """
+    if not decode or set(decode) - set(SPLIT_NAMES):
+        raise ValueError(f"decode must name some of {SPLIT_NAMES}, got {decode!r}")
     _check_device_options(cfg)
     check_group_by(_get(cfg, "group_by", None))
     stain = _stain_target(cfg)
     image_size = _positive_int_or_none(_get(cfg, "image_size", None), "image_size")
     split = _get(cfg, "split", (0.7, 0.15, 0.15))
-    if names_splits(split):
-        source, read, splits = _read_named_splits(cfg, _get(cfg, "source", None), image_size, split, stain)
+    source = _get(cfg, "source", None)
+    listed_path = _decodes_apart(cfg, source) if set(decode) != set(SPLIT_NAMES) else None
+    if listed_path is not None:
+        source, skipped = f"folder:{listed_path}", ()
+        classes, splits = _listed_splits(cfg, listed_path, image_size, split, stain, decode)
     else:
-        source, tiles = _read_source(cfg, _get(cfg, "source", None), image_size)
-        tiles = _stain_normalized(tiles, stain, source)
-        read, splits = (tiles,), None
-    classes, skipped = read[0].classes, tuple(name for tiles in read for name in tiles.skipped_files)
+        source, classes, skipped, splits = _decoded_splits(cfg, source, image_size, split, stain)
     if len(classes) < 2:
         raise DataError(
             f"spec.data.classes selects a single class ('{classes[0]}') of {source}; a classifier "
             "needs at least two: list more classes, or None for all"
         )
-    if skipped:
-        logger.warning(
-            "skipped %d bad files in %s (spec.data.skip_bad_files=True): %s", len(skipped), source, ", ".join(skipped)
-        )
-    if splits is None:
-        splits = _splits_of([(tiles, part) for part in _divide(cfg, tiles, split)])
     train, val, test = splits
+    decoded = next(part.images for part in splits if part.images is not None)
     groups = split_groups({"train": train.ids, "val": val.ids, "test": test.ids}, _get(cfg, "group_by", None))
     return TileDataset(
         train=train,
@@ -241,11 +289,31 @@ def load_dataset(cfg: Any) -> TileDataset:
         classes=classes,
         source=source,
         synthetic=source == "synthetic",
-        image_size=(int(train.images.shape[1]), int(train.images.shape[2])),
+        image_size=(int(decoded.shape[1]), int(decoded.shape[2])),
         skipped_files=skipped,
         groups=groups,
         stain=stain,
     )
+
+
+def _decoded_splits(
+    cfg: Any, source: Any, image_size: int | None, split: Sequence[Any], stain: StainTarget | None
+) -> tuple[str, tuple[str, ...], tuple[str, ...], tuple[Split, Split, Split] | None]:
+    """(canonical source, classes, skipped files, train/val/test) with every tile decoded; no splits of one class."""
+    if names_splits(split):
+        source, read, splits = _read_named_splits(cfg, source, image_size, split, stain)
+    else:
+        source, tiles = _read_source(cfg, source, image_size)
+        tiles = _stain_normalized(tiles, stain, source)
+        read, splits = (tiles,), None
+    classes, skipped = read[0].classes, tuple(name for tiles in read for name in tiles.skipped_files)
+    if skipped and len(classes) > 1:
+        logger.warning(
+            "skipped %d bad files in %s (spec.data.skip_bad_files=True): %s", len(skipped), source, ", ".join(skipped)
+        )
+    if splits is None and len(classes) > 1:
+        splits = _splits_of([(tiles, part) for part in _divide(cfg, tiles, split)])
+    return source, classes, skipped, splits
 
 
 def _tiles_key(cfg: Any) -> str:

@@ -71,7 +71,8 @@ def read_named_splits(
     for name in ((val, test_name) if isinstance(val, str) else (test_name,)):
         tiles = _same_classes(read(name, train.classes if requested is not None else None), train.classes,
                               where(name), f"'{train_name}'")
-        if tiles.images.shape[1:] != train.images.shape[1:]:
+        listed = tiles.images is None or train.images is None  # sizes unknown until decoded
+        if not listed and tiles.images.shape[1:] != train.images.shape[1:]:
             raise DataError(
                 f"tiles in {where(name)} are {tiles.images.shape[2]}x{tiles.images.shape[1]} px, in '{train_name}' "
                 f"{train.images.shape[2]}x{train.images.shape[1]}; set spec.data.image_size to resize every tile to "

@@ -62,7 +62,7 @@ def evaluate_workdir(
                 f"the run's tiles are no longer at '{recorded}'; if they moved, pass --source=folder:NEW_PATH "
                 "(a folder or zip of the same tiles: they are checked against data.json)"
             )
-    run = build_run(spec, load_weights=False)
+    run = build_run(spec, load_weights=False, decode=(split,))  # the other splits' tiles are not read
     check_same_data(workdir, data_record(run.dataset, run.splits),
                     "restore the data as it was (or evaluate with the flaxbench that trained the run)")
     ckpts = RunCheckpoints(workdir / "checkpoints", read_only=True)

@@ -7,7 +7,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import jax
@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from data_pipeline import Split, TileDataset, eval_batch_indices, load_dataset
+from data_pipeline import SPLIT_NAMES, Split, TileDataset, eval_batch_indices, load_dataset
 from flaxbench.compile_cache import CacheLookups
 from flaxbench.errors import SpecError
 from flaxbench.models import build_model, check_options, model_class, model_parameters
@@ -137,15 +137,17 @@ def scan_epochs(epoch_loop: str, mesh) -> bool:
 class DeviceSplit:
     """One split with its padded evaluation batches: on device, or in host memory (numpy) when fed from there."""
 
-    images: jax.Array | np.ndarray
+    images: jax.Array | np.ndarray | None  # None: not decoded (build_run's `decode`)
     labels: np.ndarray
     ids: tuple[str, ...]
-    batch_indices: jax.Array | np.ndarray
+    batch_indices: jax.Array | np.ndarray | None
     count: int
 
 
 def put_split(split: Split, eval_batch_size: int, sharding, *, on_device: bool = True) -> DeviceSplit:
     """Copy a split's uint8 images to the device once (`on_device`), or keep them on the host."""
+    if split.images is None:
+        return DeviceSplit(None, np.asarray(split.labels), tuple(split.ids), None, len(split.labels))
     idx, _ = eval_batch_indices(len(split.labels), eval_batch_size)
     place = (lambda array: to_device(array, sharding)) if on_device else np.asarray
     return DeviceSplit(
@@ -280,9 +282,14 @@ def _check_min_size(spec: ml_collections.ConfigDict, min_size: Any, size: int) -
 
 
 def build_run(
-    spec: ml_collections.ConfigDict, dataset: TileDataset | None = None, *, load_weights: bool = True
+    spec: ml_collections.ConfigDict, dataset: TileDataset | None = None, *, load_weights: bool = True,
+    decode: Collection[str] = SPLIT_NAMES,
 ) -> Run:
-    """Load the data, build the model and optimizer, and put the data on device."""
+    """Load the data, build the model and optimizer, and put the data on device.
+
+    `decode` names the splits whose tiles are needed (evaluating one split needs only it); the
+    others may be left unread (see `load_dataset`): only their labels and ids are known.
+    """
     cfg = spec.train
     for key in ("epochs", "batch_size", "eval_batch_size"):
         value = cfg.get(key)
@@ -302,7 +309,7 @@ def build_run(
                         f"{', '.join(SELECT_BY)}")
     if load_weights:
         check_init(spec.model.init)
-    dataset = dataset or load_dataset(spec.data)
+    dataset = dataset or load_dataset(spec.data, decode)
     n_train = len(dataset.train.labels)
     height, width = dataset.image_size
     if height != width:
@@ -330,7 +337,7 @@ def build_run(
     steps_per_epoch = n_train // cfg.batch_size
     tx, schedule = make_optimizer(cfg, steps_per_epoch, tuple(model.head_path))
     sharding = replicated(mesh)
-    tile_bytes = sum(getattr(dataset, name).images.nbytes for name in ("train", "val", "test"))
+    tile_bytes = sum(getattr(getattr(dataset, name).images, "nbytes", 0) for name in SPLIT_NAMES)
     placement, reason = choose_placement(requested_placement, tile_bytes, mesh)
     if placement == "host" and cfg.epoch_loop == "scan":
         raise SpecError(

@@ -176,6 +176,48 @@ def test_a_cpu_device_takes_the_training_tiles_without_a_copy(tmp_path):
     np.testing.assert_array_equal(np.asarray(placed), train.images)
 
 
+@pytest.mark.parametrize("data", [
+    {"split": (0.5, 0.25, 0.25)},
+    {"split": (0.5, 0.25, 0.25), "group_by": r"tile_(\d)", "stain_normalize": "macenko", "image_size": 24},
+])
+def test_decoding_one_split_gives_it_as_the_whole_load_does_and_reads_no_other(tmp_path, data):
+    root = write_tiles(tmp_path / "tiles", {"a": 20, "b": 12}, size=32)
+    spec = {"source": f"folder:{root}", "classes": None, **data}
+    whole = load_dataset(spec)
+    bad = next(tile_id for tile_id in whole.train.ids)
+    (root / bad).write_bytes(b"not an image")  # a tile of another split is never read
+    for name in ("test", "val"):
+        alone = load_dataset(spec, decode=(name,))
+        for other in ("train", "val", "test"):
+            part, reference = getattr(alone, other), getattr(whole, other)
+            assert part.ids == reference.ids
+            np.testing.assert_array_equal(part.labels, reference.labels)
+            if other == name:
+                np.testing.assert_array_equal(part.images, reference.images)
+            else:
+                assert part.images is None
+        assert (alone.classes, alone.image_size, alone.groups, alone.stain) == (
+            whole.classes, whole.image_size, whole.groups, whole.stain)
+    with pytest.raises(DataError, match=f"bad file '.*{bad}'"):
+        load_dataset(spec, decode=("train",))
+
+
+def test_decoding_one_split_of_split_folders_or_with_bad_files_skipped(tmp_path):
+    named = tmp_path / "named"
+    write_tiles(named / "train", {"a": 12, "b": 8}, size=16)
+    write_tiles(named / "test", {"b": 3, "a": 3}, size=16)
+    spec = {"source": f"folder:{named}", "split": ("train", 0.25, "test")}
+    whole, alone = load_dataset(spec), load_dataset(spec, decode=("val",))
+    assert alone.val.ids == whole.val.ids and alone.test.ids == whole.test.ids
+    np.testing.assert_array_equal(alone.val.images, whole.val.images)
+    np.testing.assert_array_equal(alone.test.labels, whole.test.labels)
+    assert alone.train.images is None and alone.test.images is None
+    # With skipped bad files the splits depend on every tile decoding, so all are decoded.
+    (named / "test" / "a" / "broken.png").write_bytes(b"not an image")
+    skipping = load_dataset({**spec, "skip_bad_files": True}, decode=("test",))
+    assert skipping.train.images is not None and skipping.skipped_files == ("test/a/broken.png",)
+
+
 def test_package_never_imports_flaxbench():
     package = Path(data_pipeline.__file__).parent
     for source in package.rglob("*.py"):

@@ -182,6 +182,23 @@ def test_evaluate_reads_tiles_that_moved_from_where_they_are_now(tmp_path):
         evaluate_workdir(workdir, "test", source=f"folder:{moved}")
 
 
+def test_evaluate_reads_only_the_tiles_of_the_split_it_scores(tmp_path):
+    source = write_tiles(tmp_path / "tiles", {"a": 8, "b": 8}, size=32)
+    spec = tiny_spec(**{"data.source": f"folder:{source}", "data.classes": None, "data.split": (8, 4, 4),
+                        "train.epochs": 1})
+    workdir = tmp_path / "run"
+    results = train_and_evaluate(spec, workdir, log=lambda s: None)
+    test_ids = set(results["test_predictions"]["ids"])
+    for tile in sorted(source.rglob("*.png")):
+        if tile.relative_to(source).as_posix() not in test_ids:
+            tile.write_bytes(b"damaged after training")  # every train and val tile
+    evaluated = evaluate_workdir(workdir, "test")
+    assert (evaluated["accuracy"], evaluated["loss"]) == (results["test_accuracy"], results["test_loss"])
+    assert evaluated["predictions"] == results["test_predictions"]
+    with pytest.raises(DataError, match="bad file"):
+        evaluate_workdir(workdir, "val")
+
+
 def test_a_run_resumes_from_tiles_read_from_a_new_folder_if_they_are_the_same(tmp_path):
     source = write_tiles(tmp_path / "job1", {"a": 8, "b": 8}, size=32)
 
