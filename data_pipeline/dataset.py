@@ -223,8 +223,10 @@ def _listed_splits(
                                   lambda name: f"'{path}' folder '{name}'", classes,
                                   lambda tiles, held_out: _divide(cfg, tiles, held_out))
         folders = (train_name, val if isinstance(val, str) else train_name, test_name)
+        _check_two_classes(parts[0][0].classes, f"folder:{path}")
     else:
         tiles = list_folder(path, classes)
+        _check_two_classes(tiles.classes, f"folder:{path}")
         parts = tuple((tiles, rows) for rows in _divide(cfg, tiles, split))
         folders = (None, None, None)
     splits = []
@@ -238,6 +240,15 @@ def _listed_splits(
             _stain_normalized(SourceTiles(images, tiles.labels[rows], ids, tiles.classes), stain, where)
         splits.append(Split(images, tiles.labels[rows].astype(np.int32), ids))
     return parts[0][0].classes, tuple(splits)
+
+
+def _check_two_classes(classes: Sequence[str], source: str) -> None:
+    """DataError if spec.data.classes selected fewer than two classes of `source`."""
+    if len(classes) < 2:
+        raise DataError(
+            f"spec.data.classes selects a single class ('{classes[0]}') of {source}; a classifier "
+            "needs at least two: list more classes, or None for all"
+        )
 
 
 def _decodes_apart(cfg: Any, source: Any) -> str | None:
@@ -274,11 +285,6 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES) -> TileDataset
         classes, splits = _listed_splits(cfg, listed_path, image_size, split, stain, decode)
     else:
         source, classes, skipped, splits = _decoded_splits(cfg, source, image_size, split, stain)
-    if len(classes) < 2:
-        raise DataError(
-            f"spec.data.classes selects a single class ('{classes[0]}') of {source}; a classifier "
-            "needs at least two: list more classes, or None for all"
-        )
     train, val, test = splits
     decoded = next(part.images for part in splits if part.images is not None)
     groups = split_groups({"train": train.ids, "val": val.ids, "test": test.ids}, _get(cfg, "group_by", None))
@@ -298,8 +304,8 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES) -> TileDataset
 
 def _decoded_splits(
     cfg: Any, source: Any, image_size: int | None, split: Sequence[Any], stain: StainTarget | None
-) -> tuple[str, tuple[str, ...], tuple[str, ...], tuple[Split, Split, Split] | None]:
-    """(canonical source, classes, skipped files, train/val/test) with every tile decoded; no splits of one class."""
+) -> tuple[str, tuple[str, ...], tuple[str, ...], tuple[Split, Split, Split]]:
+    """(canonical source, classes, skipped files, train/val/test) of `source` with every tile decoded."""
     if names_splits(split):
         source, read, splits = _read_named_splits(cfg, source, image_size, split, stain)
     else:
@@ -307,11 +313,12 @@ def _decoded_splits(
         tiles = _stain_normalized(tiles, stain, source)
         read, splits = (tiles,), None
     classes, skipped = read[0].classes, tuple(name for tiles in read for name in tiles.skipped_files)
-    if skipped and len(classes) > 1:
+    _check_two_classes(classes, source)
+    if skipped:
         logger.warning(
             "skipped %d bad files in %s (spec.data.skip_bad_files=True): %s", len(skipped), source, ", ".join(skipped)
         )
-    if splits is None and len(classes) > 1:
+    if splits is None:
         splits = _splits_of([(tiles, part) for part in _divide(cfg, tiles, split)])
     return source, classes, skipped, splits
 
