@@ -164,12 +164,19 @@ def test_evaluate_and_resume_refuse_data_that_changed_since_training(tmp_path, m
     assert evaluate_workdir(workdir, "test")["classes"] == ["a", "b", "c"]
 
 
-def test_evaluate_reads_tiles_that_moved_from_where_they_are_now(tmp_path):
+@pytest.fixture
+def folder_run(tmp_path):
+    """(tile folder, workdir, results) of a one-epoch run on a folder of 16 tiles."""
     source = write_tiles(tmp_path / "tiles", {"a": 8, "b": 8}, size=32)
     spec = tiny_spec(**{"data.source": f"folder:{source}", "data.classes": None, "data.split": (8, 4, 4),
                         "train.epochs": 1})
     workdir = tmp_path / "run"
     results = train_and_evaluate(spec, workdir, log=lambda s: None)
+    return source, workdir, results
+
+
+def test_evaluate_reads_tiles_that_moved_from_where_they_are_now(tmp_path, folder_run):
+    source, workdir, results = folder_run
     moved = source.rename(tmp_path / "moved")
     with pytest.raises(WorkdirError, match=f"no longer at '{source}'.*--source=folder:NEW_PATH"):
         evaluate_workdir(workdir, "test")
@@ -182,12 +189,8 @@ def test_evaluate_reads_tiles_that_moved_from_where_they_are_now(tmp_path):
         evaluate_workdir(workdir, "test", source=f"folder:{moved}")
 
 
-def test_evaluate_reads_only_the_tiles_of_the_split_it_scores(tmp_path):
-    source = write_tiles(tmp_path / "tiles", {"a": 8, "b": 8}, size=32)
-    spec = tiny_spec(**{"data.source": f"folder:{source}", "data.classes": None, "data.split": (8, 4, 4),
-                        "train.epochs": 1})
-    workdir = tmp_path / "run"
-    results = train_and_evaluate(spec, workdir, log=lambda s: None)
+def test_evaluate_reads_only_the_tiles_of_the_split_it_scores(folder_run):
+    source, workdir, results = folder_run
     test_ids = set(results["test_predictions"]["ids"])
     for tile in sorted(source.rglob("*.png")):
         if tile.relative_to(source).as_posix() not in test_ids:
