@@ -21,7 +21,7 @@ from data_pipeline.sources.synthetic import load_synthetic
 from data_pipeline.sources.tfds_source import load_tfds
 from data_pipeline.sources.tiles import SourceTiles, permute_rows_in_place
 from data_pipeline.split import split_indices
-from data_pipeline.stain import StainTarget, normalize_tiles, stain_target
+from data_pipeline.stain import StainTarget, normalize_tiles, normalize_tiles_counted, stain_target, warn_kept
 
 logger = logging.getLogger(__name__)
 
@@ -212,9 +212,11 @@ def _listed_splits(
     cfg: Any, path: str, image_size: int | None, split: Sequence[Any], stain: StainTarget | None,
     decode: Collection[str],
 ) -> tuple[tuple[str, ...], tuple[Split, Split, Split]]:
-    """(classes, train/val/test) of folder or zip `path`, listed and split, with only the splits in `decode` decoded.
+    """(classes, train/val/test) of folder or zip `path`: listed, split, then the splits in `decode` decoded.
 
-    The split needs only the tiles' ids and labels, so tiles of the other splits are never read.
+    The split needs only the tiles' ids and labels, so a split that cannot be made fails before
+    any tile is read, each split's tiles are decoded straight into its own array, in split order,
+    and the tiles of splits not in `decode` are never read (their `images` are None).
     """
     classes = _get(cfg, "classes", None)
     if names_splits(split):
@@ -233,13 +235,39 @@ def _listed_splits(
     for name, (tiles, rows), folder in zip(SPLIT_NAMES, parts, folders):
         rows = np.arange(len(tiles.ids)) if rows is None else rows
         ids = tuple(tiles.ids[i] for i in rows)
-        images = None
-        if name in decode:
-            images = decode_folder_tiles(path, tiles.classes, ids, image_size, within=folder)
-            where = f"'{path}'" if folder is None else f"'{path}' folder '{folder}'"
-            _stain_normalized(SourceTiles(images, tiles.labels[rows], ids, tiles.classes), stain, where)
+        images = decode_folder_tiles(path, tiles.classes, ids, image_size, within=folder) if name in decode else None
         splits.append(Split(images, tiles.labels[rows].astype(np.int32), ids))
+    where = {folder: f"folder:{path}" if folder is None else f"'{path}' folder '{folder}'" for folder in folders}
+    _check_one_tile_size(splits, [where[folder] for folder in folders])
+    if stain is not None:
+        _normalize_splits(splits, stain, [where[folder] for folder in folders])
     return parts[0][0].classes, tuple(splits)
+
+
+def _check_one_tile_size(splits: Sequence[Split], wheres: Sequence[str]) -> None:
+    """DataError if the decoded splits hold tiles of different sizes (`wheres`: where each split was read)."""
+    decoded = [(split, where) for split, where in zip(splits, wheres) if split.images is not None]
+    first, first_where = decoded[0]
+    for split, where in decoded[1:]:
+        if split.images.shape[1:] != first.images.shape[1:]:
+            (height, width), (first_height, first_width) = split.images.shape[1:3], first.images.shape[1:3]
+            place = f"in {where}" if where == first_where else f"in {where} and {first_where}"
+            raise DataError(
+                f"tiles {place} differ in size: '{split.ids[0]}' is {width}x{height} px, '{first.ids[0]}' "
+                f"{first_width}x{first_height}; set spec.data.image_size to resize every tile to one square size"
+            )
+
+
+def _normalize_splits(splits: Sequence[Split], stain: StainTarget, wheres: Sequence[str]) -> None:
+    """The decoded splits' tiles normalised to `stain` in place; one warning per source folder for tiles kept."""
+    kept_of: dict[str, list[int]] = {}
+    for split, where in zip(splits, wheres):
+        if split.images is not None:
+            _, kept = normalize_tiles_counted(split.images, stain, out=split.images)
+            counts = kept_of.setdefault(where, [0, 0])
+            counts[0], counts[1] = counts[0] + kept, counts[1] + len(split.images)
+    for where, (kept, total) in kept_of.items():
+        warn_kept(kept, total, where)
 
 
 def _check_two_classes(classes: Sequence[str], source: str) -> None:
@@ -251,8 +279,8 @@ def _check_two_classes(classes: Sequence[str], source: str) -> None:
         )
 
 
-def _decodes_apart(cfg: Any, source: Any) -> str | None:
-    """The folder or zip path of `source` if its splits can be decoded one without the others, else None.
+def _listable_folder(cfg: Any, source: Any) -> str | None:
+    """The folder or zip path of `source` if it can be split from its listing, before decoding; else None.
 
     Not with spec.data.skip_bad_files: which files are bad, and so which tiles each split holds,
     is only known once every tile has been decoded.
@@ -267,9 +295,9 @@ def _decodes_apart(cfg: Any, source: Any) -> str | None:
 def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES) -> TileDataset:
     """Load, select and split the tiles described by `cfg` (= spec.data); DataError if impossible.
 
-    `decode` names the splits whose tiles are needed (at least one): from a folder or zip (without
-    spec.data.skip_bad_files) the others are never read and their `images` are None. Other
-    sources decode every tile.
+    A folder or zip (without spec.data.skip_bad_files) is listed and split before its tiles are
+    decoded, and only the splits named in `decode` (at least one) are: the others' `images` are
+    None. Other sources decode every tile, then split.
     """
     if not decode or set(decode) - set(SPLIT_NAMES):
         raise ValueError(f"decode must name some of {SPLIT_NAMES}, got {decode!r}")
@@ -279,7 +307,7 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES) -> TileDataset
     image_size = _positive_int_or_none(_get(cfg, "image_size", None), "image_size")
     split = _get(cfg, "split", (0.7, 0.15, 0.15))
     source = _get(cfg, "source", None)
-    listed_path = _decodes_apart(cfg, source) if set(decode) != set(SPLIT_NAMES) else None
+    listed_path = _listable_folder(cfg, source)
     if listed_path is not None:
         source, skipped = f"folder:{listed_path}", ()
         classes, splits = _listed_splits(cfg, listed_path, image_size, split, stain, decode)

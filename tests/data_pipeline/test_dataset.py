@@ -180,10 +180,15 @@ def test_a_cpu_device_takes_the_training_tiles_without_a_copy(tmp_path):
     {"split": (0.5, 0.25, 0.25)},
     {"split": (0.5, 0.25, 0.25), "group_by": r"tile_(\d)", "stain_normalize": "macenko", "image_size": 24},
 ])
-def test_decoding_one_split_gives_it_as_the_whole_load_does_and_reads_no_other(tmp_path, data):
+def test_a_folder_is_split_before_it_is_decoded_and_one_split_decodes_alone(tmp_path, data):
     root = write_tiles(tmp_path / "tiles", {"a": 20, "b": 12}, size=32)
     spec = {"source": f"folder:{root}", "classes": None, **data}
-    whole = load_dataset(spec)
+    whole = load_dataset({**spec, "skip_bad_files": True})  # none is bad: every tile decoded, then split
+    listed_first = load_dataset(spec)
+    for name in ("train", "val", "test"):
+        part, reference = getattr(listed_first, name), getattr(whole, name)
+        assert part.ids == reference.ids
+        np.testing.assert_array_equal(part.images, reference.images)
     bad = next(tile_id for tile_id in whole.train.ids)
     (root / bad).write_bytes(b"not an image")  # a tile of another split is never read
     for name in ("test", "val"):
@@ -200,6 +205,8 @@ def test_decoding_one_split_gives_it_as_the_whole_load_does_and_reads_no_other(t
             whole.classes, whole.image_size, whole.groups, whole.stain)
     with pytest.raises(DataError, match=f"bad file '.*{bad}'"):
         load_dataset(spec, decode=("train",))
+    with pytest.raises(DataError, match=r"gives the test split 1 tile for 2 classes"):  # before any tile is read
+        load_dataset({**spec, "split": (20, 4, 1)})
 
 
 def test_decoding_one_split_of_split_folders_or_with_bad_files_skipped(tmp_path):

@@ -113,6 +113,7 @@ def test_split_folders_need_a_folder_source():
 def test_split_folders_of_other_tile_sizes_need_image_size(tmp_path):
     write_tiles(tmp_path / "train", {"a": 3, "b": 3}, size=8)
     write_tiles(tmp_path / "test", {"a": 2, "b": 2}, size=10)
-    with pytest.raises(DataError, match="folder 'test' are 10x10 px, in 'train' 8x8; set spec.data.image_size"):
+    with pytest.raises(DataError, match="folder 'test' and .* folder 'train' differ in size: 'test/a/tile_0.png' is 10x10 px, "
+                       "'train/.*' 8x8; set spec.data.image_size"):
         load(tmp_path, ("train", 0.34, "test"), image_size=None)
     assert load(tmp_path, ("train", 0.34, "test"), image_size=8).image_size == (8, 8)
