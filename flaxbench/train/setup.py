@@ -287,9 +287,7 @@ def build_run(
 ) -> Run:
     """Load the data, build the model and optimizer, and put the data on device.
 
-    `decode` names the splits whose tiles are needed (evaluating one split needs only it); the
-    others may be left unread (see `load_dataset`): only their labels and ids are known.
-    """
+    Only the splits in `decode` need be decoded (see `load_dataset`); of others, labels and ids."""
     cfg = spec.train
     for key in ("epochs", "batch_size", "eval_batch_size"):
         value = cfg.get(key)
