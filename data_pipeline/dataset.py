@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -16,7 +17,13 @@ from data_pipeline.errors import DataError
 from data_pipeline.groups import check_group_by, group_split_indices, split_groups, tile_groups
 from data_pipeline.images import load_image
 from data_pipeline.named_splits import named_split_form, names_splits, read_named_splits
-from data_pipeline.sources.folder_source import decode_folder_tiles, list_folder, load_folder
+from data_pipeline.sources.folder_source import (
+    ClassFolders,
+    decode_listed,
+    listed_tiles,
+    load_folder,
+    open_class_folders,
+)
 from data_pipeline.sources.synthetic import load_synthetic
 from data_pipeline.sources.tfds_source import load_tfds
 from data_pipeline.sources.tiles import SourceTiles, permute_rows_in_place
@@ -216,27 +223,34 @@ def _listed_splits(
 
     The split needs only the tiles' ids and labels, so a split that cannot be made fails before
     any tile is read, each split's tiles are decoded straight into its own array, in split order,
-    and the tiles of splits not in `decode` are never read (their `images` are None).
+    and the tiles of splits not in `decode` are never read (their `images` are None). Each folder
+    is listed once and stays open until its tiles are decoded.
     """
     classes = _get(cfg, "classes", None)
-    if names_splits(split):
-        train_name, val, test_name = named_split_form(split)
-        parts = read_named_splits(split, lambda name, selected: list_folder(path, selected, within=name),
-                                  lambda name: f"'{path}' folder '{name}'", classes,
-                                  lambda tiles, held_out: _divide(cfg, tiles, held_out))
-        folders = (train_name, val if isinstance(val, str) else train_name, test_name)
-        _check_two_classes(parts[0][0].classes, f"folder:{path}")
-    else:
-        tiles = list_folder(path, classes)
-        _check_two_classes(tiles.classes, f"folder:{path}")
-        parts = tuple((tiles, rows) for rows in _divide(cfg, tiles, split))
-        folders = (None, None, None)
-    splits = []
-    for name, (tiles, rows), folder in zip(SPLIT_NAMES, parts, folders):
-        rows = np.arange(len(tiles.ids)) if rows is None else rows
-        ids = tuple(tiles.ids[i] for i in rows)
-        images = decode_folder_tiles(path, tiles.classes, ids, image_size, within=folder) if name in decode else None
-        splits.append(Split(images, tiles.labels[rows].astype(np.int32), ids))
+    with contextlib.ExitStack() as stack:
+        opened: dict[str | None, ClassFolders] = {}
+
+        def listed(within: str | None, selected: Sequence[str] | None) -> SourceTiles:
+            opened[within] = stack.enter_context(open_class_folders(path, selected, within))
+            return listed_tiles(opened[within])
+
+        if names_splits(split):
+            train_name, val, test_name = named_split_form(split)
+            parts = read_named_splits(split, listed, lambda name: f"'{path}' folder '{name}'", classes,
+                                      lambda tiles, held_out: _divide(cfg, tiles, held_out))
+            folders = (train_name, val if isinstance(val, str) else train_name, test_name)
+            _check_two_classes(parts[0][0].classes, f"folder:{path}")
+        else:
+            tiles = listed(None, classes)
+            _check_two_classes(tiles.classes, f"folder:{path}")
+            parts = tuple((tiles, rows) for rows in _divide(cfg, tiles, split))
+            folders = (None, None, None)
+        splits = []
+        for name, (tiles, rows), folder in zip(SPLIT_NAMES, parts, folders):
+            rows = np.arange(len(tiles.ids)) if rows is None else rows
+            ids = tuple(tiles.ids[i] for i in rows)
+            images = decode_listed(opened[folder], ids, image_size) if name in decode else None
+            splits.append(Split(images, tiles.labels[rows].astype(np.int32), ids))
     where = {folder: f"folder:{path}" if folder is None else f"'{path}' folder '{folder}'" for folder in folders}
     _check_one_tile_size(splits, [where[folder] for folder in folders])
     if stain is not None:

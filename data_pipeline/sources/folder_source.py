@@ -273,32 +273,21 @@ def load_folder(
     )
 
 
-def list_folder(path: str, requested_classes: Sequence[str] | None, within: str | None = None,
-                min_classes: int = 2) -> SourceTiles:
-    """The tiles `load_folder` would decode (when none is bad), listed but not decoded: `images` is None."""
-    with open_class_folders(path, requested_classes, within, min_classes) as source:
-        return SourceTiles(
-            images=None,
-            labels=np.asarray([tile.label for tile in source.tiles], dtype=np.int32),
-            ids=tuple(tile.id for tile in source.tiles),
-            classes=source.classes,
-        )
+
+def listed_tiles(source: ClassFolders) -> SourceTiles:
+    """The tiles of `source` as `load_folder` would give them when none is bad, but not decoded: `images` is None."""
+    return SourceTiles(
+        images=None,
+        labels=np.asarray([tile.label for tile in source.tiles], dtype=np.int32),
+        ids=tuple(tile.id for tile in source.tiles),
+        classes=source.classes,
+    )
 
 
-def decode_folder_tiles(path: str, classes: Sequence[str], ids: Sequence[str], image_size: int | None,
-                        within: str | None = None) -> np.ndarray:
-    """uint8 (N, H, W, 3) images of the tiles `ids` of `list_folder(path, classes, within)`, in that order.
-
-    A bad file is a DataError naming it, and so is a listed tile that is gone from the folder.
-    """
-    with open_class_folders(path, classes, within, min_classes=1) as source:
-        listed = {tile.id: tile for tile in source.tiles}
-        gone = [tile_id for tile_id in ids if tile_id not in listed]
-        if gone:
-            raise DataError(f"tile '{gone[0]}' was listed in {source.where} but is no longer there"
-                            f"{f' ({len(gone)} tiles)' if len(gone) > 1 else ''}; run again once it stops changing")
-        tiles = [listed[tile_id] for tile_id in ids]
-        decoded = decode_tiles(tiles, image_size, None, False, [], collections.Counter())
-        images, _, _ = collect_tiles(((tile.id, tile.label, image) for tile, image in decoded), len(tiles),
-                                     source.where)
+def decode_listed(source: ClassFolders, ids: Sequence[str], image_size: int | None) -> np.ndarray:
+    """uint8 (N, H, W, 3) images of the tiles `ids` of the open `source`, in that order; a bad file is a DataError."""
+    by_id = {tile.id: tile for tile in source.tiles}
+    tiles = [by_id[tile_id] for tile_id in ids]
+    decoded = decode_tiles(tiles, image_size, None, False, [], collections.Counter())
+    images, _, _ = collect_tiles(((tile.id, tile.label, image) for tile, image in decoded), len(tiles), source.where)
     return images
