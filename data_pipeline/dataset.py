@@ -215,9 +215,12 @@ def _stain_target(cfg: Any) -> StainTarget | None:
     return stain_target(_get(cfg, "stain_normalize", None), reference, load_image)
 
 
+ListedHook = Callable[[str, tuple[str, ...], tuple[Split, Split, Split]], None]  # (source, classes, splits)
+
+
 def _listed_splits(
     cfg: Any, path: str, image_size: int | None, split: Sequence[Any], stain: StainTarget | None,
-    decode: Collection[str],
+    decode: Collection[str], listed_hook: ListedHook | None,
 ) -> tuple[tuple[str, ...], tuple[Split, Split, Split]]:
     """(classes, train/val/test) of folder or zip `path`: listed, split, then the splits in `decode` decoded.
 
@@ -246,11 +249,13 @@ def _listed_splits(
             parts = tuple((tiles, rows) for rows in _divide(cfg, tiles, split))
             folders = (None, None, None)
         splits = []
-        for name, (tiles, rows), folder in zip(SPLIT_NAMES, parts, folders):
+        for tiles, rows in parts:
             rows = np.arange(len(tiles.ids)) if rows is None else rows
-            ids = tuple(tiles.ids[i] for i in rows)
-            images = decode_listed(opened[folder], ids, image_size) if name in decode else None
-            splits.append(Split(images, tiles.labels[rows].astype(np.int32), ids))
+            splits.append(Split(None, tiles.labels[rows].astype(np.int32), tuple(tiles.ids[i] for i in rows)))
+        if listed_hook is not None:
+            listed_hook(f"folder:{path}", parts[0][0].classes, tuple(splits))
+        splits = [dataclasses.replace(part, images=decode_listed(opened[folder], part.ids, image_size))
+                  if name in decode else part for name, part, folder in zip(SPLIT_NAMES, splits, folders)]
     where = {folder: f"folder:{path}" if folder is None else f"'{path}' folder '{folder}'" for folder in folders}
     _check_one_tile_size(splits, [where[folder] for folder in folders])
     if stain is not None:
@@ -306,12 +311,13 @@ def _listable_folder(cfg: Any, source: Any) -> str | None:
     return None if skip else path
 
 
-def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES) -> TileDataset:
+def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: ListedHook | None = None) -> TileDataset:
     """Load, select and split the tiles described by `cfg` (= spec.data); DataError if impossible.
 
     A folder or zip (without spec.data.skip_bad_files) is listed and split before its tiles are
     decoded, and only the splits named in `decode` (at least one) are: the others' `images` are
-    None. Other sources decode every tile, then split.
+    None. There `listed(source, classes, splits)` sees the splits before any tile is decoded (their
+    `images` None), to refuse them early. Other sources decode every tile, then split.
     """
     if not decode or set(decode) - set(SPLIT_NAMES):
         raise ValueError(f"decode must name some of {SPLIT_NAMES}, got {decode!r}")
@@ -324,7 +330,7 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES) -> TileDataset
     listed_path = _listable_folder(cfg, source)
     if listed_path is not None:
         source, skipped = f"folder:{listed_path}", ()
-        classes, splits = _listed_splits(cfg, listed_path, image_size, split, stain, decode)
+        classes, splits = _listed_splits(cfg, listed_path, image_size, split, stain, decode, listed)
     else:
         source, classes, skipped, splits = _decoded_splits(cfg, source, image_size, split, stain)
     train, val, test = splits

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,17 +135,22 @@ def claim_workdir(workdir: Path, spec: ml_collections.ConfigDict, *, overwrite: 
     write_text_atomic(workdir / "spec.json", to_json(spec))
 
 
-def data_record(dataset: Any, splits: dict[str, Any]) -> dict[str, Any]:
-    """What data.json records of a run's data, with a digest of each split's tile ids and labels."""
+def _split_record(splits: dict[str, Any]) -> dict[str, Any]:
+    """data.json's split_sizes and split_digests (of each split's tile ids and labels) of `splits`."""
     digests = {}
     for name in ("train", "val", "test"):
         text = "".join(f"{tile}\t{int(label)}\n" for tile, label in zip(splits[name].ids, splits[name].labels))
         digests[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return {"split_sizes": {name: len(splits[name].ids) for name in ("train", "val", "test")},
+            "split_digests": digests}
+
+
+def data_record(dataset: Any, splits: dict[str, Any]) -> dict[str, Any]:
+    """What data.json records of a run's data, with a digest of each split's tile ids and labels."""
     return {
         "source": dataset.source, "synthetic": bool(dataset.synthetic),
         "classes": list(dataset.classes), "image_size": list(dataset.image_size),
-        "split_sizes": {name: len(splits[name].ids) for name in ("train", "val", "test")},
-        "split_digests": digests,
+        **_split_record(splits),
         "skipped_files": list(dataset.skipped_files),
         # Patients or slides per split (spec.data.group_by): a reader can check none is in two splits.
         **({"split_groups": {name: list(g) for name, g in groups.items()}}
@@ -154,8 +160,10 @@ def data_record(dataset: Any, splits: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def check_same_data(workdir: Path, record: dict[str, Any], remedy: str) -> None:
-    """Fail if the data loaded now differs from what the run in `workdir` recorded in data.json.
+def check_same_data(workdir: Path, record: dict[str, Any], remedy: str,
+                    keys: Sequence[str] = ("classes", "image_size", "split_sizes", "split_digests",
+                                           "stain_normalization")) -> None:
+    """Fail if the data loaded now differs from what the run in `workdir` recorded in data.json (in `keys`).
 
     A renamed class folder or added tiles would otherwise make evaluate or a resume score the
     model's outputs against other labels or tiles.
@@ -164,7 +172,7 @@ def check_same_data(workdir: Path, record: dict[str, Any], remedy: str) -> None:
     if not saved_path.is_file():
         return
     saved = json.loads(saved_path.read_text())
-    for key in ("classes", "image_size", "split_sizes", "split_digests", "stain_normalization"):
+    for key in keys:
         if key in saved and saved[key] != record.get(key):
             what = ("the tiles or labels of a split" if key == "split_digests"
                     else "the stain target (spec.data.stain_reference changed?)" if key == "stain_normalization"
@@ -174,3 +182,14 @@ def check_same_data(workdir: Path, record: dict[str, Any], remedy: str) -> None:
                 f"({saved_path}: {what}; if the files are unchanged, the flaxbench that trained the run "
                 f"split or read them differently); {remedy}"
             )
+
+
+def listed_data_check(workdir: Path, remedy: str) -> Callable[[str, Sequence[str], Sequence[Any]], None]:
+    """A `load_dataset(listed=...)` hook: `check_same_data` on the classes and splits before any tile is decoded."""
+
+    def check(source: str, classes: Sequence[str], splits: Sequence[Any]) -> None:
+        record = {"source": source, "classes": list(classes),
+                  **_split_record(dict(zip(("train", "val", "test"), splits)))}
+        check_same_data(workdir, record, remedy, keys=("classes", "split_sizes", "split_digests"))
+
+    return check

@@ -14,7 +14,7 @@ from flaxbench.results import write_json_atomic
 from flaxbench.runtime import is_main_process
 from flaxbench.spec import from_json
 from flaxbench.train.setup import build_run
-from flaxbench.workdir import check_same_data, data_record
+from flaxbench.workdir import check_same_data, data_record, listed_data_check
 
 SPLITS = ("test", "val", "train")
 
@@ -62,9 +62,10 @@ def evaluate_workdir(
                 f"the run's tiles are no longer at '{recorded}'; if they moved, pass --source=folder:NEW_PATH "
                 "(a folder or zip of the same tiles: they are checked against data.json)"
             )
-    run = build_run(spec, load_weights=False, decode=(split,))  # the other splits' tiles are not read
-    check_same_data(workdir, data_record(run.dataset, run.splits),
-                    "restore the data as it was (or evaluate with the flaxbench that trained the run)")
+    remedy = "restore the data as it was (or evaluate with the flaxbench that trained the run)"
+    # The other splits' tiles are not read, and a folder that changed is refused before any tile is.
+    run = build_run(spec, load_weights=False, decode=(split,), listed=listed_data_check(workdir, remedy))
+    check_same_data(workdir, data_record(run.dataset, run.splits), remedy)
     ckpts = RunCheckpoints(workdir / "checkpoints", read_only=True)
     restored = ckpts.restore(which, run.initial_state())
     ckpts.close()

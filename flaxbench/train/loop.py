@@ -25,7 +25,9 @@ from flaxbench.tensorboard import EpochWriter
 from flaxbench.train.setup import SELECT_BY, Run, build_run, count_layers, flops_per_image
 from flaxbench.train.state import TrainState, count_params
 from flaxbench.weights import INIT_PLACEHOLDER, init_in_words
-from flaxbench.workdir import check_same_data, check_workdir, claim_workdir, data_record
+from flaxbench.workdir import check_same_data, check_workdir, claim_workdir, data_record, listed_data_check
+
+RESUME_REMEDY = "restore the data as it was, or start the run over with --overwrite"
 
 
 class Interrupted(Exception):
@@ -111,14 +113,15 @@ def train_and_evaluate(
     resuming = not overwrite and _has_checkpoint(workdir / "checkpoints" / LAST)
     try:
         # A resume restores its params: the initial weights (an ImageNet download, a .pth) are not needed.
-        run = build_run(spec, dataset, load_weights=not resuming)
+        run = build_run(spec, dataset, load_weights=not resuming,
+                        listed=listed_data_check(workdir, RESUME_REMEDY) if resuming else None)
     except BaseException:
         if is_new and is_main_process() and workdir.is_dir() and not any(workdir.iterdir()):
             workdir.rmdir()  # a bad spec or data leaves no empty run directory behind
         raise
     data = data_record(run.dataset, run.splits)
     if resuming:
-        check_same_data(workdir, data, "restore the data as it was, or start the run over with --overwrite")
+        check_same_data(workdir, data, RESUME_REMEDY)
     if is_main_process():
         claim_workdir(workdir, spec, overwrite=overwrite)
         write_json_atomic(workdir / "data.json", data)

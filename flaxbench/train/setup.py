@@ -7,7 +7,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import jax
@@ -283,11 +283,11 @@ def _check_min_size(spec: ml_collections.ConfigDict, min_size: Any, size: int) -
 
 def build_run(
     spec: ml_collections.ConfigDict, dataset: TileDataset | None = None, *, load_weights: bool = True,
-    decode: Collection[str] = SPLIT_NAMES,
+    decode: Collection[str] = SPLIT_NAMES, listed: Callable | None = None,
 ) -> Run:
     """Load the data, build the model and optimizer, and put the data on device.
 
-    Only the splits in `decode` need be decoded (see `load_dataset`); of others, labels and ids."""
+    Only the splits in `decode` need be decoded; `listed` may refuse the splits first (`load_dataset`)."""
     cfg = spec.train
     for key in ("epochs", "batch_size", "eval_batch_size"):
         value = cfg.get(key)
@@ -307,7 +307,7 @@ def build_run(
                         f"{', '.join(SELECT_BY)}")
     if load_weights:
         check_init(spec.model.init)
-    dataset = dataset or load_dataset(spec.data, decode)
+    dataset = dataset or load_dataset(spec.data, decode, listed)
     n_train = len(dataset.train.labels)
     height, width = dataset.image_size
     if height != width:

@@ -6,7 +6,7 @@ import pytest
 
 from data_pipeline import DataError
 from flaxbench.errors import WorkdirError
-from flaxbench.train.evaluate import evaluate_workdir
+from flaxbench.train.evaluate import evaluate_workdir, read_run_spec
 from flaxbench.train.loop import train_and_evaluate
 from tests.data_pipeline.helpers import random_tile, write_tiles
 from tests.helpers import tiny_spec
@@ -91,3 +91,15 @@ def test_evaluate_refuses_a_stain_reference_that_changed_since_training(tmp_path
     shutil.copy(sorted((kather / "02_STROMA").glob("*.tif"))[0], reference)  # same path, other stains
     with pytest.raises(WorkdirError, match="the stain target .spec.data.stain_reference changed"):
         evaluate_workdir(tmp_path / "run", "test")
+
+
+def test_a_folder_that_changed_is_refused_before_its_tiles_are_decoded(folder_run):
+    source, workdir, results = folder_run
+    for tile in source.rglob("*.png"):
+        tile.write_bytes(b"damaged")  # decoding any of them would fail with a bad-file error
+    (source / "a" / "added.png").write_bytes(b"damaged")
+    with pytest.raises(WorkdirError, match="the tiles or labels of a split"):
+        evaluate_workdir(workdir, "test")
+    (workdir / "results.json").unlink()  # as if interrupted: the same command resumes
+    with pytest.raises(WorkdirError, match="the tiles or labels of a split.*start the run over with --overwrite"):
+        train_and_evaluate(read_run_spec(workdir), workdir, log=lambda s: None)
