@@ -16,7 +16,7 @@ from data_pipeline.device import AUGMENT_OPS, NORMALIZE_MODES
 from data_pipeline.errors import DataError
 from data_pipeline.groups import check_group_by, group_split_indices, split_groups, tile_groups
 from data_pipeline.images import load_image
-from data_pipeline.named_splits import named_split_form, names_splits, read_named_splits
+from data_pipeline.named_splits import named_split_form, names_splits, read_named_splits, split_sources
 from data_pipeline.sources.folder_source import (
     ClassFolders,
     decode_listed,
@@ -27,14 +27,13 @@ from data_pipeline.sources.folder_source import (
 from data_pipeline.sources.synthetic import load_synthetic
 from data_pipeline.sources.tfds_source import load_tfds
 from data_pipeline.sources.tiles import SourceTiles, permute_rows_in_place
-from data_pipeline.split import split_indices
+from data_pipeline.split import SPLIT_NAMES, split_indices
 from data_pipeline.stain import StainTarget, normalize_tiles, normalize_tiles_counted, stain_target, warn_kept
 
 logger = logging.getLogger(__name__)
 
 # Keys of spec.data applied on device at every step: they leave the loaded tiles as they are.
 DEVICE_KEYS = ("augment", "normalize")
-SPLIT_NAMES = ("train", "val", "test")
 SOURCE_FORMS = "'tfds:colorectal_histology' (or tfds:NAME), 'folder:PATH' (folder or .zip) or 'synthetic'"
 
 
@@ -188,7 +187,9 @@ def _read_named_splits(
 
     parts = read_named_splits(split, read, where, _get(cfg, "classes", None), divide)
     read_tiles = tuple({id(tiles): tiles for tiles, _ in parts}.values())  # train's tiles once, if val is cut from them
-    return source, read_tiles, _splits_of(parts)
+    splits = _splits_of(parts)
+    _check_one_tile_size(splits, [where(name) for name in split_sources(split)])
+    return source, read_tiles, splits
 
 
 def _divide(cfg: Any, tiles: SourceTiles, split: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -238,10 +239,9 @@ def _listed_splits(
             return listed_tiles(opened[within])
 
         if names_splits(split):
-            train_name, val, test_name = named_split_form(split)
             parts = read_named_splits(split, listed, lambda name: f"'{path}' folder '{name}'", classes,
                                       lambda tiles, held_out: _divide(cfg, tiles, held_out))
-            folders = (train_name, val if isinstance(val, str) else train_name, test_name)
+            folders = split_sources(split)
             _check_two_classes(parts[0][0].classes, f"folder:{path}")
         else:
             tiles = listed(None, classes)

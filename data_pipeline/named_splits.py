@@ -49,6 +49,12 @@ def named_split_form(split: Sequence[Any]) -> tuple[str, str | int | float, str]
     return values
 
 
+def split_sources(split: Sequence[Any]) -> tuple[str, str, str]:
+    """The source split that train, val and test are each read from (val from train when held out of it)."""
+    train_name, val, test_name = named_split_form(split)
+    return train_name, val if isinstance(val, str) else train_name, test_name
+
+
 def _same_classes(tiles: SourceTiles, classes: tuple[str, ...], where: str, train_where: str) -> SourceTiles:
     """`tiles` labelled in the order of `classes`; DataError if it holds other classes."""
     if set(tiles.classes) != set(classes):
@@ -71,13 +77,6 @@ def read_named_splits(
     for name in ((val, test_name) if isinstance(val, str) else (test_name,)):
         tiles = _same_classes(read(name, train.classes if requested is not None else None), train.classes,
                               where(name), f"'{train_name}'")
-        listed = tiles.images is None or train.images is None  # sizes unknown until decoded
-        if not listed and tiles.images.shape[1:] != train.images.shape[1:]:
-            raise DataError(
-                f"tiles in {where(name)} are {tiles.images.shape[2]}x{tiles.images.shape[1]} px, in '{train_name}' "
-                f"{train.images.shape[2]}x{train.images.shape[1]}; set spec.data.image_size to resize every tile to "
-                "one square size"
-            )
         others.append(tiles)
     if isinstance(val, str):
         return (train, None), (others[0], None), (others[1], None)

@@ -273,7 +273,6 @@ def load_folder(
     )
 
 
-
 def listed_tiles(source: ClassFolders) -> SourceTiles:
     """The tiles of `source` as `load_folder` would give them when none is bad, but not decoded: `images` is None."""
     return SourceTiles(

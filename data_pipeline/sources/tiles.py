@@ -14,7 +14,7 @@ from data_pipeline.errors import DataError
 class SourceTiles:
     """All selected tiles of a source, before the train/val/test split."""
 
-    images: np.ndarray | None  # uint8 (N, H, W, 3); None when only listed (folder_source.list_folder)
+    images: np.ndarray | None  # uint8 (N, H, W, 3); None when only listed (folder_source.listed_tiles)
     labels: np.ndarray  # int32 (N,), index into classes
     ids: tuple[str, ...]
     classes: tuple[str, ...]

@@ -116,4 +116,6 @@ def test_split_folders_of_other_tile_sizes_need_image_size(tmp_path):
     with pytest.raises(DataError, match="folder 'test' and .* folder 'train' differ in size: 'test/a/tile_0.png' is 10x10 px, "
                        "'train/.*' 8x8; set spec.data.image_size"):
         load(tmp_path, ("train", 0.34, "test"), image_size=None)
+    with pytest.raises(DataError, match="folder 'test' and .* folder 'train' differ in size"):  # decoded, then split
+        load(tmp_path, ("train", 0.34, "test"), image_size=None, skip_bad_files=True)
     assert load(tmp_path, ("train", 0.34, "test"), image_size=8).image_size == (8, 8)
