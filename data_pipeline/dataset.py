@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,14 +19,13 @@ from data_pipeline.groups import check_group_by, group_split_indices, split_grou
 from data_pipeline.images import load_image
 from data_pipeline.named_splits import named_split_form, names_splits, read_named_splits, split_sources
 from data_pipeline.sources.folder_source import (
-    ClassFolders,
     decode_listed,
     listed_tiles,
     load_folder,
     open_class_folders,
 )
 from data_pipeline.sources.synthetic import load_synthetic
-from data_pipeline.sources.tfds_source import load_tfds
+from data_pipeline.sources.tfds_source import decode_tfds_tiles, open_tfds_split
 from data_pipeline.sources.tiles import SourceTiles, permute_rows_in_place
 from data_pipeline.split import SPLIT_NAMES, split_indices
 from data_pipeline.stain import StainTarget, normalize_tiles, normalize_tiles_counted, stain_target, warn_kept
@@ -108,10 +108,6 @@ def _read_source(cfg: Any, source: str, image_size: int | None) -> tuple[str, So
         size = _get(cfg, "synthetic_size", 150)
         return source, load_synthetic(classes, per_class, size, image_size)
     kind, _, target = source.partition(":")
-    if kind == "tfds" and target:
-        data_dir = _get(cfg, "tfds_data_dir", None)
-        data_dir = os.path.expanduser(data_dir) if isinstance(data_dir, str) else data_dir
-        return source, load_tfds(target, data_dir, classes, image_size)
     if kind == "folder" and target:
         path, skip = _folder_path(cfg, target)
         return f"folder:{path}", load_folder(path, classes, image_size, skip)
@@ -163,11 +159,6 @@ def _split_reader(
         path, skip = _folder_path(cfg, target)
         return (f"folder:{path}", lambda name, classes: load_folder(path, classes, image_size, skip, within=name),
                 lambda name: f"'{path}' folder '{name}'")
-    if kind == "tfds" and target:
-        data_dir = _get(cfg, "tfds_data_dir", None)
-        data_dir = os.path.expanduser(data_dir) if isinstance(data_dir, str) else data_dir
-        return (source, lambda name, classes: load_tfds(target, data_dir, classes, image_size, split=name),
-                lambda name: f"TFDS dataset '{target}' split '{name}'")
     raise DataError(f"spec.data.split {tuple(split)!r} names splits of the source, which only 'folder:PATH' (its "
                     f"folders) and 'tfds:NAME' sources have; for {source!r} give three numbers, e.g. (0.7, 0.15, 0.15)")
 
@@ -217,35 +208,70 @@ def _stain_target(cfg: Any) -> StainTarget | None:
 
 
 ListedHook = Callable[[str, tuple[str, ...], tuple[Split, Split, Split]], None]  # (source, classes, splits)
+# (tiles listed, images None; decode(ids) -> their images) of one source split, while it is open
+Listing = tuple[SourceTiles, Callable[[Sequence[str]], np.ndarray]]
+OpenListing = Callable[[str | None, Sequence[str] | None], contextlib.AbstractContextManager[Listing]]
+
+
+def _listing_of(cfg: Any, source: Any, image_size: int | None) -> tuple[str, OpenListing, Callable[[str], str]] | None:
+    """(canonical source, open(split folder or None, classes), where(split name)) if `source` can be listed; else None.
+
+    Folders, zips and TFDS datasets can: their tiles' ids and labels are known before any tile is
+    decoded. Not a folder with spec.data.skip_bad_files: which files are bad, and so which tiles
+    each split holds, is only known once every tile has been decoded.
+    """
+    kind, _, target = source.partition(":") if isinstance(source, str) else ("", "", "")
+    if kind == "folder" and target:
+        path, skip = _folder_path(cfg, target)
+        if skip:
+            return None
+
+        @contextlib.contextmanager
+        def open_folder(within: str | None, classes: Sequence[str] | None) -> Iterator[Listing]:
+            with open_class_folders(path, classes, within) as folders:
+                yield listed_tiles(folders), functools.partial(decode_listed, folders, image_size=image_size)
+
+        return f"folder:{path}", open_folder, lambda name: f"'{path}' folder '{name}'"
+    if kind == "tfds" and target:
+        data_dir = _get(cfg, "tfds_data_dir", None)
+        data_dir = os.path.expanduser(data_dir) if isinstance(data_dir, str) else data_dir
+
+        @contextlib.contextmanager
+        def open_tfds(within: str | None, classes: Sequence[str] | None) -> Iterator[Listing]:
+            split = open_tfds_split(target, data_dir, classes, within)
+            yield split.tiles, functools.partial(decode_tfds_tiles, split, image_size=image_size)
+
+        return source, open_tfds, lambda name: f"TFDS dataset '{target}' split '{name}'"
+    return None
 
 
 def _listed_splits(
-    cfg: Any, path: str, image_size: int | None, split: Sequence[Any], stain: StainTarget | None,
-    decode: Collection[str], listed_hook: ListedHook | None,
+    cfg: Any, source: str, open_listing: OpenListing, where_split: Callable[[str], str], split: Sequence[Any],
+    stain: StainTarget | None, decode: Collection[str], listed_hook: ListedHook | None,
 ) -> tuple[tuple[str, ...], tuple[Split, Split, Split]]:
-    """(classes, train/val/test) of folder or zip `path`: listed, split, then the splits in `decode` decoded.
+    """(classes, train/val/test) of a listable `source`: listed, split, then the splits in `decode` decoded.
 
     The split needs only the tiles' ids and labels, so a split that cannot be made fails before
-    any tile is read, each split's tiles are decoded straight into its own array, in split order,
-    and the tiles of splits not in `decode` are never read (their `images` are None). Each folder
-    is listed once and stays open until its tiles are decoded.
+    any tile is read, each split's tiles are decoded straight into an array of their own, in split
+    order, and the tiles of splits not in `decode` are never read (their `images` are None). Each
+    source split (folder) is listed once and stays open until its tiles are decoded.
     """
     classes = _get(cfg, "classes", None)
     with contextlib.ExitStack() as stack:
-        opened: dict[str | None, ClassFolders] = {}
+        decoders: dict[str | None, Callable[[Sequence[str]], np.ndarray]] = {}
 
         def listed(within: str | None, selected: Sequence[str] | None) -> SourceTiles:
-            opened[within] = stack.enter_context(open_class_folders(path, selected, within))
-            return listed_tiles(opened[within])
+            tiles, decoders[within] = stack.enter_context(open_listing(within, selected))
+            return tiles
 
         if names_splits(split):
-            parts = read_named_splits(split, listed, lambda name: f"'{path}' folder '{name}'", classes,
+            parts = read_named_splits(split, listed, where_split, classes,
                                       lambda tiles, held_out: _divide(cfg, tiles, held_out))
             folders = split_sources(split)
-            _check_two_classes(parts[0][0].classes, f"folder:{path}")
+            _check_two_classes(parts[0][0].classes, source)
         else:
             tiles = listed(None, classes)
-            _check_two_classes(tiles.classes, f"folder:{path}")
+            _check_two_classes(tiles.classes, source)
             parts = tuple((tiles, rows) for rows in _divide(cfg, tiles, split))
             folders = (None, None, None)
         splits = []
@@ -253,13 +279,13 @@ def _listed_splits(
             rows = np.arange(len(tiles.ids)) if rows is None else rows
             splits.append(Split(None, tiles.labels[rows].astype(np.int32), tuple(tiles.ids[i] for i in rows)))
         if listed_hook is not None:
-            listed_hook(f"folder:{path}", parts[0][0].classes, tuple(splits))
-        splits = [dataclasses.replace(part, images=decode_listed(opened[folder], part.ids, image_size))
-                  if name in decode else part for name, part, folder in zip(SPLIT_NAMES, splits, folders)]
-    where = {folder: f"folder:{path}" if folder is None else f"'{path}' folder '{folder}'" for folder in folders}
-    _check_one_tile_size(splits, [where[folder] for folder in folders])
+            listed_hook(source, parts[0][0].classes, tuple(splits))
+        splits = [dataclasses.replace(part, images=decoders[folder](part.ids)) if name in decode else part
+                  for name, part, folder in zip(SPLIT_NAMES, splits, folders)]
+    wheres = [source if folder is None else where_split(folder) for folder in folders]
+    _check_one_tile_size(splits, wheres)
     if stain is not None:
-        _normalize_splits(splits, stain, [where[folder] for folder in folders])
+        _normalize_splits(splits, stain, wheres)
     return parts[0][0].classes, tuple(splits)
 
 
@@ -298,26 +324,13 @@ def _check_two_classes(classes: Sequence[str], source: str) -> None:
         )
 
 
-def _listable_folder(cfg: Any, source: Any) -> str | None:
-    """The folder or zip path of `source` if it can be split from its listing, before decoding; else None.
-
-    Not with spec.data.skip_bad_files: which files are bad, and so which tiles each split holds,
-    is only known once every tile has been decoded.
-    """
-    kind, _, target = source.partition(":") if isinstance(source, str) else ("", "", "")
-    if kind != "folder" or not target:
-        return None
-    path, skip = _folder_path(cfg, target)
-    return None if skip else path
-
-
 def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: ListedHook | None = None) -> TileDataset:
     """Load, select and split the tiles described by `cfg` (= spec.data); DataError if impossible.
 
-    A folder or zip (without spec.data.skip_bad_files) is listed and split before its tiles are
-    decoded, and only the splits named in `decode` (at least one) are: the others' `images` are
-    None. There `listed(source, classes, splits)` sees the splits before any tile is decoded (their
-    `images` None), to refuse them early. Other sources decode every tile, then split.
+    A folder or zip (without spec.data.skip_bad_files) or a TFDS dataset is listed and split before
+    its tiles are decoded, and only the splits named in `decode` (at least one) are: the others'
+    `images` are None. There `listed(source, classes, splits)` sees the splits before any tile is
+    decoded (their `images` None), to refuse them early. The synthetic source makes every tile, then splits.
     """
     if not decode or set(decode) - set(SPLIT_NAMES):
         raise ValueError(f"decode must name some of {SPLIT_NAMES}, got {decode!r}")
@@ -327,10 +340,11 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
     image_size = _positive_int_or_none(_get(cfg, "image_size", None), "image_size")
     split = _get(cfg, "split", (0.7, 0.15, 0.15))
     source = _get(cfg, "source", None)
-    listed_path = _listable_folder(cfg, source)
-    if listed_path is not None:
-        source, skipped = f"folder:{listed_path}", ()
-        classes, splits = _listed_splits(cfg, listed_path, image_size, split, stain, decode, listed)
+    listing = _listing_of(cfg, source, image_size)
+    if listing is not None:
+        source, open_listing, where_split = listing
+        skipped = ()
+        classes, splits = _listed_splits(cfg, source, open_listing, where_split, split, stain, decode, listed)
     else:
         source, classes, skipped, splits = _decoded_splits(cfg, source, image_size, split, stain)
     train, val, test = splits

@@ -9,7 +9,7 @@ from flaxbench.errors import WorkdirError
 from flaxbench.train.evaluate import evaluate_workdir, read_run_spec
 from flaxbench.train.loop import train_and_evaluate
 from tests.data_pipeline.helpers import random_tile, write_tiles
-from tests.helpers import tiny_spec
+from tests.helpers import SHARED_DATA, tiny_spec
 
 
 def test_evaluate_and_resume_refuse_data_that_changed_since_training(tmp_path, monkeypatch):
@@ -75,6 +75,28 @@ def test_evaluate_reads_only_the_tiles_of_the_split_it_scores(folder_run):
     assert evaluated["predictions"] == results["test_predictions"]
     with pytest.raises(DataError, match="bad file"):
         evaluate_workdir(workdir, "val")
+
+
+def test_evaluate_of_a_tfds_run_decodes_only_the_split_it_scores(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow_datasets")
+    from data_pipeline.sources import tfds_source
+    from tests.data_pipeline import tfds_sample
+
+    tiles = SHARED_DATA / "kather2016_sample"
+    if not tiles.is_dir():
+        pytest.skip(f"sample tiles not found at {tiles}")
+    data_dir = tfds_sample.prepare(tmp_path / "tfds", tiles, copies=2)  # colorectal_histology, 6 tiles a class
+    spec = tiny_spec(**{"data.source": "tfds:colorectal_histology", "data.tfds_data_dir": str(data_dir),
+                        "data.classes": ("tumor", "stroma", "lympho", "mucosa"), "data.split": (12, 6, 6),
+                        "train.epochs": 1})
+    results = train_and_evaluate(spec, tmp_path / "run", log=lambda s: None)
+    decoded = []
+    decode = tfds_source._decoded_tile
+    monkeypatch.setattr(tfds_source, "_decoded_tile",
+                        lambda stored, **kw: decoded.append(stored[0]) or decode(stored, **kw))
+    evaluated = evaluate_workdir(tmp_path / "run", "test")
+    assert (evaluated["accuracy"], evaluated["loss"]) == (results["test_accuracy"], results["test_loss"])
+    assert sorted(decoded) == sorted(results["test_predictions"]["ids"])
 
 
 def test_evaluate_refuses_a_stain_reference_that_changed_since_training(tmp_path):
