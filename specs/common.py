@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.optimizer = "adamw"  # or "sgd" (with momentum)
     c.train.learning_rate = 1e-3
     c.train.schedule = "cosine"  # or "constant"
-    c.train.warmup_epochs = 1.0
+    c.train.warmup_epochs = 1.0  # linear from 0; as long as the run or longer is warned about (never decays)
     c.train.weight_decay = 1e-4
     c.train.momentum = 0.9  # sgd only
     c.train.label_smoothing = 0.0

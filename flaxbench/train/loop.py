@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import signal
 import time
 from pathlib import Path
@@ -139,6 +140,10 @@ def train_and_evaluate(
     run.compile(("train", "val", "test"), state)
     log(f"{spec.name}: {count_params(state.params):,} params, compiled in {run.compile_time_s:.1f} s on "
         f"{describe_devices(run.mesh)}{cache_note(run.compile_cache_hits, run.compile_cache_misses)}")
+    if spec.train.warmup_epochs >= spec.train.epochs:
+        logging.warning("spec.train.warmup_epochs=%g is not shorter than spec.train.epochs=%d: the learning rate "
+                        "rises over the whole run and reaches spec.train.learning_rate only at its last step; "
+                        "use fewer warmup epochs", spec.train.warmup_epochs, spec.train.epochs)
     patience = spec.train.get("early_stopping_patience")
     with StopRequests() as stop, EpochWriter(workdir, enabled=is_main_process()) as board:
         for epoch in range(progress["epoch"] + 1, spec.train.epochs + 1):

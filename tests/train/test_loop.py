@@ -270,6 +270,17 @@ def test_numbers_that_cannot_train_are_refused_naming_the_key(tmp_path, override
     assert not (tmp_path / "spec.json").exists()
 
 
+def test_a_warmup_as_long_as_the_run_is_warned_about(tmp_path, caplog):
+    results = train_and_evaluate(tiny_spec(**{"train.epochs": 1, "train.warmup_epochs": 1.0}), tmp_path,
+                                 log=lambda s: None)
+    assert "spec.train.warmup_epochs=1 is not shorter than spec.train.epochs=1" in caplog.text
+    assert results["epochs_trained"] == 1
+    caplog.clear()
+    train_and_evaluate(tiny_spec(**{"train.epochs": 2, "train.warmup_epochs": 1.0}), tmp_path / "shorter",
+                       log=lambda s: None)
+    assert "warmup_epochs" not in caplog.text
+
+
 @pytest.mark.parametrize("override, needle", [
     ({"train.optimizer": "lamb"}, "spec.train.optimizer 'lamb' is unknown"),
     ({"train.schedule": "step"}, "spec.train.schedule 'step' is unknown"),
