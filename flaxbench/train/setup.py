@@ -335,8 +335,8 @@ def build_run(
     steps_per_epoch = n_train // cfg.batch_size
     tx, schedule = make_optimizer(cfg, steps_per_epoch, tuple(model.head_path))
     sharding = replicated(mesh)
-    tile_bytes = sum(getattr(getattr(dataset, name).images, "nbytes", 0) for name in SPLIT_NAMES)
-    placement, reason = choose_placement(requested_placement, tile_bytes, mesh)
+    decoded = [getattr(dataset, name).images for name in SPLIT_NAMES if getattr(dataset, name).images is not None]
+    placement, reason = choose_placement(requested_placement, decoded, mesh)
     if placement == "host" and cfg.epoch_loop == "scan":
         raise SpecError(
             "spec.train.epoch_loop='scan' needs the tiles on device, but spec.train.data_placement="

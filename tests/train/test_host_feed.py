@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import signal
 import numpy as np
 import pytest
 
+from data_pipeline import load_dataset
 from flaxbench.errors import SpecError
 from flaxbench.train import host_feed
 from flaxbench.train.evaluate import evaluate_workdir
@@ -81,14 +83,31 @@ def test_auto_keeps_tiles_on_device_while_half_of_its_memory_holds_them(monkeypa
     assert build_run(tiny_spec(**{"train.data_placement": "device"})).placement == "device"  # as asked
 
 
+def _unaligned(images: np.ndarray) -> np.ndarray:
+    """A copy of `images` starting 16 bytes past a 64-byte boundary, as numpy's own allocations may."""
+    buffer = np.empty(images.nbytes + 128, np.uint8)
+    start = -buffer.ctypes.data % 64 + 16
+    copy = buffer[start:start + images.nbytes].reshape(images.shape)
+    copy[...] = images
+    return copy
+
+
 def test_auto_on_cpu_keeps_tiles_on_the_host_when_a_device_copy_would_not_fit_in_its_memory(monkeypatch, caplog):
     monkeypatch.setattr(host_feed, "device_memory_bytes", lambda devices: None)  # CPU devices report none
-    monkeypatch.setattr(host_feed, "available_host_bytes", lambda: 294_912)
-    assert build_run(tiny_spec()).placement == "device"
-    monkeypatch.setattr(host_feed, "available_host_bytes", lambda: 294_911)
+    monkeypatch.setattr(host_feed, "available_host_bytes", lambda: 0)
+    dataset = load_dataset(tiny_spec().data)
+    assert all(split.images.ctypes.data % 64 == 0 for split in (dataset.train, dataset.val, dataset.test))
+    run = build_run(tiny_spec(), dataset)  # loaded tiles are aligned: the CPU device shares them, no copy
+    assert run.placement == "device"
+    assert run.splits["train"].images.addressable_data(0).unsafe_buffer_pointer() == dataset.train.images.ctypes.data
+    val = _unaligned(dataset.val.images)  # copied when placed
+    unaligned = dataclasses.replace(dataset, val=dataclasses.replace(dataset.val, images=val))
+    monkeypatch.setattr(host_feed, "available_host_bytes", lambda: val.nbytes)
+    assert build_run(tiny_spec(), unaligned).placement == "device"
+    monkeypatch.setattr(host_feed, "available_host_bytes", lambda: val.nbytes - 1)
     with caplog.at_level(logging.WARNING):
-        assert build_run(tiny_spec()).placement == "host"
-    assert "would not fit in the 0.0 GiB of host memory left" in caplog.text
+        assert build_run(tiny_spec(), unaligned).placement == "host"
+    assert "a device copy of the tiles (0.0 GiB) would not fit in the 0.0 GiB of host memory left" in caplog.text
 
 
 def test_auto_follows_another_process_whose_memory_is_short(monkeypatch):
@@ -97,10 +116,11 @@ def test_auto_follows_another_process_whose_memory_is_short(monkeypatch):
     monkeypatch.setattr(host_feed, "any_process", lambda flag: True)
     run = build_run(tiny_spec())
     assert run.placement == "host"
-    assert host_feed.choose_placement("auto", 10, run.mesh) == (
+    tiles = [np.zeros(10, np.uint8)]
+    assert host_feed.choose_placement("auto", tiles, run.mesh) == (
         "host", "another process of this run has too little memory for them")
     monkeypatch.setattr(host_feed, "any_process", lambda flag: flag)
-    assert host_feed.choose_placement("auto", 10, run.mesh) == ("device", None)
+    assert host_feed.choose_placement("auto", tiles, run.mesh) == ("device", None)
 
 
 def test_the_scanned_epoch_needs_the_tiles_on_device(tmp_path):
