@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
@@ -401,13 +402,17 @@ class LastDataset:
     def __init__(self) -> None:
         self._key: str | None = None
         self._dataset: TileDataset | None = None
+        self.load_time_s: float | None = None  # seconds the last `load` took to load, None if it reused the tiles
 
     def load(self, cfg: Any) -> TileDataset:
         """The dataset of `cfg`, reused if the last call's `cfg` differed only in augment/normalize."""
         _check_device_options(cfg)
         key = _tiles_key(cfg)
+        self.load_time_s = None
         if key != self._key:
             self._key, self._dataset = None, None  # let the old tiles go before decoding new ones
+            start = time.perf_counter()
             self._dataset = load_dataset(cfg)
+            self.load_time_s = time.perf_counter() - start
             self._key = key
         return self._dataset

@@ -133,7 +133,8 @@ def run_study(
             continue
         log(f"{tag}: training in {out}")
         try:
-            result = train_and_evaluate(spec, out, dataset=datasets.load(spec.data))
+            dataset = datasets.load(spec.data)
+            result = train_and_evaluate(spec, out, dataset=dataset, data_load_time_s=datasets.load_time_s)
         except (FlaxbenchError, MemoryError, RuntimeError) as e:
             message = str(e) if isinstance(e, FlaxbenchError) else out_of_memory_message(e)
             if message is None:

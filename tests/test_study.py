@@ -212,6 +212,9 @@ def test_rows_and_seeds_on_the_same_tiles_decode_them_once(spec_files, tmp_path,
     assert len(loads) == 1
     data = {(tmp_path / name / f"seed_{seed}" / "data.json").read_text() for name in ROWS for seed in (0, 1)}
     assert len(data) == 1
+    load_times = [json.loads((tmp_path / name / f"seed_{seed}" / "results.json").read_text())["data_load_time_s"]
+                  for name in ROWS for seed in (0, 1)]
+    assert load_times[0] > 0 and load_times[1:] == [None] * 3  # the first run loaded the tiles, the others reused them
 
 
 def test_a_row_out_of_memory_fails_alone_and_the_others_are_reported(spec_files, tmp_path):

@@ -100,13 +100,24 @@ def _progress(meta: dict[str, Any] | None) -> dict[str, Any]:
     return {**fresh, **(meta or {})}
 
 
+def data_line(dataset: Any, load_time_s: float | None) -> str:
+    """One line on what a run trains on: source, classes, split sizes, tile size and load time."""
+    classes = ", ".join(dataset.classes[:10]) + (", ..." if len(dataset.classes) > 10 else "")
+    sizes = "/".join(str(len(getattr(dataset, name).labels)) for name in ("train", "val", "test"))
+    height, width = dataset.image_size
+    loaded = f", loaded in {load_time_s:.1f} s" if load_time_s is not None else ""
+    return (f"data: {dataset.source}, {len(dataset.classes)} classes ({classes}), {sizes} tiles "
+            f"(train/val/test) of {width}x{height} px{loaded}")
+
+
 def train_and_evaluate(
     spec: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: bool = False,
-    log: Callable[[str], None] = print, dataset: Any = None,
+    log: Callable[[str], None] = print, dataset: Any = None, data_load_time_s: float | None = None,
 ) -> dict[str, Any]:
     """Train `spec` in `workdir` (resuming from its last checkpoint), then test the best epoch.
 
-    `dataset` (a data_pipeline.TileDataset) replaces loading `spec.data`, e.g. for benchmarks.
+    `dataset` (a data_pipeline.TileDataset) replaces loading `spec.data`, e.g. for a study's rows
+    or benchmarks; `data_load_time_s` is how long loading it took, if it was loaded for this run.
     """
     enable_determinism(spec.train.deterministic)
     is_new = not Path(workdir).exists()
@@ -120,6 +131,8 @@ def train_and_evaluate(
         if is_new and is_main_process() and workdir.is_dir() and not any(workdir.iterdir()):
             workdir.rmdir()  # a bad spec or data leaves no empty run directory behind
         raise
+    if dataset is not None:
+        run.data_load_time_s = data_load_time_s
     data = data_record(run.dataset, run.splits)
     if resuming:
         check_same_data(workdir, data, RESUME_REMEDY)
@@ -137,6 +150,7 @@ def train_and_evaluate(
     if restored:
         state = restored[0]
         log(f"resuming {spec.name} from epoch {progress['epoch']} ({workdir / 'checkpoints' / LAST})")
+    log(data_line(run.dataset, run.data_load_time_s))
     run.compile(("train", "val", "test"), state)
     log(f"{spec.name}: {count_params(state.params):,} params, compiled in {run.compile_time_s:.1f} s on "
         f"{describe_devices(run.mesh)}{cache_note(run.compile_cache_hits, run.compile_cache_misses)}")
@@ -261,6 +275,7 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         },
         "train_time_s": train_time,
         "compile_time_s": run.compile_time_s,
+        "data_load_time_s": run.data_load_time_s,  # this start's; None where it reused tiles loaded for a run before
         # programs loaded from the persistent compilation cache (then compile_time_s is partly load time) and compiled
         "compile_cache_hits": run.compile_cache_hits,
         "compile_cache_misses": run.compile_cache_misses,

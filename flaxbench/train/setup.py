@@ -178,6 +178,7 @@ class Run:
     # "device": every split copied to every device; "host": batches sent from host memory (host_feed.py),
     # where train_step and predict take one batch instead of a split and its indices
     placement: str = "device"
+    data_load_time_s: float | None = None  # seconds build_run spent loading the tiles; None if it was given them
     compiled: dict[str, Any] = dataclasses.field(default_factory=dict)
     compile_time_s: float = 0.0
     # programs loaded from the persistent compilation cache (compile_cache.py) and compiled, over all compiles
@@ -307,7 +308,11 @@ def build_run(
                         f"{', '.join(SELECT_BY)}")
     if load_weights:
         check_init(spec.model.init)
+    load_start = time.perf_counter()
+    data_load_time_s = None if dataset is not None else load_start  # None: given, loaded before (a study's rows)
     dataset = dataset or load_dataset(spec.data, decode, listed)
+    if data_load_time_s is not None:
+        data_load_time_s = time.perf_counter() - load_start
     n_train = len(dataset.train.labels)
     height, width = dataset.image_size
     if height != width:
@@ -366,7 +371,7 @@ def build_run(
     return Run(
         spec, dataset, mesh, parts, tx, schedule, train_step, scan, predict, splits,
         to_device(train_labels, sharding) if on_device else train_labels, steps_per_epoch,
-        tuple(model.head_path), dtype_name, weights, predict_tta, placement,
+        tuple(model.head_path), dtype_name, weights, predict_tta, placement, data_load_time_s=data_load_time_s,
     )
 
 

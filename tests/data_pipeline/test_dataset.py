@@ -102,8 +102,10 @@ def test_last_dataset_decodes_again_only_when_the_tiles_asked_for_change(monkeyp
     monkeypatch.setattr(data_pipeline.dataset, "load_dataset", lambda cfg: loads.append(cfg) or load_dataset(cfg))
     datasets = data_pipeline.LastDataset()
     first = datasets.load(_config())
+    assert datasets.load_time_s > 0
     # Augmentation and normalisation run on device: the same tiles serve both rows.
     assert datasets.load(_config(normalize="imagenet", augment=())) is first and len(loads) == 1
+    assert datasets.load_time_s is None
     other_split = datasets.load(_config(split_seed=1))
     assert len(loads) == 2 and other_split.train.ids != first.train.ids
     assert datasets.load(_config(split_seed=1)) is other_split and len(loads) == 2

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from data_pipeline import DataError
+from data_pipeline import DataError, load_dataset
 from flaxbench.errors import SpecError, TrainingError, WorkdirError
 from flaxbench.train.evaluate import evaluate_workdir
 from flaxbench.train.loop import run_title, train_and_evaluate
@@ -268,6 +268,18 @@ def test_numbers_that_cannot_train_are_refused_naming_the_key(tmp_path, override
     with pytest.raises(SpecError, match=re.escape(needle)):
         train_and_evaluate(tiny_spec(**override), tmp_path, log=lambda s: None)
     assert not (tmp_path / "spec.json").exists()
+
+
+def test_a_run_says_what_it_trains_on_and_how_long_loading_took(tmp_path):
+    logged = []
+    results = train_and_evaluate(tiny_spec(**{"train.epochs": 1}), tmp_path / "loaded", log=logged.append)
+    assert logged[0].startswith("data: synthetic, 6 classes (tumor, stroma, complex, lympho, debris, mucosa), "
+                                "48/24/24 tiles (train/val/test) of 32x32 px, loaded in ")
+    assert results["data_load_time_s"] > 0 and logged[0].endswith(f"loaded in {results['data_load_time_s']:.1f} s")
+    logged.clear()
+    given = train_and_evaluate(tiny_spec(**{"train.epochs": 1}), tmp_path / "given", log=logged.append,
+                               dataset=load_dataset(tiny_spec().data))  # as a study's rows share one load
+    assert logged[0].endswith("of 32x32 px") and given["data_load_time_s"] is None
 
 
 def test_a_warmup_as_long_as_the_run_is_warned_about(tmp_path, caplog):
