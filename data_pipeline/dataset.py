@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import os
-import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
@@ -33,8 +31,6 @@ from data_pipeline.stain import StainTarget, normalize_tiles, normalize_tiles_co
 
 logger = logging.getLogger(__name__)
 
-# Keys of spec.data applied on device at every step: they leave the loaded tiles as they are.
-DEVICE_KEYS = ("augment", "normalize")
 SOURCE_FORMS = "'tfds:colorectal_histology' (or tfds:NAME), 'folder:PATH' (folder or .zip) or 'synthetic'"
 
 
@@ -77,7 +73,7 @@ def _positive_int_or_none(value: Any, key: str) -> int | None:
     return int(value)
 
 
-def _check_device_options(cfg: Any) -> None:
+def check_device_options(cfg: Any) -> None:
     """Fail before decoding anything if augment/normalize name something unknown."""
     ops = _get(cfg, "augment", ())
     ops = (ops,) if isinstance(ops, str) else tuple(ops or ())
@@ -335,7 +331,7 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
     """
     if not decode or set(decode) - set(SPLIT_NAMES):
         raise ValueError(f"decode must name some of {SPLIT_NAMES}, got {decode!r}")
-    _check_device_options(cfg)
+    check_device_options(cfg)
     check_group_by(_get(cfg, "group_by", None))
     stain = _stain_target(cfg)
     image_size = _positive_int_or_none(_get(cfg, "image_size", None), "image_size")
@@ -384,35 +380,3 @@ def _decoded_splits(
     if splits is None:
         splits = _splits_of([(tiles, part) for part in _divide(cfg, tiles, split)])
     return source, classes, skipped, splits
-
-
-def _tiles_key(cfg: Any) -> str:
-    """What `load_dataset(cfg)` returns depends on this alone: spec.data without its device keys."""
-    items = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-    return json.dumps({k: v for k, v in items.items() if k not in DEVICE_KEYS}, sort_keys=True, default=repr)
-
-
-class LastDataset:
-    """`load_dataset` that reuses the last dataset it loaded while spec.data asks for the same tiles.
-
-    A study's rows differ in model and normalisation, not in their tiles: this decodes a large
-    folder once per study instead of once per row and seed.
-    """
-
-    def __init__(self) -> None:
-        self._key: str | None = None
-        self._dataset: TileDataset | None = None
-        self.load_time_s: float | None = None  # seconds the last `load` took to load, None if it reused the tiles
-
-    def load(self, cfg: Any) -> TileDataset:
-        """The dataset of `cfg`, reused if the last call's `cfg` differed only in augment/normalize."""
-        _check_device_options(cfg)
-        key = _tiles_key(cfg)
-        self.load_time_s = None
-        if key != self._key:
-            self._key, self._dataset = None, None  # let the old tiles go before decoding new ones
-            start = time.perf_counter()
-            self._dataset = load_dataset(cfg)
-            self.load_time_s = time.perf_counter() - start
-            self._key = key
-        return self._dataset

@@ -201,12 +201,12 @@ def test_more_seeds_later_reuse_the_finished_single_seed_runs(spec_files, finish
 
 
 def test_rows_and_seeds_on_the_same_tiles_decode_them_once(spec_files, tmp_path, monkeypatch):
-    import data_pipeline.dataset
+    import data_pipeline.last_dataset
     from flaxbench.study import run_study
 
     loads = []
-    real_load = data_pipeline.dataset.load_dataset
-    monkeypatch.setattr(data_pipeline.dataset, "load_dataset", lambda cfg: loads.append(cfg) or real_load(cfg))
+    real_load = data_pipeline.last_dataset.load_dataset
+    monkeypatch.setattr(data_pipeline.last_dataset, "load_dataset", lambda cfg: loads.append(cfg) or real_load(cfg))
     # Two rows (other models, the same spec.data) with two seeds each: four runs, one decode.
     run_study(spec_files, tmp_path, seeds=2, log=lambda line: None)
     assert len(loads) == 1

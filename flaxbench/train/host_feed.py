@@ -3,8 +3,9 @@
 By default every split is copied to every device once (`spec.train.data_placement`): the fastest
 way, and the one the study's numbers come from. A large tile set (NCT-CRC-HE-100K at 224 px is
 15 GB of uint8) does not fit beside a model on many GPUs, and on a CPU a device copy would double
-the host memory it needs (loaded tiles are aligned so that CPU devices share them instead). Fed from the host, each step's batch is gathered in numpy, in the same
-order and with the same per-step keys as on device, so a run trains to the same numbers either way.
+the host memory it needs (loaded tiles are aligned so that CPU devices share them instead). Fed
+from the host, each step's batch is gathered in numpy, in the same order and with the same
+per-step keys as on device, so a run trains to the same numbers either way.
 """
 
 from __future__ import annotations

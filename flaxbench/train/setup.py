@@ -308,10 +308,10 @@ def build_run(
                         f"{', '.join(SELECT_BY)}")
     if load_weights:
         check_init(spec.model.init)
-    load_start = time.perf_counter()
-    data_load_time_s = None if dataset is not None else load_start  # None: given, loaded before (a study's rows)
-    dataset = dataset or load_dataset(spec.data, decode, listed)
-    if data_load_time_s is not None:
+    data_load_time_s = None  # given the tiles, loaded before (a study's rows)
+    if dataset is None:
+        load_start = time.perf_counter()
+        dataset = load_dataset(spec.data, decode, listed)
         data_load_time_s = time.perf_counter() - load_start
     n_train = len(dataset.train.labels)
     height, width = dataset.image_size

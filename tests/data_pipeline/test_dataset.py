@@ -99,7 +99,7 @@ def test_kather_sample_end_to_end(kather_sample):
 
 def test_last_dataset_decodes_again_only_when_the_tiles_asked_for_change(monkeypatch):
     loads = []
-    monkeypatch.setattr(data_pipeline.dataset, "load_dataset", lambda cfg: loads.append(cfg) or load_dataset(cfg))
+    monkeypatch.setattr(data_pipeline.last_dataset, "load_dataset", lambda cfg: loads.append(cfg) or load_dataset(cfg))
     datasets = data_pipeline.LastDataset()
     first = datasets.load(_config())
     assert datasets.load_time_s > 0
