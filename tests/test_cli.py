@@ -9,8 +9,8 @@ from tests.helpers import REPO, SHARED_DATA, run_cli
 
 TINY = [
     "--spec=specs/demo.py", "--spec.data.synthetic_per_class=8", "--spec.data.image_size=16",
-    "--spec.data.split=(24,12,12)", "--spec.train.epochs=1", "--spec.train.batch_size=8",
-    "--spec.mesh.data=1",
+    "--spec.data.split=(24,12,12)", "--spec.train.epochs=1", "--spec.train.warmup_epochs=0",
+    "--spec.train.batch_size=8", "--spec.mesh.data=1",
 ]
 
 

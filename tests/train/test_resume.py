@@ -22,7 +22,7 @@ ARGS = [
     "--spec.data.split=(72,36,36)", "--spec.train.epochs=5", "--spec.train.batch_size=8",
     "--spec.mesh.data=1",
 ]
-TIMING_KEYS = {"train_time_s", "compile_time_s", "checkpoint_time_s", "images_per_second",
+TIMING_KEYS = {"train_time_s", "compile_time_s", "checkpoint_time_s", "data_load_time_s", "images_per_second",
                "accuracy_per_second", "loss_per_second", "created", "epoch_time_s"}
 
 
