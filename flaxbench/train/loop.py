@@ -23,7 +23,8 @@ from flaxbench.runtime import (
     any_process, describe_devices, enable_determinism, is_main_process, library_versions, sync_processes,
 )
 from flaxbench.tensorboard import EpochWriter
-from flaxbench.train.setup import SELECT_BY, Run, build_run, count_layers, flops_per_image
+from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
+from flaxbench.train.spec_checks import SELECT_BY
 from flaxbench.train.state import TrainState, count_params
 from flaxbench.weights import INIT_PLACEHOLDER, init_in_words
 from flaxbench.workdir import check_same_data, check_workdir, claim_workdir, data_record, listed_data_check

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
-import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -25,6 +23,7 @@ from flaxbench.models.forms import plain_forms
 from flaxbench.runtime import batch_sharding, make_mesh, replicated, to_device, to_host
 from flaxbench.train.class_weights import check_class_weights, class_weights
 from flaxbench.train.optim import make_optimizer
+from flaxbench.train.spec_checks import check_init, check_min_size, check_select_by, check_train_numbers
 from flaxbench.train.state import ModelParts, TrainState, split_model
 from flaxbench.train.host_feed import (
     HostFedEpoch, check_placement, choose_placement, host_fed_logits, log_placement,
@@ -37,20 +36,6 @@ from flaxbench.train.steps import (
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 TRAIN_EVAL = "train_eval"  # the predict program over the training split ("train" is the epoch)
 TTA_SUFFIX = "+tta"  # a predict program's name with test-time augmentation
-# spec.train numbers that would train without error but to meaningless results: key -> (test, valid range).
-TRAIN_NUMBER_RANGES = {
-    "learning_rate": (lambda v: v > 0, "a number above 0"),
-    "weight_decay": (lambda v: v >= 0, "a number of at least 0"),
-    "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "warmup_epochs": (lambda v: v >= 0, "a number of at least 0"),
-    "backbone_lr_scale": (lambda v: v >= 0, "a number of at least 0"),
-    "grad_clip_norm": (lambda v: v > 0, "None or a number above 0"),
-    "early_stopping_patience": (lambda v: v >= 1 and v == int(v), "None or a whole number of epochs of at least 1"),
-}
-# spec.train.select_by (None: val_accuracy): the validation value that picks the best epoch -> higher is better.
-SELECT_BY = {"val_accuracy": True, "val_balanced_accuracy": True, "val_macro_f1": True, "val_loss": False}
-OPTIONAL_TRAIN_NUMBERS = ("grad_clip_norm", "early_stopping_patience")  # None switches them off
 
 
 def _model_options(spec: ml_collections.ConfigDict, image_size: int) -> dict[str, Any]:
@@ -59,28 +44,6 @@ def _model_options(spec: ml_collections.ConfigDict, image_size: int) -> dict[str
     if "image_size" in accepts and "image_size" not in options:
         options["image_size"] = image_size
     return options
-
-
-def check_init(init: str) -> None:
-    """SpecError for an unknown spec.model.init, or a weights file or folder it names that is not there."""
-    if init in ("scratch", "imagenet"):
-        return
-    if init.startswith("torchvision:"):
-        path = init.removeprefix("torchvision:")
-        if not os.path.isfile(path):
-            raise SpecError(f"spec.model.init: weights file '{path}' does not exist; download the torchvision .pth first")
-        return
-    if init.startswith("checkpoint:"):
-        path = init.removeprefix("checkpoint:")
-        if not os.path.isdir(path):
-            raise SpecError(
-                f"spec.model.init: '{path}' does not exist; give a 'flaxbench convert' output or a run directory"
-            )
-        return
-    raise SpecError(
-        f"spec.model.init '{init}' is unknown; use 'scratch', 'imagenet', 'torchvision:FILE.pth' "
-        "or 'checkpoint:DIR' (a 'flaxbench convert' output or a flaxbench run)"
-    )
 
 
 def init_model(
@@ -262,26 +225,6 @@ class Run:
         return jax.ShapeDtypeStruct((batch, *array.shape[1:]), array.dtype, sharding=batch_sharding(self.mesh))
 
 
-def check_train_numbers(cfg: ml_collections.ConfigDict) -> None:
-    """SpecError naming the first spec.train number outside its range (OPTIONAL_TRAIN_NUMBERS may be None)."""
-    for key, (in_range, valid) in TRAIN_NUMBER_RANGES.items():
-        value = cfg.get(key)
-        if key in OPTIONAL_TRAIN_NUMBERS and value is None:
-            continue
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not (is_number and in_range(value)):
-            raise SpecError(f"spec.train.{key}={value!r} must be {valid}")
-
-
-def _check_min_size(spec: ml_collections.ConfigDict, min_size: Any, size: int) -> None:
-    """SpecError naming spec.data.image_size if tiles of `size` px are below the model's minimum."""
-    if isinstance(min_size, int) and size < min_size:
-        raise SpecError(
-            f"spec.data.image_size: {spec.model.name} needs tiles of at least {min_size} px, got {size}; "
-            "use larger tiles"
-        )
-
-
 def build_run(
     spec: ml_collections.ConfigDict, dataset: TileDataset | None = None, *, load_weights: bool = True,
     decode: Collection[str] = SPLIT_NAMES, listed: Callable | None = None,
@@ -290,10 +233,6 @@ def build_run(
 
     Only the splits in `decode` need be decoded; `listed` may refuse the splits first (`load_dataset`)."""
     cfg = spec.train
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        value = cfg.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise SpecError(f"spec.train.{key}={value!r} must be a whole number of at least 1")
     check_train_numbers(cfg)
     mesh = make_mesh(spec.mesh, cfg.batch_size)
     dtype_name = resolve_dtype(cfg.dtype, mesh.devices.flat[0].platform)
@@ -303,9 +242,7 @@ def build_run(
     check_options(spec.model.name, dict(spec.model.options or {}))
     check_class_weights(cfg.get("class_weights"))
     requested_placement = check_placement(cfg.get("data_placement"))
-    if cfg.get("select_by") is not None and cfg.get("select_by") not in SELECT_BY:
-        raise SpecError(f"spec.train.select_by={cfg.get('select_by')!r} is unknown; use None (val_accuracy) or one of "
-                        f"{', '.join(SELECT_BY)}")
+    check_select_by(cfg.get("select_by"))
     if load_weights:
         check_init(spec.model.init)
     data_load_time_s = None  # given the tiles, loaded before (a study's rows)
@@ -333,9 +270,9 @@ def build_run(
     # Model classes say their minimum tile size (ConvModel cannot even be built below it); the
     # torchvision ports are built by functions, so their instances are checked. Both before a
     # workdir is cleared, not when the first step is traced.
-    _check_min_size(spec, getattr(model_class(spec.model.name), "min_size", 1), height)
+    check_min_size(spec, getattr(model_class(spec.model.name), "min_size", 1), height)
     model = init_model(spec, dataset.classes, dataset.image_size[0], load_weights=load_weights)
-    _check_min_size(spec, model.min_size, height)
+    check_min_size(spec, model.min_size, height)
     parts = split_model(model)
     steps_per_epoch = n_train // cfg.batch_size
     tx, schedule = make_optimizer(cfg, steps_per_epoch, tuple(model.head_path))
