@@ -14,6 +14,7 @@ import numpy as np
 
 from data_pipeline.device import AUGMENT_OPS, NORMALIZE_MODES
 from data_pipeline.errors import DataError
+from data_pipeline.folds import check_folds, fold_indices, group_fold_indices
 from data_pipeline.groups import check_group_by, group_split_indices, split_groups, tile_groups
 from data_pipeline.images import load_image
 from data_pipeline.named_splits import named_split_form, names_splits, read_named_splits, split_sources
@@ -57,6 +58,7 @@ class TileDataset:
     skipped_files: tuple[str, ...]  # bad files skipped with skip_bad_files=True
     groups: dict[str, tuple[str, ...]] | None = None  # each split's groups by spec.data.group_by, if set
     stain: StainTarget | None = None  # what the tiles were stain-normalised to (spec.data.stain_normalize)
+    fold: tuple[int, int] | None = None  # (spec.data.cv_fold, spec.data.cv_folds) under cross-validation
 
 
 def _get(cfg: Any, key: str, default: Any) -> Any:
@@ -181,8 +183,15 @@ def _read_named_splits(
 
 
 def _divide(cfg: Any, tiles: SourceTiles, split: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of train, val and test in `tiles` for numbers `split`: by tile, or by whole group with group_by."""
+    """Indices of train, val and test in `tiles` for numbers `split` or a cross-validation fold: by tile, or by
+    whole group with group_by."""
     seed, group_by = _get(cfg, "split_seed", 0), _get(cfg, "group_by", None)
+    fold = check_folds(_get(cfg, "cv_folds", None), _get(cfg, "cv_fold", None))
+    if fold is not None:
+        if group_by is None:
+            return fold_indices(tiles.labels, tiles.ids, tiles.classes, fold[1], fold[0], seed)
+        groups = tile_groups(tiles.ids, group_by)
+        return group_fold_indices(tiles.labels, tiles.ids, groups, tiles.classes, fold[1], fold[0], seed)
     if group_by is None:
         return split_indices(tiles.labels, tiles.ids, tiles.classes, split, seed)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -336,6 +345,11 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
     stain = _stain_target(cfg)
     image_size = _positive_int_or_none(_get(cfg, "image_size", None), "image_size")
     split = _get(cfg, "split", (0.7, 0.15, 0.15))
+    fold = check_folds(_get(cfg, "cv_folds", None), _get(cfg, "cv_fold", None))
+    if fold is not None and names_splits(split):
+        raise DataError(f"spec.data.cv_folds folds all the selected tiles itself, but spec.data.split {tuple(split)!r} "
+                        "names splits of the source: set spec.data.split to numbers (cross-validation does not use "
+                        "them), or spec.data.cv_folds=None")
     source = _get(cfg, "source", None)
     listing = _listing_of(cfg, source, image_size)
     if listing is not None:
@@ -358,6 +372,7 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
         skipped_files=skipped,
         groups=groups,
         stain=stain,
+        fold=fold,
     )
 
 

@@ -79,7 +79,7 @@ def group_split_indices(
     if len(names) < used.sum():
         raise DataError(f"spec.data.group_by finds {len(names)} group(s) ({', '.join(names)}), too few for "
                         f"{int(used.sum())} splits of whole groups; check the pattern, or split by tile")
-    where = _assign(per_group, targets, may_leave_out=targets.sum() < len(labels), seed=seed)
+    where = assign_groups(per_group, targets, may_leave_out=targets.sum() < len(labels), seed=seed)
     if where is None:
         _explain_infeasible(per_group, targets, class_names, names)
     tile_split = where[group_of]
@@ -89,7 +89,7 @@ def group_split_indices(
     )
 
 
-def _assign(per_group: np.ndarray, targets: np.ndarray, *, may_leave_out: bool, seed: int) -> np.ndarray | None:
+def assign_groups(per_group: np.ndarray, targets: np.ndarray, *, may_leave_out: bool, seed: int) -> np.ndarray | None:
     """The split of every group (-1: left out) that gives every class a tile in every split it needs, or None.
 
     Largest groups first (ties in an order drawn from `seed`) and, if that leaves a class without

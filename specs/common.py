@@ -29,6 +29,10 @@ def get_config() -> ml_collections.ConfigDict:
     # None: split tile by tile. A regular expression: whole groups (patients, slides) go to one split,
     # the group being its first group (or match) in each tile id, e.g. r"CRC-Prim-HE-\d+" (Kather 2016)
     c.data.group_by = config_dict.placeholder(str)
+    # K-fold cross-validation instead of `split`: cv_folds=K stratified folds of all the selected tiles; the
+    # run tests on fold cv_fold, validates on the next and trains on the rest (`study --folds K` runs all K)
+    c.data.cv_folds = config_dict.placeholder(int)
+    c.data.cv_fold = config_dict.placeholder(int)
     c.data.image_size = config_dict.placeholder(int)  # None = native size (150 for Kather 2016)
     c.data.skip_bad_files = False  # True: skip unreadable files and list them in a warning
     # None, or "macenko": every tile (and every tile predict reads) mapped to one H&E appearance, that of
