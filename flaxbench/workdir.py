@@ -157,6 +157,8 @@ def data_record(dataset: Any, splits: dict[str, Any]) -> dict[str, Any]:
            if (groups := getattr(dataset, "groups", None)) else {}),
         # The stain appearance tiles were normalised to (spec.data.stain_normalize): predict uses it too.
         **({"stain_normalization": stain.to_json()} if (stain := getattr(dataset, "stain", None)) else {}),
+        # Which cross-validation fold the test split is (spec.data.cv_fold of spec.data.cv_folds).
+        **({"cv_fold": fold[0], "cv_folds": fold[1]} if (fold := getattr(dataset, "fold", None)) else {}),
     }
 
 

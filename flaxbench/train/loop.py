@@ -107,8 +107,10 @@ def data_line(dataset: Any, load_time_s: float | None) -> str:
     sizes = "/".join(str(len(getattr(dataset, name).labels)) for name in ("train", "val", "test"))
     height, width = dataset.image_size
     loaded = f", loaded in {load_time_s:.1f} s" if load_time_s is not None else ""
+    fold = getattr(dataset, "fold", None)
+    folds = f" (fold {fold[0]} of {fold[1]}-fold cross-validation)" if fold else ""
     return (f"data: {dataset.source}, {len(dataset.classes)} classes ({classes}), {sizes} tiles "
-            f"(train/val/test) of {width}x{height} px{loaded}")
+            f"(train/val/test){folds} of {width}x{height} px{loaded}")
 
 
 def train_and_evaluate(
@@ -265,6 +267,9 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         # of the training loss by class, in class order (None: unweighted); val/test losses are unweighted
         "class_weights": None if run.class_weights is None else [float(w) for w in run.class_weights],
         **({"groups_per_split": {k: len(g) for k, g in run.dataset.groups.items()}} if run.dataset.groups else {}),
+        # spec.data.cv_fold of spec.data.cv_folds: the cross-validation fold tested on (None without)
+        "cv_fold": spec.data.get("cv_fold"),
+        "cv_folds": spec.data.get("cv_folds"),
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "val_accuracy": val["accuracy"],
