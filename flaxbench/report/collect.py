@@ -44,18 +44,32 @@ class Run:
         """The run's seed, or None when results.json does not record one."""
         return self.results.get("seed")
 
+    @property
+    def fold(self) -> int | None:
+        """The cross-validation fold the run tested on (spec.data.cv_fold), or None."""
+        return self.results.get("cv_fold")
+
 
 @dataclass(frozen=True)
 class RunGroup:
-    """All runs that share a spec name (one per seed): one row of the report."""
+    """All runs that share a spec name and cross-validation (one per seed and fold): one row of the report."""
 
-    name: str
-    runs: tuple[Run, ...]  # sorted by seed (unknown seeds last), then path
+    name: str  # the spec name, NAME_<K>fold for a K-fold cross-validated row
+    runs: tuple[Run, ...]  # sorted by fold, then seed (unknown seeds last), then path
+    folds: int | None = None  # K of a K-fold cross-validated row
 
     @property
     def title(self) -> str:
-        """The human label of the row: the first run's title, else the name."""
-        return self.runs[0].results.get("title") or self.name
+        """The human label of the row: the first run's title, else the name; "(K-fold CV)" for cross-validation."""
+        title = self.runs[0].results.get("title") or self.runs[0].results["name"]
+        return title if self.folds is None else f"{title} ({self.folds}-fold CV)"
+
+    @property
+    def first_seed_runs(self) -> tuple[Run, ...]:
+        """The runs of the row's lowest seed: its run, or one run per fold under cross-validation."""
+        seed = self.runs[0].seed if self.folds is None else min((r.seed for r in self.runs if r.seed is not None),
+                                                               default=None)
+        return tuple(run for run in self.runs if run.seed == seed) if seed is not None else self.runs[:1]
 
 
 def is_number(value: Any) -> bool:
@@ -136,6 +150,10 @@ def check_results(results: Any, path: Path) -> dict[str, Any]:
         _check(value is None or is_number(value), path, f"key '{key}' must be a number or null, got {value!r}")
     seed = results.get("seed")
     _check(seed is None or is_int(seed), path, f"key 'seed' must be an integer, got {seed!r}")
+    fold, folds = results.get("cv_fold"), results.get("cv_folds")
+    _check((fold is None and folds is None) or (is_int(fold) and is_int(folds) and 0 <= fold < folds), path,
+           f"keys 'cv_fold' and 'cv_folds' must both be null or a fold 0 <= cv_fold < cv_folds, got {fold!r} and "
+           f"{folds!r}")
     for key in ("source", "device", "dtype"):
         _check(results.get(key) is None or isinstance(results[key], str), path, f"key '{key}' must be a string")
     _check(isinstance(results.get("synthetic", False), bool), path, "key 'synthetic' must be true or false")
@@ -185,8 +203,8 @@ def find_results_files(runs_dir: str | Path) -> list[Path]:
     return found
 
 
-def _run_order(run: Run) -> tuple[bool, int, str]:
-    return (run.seed is None, run.seed if run.seed is not None else 0, str(run.path))
+def _run_order(run: Run) -> tuple[int, bool, int, str]:
+    return (run.fold or 0, run.seed is None, run.seed if run.seed is not None else 0, str(run.path))
 
 
 # What the seeds of one report row must share: the data, the model and how it was trained.
@@ -213,16 +231,23 @@ def _saved_spec(run: Run) -> dict[str, Any] | None:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return {key: value for key, value in spec.items() if key != "seed"} if isinstance(spec, dict) else None
+    if not isinstance(spec, dict):
+        return None
+    if isinstance(spec.get("data"), dict):  # the folds of one cross-validated row differ in their test fold
+        spec = {**spec, "data": {k: v for k, v in spec["data"].items() if k != "cv_fold"}}
+    return {key: value for key, value in spec.items() if key != "seed"}
 
 
 def _check_group(name: str, runs: list[Run]) -> None:
-    """Runs of one row must be comparable: same data, model and training, distinct seeds."""
-    for previous, run in zip(runs, runs[1:]):  # sorted by seed, so equal seeds are neighbours
-        digests = _split_digests(previous), _split_digests(run)
-        same_tiles = None not in digests and digests[0] == digests[1]
+    """Runs of one row must be comparable: same data, model and training, distinct seeds (and folds)."""
+    for previous, run in zip(runs, runs[1:]):  # sorted by fold and seed, so equal ones are neighbours
+        if run.fold != previous.fold:  # other folds of the same tiles: their splits differ by design
+            digests, same_tiles = (None, None), False
+        else:
+            digests = _split_digests(previous), _split_digests(run)
+            same_tiles = None not in digests and digests[0] == digests[1]
         for key in SAME_FOR_EVERY_SEED:
-            if key == "source" and same_tiles:
+            if (key == "source" and same_tiles) or (key == "split_sizes" and run.fold != previous.fold):
                 continue
             if run.results.get(key) != previous.results.get(key):
                 raise FlaxbenchError(
@@ -245,22 +270,28 @@ def _check_group(name: str, runs: list[Run]) -> None:
                 f"runs named '{name}' differ in more than their seed: spec.{key} is {ours!r} in "
                 f"{previous.path.parent} and {theirs!r} in {run.path.parent}; give different specs different names"
             )
-        if run.seed is not None and run.seed == previous.seed:
+        if run.seed is not None and run.seed == previous.seed and run.fold == previous.fold:
+            fold = "" if run.fold is None else f" and fold {run.fold}"
             raise FlaxbenchError(
-                f"two results for '{name}' with seed {run.seed}: {previous.path} and {run.path}; remove one"
+                f"two results for '{name}' with seed {run.seed}{fold}: {previous.path} and {run.path}; remove one"
             )
 
 
 def collect_runs(runs_dir: str | Path) -> list[RunGroup]:
-    """Load every results.json under `runs_dir` and group the runs by spec name."""
-    by_name: dict[str, list[Run]] = {}
+    """Load every results.json under `runs_dir` and group the runs by spec name and cross-validation folds.
+
+    A spec's cross-validated runs (`study --folds K`) are a row of their own beside its runs on one split.
+    """
+    by_row: dict[tuple[str, int], list[Run]] = {}
     for path in find_results_files(runs_dir):
         results = load_results(path)
-        by_name.setdefault(results["name"], []).append(Run(path=path, results=results))
+        key = (results["name"], results.get("cv_folds") or 0)
+        by_row.setdefault(key, []).append(Run(path=path, results=results))
     groups = []
-    for name, runs in sorted(by_name.items()):
+    for (name, folds), runs in sorted(by_row.items()):
         runs.sort(key=_run_order)
-        _check_group(name, runs)
-        groups.append(RunGroup(name=name, runs=tuple(runs)))
+        row = name if not folds else f"{name}_{folds}fold"  # as `study --folds` names the row's folder
+        _check_group(row, runs)
+        groups.append(RunGroup(name=row, runs=tuple(runs), folds=folds or None))
     return groups
 

@@ -125,15 +125,16 @@ def mean_history(group: RunGroup, key: str) -> tuple[list[int], list[float]] | N
     return epochs, [statistics.fmean(values[e] for values in per_run) for e in epochs]
 
 
-def tile_outcomes(run: Run) -> dict[str, bool] | None:
-    """{tile id: predicted correctly} for one run; None without per-tile test predictions."""
-    predictions = run.results.get("test_predictions")
-    if predictions is None:
-        return None
-    return {
-        tile: label == predicted
-        for tile, label, predicted in zip(predictions["ids"], predictions["labels"], predictions["predictions"])
-    }
+def tile_outcomes(runs: tuple[Run, ...]) -> dict[str, bool] | None:
+    """{tile id: predicted correctly} over `runs` (one run, or one per fold); None without per-tile predictions."""
+    outcomes = {}
+    for run in runs:
+        predictions = run.results.get("test_predictions")
+        if predictions is None:
+            return None
+        outcomes.update((tile, label == predicted) for tile, label, predicted
+                        in zip(predictions["ids"], predictions["labels"], predictions["predictions"]))
+    return outcomes
 
 
 def _pooled_tiles(group: RunGroup) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -183,24 +184,23 @@ def balanced_accuracy_ci(group: RunGroup) -> tuple[float, float] | None:
 
 
 def test_set(group: RunGroup) -> tuple[tuple[str, ...], frozenset[str]] | None:
-    """(classes, test tile ids) of a row's lowest-seed run; None without per-tile test predictions."""
-    first = group.runs[0].results
-    predictions = first.get("test_predictions")
-    if predictions is None:
+    """(classes, test tile ids) of a row's lowest-seed run (all its folds); None without per-tile test predictions."""
+    outcomes = tile_outcomes(group.first_seed_runs)
+    if outcomes is None:
         return None
     # Outcomes (right or wrong per tile) do not depend on the label order, only on the class set.
-    return tuple(sorted(first.get("classes") or ())), frozenset(predictions["ids"])
+    return tuple(sorted(group.runs[0].results.get("classes") or ())), frozenset(outcomes)
 
 
 def mcnemar_vs_best(group: RunGroup, best: RunGroup) -> tuple[float | None, int | None, str | None]:
-    """(p-value, paired tiles, note) of the row's lowest-seed run against the best row's.
+    """(p-value, paired tiles, note) of the row's lowest-seed run (all its folds) against the best row's.
 
     Only rows tested on the best row's classes and exactly its test tiles are paired; the note
     says why the p-value is missing otherwise.
     """
     if group is best:
         return None, None, BEST_ROW_NOTE
-    ours, theirs = tile_outcomes(group.runs[0]), tile_outcomes(best.runs[0])
+    ours, theirs = tile_outcomes(group.first_seed_runs), tile_outcomes(best.first_seed_runs)
     for name, outcomes in ((group.name, ours), (best.name, theirs)):
         if outcomes is None:
             return None, None, f"results.json of '{name}' has no per-tile test predictions to pair"
@@ -238,7 +238,10 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         test_accuracy_ci95_high_pct=ci[1] if ci else None,
         balanced_accuracy_ci95_low=balanced_ci[0] if balanced_ci else None,
         balanced_accuracy_ci95_high=balanced_ci[1] if balanced_ci else None,
-        seeds=len(group.runs),
+        seeds=len({run.seed for run in group.runs}),
+        # K of a K-fold cross-validated row, and how many of its folds have finished runs
+        cv_folds=group.folds,
+        cv_folds_run=len({run.fold for run in group.runs}) if group.folds else None,
         # runs whose compile_time_s is partly loading programs from the persistent compilation cache
         compile_cache_runs=sum(1 for run in group.runs if run.results.get("compile_cache_hits")),
         test_accuracy_std_pct=statistics.stdev(accuracies) if len(accuracies) > 1 else None,
@@ -288,7 +291,9 @@ def summarize(groups: list[RunGroup]) -> Summary:
     titles = [row["title"] for row in rows]
     for row in rows:  # figures label rows by title: rows that share one also show their name
         title = row["title"] if titles.count(row["title"]) == 1 else f"{row['title']} ({row['name']})"
-        row["label"] = title if row["seeds"] == 1 else f"{title} ({row['seeds']} seeds)"
+        title = title if row["seeds"] == 1 else f"{title} ({row['seeds']} seeds)"
+        missing = row["cv_folds"] and row["cv_folds_run"] < row["cv_folds"]
+        row["label"] = f"{title} ({row['cv_folds_run']} of {row['cv_folds']} folds run)" if missing else title
     return Summary(
         rows=rows,
         groups=ordered,

@@ -137,6 +137,8 @@ CSV_KEYS: tuple[str, ...] = tuple(k for c in COLUMNS for k in c.keys) + (
     "compile_cache_runs",
     "mcnemar_shared_tiles",
     "mcnemar_note",
+    "cv_folds",
+    "cv_folds_run",
 )
 JSON_KEYS: tuple[str, ...] = CSV_KEYS + ("seed_values", "results_files")
 
@@ -197,6 +199,10 @@ def _notes(summary: Summary) -> list[str]:
         "several seeds the lowest-seed run is compared.",
         "n/a = not recorded in results.json.",
     ] + ([
+        "**K-fold CV** rows (`study --folds K`): one run per fold, each tested on its fold, validated on the next "
+        "and trained on the others; numeric columns and mean ± std are over the folds (and seeds), and the CIs, "
+        "McNemar test and per-class values pool the folds' test predictions, so each tile counts once (per seed).",
+    ] if any(row["cv_folds"] for row in summary.rows) else []) + ([
         f"**Not one test set**: these rows were tested on {summary.test_sets} different test sets (other "
         "classes or other tiles, e.g. another split): accuracies from different test sets are not directly "
         "comparable, and the ranking mixes them.",

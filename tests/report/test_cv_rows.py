@@ -1,0 +1,75 @@
+"""Cross-validated runs (`study --folds K`) in the report: one row per spec and K, folds pooled."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flaxbench.errors import FlaxbenchError
+from flaxbench.report import write_report
+from flaxbench.report.collect import collect_runs
+from flaxbench.report.summary import summarize
+
+from .factory import make_results, write_results
+
+
+def write_folds(runs_dir, name, *, folds=3, accuracy=0.8, done=None, seed=0):
+    """Fold runs of `name` as `study --folds` lays them out, each tested on tiles of its own fold."""
+    for fold in range(folds) if done is None else done:
+        run = runs_dir / f"{name}_{folds}fold" / f"fold_{fold}"
+        results = make_results(name, seed=seed, accuracy=accuracy, tile_prefix=f"fold{fold}", num_tiles=40)
+        write_results(run / "results.json", {**results, "cv_fold": fold, "cv_folds": folds})
+        spec = {"name": name, "seed": seed, "data": {"cv_fold": fold, "cv_folds": folds, "split_seed": 0}}
+        (run / "spec.json").write_text(json.dumps(spec))
+        (run / "data.json").write_text(json.dumps({"split_digests": {"test": f"fold{fold}"}}))
+
+
+def test_folds_are_one_row_beside_the_runs_on_one_split(tmp_path):
+    write_folds(tmp_path, "net")
+    write_results(tmp_path / "net" / "results.json", make_results("net", tile_prefix="single"))
+    groups = {group.name: group for group in collect_runs(tmp_path)}
+    assert set(groups) == {"net", "net_3fold"}
+    assert [run.fold for run in groups["net_3fold"].runs] == [0, 1, 2]
+    assert groups["net_3fold"].title == "net title (3-fold CV)" and groups["net"].title == "net title"
+
+
+def test_a_row_pools_its_folds_and_pairs_every_tile_with_the_best_row(tmp_path):
+    write_folds(tmp_path, "good", accuracy=0.9)
+    write_folds(tmp_path, "fair", accuracy=0.6)
+    rows = {row["name"]: row for row in summarize(collect_runs(tmp_path)).rows}
+    fair = rows["fair_3fold"]
+    assert (fair["seeds"], fair["cv_folds"], fair["cv_folds_run"]) == (1, 3, 3)
+    assert fair["mcnemar_shared_tiles"] == 120 and fair["mcnemar_p_vs_best"] < 0.05  # all three folds' tiles
+    assert fair["test_accuracy_std_pct"] is not None  # over the folds
+    assert fair["label"] == "fair title (3-fold CV)"
+
+
+def test_a_row_missing_folds_says_so(tmp_path):
+    write_folds(tmp_path, "net", folds=5, done=(0, 1))
+    row = summarize(collect_runs(tmp_path)).rows[0]
+    assert (row["cv_folds"], row["cv_folds_run"]) == (5, 2)
+    assert row["label"] == "net title (5-fold CV) (2 of 5 folds run)"
+
+
+def test_report_explains_cross_validated_rows(tmp_path):
+    write_folds(tmp_path, "net")
+    paths = write_report(tmp_path)
+    text = paths["md"].read_text()
+    assert "**K-fold CV** rows" in text and "`net_3fold`" in text
+    assert json.loads(paths["json"].read_text())["rows"][0]["cv_folds"] == 3
+
+
+def test_two_results_for_one_fold_and_seed_are_an_error(tmp_path):
+    write_folds(tmp_path, "net")
+    copy = tmp_path / "copy" / "results.json"
+    write_results(copy, json.loads((tmp_path / "net_3fold" / "fold_1" / "results.json").read_text()))
+    with pytest.raises(FlaxbenchError, match="two results for 'net_3fold' with seed 0 and fold 1"):
+        collect_runs(tmp_path)
+
+
+@pytest.mark.parametrize("fold, folds", [(3, 3), (None, 3), (0, None), ("1", 3)])
+def test_malformed_folds_name_the_file_and_keys(tmp_path, fold, folds):
+    path = write_results(tmp_path / "r" / "results.json", {**make_results("net"), "cv_fold": fold, "cv_folds": folds})
+    with pytest.raises(FlaxbenchError, match=f"{path}.*'cv_fold' and 'cv_folds'"):
+        collect_runs(tmp_path)
