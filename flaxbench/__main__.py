@@ -4,7 +4,7 @@
     python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last] [--source folder:PATH] [--tta] [--batch-size N]
     python -m flaxbench evaluate --workdir DIR --external PATH [--class-map FOLDER=CLASS,...] [--center-crop PX] [--out FILE] [--overwrite] [--batch-size N]
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
-    python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--spec.x=y ...] [--external PATH]
+    python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--folds K] [--spec.x=y ...] [--external PATH]
     python -m flaxbench report RUNS_DIR [--out DIR]
     python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX] [--map XY_REGEX [--map-class CLASS,...]] [--center-crop PX] [--batch-size N]   (PATH: tile, folder or .zip)
 
@@ -67,6 +67,8 @@ flags.DEFINE_integer("batch_size", None, "evaluate, predict: tiles a forward pas
                      "spec.train.eval_batch_size); lower it if a device runs out of memory.")
 flags.DEFINE_alias("batch-size", "batch_size")
 flags.DEFINE_integer("seeds", 1, "study: seeds per row (seed, seed+1, ...).")
+flags.DEFINE_integer("folds", None, "study: K-fold cross-validation, every row trained K times, each testing on "
+                     "another fold (spec.data.cv_folds=K, cv_fold=0..K-1).")
 flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (SLURM or JAX_COORDINATOR_ADDRESS etc.).")
 FLAGS = flags.FLAGS
 # The flags each command reads (--distributed applies to all); any other of ours given is refused, so
@@ -76,7 +78,7 @@ COMMAND_FLAGS = {
     "evaluate": ("workdir", "split", "checkpoint", "source", "tta", "external", "class_map", "center_crop", "out",
                  "overwrite", "batch_size"),
     "convert": ("arch", "torch_weights", "out"),
-    "study": ("spec", "specs", "workdir", "seeds", "external", "class_map", "center_crop"),
+    "study": ("spec", "specs", "workdir", "seeds", "folds", "external", "class_map", "center_crop"),
     "report": ("out",),
     "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by", "center_crop", "batch_size"),
 }
@@ -156,7 +158,8 @@ def _convert(args: list[str]) -> None:
 def _study(args: list[str]) -> None:
     from flaxbench.study import run_study
 
-    run_study(FLAGS.specs, FLAGS.workdir or "runs/study", seeds=FLAGS.seeds, overrides=SPEC_OVERRIDES,
+    run_study(FLAGS.specs, FLAGS.workdir or "runs/study", seeds=FLAGS.seeds, folds=FLAGS.folds,
+              overrides=SPEC_OVERRIDES,
               external=FLAGS.external, class_map=FLAGS.class_map, center_crop=FLAGS.center_crop)
 
 

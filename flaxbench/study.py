@@ -34,13 +34,15 @@ def default_spec_files() -> list[Path]:
     return [SPEC_DIR / f"{row}.py" for row in STUDY_ROWS]
 
 
-def row_dir(workdir: Path, name: str, seed: int, seeds: int) -> Path:
+def row_dir(workdir: Path, name: str, seed: int, seeds: int, fold: tuple[int, int] | None = None) -> Path:
     """Where the run of row `name` with `seed` lives: `workdir/name` for one seed, `.../seed_<seed>` for several.
 
-    A run of that seed already started in the other layout (a study rerun with another --seeds)
-    is used where it is, so it is neither trained again nor reported twice.
+    A (fold, folds) of cross-validation puts it in `workdir/name_<folds>fold/fold_<fold>` (and its
+    seed_<seed>). A run of that seed already started in the other layout (a study rerun with
+    another --seeds) is used where it is, so it is neither trained again nor reported twice.
     """
-    single, several = workdir / name, workdir / name / f"seed_{seed}"
+    base = workdir / name if fold is None else workdir / f"{name}_{fold[1]}fold" / f"fold_{fold[0]}"
+    single, several = base, base / f"seed_{seed}"
     for existing in (single, several):
         try:
             if json.loads((existing / "spec.json").read_text()).get("seed") == seed:
@@ -77,13 +79,15 @@ def run_study(
     workdir: str | Path,
     *,
     seeds: int = 1,
+    folds: int | None = None,
     overrides: Mapping[str, Any] | None = None,
     external: str | None = None,
     class_map: str | None = None,
     center_crop: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Path]:
-    """Train every row (and seed) not yet complete under `workdir`, then write the report there.
+    """Train every row (and seed, and fold of `folds`-fold cross-validation) not yet complete under `workdir`, then
+    write the report there.
 
     `external` (a folder or zip of class folders; `class_map`, `center_crop` as for `evaluate --external`) tests
     every trained row on those tiles too, unless the row already holds that evaluation.
@@ -95,6 +99,8 @@ def run_study(
 
     if seeds < 1:
         raise FlaxbenchError(f"--seeds must be at least 1, got {seeds}")
+    if folds is not None:
+        _check_folds(folds, overrides or {})
     if external is not None:
         from flaxbench.external import external_path, parse_class_map
         from flaxbench.inference import check_center_crop
@@ -113,14 +119,19 @@ def run_study(
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise FlaxbenchError(f"study specs share a name ({names}); give each row its own spec.name")
-    jobs = [(spec, k) for spec in specs for k in range(seeds)]
+    cv_folds = [(fold, folds) for fold in range(folds)] if folds else [None]
+    # Fold by fold: the rows of one fold share its split, so its tiles are decoded once for all of them.
+    jobs = [(spec, fold, k) for fold in cv_folds for spec in specs for k in range(seeds)]
     failures, trained = [], []
     datasets = LastDataset()  # rows and seeds on the same tiles decode them once
-    for i, (spec, k) in enumerate(jobs, 1):
+    for i, (spec, fold, k) in enumerate(jobs, 1):
         spec = spec.copy_and_resolve_references()
         spec.seed = spec.seed + k
-        out = row_dir(workdir, spec.name, spec.seed, seeds)
-        tag = f"[{i}/{len(jobs)}] {spec.name}" + (f" seed {spec.seed}" if seeds > 1 else "")
+        if fold is not None:
+            spec.data.cv_fold, spec.data.cv_folds = fold
+        out = row_dir(workdir, spec.name, spec.seed, seeds, fold)
+        tag = (f"[{i}/{len(jobs)}] {spec.name}" + (f" fold {fold[0]} of {fold[1]}" if fold else "")
+               + (f" seed {spec.seed}" if seeds > 1 else ""))
         if (out / "results.json").exists():
             problem = _finished_row_problem(out, spec, datasets)
             if problem:
@@ -152,6 +163,21 @@ def run_study(
         others = "the others are reported" if len(failures) < len(jobs) else "no row trained"
         raise FlaxbenchError(f"{len(failures)} of {len(jobs)} study run(s) failed, {others}: " + " | ".join(failures))
     return paths
+
+
+def _check_folds(folds: int, overrides: Mapping[str, Any]) -> None:
+    """FlaxbenchError unless `--folds` is a fold count the spec overrides leave to it."""
+    from data_pipeline import DataError
+    from data_pipeline.folds import check_folds
+
+    set_too = [key for key in ("data.cv_folds", "data.cv_fold") if key in overrides or f"spec.{key}" in overrides]
+    if set_too:
+        raise FlaxbenchError(f"study --folds sets spec.data.cv_folds and spec.data.cv_fold of every run; leave "
+                             f"--spec.{set_too[0]} out")
+    try:
+        check_folds(folds, 0)
+    except DataError as e:
+        raise FlaxbenchError(f"--folds {folds}: {e}") from None
 
 
 def _evaluate_external_rows(rows: list[tuple[str, Path]], external: str, options: dict[str, Any],

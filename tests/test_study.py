@@ -291,3 +291,27 @@ def test_external_tiles_test_every_row_once_and_land_in_the_report(spec_files, t
     elsewhere = write_tiles(tmp_path / "elsewhere" / "cohort", {"TUM": 2, "stroma": 2}, size=24)
     with pytest.raises(FlaxbenchError, match=r"was made with --external '.*/cohort', not '.*/elsewhere/cohort'"):
         run_study(spec_files, study_dir, external=str(elsewhere), class_map="TUM=tumor", log=lambda line: None)
+
+
+def test_folds_train_every_row_on_each_fold_and_report_a_row_of_their_own(spec_files, finished_study, tmp_path,
+                                                                          jax_cache):
+    import shutil
+
+    workdir = tmp_path / "study"
+    shutil.copytree(finished_study[0], workdir)
+    proc = study(spec_files, workdir, "--folds=3", BATCH_OVERRIDE, env=jax_cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ROWS:
+        tested = []
+        for fold in range(3):
+            results = json.loads((workdir / f"{name}_3fold" / f"fold_{fold}" / "results.json").read_text())
+            assert (results["cv_fold"], results["cv_folds"]) == (fold, 3)
+            assert f"{name} fold {fold} of 3: test accuracy" in proc.stdout
+            tested += results["test_predictions"]["ids"]
+        assert len(tested) == len(set(tested)) == 48  # the tiny specs' 6 classes x 8 tiles, each tested once
+    assert "(fold 0 of 3-fold cross-validation)" in proc.stdout
+    rows = {row["name"]: row for row in read_report_rows(workdir)}
+    assert set(rows) == set(ROWS) | {f"{name}_3fold" for name in ROWS}  # the finished one-split rows stay rows
+    assert all((rows[f"{name}_3fold"]["cv_folds_run"], rows[name]["cv_folds"]) == (3, None) for name in ROWS)
+    refused = study(spec_files, workdir, "--folds=3", "--spec.data.cv_fold=1", env=jax_cache)
+    assert refused.returncode != 0 and "leave --spec.data.cv_fold out" in refused.stderr.strip().splitlines()[-1]
