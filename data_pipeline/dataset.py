@@ -25,7 +25,7 @@ from data_pipeline.sources.folder_source import (
     open_class_folders,
 )
 from data_pipeline.sources.synthetic import load_synthetic
-from data_pipeline.sources.tfds_source import decode_tfds_tiles, open_tfds_split
+from data_pipeline.sources.tfds_source import decode_tfds_tiles, load_tfds, open_tfds_split
 from data_pipeline.sources.tiles import SourceTiles, permute_rows_in_place
 from data_pipeline.split import SPLIT_NAMES, split_indices
 from data_pipeline.stain import StainTarget, normalize_tiles, normalize_tiles_counted, stain_target, warn_kept
@@ -91,10 +91,7 @@ def check_device_options(cfg: Any) -> None:
 
 def _folder_path(cfg: Any, target: str) -> tuple[str, bool]:
     """The absolute folder or zip path of a `folder:` source, and spec.data.skip_bad_files."""
-    skip = _get(cfg, "skip_bad_files", False)
-    if not isinstance(skip, bool):
-        raise DataError(f"spec.data.skip_bad_files must be True or False, got {skip!r}")
-    return os.path.abspath(os.path.expanduser(target)), skip
+    return os.path.abspath(os.path.expanduser(target)), _skip_bad_files(cfg)
 
 
 def _read_source(cfg: Any, source: str, image_size: int | None) -> tuple[str, SourceTiles]:
@@ -110,7 +107,23 @@ def _read_source(cfg: Any, source: str, image_size: int | None) -> tuple[str, So
     if kind == "folder" and target:
         path, skip = _folder_path(cfg, target)
         return f"folder:{path}", load_folder(path, classes, image_size, skip)
+    if kind == "tfds" and target:
+        return source, load_tfds(target, _tfds_data_dir(cfg), classes, image_size, _skip_bad_files(cfg))
     raise DataError(f"unknown spec.data.source '{source}'; use {SOURCE_FORMS}")
+
+
+def _skip_bad_files(cfg: Any) -> bool:
+    """spec.data.skip_bad_files, checked."""
+    skip = _get(cfg, "skip_bad_files", False)
+    if not isinstance(skip, bool):
+        raise DataError(f"spec.data.skip_bad_files must be True or False, got {skip!r}")
+    return skip
+
+
+def _tfds_data_dir(cfg: Any) -> str | None:
+    """spec.data.tfds_data_dir with `~` expanded (None: TFDS's default)."""
+    data_dir = _get(cfg, "tfds_data_dir", None)
+    return os.path.expanduser(data_dir) if isinstance(data_dir, str) else data_dir
 
 
 def _splits_of(parts: Sequence[tuple[SourceTiles, np.ndarray | None]]) -> tuple[Split, ...]:
@@ -158,6 +171,10 @@ def _split_reader(
         path, skip = _folder_path(cfg, target)
         return (f"folder:{path}", lambda name, classes: load_folder(path, classes, image_size, skip, within=name),
                 lambda name: f"'{path}' folder '{name}'")
+    if kind == "tfds" and target:
+        data_dir, skip = _tfds_data_dir(cfg), _skip_bad_files(cfg)
+        return (source, lambda name, classes: load_tfds(target, data_dir, classes, image_size, skip, split=name),
+                lambda name: f"TFDS dataset '{target}' split '{name}'")
     raise DataError(f"spec.data.split {tuple(split)!r} names splits of the source, which only 'folder:PATH' (its "
                     f"folders) and 'tfds:NAME' sources have; for {source!r} give three numbers, e.g. (0.7, 0.15, 0.15)")
 
@@ -223,14 +240,14 @@ def _listing_of(cfg: Any, source: Any, image_size: int | None) -> tuple[str, Ope
     """(canonical source, open(split folder or None, classes), where(split name)) if `source` can be listed; else None.
 
     Folders, zips and TFDS datasets can: their tiles' ids and labels are known before any tile is
-    decoded. Not a folder with spec.data.skip_bad_files: which files are bad, and so which tiles
-    each split holds, is only known once every tile has been decoded.
+    decoded. Not with spec.data.skip_bad_files: which files are bad, and so which tiles each split
+    holds, is only known once every tile has been decoded.
     """
     kind, _, target = source.partition(":") if isinstance(source, str) else ("", "", "")
+    if _skip_bad_files(cfg):
+        return None
     if kind == "folder" and target:
-        path, skip = _folder_path(cfg, target)
-        if skip:
-            return None
+        path, _ = _folder_path(cfg, target)
 
         @contextlib.contextmanager
         def open_folder(within: str | None, classes: Sequence[str] | None) -> Iterator[Listing]:
@@ -239,8 +256,7 @@ def _listing_of(cfg: Any, source: Any, image_size: int | None) -> tuple[str, Ope
 
         return f"folder:{path}", open_folder, lambda name: f"'{path}' folder '{name}'"
     if kind == "tfds" and target:
-        data_dir = _get(cfg, "tfds_data_dir", None)
-        data_dir = os.path.expanduser(data_dir) if isinstance(data_dir, str) else data_dir
+        data_dir = _tfds_data_dir(cfg)
 
         @contextlib.contextmanager
         def open_tfds(within: str | None, classes: Sequence[str] | None) -> Iterator[Listing]:

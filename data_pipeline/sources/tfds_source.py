@@ -196,21 +196,47 @@ def _decoded_tile(stored: tuple[str, Any], image_feature: Any, image_size: int |
     return resize_square(image, image_size) if image_size else image
 
 
+def _decoded_tiles(split: TfdsSplit, indices: Sequence[int], image_size: int | None,
+                   skipped: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images, labels, ids) of the listed tiles at `indices` of `split`, decoded on one thread per core.
+
+    An example that is not an image is a DataError naming it, or, given a `skipped` list, goes there.
+    """
+    tiles = split.tiles
+    # read here, decoded on threads
+    stored = ((tiles.ids[i], split.source[int(split.rows[i])]["image"]) for i in indices)
+    decode = functools.partial(_decoded_tile, image_feature=split.image_feature, image_size=image_size)
+
+    def decoded() -> Iterator[tuple[str, int, np.ndarray]]:
+        for i, outcome in zip(indices, decode_in_order(decode, stored)):
+            if isinstance(outcome, Exception):
+                if skipped is None:
+                    raise DataError(f"{split.where}: example '{tiles.ids[i]}' is not an image ({outcome}); remove "
+                                    "it or set spec.data.skip_bad_files=True to skip such examples") from outcome
+                skipped.append(tiles.ids[i])
+                continue
+            yield tiles.ids[i], int(tiles.labels[i]), outcome
+
+    return collect_tiles(decoded(), len(indices), split.where)
+
+
 def decode_tfds_tiles(split: TfdsSplit, ids: Sequence[str], image_size: int | None) -> np.ndarray:
     """uint8 (N, H, W, 3) images of the listed tiles `ids` of `split`, in that order, decoded on one thread per core.
 
     DataError naming the example if one is not an image.
     """
-    row_of = dict(zip(split.tiles.ids, split.rows.tolist()))
-    stored = ((tile_id, split.source[row_of[tile_id]]["image"]) for tile_id in ids)  # read here, decoded on threads
-    decode = functools.partial(_decoded_tile, image_feature=split.image_feature, image_size=image_size)
-
-    def decoded() -> Iterator[tuple[str, int, np.ndarray]]:
-        for tile_id, outcome in zip(ids, decode_in_order(decode, stored)):
-            if isinstance(outcome, Exception):
-                raise DataError(f"{split.where}: example '{tile_id}' is not an image ({outcome})") from outcome
-            yield tile_id, 0, outcome
-
-    images, _, _ = collect_tiles(decoded(), len(ids), split.where)
+    index_of = {tile_id: i for i, tile_id in enumerate(split.tiles.ids)}
+    images, _, _ = _decoded_tiles(split, [index_of[tile_id] for tile_id in ids], image_size, None)
     return images
+
+
+def load_tfds(name: str, data_dir: str | None, requested_classes: Sequence[str] | None, image_size: int | None,
+              skip_bad_files: bool, split: str | None = None) -> SourceTiles:
+    """Every tile of the selected classes of TFDS dataset `name` (its `split`) decoded; with `skip_bad_files` an
+    example that is not an image is left out and named in `skipped_files`, else it is a DataError."""
+    listed = open_tfds_split(name, data_dir, requested_classes, split)
+    skipped: list[str] | None = [] if skip_bad_files else None
+    images, labels, ids = _decoded_tiles(listed, range(len(listed.tiles.ids)), image_size, skipped)
+    return SourceTiles(images=images, labels=labels, ids=tuple(ids), classes=listed.tiles.classes,
+                       skipped_files=tuple(skipped or ()))
 

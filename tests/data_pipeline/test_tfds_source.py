@@ -160,3 +160,23 @@ def test_a_tfds_dataset_with_splits_of_its_own_warns_when_only_train_is_read(kat
     assert all(tile_id.startswith("train0_") for tile_id in data.train.ids + data.test.ids)
     assert "has splits of its own (train, valid, test)" in caplog.text
     assert "spec.data.split=\"('train', 'valid', 'test')\"" in caplog.text
+
+
+def test_examples_that_are_no_image_are_skipped_and_listed_when_asked(tmp_path, no_network, caplog):
+    tiles = tmp_path / "tiles"
+    for folder in ("01_TUMOR", "02_STROMA"):
+        (tiles / folder).mkdir(parents=True)
+        for k in range(4):
+            Image.fromarray(np.full((150, 150, 3), 40 * k, np.uint8)).save(tiles / folder / f"{folder}_{k}.tif")
+    (tiles / "02_STROMA" / "02_STROMA_1.tif").write_bytes(b"not a PNG")
+    data_dir = str(tfds_sample.prepare(tmp_path / "tfds", tiles, splits=("train", "test")))
+    data = load_dataset(_spec(data_dir, classes=["tumor", "stroma"], split=(0.34, 0.33, 0.33), skip_bad_files=True,
+                              image_size=8))
+    assert data.skipped_files == ("train0_02_STROMA_1.tif",)
+    ids = data.train.ids + data.val.ids + data.test.ids
+    assert len(ids) == 7 and "train0_02_STROMA_1.tif" not in ids
+    assert "skipped 1 bad files in tfds:colorectal_histology" in caplog.text
+    named = load_dataset(_spec(data_dir, classes=["tumor", "stroma"], split=("train", 0.25, "test"),
+                               skip_bad_files=True))
+    assert named.skipped_files == ("train/train0_02_STROMA_1.tif", "test/test0_02_STROMA_1.tif")
+    assert len(named.test.ids) == 7 and named.test.images.shape == (7, 150, 150, 3)
