@@ -48,7 +48,7 @@ def _load_external(path: Path) -> dict[str, Any]:
 
 
 def external_lines(rows: list[dict[str, Any]], groups: list[RunGroup]) -> list[dict[str, Any]]:
-    """One entry per external evaluation of every run, in row order, then seed, then file name.
+    """One entry per external evaluation of every run, in row order, then fold and seed, then file name.
 
     Entries scored on the same tiles (same external folder, tile ids and true classes) are compared with
     the most accurate of them by an exact McNemar test, as the table's rows are with the best row.
@@ -59,7 +59,7 @@ def external_lines(rows: list[dict[str, Any]], groups: list[RunGroup]) -> list[d
             for path in sorted(run.path.parent.glob(EXTERNAL_GLOB)):
                 record = _load_external(path)
                 lines.append({
-                    "name": row["name"], "title": row["title"], "seed": run.seed, "file": str(path),
+                    "name": row["name"], "title": row["title"], "seed": run.seed, "fold": run.fold, "file": str(path),
                     "own_test_accuracy": run.results["test_accuracy"],
                     **{key: record[key] for key in EXTERNAL_KEYS}, "center_crop": record.get("center_crop"),
                 })
@@ -112,6 +112,12 @@ def _p_value(line: dict[str, Any]) -> str:
     return "—" if p is None else format(p, ".3g")
 
 
+def _seed_cell(line: dict[str, Any]) -> str:
+    """The run's seed, and its cross-validation fold if it has one; a dash for an unknown seed."""
+    seed = "—" if line["seed"] is None else str(line["seed"])
+    return seed if line.get("fold") is None else f"{seed}, fold {line['fold']}"
+
+
 def _pct(value: float | None) -> str:
     """A fraction as a percentage with one decimal; a dash for None."""
     return "—" if value is None else f"{100 * value:.1f}"
@@ -133,7 +139,7 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
         checkpoint = line["checkpoint"] + (", TTA" if line["tta"] else "")
         ci, balanced_ci = line["accuracy_ci"], line["balanced_accuracy_ci"]
         cells = [
-            f"`{line['name']}`", "—" if line["seed"] is None else str(line["seed"]),
+            f"`{line['name']}`", _seed_cell(line),
             f"`{line['external']}`" + (f" (central {line['center_crop']} px)" if line["center_crop"] else ""),
             str(line["tiles"]), checkpoint, f"{_pct(line['accuracy'])} ({_pct(ci[0])}–{_pct(ci[1])})",
             f"{_pct(line['balanced_accuracy'])} ({_pct(balanced_ci[0])}–{_pct(balanced_ci[1])})",

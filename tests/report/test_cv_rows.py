@@ -73,3 +73,15 @@ def test_malformed_folds_name_the_file_and_keys(tmp_path, fold, folds):
     path = write_results(tmp_path / "r" / "results.json", {**make_results("net"), "cv_fold": fold, "cv_folds": folds})
     with pytest.raises(FlaxbenchError, match=f"{path}.*'cv_fold' and 'cv_folds'"):
         collect_runs(tmp_path)
+
+
+def test_external_results_of_fold_runs_name_their_fold():
+    from flaxbench.report.external import external_section
+
+    line = {"name": "net_3fold", "seed": 0, "fold": 2, "external": "/data/other", "center_crop": None, "tiles": 9,
+            "checkpoint": "best", "tta": False, "accuracy": 0.5, "accuracy_ci": (0.2, 0.8), "balanced_accuracy": 0.5,
+            "balanced_accuracy_ci": (0.2, 0.8), "macro_f1": 0.4, "macro_auc": None, "loss": 1.0,
+            "best_on_these_tiles": False, "mcnemar_p_vs_best": None, "own_test_accuracy": 0.6}
+    assert "| `net_3fold` | 0, fold 2 | `/data/other` |" in "\n".join(external_section([line]))
+    assert "| `net` | 1 | `/data/other` |" in "\n".join(external_section([{**line, "name": "net", "seed": 1,
+                                                                          "fold": None}]))
