@@ -84,6 +84,13 @@ def parse_overrides(config: ml_collections.ConfigDict, items: Iterable[str]) -> 
     return pairs
 
 
+# What a key takes besides values of its default's type, for the error on a value it cannot take.
+OTHER_VALUES = {
+    "data.classes": "None for every class of the source",
+    "data.split": "the names of a source's own splits, e.g. \"('train', 0.15, 'test')\"",
+}
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any] | Iterable[str]) -> None:
     """Apply `{'train.epochs': 3}` or `['train.epochs=3']` overrides in place, type-checked."""
     if not isinstance(overrides, Mapping):
@@ -102,7 +109,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
                 hint = f"it takes a {type(current).__name__}, written as Python does: --spec.{dotted}=\"{current!r}\""
             else:
                 hint = f"it takes values like {current!r}"
-            raise SpecError(f"spec key 'spec.{dotted}' cannot take {value!r}: {hint}") from None
+            extra = f", or {OTHER_VALUES[dotted]}" if dotted in OTHER_VALUES else ""
+            raise SpecError(f"spec key 'spec.{dotted}' cannot take {value!r}: {hint}{extra}") from None
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

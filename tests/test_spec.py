@@ -40,6 +40,11 @@ def test_overrides_are_applied_and_type_checked():
             "cannot take 'hflip': it takes a tuple, written as Python does: "
             "--spec.data.augment=\"('hflip', 'vflip', 'rot90')\"")):
         apply_overrides(spec, ["data.augment=hflip"])
+    # Where a key takes something else too, the error says what.
+    with pytest.raises(SpecError, match=re.escape("cannot take 'all': it takes a tuple, written as Python does: "
+                                                  "--spec.data.classes=\"('tumor',")) as error:
+        apply_overrides(spec, ["data.classes=all"])
+    assert str(error.value).endswith(", or None for every class of the source")
 
 
 def test_misspelled_key_names_the_key():
