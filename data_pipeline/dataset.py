@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,21 +17,12 @@ from data_pipeline.folds import check_folds, fold_indices, group_fold_indices
 from data_pipeline.groups import check_group_by, group_split_indices, split_groups, tile_groups
 from data_pipeline.images import load_image
 from data_pipeline.named_splits import named_split_form, names_splits, read_named_splits, split_sources
-from data_pipeline.sources.folder_source import (
-    decode_listed,
-    listed_tiles,
-    load_folder,
-    open_class_folders,
-)
-from data_pipeline.sources.synthetic import load_synthetic
-from data_pipeline.sources.tfds_source import decode_tfds_tiles, load_tfds, open_tfds_split
+from data_pipeline.source_access import OpenListing, listing_of, read_source, spec_value, split_reader
 from data_pipeline.sources.tiles import SourceTiles, permute_rows_in_place
 from data_pipeline.split import SPLIT_NAMES, split_indices
 from data_pipeline.stain import StainTarget, normalize_tiles, normalize_tiles_counted, stain_target, warn_kept
 
 logger = logging.getLogger(__name__)
-
-SOURCE_FORMS = "'tfds:colorectal_histology' (or tfds:NAME), 'folder:PATH' (folder or .zip) or 'synthetic'"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,11 +51,6 @@ class TileDataset:
     fold: tuple[int, int] | None = None  # (spec.data.cv_fold, spec.data.cv_folds) under cross-validation
 
 
-def _get(cfg: Any, key: str, default: Any) -> Any:
-    """`cfg.key` for a ConfigDict or a mapping, `default` when absent."""
-    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-
-
 def _positive_int_or_none(value: Any, key: str) -> int | None:
     """Validate an optional positive integer key."""
     if value is None:
@@ -77,53 +62,16 @@ def _positive_int_or_none(value: Any, key: str) -> int | None:
 
 def check_device_options(cfg: Any) -> None:
     """Fail before decoding anything if augment/normalize name something unknown."""
-    ops = _get(cfg, "augment", ())
+    ops = spec_value(cfg, "augment", ())
     ops = (ops,) if isinstance(ops, str) else tuple(ops or ())
     for op in ops:
         if op not in AUGMENT_OPS:
             raise DataError(
                 f"unknown augmentation '{op}' in spec.data.augment; known: {', '.join(AUGMENT_OPS)}"
             )
-    mode = _get(cfg, "normalize", "unit")
+    mode = spec_value(cfg, "normalize", "unit")
     if mode not in NORMALIZE_MODES:
         raise DataError(f"unknown spec.data.normalize '{mode}'; known: {', '.join(NORMALIZE_MODES)}")
-
-
-def _folder_path(cfg: Any, target: str) -> tuple[str, bool]:
-    """The absolute folder or zip path of a `folder:` source, and spec.data.skip_bad_files."""
-    return os.path.abspath(os.path.expanduser(target)), _skip_bad_files(cfg)
-
-
-def _read_source(cfg: Any, source: str, image_size: int | None) -> tuple[str, SourceTiles]:
-    """Dispatch on the `spec.data.source` string; returns (canonical source, tiles)."""
-    classes = _get(cfg, "classes", None)
-    if not isinstance(source, str):
-        raise DataError(f"spec.data.source must be a string, one of {SOURCE_FORMS}; got {source!r}")
-    if source == "synthetic":
-        per_class = _get(cfg, "synthetic_per_class", 625)
-        size = _get(cfg, "synthetic_size", 150)
-        return source, load_synthetic(classes, per_class, size, image_size)
-    kind, _, target = source.partition(":")
-    if kind == "folder" and target:
-        path, skip = _folder_path(cfg, target)
-        return f"folder:{path}", load_folder(path, classes, image_size, skip)
-    if kind == "tfds" and target:
-        return source, load_tfds(target, _tfds_data_dir(cfg), classes, image_size, _skip_bad_files(cfg))
-    raise DataError(f"unknown spec.data.source '{source}'; use {SOURCE_FORMS}")
-
-
-def _skip_bad_files(cfg: Any) -> bool:
-    """spec.data.skip_bad_files, checked."""
-    skip = _get(cfg, "skip_bad_files", False)
-    if not isinstance(skip, bool):
-        raise DataError(f"spec.data.skip_bad_files must be True or False, got {skip!r}")
-    return skip
-
-
-def _tfds_data_dir(cfg: Any) -> str | None:
-    """spec.data.tfds_data_dir with `~` expanded (None: TFDS's default)."""
-    data_dir = _get(cfg, "tfds_data_dir", None)
-    return os.path.expanduser(data_dir) if isinstance(data_dir, str) else data_dir
 
 
 def _splits_of(parts: Sequence[tuple[SourceTiles, np.ndarray | None]]) -> tuple[Split, ...]:
@@ -162,29 +110,12 @@ def _reordered_in_place(images: np.ndarray, row_sets: list[np.ndarray]) -> list[
     return [images[end - len(rows):end] for rows, end in zip(row_sets, ends)]
 
 
-def _split_reader(
-    cfg: Any, source: Any, image_size: int | None, split: Sequence[Any]
-) -> tuple[str, Callable[[str, Sequence[str] | None], SourceTiles], Callable[[str], str]]:
-    """(canonical source, read(split name, classes) -> tiles, where(split name) -> text) for named splits."""
-    kind, _, target = source.partition(":") if isinstance(source, str) else ("", "", "")
-    if kind == "folder" and target:
-        path, skip = _folder_path(cfg, target)
-        return (f"folder:{path}", lambda name, classes: load_folder(path, classes, image_size, skip, within=name),
-                lambda name: f"'{path}' folder '{name}'")
-    if kind == "tfds" and target:
-        data_dir, skip = _tfds_data_dir(cfg), _skip_bad_files(cfg)
-        return (source, lambda name, classes: load_tfds(target, data_dir, classes, image_size, skip, split=name),
-                lambda name: f"TFDS dataset '{target}' split '{name}'")
-    raise DataError(f"spec.data.split {tuple(split)!r} names splits of the source, which only 'folder:PATH' (its "
-                    f"folders) and 'tfds:NAME' sources have; for {source!r} give three numbers, e.g. (0.7, 0.15, 0.15)")
-
-
 def _read_named_splits(
     cfg: Any, source: Any, image_size: int | None, split: Sequence[Any], stain: StainTarget | None
 ) -> tuple[str, tuple[SourceTiles, ...], tuple[Split, Split, Split]]:
     """A source's own splits: (canonical source, the tiles of each split read, the train/val/test splits)."""
     named_split_form(split)  # a malformed split fails before any tile is read
-    source, read_raw, where = _split_reader(cfg, source, image_size, split)
+    source, read_raw, where = split_reader(cfg, source, image_size, split)
 
     def read(name: str, classes: Sequence[str] | None) -> SourceTiles:
         return _stain_normalized(read_raw(name, classes), stain, where(name))
@@ -192,7 +123,7 @@ def _read_named_splits(
     def divide(tiles: SourceTiles, held_out: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return _divide(cfg, tiles, held_out)
 
-    parts = read_named_splits(split, read, where, _get(cfg, "classes", None), divide)
+    parts = read_named_splits(split, read, where, spec_value(cfg, "classes", None), divide)
     read_tiles = tuple({id(tiles): tiles for tiles, _ in parts}.values())  # train's tiles once, if val is cut from them
     splits = _splits_of(parts)
     _check_one_tile_size(splits, [where(name) for name in split_sources(split)])
@@ -202,8 +133,8 @@ def _read_named_splits(
 def _divide(cfg: Any, tiles: SourceTiles, split: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of train, val and test in `tiles` for numbers `split` or a cross-validation fold: by tile, or by
     whole group with group_by."""
-    seed, group_by = _get(cfg, "split_seed", 0), _get(cfg, "group_by", None)
-    fold = check_folds(_get(cfg, "cv_folds", None), _get(cfg, "cv_fold", None))
+    seed, group_by = spec_value(cfg, "split_seed", 0), spec_value(cfg, "group_by", None)
+    fold = check_folds(spec_value(cfg, "cv_folds", None), spec_value(cfg, "cv_fold", None))
     if fold is not None:
         if group_by is None:
             return fold_indices(tiles.labels, tiles.ids, tiles.classes, fold[1], fold[0], seed)
@@ -225,48 +156,12 @@ def _stain_normalized(tiles: SourceTiles, stain: StainTarget | None, where: str)
 
 def _stain_target(cfg: Any) -> StainTarget | None:
     """spec.data.stain_normalize's target, its reference tile read from spec.data.stain_reference."""
-    reference = _get(cfg, "stain_reference", None)
+    reference = spec_value(cfg, "stain_reference", None)
     reference = os.path.expanduser(reference) if isinstance(reference, str) else reference
-    return stain_target(_get(cfg, "stain_normalize", None), reference, load_image)
+    return stain_target(spec_value(cfg, "stain_normalize", None), reference, load_image)
 
 
 ListedHook = Callable[[str, tuple[str, ...], tuple[Split, Split, Split]], None]  # (source, classes, splits)
-# (tiles listed, images None; decode(ids) -> their images) of one source split, while it is open
-Listing = tuple[SourceTiles, Callable[[Sequence[str]], np.ndarray]]
-OpenListing = Callable[[str | None, Sequence[str] | None], contextlib.AbstractContextManager[Listing]]
-
-
-def _listing_of(cfg: Any, source: Any, image_size: int | None) -> tuple[str, OpenListing, Callable[[str], str]] | None:
-    """(canonical source, open(split folder or None, classes), where(split name)) if `source` can be listed; else None.
-
-    Folders, zips and TFDS datasets can: their tiles' ids and labels are known before any tile is
-    decoded. Not with spec.data.skip_bad_files: which files are bad, and so which tiles each split
-    holds, is only known once every tile has been decoded.
-    """
-    kind, _, target = source.partition(":") if isinstance(source, str) else ("", "", "")
-    if _skip_bad_files(cfg):
-        return None
-    if kind == "folder" and target:
-        path, _ = _folder_path(cfg, target)
-
-        @contextlib.contextmanager
-        def open_folder(within: str | None, classes: Sequence[str] | None) -> Iterator[Listing]:
-            with open_class_folders(path, classes, within) as folders:
-                yield listed_tiles(folders), functools.partial(decode_listed, folders, image_size=image_size)
-
-        return f"folder:{path}", open_folder, lambda name: f"'{path}' folder '{name}'"
-    if kind == "tfds" and target:
-        data_dir = _tfds_data_dir(cfg)
-
-        @contextlib.contextmanager
-        def open_tfds(within: str | None, classes: Sequence[str] | None) -> Iterator[Listing]:
-            split = open_tfds_split(target, data_dir, classes, within)
-            yield split.tiles, functools.partial(decode_tfds_tiles, split, image_size=image_size)
-
-        return source, open_tfds, lambda name: f"TFDS dataset '{target}' split '{name}'"
-    return None
-
-
 def _listed_splits(
     cfg: Any, source: str, open_listing: OpenListing, where_split: Callable[[str], str], split: Sequence[Any],
     stain: StainTarget | None, decode: Collection[str], listed_hook: ListedHook | None,
@@ -278,7 +173,7 @@ def _listed_splits(
     order, and the tiles of splits not in `decode` are never read (their `images` are None). Each
     source split (folder) is listed once and stays open until its tiles are decoded.
     """
-    classes = _get(cfg, "classes", None)
+    classes = spec_value(cfg, "classes", None)
     with contextlib.ExitStack() as stack:
         decoders: dict[str | None, Callable[[Sequence[str]], np.ndarray]] = {}
 
@@ -357,17 +252,17 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
     if not decode or set(decode) - set(SPLIT_NAMES):
         raise ValueError(f"decode must name some of {SPLIT_NAMES}, got {decode!r}")
     check_device_options(cfg)
-    check_group_by(_get(cfg, "group_by", None))
+    check_group_by(spec_value(cfg, "group_by", None))
     stain = _stain_target(cfg)
-    image_size = _positive_int_or_none(_get(cfg, "image_size", None), "image_size")
-    split = _get(cfg, "split", (0.7, 0.15, 0.15))
-    fold = check_folds(_get(cfg, "cv_folds", None), _get(cfg, "cv_fold", None))
+    image_size = _positive_int_or_none(spec_value(cfg, "image_size", None), "image_size")
+    split = spec_value(cfg, "split", (0.7, 0.15, 0.15))
+    fold = check_folds(spec_value(cfg, "cv_folds", None), spec_value(cfg, "cv_fold", None))
     if fold is not None and names_splits(split):
         raise DataError(f"spec.data.cv_folds folds all the selected tiles itself, but spec.data.split {tuple(split)!r} "
                         "names splits of the source: set spec.data.split to numbers (cross-validation does not use "
                         "them), or spec.data.cv_folds=None")
-    source = _get(cfg, "source", None)
-    listing = _listing_of(cfg, source, image_size)
+    source = spec_value(cfg, "source", None)
+    listing = listing_of(cfg, source, image_size)
     if listing is not None:
         source, open_listing, where_split = listing
         skipped = ()
@@ -376,7 +271,7 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
         source, classes, skipped, splits = _decoded_splits(cfg, source, image_size, split, stain)
     train, val, test = splits
     decoded = next(part.images for part in splits if part.images is not None)
-    groups = split_groups({"train": train.ids, "val": val.ids, "test": test.ids}, _get(cfg, "group_by", None))
+    groups = split_groups({"train": train.ids, "val": val.ids, "test": test.ids}, spec_value(cfg, "group_by", None))
     return TileDataset(
         train=train,
         val=val,
@@ -399,7 +294,7 @@ def _decoded_splits(
     if names_splits(split):
         source, read, splits = _read_named_splits(cfg, source, image_size, split, stain)
     else:
-        source, tiles = _read_source(cfg, source, image_size)
+        source, tiles = read_source(cfg, source, image_size)
         tiles = _stain_normalized(tiles, stain, source)
         read, splits = (tiles,), None
     classes, skipped = read[0].classes, tuple(name for tiles in read for name in tiles.skipped_files)
