@@ -19,7 +19,7 @@ from data_pipeline.images import load_image
 from data_pipeline.named_splits import named_split_form, names_splits, read_named_splits, split_sources
 from data_pipeline.source_access import OpenListing, listing_of, read_source, spec_value, split_reader
 from data_pipeline.sources.tiles import SourceTiles, permute_rows_in_place
-from data_pipeline.split import SPLIT_NAMES, split_indices
+from data_pipeline.split import SPLIT_NAMES, check_split_seed, split_indices
 from data_pipeline.stain import StainTarget, normalize_tiles, normalize_tiles_counted, stain_target, warn_kept
 
 logger = logging.getLogger(__name__)
@@ -133,18 +133,16 @@ def _read_named_splits(
 def _divide(cfg: Any, tiles: SourceTiles, split: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of train, val and test in `tiles` for numbers `split` or a cross-validation fold: by tile, or by
     whole group with group_by."""
-    seed, group_by = spec_value(cfg, "split_seed", 0), spec_value(cfg, "group_by", None)
+    seed, group_by = check_split_seed(spec_value(cfg, "split_seed", 0)), spec_value(cfg, "group_by", None)
     fold = check_folds(spec_value(cfg, "cv_folds", None), spec_value(cfg, "cv_fold", None))
+    groups = None if group_by is None else tile_groups(tiles.ids, group_by)
+    if fold is not None and groups is None:
+        return fold_indices(tiles.labels, tiles.ids, tiles.classes, fold[1], fold[0], seed)
     if fold is not None:
-        if group_by is None:
-            return fold_indices(tiles.labels, tiles.ids, tiles.classes, fold[1], fold[0], seed)
-        groups = tile_groups(tiles.ids, group_by)
         return group_fold_indices(tiles.labels, tiles.ids, groups, tiles.classes, fold[1], fold[0], seed)
-    if group_by is None:
+    if groups is None:
         return split_indices(tiles.labels, tiles.ids, tiles.classes, split, seed)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise DataError(f"spec.data.split_seed must be a non-negative integer, got {seed!r}")
-    return group_split_indices(tiles.labels, tiles.ids, tile_groups(tiles.ids, group_by), tiles.classes, split, seed)
+    return group_split_indices(tiles.labels, tiles.ids, groups, tiles.classes, split, seed)
 
 
 def _stain_normalized(tiles: SourceTiles, stain: StainTarget | None, where: str) -> SourceTiles:

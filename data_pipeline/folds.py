@@ -22,6 +22,7 @@ import numpy as np
 
 from data_pipeline.errors import DataError
 from data_pipeline.groups import assign_groups
+from data_pipeline.split import check_split_seed
 
 MIN_FOLDS = 3  # a test, a validation and at least one training fold
 
@@ -45,12 +46,6 @@ def check_folds(folds: object, fold: object) -> tuple[int, int] | None:
     return int(fold), int(folds)
 
 
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise DataError(f"spec.data.split_seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
-
-
 def _parts(tile_fold: np.ndarray, ids: Sequence[str], fold: int, folds: int) -> tuple[np.ndarray, ...]:
     """Indices of train, val and test for fold numbers `tile_fold`: test fold `fold`, val the next one."""
     val_fold = (fold + 1) % folds
@@ -63,7 +58,7 @@ def fold_indices(
     labels: np.ndarray, ids: Sequence[str], class_names: Sequence[str], folds: int, fold: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of the train, val and test tiles of fold `fold` of `folds` (see the module docstring)."""
-    seed = _check_seed(seed)
+    seed = check_split_seed(seed)
     labels = np.asarray(labels)
     tile_fold = np.full(len(ids), -1, dtype=np.int64)
     next_fold = 0
@@ -87,7 +82,7 @@ def group_fold_indices(
     folds: int, fold: int, seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of the train, val and test tiles of fold `fold` of `folds`, whole groups to a fold."""
-    seed = _check_seed(seed)
+    seed = check_split_seed(seed)
     labels = np.asarray(labels)
     names = sorted(set(groups))
     if len(names) < folds:

@@ -190,6 +190,13 @@ def _smallest_class(fractions: Sequence[float], class_name: str) -> int:
     return failing[-1] + 1 if failing else 1
 
 
+def check_split_seed(seed: object) -> int:
+    """spec.data.split_seed as an int; DataError unless it is a non-negative integer."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"spec.data.split_seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
 def split_indices(
     labels: np.ndarray,
     ids: Sequence[str],
@@ -198,8 +205,7 @@ def split_indices(
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of the train, val and test tiles (see the module docstring for the rules)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise DataError(f"spec.data.split_seed must be a non-negative integer, got {seed!r}")
+    seed = check_split_seed(seed)
     labels = np.asarray(labels)
     members = [[] for _ in class_names]
     for index in sorted(range(len(ids)), key=lambda i: (ids[i], i)):
