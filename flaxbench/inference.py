@@ -8,7 +8,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,8 +20,10 @@ from data_pipeline.parallel import in_groups
 from data_pipeline.stain import StainTarget, normalize_tiles_counted, warn_kept
 from flaxbench.checkpoints import RunCheckpoints
 from flaxbench.errors import WorkdirError
+from flaxbench.evaluation import log_softmax
 from flaxbench.runtime import batch_sharding, local_mesh, replicated, to_device
 from flaxbench.train.evaluate import read_run_spec
+from flaxbench.workdir import check_not_a_row_of_folds, fold_run_dirs
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.setup import COMPUTE_DTYPES, init_model, resolve_dtype
 from flaxbench.train.state import TrainState, split_model
@@ -38,6 +40,7 @@ def read_data_info(workdir: Path) -> dict:
     """Classes and image size the run was trained with (WORKDIR/data.json)."""
     path = workdir / "data.json"
     if not path.is_file():
+        check_not_a_row_of_folds(workdir)
         raise WorkdirError(f"'{path}' does not exist: train the run in '{workdir}' first")
     return json.loads(path.read_text())
 
@@ -70,39 +73,9 @@ class TrainedRun:
     def stream_logits(self, tiles: Iterable[tuple[Key, np.ndarray]], where: str, *, tta: bool = False,
                       batch_size: int | None = None, chunk_tiles: int | None = None,
                       expected: int | None = None) -> Iterator[tuple[list[Key], np.ndarray]]:
-        """(keys, float logits (n, classes)) per chunk of `chunk_tiles` (key, uint8 tile) pairs.
-
-        Tiles are stain-normalised as the run's were and split over this process's devices,
-        `batch_size` a step (default: the run's spec.train.eval_batch_size; rounded up to a multiple of
-        the devices). Only a chunk or two of tiles is held at once (default: CHUNK_TILES rounded up to
-        whole steps), and the devices work on one chunk while the next is decoded, since `tiles` is
-        read lazily. A long run prints its progress to stderr (out of `expected` tiles, if given).
-        """
-        mesh = local_mesh()
-        batch_size = batch_size or int(self.spec.train.eval_batch_size)
-        per_step = -(-batch_size // mesh.size) * mesh.size
-        chunk_tiles = chunk_tiles or -(-CHUNK_TILES // per_step) * per_step
-        weights = jax.device_put((self.state.params, self.state.model_state), replicated(mesh))
-        sharding = batch_sharding(mesh)
-        predict = self._compiled_predict(mesh, tta, jax.ShapeDtypeStruct(
-            (per_step, self.image_size, self.image_size, 3), np.uint8, sharding=sharding), weights)
-        pending, total, kept, progress = None, 0, 0, ProgressLine(expected)
-        for chunk in in_groups(tiles, chunk_tiles):
-            keys, images = [key for key, _ in chunk], np.stack([image for _, image in chunk])
-            if self.stain is not None:
-                images, kept_here = normalize_tiles_counted(images, self.stain, out=images)  # stacked here
-                kept += kept_here
-            total += len(images)
-            # Dispatched now, read after the next chunk is decoded: the devices run meanwhile.
-            outputs = [predict(*weights, to_device(_padded(images[i:i + per_step], per_step), sharding))
-                       for i in range(0, len(images), per_step)]
-            if pending is not None:
-                yield _fetched(*pending)
-                progress.update(total - len(keys))
-            pending = keys, outputs
-        if pending is not None:
-            yield _fetched(*pending)
-        warn_kept(kept, total, where)
+        """(keys, float logits (n, classes)) per chunk of (key, uint8 tile) pairs: `stream_logits` of this run alone."""
+        return stream_logits([self], tiles, where, tta=tta, batch_size=batch_size, chunk_tiles=chunk_tiles,
+                             expected=expected)
 
     def _compiled_predict(self, mesh: Mesh, tta: bool, batch: jax.ShapeDtypeStruct, weights: Any) -> Any:
         """The run's forward pass over one sharded `batch` of uint8 tiles, compiled as training compiles it."""
@@ -141,9 +114,57 @@ def _padded(images: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([images, np.repeat(images[:1], missing, axis=0)]) if missing else images
 
 
-def _fetched(keys: list[Key], outputs: list[jax.Array]) -> tuple[list[Key], np.ndarray]:
-    """(keys, their logits on the host): the padding rows of the last step dropped."""
-    return keys, np.concatenate([np.asarray(output) for output in outputs])[:len(keys)]
+def stream_logits(runs: Sequence[TrainedRun], tiles: Iterable[tuple[Key, np.ndarray]], where: str, *,
+                  tta: bool = False, batch_size: int | None = None, chunk_tiles: int | None = None,
+                  expected: int | None = None) -> Iterator[tuple[list[Key], np.ndarray]]:
+    """(keys, float logits (n, classes)) per chunk of `chunk_tiles` (key, uint8 tile) pairs, of one run or several.
+
+    Several runs (of one tile size, classes and stain target, e.g. a cross-validated row's folds)
+    give the log of their mean class probabilities. Tiles are stain-normalised as the runs' were
+    and split over this process's devices, `batch_size` a step (default: the first run's
+    spec.train.eval_batch_size; rounded up to a multiple of the devices). Only a chunk or two of
+    tiles is held at once (default: CHUNK_TILES rounded up to whole steps), and the devices work on
+    one chunk while the next is decoded, since `tiles` is read lazily. A long run prints its
+    progress to stderr (out of `expected` tiles, if given).
+    """
+    first = runs[0]
+    mesh = local_mesh()
+    batch_size = batch_size or int(first.spec.train.eval_batch_size)
+    per_step = -(-batch_size // mesh.size) * mesh.size
+    chunk_tiles = chunk_tiles or -(-CHUNK_TILES // per_step) * per_step
+    sharding = batch_sharding(mesh)
+    batch = jax.ShapeDtypeStruct((per_step, first.image_size, first.image_size, 3), np.uint8, sharding=sharding)
+    members = []
+    for run in runs:
+        weights = jax.device_put((run.state.params, run.state.model_state), replicated(mesh))
+        members.append((weights, run._compiled_predict(mesh, tta, batch, weights)))
+    pending, total, kept, progress = None, 0, 0, ProgressLine(expected)
+    for chunk in in_groups(tiles, chunk_tiles):
+        keys, images = [key for key, _ in chunk], np.stack([image for _, image in chunk])
+        if first.stain is not None:
+            images, kept_here = normalize_tiles_counted(images, first.stain, out=images)  # stacked here
+            kept += kept_here
+        total += len(images)
+        # Dispatched now, read after the next chunk is decoded: the devices run meanwhile.
+        steps = [to_device(_padded(images[i:i + per_step], per_step), sharding)
+                 for i in range(0, len(images), per_step)]
+        outputs = [[predict(*weights, step) for step in steps] for weights, predict in members]
+        if pending is not None:
+            yield _fetched(*pending)
+            progress.update(total - len(keys))
+        pending = keys, outputs
+    if pending is not None:
+        yield _fetched(*pending)
+    warn_kept(kept, total, where)
+
+
+def _fetched(keys: list[Key], outputs: list[list[jax.Array]]) -> tuple[list[Key], np.ndarray]:
+    """(keys, their logits on the host, or several runs' log mean probabilities): the last step's padding dropped."""
+    logits = [np.concatenate([np.asarray(output) for output in steps])[:len(keys)] for steps in outputs]
+    if len(logits) == 1:
+        return keys, logits[0]
+    mean = np.mean([np.exp(log_softmax(member)) for member in logits], axis=0)
+    return keys, np.log(mean)
 
 
 def load_trained_run(workdir: str | Path, which: str) -> TrainedRun:
@@ -165,6 +186,30 @@ def load_trained_run(workdir: str | Path, which: str) -> TrainedRun:
         raise WorkdirError(f"no '{which}' checkpoint in '{workdir / 'checkpoints'}'; train the run first")
     state, _, epoch = restored
     return TrainedRun(workdir, spec, classes, size, stain, bool(info.get("synthetic")), which, epoch, state, parts)
+
+
+def load_trained_runs(workdir: str | Path, which: str) -> list[TrainedRun]:
+    """The run in `workdir`, or every run of a cross-validated row's folder, with its `which` checkpoint restored.
+
+    The runs of a row's folder must share classes, tile size and stain target (WorkdirError otherwise).
+    """
+    workdir = Path(workdir)
+    folders = fold_run_dirs(workdir)
+    if not folders:
+        return [load_trained_run(workdir, which)]
+    runs = [load_trained_run(folder, which) for folder in folders]
+    first = runs[0]
+    for run in runs[1:]:
+        for what, ours, theirs in (("classes", first.classes, run.classes), ("tile size", first.image_size,
+                                   run.image_size), ("stain target", _stain_json(first), _stain_json(run))):
+            if ours != theirs:
+                raise WorkdirError(f"the runs in '{workdir}' differ in their {what} ({ours} in {first.workdir}, "
+                                   f"{theirs} in {run.workdir}); give the folder of one run")
+    return runs
+
+
+def _stain_json(run: TrainedRun) -> Any:
+    return None if run.stain is None else run.stain.to_json()
 
 
 def resize_warning(run: TrainedRun, other_sizes: dict[str, int]) -> str | None:

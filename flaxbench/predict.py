@@ -22,7 +22,7 @@ from data_pipeline.sources.folder_source import ListedTile, decode_tiles
 from flaxbench.checkpoints import BEST
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
-from flaxbench.inference import check_center_crop, load_trained_run, resize_warning
+from flaxbench.inference import check_center_crop, load_trained_runs, resize_warning, stream_logits
 from flaxbench.results import atomic_text_file, write_text_atomic
 from flaxbench.tile_map import check_map_classes, check_map_pattern, map_cells, tile_grids, write_maps
 
@@ -66,6 +66,9 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
                   map_classes: str | None = None) -> Path:
     """Predict every image under `paths` with the run's `which` checkpoint (`tta`: 8-view average); returns the CSV.
 
+    `workdir` may also be a cross-validated row's folder (`study --folds K`: NAME_Kfold): every fold's
+    run classifies each tile and their class probabilities are averaged.
+
     `group_by` (a regular expression, as spec.data.group_by) also writes OUT_groups.csv: the mean class
     probabilities of each group's tiles, e.g. per slide or patient. `center_crop` keeps each tile's
     central square of that many pixels before resizing, as `evaluate --external` does. `map_xy` (a
@@ -95,7 +98,8 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
                                      map_xy) if map_xy else (None, None)
         for line in skipped:
             print(f"skipped, not a readable image: {line}", file=sys.stderr)
-        run = load_trained_run(workdir, which)
+        runs = load_trained_runs(workdir, which)
+        run = runs[0]  # all of them alike in classes, tile size and stain target
         heat_classes = check_map_classes(map_classes, run.classes)
         other_sizes: collections.Counter = collections.Counter()
         bad: list[tuple[ListedTile, Exception]] = []
@@ -109,8 +113,8 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
         with atomic_text_file(out) as csv_file:
             writer = csv.writer(csv_file)
             writer.writerow(["path", "predicted_class", *[f"prob_{c}" for c in run.classes]])
-            for indices, logits in run.stream_logits(decoded, "the tiles to predict", tta=tta, batch_size=batch_size,
-                                                    expected=len(tiles)):
+            for indices, logits in stream_logits(runs, decoded, "the tiles to predict", tta=tta, batch_size=batch_size,
+                                                 expected=len(tiles)):
                 probabilities = np.exp(log_softmax(logits))
                 predicted[indices] = probabilities.argmax(axis=1)
                 heat[indices] = probabilities[:, heat_columns]
@@ -133,8 +137,10 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
     warning = None if center_crop else resize_warning(run, other_sizes)  # a chosen crop is no accident
     if warning:
         print(warning, file=sys.stderr)
-    print(f"predicted {written} tiles ({len(skipped)} skipped) with {which} checkpoint"
-          f"{' and 8-view TTA' if tta else ''} -> {out}")
+    models = f"{which} checkpoint" if len(runs) == 1 else (
+        f"the {which} checkpoints of {len(runs)} runs in '{workdir}' (their class probabilities averaged)")
+    print(f"predicted {written} tiles ({len(skipped)} skipped) with {models}{' and 8-view TTA' if tta else ''} "
+          f"-> {out}")
     if group_by:
         _write_group_means(group_out, group_sums, run.classes)
         print(f"mean probabilities of {len(group_sums)} groups ({group_by!r}) -> {group_out}")

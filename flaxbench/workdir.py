@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -195,3 +196,20 @@ def listed_data_check(workdir: Path, remedy: str) -> Callable[[str, Sequence[str
         check_same_data(workdir, record, remedy, keys=("classes", "split_sizes", "split_digests"))
 
     return check
+
+
+def fold_run_dirs(workdir: Path) -> list[Path]:
+    """The runs of a cross-validated row's folder (`study --folds`: fold_<k>, or fold_<k>/seed_<s>), by fold, then
+    seed; [] where `workdir` is a run itself or holds no folds."""
+    if (workdir / "spec.json").exists():
+        return []
+    found = [p.parent for pattern in ("fold_*/spec.json", "fold_*/seed_*/spec.json") for p in workdir.glob(pattern)]
+    return sorted(found, key=lambda path: tuple(int(n) for n in re.findall(r"\d+", str(path.relative_to(workdir)))))
+
+
+def check_not_a_row_of_folds(workdir: Path) -> None:
+    """WorkdirError naming one of its runs where `workdir` is a cross-validated row's folder, not a run."""
+    folds = fold_run_dirs(Path(workdir))
+    if folds:
+        raise WorkdirError(f"'{workdir}' holds the {len(folds)} runs of a cross-validated row (only predict takes "
+                           f"them together); give one of them, e.g. '{folds[0]}'")

@@ -10,7 +10,7 @@ import pytest
 
 from flaxbench.errors import FlaxbenchError
 from flaxbench.study import parse_study_rows
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, SHARED_DATA, run_cli
 
 FIGURES = ("accuracy_vs_time.png", "confusion_matrices.png", "training_curves.png", "per_class_recall.png")
 REPORT_FILES = ("report.md", "report.csv", "report.json", *FIGURES)
@@ -315,3 +315,27 @@ def test_folds_train_every_row_on_each_fold_and_report_a_row_of_their_own(spec_f
     assert all((rows[f"{name}_3fold"]["cv_folds_run"], rows[name]["cv_folds"]) == (3, None) for name in ROWS)
     refused = study(spec_files, workdir, "--folds=3", "--spec.data.cv_fold=1", env=jax_cache)
     assert refused.returncode != 0 and "leave --spec.data.cv_fold out" in refused.stderr.strip().splitlines()[-1]
+    _check_the_folds_predict_together(workdir / "tiny_a_3fold", tmp_path)
+
+
+def _check_the_folds_predict_together(row: Path, out: Path) -> None:
+    """predict on a cross-validated row's folder averages its folds' class probabilities; evaluate names a fold."""
+    from flaxbench.errors import WorkdirError
+    from flaxbench.predict import predict_paths
+    from flaxbench.train.evaluate import read_run_spec
+
+    tiles = [str(SHARED_DATA / "kather2016_sample")]
+
+    def probabilities(path: Path) -> dict[str, list[float]]:
+        with path.open() as stream:
+            return {line["path"]: [float(v) for k, v in line.items() if k.startswith("prob_")]
+                    for line in csv.DictReader(stream)}
+
+    together = probabilities(predict_paths(row, tiles, out / "row.csv"))
+    alone = [probabilities(predict_paths(row / f"fold_{k}", tiles, out / f"fold_{k}.csv")) for k in range(3)]
+    assert len(together) == 24
+    for tile, probs in together.items():
+        mean = [sum(fold[tile][c] for fold in alone) / 3 for c in range(len(probs))]
+        assert max(abs(a - b) for a, b in zip(probs, mean)) < 2e-6, tile
+    with pytest.raises(WorkdirError, match="holds the 3 runs of a cross-validated row .* e.g. '.*fold_0'"):
+        read_run_spec(row)

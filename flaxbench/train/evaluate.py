@@ -14,7 +14,7 @@ from flaxbench.results import write_json_atomic
 from flaxbench.runtime import is_main_process
 from flaxbench.spec import from_json
 from flaxbench.train.setup import build_run
-from flaxbench.workdir import check_same_data, data_record, listed_data_check
+from flaxbench.workdir import check_not_a_row_of_folds, check_same_data, data_record, listed_data_check
 
 SPLITS = ("test", "val", "train")
 
@@ -23,6 +23,7 @@ def read_run_spec(workdir: str | Path):
     """The resolved spec saved in `workdir/spec.json`."""
     path = Path(workdir) / "spec.json"
     if not path.is_file():
+        check_not_a_row_of_folds(Path(workdir))
         raise WorkdirError(f"'{path}' does not exist: is '{workdir}' a flaxbench run directory?")
     return from_json(path.read_text())
 
