@@ -23,11 +23,11 @@ from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
 from flaxbench.runtime import batch_sharding, local_mesh, replicated, to_device
 from flaxbench.train.evaluate import read_run_spec
-from flaxbench.workdir import check_not_a_row_of_folds, fold_run_dirs
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.setup import COMPUTE_DTYPES, init_model, resolve_dtype
 from flaxbench.train.state import TrainState, split_model
 from flaxbench.train.steps import make_batch_predict
+from flaxbench.workdir import check_not_a_row_of_folds, fold_run_dirs
 
 # Tiles decoded, normalised and sent to the devices together: host memory holds about two chunks,
 # whatever the number of tiles (1024 tiles at 224 px: 154 MB).
