@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from data_pipeline.errors import DataError
-from data_pipeline.groups import assign_groups
+from data_pipeline.groups import assign_groups, group_class_counts
 from data_pipeline.split import check_split_seed
 
 MIN_FOLDS = 3  # a test, a validation and at least one training fold
@@ -83,15 +83,10 @@ def group_fold_indices(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of the train, val and test tiles of fold `fold` of `folds`, whole groups to a fold."""
     seed = check_split_seed(seed)
-    labels = np.asarray(labels)
-    names = sorted(set(groups))
+    names, group_of, per_group = group_class_counts(labels, groups, len(class_names))
     if len(names) < folds:
         raise DataError(f"spec.data.group_by finds {len(names)} group(s), too few for {folds} folds of whole groups "
                         f"(spec.data.cv_folds={folds}); lower spec.data.cv_folds or check the pattern")
-    position = {name: i for i, name in enumerate(names)}
-    group_of = np.asarray([position[g] for g in groups])
-    per_group = np.zeros((len(names), len(class_names)), np.int64)
-    np.add.at(per_group, (group_of, labels), 1)
     targets = np.repeat(per_group.sum(axis=0)[:, None] / folds, folds, axis=1)  # (classes, folds)
     where = assign_groups(per_group, targets, may_leave_out=False, seed=seed)
     if where is None:

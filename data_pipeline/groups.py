@@ -68,12 +68,7 @@ def group_split_indices(
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of the train, val and test tiles, whole groups to a split (see the module docstring)."""
-    labels = np.asarray(labels)
-    names = sorted(set(groups))
-    position = {name: i for i, name in enumerate(names)}
-    group_of = np.asarray([position[g] for g in groups])
-    per_group = np.zeros((len(names), len(class_names)), np.int64)
-    np.add.at(per_group, (group_of, labels), 1)
+    names, group_of, per_group = group_class_counts(labels, groups, len(class_names))
     targets = split_counts(per_group.sum(axis=0), class_names, split).astype(np.float64)  # (classes, 3)
     used = targets.sum(axis=0) > 0
     if len(names) < used.sum():
@@ -87,6 +82,17 @@ def group_split_indices(
         np.asarray(sorted(np.flatnonzero(tile_split == s), key=lambda i: (ids[i], i)), dtype=np.int64)
         for s in range(3)
     )
+
+
+def group_class_counts(labels: np.ndarray, groups: Sequence[str], num_classes: int
+                       ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(sorted group names, each tile's group index, tiles per group and class (groups, classes))."""
+    names = sorted(set(groups))
+    position = {name: i for i, name in enumerate(names)}
+    group_of = np.asarray([position[g] for g in groups])
+    per_group = np.zeros((len(names), num_classes), np.int64)
+    np.add.at(per_group, (group_of, np.asarray(labels)), 1)
+    return names, group_of, per_group
 
 
 def assign_groups(per_group: np.ndarray, targets: np.ndarray, *, may_leave_out: bool, seed: int) -> np.ndarray | None:
