@@ -9,6 +9,9 @@ folders may map to one class; folders of other classes are left out and named. T
 to the run's tile size and stain-normalised as its tiles were, and scored with the metrics of the
 run's own test split plus bootstrap confidence intervals; the result is written to
 WORKDIR/eval_external_<folder name>.json, which the comparison report reads.
+
+WORKDIR may also be a cross-validated row's folder (`study --folds K`: NAME_Kfold): its runs' mean
+class probabilities are scored, and each run's own metrics on the tiles are kept beside them.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from flaxbench.checkpoints import BEST
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import split_metrics
 from flaxbench.inference import (
-    TrainedRun, check_center_crop, count_sizes, load_trained_run, read_data_info, resize_warning,
+    TrainedRun, check_center_crop, count_sizes, ensemble_logits, load_trained_runs, read_data_info, resize_warning,
+    stream_member_logits,
 )
 from flaxbench.results import write_json_atomic
 from flaxbench.runtime import is_main_process
+from flaxbench.workdir import fold_run_dirs
 
 EXTERNAL_PREFIX = "eval_external_"
 
@@ -153,9 +158,11 @@ def evaluate_external(
 ) -> tuple[dict[str, Any], Path]:
     """Metrics of the run's `which` checkpoint on the labelled tiles at `source` (folder or zip); (result, its file).
 
-    `center_crop` keeps each tile's central square of that many pixels before resizing it to the run's
-    tile size, e.g. to show as much tissue per tile as the run's tiles did. `batch_size`: tiles a
-    forward pass (default: the run's spec.train.eval_batch_size).
+    A cross-validated row's folder is scored as the ensemble of its runs (the mean of their class
+    probabilities); the result's "members" holds each run's own metrics. `center_crop` keeps each
+    tile's central square of that many pixels before resizing it to the run's tile size, e.g. to
+    show as much tissue per tile as the run's tiles did. `batch_size`: tiles a forward pass
+    (default: the run's spec.train.eval_batch_size).
     """
     check_center_crop(center_crop)
     workdir, path = Path(workdir), external_path(source)
@@ -171,16 +178,21 @@ def evaluate_external(
     if len(folders) > 1 and all(canonical_class_name(f) in SPLIT_WORDS for f in folders):
         raise WorkdirError(f"{where} holds split folders ({', '.join(folders)}), not class folders; give one of them, "
                            f"e.g. --external {os.path.join(path, folders[-1])}")
-    _check_not_the_runs_tiles(path, str(read_data_info(workdir).get("source", "")))
-    run = load_trained_run(workdir, which)
+    first_run = (fold_run_dirs(workdir) or [workdir])[0]
+    _check_not_the_runs_tiles(path, str(read_data_info(first_run).get("source", "")))
+    runs = load_trained_runs(workdir, which)
+    run = runs[0]  # all of them alike in classes, tile size and stain target
     matched, left_out = match_class_folders(folders, run.classes, mapping, where)
     skipped: list[tuple[ListedTile, Exception]] = []
     resized: collections.Counter = collections.Counter()
     with open_class_folders(path, [canonical_class_name(f) for f in matched], min_classes=1) as source:
         run_label = [run.classes.index(matched[folder]) for folder in _folder_names(source.classes, matched)]
         decoded = decode_tiles(source.tiles, run.image_size, center_crop, True, skipped, resized)
-        chunks = run.stream_logits(decoded, where, tta=tta, batch_size=batch_size, expected=len(source.tiles))
-        scored = [(tile, tile_logits) for tiles, logits in chunks for tile, tile_logits in zip(tiles, logits)]
+        chunks = stream_member_logits(runs, decoded, where, tta=tta, batch_size=batch_size,
+                                      expected=len(source.tiles))
+        # each tile with its logits from every run (runs, classes)
+        scored = [(tile, tile_logits) for tiles, logits in chunks
+                  for tile, tile_logits in zip(tiles, logits.swapaxes(0, 1))]
     if not scored:
         raise WorkdirError(f"{where} has no readable tiles in the class folders of the run's classes "
                            f"({', '.join(matched)}); nothing evaluated")
@@ -188,13 +200,15 @@ def evaluate_external(
     absent = [c for k, c in enumerate(run.classes) if not np.any(labels == k)]
     skipped_ids = [tile.id for tile, _ in skipped]
     _print_notes(run, skipped_ids, dict(resized), left_out, absent, center_crop)
-    result = split_metrics(np.stack([x for _, x in scored]), labels, run.classes, [tile.id for tile, _ in scored])
+    ids, member_logits = [tile.id for tile, _ in scored], np.stack([x for _, x in scored], axis=1)
+    result = split_metrics(ensemble_logits(member_logits), labels, run.classes, ids)
     correct = np.asarray(result["predictions"]["predictions"]) == labels
     ci = {"level": metrics.CI_LEVEL, "num_resamples": metrics.CI_RESAMPLES, "seed": metrics.CI_SEED}
     accuracy_ci = metrics.bootstrap_accuracy_ci(correct, **ci)
     balanced_ci = metrics.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels, **ci)
     record = {
-        "name": run.spec.name, "external": path, "checkpoint": which, "epoch": run.epoch, "tta": tta,
+        "name": run.spec.name, "external": path, "checkpoint": which, "tta": tta,
+        "epoch": run.epoch if len(runs) == 1 else None,  # an ensemble's runs each have their own
         "synthetic": run.synthetic, "classes": run.classes, "class_map": mapping, "class_folders": matched,
         "left_out_folders": left_out,
         "absent_classes": absent, "tiles": int(len(labels)),
@@ -203,7 +217,26 @@ def evaluate_external(
         "image_size": run.image_size, "stain_normalized": run.stain is not None,
         "ci_level": metrics.CI_LEVEL, "accuracy_ci": list(accuracy_ci), "balanced_accuracy_ci": list(balanced_ci),
         **result,
+        **(_ensemble_members(runs, member_logits, labels, ids) if len(runs) > 1 else {}),
     }
     if is_main_process():
         write_json_atomic(target, record)
     return record, target
+
+
+# What an ensemble's result keeps of each run's own evaluation on the tiles.
+MEMBER_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "loss")
+
+
+def _ensemble_members(runs: list[TrainedRun], member_logits: np.ndarray, labels: np.ndarray,
+                      ids: list[str]) -> dict[str, Any]:
+    """"members" (each run's folder, fold, seed, epoch and metrics on the tiles) and their accuracies' mean and
+    sample standard deviation, for the result of several runs scored together."""
+    members = []
+    for run, logits in zip(runs, member_logits):
+        scores = split_metrics(logits, labels, run.classes, ids)
+        members.append({"workdir": str(run.workdir), "cv_fold": run.spec.data.get("cv_fold"), "seed": run.spec.seed,
+                        "epoch": run.epoch, **{key: scores[key] for key in MEMBER_METRICS}})
+    accuracies = np.asarray([member["accuracy"] for member in members])
+    return {"members": members, "member_accuracy_mean": float(accuracies.mean()),
+            "member_accuracy_std": float(accuracies.std(ddof=1))}

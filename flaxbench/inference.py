@@ -117,10 +117,30 @@ def _padded(images: np.ndarray, size: int) -> np.ndarray:
 def stream_logits(runs: Sequence[TrainedRun], tiles: Iterable[tuple[Key, np.ndarray]], where: str, *,
                   tta: bool = False, batch_size: int | None = None, chunk_tiles: int | None = None,
                   expected: int | None = None) -> Iterator[tuple[list[Key], np.ndarray]]:
-    """(keys, float logits (n, classes)) per chunk of `chunk_tiles` (key, uint8 tile) pairs, of one run or several.
+    """(keys, float logits (n, classes)) per chunk of (key, uint8 tile) pairs, of one run or several's ensemble.
 
-    Several runs (of one tile size, classes and stain target, e.g. a cross-validated row's folds)
-    give the log of their mean class probabilities. Tiles are stain-normalised as the runs' were
+    Several runs (e.g. a cross-validated row's folds) give the log of their mean class probabilities
+    (`ensemble_logits`); the arguments are those of `stream_member_logits`.
+    """
+    for keys, member_logits in stream_member_logits(runs, tiles, where, tta=tta, batch_size=batch_size,
+                                                    chunk_tiles=chunk_tiles, expected=expected):
+        yield keys, ensemble_logits(member_logits)
+
+
+def ensemble_logits(member_logits: np.ndarray) -> np.ndarray:
+    """The log of several runs' mean class probabilities from their logits (runs, n, classes); one run's as they are."""
+    if len(member_logits) == 1:
+        return member_logits[0]
+    return np.log(np.mean(np.exp(log_softmax(member_logits)), axis=0))
+
+
+def stream_member_logits(runs: Sequence[TrainedRun], tiles: Iterable[tuple[Key, np.ndarray]], where: str, *,
+                         tta: bool = False, batch_size: int | None = None, chunk_tiles: int | None = None,
+                         expected: int | None = None) -> Iterator[tuple[list[Key], np.ndarray]]:
+    """(keys, each run's float logits (runs, n, classes)) per chunk of `chunk_tiles` (key, uint8 tile) pairs.
+
+    The runs must share tile size, classes and stain target (`load_trained_runs` checks it). Tiles are
+    stain-normalised as the runs' were
     and split over this process's devices, `batch_size` a step (default: the first run's
     spec.train.eval_batch_size; rounded up to a multiple of the devices). Only a chunk or two of
     tiles is held at once (default: CHUNK_TILES rounded up to whole steps), and the devices work on
@@ -159,12 +179,8 @@ def stream_logits(runs: Sequence[TrainedRun], tiles: Iterable[tuple[Key, np.ndar
 
 
 def _fetched(keys: list[Key], outputs: list[list[jax.Array]]) -> tuple[list[Key], np.ndarray]:
-    """(keys, their logits on the host, or several runs' log mean probabilities): the last step's padding dropped."""
-    logits = [np.concatenate([np.asarray(output) for output in steps])[:len(keys)] for steps in outputs]
-    if len(logits) == 1:
-        return keys, logits[0]
-    mean = np.mean([np.exp(log_softmax(member)) for member in logits], axis=0)
-    return keys, np.log(mean)
+    """(keys, each run's logits on the host (runs, n, classes)): the last step's padding dropped."""
+    return keys, np.stack([np.concatenate([np.asarray(output) for output in steps])[:len(keys)] for steps in outputs])
 
 
 def load_trained_run(workdir: str | Path, which: str) -> TrainedRun:
@@ -191,12 +207,18 @@ def load_trained_run(workdir: str | Path, which: str) -> TrainedRun:
 def load_trained_runs(workdir: str | Path, which: str) -> list[TrainedRun]:
     """The run in `workdir`, or every run of a cross-validated row's folder, with its `which` checkpoint restored.
 
-    The runs of a row's folder must share classes, tile size and stain target (WorkdirError otherwise).
+    The runs of a row's folder must have finished training and share classes, tile size and stain
+    target (WorkdirError otherwise).
     """
     workdir = Path(workdir)
     folders = fold_run_dirs(workdir)
     if not folders:
         return [load_trained_run(workdir, which)]
+    unfinished = [folder for folder in folders if not (folder / "results.json").is_file()]
+    if unfinished:  # a run stopped mid-way has a best checkpoint, but not the one its training would pick
+        raise WorkdirError(f"the run in '{unfinished[0]}' has not finished training (no results.json), so the "
+                           f"{len(folders)} runs in '{workdir}' cannot be taken together; finish it (run the study "
+                           "again), or give the folder of one finished run")
     runs = [load_trained_run(folder, which) for folder in folders]
     first = runs[0]
     for run in runs[1:]:

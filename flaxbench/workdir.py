@@ -211,5 +211,5 @@ def check_not_a_row_of_folds(workdir: Path) -> None:
     """WorkdirError naming one of its runs where `workdir` is a cross-validated row's folder, not a run."""
     folds = fold_run_dirs(Path(workdir))
     if folds:
-        raise WorkdirError(f"'{workdir}' holds the {len(folds)} runs of a cross-validated row (only predict takes "
-                           f"them together); give one of them, e.g. '{folds[0]}'")
+        raise WorkdirError(f"'{workdir}' holds the {len(folds)} runs of a cross-validated row (only predict and "
+                           f"evaluate --external take them together); give one of them, e.g. '{folds[0]}'")
