@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from flaxbench.errors import FlaxbenchError, out_of_memory_message
 from flaxbench.spec import apply_overrides, load_spec_file
-from flaxbench.workdir import check_same_data, data_record, spec_difference
+from flaxbench.workdir import check_same_data, data_record, fold_run_dirs, spec_difference
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
 STUDY_ROWS = (
@@ -90,7 +90,8 @@ def run_study(
     write the report there.
 
     `external` (a folder or zip of class folders; `class_map`, `center_crop` as for `evaluate --external`) tests
-    every trained row on those tiles too, unless the row already holds that evaluation.
+    every trained row on those tiles too, unless the row already holds that evaluation; a cross-validated
+    row once all its runs have trained, as the ensemble of its runs.
     """
     from data_pipeline import LastDataset
     from flaxbench.report import write_report
@@ -157,7 +158,8 @@ def run_study(
         trained.append((tag, out))
     if external is not None and trained:
         options = {"class_map": class_map, "center_crop": center_crop}
-        failures += _evaluate_external_rows(trained, external, options, log)
+        rows = trained if not folds else _cross_validated_rows(trained, workdir, specs, folds, seeds, log)
+        failures += _evaluate_external_rows(rows, external, options, log)
     paths = write_report(workdir) if is_main_process() and any(workdir.rglob("results.json")) else {}
     if failures:
         others = "the others are reported" if len(failures) < len(jobs) else "no row trained"
@@ -178,6 +180,21 @@ def _check_folds(folds: int, overrides: Mapping[str, Any]) -> None:
         check_folds(folds, 0)
     except DataError as e:
         raise FlaxbenchError(f"--folds {folds}: {e}") from None
+
+
+def _cross_validated_rows(trained: list[tuple[str, Path]], workdir: Path, specs: list[Any], folds: int, seeds: int,
+                          log: Callable[[str], None]) -> list[tuple[str, Path]]:
+    """(tag, row folder) of each cross-validated row all of whose runs (`folds` x `seeds`) are among `trained` ((tag,
+    run folder)); a row with runs missing is said to be left out of the external evaluation."""
+    rows = []
+    for spec in specs:
+        folder = workdir / f"{spec.name}_{folds}fold"
+        done = sum(folder in out.parents for _, out in trained)
+        if done == folds * seeds:
+            rows.append((f"{spec.name} ({folds}-fold ensemble)", folder))
+        else:
+            log(f"{spec.name} ({folds}-fold): no external evaluation, {done} of its {folds * seeds} runs trained")
+    return rows
 
 
 def _evaluate_external_rows(rows: list[tuple[str, Path]], external: str, options: dict[str, Any],
@@ -201,8 +218,10 @@ def _evaluate_external_rows(rows: list[tuple[str, Path]], external: str, options
             log(f"{tag}: external evaluation FAILED: {e}")
             return [f"external evaluation ({tag}): {e}; the trained rows are kept: fix it and run the study again"]
         low, high = result["accuracy_ci"]
+        members = (f"; its {len(result['members'])} runs alone {100 * result['member_accuracy_mean']:.1f} ± "
+                   f"{100 * result['member_accuracy_std']:.1f}%") if result.get("members") else ""
         log(f"{tag}: external accuracy {100 * result['accuracy']:.1f}% (95% CI {100 * low:.1f}-{100 * high:.1f}%) "
-            f"on {result['tiles']} tiles")
+            f"on {result['tiles']} tiles{members}")
     return []
 
 
@@ -221,4 +240,10 @@ def _external_options_differ(path: Path, external: str, options: dict[str, Any])
             flag = "--" + key.replace("_", "-")
             return (f"'{path}' was made with {flag} {record.get(key)!r}, not {value!r}; delete it to evaluate the "
                     "row again, or ask for what it was made with")
+    runs = [run.relative_to(path.parent).parts for run in fold_run_dirs(path.parent)]
+    scored = [Path(str(member.get("workdir", ""))).parts[-len(run):] if isinstance(member, dict) else ()
+              for member, run in zip(record.get("members") or [], runs)]
+    if runs and (scored != runs or len(record.get("members") or []) != len(runs)):
+        return (f"'{path}' is the ensemble of other runs than the {len(runs)} in '{path.parent}' now; delete it to "
+                "evaluate the row again")
     return None

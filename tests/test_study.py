@@ -297,9 +297,13 @@ def test_folds_train_every_row_on_each_fold_and_report_a_row_of_their_own(spec_f
                                                                           jax_cache):
     import shutil
 
+    from tests.data_pipeline.helpers import write_tiles
+
     workdir = tmp_path / "study"
     shutil.copytree(finished_study[0], workdir)
-    proc = study(spec_files, workdir, "--folds=3", BATCH_OVERRIDE, env=jax_cache)
+    cohort = write_tiles(tmp_path / "cohort", {"TUM": 4, "stroma": 4}, size=24)
+    proc = study(spec_files, workdir, "--folds=3", BATCH_OVERRIDE, f"--external={cohort}", "--class-map=TUM=tumor",
+                 env=jax_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ROWS:
         tested = []
@@ -313,9 +317,41 @@ def test_folds_train_every_row_on_each_fold_and_report_a_row_of_their_own(spec_f
     rows = {row["name"]: row for row in read_report_rows(workdir)}
     assert set(rows) == set(ROWS) | {f"{name}_3fold" for name in ROWS}  # the finished one-split rows stay rows
     assert all((rows[f"{name}_3fold"]["cv_folds_run"], rows[name]["cv_folds"]) == (3, None) for name in ROWS)
+    # --external scores each cross-validated row once, as the ensemble of its folds' runs, in the row's folder
+    assert sorted(p.relative_to(workdir).as_posix() for p in workdir.rglob("eval_external_*.json")) == [
+        f"{name}_3fold/eval_external_cohort.json" for name in ROWS]
+    lines = json.loads((workdir / "report.json").read_text())["external"]
+    assert sorted((line["name"], line["ensemble_of"]) for line in lines) == [(f"{name}_3fold", 3) for name in ROWS]
+    assert "| ensemble of 3 runs |" in (workdir / "report.md").read_text()
     refused = study(spec_files, workdir, "--folds=3", "--spec.data.cv_fold=1", env=jax_cache)
     assert refused.returncode != 0 and "leave --spec.data.cv_fold out" in refused.stderr.strip().splitlines()[-1]
     _check_the_folds_predict_together(workdir / "tiny_a_3fold", tmp_path)
+    _check_the_folds_score_external_tiles_together(workdir / "tiny_a_3fold", cohort, tmp_path)
+
+
+def _check_the_folds_score_external_tiles_together(row: Path, cohort: Path, out: Path) -> None:
+    """The row's external result: its folds' mean class probabilities scored, each fold's own accuracy beside."""
+    import shutil
+
+    from flaxbench.errors import WorkdirError
+    from flaxbench.external import evaluate_external
+
+    together = json.loads((row / "eval_external_cohort.json").read_text())
+    alone = [evaluate_external(row / f"fold_{k}", str(cohort), class_map="TUM=tumor", out=out / f"ext_{k}.json")[0]
+             for k in range(3)]
+    assert together["predictions"]["ids"] == alone[0]["predictions"]["ids"] and together["tiles"] == 8
+    for tile, probs in enumerate(together["predictions"]["probabilities"]):
+        mean = [sum(fold["predictions"]["probabilities"][tile][c] for fold in alone) / 3 for c in range(len(probs))]
+        assert max(abs(a - b) for a, b in zip(probs, mean)) < 2e-6, tile
+    members = together["members"]
+    assert [(m["cv_fold"], m["accuracy"], m["loss"]) for m in members] == [
+        (k, fold["accuracy"], pytest.approx(fold["loss"], abs=1e-6)) for k, fold in enumerate(alone)]
+    accuracies = [fold["accuracy"] for fold in alone]
+    assert together["member_accuracy_mean"] == pytest.approx(sum(accuracies) / 3)
+    unfinished = shutil.copytree(row, out / "unfinished_3fold")
+    (unfinished / "fold_1" / "results.json").unlink()  # a run stopped mid-way keeps its best checkpoint
+    with pytest.raises(WorkdirError, match=r"fold_1' has not finished training \(no results.json\)"):
+        evaluate_external(unfinished, str(cohort), class_map="TUM=tumor", out=out / "x.json")
 
 
 def _check_the_folds_predict_together(row: Path, out: Path) -> None:

@@ -1,8 +1,13 @@
-"""The report's external test sets: the `evaluate --external` results (eval_external_*.json) beside each run."""
+"""The report's external test sets: the `evaluate --external` results (eval_external_*.json) beside each run.
+
+A cross-validated row's folder may hold one too: its runs scored together, as an ensemble.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,18 @@ _EXPECTED = {
 EXTERNAL_KEYS = tuple(_EXPECTED)
 
 
+def _is_members(value: Any) -> bool:
+    """True for a list of at least two runs, each a dict with a folder and an accuracy."""
+    return isinstance(value, list) and len(value) > 1 and all(
+        isinstance(m, dict) and isinstance(m.get("workdir"), str) and is_number(m.get("accuracy")) for m in value)
+
+
+_EXPECTED_OF_ENSEMBLE = {
+    "members": (_is_members, "a list of two runs or more, each with a 'workdir' and an 'accuracy'"),
+    "member_accuracy_mean": (is_number, "a number"), "member_accuracy_std": (is_number, "a number"),
+}
+
+
 def _load_external(path: Path) -> dict[str, Any]:
     """The checked contents of one eval_external_*.json; a one-line FlaxbenchError naming the file if unusable."""
     try:
@@ -38,10 +55,12 @@ def _load_external(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise FlaxbenchError(f"{path}: cannot read this external evaluation ({err.__class__.__name__}: {err}); "
                              "fix or remove it") from None
-    missing = [key for key in EXTERNAL_KEYS if not isinstance(record, dict) or key not in record]
-    wrong = [key for key in EXTERNAL_KEYS if not missing and not _EXPECTED[key][0](record[key])]
+    ensemble = isinstance(record, dict) and "members" in record
+    expected = {**_EXPECTED, **(_EXPECTED_OF_ENSEMBLE if ensemble else {})}
+    missing = [key for key in expected if not isinstance(record, dict) or key not in record]
+    wrong = [key for key in expected if not missing and not expected[key][0](record[key])]
     if missing or wrong:
-        problem = f"no '{missing[0]}'" if missing else f"'{wrong[0]}' is not {_EXPECTED[wrong[0]][1]}"
+        problem = f"no '{missing[0]}'" if missing else f"'{wrong[0]}' is not {expected[wrong[0]][1]}"
         raise FlaxbenchError(f"{path}: not an external evaluation ({problem}); remove it, or write it again with "
                              "python -m flaxbench evaluate --external")
     return record
@@ -50,22 +69,51 @@ def _load_external(path: Path) -> dict[str, Any]:
 def external_lines(rows: list[dict[str, Any]], groups: list[RunGroup]) -> list[dict[str, Any]]:
     """One entry per external evaluation of every run, in row order, then fold and seed, then file name.
 
-    Entries scored on the same tiles (same external folder, tile ids and true classes) are compared with
-    the most accurate of them by an exact McNemar test, as the table's rows are with the best row.
+    A cross-validated row's ensembles (in the row's folder) come after its runs' own entries, their
+    own test accuracy the mean of the row's runs'. Entries scored on the same tiles (same external
+    folder, tile ids and true classes) are compared with the most accurate of them by an exact
+    McNemar test, as the table's rows are with the best row.
     """
     lines, outcomes = [], []
     for row, group in zip(rows, groups):
         for run in group.runs:
             for path in sorted(run.path.parent.glob(EXTERNAL_GLOB)):
                 record = _load_external(path)
-                lines.append({
-                    "name": row["name"], "title": row["title"], "seed": run.seed, "fold": run.fold, "file": str(path),
-                    "own_test_accuracy": run.results["test_accuracy"],
-                    **{key: record[key] for key in EXTERNAL_KEYS}, "center_crop": record.get("center_crop"),
-                })
+                lines.append(_line(row, record, path, run.seed, run.fold, run.results["test_accuracy"]))
+                outcomes.append(_tile_outcomes(record))
+        own = statistics.fmean(run.results["test_accuracy"] for run in group.runs)
+        for folder in _row_folders(group):
+            for path in sorted(folder.glob(EXTERNAL_GLOB)):
+                record = _load_external(path)
+                lines.append(_line(row, record, path, None, None, own))
                 outcomes.append(_tile_outcomes(record))
     _compare_on_shared_tiles(lines, outcomes)
     return lines
+
+
+def _line(row: dict[str, Any], record: dict[str, Any], path: Path, seed: int | None, fold: int | None,
+          own_test_accuracy: float) -> dict[str, Any]:
+    """The report's entry for one checked external evaluation of `row`'s run (seed, fold) or of its ensemble."""
+    members = record.get("members")
+    return {
+        "name": row["name"], "title": row["title"], "seed": seed, "fold": fold, "file": str(path),
+        "own_test_accuracy": own_test_accuracy, **{key: record[key] for key in EXTERNAL_KEYS},
+        "center_crop": record.get("center_crop"), "ensemble_of": len(members) if members else None,
+        "member_accuracy_mean": record.get("member_accuracy_mean"),
+        "member_accuracy_std": record.get("member_accuracy_std"),
+    }
+
+
+def _row_folders(group: RunGroup) -> list[Path]:
+    """The folders of a cross-validated row (NAME_Kfold, holding fold_<k>), where its ensembles' results lie."""
+    if group.folds is None:
+        return []
+    folders = []
+    for run in group.runs:
+        fold = next((p for p in run.path.parents if re.fullmatch(r"fold_\d+", p.name)), None)
+        if fold is not None and fold.parent not in folders:
+            folders.append(fold.parent)
+    return folders
 
 
 def _tile_outcomes(record: dict[str, Any]) -> tuple[frozenset, dict[str, bool]] | None:
@@ -113,9 +161,18 @@ def _p_value(line: dict[str, Any]) -> str:
 
 
 def _seed_cell(line: dict[str, Any]) -> str:
-    """The run's seed, and its cross-validation fold if it has one; a dash for an unknown seed."""
+    """The run's seed, and its cross-validation fold if it has one; a dash for an unknown seed; an ensemble's size."""
+    if line.get("ensemble_of"):
+        return f"ensemble of {line['ensemble_of']} runs"
     seed = "—" if line["seed"] is None else str(line["seed"])
     return seed if line.get("fold") is None else f"{seed}, fold {line['fold']}"
+
+
+def _runs(line: dict[str, Any]) -> str:
+    """'; runs 88.1 ± 1.2' for an ensemble: its runs' own accuracies on the tiles; '' for one run."""
+    if not line.get("ensemble_of"):
+        return ""
+    return f"; runs {_pct(line['member_accuracy_mean'])} ± {_pct(line['member_accuracy_std'])}"
 
 
 def _pct(value: float | None) -> str:
@@ -131,7 +188,10 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
            "Tiles the runs never trained on (`python -m flaxbench evaluate --external`), beside each run's own "
            "test accuracy. 95% CIs: percentile bootstrap over the external tiles, as for the table above. "
            "McNemar p: exact test against the most accurate line scored on the same tiles (same folder, tile ids "
-           "and true classes), tiles paired by id; a dash where no other line shares them.", "",
+           "and true classes), tiles paired by id; a dash where no other line shares them. An ensemble (a "
+           "cross-validated row's folder, `evaluate --workdir NAME_Kfold --external`) scores its runs' mean class "
+           "probabilities; 'runs m ± s' is the mean ± std of those runs' own accuracies on the tiles, and its own "
+           "test accuracy the mean of theirs.", "",
            "| Name | Seed | Tiles from | Tiles | Checkpoint | Accuracy % (95% CI) | Balanced accuracy % (95% CI) "
            "| Macro-F1 | Macro AUC | Loss | McNemar p | Own test accuracy % |",
            "|" + "|".join("---" for _ in range(12)) + "|"]
@@ -141,7 +201,7 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
         cells = [
             f"`{line['name']}`", _seed_cell(line),
             f"`{line['external']}`" + (f" (central {line['center_crop']} px)" if line["center_crop"] else ""),
-            str(line["tiles"]), checkpoint, f"{_pct(line['accuracy'])} ({_pct(ci[0])}–{_pct(ci[1])})",
+            str(line["tiles"]), checkpoint, f"{_pct(line['accuracy'])} ({_pct(ci[0])}–{_pct(ci[1])})" + _runs(line),
             f"{_pct(line['balanced_accuracy'])} ({_pct(balanced_ci[0])}–{_pct(balanced_ci[1])})",
             f"{line['macro_f1']:.3f}", "—" if line["macro_auc"] is None else f"{line['macro_auc']:.3f}",
             f"{line['loss']:.3f}", _p_value(line), _pct(line["own_test_accuracy"]),

@@ -206,7 +206,8 @@ def external_accuracy(summary: Summary, path: Path) -> Path:
         axes.errorbar([x], [y], yerr=[[max(y - low, 0.0)], [max(high - y, 0.0)]], color=colour[line["name"]],
                       fmt=EXTERNAL_MARKERS[sets.index(line["external"]) % len(EXTERNAL_MARKERS)], capsize=4)
         seed = ("" if line["seed"] is None else f", seed {line['seed']}") + (
-            "" if line.get("fold") is None else f", fold {line['fold']}")
+            "" if line.get("fold") is None else f", fold {line['fold']}") + (
+            f", ensemble of {line['ensemble_of']}" if line.get("ensemble_of") else "")
         axes.annotate(f"{label[line['name']]}{seed}{', TTA' if line['tta'] else ''}", (x, y), xytext=(6, 6),
                       textcoords="offset points", fontsize=8)
     axes.plot([0, 100], [0, 100], color="0.5", linestyle=":", linewidth=1)

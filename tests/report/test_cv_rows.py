@@ -85,3 +85,36 @@ def test_external_results_of_fold_runs_name_their_fold():
     assert "| `net_3fold` | 0, fold 2 | `/data/other` |" in "\n".join(external_section([line]))
     assert "| `net` | 1 | `/data/other` |" in "\n".join(external_section([{**line, "name": "net", "seed": 1,
                                                                           "fold": None}]))
+
+
+def _ensemble_record(members: list[dict]) -> dict:
+    """An external evaluation of a cross-validated row's folder, as `evaluate --external` writes it."""
+    return {"external": "/data/other", "checkpoint": "best", "tta": False, "tiles": 9, "accuracy": 0.7,
+            "balanced_accuracy": 0.7, "macro_f1": 0.6, "macro_auc": 0.8, "loss": 0.9, "accuracy_ci": [0.4, 0.9],
+            "balanced_accuracy_ci": [0.4, 0.9], "members": members, "member_accuracy_mean": 0.6,
+            "member_accuracy_std": 0.05}
+
+
+def test_a_rows_ensemble_on_external_tiles_is_a_line_with_its_runs_spread(tmp_path):
+    write_folds(tmp_path, "net", accuracy=0.8)
+    members = [{"workdir": str(tmp_path / "net_3fold" / f"fold_{k}"), "accuracy": 0.6} for k in range(3)]
+    (tmp_path / "net_3fold" / "eval_external_other.json").write_text(json.dumps(_ensemble_record(members)))
+    paths = write_report(tmp_path, tmp_path / "out")
+    report = json.loads(paths["json"].read_text())
+    [line], [row] = report["external"], report["rows"]
+    assert (line["name"], line["ensemble_of"], line["seed"], line["fold"]) == ("net_3fold", 3, None, None)
+    assert 100 * line["own_test_accuracy"] == pytest.approx(row["test_accuracy_pct"])  # the mean over the folds
+    assert "| `net_3fold` | ensemble of 3 runs | `/data/other` | 9 | best | 70.0 (40.0–90.0); runs 60.0 ± 5.0 |" in (
+        paths["md"].read_text())
+
+
+@pytest.mark.parametrize("members, problem", [
+    ([{"workdir": "fold_0", "accuracy": 0.6}], "'members' is not a list of two runs or more"),
+    ([{"workdir": "fold_0"}, {"workdir": "fold_1", "accuracy": 0.6}], "'members' is not a list of two runs or more"),
+])
+def test_an_ensembles_bad_members_are_an_error_naming_the_file(tmp_path, members, problem):
+    write_folds(tmp_path, "net")
+    path = tmp_path / "net_3fold" / "eval_external_other.json"
+    path.write_text(json.dumps(_ensemble_record(members)))
+    with pytest.raises(FlaxbenchError, match=f"{path}: not an external evaluation \\({problem}"):
+        write_report(tmp_path, tmp_path / "out")
