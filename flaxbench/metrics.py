@@ -194,6 +194,21 @@ def bootstrap_balanced_accuracy_ci(
     return _percentile_bootstrap(correct.size, balanced, level, num_resamples, seed)
 
 
+def bootstrap_paired_difference_ci(
+    correct_a: np.ndarray, correct_b: np.ndarray, *, level: float = 0.95, num_resamples: int = 10000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of accuracy(A) - accuracy(B) for two classifiers scored on the same
+    tiles: a resample draws tiles with replacement and keeps both outcomes of each, so the pairing counts."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    a = np.asarray(correct_a, dtype=np.float64).reshape(-1)
+    b = np.asarray(correct_b, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"need paired outcomes of equal, nonzero length, got {a.size} and {b.size}")
+    difference = a - b
+    return _percentile_bootstrap(a.size, lambda picks: difference[picks].mean(axis=1), level, num_resamples, seed)
+
+
 def _percentile_bootstrap(
     num_tiles: int, statistic, level: float, num_resamples: int, seed: int
 ) -> tuple[float, float]:
@@ -229,3 +244,18 @@ def mcnemar_p_value(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     # Exact integer arithmetic: the tail sum and 2**n stay exact however many tiles there are.
     tail = sum(math.comb(discordant, k) for k in range(min(b01, b10) + 1))
     return min(1.0, 2 * tail / 2**discordant)
+
+
+def holm_adjusted(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values of a family of tests (None entries are not tests and stay None).
+
+    The k-th smallest of m p-values becomes max over j <= k of min(1, (m - j + 1) * p_(j)): rejecting
+    where the adjusted p is below alpha controls the family-wise error rate at alpha.
+    """
+    tested = sorted((p, k) for k, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, k) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[k] = running
+    return adjusted

@@ -1,11 +1,11 @@
-"""Turn grouped runs into report rows: seed means, bootstrap CIs and McNemar tests vs the best row."""
+"""Turn grouped runs into report rows: seed means, bootstrap CIs, and paired comparisons with the best row."""
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -192,42 +192,53 @@ def test_set(group: RunGroup) -> tuple[tuple[str, ...], frozenset[str]] | None:
     return tuple(sorted(group.runs[0].results.get("classes") or ())), frozenset(outcomes)
 
 
-def mcnemar_vs_best(group: RunGroup, best: RunGroup) -> tuple[float | None, int | None, str | None]:
-    """(p-value, paired tiles, note) of the row's lowest-seed run (all its folds) against the best row's.
+class PairedComparison(NamedTuple):
+    """A row's lowest-seed run (all its folds) against the best row's, tile by tile; None where not paired."""
+
+    p_value: float | None  # exact McNemar test
+    shared_tiles: int | None
+    note: str | None  # why nothing was paired, or BEST_ROW_NOTE
+    difference_pct: float | None = None  # accuracy minus the best row's, in percentage points
+    difference_ci_pct: tuple[float, float] | None = None  # its paired bootstrap CI
+
+
+def compare_with_best(group: RunGroup, best: RunGroup) -> PairedComparison:
+    """The row's lowest-seed run (all its folds) against the best row's: McNemar p and the paired accuracy difference.
 
     Only rows tested on the best row's classes and exactly its test tiles are paired; the note
-    says why the p-value is missing otherwise.
+    says why the comparison is missing otherwise.
     """
     if group is best:
-        return None, None, BEST_ROW_NOTE
+        return PairedComparison(None, None, BEST_ROW_NOTE)
     ours, theirs = tile_outcomes(group.first_seed_runs), tile_outcomes(best.first_seed_runs)
     for name, outcomes in ((group.name, ours), (best.name, theirs)):
         if outcomes is None:
-            return None, None, f"results.json of '{name}' has no per-tile test predictions to pair"
+            return PairedComparison(None, None, f"results.json of '{name}' has no per-tile test predictions to pair")
     (our_classes, our_tiles), (best_classes, best_tiles) = test_set(group), test_set(best)
     if our_classes != best_classes:
-        return None, None, (
+        return PairedComparison(None, None, (
             f"'{group.name}' was trained on other classes than the best row '{best.name}', so its "
             "test tiles cannot be paired"
-        )
+        ))
     if our_tiles != best_tiles:
-        return None, len(our_tiles & best_tiles), (
+        return PairedComparison(None, len(our_tiles & best_tiles), (
             f"'{group.name}' was tested on other tiles than the best row '{best.name}' "
             f"({len(our_tiles & best_tiles)} of {len(best_tiles)} shared; another split?), and a paired "
             "test needs the same test set"
-        )
+        ))
     shared = sorted(best_tiles)
-    p_value = metrics.mcnemar_p_value(
-        np.array([ours[t] for t in shared]), np.array([theirs[t] for t in shared])
-    )
-    return p_value, len(shared), None
+    right, best_right = np.array([ours[t] for t in shared]), np.array([theirs[t] for t in shared])
+    low, high = metrics.bootstrap_paired_difference_ci(right, best_right, level=CI_LEVEL,
+                                                       num_resamples=CI_RESAMPLES, seed=CI_SEED)
+    return PairedComparison(metrics.mcnemar_p_value(right, best_right), len(shared), None,
+                            100.0 * float(np.mean(right) - np.mean(best_right)), (100.0 * low, 100.0 * high))
 
 
 def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
     """One machine-readable report row (numbers unformatted, None for n/a)."""
     accuracies = [100.0 * run.results["test_accuracy"] for run in group.runs]
     ci, balanced_ci = accuracy_ci_pct(group), balanced_accuracy_ci(group)
-    p_value, shared_tiles, note = mcnemar_vs_best(group, best)
+    paired = compare_with_best(group, best)
     devices = recorded(group, "device")
     first = group.runs[0].results
     row: dict[str, Any] = {"name": group.name, "title": group.title, "test_accuracy_pct": statistics.fmean(accuracies)}
@@ -245,7 +256,11 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         # runs whose compile_time_s is partly loading programs from the persistent compilation cache
         compile_cache_runs=sum(1 for run in group.runs if run.results.get("compile_cache_hits")),
         test_accuracy_std_pct=statistics.stdev(accuracies) if len(accuracies) > 1 else None,
-        mcnemar_p_vs_best=p_value,
+        mcnemar_p_vs_best=paired.p_value,
+        mcnemar_p_holm=None,  # set once every row's p-value is known (summarize)
+        accuracy_vs_best_pct=paired.difference_pct,
+        accuracy_vs_best_ci95_low_pct=paired.difference_ci_pct[0] if paired.difference_ci_pct else None,
+        accuracy_vs_best_ci95_high_pct=paired.difference_ci_pct[1] if paired.difference_ci_pct else None,
         data=data_label(first),
         # where the weights started (a title says it only where its spec put '{init}' in it)
         init=init_label(first.get("init")),
@@ -254,8 +269,8 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         dtype="; ".join(recorded(group, "dtype")) or None,
         mixed_devices=len(devices) > 1,
         synthetic=is_synthetic(first),
-        mcnemar_shared_tiles=shared_tiles,
-        mcnemar_note=note,
+        mcnemar_shared_tiles=paired.shared_tiles,
+        mcnemar_note=paired.note,
         seed_values=[run.seed for run in group.runs],
         results_files=[str(run.path) for run in group.runs],
     )
@@ -288,6 +303,9 @@ def summarize(groups: list[RunGroup]) -> Summary:
     ordered = sorted(groups, key=lambda g: (-statistics.fmean(r.results["test_accuracy"] for r in g.runs), g.name))
     best = ordered[0]
     rows = [_row(group, best) for group in ordered]
+    # The rows' tests against the best row are one family: Holm keeps its family-wise error rate.
+    for row, adjusted in zip(rows, metrics.holm_adjusted([row["mcnemar_p_vs_best"] for row in rows])):
+        row["mcnemar_p_holm"] = adjusted
     titles = [row["title"] for row in rows]
     for row in rows:  # figures label rows by title: rows that share one also show their name
         title = row["title"] if titles.count(row["title"]) == 1 else f"{row['title']} ({row['name']})"

@@ -79,6 +79,40 @@ def test_mcnemar_pairs_lowest_seed_with_best_row_by_tile_id(study):
     assert rows["strong"]["mcnemar_note"] == "best row"
 
 
+def test_rows_on_the_best_rows_tiles_get_holm_adjusted_p_values_and_a_paired_difference(tmp_path):
+    for name, accuracy in (("best", 0.95), ("close", 0.9), ("far", 0.6), ("farther", 0.5)):
+        write_results(tmp_path / name / "results.json", make_results(name, accuracy=accuracy))
+    rows = _rows(tmp_path)
+    compared = ["close", "far", "farther"]
+    raw = [rows[name]["mcnemar_p_vs_best"] for name in compared]
+    assert [rows[name]["mcnemar_p_holm"] for name in compared] == pytest.approx(metrics.holm_adjusted(raw))
+    assert rows["best"]["mcnemar_p_holm"] is None and rows["best"]["accuracy_vs_best_pct"] is None
+    smallest = min(range(3), key=lambda k: raw[k])
+    assert rows[compared[smallest]]["mcnemar_p_holm"] == pytest.approx(min(1.0, 3 * raw[smallest]))
+    for name in compared:
+        row, best = rows[name], rows["best"]["test_accuracy_pct"]
+        assert row["accuracy_vs_best_pct"] == pytest.approx(row["test_accuracy_pct"] - best)
+        low, high = row["accuracy_vs_best_ci95_low_pct"], row["accuracy_vs_best_ci95_high_pct"]
+        assert low <= row["accuracy_vs_best_pct"] <= high
+    assert rows["farther"]["accuracy_vs_best_ci95_high_pct"] < 0  # 45 points behind on 60 tiles: clearly worse
+
+
+def test_holm_adjustment_by_hand():
+    assert metrics.holm_adjusted([0.01, None, 0.04, 0.03, 0.005]) == pytest.approx([0.03, None, 0.06, 0.06, 0.02])
+    assert metrics.holm_adjusted([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1, order kept
+    assert metrics.holm_adjusted([None]) == [None]
+
+
+def test_paired_difference_ci_follows_the_pairing():
+    same = np.array([True, False] * 50)
+    assert metrics.bootstrap_paired_difference_ci(same, same) == (0.0, 0.0)  # identical outcomes: no spread at all
+    better = np.ones(100, bool)
+    low, high = metrics.bootstrap_paired_difference_ci(better, same)
+    assert 0.38 < low < 0.5 < high < 0.62
+    with pytest.raises(ValueError, match="paired outcomes of equal"):
+        metrics.bootstrap_paired_difference_ci(same, same[:10])
+
+
 def test_mcnemar_pairs_only_rows_on_the_same_test_set(tmp_path):
     best = make_results("best", accuracy=0.95)
     partial = make_results("partial", accuracy=0.5)
