@@ -132,10 +132,11 @@ def _tile_outcomes(record: dict[str, Any]) -> tuple[frozenset, dict[str, bool]] 
 
 
 def _compare_on_shared_tiles(lines: list[dict[str, Any]], outcomes: list[tuple[frozenset, dict] | None]) -> None:
-    """Set each line's `mcnemar_p_vs_best` (None for the best line, or a line with no other on its tiles)."""
+    """Set each line's `mcnemar_p_vs_best` (None for the best line, or a line with no other on its tiles), and
+    `mcnemar_p_holm`, those p-values Holm-adjusted over the lines compared on the same tiles."""
     by_set: dict[tuple, list[int]] = {}
     for k, (line, found) in enumerate(zip(lines, outcomes)):
-        line["mcnemar_p_vs_best"], line["best_on_these_tiles"] = None, False
+        line["mcnemar_p_vs_best"], line["mcnemar_p_holm"], line["best_on_these_tiles"] = None, None, False
         if found is not None:  # the same folder, tiles and true classes
             by_set.setdefault((line["external"], found[0]), []).append(k)
     for members in by_set.values():
@@ -150,14 +151,18 @@ def _compare_on_shared_tiles(lines: list[dict[str, Any]], outcomes: list[tuple[f
                 ours = outcomes[k][1]
                 lines[k]["mcnemar_p_vs_best"] = metrics.mcnemar_p_value([ours[t] for t in tiles],
                                                                         [theirs[t] for t in tiles])
+        for k, adjusted in zip(members, metrics.holm_adjusted([lines[k]["mcnemar_p_vs_best"] for k in members])):
+            lines[k]["mcnemar_p_holm"] = adjusted
 
 
 def _p_value(line: dict[str, Any]) -> str:
     """The McNemar cell: 'best' for the most accurate line on its tiles, a dash where nothing was compared."""
     if line["best_on_these_tiles"]:
         return "best"
-    p = line["mcnemar_p_vs_best"]
-    return "—" if p is None else format(p, ".3g")
+    p, adjusted = line["mcnemar_p_vs_best"], line.get("mcnemar_p_holm", line["mcnemar_p_vs_best"])
+    if p is None:
+        return "—"
+    return format(p, ".3g") if adjusted == p else f"{p:.3g} (Holm {adjusted:.3g})"
 
 
 def _seed_cell(line: dict[str, Any]) -> str:
@@ -188,7 +193,8 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
            "Tiles the runs never trained on (`python -m flaxbench evaluate --external`), beside each run's own "
            "test accuracy. 95% CIs: percentile bootstrap over the external tiles, as for the table above. "
            "McNemar p: exact test against the most accurate line scored on the same tiles (same folder, tile ids "
-           "and true classes), tiles paired by id; a dash where no other line shares them. An ensemble (a "
+           "and true classes), tiles paired by id, with the Holm-adjusted p over the lines compared on those tiles "
+           "where it differs; a dash where no other line shares them. An ensemble (a "
            "cross-validated row's folder, `evaluate --workdir NAME_Kfold --external`) scores its runs' mean class "
            "probabilities; 'runs m ± s' is the mean ± std of those runs' own accuracies on the tiles, and its own "
            "test accuracy the mean of theirs.", "",

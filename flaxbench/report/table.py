@@ -93,12 +93,23 @@ def _device_cell(row: dict[str, Any], notes: Footnotes) -> str:
     return f"{cell} {notes.mark(MIXED_DEVICES_NOTE)}" if row["mixed_devices"] else cell
 
 
-def _mcnemar_cell(row: dict[str, Any], notes: Footnotes) -> str:
-    if row["mcnemar_note"] == BEST_ROW_NOTE:
-        return "—"
-    if row["mcnemar_p_vs_best"] is None:
-        return f"{NA} {notes.mark(row['mcnemar_note'])}"
-    return format(row["mcnemar_p_vs_best"], ".3g")
+def _versus_best(cell: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any], Footnotes], str]:
+    """A renderer of a comparison with the best row: a dash in the best row, n/a with the reason where unpaired."""
+
+    def render(row: dict[str, Any], notes: Footnotes) -> str:
+        if row["mcnemar_note"] == BEST_ROW_NOTE:
+            return "—"
+        if row["mcnemar_p_vs_best"] is None:
+            return f"{NA} {notes.mark(row['mcnemar_note'])}"
+        return cell(row)
+
+    return render
+
+
+def _difference(row: dict[str, Any]) -> str:
+    """'-3.33 [-6.67, 0.00]': the row's accuracy minus the best row's, in percentage points, with its CI."""
+    return (f"{row['accuracy_vs_best_pct']:+.2f} [{row['accuracy_vs_best_ci95_low_pct']:+.2f}, "
+            f"{row['accuracy_vs_best_ci95_high_pct']:+.2f}]")
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -126,7 +137,11 @@ COLUMNS: tuple[Column, ...] = (
            _interval("balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high", ".3f")),
     Column("Seeds (n)", ("seeds",), _number("seeds", "d")),
     Column("Test accuracy mean ± std (%)", ("test_accuracy_std_pct",), _mean_std_cell),
-    Column("McNemar p vs best", ("mcnemar_p_vs_best",), _mcnemar_cell),
+    Column("Accuracy vs best, paired (pp, 95% CI)",
+           ("accuracy_vs_best_pct", "accuracy_vs_best_ci95_low_pct", "accuracy_vs_best_ci95_high_pct"),
+           _versus_best(_difference)),
+    Column("McNemar p vs best", ("mcnemar_p_vs_best",), _versus_best(lambda r: format(r["mcnemar_p_vs_best"], ".3g"))),
+    Column("McNemar p, Holm-adjusted", ("mcnemar_p_holm",), _versus_best(lambda r: format(r["mcnemar_p_holm"], ".3g"))),
     Column("Initial weights", ("init",), lambda r, _: r["init"] or NA),
     Column("Data", ("data",), lambda r, _: r["data"]),
 )
@@ -196,7 +211,12 @@ def _notes(summary: Summary) -> list[str]:
         f"**McNemar p**: exact two-sided binomial test on the tiles where exactly one of the two rows is right, "
         f"against the best row {best['title']} (`{best['name']}`, highest mean test accuracy); tiles are paired "
         "by id, only for rows tested on the best row's classes and exactly its test tiles; for rows with "
-        "several seeds the lowest-seed run is compared.",
+        "several seeds the lowest-seed run is compared. **Holm-adjusted**: the same p-values adjusted together "
+        "(Holm–Bonferroni over every row compared with the best): declaring the rows with an adjusted p below "
+        "0.05 different from the best keeps the chance of declaring any false difference at 5% or less. "
+        "**Accuracy vs best, paired**: the same runs' accuracy minus the best row's on the same tiles, in "
+        "percentage points, with a percentile-bootstrap 95% CI that resamples tiles with both outcomes "
+        f"({CI_RESAMPLES} resamples, seed {CI_SEED}).",
         "n/a = not recorded in results.json.",
     ] + ([
         "**K-fold CV** rows (`study --folds K`): one run per fold, each tested on its fold, validated on the next "

@@ -85,6 +85,8 @@ def test_external_results_of_fold_runs_name_their_fold():
     assert "| `net_3fold` | 0, fold 2 | `/data/other` |" in "\n".join(external_section([line]))
     assert "| `net` | 1 | `/data/other` |" in "\n".join(external_section([{**line, "name": "net", "seed": 1,
                                                                           "fold": None}]))
+    compared = {**line, "mcnemar_p_vs_best": 0.0125, "mcnemar_p_holm": 0.025}  # one of two lines on these tiles
+    assert "| 0.0125 (Holm 0.025) | 60.0 |" in "\n".join(external_section([compared]))
 
 
 def _ensemble_record(members: list[dict]) -> dict:

@@ -42,14 +42,17 @@ EXTRA_HEADERS = [
     "95% CI of balanced accuracy",
     "Seeds (n)",
     "Test accuracy mean ± std (%)",
+    "Accuracy vs best, paired (pp, 95% CI)",
     "McNemar p vs best",
+    "McNemar p, Holm-adjusted",
 ]
 ROW_KEYS = [
     "name", "title", "test_accuracy_pct", "test_loss", "train_time_s", "accuracy_per_second", "loss_per_second",
     "layers", "params", "flops_per_image", "images_per_second", "compile_time_s", "device", "dtype", "macro_f1", "balanced_accuracy",
     "macro_auc", "ece", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "balanced_accuracy_ci95_low",
     "balanced_accuracy_ci95_high", "seeds", "test_accuracy_std_pct",
-    "mcnemar_p_vs_best",
+    "accuracy_vs_best_pct", "accuracy_vs_best_ci95_low_pct", "accuracy_vs_best_ci95_high_pct", "mcnemar_p_vs_best",
+    "mcnemar_p_holm",
 ]
 FIGURES = ["accuracy_vs_time", "confusion_matrices", "training_curves", "per_class_recall"]
 
@@ -142,6 +145,13 @@ def test_mcnemar_column_and_footnote(synthetic_report):
     footnote = next(line for line in md_text.splitlines() if line.startswith(marker))
     assert "tested on other tiles" in footnote
     assert rows["elsewhere"]["mcnemar_p_vs_best"] is None
+    multi = rows["multi"]
+    assert md_rows["multi"]["Accuracy vs best, paired (pp, 95% CI)"] == (
+        f"{multi['accuracy_vs_best_pct']:+.2f} [{multi['accuracy_vs_best_ci95_low_pct']:+.2f}, "
+        f"{multi['accuracy_vs_best_ci95_high_pct']:+.2f}]")
+    assert md_rows["multi"]["McNemar p, Holm-adjusted"] == f"{multi['mcnemar_p_holm']:.3g}"
+    for column in ("Accuracy vs best, paired (pp, 95% CI)", "McNemar p, Holm-adjusted"):
+        assert md_rows["strong"][column] == "—" and md_rows["elsewhere"][column] == f"n/a {marker}"
     assert "**Not one test set**: these rows were tested on 2 different test sets" in md_text
 
 
