@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -209,6 +210,63 @@ def bootstrap_paired_difference_ci(
     return _percentile_bootstrap(a.size, lambda picks: difference[picks].mean(axis=1), level, num_resamples, seed)
 
 
+def bootstrap_macro_auc_ci(
+    probabilities: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    tiles: Sequence[np.ndarray] | None = None,
+    *,
+    level: float = 0.95,
+    num_resamples: int = 10000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of macro one-vs-rest AUC, or of its mean over several runs.
+
+    Run r scored its tiles with `probabilities[r]` (n_r, C), their true classes `labels[r]`; `tiles[r]`
+    places them among all the tiles resampled (default: one run, every tile). A resample draws tiles
+    with replacement, each run's AUC counts a drawn tile as often as it is drawn, and runs sharing a
+    tile (seeds on one test set) see the same draws. Ties count half, as in `one_vs_rest_auc`; a
+    class without positives or negatives in a resample is left out of its mean.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    probabilities = [np.asarray(p, np.float64) for p in probabilities]
+    labels = [np.asarray(y, np.int64).reshape(-1) for y in labels]
+    tiles = [np.arange(len(labels[0]))] if tiles is None else [np.asarray(t, np.int64) for t in tiles]
+    if not (len(probabilities) == len(labels) == len(tiles) > 0) or any(
+            p.ndim != 2 or not len(p) == len(y) == len(t) > 0 for p, y, t in zip(probabilities, labels, tiles)):
+        raise ValueError("need per run probabilities (n, classes), labels and tile positions of equal, nonzero "
+                         "length")
+    num_tiles = int(max(t.max() for t in tiles)) + 1
+
+    def mean_macro_auc(picks: np.ndarray) -> np.ndarray:
+        # how often each tile is drawn, per resample: resample r, tile i -> bin r * num_tiles + i
+        keys = (np.arange(len(picks))[:, None] * num_tiles + picks).ravel()
+        counts = np.bincount(keys, minlength=len(picks) * num_tiles).reshape(len(picks), num_tiles)
+        per_run = []
+        for p, y, t in zip(probabilities, labels, tiles):
+            aucs = np.stack([_weighted_auc(counts[:, t], p[:, c], y == c) for c in range(p.shape[1])], axis=1)
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a resample without any defined AUC: NaN
+                per_run.append(np.nanmean(aucs, axis=1))
+        return np.mean(per_run, axis=0)
+
+    return _percentile_bootstrap(num_tiles, mean_macro_auc, level, num_resamples, seed)
+
+
+def _weighted_auc(counts: np.ndarray, scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """AUC of `scores` (n,) for `positive` (n,) against the rest, per row of tile counts (R, n); NaN where a row
+    draws no positive or no negative."""
+    order = np.argsort(scores, kind="stable")
+    ranked, positive, counts = scores[order], positive[order], counts[:, order].astype(np.float64)
+    ties = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # where each run of equal scores starts
+    drawn_positive = np.add.reduceat(counts * positive, ties, axis=1)
+    drawn_negative = np.add.reduceat(counts * ~positive, ties, axis=1)
+    lower = np.cumsum(drawn_negative, axis=1) - drawn_negative  # negatives scored strictly lower
+    wins = (drawn_positive * (lower + 0.5 * drawn_negative)).sum(axis=1)
+    pairs = drawn_positive.sum(axis=1) * drawn_negative.sum(axis=1)
+    return np.divide(wins, pairs, out=np.full(len(counts), np.nan), where=pairs > 0)
+
+
 def _percentile_bootstrap(
     num_tiles: int, statistic, level: float, num_resamples: int, seed: int
 ) -> tuple[float, float]:
@@ -221,7 +279,7 @@ def _percentile_bootstrap(
         stop = min(start + _BOOTSTRAP_CHUNK, num_resamples)
         values[start:stop] = statistic(rng.integers(0, num_tiles, size=(stop - start, num_tiles)))
     tail = (1.0 - level) / 2.0
-    low, high = np.quantile(values, [tail, 1.0 - tail])
+    low, high = np.nanquantile(values, [tail, 1.0 - tail])  # NaN: a resample where the statistic is undefined
     return float(low), float(high)
 
 

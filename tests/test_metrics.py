@@ -190,3 +190,51 @@ def test_bootstrap_balanced_accuracy_ci_hand_cases():
     low, high = metrics.bootstrap_balanced_accuracy_ci(correct, np.ones(300), labels, num_resamples=2000)
     assert low < estimate < high and 0.05 < high - low < 0.2
     assert (low, high) == metrics.bootstrap_balanced_accuracy_ci(correct, np.ones(300), labels, num_resamples=2000)
+
+
+def test_holm_adjustment_by_hand():
+    assert metrics.holm_adjusted([0.01, None, 0.04, 0.03, 0.005]) == pytest.approx([0.03, None, 0.06, 0.06, 0.02])
+    assert metrics.holm_adjusted([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1, order kept
+    assert metrics.holm_adjusted([None]) == [None]
+
+
+def test_paired_difference_ci_follows_the_pairing():
+    same = np.array([True, False] * 50)
+    assert metrics.bootstrap_paired_difference_ci(same, same) == (0.0, 0.0)  # identical outcomes: no spread at all
+    better = np.ones(100, bool)
+    low, high = metrics.bootstrap_paired_difference_ci(better, same)
+    assert 0.38 < low < 0.5 < high < 0.62
+    with pytest.raises(ValueError, match="paired outcomes of equal"):
+        metrics.bootstrap_paired_difference_ci(same, same[:10])
+
+
+def test_auc_over_drawn_tiles_counts_each_as_often_as_drawn():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 80)
+    probabilities = np.round(rng.dirichlet(np.ones(3), 80) + 0.4 * np.eye(3)[labels], 1)  # rounded: many ties
+    counts = rng.integers(0, 3, 80)
+    drawn = np.repeat(np.arange(80), counts)
+    for c in range(3):
+        once = metrics._weighted_auc(np.ones((1, 80)), probabilities[:, c], labels == c)[0]
+        assert once == pytest.approx(metrics.one_vs_rest_auc(probabilities, labels)[c], abs=1e-12)
+        weighted = metrics._weighted_auc(counts[None], probabilities[:, c], labels == c)[0]
+        assert weighted == pytest.approx(metrics.one_vs_rest_auc(probabilities[drawn], labels[drawn])[c], abs=1e-12)
+
+
+def test_macro_auc_ci_holds_the_estimate_and_the_mean_of_runs_sharing_tiles():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 4, 200)
+    runs = [rng.dirichlet(np.ones(4), 200) + strength * np.eye(4)[labels] for strength in (0.3, 0.6)]
+    estimates = [metrics.macro_auc(metrics.one_vs_rest_auc(p, labels)) for p in runs]
+    low, high = metrics.bootstrap_macro_auc_ci([runs[0]], [labels])
+    assert low < estimates[0] < high < 1.0 and (low, high) == metrics.bootstrap_macro_auc_ci([runs[0]], [labels])
+    tiles = np.arange(200)
+    both = metrics.bootstrap_macro_auc_ci(runs, [labels, labels], [tiles, tiles])
+    assert both[0] < np.mean(estimates) < both[1] and both != (low, high)
+    folds = metrics.bootstrap_macro_auc_ci([runs[0][:100], runs[0][100:]], [labels[:100], labels[100:]],
+                                           [tiles[:100], tiles[100:]])  # two folds: each run its own tiles
+    assert folds[0] < np.mean([metrics.macro_auc(metrics.one_vs_rest_auc(runs[0][s], labels[s]))
+                               for s in (slice(0, 100), slice(100, 200))]) < folds[1]
+    with pytest.raises(ValueError, match="equal, nonzero"):
+        metrics.bootstrap_macro_auc_ci([runs[0]], [labels[:10]])
+
