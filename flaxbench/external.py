@@ -206,6 +206,8 @@ def evaluate_external(
     ci = {"level": metrics.CI_LEVEL, "num_resamples": metrics.CI_RESAMPLES, "seed": metrics.CI_SEED}
     accuracy_ci = metrics.bootstrap_accuracy_ci(correct, **ci)
     balanced_ci = metrics.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels, **ci)
+    probabilities = np.asarray(result["predictions"]["probabilities"])
+    auc_ci = None if result["macro_auc"] is None else metrics.bootstrap_macro_auc_ci([probabilities], [labels], **ci)
     record = {
         "name": run.spec.name, "external": path, "checkpoint": which, "tta": tta,
         "epoch": run.epoch if len(runs) == 1 else None,  # an ensemble's runs each have their own
@@ -216,6 +218,7 @@ def evaluate_external(
         "skipped_files": skipped_ids, "center_crop": center_crop, "resized_from": dict(resized),
         "image_size": run.image_size, "stain_normalized": run.stain is not None,
         "ci_level": metrics.CI_LEVEL, "accuracy_ci": list(accuracy_ci), "balanced_accuracy_ci": list(balanced_ci),
+        "macro_auc_ci": None if auc_ci is None else list(auc_ci),
         **result,
         **(_ensemble_members(runs, member_logits, labels, ids) if len(runs) > 1 else {}),
     }

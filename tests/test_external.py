@@ -63,6 +63,8 @@ def test_renamed_test_tiles_score_as_the_runs_own_test_split(trained_run, rename
     assert result["confusion_matrix"] == own["confusion_matrix"]
     low, high = result["accuracy_ci"]
     assert 0.0 <= low <= result["accuracy"] <= high <= 1.0
+    low, high = result["macro_auc_ci"]
+    assert 0.0 <= low <= result["macro_auc"] <= high <= 1.0
     assert result["class_folders"] == {f"C{k}": name for k, name in enumerate(own["classes"])}
     assert result["left_out_folders"] == ["MUS"] and result["absent_classes"] == []
     assert "left out, not classes of the run: MUS" in capsys.readouterr().err
@@ -154,7 +156,8 @@ def test_the_report_lists_each_runs_external_results(trained_run, renamed_test_t
     assert "(external_accuracy.png)" in text
     broken = trained_run / "eval_external_broken.json"
     for text, problem in (('{"external": "x"}', "no 'checkpoint'"),
-                          (json.dumps({**line, "accuracy_ci": [0.5]}), "'accuracy_ci' is not [low, high]")):
+                          (json.dumps({**line, "accuracy_ci": [0.5]}), "'accuracy_ci' is not [low, high]"),
+                          (json.dumps({**line, "macro_auc_ci": "0.9"}), "'macro_auc_ci' is not [low, high] or null")):
         broken.write_text(text)
         try:
             proc = run_cli("report", str(runs), f"--out={tmp_path / 'again'}")

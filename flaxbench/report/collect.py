@@ -107,6 +107,11 @@ def _check_predictions(predictions: Any, num_classes: int, path: Path) -> None:
             f"key 'test_predictions.{key}' must be a list of class indices in [0, {num_classes})",
         )
         _check(len(values) == len(ids), path, f"'test_predictions.{key}' and '.ids' differ in length")
+    probabilities = predictions.get("probabilities")
+    if probabilities is not None:  # older results.json files have none: their AUC has no CI
+        _check(isinstance(probabilities, list) and len(probabilities) == len(ids) and all(
+            isinstance(row, list) and len(row) == num_classes and all(map(is_number, row)) for row in probabilities),
+            path, f"key 'test_predictions.probabilities' must hold {num_classes} numbers per tile id")
 
 
 def _check_history(history: Any, path: Path) -> None:

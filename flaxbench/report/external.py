@@ -42,6 +42,8 @@ def _is_members(value: Any) -> bool:
         isinstance(m, dict) and isinstance(m.get("workdir"), str) and is_number(m.get("accuracy")) for m in value)
 
 
+# Checked where present: external evaluations written before flaxbench recorded them lack them.
+_EXPECTED_IF_PRESENT = {"macro_auc_ci": (lambda v: v is None or _is_interval(v), "[low, high] or null")}
 _EXPECTED_OF_ENSEMBLE = {
     "members": (_is_members, "a list of two runs or more, each with a 'workdir' and an 'accuracy'"),
     "member_accuracy_mean": (is_number, "a number"), "member_accuracy_std": (is_number, "a number"),
@@ -56,7 +58,8 @@ def _load_external(path: Path) -> dict[str, Any]:
         raise FlaxbenchError(f"{path}: cannot read this external evaluation ({err.__class__.__name__}: {err}); "
                              "fix or remove it") from None
     ensemble = isinstance(record, dict) and "members" in record
-    expected = {**_EXPECTED, **(_EXPECTED_OF_ENSEMBLE if ensemble else {})}
+    present = {key: check for key, check in _EXPECTED_IF_PRESENT.items() if isinstance(record, dict) and key in record}
+    expected = {**_EXPECTED, **present, **(_EXPECTED_OF_ENSEMBLE if ensemble else {})}
     missing = [key for key in expected if not isinstance(record, dict) or key not in record]
     wrong = [key for key in expected if not missing and not expected[key][0](record[key])]
     if missing or wrong:
@@ -99,6 +102,7 @@ def _line(row: dict[str, Any], record: dict[str, Any], path: Path, seed: int | N
         "name": row["name"], "title": row["title"], "seed": seed, "fold": fold, "file": str(path),
         "own_test_accuracy": own_test_accuracy, **{key: record[key] for key in EXTERNAL_KEYS},
         "center_crop": record.get("center_crop"), "ensemble_of": len(members) if members else None,
+        "macro_auc_ci": record.get("macro_auc_ci"),
         "member_accuracy_mean": record.get("member_accuracy_mean"),
         "member_accuracy_std": record.get("member_accuracy_std"),
     }
@@ -180,6 +184,14 @@ def _runs(line: dict[str, Any]) -> str:
     return f"; runs {_pct(line['member_accuracy_mean'])} ± {_pct(line['member_accuracy_std'])}"
 
 
+def _auc_cell(line: dict[str, Any]) -> str:
+    """Macro AUC with its 95% CI where recorded ('0.912 (0.887–0.934)'); a dash where no class had one."""
+    if line["macro_auc"] is None:
+        return "—"
+    ci = line.get("macro_auc_ci")
+    return f"{line['macro_auc']:.3f}" + ("" if ci is None else f" ({ci[0]:.3f}–{ci[1]:.3f})")
+
+
 def _pct(value: float | None) -> str:
     """A fraction as a percentage with one decimal; a dash for None."""
     return "—" if value is None else f"{100 * value:.1f}"
@@ -199,7 +211,7 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
            "probabilities; 'runs m ± s' is the mean ± std of those runs' own accuracies on the tiles, and its own "
            "test accuracy the mean of theirs.", "",
            "| Name | Seed | Tiles from | Tiles | Checkpoint | Accuracy % (95% CI) | Balanced accuracy % (95% CI) "
-           "| Macro-F1 | Macro AUC | Loss | McNemar p | Own test accuracy % |",
+           "| Macro-F1 | Macro AUC (95% CI) | Loss | McNemar p | Own test accuracy % |",
            "|" + "|".join("---" for _ in range(12)) + "|"]
     for line in lines:
         checkpoint = line["checkpoint"] + (", TTA" if line["tta"] else "")
@@ -209,7 +221,7 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
             f"`{line['external']}`" + (f" (central {line['center_crop']} px)" if line["center_crop"] else ""),
             str(line["tiles"]), checkpoint, f"{_pct(line['accuracy'])} ({_pct(ci[0])}–{_pct(ci[1])})" + _runs(line),
             f"{_pct(line['balanced_accuracy'])} ({_pct(balanced_ci[0])}–{_pct(balanced_ci[1])})",
-            f"{line['macro_f1']:.3f}", "—" if line["macro_auc"] is None else f"{line['macro_auc']:.3f}",
+            f"{line['macro_f1']:.3f}", _auc_cell(line),
             f"{line['loss']:.3f}", _p_value(line), _pct(line["own_test_accuracy"]),
         ]
         out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")

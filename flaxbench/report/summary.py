@@ -183,6 +183,21 @@ def balanced_accuracy_ci(group: RunGroup) -> tuple[float, float] | None:
     )
 
 
+def macro_auc_ci(group: RunGroup) -> tuple[float, float] | None:
+    """95% bootstrap CI of the row's macro AUC (the mean of its runs'), test tiles resampled as in accuracy_ci_pct;
+    None where a run did not record per-tile class probabilities."""
+    probabilities, labels, positions, place = [], [], [], {}
+    for run in group.runs:
+        predictions = run.results.get("test_predictions") or {}
+        if not predictions.get("probabilities"):
+            return None
+        probabilities.append(np.asarray(predictions["probabilities"], np.float64))
+        labels.append(np.asarray(predictions["labels"], np.int64))
+        positions.append(np.array([place.setdefault(tile, len(place)) for tile in predictions["ids"]]))
+    return metrics.bootstrap_macro_auc_ci(probabilities, labels, positions, level=CI_LEVEL, num_resamples=CI_RESAMPLES,
+                                          seed=CI_SEED)
+
+
 def test_set(group: RunGroup) -> tuple[tuple[str, ...], frozenset[str]] | None:
     """(classes, test tile ids) of a row's lowest-seed run (all its folds); None without per-tile test predictions."""
     outcomes = tile_outcomes(group.first_seed_runs)
@@ -237,7 +252,7 @@ def compare_with_best(group: RunGroup, best: RunGroup) -> PairedComparison:
 def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
     """One machine-readable report row (numbers unformatted, None for n/a)."""
     accuracies = [100.0 * run.results["test_accuracy"] for run in group.runs]
-    ci, balanced_ci = accuracy_ci_pct(group), balanced_accuracy_ci(group)
+    ci, balanced_ci, auc_ci = accuracy_ci_pct(group), balanced_accuracy_ci(group), macro_auc_ci(group)
     paired = compare_with_best(group, best)
     devices = recorded(group, "device")
     first = group.runs[0].results
@@ -249,6 +264,8 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         test_accuracy_ci95_high_pct=ci[1] if ci else None,
         balanced_accuracy_ci95_low=balanced_ci[0] if balanced_ci else None,
         balanced_accuracy_ci95_high=balanced_ci[1] if balanced_ci else None,
+        macro_auc_ci95_low=auc_ci[0] if auc_ci else None,
+        macro_auc_ci95_high=auc_ci[1] if auc_ci else None,
         seeds=len({run.seed for run in group.runs}),
         # K of a K-fold cross-validated row, and how many of its folds have finished runs
         cv_folds=group.folds,

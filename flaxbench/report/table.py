@@ -135,6 +135,8 @@ COLUMNS: tuple[Column, ...] = (
            _interval("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", ".2f")),
     Column("95% CI of balanced accuracy", ("balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high"),
            _interval("balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high", ".3f")),
+    Column("95% CI of macro AUC", ("macro_auc_ci95_low", "macro_auc_ci95_high"),
+           _interval("macro_auc_ci95_low", "macro_auc_ci95_high", ".3f")),
     Column("Seeds (n)", ("seeds",), _number("seeds", "d")),
     Column("Test accuracy mean ± std (%)", ("test_accuracy_std_pct",), _mean_std_cell),
     Column("Accuracy vs best, paired (pp, 95% CI)",
@@ -207,7 +209,9 @@ def _notes(summary: Summary) -> list[str]:
         f"**95% CI**: percentile bootstrap of test accuracy over test tiles ({CI_RESAMPLES} resamples, seed "
         f"{CI_SEED}). With several seeds, all seeds' predictions on one tile are resampled together "
         "(pooled accuracy; seeds sharing a test set do not count as extra tiles). The CI of balanced "
-        "accuracy resamples the same way (mean recall over the classes each resample holds).",
+        "accuracy resamples the same way (mean recall over the classes each resample holds), as does that of "
+        "macro AUC (each run's one-vs-rest AUC over the drawn tiles, as often as drawn, then their mean: the "
+        "statistic of the Macro AUC column).",
         f"**McNemar p**: exact two-sided binomial test on the tiles where exactly one of the two rows is right, "
         f"against the best row {best['title']} (`{best['name']}`, highest mean test accuracy); tiles are paired "
         "by id, only for rows tested on the best row's classes and exactly its test tiles; for rows with "

@@ -31,6 +31,9 @@ def make_results(
     right = rng.random(num_tiles) < accuracy
     wrong = (labels + rng.integers(1, len(CLASSES), num_tiles)) % len(CLASSES)
     predictions = np.where(right, labels, wrong)
+    # class probabilities whose largest is the prediction: the rest shared out at random
+    probabilities = rng.dirichlet(np.ones(len(CLASSES)), num_tiles) * 0.5
+    probabilities[np.arange(num_tiles), predictions] += 0.5
     cm = metrics.confusion_matrix(labels, predictions, len(CLASSES))
     test_accuracy = float(np.mean(labels == predictions))
     train_time = float(rng.uniform(50, 150))
@@ -68,7 +71,7 @@ def make_results(
                       for name, values in metrics.per_class_metrics(cm, CLASSES).items()},
         "macro_f1": metrics.macro_f1(cm),
         "balanced_accuracy": metrics.balanced_accuracy(cm),
-        "macro_auc": float(rng.uniform(0.8, 0.99)),
+        "macro_auc": metrics.macro_auc(metrics.one_vs_rest_auc(probabilities, labels)),
         "ece": float(rng.uniform(0.01, 0.2)),
         "history": [
             {"epoch": e, "train_loss": 1.5 / e, "train_accuracy": 0.3 * e, "val_loss": 1.6 / e,
@@ -79,6 +82,7 @@ def make_results(
             "ids": [f"{CLASSES[label]}/{tile_prefix}_{i}.tif" for i, label in enumerate(labels)],
             "labels": labels.tolist(),
             "predictions": predictions.tolist(),
+            "probabilities": np.round(probabilities, 6).tolist(),
         },
         "created": "2026-11-25T12:00:00Z",
     }

@@ -56,6 +56,27 @@ def test_single_seed_has_no_std(study):
     assert _rows(runs_dir)["strong"]["test_accuracy_std_pct"] is None
 
 
+def test_macro_auc_ci_holds_the_rows_macro_auc_and_needs_probabilities(study, tmp_path):
+    runs_dir, _ = study
+    for name, row in _rows(runs_dir).items():  # one seed, or the mean of three
+        assert row["macro_auc_ci95_low"] < row["macro_auc"] < row["macro_auc_ci95_high"], name
+    older = make_results("older")
+    del older["test_predictions"]["probabilities"]  # written before flaxbench kept them
+    write_results(tmp_path / "older" / "results.json", older)
+    row = _rows(tmp_path)["older"]
+    assert row["macro_auc"] is not None and row["macro_auc_ci95_low"] is None
+
+
+def test_probabilities_that_do_not_fit_the_tiles_are_an_error_naming_the_file(tmp_path):
+    from flaxbench.errors import FlaxbenchError
+
+    broken = make_results("broken")
+    broken["test_predictions"]["probabilities"][3] = [0.5, 0.5]
+    path = write_results(tmp_path / "broken" / "results.json", broken)
+    with pytest.raises(FlaxbenchError, match=f"{path}: key 'test_predictions.probabilities' must hold 6 numbers"):
+        collect_runs(tmp_path)
+
+
 def test_ci_contains_accuracy_and_is_reproducible(study):
     runs_dir, _ = study
     first, second = _rows(runs_dir), _rows(runs_dir)
@@ -97,27 +118,11 @@ def test_rows_on_the_best_rows_tiles_get_holm_adjusted_p_values_and_a_paired_dif
     assert rows["farther"]["accuracy_vs_best_ci95_high_pct"] < 0  # 45 points behind on 60 tiles: clearly worse
 
 
-def test_holm_adjustment_by_hand():
-    assert metrics.holm_adjusted([0.01, None, 0.04, 0.03, 0.005]) == pytest.approx([0.03, None, 0.06, 0.06, 0.02])
-    assert metrics.holm_adjusted([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1, order kept
-    assert metrics.holm_adjusted([None]) == [None]
-
-
-def test_paired_difference_ci_follows_the_pairing():
-    same = np.array([True, False] * 50)
-    assert metrics.bootstrap_paired_difference_ci(same, same) == (0.0, 0.0)  # identical outcomes: no spread at all
-    better = np.ones(100, bool)
-    low, high = metrics.bootstrap_paired_difference_ci(better, same)
-    assert 0.38 < low < 0.5 < high < 0.62
-    with pytest.raises(ValueError, match="paired outcomes of equal"):
-        metrics.bootstrap_paired_difference_ci(same, same[:10])
-
-
 def test_mcnemar_pairs_only_rows_on_the_same_test_set(tmp_path):
     best = make_results("best", accuracy=0.95)
     partial = make_results("partial", accuracy=0.5)
     predictions = partial["test_predictions"]
-    for key in ("ids", "labels", "predictions"):
+    for key in ("ids", "labels", "predictions", "probabilities"):
         predictions[key] = predictions[key][:25]  # evaluated on the first 25 tiles only
     other_classes = make_results("fewer_classes", accuracy=0.5)
     other_classes["classes"] = [f"class{k}" for k in range(len(other_classes["classes"]))]
