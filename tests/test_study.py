@@ -375,3 +375,22 @@ def _check_the_folds_predict_together(row: Path, out: Path) -> None:
         assert max(abs(a - b) for a, b in zip(probs, mean)) < 2e-6, tile
     with pytest.raises(WorkdirError, match="holds the 3 runs of a cross-validated row .* e.g. '.*fold_0'"):
         read_run_spec(row)
+
+
+def test_a_kept_ensemble_of_other_runs_is_named_for_deletion(tmp_path):
+    from flaxbench.study import _external_options_differ
+
+    row = tmp_path / "net_3fold"
+    for run in ("fold_0", "fold_1", "fold_2", "fold_0/seed_1"):
+        (row / run).mkdir(parents=True)
+        (row / run / "spec.json").write_text("{}")
+    path = row / "eval_external_cohort.json"
+    asked = {"external": "/data/cohort", "class_map": {}, "center_crop": None}
+
+    def differs(members: list[str]) -> str | None:
+        record = {**asked, "members": [{"workdir": f"/elsewhere/net_3fold/{m}"} for m in members]}
+        path.write_text(json.dumps(record))
+        return _external_options_differ(path, "/data/cohort", {"class_map": None, "center_crop": None})
+
+    assert differs(["fold_0", "fold_0/seed_1", "fold_1", "fold_2"]) is None  # the row moved: names still match
+    assert "ensemble of other runs than the 4 in" in differs(["fold_0", "fold_1", "fold_2"])  # before seed 1
