@@ -229,7 +229,7 @@ def _split_digests(run: Run) -> dict[str, str] | None:
     return digests if isinstance(digests, dict) and digests else None
 
 
-def _saved_spec(run: Run) -> dict[str, Any] | None:
+def saved_spec(run: Run) -> dict[str, Any] | None:
     """The spec.json beside a run's results.json, without its seed; None if there is none."""
     path = run.path.parent / "spec.json"
     try:
@@ -265,7 +265,7 @@ def _check_group(name: str, runs: list[Run]) -> None:
                 f"{previous.path.parent}, {run.path.parent}); give different specs different names"
             )
         # Every other setting (learning rate, split seed, augmentation, ...) from the runs' spec.json.
-        specs = _saved_spec(previous), _saved_spec(run)
+        specs = saved_spec(previous), saved_spec(run)
         if same_tiles and None not in specs:
             specs = without_tile_location(specs[0]), without_tile_location(specs[1])
         difference = first_difference(*specs) if None not in specs else None

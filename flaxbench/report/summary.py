@@ -13,6 +13,7 @@ from flaxbench import metrics
 from flaxbench.metrics import CI_LEVEL, CI_RESAMPLES, CI_SEED
 from flaxbench.report.collect import Run, RunGroup
 from flaxbench.report.external import external_lines
+from flaxbench.report.settings import row_settings
 
 # Row fields that are the plain mean over a row's seeds of the results.json field of that name.
 MEAN_FIELDS = (
@@ -46,6 +47,7 @@ class Summary:
     test_sets: int  # distinct (classes, test tiles) among the rows that recorded their predictions
     devices: tuple[str, ...]  # distinct devices the runs were timed on (results.json's `device`), sorted
     external: list[dict[str, Any]]  # the runs' external evaluations (report/external.py), in row order
+    settings: list[dict[str, Any] | None]  # how each row was trained (report/settings.py), same order as rows
 
 
 def is_synthetic(results: dict[str, Any]) -> bool:
@@ -337,4 +339,5 @@ def summarize(groups: list[RunGroup]) -> Summary:
         test_sets=len({found for group in ordered if (found := test_set(group)) is not None}),
         devices=tuple(sorted({device for group in ordered for device in recorded(group, "device")})),
         external=external_lines(rows, ordered),
+        settings=[row_settings(group) for group in ordered],
     )

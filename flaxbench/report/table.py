@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flaxbench.report.external import external_section
+from flaxbench.report.settings import settings_section
 from flaxbench.report.summary import (
     BEST_ROW_NOTE, CI_LEVEL, CI_RESAMPLES, CI_SEED, SYNTHETIC_BANNER, Summary, per_class,
 )
@@ -191,6 +192,8 @@ def write_json(summary: Summary, path: Path, runs_dir: Path) -> Path:
         "per_class": {row["name"]: per_class(group) for row, group in zip(summary.rows, summary.groups)},
         # Each run's `evaluate --external` results: tiles it never trained on.
         "external": summary.external,
+        # Per row: the settings its runs share, from their spec.json (null without one).
+        "settings": {row["name"]: settings for row, settings in zip(summary.rows, summary.settings)},
     }
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     return path
@@ -254,6 +257,7 @@ def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:
     lines += ["", "Notes:", ""] + [f"- {note}" for note in _notes(summary)]
     if footnotes.texts:
         lines += [""] + [f"[{i}] {text}." for i, text in enumerate(footnotes.texts, start=1)]
+    lines += settings_section(summary.rows, summary.settings)
     lines += _per_class_sections(summary)
     lines += external_section(summary.external)
     lines += ["", "## Figures", ""]
