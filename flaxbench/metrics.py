@@ -51,21 +51,27 @@ def _precision_recall_f1(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def per_class_metrics(cm: np.ndarray, classes: Sequence[str]) -> dict[str, dict[str, float]]:
-    """{class: {precision, recall, f1, support}} from a confusion matrix.
+    """{class: {precision, recall, f1, specificity, support}} from a confusion matrix.
 
-    A ratio with a zero denominator is reported as 0.0: precision of a class that is never
-    predicted, recall of a class with no test tiles, and F1 when precision + recall is 0.
+    Specificity is the share of the other classes' tiles not predicted as the class. A ratio with
+    a zero denominator is reported as 0.0: precision of a class that is never predicted, recall of
+    a class with no test tiles, specificity with no tiles of other classes, and F1 when precision +
+    recall is 0.
     """
     cm = np.asarray(cm)
     precision, recall, f1 = _precision_recall_f1(cm)
     if len(classes) != cm.shape[0]:
         raise ValueError(f"{len(classes)} class names for a {cm.shape[0]}-class confusion matrix")
     support = cm.sum(axis=1)
+    false_positives = cm.sum(axis=0) - np.diag(cm)
+    negatives = cm.sum() - support  # tiles of the other classes
+    specificity = _safe_ratio((negatives - false_positives).astype(np.float64), negatives)
     return {
         name: {
             "precision": float(precision[i]),
             "recall": float(recall[i]),
             "f1": float(f1[i]),
+            "specificity": float(specificity[i]),
             "support": int(support[i]),
         }
         for i, name in enumerate(classes)

@@ -33,10 +33,14 @@ def test_confusion_matrix_rejects_out_of_range_labels():
 
 def test_per_class_metrics_hand_case():
     scores = metrics.per_class_metrics(HAND_CM, ["a", "b", "c"])
-    # a: TP 2, predicted 3, true 3; b: TP 1, predicted 2, true 2; c: TP 2, predicted 3, true 3.
-    assert scores["a"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
-    assert scores["b"] == pytest.approx({"precision": 1 / 2, "recall": 1 / 2, "f1": 1 / 2, "support": 2})
-    assert scores["c"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    # a: TP 2, predicted 3, true 3; b: TP 1, predicted 2, true 2; c: TP 2, predicted 3, true 3; 8 tiles in all,
+    # so a's 5 other tiles hold 1 false positive (specificity 4/5), b's 6 hold 1, c's 5 hold 1.
+    assert scores["a"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "specificity": 4 / 5,
+                                         "support": 3})
+    assert scores["b"] == pytest.approx({"precision": 1 / 2, "recall": 1 / 2, "f1": 1 / 2, "specificity": 5 / 6,
+                                         "support": 2})
+    assert scores["c"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "specificity": 4 / 5,
+                                         "support": 3})
     assert isinstance(scores["a"]["support"], int)
 
 
@@ -44,8 +48,11 @@ def test_per_class_metrics_undefined_ratios_are_zero():
     # Class 1 is never predicted (precision 0/0) and class 2 has no tiles (recall 0/0).
     cm = np.array([[3, 0, 1], [2, 0, 0], [0, 0, 0]])
     scores = metrics.per_class_metrics(cm, ["x", "y", "z"])
-    assert scores["y"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
-    assert scores["z"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert scores["y"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "specificity": 1.0, "support": 2}
+    assert scores["z"] == pytest.approx({"precision": 0.0, "recall": 0.0, "f1": 0.0, "specificity": 5 / 6,
+                                         "support": 0})
+    only = metrics.per_class_metrics(np.array([[2, 0], [0, 0]]), ["only", "none"])["only"]
+    assert only["specificity"] == 0.0  # no tiles of other classes: 0/0
     assert scores["x"]["precision"] == pytest.approx(3 / 5)
     assert scores["x"]["recall"] == pytest.approx(3 / 4)
 

@@ -265,7 +265,8 @@ def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-PER_CLASS_SECTIONS = (("f1", "F1"), ("recall", "Recall (sensitivity)"), ("auc", "One-vs-rest ROC AUC"))
+PER_CLASS_SECTIONS = (("f1", "F1"), ("recall", "Recall (sensitivity)"), ("specificity", "Specificity"),
+                      ("auc", "One-vs-rest ROC AUC"))
 
 
 def _per_class_sections(summary: Summary) -> list[str]:

@@ -287,3 +287,6 @@ def test_per_class_tables_pool_the_seeds(synthetic_report, tmp_path_factory):
     f1_table = text.split("### F1")[1].split("###")[0]
     row = next(line for line in f1_table.splitlines() if line.startswith("| `multi`"))
     assert row.split("|")[2].strip() == f"{expected[CLASSES[0]]['f1']:.3f}"
+    specificity_table = text.split("### Specificity")[1].split("###")[0]
+    row = next(line for line in specificity_table.splitlines() if line.startswith("| `multi`"))
+    assert row.split("|")[2].strip() == f"{expected[CLASSES[0]]['specificity']:.3f}"
