@@ -243,34 +243,60 @@ def bootstrap_macro_auc_ci(
         raise ValueError("need per run probabilities (n, classes), labels and tile positions of equal, nonzero "
                          "length")
     num_tiles = int(max(t.max() for t in tiles)) + 1
-
-    def mean_macro_auc(picks: np.ndarray) -> np.ndarray:
-        # how often each tile is drawn, per resample: resample r, tile i -> bin r * num_tiles + i
-        keys = (np.arange(len(picks))[:, None] * num_tiles + picks).ravel()
-        counts = np.bincount(keys, minlength=len(picks) * num_tiles).reshape(len(picks), num_tiles)
-        per_run = []
-        for p, y, t in zip(probabilities, labels, tiles):
-            aucs = np.stack([_weighted_auc(counts[:, t], p[:, c], y == c) for c in range(p.shape[1])], axis=1)
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a resample without any defined AUC: NaN
-                per_run.append(np.nanmean(aucs, axis=1))
-        return np.mean(per_run, axis=0)
-
-    return _percentile_bootstrap(num_tiles, mean_macro_auc, level, num_resamples, seed)
+    runs = [_DrawnAuc(p, y, t, num_tiles) for p, y, t in zip(probabilities, labels, tiles)]
+    return _percentile_bootstrap(num_tiles, lambda picks: np.mean([run.macro_auc(picks) for run in runs], axis=0),
+                                 level, num_resamples, seed)
 
 
-def _weighted_auc(counts: np.ndarray, scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """AUC of `scores` (n,) for `positive` (n,) against the rest, per row of tile counts (R, n); NaN where a row
-    draws no positive or no negative."""
-    order = np.argsort(scores, kind="stable")
-    ranked, positive, counts = scores[order], positive[order], counts[:, order].astype(np.float64)
-    ties = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # where each run of equal scores starts
-    drawn_positive = np.add.reduceat(counts * positive, ties, axis=1)
-    drawn_negative = np.add.reduceat(counts * ~positive, ties, axis=1)
-    lower = np.cumsum(drawn_negative, axis=1) - drawn_negative  # negatives scored strictly lower
-    wins = (drawn_positive * (lower + 0.5 * drawn_negative)).sum(axis=1)
-    pairs = drawn_positive.sum(axis=1) * drawn_negative.sum(axis=1)
-    return np.divide(wins, pairs, out=np.full(len(counts), np.nan), where=pairs > 0)
+_AUC_BLOCK = 32  # resamples tallied together
+
+
+class _DrawnAuc:
+    """One run's macro AUC over resamples of tiles, each class's AUC from a tally of the drawn tiles.
+
+    Per class, the run's tiles are coded by their rank among that class's distinct scores (tied
+    scores share one) and by being positive; a resample's tally of codes gives, per score, the
+    drawn positives and negatives, and from them the AUC (the Mann-Whitney U over the drawn pairs).
+    """
+
+    def __init__(self, probabilities: np.ndarray, labels: np.ndarray, tiles: np.ndarray, num_tiles: int):
+        self.in_run = None if len(tiles) == num_tiles else np.isin(np.arange(num_tiles), tiles)
+        self.classes = []  # per class: (code at each tile position, the run's number of tiles)
+        for c in range(probabilities.shape[1]):
+            scores = probabilities[:, c]
+            order = np.argsort(scores, kind="stable")
+            new_score = np.r_[True, scores[order][1:] != scores[order][:-1]]
+            rank = np.empty(len(scores), np.int64)
+            rank[order] = np.cumsum(new_score) - 1
+            code = np.zeros(num_tiles, np.int64)  # read at the run's own tiles only
+            code[tiles] = rank + len(scores) * (labels == c)  # positives after all negatives
+            self.classes.append((code, len(scores)))
+
+    def macro_auc(self, picks: np.ndarray) -> np.ndarray:
+        """The run's macro AUC on each resample (rows of `picks`, drawn tile positions); NaN where none is defined."""
+        # A few resamples at a time, so that their tallies stay in cache: on 7,180 tiles of 9 classes,
+        # 1,000 resamples took 1.6 s at once and 0.4-0.6 s in blocks of 16-32 (2-core AMD EPYC, shared).
+        return np.concatenate([self._macro_auc(picks[start:start + _AUC_BLOCK])
+                               for start in range(0, len(picks), _AUC_BLOCK)])
+
+    def _macro_auc(self, picks: np.ndarray) -> np.ndarray:
+        resamples = len(picks)
+        if self.in_run is None:
+            row, drawn = np.repeat(np.arange(resamples), picks.shape[1]), picks.ravel()
+        else:  # only the draws that land on the run's tiles (a fold's, of all folds' tiles)
+            row, column = np.nonzero(self.in_run[picks])
+            drawn = picks[row, column]
+        aucs = []
+        for code, size in self.classes:
+            tally = np.bincount(row * (2 * size) + code[drawn], minlength=resamples * 2 * size)
+            negatives, positives = tally.reshape(resamples, 2, size).transpose(1, 0, 2)  # drawn, per score rank
+            # twice the wins of the positives, in integers: 2 per negative scored lower, 1 per tie
+            wins = (positives * (2 * np.cumsum(negatives, axis=1) - negatives)).sum(axis=1)
+            pairs = 2 * positives.sum(axis=1) * negatives.sum(axis=1)
+            aucs.append(np.divide(wins, pairs, out=np.full(resamples, np.nan), where=pairs > 0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample without any defined AUC: NaN
+            return np.nanmean(np.stack(aucs, axis=1), axis=1)
 
 
 def _percentile_bootstrap(

@@ -219,13 +219,18 @@ def test_auc_over_drawn_tiles_counts_each_as_often_as_drawn():
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 3, 80)
     probabilities = np.round(rng.dirichlet(np.ones(3), 80) + 0.4 * np.eye(3)[labels], 1)  # rounded: many ties
-    counts = rng.integers(0, 3, 80)
-    drawn = np.repeat(np.arange(80), counts)
-    for c in range(3):
-        once = metrics._weighted_auc(np.ones((1, 80)), probabilities[:, c], labels == c)[0]
-        assert once == pytest.approx(metrics.one_vs_rest_auc(probabilities, labels)[c], abs=1e-12)
-        weighted = metrics._weighted_auc(counts[None], probabilities[:, c], labels == c)[0]
-        assert weighted == pytest.approx(metrics.one_vs_rest_auc(probabilities[drawn], labels[drawn])[c], abs=1e-12)
+    macro = metrics._DrawnAuc(probabilities, labels, np.arange(80), 80).macro_auc
+    every_tile_once = np.arange(80)[None]
+    assert macro(every_tile_once)[0] == pytest.approx(metrics.macro_auc(metrics.one_vs_rest_auc(probabilities, labels)))
+    drawn = rng.integers(0, 80, (3, 80))
+    for k in range(3):
+        expected = metrics.macro_auc(metrics.one_vs_rest_auc(probabilities[drawn[k]], labels[drawn[k]]))
+        assert macro(drawn)[k] == pytest.approx(expected, abs=1e-12)
+    half = metrics._DrawnAuc(probabilities[40:], labels[40:], np.arange(40, 80), 80).macro_auc(drawn)
+    for k in range(3):  # a run on tiles 40-79 of 80 (a fold) sees only the draws of its tiles
+        mine = drawn[k][drawn[k] >= 40]
+        assert half[k] == pytest.approx(metrics.macro_auc(metrics.one_vs_rest_auc(probabilities[mine],
+                                                                                  labels[mine])), abs=1e-12)
 
 
 def test_macro_auc_ci_holds_the_estimate_and_the_mean_of_runs_sharing_tiles():
