@@ -115,6 +115,20 @@ def one_vs_rest_auc(probabilities: np.ndarray, labels: np.ndarray) -> list[float
     return aucs
 
 
+def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(false positive rates, true positive rates) of `scores` for `positive` tiles, one point per distinct score
+    from (0, 0) to (1, 1); None without positives or negatives."""
+    scores, positive = np.asarray(scores, np.float64).reshape(-1), np.asarray(positive, bool).reshape(-1)
+    num_positive = int(positive.sum())
+    if num_positive in (0, len(positive)):
+        return None
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], positive[order]
+    last_of_score = np.r_[ranked[1:] != ranked[:-1], True]  # a threshold takes every tile of its score
+    true_positives, false_positives = np.cumsum(hits)[last_of_score], np.cumsum(~hits)[last_of_score]
+    return (np.r_[0.0, false_positives / (len(positive) - num_positive)], np.r_[0.0, true_positives / num_positive])
+
+
 def macro_auc(aucs: Sequence[float | None]) -> float | None:
     """Mean one-vs-rest AUC over the classes that have one (None if none does)."""
     defined = [a for a in aucs if a is not None]

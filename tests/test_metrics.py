@@ -250,3 +250,13 @@ def test_macro_auc_ci_holds_the_estimate_and_the_mean_of_runs_sharing_tiles():
     with pytest.raises(ValueError, match="equal, nonzero"):
         metrics.bootstrap_macro_auc_ci([runs[0]], [labels[:10]])
 
+
+
+def test_roc_curve_hand_case_with_a_tie():
+    # scores 0.9 (pos), 0.8 (neg), 0.8 (pos), 0.1 (neg): the tied pair enters at one threshold
+    fpr, tpr = metrics.roc_curve(np.array([0.9, 0.8, 0.8, 0.1]), np.array([True, False, True, False]))
+    np.testing.assert_allclose(fpr, [0.0, 0.0, 0.5, 1.0])
+    np.testing.assert_allclose(tpr, [0.0, 0.5, 1.0, 1.0])
+    assert np.trapezoid(tpr, fpr) == pytest.approx(metrics.one_vs_rest_auc(
+        np.array([[0.1, 0.9], [0.2, 0.8], [0.2, 0.8], [0.9, 0.1]]), np.array([1, 0, 1, 0]))[1])
+    assert metrics.roc_curve(np.array([0.3, 0.4]), np.array([True, True])) is None  # no negatives

@@ -14,7 +14,7 @@ __all__ = ["write_report"]
 
 
 def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write report.md/.csv/.json and the four PNG figures for every results.json under `runs_dir`.
+    """Write report.md/.csv/.json and the five PNG figures (and an external one) for every results.json under `runs_dir`.
 
     `out_dir` defaults to `runs_dir`; returns {"md", "csv", "json", <figure keys>: path}.
     """

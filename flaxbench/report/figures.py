@@ -12,7 +12,9 @@ from matplotlib.ticker import MaxNLocator
 
 from flaxbench import metrics
 from flaxbench.report.collect import HISTORY_CURVES
-from flaxbench.report.summary import SYNTHETIC_BANNER, Summary, mean_history, pooled_confusion_matrix
+from flaxbench.report.summary import (
+    SYNTHETIC_BANNER, Summary, mean_history, pooled_confusion_matrix, test_probabilities,
+)
 
 FIGURE_DPI = 110
 
@@ -123,6 +125,44 @@ def confusion_matrices(summary: Summary, path: Path) -> Path:
     return _save(figure, path, title, summary.synthetic)
 
 
+def _panel_grid(figure: Figure, count: int, num_cols: int) -> list:
+    """`count` axes in rows of `num_cols`; the grid's unused cells are hidden."""
+    num_rows = math.ceil(count / num_cols)
+    grid = figure.subplots(num_rows, num_cols, squeeze=False).ravel()
+    for axes in grid[count:]:
+        axes.set_axis_off()
+    return list(grid[:count])
+
+
+def roc_curves(summary: Summary, path: Path) -> Path:
+    """One-vs-rest ROC curve of every class, one panel per row, from the test tiles of all its runs pooled."""
+    title = "One-vs-rest ROC curves (test tiles of all seeds and folds pooled)"
+    num_cols = min(3, len(summary.rows))
+    num_rows = math.ceil(len(summary.rows) / num_cols)
+    figure = _new_figure(title, summary.synthetic, (4.6 * num_cols + 0.5, 4.4 * num_rows + 0.8))
+    for axes, row, group in zip(_panel_grid(figure, len(summary.rows), num_cols), summary.rows, summary.groups):
+        axes.set_title(row["label"], fontsize=9)
+        runs = test_probabilities(group)
+        if runs is None:
+            axes.text(0.5, 0.5, "n/a: no class probabilities\nin results.json", ha="center", va="center")
+            axes.set_axis_off()
+            continue
+        probabilities, labels = np.concatenate([p for p, _, _ in runs]), np.concatenate([y for _, y, _ in runs])
+        aucs = metrics.one_vs_rest_auc(probabilities, labels)
+        for c, name in enumerate(group.runs[0].results["classes"]):
+            curve = metrics.roc_curve(probabilities[:, c], labels == c)
+            if curve is not None:
+                axes.plot(*curve, color=_color(c), linewidth=1.2, label=f"{name} (AUC {aucs[c]:.3f})")
+        axes.plot([0, 1], [0, 1], color="0.5", linestyle=":", linewidth=1)
+        axes.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="false positive rate (1 - specificity)",
+                 ylabel="true positive rate (sensitivity)")
+        axes.set_aspect("equal")
+        axes.grid(alpha=0.3)
+        axes.legend(loc="lower right", fontsize=7)
+        _watermark(axes, summary.synthetic)
+    return _save(figure, path, title, summary.synthetic)
+
+
 def training_curves(summary: Summary, path: Path) -> Path:
     """Validation accuracy and train/validation loss per epoch (mean over seeds) for every row."""
     title = "Training curves (mean over seeds)"
@@ -222,7 +262,7 @@ def external_accuracy(summary: Summary, path: Path) -> Path:
 
 
 def write_figures(summary: Summary, out_dir: Path) -> dict[str, Path]:
-    """Draw the four figures, and the external one when runs hold external evaluations, into `out_dir`.
+    """Draw the five figures, and the external one when runs hold external evaluations, into `out_dir`.
 
     Returns {figure key: PNG path}.
     """
@@ -231,6 +271,7 @@ def write_figures(summary: Summary, out_dir: Path) -> dict[str, Path]:
         "confusion_matrices": confusion_matrices(summary, out_dir / "confusion_matrices.png"),
         "training_curves": training_curves(summary, out_dir / "training_curves.png"),
         "per_class_recall": per_class_recall(summary, out_dir / "per_class_recall.png"),
+        "roc_curves": roc_curves(summary, out_dir / "roc_curves.png"),
     }
     if summary.external:
         figures["external_accuracy"] = external_accuracy(summary, out_dir / "external_accuracy.png")

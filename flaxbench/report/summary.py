@@ -185,19 +185,29 @@ def balanced_accuracy_ci(group: RunGroup) -> tuple[float, float] | None:
     )
 
 
-def macro_auc_ci(group: RunGroup) -> tuple[float, float] | None:
-    """95% bootstrap CI of the row's macro AUC (the mean of its runs'), test tiles resampled as in accuracy_ci_pct;
-    None where a run did not record per-tile class probabilities."""
-    probabilities, labels, positions, place = [], [], [], {}
+def test_probabilities(group: RunGroup) -> list[tuple[np.ndarray, np.ndarray, list[str]]] | None:
+    """(class probabilities (n, C), true classes, tile ids) of each run's test tiles; None where a run did not
+    record its class probabilities."""
+    runs = []
     for run in group.runs:
         predictions = run.results.get("test_predictions") or {}
         if not predictions.get("probabilities"):
             return None
-        probabilities.append(np.asarray(predictions["probabilities"], np.float64))
-        labels.append(np.asarray(predictions["labels"], np.int64))
-        positions.append(np.array([place.setdefault(tile, len(place)) for tile in predictions["ids"]]))
-    return metrics.bootstrap_macro_auc_ci(probabilities, labels, positions, level=CI_LEVEL, num_resamples=CI_RESAMPLES,
-                                          seed=CI_SEED)
+        runs.append((np.asarray(predictions["probabilities"], np.float64), np.asarray(predictions["labels"], np.int64),
+                     list(predictions["ids"])))
+    return runs
+
+
+def macro_auc_ci(group: RunGroup) -> tuple[float, float] | None:
+    """95% bootstrap CI of the row's macro AUC (the mean of its runs'), test tiles resampled as in accuracy_ci_pct;
+    None where a run did not record per-tile class probabilities."""
+    runs = test_probabilities(group)
+    if runs is None:
+        return None
+    place: dict[str, int] = {}  # every tile id of the row's runs, numbered once
+    positions = [np.array([place.setdefault(tile, len(place)) for tile in ids]) for _, _, ids in runs]
+    return metrics.bootstrap_macro_auc_ci([p for p, _, _ in runs], [y for _, y, _ in runs], positions,
+                                          level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED)
 
 
 def test_set(group: RunGroup) -> tuple[tuple[str, ...], frozenset[str]] | None:
