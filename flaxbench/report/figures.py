@@ -86,6 +86,21 @@ def _row_normalised(cm: np.ndarray) -> np.ndarray:
     return np.divide(cm, totals, out=np.zeros(cm.shape, dtype=np.float64), where=totals > 0)
 
 
+def _panel_grid(figure: Figure, count: int, num_cols: int) -> list:
+    """`count` axes in rows of `num_cols`; the grid's unused cells are hidden."""
+    num_rows = math.ceil(count / num_cols)
+    grid = figure.subplots(num_rows, num_cols, squeeze=False).ravel()
+    for axes in grid[count:]:
+        axes.set_axis_off()
+    return list(grid[:count])
+
+
+def _not_recorded(axes, what: str) -> None:
+    """Mark a row's panel as n/a: its results.json files do not hold `what`."""
+    axes.text(0.5, 0.5, f"n/a: no {what}\nin results.json", ha="center", va="center")
+    axes.set_axis_off()
+
+
 def confusion_matrices(summary: Summary, path: Path) -> Path:
     """One row-normalised confusion matrix (summed over seeds) per report row."""
     title = "Confusion matrices (rows: true class, normalised; summed over seeds)"
@@ -95,15 +110,13 @@ def confusion_matrices(summary: Summary, path: Path) -> Path:
     num_classes = max(len(group.runs[0].results["classes"]) for group in summary.groups)
     cell = max(3.5, 0.45 * num_classes + 1.5)
     figure = _new_figure(title, summary.synthetic, (cell * num_cols + 1.0, (cell + 0.6) * num_rows + 0.8))
-    grid = figure.subplots(num_rows, num_cols, squeeze=False)
+    panels = _panel_grid(figure, count, num_cols)
     image = None
-    for index, (row, group) in enumerate(zip(summary.rows, summary.groups)):
-        axes = grid[index // num_cols][index % num_cols]
+    for axes, row, group in zip(panels, summary.rows, summary.groups):
         axes.set_title(row["label"], fontsize=9)
         cm = pooled_confusion_matrix(group)
         if cm is None:
-            axes.text(0.5, 0.5, "n/a: no confusion matrix\nin results.json", ha="center", va="center")
-            axes.set_axis_off()
+            _not_recorded(axes, "confusion matrix")
             continue
         classes = group.runs[0].results["classes"]
         normalised = _row_normalised(cm)
@@ -118,20 +131,9 @@ def confusion_matrices(summary: Summary, path: Path) -> Path:
                 axes.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=7,
                           color="white" if value > 0.6 else "black")
         _watermark(axes, summary.synthetic)
-    for index in range(count, num_rows * num_cols):
-        grid[index // num_cols][index % num_cols].set_axis_off()
     if image is not None:
-        figure.colorbar(image, ax=grid.ravel().tolist(), shrink=0.6, label="fraction of true class")
+        figure.colorbar(image, ax=panels, shrink=0.6, label="fraction of true class")
     return _save(figure, path, title, summary.synthetic)
-
-
-def _panel_grid(figure: Figure, count: int, num_cols: int) -> list:
-    """`count` axes in rows of `num_cols`; the grid's unused cells are hidden."""
-    num_rows = math.ceil(count / num_cols)
-    grid = figure.subplots(num_rows, num_cols, squeeze=False).ravel()
-    for axes in grid[count:]:
-        axes.set_axis_off()
-    return list(grid[:count])
 
 
 def roc_curves(summary: Summary, path: Path) -> Path:
@@ -144,8 +146,7 @@ def roc_curves(summary: Summary, path: Path) -> Path:
         axes.set_title(row["label"], fontsize=9)
         runs = test_probabilities(group)
         if runs is None:
-            axes.text(0.5, 0.5, "n/a: no class probabilities\nin results.json", ha="center", va="center")
-            axes.set_axis_off()
+            _not_recorded(axes, "class probabilities")
             continue
         probabilities, labels = np.concatenate([p for p, _, _ in runs]), np.concatenate([y for _, y, _ in runs])
         aucs = metrics.one_vs_rest_auc(probabilities, labels)
