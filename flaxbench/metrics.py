@@ -165,10 +165,6 @@ def bootstrap_accuracy_ci(
     a tile's predictions are resampled together and accuracy is sum(correct) / sum(trials).
     The same `seed` gives the same interval on every call.
     """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    if num_resamples < 1:
-        raise ValueError(f"num_resamples must be >= 1, got {num_resamples}")
     correct = np.asarray(correct, dtype=np.float64).reshape(-1)
     trials = np.ones_like(correct) if trials is None else np.asarray(trials, dtype=np.float64).reshape(-1)
     if correct.size == 0:
@@ -195,8 +191,6 @@ def bootstrap_balanced_accuracy_ci(
     """Percentile-bootstrap confidence interval of balanced accuracy (mean recall over the classes a
     resample holds), resampling tiles with replacement; `correct`/`trials` as in bootstrap_accuracy_ci,
     `labels[i]` the true class of tile i."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
     correct, trials = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (correct, trials))
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     if correct.size == 0 or not correct.size == trials.size == labels.size:
@@ -220,8 +214,6 @@ def bootstrap_paired_difference_ci(
 ) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of accuracy(A) - accuracy(B) for two classifiers scored on the same
     tiles: a resample draws tiles with replacement and keeps both outcomes of each, so the pairing counts."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
     a = np.asarray(correct_a, dtype=np.float64).reshape(-1)
     b = np.asarray(correct_b, dtype=np.float64).reshape(-1)
     if a.shape != b.shape or a.size == 0:
@@ -247,8 +239,6 @@ def bootstrap_macro_auc_ci(
     tile (seeds on one test set) see the same draws. Ties count half, as in `one_vs_rest_auc`; a
     class without positives or negatives in a resample is left out of its mean.
     """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
     probabilities = [np.asarray(p, np.float64) for p in probabilities]
     labels = [np.asarray(y, np.int64).reshape(-1) for y in labels]
     tiles = [np.arange(len(labels[0]))] if tiles is None else [np.asarray(t, np.int64) for t in tiles]
@@ -318,6 +308,8 @@ def _percentile_bootstrap(
     num_tiles: int, statistic, level: float, num_resamples: int, seed: int
 ) -> tuple[float, float]:
     """The `level` percentile interval of `statistic(picks)` over `num_resamples` resamples of the tiles."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
     if num_resamples < 1:
         raise ValueError(f"num_resamples must be >= 1, got {num_resamples}")
     rng = np.random.default_rng(seed)

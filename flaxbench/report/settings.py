@@ -52,7 +52,8 @@ def _cells(settings: dict[str, Any]) -> list[str]:
     options = settings["model_options"]
     model = _text(settings["model"]) + (f" ({_text(options)})" if options else "")
     size = settings["image_size"]
-    tiles = (f"{_text(size)} px" if size is not None else "native size") + f", {_text(settings['normalize'])} normalisation"
+    tiles = f"{_text(size)} px" if size is not None else "native size"
+    tiles += f", {_text(settings['normalize'])} normalisation"
     if settings["stain_normalize"]:
         tiles += f", {_text(settings['stain_normalize'])} stain normalisation"
     split = (f"{settings['cv_folds']}-fold CV" if settings["cv_folds"]
