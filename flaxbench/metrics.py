@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -14,6 +15,7 @@ _BOOTSTRAP_CHUNK = 1000
 CI_LEVEL = 0.95
 CI_RESAMPLES = 10000
 CI_SEED = 0
+ECE_BINS = 15  # the confidence bins of ECE and of the report's reliability diagrams
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -135,19 +137,36 @@ def macro_auc(aucs: Sequence[float | None]) -> float | None:
     return float(np.mean(defined)) if defined else None
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE (Guo et al. 2017): over `bins` equal-width bins of top-class confidence, the tile-weighted mean
-    gap between accuracy and mean confidence; 0 is calibrated."""
+class CalibrationBins(NamedTuple):
+    """Test tiles binned by top-class confidence: per bin, its tiles, their mean confidence and their accuracy."""
+
+    edges: np.ndarray  # (bins + 1,) equal-width bin edges over [0, 1]
+    counts: np.ndarray  # (bins,) tiles per bin
+    confidence: np.ndarray  # (bins,) mean top-class probability of the bin's tiles; NaN for an empty bin
+    accuracy: np.ndarray  # (bins,) fraction of the bin's tiles predicted right; NaN for an empty bin
+
+
+def calibration_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> CalibrationBins:
+    """The tiles in `bins` equal-width bins of top-class confidence (a reliability diagram's bars)."""
     probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels)
-    if not len(labels):
-        return 0.0
     confidence, predicted = probabilities.max(axis=1), probabilities.argmax(axis=1)
     which = np.minimum((confidence * bins).astype(np.int64), bins - 1)  # confidence 1.0 goes to the top bin
-    gaps = 0.0
-    for b in np.unique(which):
-        members = which == b
-        gaps += members.sum() * abs(np.mean(predicted[members] == labels[members]) - confidence[members].mean())
-    return float(gaps / len(labels))
+    counts = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_confidence = np.bincount(which, weights=confidence, minlength=bins) / counts
+        accuracy = np.bincount(which, weights=(predicted == labels).astype(np.float64), minlength=bins) / counts
+    return CalibrationBins(np.linspace(0.0, 1.0, bins + 1), counts, mean_confidence, accuracy)
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE (Guo et al. 2017): over `bins` equal-width bins of top-class confidence, the tile-weighted mean
+    gap between accuracy and mean confidence; 0 is calibrated."""
+    binned = calibration_bins(probabilities, labels, bins)
+    filled = binned.counts > 0
+    if not filled.any():
+        return 0.0
+    gaps = np.abs(binned.accuracy[filled] - binned.confidence[filled])
+    return float(np.sum(binned.counts[filled] * gaps) / binned.counts.sum())
 
 
 def bootstrap_accuracy_ci(

@@ -180,6 +180,20 @@ def test_expected_calibration_error_hand_cases():
     assert metrics.expected_calibration_error(np.array([[1.0, 0.0]]), np.array([0])) == 0.0
 
 
+def test_calibration_bins_hold_each_tile_once_with_its_bins_confidence_and_accuracy():
+    # Confidences 0.95 (right), 0.9 (wrong), 0.55 (right) and exactly 1.0 (right) in 10 bins.
+    probabilities = np.array([[0.95, 0.05], [0.1, 0.9], [0.45, 0.55], [1.0, 0.0]])
+    binned = metrics.calibration_bins(probabilities, np.array([0, 0, 1, 0]), bins=10)
+    np.testing.assert_allclose(binned.edges, np.linspace(0, 1, 11))
+    assert binned.counts.tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0, 3]  # 0.9, 0.95 and 1.0 share the top bin
+    assert binned.confidence[9] == pytest.approx((0.95 + 0.9 + 1.0) / 3)
+    assert binned.accuracy[9] == pytest.approx(2 / 3) and binned.accuracy[5] == 1.0
+    assert np.isnan(binned.accuracy[0]) and np.isnan(binned.confidence[0])  # empty bins are not 0% accurate
+    # ECE is the tile-weighted gap of these bars.
+    expected = (3 * abs(2 / 3 - (0.95 + 0.9 + 1.0) / 3) + abs(1.0 - 0.55)) / 4
+    assert metrics.expected_calibration_error(probabilities, np.array([0, 0, 1, 0]), bins=10) == pytest.approx(expected)
+
+
 def test_bootstrap_balanced_accuracy_ci_hand_cases():
     # Class 0: 90 tiles, all right; class 1: 10 tiles, none right: balanced accuracy 0.5 in every resample
     # that holds both classes, while plain accuracy is 0.9.
