@@ -6,8 +6,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from flaxbench import metrics
@@ -164,6 +166,46 @@ def roc_curves(summary: Summary, path: Path) -> Path:
     return _save(figure, path, title, summary.synthetic)
 
 
+def reliability_diagrams(summary: Summary, path: Path) -> Path:
+    """Accuracy against top-class confidence in equal-width bins, one panel per row, test tiles of all its runs
+    pooled; the bars' shading shows how many tiles each bin holds."""
+    title = f"Reliability diagrams ({metrics.ECE_BINS} confidence bins; test tiles of all seeds and folds pooled)"
+    num_cols = min(3, len(summary.rows))
+    num_rows = math.ceil(len(summary.rows) / num_cols)
+    figure = _new_figure(title, summary.synthetic, (4.6 * num_cols + 0.5, 4.8 * num_rows + 0.8))
+    for index, (axes, row, group) in enumerate(zip(_panel_grid(figure, len(summary.rows), num_cols), summary.rows,
+                                                   summary.groups)):
+        runs = test_probabilities(group)
+        if runs is None or not sum(len(y) for _, y, _ in runs):
+            axes.set_title(row["label"], fontsize=9)
+            _not_recorded(axes, "class probabilities")
+            continue
+        probabilities, labels = np.concatenate([p for p, _, _ in runs]), np.concatenate([y for _, y, _ in runs])
+        binned = metrics.calibration_bins(probabilities, labels, metrics.ECE_BINS)
+        ece = metrics.expected_calibration_error(probabilities, labels, metrics.ECE_BINS)
+        axes.set_title(f"{row['label']}\nECE {ece:.3f} (pooled) over {len(labels):,} tiles", fontsize=9)
+        filled = binned.counts > 0
+        lefts, width = binned.edges[:-1][filled], 1.0 / metrics.ECE_BINS
+        share = binned.counts[filled] / binned.counts.sum()
+        # A bin's opacity grows with its tiles, so a sparse bin's bar does not read as firm evidence.
+        opacity = 0.25 + 0.75 * share / share.max()
+        colors = [(*to_rgb(_color(index)), alpha) for alpha in opacity]
+        axes.bar(lefts, binned.accuracy[filled], width=width, align="edge", color=colors, edgecolor="0.3",
+                 linewidth=0.5)
+        axes.plot(binned.confidence[filled], binned.accuracy[filled], "o", color="black", markersize=2.5)
+        axes.plot([0, 1], [0, 1], color="0.5", linestyle=":", linewidth=1)
+        axes.set(xlim=(0.0, 1.0), ylim=(0.0, 1.01), xlabel="top-class confidence", ylabel="accuracy")
+        axes.set_aspect("equal")
+        axes.grid(alpha=0.3)
+        _watermark(axes, summary.synthetic)
+    legend = [Patch(facecolor="0.6", edgecolor="0.3", label="accuracy of a bin's tiles (darker: more tiles)"),
+              Line2D([], [], color="black", marker="o", markersize=2.5, linestyle="",
+                     label="at the bin's mean confidence"),
+              Line2D([], [], color="0.5", linestyle=":", label="calibrated")]
+    figure.legend(handles=legend, loc="outside lower center", ncols=3, fontsize=8)
+    return _save(figure, path, title, summary.synthetic)
+
+
 def training_curves(summary: Summary, path: Path) -> Path:
     """Validation accuracy and train/validation loss per epoch (mean over seeds) for every row."""
     title = "Training curves (mean over seeds)"
@@ -263,7 +305,7 @@ def external_accuracy(summary: Summary, path: Path) -> Path:
 
 
 def write_figures(summary: Summary, out_dir: Path) -> dict[str, Path]:
-    """Draw the five figures, and the external one when runs hold external evaluations, into `out_dir`.
+    """Draw the six figures, and the external one when runs hold external evaluations, into `out_dir`.
 
     Returns {figure key: PNG path}.
     """
@@ -273,6 +315,7 @@ def write_figures(summary: Summary, out_dir: Path) -> dict[str, Path]:
         "training_curves": training_curves(summary, out_dir / "training_curves.png"),
         "per_class_recall": per_class_recall(summary, out_dir / "per_class_recall.png"),
         "roc_curves": roc_curves(summary, out_dir / "roc_curves.png"),
+        "reliability_diagrams": reliability_diagrams(summary, out_dir / "reliability_diagrams.png"),
     }
     if summary.external:
         figures["external_accuracy"] = external_accuracy(summary, out_dir / "external_accuracy.png")

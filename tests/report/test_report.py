@@ -55,7 +55,8 @@ ROW_KEYS = [
     "accuracy_vs_best_pct", "accuracy_vs_best_ci95_low_pct", "accuracy_vs_best_ci95_high_pct", "mcnemar_p_vs_best",
     "mcnemar_p_holm",
 ]
-FIGURES = ["accuracy_vs_time", "confusion_matrices", "training_curves", "per_class_recall", "roc_curves"]
+FIGURES = ["accuracy_vs_time", "confusion_matrices", "training_curves", "per_class_recall", "roc_curves",
+           "reliability_diagrams"]
 
 
 def _write_study(runs_dir, *, synthetic):
