@@ -28,7 +28,7 @@ import numpy as np
 from data_pipeline import canonical_class_name
 from data_pipeline.sources.folder_source import ListedTile, class_folder_names, decode_tiles, open_class_folders
 from data_pipeline.split import SPLIT_WORDS
-from flaxbench import metrics
+from flaxbench import bootstrap
 from flaxbench.checkpoints import BEST
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import split_metrics
@@ -203,11 +203,11 @@ def evaluate_external(
     ids, member_logits = [tile.id for tile, _ in scored], np.stack([x for _, x in scored], axis=1)
     result = split_metrics(ensemble_logits(member_logits), labels, run.classes, ids)
     correct = np.asarray(result["predictions"]["predictions"]) == labels
-    ci = {"level": metrics.CI_LEVEL, "num_resamples": metrics.CI_RESAMPLES, "seed": metrics.CI_SEED}
-    accuracy_ci = metrics.bootstrap_accuracy_ci(correct, **ci)
-    balanced_ci = metrics.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels, **ci)
+    ci = {"level": bootstrap.CI_LEVEL, "num_resamples": bootstrap.CI_RESAMPLES, "seed": bootstrap.CI_SEED}
+    accuracy_ci = bootstrap.bootstrap_accuracy_ci(correct, **ci)
+    balanced_ci = bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels, **ci)
     probabilities = np.asarray(result["predictions"]["probabilities"])
-    auc_ci = None if result["macro_auc"] is None else metrics.bootstrap_macro_auc_ci([probabilities], [labels], **ci)
+    auc_ci = None if result["macro_auc"] is None else bootstrap.bootstrap_macro_auc_ci([probabilities], [labels], **ci)
     record = {
         "name": run.spec.name, "external": path, "checkpoint": which, "tta": tta,
         "epoch": run.epoch if len(runs) == 1 else None,  # an ensemble's runs each have their own
@@ -217,7 +217,7 @@ def evaluate_external(
         "tiles_per_class": {c: int(np.sum(labels == k)) for k, c in enumerate(run.classes)},
         "skipped_files": skipped_ids, "center_crop": center_crop, "resized_from": dict(resized),
         "image_size": run.image_size, "stain_normalized": run.stain is not None,
-        "ci_level": metrics.CI_LEVEL, "accuracy_ci": list(accuracy_ci), "balanced_accuracy_ci": list(balanced_ci),
+        "ci_level": bootstrap.CI_LEVEL, "accuracy_ci": list(accuracy_ci), "balanced_accuracy_ci": list(balanced_ci),
         "macro_auc_ci": None if auc_ci is None else list(auc_ci),
         **result,
         **(_ensemble_members(runs, member_logits, labels, ids) if len(runs) > 1 else {}),

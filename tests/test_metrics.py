@@ -1,4 +1,4 @@
-"""Metrics on hand-computed cases: confusion matrix, per-class/macro scores, bootstrap CI, McNemar."""
+"""Metrics on hand-computed cases: confusion matrix, per-class/macro scores, AUC, calibration, McNemar, Holm."""
 
 from __future__ import annotations
 
@@ -72,50 +72,6 @@ def test_balanced_accuracy_is_mean_recall_over_supported_classes():
     assert metrics.balanced_accuracy(cm) == pytest.approx(0.7)
     # Plain accuracy is 10/12: balanced accuracy must not weight by support.
     assert metrics.balanced_accuracy(cm) != pytest.approx(10 / 12)
-
-
-def _correct(num_right: int, num_tiles: int) -> np.ndarray:
-    return np.random.default_rng(1).permutation(np.arange(num_tiles) < num_right)
-
-
-def test_bootstrap_ci_contains_estimate_and_is_reproducible():
-    correct = _correct(80, 100)
-    low, high = metrics.bootstrap_accuracy_ci(correct, num_resamples=2000, seed=3)
-    assert low < 0.8 < high
-    assert (low, high) == metrics.bootstrap_accuracy_ci(correct, num_resamples=2000, seed=3)
-    # The seed is what fixes it: other seeds move the (discrete, 1/100-step) bounds somewhere.
-    others = {metrics.bootstrap_accuracy_ci(correct, num_resamples=200, seed=s) for s in range(5)}
-    assert len(others) > 1
-    # Roughly the normal-approximation width 2 * 1.96 * sqrt(0.8 * 0.2 / 100) = 0.157.
-    assert high - low == pytest.approx(0.157, abs=0.03)
-
-
-def test_bootstrap_ci_narrows_with_more_tiles():
-    small = metrics.bootstrap_accuracy_ci(_correct(70, 100), num_resamples=2000)
-    large = metrics.bootstrap_accuracy_ci(_correct(700, 1000), num_resamples=2000)
-    assert large[0] < 0.7 < large[1]
-    # Width scales like 1/sqrt(n): 10x tiles -> about 1/3.16 of the width.
-    assert (large[1] - large[0]) < 0.45 * (small[1] - small[0])
-
-
-def test_bootstrap_ci_level_widens_interval():
-    correct = _correct(60, 100)
-    narrow = metrics.bootstrap_accuracy_ci(correct, level=0.5, num_resamples=2000)
-    wide = metrics.bootstrap_accuracy_ci(correct, level=0.99, num_resamples=2000)
-    assert wide[0] < narrow[0] < narrow[1] < wide[1]
-
-
-def test_bootstrap_ci_with_trials_keeps_a_tiles_predictions_together():
-    # Three seeds that agree on every tile carry no more information than one seed.
-    correct = _correct(75, 100).astype(int)
-    one_seed = metrics.bootstrap_accuracy_ci(correct, num_resamples=2000)
-    three_seeds = metrics.bootstrap_accuracy_ci(3 * correct, trials=np.full(100, 3), num_resamples=2000)
-    assert three_seeds == pytest.approx(one_seed)
-
-
-def test_bootstrap_ci_rejects_empty_input():
-    with pytest.raises(ValueError, match="no tiles"):
-        metrics.bootstrap_accuracy_ci(np.array([], dtype=bool))
 
 
 def test_mcnemar_exact_binomial_hand_case():
@@ -194,76 +150,10 @@ def test_calibration_bins_hold_each_tile_once_with_its_bins_confidence_and_accur
     assert metrics.expected_calibration_error(probabilities, np.array([0, 0, 1, 0]), bins=10) == pytest.approx(expected)
 
 
-def test_bootstrap_balanced_accuracy_ci_hand_cases():
-    # Class 0: 90 tiles, all right; class 1: 10 tiles, none right: balanced accuracy 0.5 in every resample
-    # that holds both classes, while plain accuracy is 0.9.
-    labels = np.array([0] * 90 + [1] * 10)
-    correct = (labels == 0).astype(int)
-    low, high = metrics.bootstrap_balanced_accuracy_ci(correct, np.ones(100), labels, num_resamples=500)
-    assert low == pytest.approx(0.5) and high == pytest.approx(0.5)
-    acc_low, acc_high = metrics.bootstrap_accuracy_ci(correct, num_resamples=500)
-    assert acc_low > 0.8 and acc_high < 0.97
-    # Mixed outcomes: the interval contains the estimate, is reproducible and narrower for more tiles.
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 3, 300)
-    correct = rng.random(300) < np.array([0.9, 0.6, 0.3])[labels]
-    estimate = np.mean([correct[labels == c].mean() for c in range(3)])
-    low, high = metrics.bootstrap_balanced_accuracy_ci(correct, np.ones(300), labels, num_resamples=2000)
-    assert low < estimate < high and 0.05 < high - low < 0.2
-    assert (low, high) == metrics.bootstrap_balanced_accuracy_ci(correct, np.ones(300), labels, num_resamples=2000)
-
-
 def test_holm_adjustment_by_hand():
     assert metrics.holm_adjusted([0.01, None, 0.04, 0.03, 0.005]) == pytest.approx([0.03, None, 0.06, 0.06, 0.02])
     assert metrics.holm_adjusted([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1, order kept
     assert metrics.holm_adjusted([None]) == [None]
-
-
-def test_paired_difference_ci_follows_the_pairing():
-    same = np.array([True, False] * 50)
-    assert metrics.bootstrap_paired_difference_ci(same, same) == (0.0, 0.0)  # identical outcomes: no spread at all
-    better = np.ones(100, bool)
-    low, high = metrics.bootstrap_paired_difference_ci(better, same)
-    assert 0.38 < low < 0.5 < high < 0.62
-    with pytest.raises(ValueError, match="paired outcomes of equal"):
-        metrics.bootstrap_paired_difference_ci(same, same[:10])
-
-
-def test_auc_over_drawn_tiles_counts_each_as_often_as_drawn():
-    rng = np.random.default_rng(3)
-    labels = rng.integers(0, 3, 80)
-    probabilities = np.round(rng.dirichlet(np.ones(3), 80) + 0.4 * np.eye(3)[labels], 1)  # rounded: many ties
-    macro = metrics._DrawnAuc(probabilities, labels, np.arange(80), 80).macro_auc
-    every_tile_once = np.arange(80)[None]
-    assert macro(every_tile_once)[0] == pytest.approx(metrics.macro_auc(metrics.one_vs_rest_auc(probabilities, labels)))
-    drawn = rng.integers(0, 80, (3, 80))
-    for k in range(3):
-        expected = metrics.macro_auc(metrics.one_vs_rest_auc(probabilities[drawn[k]], labels[drawn[k]]))
-        assert macro(drawn)[k] == pytest.approx(expected, abs=1e-12)
-    half = metrics._DrawnAuc(probabilities[40:], labels[40:], np.arange(40, 80), 80).macro_auc(drawn)
-    for k in range(3):  # a run on tiles 40-79 of 80 (a fold) sees only the draws of its tiles
-        mine = drawn[k][drawn[k] >= 40]
-        assert half[k] == pytest.approx(metrics.macro_auc(metrics.one_vs_rest_auc(probabilities[mine],
-                                                                                  labels[mine])), abs=1e-12)
-
-
-def test_macro_auc_ci_holds_the_estimate_and_the_mean_of_runs_sharing_tiles():
-    rng = np.random.default_rng(4)
-    labels = rng.integers(0, 4, 200)
-    runs = [rng.dirichlet(np.ones(4), 200) + strength * np.eye(4)[labels] for strength in (0.3, 0.6)]
-    estimates = [metrics.macro_auc(metrics.one_vs_rest_auc(p, labels)) for p in runs]
-    low, high = metrics.bootstrap_macro_auc_ci([runs[0]], [labels])
-    assert low < estimates[0] < high < 1.0 and (low, high) == metrics.bootstrap_macro_auc_ci([runs[0]], [labels])
-    tiles = np.arange(200)
-    both = metrics.bootstrap_macro_auc_ci(runs, [labels, labels], [tiles, tiles])
-    assert both[0] < np.mean(estimates) < both[1] and both != (low, high)
-    folds = metrics.bootstrap_macro_auc_ci([runs[0][:100], runs[0][100:]], [labels[:100], labels[100:]],
-                                           [tiles[:100], tiles[100:]])  # two folds: each run its own tiles
-    assert folds[0] < np.mean([metrics.macro_auc(metrics.one_vs_rest_auc(runs[0][s], labels[s]))
-                               for s in (slice(0, 100), slice(100, 200))]) < folds[1]
-    with pytest.raises(ValueError, match="equal, nonzero"):
-        metrics.bootstrap_macro_auc_ci([runs[0]], [labels[:10]])
-
 
 
 def test_roc_curve_hand_case_with_a_tie():

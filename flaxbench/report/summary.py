@@ -9,8 +9,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from flaxbench import metrics
-from flaxbench.metrics import CI_LEVEL, CI_RESAMPLES, CI_SEED
+from flaxbench import bootstrap, metrics
+from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
 from flaxbench.report.collect import Run, RunGroup
 from flaxbench.report.external import external_lines
 from flaxbench.report.settings import row_settings
@@ -168,7 +168,7 @@ def accuracy_ci_pct(group: RunGroup) -> tuple[float, float] | None:
     if pooled is None:
         return None
     correct, trials, _ = pooled
-    low, high = metrics.bootstrap_accuracy_ci(
+    low, high = bootstrap.bootstrap_accuracy_ci(
         correct, trials=trials, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED
     )
     return 100.0 * low, 100.0 * high
@@ -180,7 +180,7 @@ def balanced_accuracy_ci(group: RunGroup) -> tuple[float, float] | None:
     if pooled is None:
         return None
     correct, trials, labels = pooled
-    return metrics.bootstrap_balanced_accuracy_ci(
+    return bootstrap.bootstrap_balanced_accuracy_ci(
         correct, trials, labels, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED
     )
 
@@ -206,7 +206,7 @@ def macro_auc_ci(group: RunGroup) -> tuple[float, float] | None:
         return None
     place: dict[str, int] = {}  # every tile id of the row's runs, numbered once
     positions = [np.array([place.setdefault(tile, len(place)) for tile in ids]) for _, _, ids in runs]
-    return metrics.bootstrap_macro_auc_ci([p for p, _, _ in runs], [y for _, y, _ in runs], positions,
+    return bootstrap.bootstrap_macro_auc_ci([p for p, _, _ in runs], [y for _, y, _ in runs], positions,
                                           level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED)
 
 
@@ -255,7 +255,7 @@ def compare_with_best(group: RunGroup, best: RunGroup) -> PairedComparison:
         ))
     shared = sorted(best_tiles)
     right, best_right = np.array([ours[t] for t in shared]), np.array([theirs[t] for t in shared])
-    low, high = metrics.bootstrap_paired_difference_ci(right, best_right, level=CI_LEVEL,
+    low, high = bootstrap.bootstrap_paired_difference_ci(right, best_right, level=CI_LEVEL,
                                                        num_resamples=CI_RESAMPLES, seed=CI_SEED)
     return PairedComparison(metrics.mcnemar_p_value(right, best_right), len(shared), None,
                             100.0 * float(np.mean(right) - np.mean(best_right)), (100.0 * low, 100.0 * high))
