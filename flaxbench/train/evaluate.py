@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from flaxbench.calibration import temperature_scaled_metrics
 from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import split_metrics
@@ -74,10 +75,33 @@ def evaluate_workdir(
         raise WorkdirError(f"no '{which}' checkpoint in '{workdir / 'checkpoints'}'; train the run first")
     state, _, epoch = restored
     data = run.splits[split]
-    metrics = split_metrics(run.logits(split, state, tta=tta), data.labels, run.dataset.classes, data.ids)
+    logits = run.logits(split, state, tta=tta)
+    metrics = split_metrics(logits, data.labels, run.dataset.classes, data.ids)
     out = {"name": spec.name, "split": split, "checkpoint": which, "epoch": epoch, "tta": tta,
            "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
            "classes": list(run.dataset.classes), **metrics}
+    temperature = _recorded_temperature(workdir)
+    if temperature is not None and which == BEST and not tta:  # it was fitted to the best checkpoint's logits
+        scaled = temperature_scaled_metrics(logits, data.labels, temperature)
+        out.update(temperature=temperature, loss_temperature_scaled=scaled["loss"],
+                   ece_temperature_scaled=scaled["ece"])
     if is_main_process():
         write_json_atomic(workdir / eval_filename(split, which, tta), out)
     return out
+
+
+def _recorded_temperature(workdir: Path) -> float | None:
+    """The temperature the run fitted on its validation tiles (results.json), None before it finished or if older."""
+    path = workdir / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        temperature = json.loads(path.read_text()).get("temperature")
+    except (OSError, ValueError, AttributeError):
+        raise WorkdirError(f"'{path}' is not a readable results.json; train the run again with --overwrite") from None
+    if temperature is None:
+        return None
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise WorkdirError(f"'{path}' holds temperature {temperature!r}, not a positive number; train the run again "
+                           "with --overwrite")
+    return float(temperature)

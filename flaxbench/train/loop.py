@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 
 from flaxbench import __version__
+from flaxbench.calibration import fit_temperature, temperature_scaled_metrics
 from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.compile_cache import cache_note
 from flaxbench.errors import TrainingError, WorkdirError
@@ -244,10 +245,11 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
     if best is None:
         raise TrainingError(f"no best checkpoint in {ckpts.directory / BEST}; train again with --overwrite")
     best_state, _, best_epoch = best
-    test = split_metrics(run.logits("test", best_state), run.splits["test"].labels, run.dataset.classes,
-                         run.splits["test"].ids)
-    val = split_metrics(run.logits("val", best_state), run.splits["val"].labels, run.dataset.classes,
-                        run.splits["val"].ids)
+    test_logits, val_logits = run.logits("test", best_state), run.logits("val", best_state)
+    test = split_metrics(test_logits, run.splits["test"].labels, run.dataset.classes, run.splits["test"].ids)
+    val = split_metrics(val_logits, run.splits["val"].labels, run.dataset.classes, run.splits["val"].ids)
+    temperature = fit_temperature(val_logits, run.splits["val"].labels)
+    scaled = temperature_scaled_metrics(test_logits, run.splits["test"].labels, temperature)
     history = progress["history"]
     train_images = len(history) * train_images_per_epoch(run)
     train_only_s = sum(train_images_per_epoch(run) / h["images_per_second"] for h in history)
@@ -306,6 +308,11 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "balanced_accuracy": test["balanced_accuracy"],
         "macro_auc": test["macro_auc"],
         "ece": test["ece"],
+        # fitted on the validation tiles (best checkpoint) to minimise their loss; the test tiles' loss and ECE
+        # with softmax(logits / temperature), whose predictions (and accuracy) are those above
+        "temperature": temperature,
+        "test_loss_temperature_scaled": scaled["loss"],
+        "ece_temperature_scaled": scaled["ece"],
         "history": history,
         "test_predictions": test["predictions"],
         "skipped_files": list(run.dataset.skipped_files),

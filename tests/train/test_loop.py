@@ -91,6 +91,18 @@ def test_evaluate_from_checkpoint_equals_results_exactly(finished_run):
     assert again["predictions"] == results["test_predictions"]
     val = evaluate_workdir(workdir, "val")
     assert val["accuracy"] == results["val_accuracy"] and val["loss"] == results["val_loss"]
+    assert again["temperature"] == results["temperature"] == val["temperature"]
+    assert again["loss_temperature_scaled"] == results["test_loss_temperature_scaled"]
+    assert again["ece_temperature_scaled"] == results["ece_temperature_scaled"]
+
+
+def test_the_temperature_is_the_one_that_fits_the_validation_tiles_best(finished_run):
+    workdir, results = finished_run
+    val = evaluate_workdir(workdir, "val")  # its loss with the run's temperature, and at temperature 1
+    assert results["temperature"] > 0 and val["loss_temperature_scaled"] <= val["loss"] + 1e-12
+    # The checkpoint the temperature was not fitted to, and averaged flips, are not scaled with it.
+    assert "temperature" not in evaluate_workdir(workdir, "val", which="last")
+    assert "temperature" not in evaluate_workdir(workdir, "test", tta=True)
 
 
 def test_relative_workdir_trains_and_evaluates_every_split(tmp_path, monkeypatch):
