@@ -27,6 +27,9 @@ OPTIONAL_NUMBERS = (
     "balanced_accuracy",
     "macro_auc",
     "ece",
+    "temperature",
+    "test_loss_temperature_scaled",
+    "ece_temperature_scaled",
 )
 # Per-epoch history values drawn in the training-curves figure.
 HISTORY_CURVES = ("val_accuracy", "train_loss", "val_loss")

@@ -30,6 +30,9 @@ MEAN_FIELDS = (
     "balanced_accuracy",
     "macro_auc",
     "ece",
+    "ece_temperature_scaled",
+    "temperature",
+    "test_loss_temperature_scaled",
 )
 
 BEST_ROW_NOTE = "best row"

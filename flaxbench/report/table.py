@@ -132,6 +132,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("Balanced accuracy", ("balanced_accuracy",), _number("balanced_accuracy", ".3f")),
     Column("Macro AUC", ("macro_auc",), _number("macro_auc", ".3f")),
     Column("ECE", ("ece",), _number("ece", ".3f")),
+    Column("ECE, temperature-scaled", ("ece_temperature_scaled",), _number("ece_temperature_scaled", ".3f")),
     Column("95% CI of test accuracy (%)", ("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct"),
            _interval("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", ".2f")),
     Column("95% CI of balanced accuracy", ("balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high"),
@@ -157,6 +158,8 @@ CSV_KEYS: tuple[str, ...] = tuple(k for c in COLUMNS for k in c.keys) + (
     "mcnemar_note",
     "cv_folds",
     "cv_folds_run",
+    "temperature",
+    "test_loss_temperature_scaled",
 )
 JSON_KEYS: tuple[str, ...] = CSV_KEYS + ("seed_values", "results_files")
 

@@ -73,6 +73,9 @@ def make_results(
         "balanced_accuracy": metrics.balanced_accuracy(cm),
         "macro_auc": metrics.macro_auc(metrics.one_vs_rest_auc(probabilities, labels)),
         "ece": float(rng.uniform(0.01, 0.2)),
+        "temperature": float(rng.uniform(0.8, 2.0)),
+        "test_loss_temperature_scaled": float(rng.uniform(0.2, 1.0)),
+        "ece_temperature_scaled": float(rng.uniform(0.01, 0.1)),
         "history": [
             {"epoch": e, "train_loss": 1.5 / e, "train_accuracy": 0.3 * e, "val_loss": 1.6 / e,
              "val_accuracy": 0.25 * e, "epoch_time_s": 4.0, "images_per_second": 300.0, "learning_rate": 1e-3}

@@ -38,6 +38,7 @@ EXTRA_HEADERS = [
     "Balanced accuracy",
     "Macro AUC",
     "ECE",
+    "ECE, temperature-scaled",
     "95% CI of test accuracy (%)",
     "95% CI of balanced accuracy",
     "95% CI of macro AUC",
@@ -50,8 +51,8 @@ EXTRA_HEADERS = [
 ROW_KEYS = [
     "name", "title", "test_accuracy_pct", "test_loss", "train_time_s", "accuracy_per_second", "loss_per_second",
     "layers", "params", "flops_per_image", "images_per_second", "compile_time_s", "device", "dtype", "macro_f1", "balanced_accuracy",
-    "macro_auc", "ece", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "balanced_accuracy_ci95_low",
-    "balanced_accuracy_ci95_high", "macro_auc_ci95_low", "macro_auc_ci95_high", "seeds", "test_accuracy_std_pct",
+    "macro_auc", "ece", "ece_temperature_scaled", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct",
+    "balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high", "macro_auc_ci95_low", "macro_auc_ci95_high", "seeds", "test_accuracy_std_pct",
     "accuracy_vs_best_pct", "accuracy_vs_best_ci95_low_pct", "accuracy_vs_best_ci95_high_pct", "mcnemar_p_vs_best",
     "mcnemar_p_holm",
 ]
