@@ -17,6 +17,11 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
+def mean_cross_entropy(logp: np.ndarray, labels: np.ndarray) -> float:
+    """The mean over tiles of -log p(true class), from log-probabilities (n, classes)."""
+    return float(-np.mean(logp[np.arange(len(labels)), labels]))
+
+
 def split_metrics(
     logits: np.ndarray, labels: np.ndarray, classes: Sequence[str], ids: Sequence[str]
 ) -> dict[str, Any]:
@@ -32,7 +37,7 @@ def split_metrics(
         per_class[name]["auc"] = auc
     return {
         "accuracy": float(np.mean(predictions == labels)),
-        "loss": float(-np.mean(logp[np.arange(len(labels)), labels])),
+        "loss": mean_cross_entropy(logp, labels),
         "confusion_matrix": cm.tolist(),
         "per_class": per_class,
         "macro_f1": metrics.macro_f1(cm),

@@ -139,6 +139,14 @@ class CalibrationBins(NamedTuple):
     confidence: np.ndarray  # (bins,) mean top-class probability of the bin's tiles; NaN for an empty bin
     accuracy: np.ndarray  # (bins,) fraction of the bin's tiles predicted right; NaN for an empty bin
 
+    def ece(self) -> float:
+        """The tile-weighted mean gap between the bins' accuracy and mean confidence (0 without tiles)."""
+        filled = self.counts > 0
+        if not filled.any():
+            return 0.0
+        gaps = np.abs(self.accuracy[filled] - self.confidence[filled])
+        return float(np.sum(self.counts[filled] * gaps) / self.counts.sum())
+
 
 def calibration_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> CalibrationBins:
     """The tiles in `bins` equal-width bins of top-class confidence (a reliability diagram's bars)."""
@@ -155,12 +163,7 @@ def calibration_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int = 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
     """ECE (Guo et al. 2017): over `bins` equal-width bins of top-class confidence, the tile-weighted mean
     gap between accuracy and mean confidence; 0 is calibrated."""
-    binned = calibration_bins(probabilities, labels, bins)
-    filled = binned.counts > 0
-    if not filled.any():
-        return 0.0
-    gaps = np.abs(binned.accuracy[filled] - binned.confidence[filled])
-    return float(np.sum(binned.counts[filled] * gaps) / binned.counts.sum())
+    return calibration_bins(probabilities, labels, bins).ece()
 
 
 def mcnemar_p_value(correct_a: np.ndarray, correct_b: np.ndarray) -> float:

@@ -182,8 +182,7 @@ def reliability_diagrams(summary: Summary, path: Path) -> Path:
             continue
         probabilities, labels = np.concatenate([p for p, _, _ in runs]), np.concatenate([y for _, y, _ in runs])
         binned = metrics.calibration_bins(probabilities, labels, metrics.ECE_BINS)
-        ece = metrics.expected_calibration_error(probabilities, labels, metrics.ECE_BINS)
-        axes.set_title(f"{row['label']}\nECE {ece:.3f} (pooled) over {len(labels):,} tiles", fontsize=9)
+        axes.set_title(f"{row['label']}\nECE {binned.ece():.3f} (pooled) over {len(labels):,} tiles", fontsize=9)
         filled = binned.counts > 0
         lefts, width = binned.edges[:-1][filled], 1.0 / metrics.ECE_BINS
         share = binned.counts[filled] / binned.counts.sum()
