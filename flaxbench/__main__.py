@@ -6,7 +6,7 @@
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
     python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--folds K] [--spec.x=y ...] [--external PATH]
     python -m flaxbench report RUNS_DIR [--out DIR]
-    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX] [--map XY_REGEX [--map-class CLASS,...]] [--center-crop PX] [--batch-size N]   (PATH: tile, folder or .zip)
+    python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX] [--map XY_REGEX [--map-class CLASS,...]] [--center-crop PX] [--batch-size N] [--temperature-scaled]   (PATH: tile, folder or .zip)
 
 Compiled programs are kept in a persistent cache and loaded by later runs of the same shapes:
 FLAXBENCH_COMPILATION_CACHE=DIR, or =off (default ~/.cache/flaxbench/xla/<machine>-<CPU flags hash>).
@@ -46,6 +46,9 @@ flags.DEFINE_string("map", None, "predict: also draw OUT_maps/<group>.png, each 
 flags.DEFINE_string("map_class", None, "predict --map: also draw a heat map of each slide's probability of these "
                     "classes per tile, e.g. tumor or tumor,stroma (OUT_maps/<group>_p_<class>.png).")
 flags.DEFINE_alias("map-class", "map_class")
+flags.DEFINE_bool("temperature_scaled", False, "predict: divide the logits by the temperature the run fitted on its "
+                  "validation tiles (results.json) before the softmax: calibrated probabilities, same classes.")
+flags.DEFINE_alias("temperature-scaled", "temperature_scaled")
 flags.DEFINE_bool("tta", False, "evaluate/predict: average class probabilities over each tile's 8 flips and rotations.")
 flags.DEFINE_string("source", None, "evaluate: where the run's tiles are now, if they moved (folder:PATH, a folder or zip).")
 flags.DEFINE_string("external", None, "evaluate: test the run on labelled tiles it never saw, a folder (or zip) of "
@@ -80,7 +83,8 @@ COMMAND_FLAGS = {
     "convert": ("arch", "torch_weights", "out"),
     "study": ("spec", "specs", "workdir", "seeds", "folds", "external", "class_map", "center_crop"),
     "report": ("out",),
-    "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by", "center_crop", "batch_size"),
+    "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by", "map", "map_class", "center_crop",
+                "batch_size", "temperature_scaled"),
 }
 # The --spec.KEY=VALUE overrides, parsed by `check_spec_arguments` rather than config_flags, which
 # cannot set a key to None or override one whose default is None.
@@ -184,7 +188,8 @@ def _predict(args: list[str]) -> None:
     out = FLAGS.out or str(Path(FLAGS.workdir) / "predictions.csv")
     predict_paths(FLAGS.workdir, args, out, which=FLAGS.checkpoint, batch_size=_batch_size(),
                   overwrite=FLAGS.overwrite, tta=FLAGS.tta, group_by=FLAGS.group_by,
-                  center_crop=FLAGS.center_crop, map_xy=FLAGS.map, map_classes=FLAGS.map_class)
+                  center_crop=FLAGS.center_crop, map_xy=FLAGS.map, map_classes=FLAGS.map_class,
+                  temperature_scaled=FLAGS.temperature_scaled)
 
 
 HANDLERS = {"train": _train, "evaluate": _evaluate, "convert": _convert, "study": _study,

@@ -29,12 +29,13 @@ from data_pipeline import canonical_class_name
 from data_pipeline.sources.folder_source import ListedTile, class_folder_names, decode_tiles, open_class_folders
 from data_pipeline.split import SPLIT_WORDS
 from flaxbench import bootstrap
+from flaxbench.calibration import temperature_scaled_metrics
 from flaxbench.checkpoints import BEST
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import split_metrics
 from flaxbench.inference import (
-    TrainedRun, check_center_crop, count_sizes, ensemble_logits, load_trained_runs, read_data_info, resize_warning,
-    stream_member_logits,
+    TrainedRun, check_center_crop, count_sizes, ensemble_logits, fitted_temperatures, load_trained_runs,
+    read_data_info, resize_warning, stream_member_logits,
 )
 from flaxbench.results import write_json_atomic
 from flaxbench.runtime import is_main_process
@@ -208,6 +209,9 @@ def evaluate_external(
     balanced_ci = bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels, **ci)
     probabilities = np.asarray(result["predictions"]["probabilities"])
     auc_ci = None if result["macro_auc"] is None else bootstrap.bootstrap_macro_auc_ci([probabilities], [labels], **ci)
+    temperatures, _ = fitted_temperatures(runs, tta)
+    scaled = None if temperatures is None else temperature_scaled_metrics(
+        ensemble_logits(member_logits / temperatures[:, None, None]), labels, 1.0)
     record = {
         "name": run.spec.name, "external": path, "checkpoint": which, "tta": tta,
         "epoch": run.epoch if len(runs) == 1 else None,  # an ensemble's runs each have their own
@@ -219,6 +223,11 @@ def evaluate_external(
         "image_size": run.image_size, "stain_normalized": run.stain is not None,
         "ci_level": bootstrap.CI_LEVEL, "accuracy_ci": list(accuracy_ci), "balanced_accuracy_ci": list(balanced_ci),
         "macro_auc_ci": None if auc_ci is None else list(auc_ci),
+        # each run's logits divided by the temperature it fitted on its own validation tiles (None: not recorded,
+        # or a last checkpoint or TTA, which it was not fitted to)
+        "temperatures": None if temperatures is None else temperatures.tolist(),
+        "loss_temperature_scaled": None if scaled is None else scaled["loss"],
+        "ece_temperature_scaled": None if scaled is None else scaled["ece"],
         **result,
         **(_ensemble_members(runs, member_logits, labels, ids) if len(runs) > 1 else {}),
     }

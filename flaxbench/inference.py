@@ -18,11 +18,11 @@ from jax.sharding import Mesh
 
 from data_pipeline.parallel import in_groups
 from data_pipeline.stain import StainTarget, normalize_tiles_counted, warn_kept
-from flaxbench.checkpoints import RunCheckpoints
+from flaxbench.checkpoints import BEST, RunCheckpoints
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
 from flaxbench.runtime import batch_sharding, local_mesh, replicated, to_device
-from flaxbench.train.evaluate import read_run_spec
+from flaxbench.train.evaluate import read_run_spec, recorded_temperature
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.setup import COMPUTE_DTYPES, init_model, resolve_dtype
 from flaxbench.train.state import TrainState, split_model
@@ -59,6 +59,7 @@ class TrainedRun:
     epoch: int
     state: TrainState
     parts: Any
+    temperature: float | None = None  # fitted on the validation tiles at the end of training (results.json)
 
     @property
     def trained_at_native_size(self) -> bool:
@@ -116,15 +117,32 @@ def _padded(images: np.ndarray, size: int) -> np.ndarray:
 
 def stream_logits(runs: Sequence[TrainedRun], tiles: Iterable[tuple[Key, np.ndarray]], where: str, *,
                   tta: bool = False, batch_size: int | None = None, chunk_tiles: int | None = None,
-                  expected: int | None = None) -> Iterator[tuple[list[Key], np.ndarray]]:
+                  expected: int | None = None, temperatures: np.ndarray | None = None,
+                  ) -> Iterator[tuple[list[Key], np.ndarray]]:
     """(keys, float logits (n, classes)) per chunk of (key, uint8 tile) pairs, of one run or several's ensemble.
 
     Several runs (e.g. a cross-validated row's folds) give the log of their mean class probabilities
-    (`ensemble_logits`); the arguments are those of `stream_member_logits`.
+    (`ensemble_logits`); with `temperatures` (one per run, `fitted_temperatures`), each run's logits are
+    divided by its own first. The other arguments are those of `stream_member_logits`.
     """
     for keys, member_logits in stream_member_logits(runs, tiles, where, tta=tta, batch_size=batch_size,
                                                     chunk_tiles=chunk_tiles, expected=expected):
+        if temperatures is not None:
+            member_logits = member_logits / np.asarray(temperatures)[:, None, None]
         yield keys, ensemble_logits(member_logits)
+
+
+def fitted_temperatures(runs: Sequence[TrainedRun], tta: bool) -> tuple[np.ndarray | None, str | None]:
+    """(each run's fitted temperature, None) where they apply to its outputs, else (None, why they do not)."""
+    if tta:
+        return None, "the temperature was fitted to single-view logits, not to the 8-view TTA average"
+    for run in runs:
+        if run.checkpoint != BEST:
+            return None, f"the temperature was fitted to the {BEST} checkpoint, not the {run.checkpoint} one"
+        if run.temperature is None:
+            return None, (f"'{run.workdir / 'results.json'}' records no temperature (the run has not finished, or "
+                          "was trained by a flaxbench that did not fit one)")
+    return np.array([run.temperature for run in runs]), None
 
 
 def ensemble_logits(member_logits: np.ndarray) -> np.ndarray:
@@ -201,7 +219,8 @@ def load_trained_run(workdir: str | Path, which: str) -> TrainedRun:
     if restored is None:
         raise WorkdirError(f"no '{which}' checkpoint in '{workdir / 'checkpoints'}'; train the run first")
     state, _, epoch = restored
-    return TrainedRun(workdir, spec, classes, size, stain, bool(info.get("synthetic")), which, epoch, state, parts)
+    return TrainedRun(workdir, spec, classes, size, stain, bool(info.get("synthetic")), which, epoch, state, parts,
+                      recorded_temperature(workdir))
 
 
 def load_trained_runs(workdir: str | Path, which: str) -> list[TrainedRun]:

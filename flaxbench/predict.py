@@ -22,7 +22,9 @@ from data_pipeline.sources.folder_source import ListedTile, decode_tiles
 from flaxbench.checkpoints import BEST
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
-from flaxbench.inference import check_center_crop, load_trained_runs, resize_warning, stream_logits
+from flaxbench.inference import (
+    check_center_crop, fitted_temperatures, load_trained_runs, resize_warning, stream_logits,
+)
 from flaxbench.results import atomic_text_file, write_text_atomic
 from flaxbench.tile_map import check_map_classes, check_map_pattern, map_cells, tile_grids, write_maps
 
@@ -63,7 +65,7 @@ def expand_paths(paths: Sequence[str], open_zips: contextlib.ExitStack) -> tuple
 def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path, *, which: str = BEST,
                   batch_size: int | None = None, overwrite: bool = False, tta: bool = False,
                   group_by: str | None = None, center_crop: int | None = None, map_xy: str | None = None,
-                  map_classes: str | None = None) -> Path:
+                  map_classes: str | None = None, temperature_scaled: bool = False) -> Path:
     """Predict every image under `paths` with the run's `which` checkpoint (`tta`: 8-view average); returns the CSV.
 
     `workdir` may also be a cross-validated row's folder (`study --folds K`: NAME_Kfold): every fold's
@@ -76,7 +78,9 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
     classes laid out as on the slide (flaxbench/tile_map.py), and `map_classes` ('tumor,stroma') a heat
     map of each of those classes' probability beside it. Tiles are decoded, classified and written a
     chunk at a time, so any number of them fits in memory, `batch_size` a forward pass (default: the
-    run's spec.train.eval_batch_size).
+    run's spec.train.eval_batch_size). `temperature_scaled` divides each run's logits by the temperature
+    it fitted on its validation tiles (results.json) before the softmax: calibrated probabilities, the
+    same predicted classes.
     """
     check_center_crop(center_crop)
     workdir, out = Path(workdir), Path(out_csv)
@@ -100,6 +104,9 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
             print(f"skipped, not a readable image: {line}", file=sys.stderr)
         runs = load_trained_runs(workdir, which)
         run = runs[0]  # all of them alike in classes, tile size and stain target
+        temperatures, unscalable = fitted_temperatures(runs, tta) if temperature_scaled else (None, None)
+        if unscalable:
+            raise WorkdirError(f"--temperature-scaled: {unscalable}; predict without it")
         heat_classes = check_map_classes(map_classes, run.classes)
         other_sizes: collections.Counter = collections.Counter()
         bad: list[tuple[ListedTile, Exception]] = []
@@ -114,7 +121,7 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
             writer = csv.writer(csv_file)
             writer.writerow(["path", "predicted_class", *[f"prob_{c}" for c in run.classes]])
             for indices, logits in stream_logits(runs, decoded, "the tiles to predict", tta=tta, batch_size=batch_size,
-                                                 expected=len(tiles)):
+                                                 expected=len(tiles), temperatures=temperatures):
                 probabilities = np.exp(log_softmax(logits))
                 predicted[indices] = probabilities.argmax(axis=1)
                 heat[indices] = probabilities[:, heat_columns]
@@ -139,8 +146,10 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
         print(warning, file=sys.stderr)
     models = f"{which} checkpoint" if len(runs) == 1 else (
         f"the {which} checkpoints of {len(runs)} runs in '{workdir}' (their class probabilities averaged)")
-    print(f"predicted {written} tiles ({len(skipped)} skipped) with {models}{' and 8-view TTA' if tta else ''} "
-          f"-> {out}")
+    scaled = "" if temperatures is None else (
+        f", temperature-scaled (T {', '.join(f'{t:.3g}' for t in temperatures)})")
+    print(f"predicted {written} tiles ({len(skipped)} skipped) with {models}{' and 8-view TTA' if tta else ''}"
+          f"{scaled} -> {out}")
     if group_by:
         _write_group_means(group_out, group_sums, run.classes)
         print(f"mean probabilities of {len(group_sums)} groups ({group_by!r}) -> {group_out}")

@@ -77,6 +77,8 @@ def test_train_then_refuse_to_overwrite_then_evaluate(tmp_path):
     (["predict", "--split=val", "tile.png"], ["predict does not take --split", "evaluate"]),
     (["report", "runs", "--torch-weights=a.pth"], ["report does not take --torch-weights", "convert"]),
     (["study", "--batch-size=8"], ["study does not take --batch-size", "evaluate, predict"]),
+    (["evaluate", "--workdir=runs/x", "--temperature-scaled"], ["evaluate does not take --temperature-scaled",
+                                                                "predict"]),
 ])
 def test_a_flag_the_command_would_ignore_is_refused(tmp_path, arguments, needles):
     out = tmp_path / "run"

@@ -61,6 +61,9 @@ def test_renamed_test_tiles_score_as_the_runs_own_test_split(trained_run, rename
     assert result["accuracy"] == pytest.approx(own["accuracy"])
     assert result["loss"] == pytest.approx(own["loss"], abs=1e-5)
     assert result["confusion_matrix"] == own["confusion_matrix"]
+    assert result["temperatures"] == [own["temperature"]]  # scaled as the run's own evaluation is
+    assert result["loss_temperature_scaled"] == pytest.approx(own["loss_temperature_scaled"], abs=1e-5)
+    assert result["ece_temperature_scaled"] == pytest.approx(own["ece_temperature_scaled"], abs=1e-5)
     low, high = result["accuracy_ci"]
     assert 0.0 <= low <= result["accuracy"] <= high <= 1.0
     low, high = result["macro_auc_ci"]
@@ -236,3 +239,38 @@ def test_predict_center_crop_predicts_a_tile_as_its_cropped_copy(trained_run, tm
     assert rows[str(original)] == rows[str(cropped)]
     with pytest.raises(WorkdirError, match="--center-crop must be a positive number of pixels"):
         predict_paths(trained_run, [str(original)], tmp_path / "q.csv", center_crop=-1)
+
+
+def test_predict_temperature_scaled_gives_the_calibrated_probabilities_of_the_same_classes(trained_run, tmp_path,
+                                                                                          capsys):
+    import csv
+
+    from flaxbench.predict import predict_paths
+
+    def predicted(out: Path) -> tuple[list[str], np.ndarray]:
+        with out.open(newline="") as stream:
+            rows = list(csv.reader(stream))[1:]
+        return [row[1] for row in rows], np.array([[float(x) for x in row[2:]] for row in rows])
+
+    tiles = [str(NCT / "TUM"), str(NCT / "LYM")]
+    plain_classes, plain = predicted(predict_paths(trained_run, tiles, tmp_path / "plain.csv"))
+    scaled_classes, scaled = predicted(predict_paths(trained_run, tiles, tmp_path / "scaled.csv",
+                                                     temperature_scaled=True))
+    temperature = json.loads((trained_run / "results.json").read_text())["temperature"]
+    assert f"temperature-scaled (T {temperature:.3g})" in capsys.readouterr().out
+    assert scaled_classes == plain_classes
+    # softmax(logits / T) is softmax(logits) to the power 1/T, renormalised
+    powered = plain ** (1 / temperature)
+    np.testing.assert_allclose(scaled, powered / powered.sum(axis=1, keepdims=True), atol=2e-3)
+    for options, message in (({"which": "last"}, "fitted to the best checkpoint, not the last one"),
+                             ({"tta": True}, "fitted to single-view logits, not to the 8-view TTA average")):
+        with pytest.raises(WorkdirError, match=f"--temperature-scaled: the temperature was {message}"):
+            predict_paths(trained_run, tiles, tmp_path / "no.csv", temperature_scaled=True, **options)
+    older = tmp_path / "older"
+    shutil.copytree(trained_run, older)
+    results = json.loads((older / "results.json").read_text())
+    del results["temperature"]
+    (older / "results.json").write_text(json.dumps(results))
+    with pytest.raises(WorkdirError, match="results.json' records no temperature"):
+        predict_paths(older, tiles, tmp_path / "no.csv", temperature_scaled=True)
+    assert not (tmp_path / "no.csv").exists()

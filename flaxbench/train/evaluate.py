@@ -80,7 +80,7 @@ def evaluate_workdir(
     out = {"name": spec.name, "split": split, "checkpoint": which, "epoch": epoch, "tta": tta,
            "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
            "classes": list(run.dataset.classes), **metrics}
-    temperature = _recorded_temperature(workdir)
+    temperature = recorded_temperature(workdir)
     if temperature is not None and which == BEST and not tta:  # it was fitted to the best checkpoint's logits
         scaled = temperature_scaled_metrics(logits, data.labels, temperature)
         out.update(temperature=temperature, loss_temperature_scaled=scaled["loss"],
@@ -90,7 +90,7 @@ def evaluate_workdir(
     return out
 
 
-def _recorded_temperature(workdir: Path) -> float | None:
+def recorded_temperature(workdir: Path) -> float | None:
     """The temperature the run fitted on its validation tiles (results.json), None before it finished or if older."""
     path = workdir / "results.json"
     if not path.is_file():
