@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flaxbench.metrics import ECE_BINS
 from flaxbench.report.external import external_section
 from flaxbench.report.settings import settings_section
 from flaxbench.report.summary import (
@@ -227,6 +228,11 @@ def _notes(summary: Summary) -> list[str]:
         "**Accuracy vs best, paired**: the same runs' accuracy minus the best row's on the same tiles, in "
         "percentage points, with a percentile-bootstrap 95% CI that resamples tiles with both outcomes "
         f"({CI_RESAMPLES} resamples, seed {CI_SEED}).",
+        f"**ECE**: expected calibration error, the tile-weighted gap between accuracy and mean top-class "
+        f"confidence over {ECE_BINS} equal-width confidence bins (0: calibrated; reliability_diagrams.png draws "
+        "the bins). **Temperature-scaled**: the same after dividing each run's logits by one temperature fitted "
+        "on its validation tiles to minimise their loss (Guo et al. 2017); predictions, accuracy and the other "
+        "columns are unchanged.",
         "n/a = not recorded in results.json.",
     ] + ([
         "**K-fold CV** rows (`study --folds K`): one run per fold, each tested on its fold, validated on the next "
