@@ -148,6 +148,7 @@ def test_the_report_lists_each_runs_external_results(trained_run, renamed_test_t
     folder, own, class_map = renamed_test_tiles
     runs = trained_run.parent
     evaluate_external(trained_run, str(folder), class_map=class_map, tta=True, overwrite=True)
+    plain, _ = evaluate_external(trained_run, str(folder), class_map=class_map, overwrite=True)
     written = write_report(runs, tmp_path / "report")
     external = json.loads(written["json"].read_text())["external"]
     line = next(e for e in external if e["file"].endswith("eval_external_cohort_B_tta.json"))
@@ -155,6 +156,11 @@ def test_the_report_lists_each_runs_external_results(trained_run, renamed_test_t
     assert line["own_test_accuracy"] == pytest.approx(own["accuracy"])
     text = written["md"].read_text()
     assert "## External test sets" in text and f"`{folder}` | 8 | best, TTA |" in text
+    # ECE, and after temperature scaling where the run's temperature applies (not to TTA)
+    tta_line = text.split(f"`{folder}` | 8 | best, TTA |")[1].splitlines()[0]
+    plain_line = text.split(f"`{folder}` | 8 | best |")[1].splitlines()[0]
+    assert f"| {line['ece']:.3f} |" in tta_line
+    assert f"| {plain['ece']:.3f} ({plain['ece_temperature_scaled']:.3f}) |" in plain_line
     assert written["external_accuracy"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "(external_accuracy.png)" in text
     broken = trained_run / "eval_external_broken.json"

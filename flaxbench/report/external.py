@@ -43,7 +43,10 @@ def _is_members(value: Any) -> bool:
 
 
 # Checked where present: external evaluations written before flaxbench recorded them lack them.
-_EXPECTED_IF_PRESENT = {"macro_auc_ci": (lambda v: v is None or _is_interval(v), "[low, high] or null")}
+_EXPECTED_IF_PRESENT = {
+    "macro_auc_ci": (lambda v: v is None or _is_interval(v), "[low, high] or null"),
+    "ece": (is_number, "a number"), "ece_temperature_scaled": (lambda v: v is None or is_number(v), "a number or null"),
+}
 _EXPECTED_OF_ENSEMBLE = {
     "members": (_is_members, "a list of two runs or more, each with a 'workdir' and an 'accuracy'"),
     "member_accuracy_mean": (is_number, "a number"), "member_accuracy_std": (is_number, "a number"),
@@ -103,6 +106,7 @@ def _line(row: dict[str, Any], record: dict[str, Any], path: Path, seed: int | N
         "own_test_accuracy": own_test_accuracy, **{key: record[key] for key in EXTERNAL_KEYS},
         "center_crop": record.get("center_crop"), "ensemble_of": len(members) if members else None,
         "macro_auc_ci": record.get("macro_auc_ci"),
+        "ece": record.get("ece"), "ece_temperature_scaled": record.get("ece_temperature_scaled"),
         "member_accuracy_mean": record.get("member_accuracy_mean"),
         "member_accuracy_std": record.get("member_accuracy_std"),
     }
@@ -192,6 +196,14 @@ def _auc_cell(line: dict[str, Any]) -> str:
     return f"{line['macro_auc']:.3f}" + ("" if ci is None else f" ({ci[0]:.3f}–{ci[1]:.3f})")
 
 
+def _ece_cell(line: dict[str, Any]) -> str:
+    """ECE, with the ECE after temperature scaling in brackets where recorded ('0.213 (0.087)'); a dash if none."""
+    if line.get("ece") is None:
+        return "—"
+    scaled = line.get("ece_temperature_scaled")
+    return f"{line['ece']:.3f}" + ("" if scaled is None else f" ({scaled:.3f})")
+
+
 def _pct(value: float | None) -> str:
     """A fraction as a percentage with one decimal; a dash for None."""
     return "—" if value is None else f"{100 * value:.1f}"
@@ -209,10 +221,11 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
            "where it differs; a dash where no other line shares them. An ensemble (a "
            "cross-validated row's folder, `evaluate --workdir NAME_Kfold --external`) scores its runs' mean class "
            "probabilities; 'runs m ± s' is the mean ± std of those runs' own accuracies on the tiles, and its own "
-           "test accuracy the mean of theirs.", "",
+           "test accuracy the mean of theirs. ECE in brackets: after dividing each run's logits by the temperature "
+           "it fitted on its own validation tiles (from the best checkpoint without TTA).", "",
            "| Name | Seed | Tiles from | Tiles | Checkpoint | Accuracy % (95% CI) | Balanced accuracy % (95% CI) "
-           "| Macro-F1 | Macro AUC (95% CI) | Loss | McNemar p | Own test accuracy % |",
-           "|" + "|".join("---" for _ in range(12)) + "|"]
+           "| Macro-F1 | Macro AUC (95% CI) | Loss | ECE (temperature-scaled) | McNemar p | Own test accuracy % |",
+           "|" + "|".join("---" for _ in range(13)) + "|"]
     for line in lines:
         checkpoint = line["checkpoint"] + (", TTA" if line["tta"] else "")
         ci, balanced_ci = line["accuracy_ci"], line["balanced_accuracy_ci"]
@@ -222,7 +235,7 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
             str(line["tiles"]), checkpoint, f"{_pct(line['accuracy'])} ({_pct(ci[0])}–{_pct(ci[1])})" + _runs(line),
             f"{_pct(line['balanced_accuracy'])} ({_pct(balanced_ci[0])}–{_pct(balanced_ci[1])})",
             f"{line['macro_f1']:.3f}", _auc_cell(line),
-            f"{line['loss']:.3f}", _p_value(line), _pct(line["own_test_accuracy"]),
+            f"{line['loss']:.3f}", _ece_cell(line), _p_value(line), _pct(line["own_test_accuracy"]),
         ]
         out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return out
