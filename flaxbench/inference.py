@@ -59,7 +59,6 @@ class TrainedRun:
     epoch: int
     state: TrainState
     parts: Any
-    temperature: float | None = None  # fitted on the validation tiles at the end of training (results.json)
 
     @property
     def trained_at_native_size(self) -> bool:
@@ -133,16 +132,23 @@ def stream_logits(runs: Sequence[TrainedRun], tiles: Iterable[tuple[Key, np.ndar
 
 
 def fitted_temperatures(runs: Sequence[TrainedRun], tta: bool) -> tuple[np.ndarray | None, str | None]:
-    """(each run's fitted temperature, None) where they apply to its outputs, else (None, why they do not)."""
+    """(the temperature each run fitted on its validation tiles, None) where they apply to its outputs, else
+    (None, why they do not)."""
     if tta:
         return None, "the temperature was fitted to single-view logits, not to the 8-view TTA average"
+    temperatures = []
     for run in runs:
         if run.checkpoint != BEST:
             return None, f"the temperature was fitted to the {BEST} checkpoint, not the {run.checkpoint} one"
-        if run.temperature is None:
+        try:
+            temperature = recorded_temperature(run.workdir)
+        except WorkdirError as e:
+            return None, str(e)
+        if temperature is None:
             return None, (f"'{run.workdir / 'results.json'}' records no temperature (the run has not finished, or "
                           "was trained by a flaxbench that did not fit one)")
-    return np.array([run.temperature for run in runs]), None
+        temperatures.append(temperature)
+    return np.array(temperatures), None
 
 
 def ensemble_logits(member_logits: np.ndarray) -> np.ndarray:
@@ -219,8 +225,7 @@ def load_trained_run(workdir: str | Path, which: str) -> TrainedRun:
     if restored is None:
         raise WorkdirError(f"no '{which}' checkpoint in '{workdir / 'checkpoints'}'; train the run first")
     state, _, epoch = restored
-    return TrainedRun(workdir, spec, classes, size, stain, bool(info.get("synthetic")), which, epoch, state, parts,
-                      recorded_temperature(workdir))
+    return TrainedRun(workdir, spec, classes, size, stain, bool(info.get("synthetic")), which, epoch, state, parts)
 
 
 def load_trained_runs(workdir: str | Path, which: str) -> list[TrainedRun]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,11 @@ def evaluate_workdir(
     out = {"name": spec.name, "split": split, "checkpoint": which, "epoch": epoch, "tta": tta,
            "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
            "classes": list(run.dataset.classes), **metrics}
-    temperature = recorded_temperature(workdir)
+    try:
+        temperature = recorded_temperature(workdir)
+    except WorkdirError as e:  # re-evaluating is how a run's numbers are recovered, so it goes on without
+        print(f"warning: {e}; the loss and ECE after temperature scaling are left out", file=sys.stderr)
+        temperature = None
     if temperature is not None and which == BEST and not tta:  # it was fitted to the best checkpoint's logits
         scaled = temperature_scaled_metrics(logits, data.labels, temperature)
         out.update(temperature=temperature, loss_temperature_scaled=scaled["loss"],

@@ -105,6 +105,16 @@ def test_the_temperature_is_the_one_that_fits_the_validation_tiles_best(finished
     assert "temperature" not in evaluate_workdir(workdir, "test", tta=True)
 
 
+def test_evaluate_recovers_the_numbers_of_a_run_whose_results_json_is_damaged(finished_run, tmp_path, capsys):
+    workdir, results = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    (copy / "results.json").write_text('{"temperature": ')  # cut off mid-write, say
+    again = evaluate_workdir(copy, "test")
+    assert again["accuracy"] == results["test_accuracy"] and "temperature" not in again
+    assert "results.json' is not a readable results.json" in capsys.readouterr().err
+
+
 def test_relative_workdir_trains_and_evaluates_every_split(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     results = train_and_evaluate(tiny_spec(**{"train.epochs": 1}), "runs/relative", log=lambda s: None)
