@@ -18,11 +18,11 @@ from jax.sharding import Mesh
 
 from data_pipeline.parallel import in_groups
 from data_pipeline.stain import StainTarget, normalize_tiles_counted, warn_kept
-from flaxbench.checkpoints import BEST, RunCheckpoints
+from flaxbench.checkpoints import RunCheckpoints
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import log_softmax
 from flaxbench.runtime import batch_sharding, local_mesh, replicated, to_device
-from flaxbench.train.evaluate import read_run_spec, recorded_temperature
+from flaxbench.train.evaluate import read_run_spec, recorded_temperature, temperature_mismatch
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.setup import COMPUTE_DTYPES, init_model, resolve_dtype
 from flaxbench.train.state import TrainState, split_model
@@ -134,12 +134,11 @@ def stream_logits(runs: Sequence[TrainedRun], tiles: Iterable[tuple[Key, np.ndar
 def fitted_temperatures(runs: Sequence[TrainedRun], tta: bool) -> tuple[np.ndarray | None, str | None]:
     """(the temperature each run fitted on its validation tiles, None) where they apply to its outputs, else
     (None, why they do not)."""
-    if tta:
-        return None, "the temperature was fitted to single-view logits, not to the 8-view TTA average"
     temperatures = []
     for run in runs:
-        if run.checkpoint != BEST:
-            return None, f"the temperature was fitted to the {BEST} checkpoint, not the {run.checkpoint} one"
+        mismatch = temperature_mismatch(run.checkpoint, tta)
+        if mismatch:
+            return None, mismatch
         try:
             temperature = recorded_temperature(run.workdir)
         except WorkdirError as e:

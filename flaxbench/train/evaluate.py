@@ -86,13 +86,23 @@ def evaluate_workdir(
     except WorkdirError as e:  # re-evaluating is how a run's numbers are recovered, so it goes on without
         print(f"warning: {e}; the loss and ECE after temperature scaling are left out", file=sys.stderr)
         temperature = None
-    if temperature is not None and which == BEST and not tta:  # it was fitted to the best checkpoint's logits
+    if temperature is not None and temperature_mismatch(which, tta) is None:
         scaled = temperature_scaled_metrics(logits, data.labels, temperature)
         out.update(temperature=temperature, loss_temperature_scaled=scaled["loss"],
                    ece_temperature_scaled=scaled["ece"])
     if is_main_process():
         write_json_atomic(workdir / eval_filename(split, which, tta), out)
     return out
+
+
+def temperature_mismatch(which: str, tta: bool) -> str | None:
+    """Why a run's fitted temperature does not apply to the outputs of its `which` checkpoint (with `tta`), or None:
+    it was fitted to the best checkpoint's single-view logits."""
+    if tta:
+        return "the temperature was fitted to single-view logits, not to the 8-view TTA average"
+    if which != BEST:
+        return f"the temperature was fitted to the {BEST} checkpoint, not the {which} one"
+    return None
 
 
 def recorded_temperature(workdir: Path) -> float | None:
