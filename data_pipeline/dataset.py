@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from data_pipeline.device import AUGMENT_OPS, NORMALIZE_MODES
+from data_pipeline.duplicates import DuplicateTiles, check_duplicates, check_duplicates_mode
 from data_pipeline.errors import DataError
 from data_pipeline.folds import check_folds, fold_indices, group_fold_indices
 from data_pipeline.groups import check_group_by, group_split_indices, split_groups, tile_groups
@@ -49,6 +50,8 @@ class TileDataset:
     groups: dict[str, tuple[str, ...]] | None = None  # each split's groups by spec.data.group_by, if set
     stain: StainTarget | None = None  # what the tiles were stain-normalised to (spec.data.stain_normalize)
     fold: tuple[int, int] | None = None  # (spec.data.cv_fold, spec.data.cv_folds) under cross-validation
+    # pixel-identical tiles across and within the splits (spec.data.duplicates); None if not looked for
+    duplicates: DuplicateTiles | None = None
 
 
 def _positive_int_or_none(value: Any, key: str) -> int | None:
@@ -251,6 +254,7 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
         raise ValueError(f"decode must name some of {SPLIT_NAMES}, got {decode!r}")
     check_device_options(cfg)
     check_group_by(spec_value(cfg, "group_by", None))
+    duplicates_mode = check_duplicates_mode(spec_value(cfg, "duplicates", "warn"))
     stain = _stain_target(cfg)
     image_size = _positive_int_or_none(spec_value(cfg, "image_size", None), "image_size")
     split = spec_value(cfg, "split", (0.7, 0.15, 0.15))
@@ -270,6 +274,10 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
     train, val, test = splits
     decoded = next(part.images for part in splits if part.images is not None)
     groups = split_groups({"train": train.ids, "val": val.ids, "test": test.ids}, spec_value(cfg, "group_by", None))
+    # Copies can be looked for only among decoded tiles: a run that decodes one split (evaluate) does not.
+    duplicates = None if any(part.images is None for part in splits) else check_duplicates(
+        duplicates_mode, source, *({name: getattr(part, field) for name, part in zip(SPLIT_NAMES, splits)}
+                                   for field in ("ids", "labels", "images")))
     return TileDataset(
         train=train,
         val=val,
@@ -282,6 +290,7 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
         groups=groups,
         stain=stain,
         fold=fold,
+        duplicates=duplicates,
     )
 
 

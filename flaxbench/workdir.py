@@ -25,7 +25,7 @@ RUN_OUTPUTS = ("results.json", "spec.json", "data.json", "checkpoints", "tensorb
 
 # Spec keys that change where the work is done, or its label, but not one number of the run: a run
 # may resume, and a report row join seeds, with another value.
-SAME_NUMBERS_EITHER_WAY = frozenset({"train.data_placement", "title"})
+SAME_NUMBERS_EITHER_WAY = frozenset({"train.data_placement", "title", "data.duplicates"})
 
 
 def first_difference(old: dict, new: dict, prefix: str = "") -> tuple[str, Any, Any] | None:
@@ -160,6 +160,8 @@ def data_record(dataset: Any, splits: dict[str, Any]) -> dict[str, Any]:
         **({"stain_normalization": stain.to_json()} if (stain := getattr(dataset, "stain", None)) else {}),
         # Which cross-validation fold the test split is (spec.data.cv_fold of spec.data.cv_folds).
         **({"cv_fold": fold[0], "cv_folds": fold[1]} if (fold := getattr(dataset, "fold", None)) else {}),
+        # Pixel-identical tiles across and within the splits (spec.data.duplicates, not 'off').
+        **({"duplicate_tiles": found.to_json()} if (found := getattr(dataset, "duplicates", None)) else {}),
     }
 
 

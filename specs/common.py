@@ -35,6 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.cv_fold = config_dict.placeholder(int)
     c.data.image_size = config_dict.placeholder(int)  # None = native size (150 for Kather 2016)
     c.data.skip_bad_files = False  # True: skip unreadable files and list them in a warning
+    # Pixel-identical tiles in two splits (a test tile that copies a training tile is not held out), or under
+    # two labels: "warn" (a warning; data.json and results.json count them), "error" (refused) or "off"
+    c.data.duplicates = "warn"
     # None, or "macenko": every tile (and every tile predict reads) mapped to one H&E appearance, that of
     # stain_reference (a tile's path) or, None, Macenko's usual reference (data_pipeline/stain.py)
     c.data.stain_normalize = config_dict.placeholder(str)

@@ -49,6 +49,9 @@ def test_results_json_holds_every_field(finished_run):
     best = max(saved["history"], key=lambda h: h["val_accuracy"])
     assert saved["val_accuracy"] == pytest.approx(best["val_accuracy"])
     assert (workdir / "spec.json").exists() and (workdir / "checkpoints" / "best").is_dir()
+    # synthetic tiles are all distinct: none copied across or within the splits, and data.json says the same
+    assert saved["duplicate_tiles"]["across_splits"] == {"val_in_train": 0, "test_in_train": 0, "test_in_val": 0}
+    assert json.loads((workdir / "data.json").read_text())["duplicate_tiles"] == saved["duplicate_tiles"]
     assert any((workdir / "tensorboard").iterdir())
     import jax
 

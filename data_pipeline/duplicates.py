@@ -1,0 +1,133 @@
+"""Pixel-identical tiles in the splits: a test tile that copies a training tile is not held out.
+
+Tiles are compared by a SHA-256 digest of their pixels as the model sees them (decoded, resized,
+stain-normalised), so a file saved twice under two names, or as PNG and as TIFF, is found; a
+re-compressed JPEG or a shifted crop is not (its pixels differ). `spec.data.duplicates` says what
+is done about copies:
+- "warn" (default): a warning names how many and an example; data.json and results.json record them;
+- "error": a copy across splits, or identical tiles under two labels, is refused (DataError);
+- "off": tiles are not compared (saves hashing them: 0.5 s a GB of tiles on a 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from data_pipeline.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+DUPLICATE_MODES = ("warn", "error", "off")
+# (later split, earlier split): a tile of the first with a pixel-identical tile in the second.
+CROSS_SPLIT_PAIRS = (("val", "train"), ("test", "train"), ("test", "val"))
+MAX_EXAMPLES = 5
+
+
+def check_duplicates_mode(mode: Any) -> str:
+    """spec.data.duplicates if it is one of DUPLICATE_MODES; DataError naming the key otherwise."""
+    if mode not in DUPLICATE_MODES:
+        raise DataError(f"spec.data.duplicates is {mode!r}; use one of {', '.join(map(repr, DUPLICATE_MODES))}")
+    return mode
+
+
+def tile_digests(images: np.ndarray) -> list[bytes]:
+    """The SHA-256 digest of each tile's pixels (uint8 (N, H, W, C)), in row order."""
+    return [hashlib.sha256(np.ascontiguousarray(tile).data).digest() for tile in images]
+
+
+@dataclasses.dataclass(frozen=True)
+class DuplicateTiles:
+    """Pixel-identical tiles found in a dataset's splits."""
+
+    # "val_in_train", "test_in_train", "test_in_val": tiles of the first split whose pixels first occur in the
+    # second (a test tile copied in train and in val counts once, in train)
+    across_splits: dict[str, int]
+    within_splits: dict[str, int]  # per split: tiles whose pixels first occur earlier in the same split
+    label_conflicts: int  # sets of identical tiles that carry more than one label
+    examples: tuple[str, ...]  # "'id' = 'id'" of the first copies found, for a reader to look at
+
+    @property
+    def held_out_copies(self) -> int:
+        """Val and test tiles with a copy in a split before them (train, or val for test)."""
+        return sum(self.across_splits.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """As data.json and results.json record it."""
+        return {"across_splits": dict(self.across_splits), "within_splits": dict(self.within_splits),
+                "label_conflicts": self.label_conflicts, "examples": list(self.examples)}
+
+    def problem(self) -> str | None:
+        """A sentence on the copies across splits and label conflicts; None when there are none."""
+        parts = []
+        for (later, earlier), count in zip(CROSS_SPLIT_PAIRS, self.across_splits.values()):
+            if count:
+                parts.append(f"{count} {later} tile{'s are' if count > 1 else ' is'} pixel-identical to {earlier} tiles")
+        if self.label_conflicts:
+            many = self.label_conflicts > 1
+            parts.append(f"{self.label_conflicts} set{'s' if many else ''} of identical tiles "
+                         f"carr{'y' if many else 'ies'} two or more labels")
+        if not parts:
+            return None
+        return "; ".join(parts) + f" (e.g. {self.examples[0]})"
+
+
+def find_duplicates(ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.ndarray],
+                    digests: Mapping[str, Sequence[bytes]]) -> DuplicateTiles:
+    """Copies across and within the splits train/val/test, from each split's tile ids, labels and digests."""
+    first_seen: dict[bytes, tuple[str, int]] = {}  # digest -> (split, row) where it first occurs
+    labels_of: dict[bytes, set[int]] = {}
+    across = {f"{later}_in_{earlier}": 0 for later, earlier in CROSS_SPLIT_PAIRS}
+    within = {name: 0 for name in ids}
+    examples: list[str] = []
+    for name in ids:
+        for row, digest in enumerate(digests[name]):
+            labels_of.setdefault(digest, set()).add(int(labels[name][row]))
+            if digest not in first_seen:
+                first_seen[digest] = (name, row)
+                continue
+            earlier, earlier_row = first_seen[digest]
+            if earlier == name:
+                within[name] += 1
+            else:
+                across[f"{name}_in_{earlier}"] += 1
+            if len(examples) < MAX_EXAMPLES:
+                examples.append(f"'{ids[name][row]}' = '{ids[earlier][earlier_row]}'")
+    conflicts = [digest for digest, found in labels_of.items() if len(found) > 1]
+    if conflicts:  # the first conflicting pair leads the examples: it is the worse finding
+        digest = conflicts[0]
+        examples.insert(0, _conflict_example(digest, ids, labels, digests))
+    return DuplicateTiles(across, within, len(conflicts), tuple(examples[:MAX_EXAMPLES]))
+
+
+def _conflict_example(digest: bytes, ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.ndarray],
+                      digests: Mapping[str, Sequence[bytes]]) -> str:
+    """"'id' = 'id'" of two identical tiles with different labels."""
+    found: dict[int, str] = {}
+    for name in ids:
+        for row, other in enumerate(digests[name]):
+            if other == digest:
+                found.setdefault(int(labels[name][row]), ids[name][row])
+    first, second = list(found.values())[:2]
+    return f"'{first}' = '{second}'"
+
+
+def check_duplicates(mode: str, source: str, ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.ndarray],
+                     images: Mapping[str, np.ndarray]) -> DuplicateTiles | None:
+    """The copies in the splits of `source` (None with mode 'off'); warned about, or refused with mode 'error'."""
+    if mode == "off":
+        return None
+    found = find_duplicates(ids, labels, {name: tile_digests(images[name]) for name in ids})
+    problem = found.problem()
+    if problem and mode == "error":
+        raise DataError(f"in {source}, {problem}: the test accuracy would not be a held-out one; remove the copies, "
+                        "split by patient or slide with spec.data.group_by, or set spec.data.duplicates='warn'")
+    if problem:
+        logger.warning("in %s, %s: a copied tile is not held out, and its accuracy flatters the model "
+                       "(data.json lists examples; spec.data.duplicates='error' refuses such splits)", source, problem)
+    return found
