@@ -70,6 +70,26 @@ def data_label(results: dict[str, Any]) -> str:
     return source
 
 
+def tile_copies(group: RunGroup) -> tuple[int, int] | None:
+    """(test tiles pixel-identical to a train or val tile, sets of identical tiles under two labels) of a row's
+    lowest-seed runs, summed over folds; None if no run recorded `duplicate_tiles` (spec.data.duplicates='off')."""
+    records = [found for run in group.first_seed_runs if isinstance(found := run.results.get("duplicate_tiles"), dict)]
+    if not records:
+        return None
+    copies = sum(int(found.get("across_splits", {}).get(key) or 0) for found in records
+                 for key in ("test_in_train", "test_in_val"))
+    return copies, sum(int(found.get("label_conflicts") or 0) for found in records)
+
+
+def _copies_label(copies: tuple[int, int] | None) -> str:
+    """What the Data column adds about copied tiles: nothing where none were found or none were looked for."""
+    test_copies, conflicts = copies or (0, 0)
+    parts = ([f"{test_copies} test tile{'s' if test_copies > 1 else ''} copying train/val tiles"] if test_copies
+             else []) + ([f"{conflicts} identical tile set{'s' if conflicts > 1 else ''} under two labels"]
+                         if conflicts else [])
+    return "".join(f"; {part}" for part in parts)
+
+
 def recorded(group: RunGroup, key: str) -> list[str]:
     """The distinct values of a results.json string field over a row's runs, in seed order; absent ones left out."""
     return list(dict.fromkeys(value for run in group.runs if (value := run.results.get(key))))
@@ -293,7 +313,10 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         accuracy_vs_best_pct=paired.difference_pct,
         accuracy_vs_best_ci95_low_pct=paired.difference_ci_pct[0] if paired.difference_ci_pct else None,
         accuracy_vs_best_ci95_high_pct=paired.difference_ci_pct[1] if paired.difference_ci_pct else None,
-        data=data_label(first),
+        data=data_label(first) + _copies_label(copies := tile_copies(group)),
+        # test tiles pixel-identical to a train/val tile, and identical tile sets under two labels (None: not looked)
+        test_tile_copies=copies[0] if copies else None,
+        label_conflicts=copies[1] if copies else None,
         # where the weights started (a title says it only where its spec put '{init}' in it)
         init=init_label(first.get("init")),
         # a row's seeds may have run on different machines: every one is named, and its times mix them

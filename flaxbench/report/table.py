@@ -161,6 +161,8 @@ CSV_KEYS: tuple[str, ...] = tuple(k for c in COLUMNS for k in c.keys) + (
     "cv_folds_run",
     "temperature",
     "test_loss_temperature_scaled",
+    "test_tile_copies",
+    "label_conflicts",
 )
 JSON_KEYS: tuple[str, ...] = CSV_KEYS + ("seed_values", "results_files")
 
@@ -239,6 +241,11 @@ def _notes(summary: Summary) -> list[str]:
         "and trained on the others; numeric columns and mean ± std are over the folds (and seeds), and the CIs, "
         "McNemar test and per-class values pool the folds' test predictions, so each tile counts once (per seed).",
     ] if any(row["cv_folds"] for row in summary.rows) else []) + ([
+        "**Copied tiles**: the Data column counts test tiles whose pixels equal a training or validation tile's "
+        "(the same tile filed twice, perhaps under another name or format: it is not held out, and its accuracy "
+        "flatters the row) and sets of identical tiles filed under two labels; each run's data.json lists "
+        "examples. Remove the copies, or split by patient or slide (`spec.data.group_by`).",
+    ] if any(row["test_tile_copies"] or row["label_conflicts"] for row in summary.rows) else []) + ([
         f"**Not one test set**: these rows were tested on {summary.test_sets} different test sets (other "
         "classes or other tiles, e.g. another split): accuracies from different test sets are not directly "
         "comparable, and the ranking mixes them.",

@@ -120,3 +120,15 @@ def test_an_ensembles_bad_members_are_an_error_naming_the_file(tmp_path, members
     path.write_text(json.dumps(_ensemble_record(members)))
     with pytest.raises(FlaxbenchError, match=f"{path}: not an external evaluation \\({problem}"):
         write_report(tmp_path, tmp_path / "out")
+
+
+def test_a_rows_copied_test_tiles_add_up_over_its_folds(tmp_path):
+    write_folds(tmp_path, "net", folds=3)
+    for fold, copies in enumerate((2, 0, 1)):
+        path = tmp_path / "net_3fold" / f"fold_{fold}" / "results.json"
+        results = json.loads(path.read_text())
+        results["duplicate_tiles"] = {"across_splits": {"val_in_train": 0, "test_in_train": copies, "test_in_val": 0},
+                                      "within_splits": {}, "label_conflicts": 0, "examples": []}
+        path.write_text(json.dumps(results))
+    [row] = summarize(collect_runs(tmp_path)).rows
+    assert row["test_tile_copies"] == 3 and row["data"].endswith("; 3 test tiles copying train/val tiles")

@@ -190,3 +190,31 @@ def test_initial_weights_column_says_where_each_row_started(tmp_path):
         write_results(tmp_path / name / "results.json", {**make_results(name, title="ResNet18 (ImageNet)"), "init": init})
     rows = {row["name"]: row for row in summarize(collect_runs(tmp_path)).rows}
     assert {name: rows[name]["init"] for name in inits} == {name: label for name, (_, label) in inits.items()}
+
+
+def _copies(test_in_train: int, test_in_val: int, conflicts: int) -> dict:
+    """A data pipeline `duplicate_tiles` record."""
+    return {"across_splits": {"val_in_train": 5, "test_in_train": test_in_train, "test_in_val": test_in_val},
+            "within_splits": {"train": 3, "val": 0, "test": 0}, "label_conflicts": conflicts,
+            "examples": ["'test/a.png' = 'train/a.tif'"]}
+
+
+def test_copied_test_tiles_and_label_conflicts_are_counted_where_recorded(tmp_path):
+    from flaxbench.report import write_report
+    for name, record in (("copied", _copies(2, 1, 1)), ("clean", _copies(0, 0, 0)), ("unchecked", None)):
+        for seed in (0, 1):  # seeds on one split count its copies once
+            results = make_results(name, seed=seed)
+            if record is not None:
+                results["duplicate_tiles"] = record
+            write_results(tmp_path / name / f"seed_{seed}" / "results.json", results)
+    rows = _rows(tmp_path)
+    assert (rows["copied"]["test_tile_copies"], rows["copied"]["label_conflicts"]) == (3, 1)
+    assert rows["copied"]["data"].endswith(
+        "; 3 test tiles copying train/val tiles; 1 identical tile set under two labels")
+    assert (rows["clean"]["test_tile_copies"], rows["clean"]["label_conflicts"]) == (0, 0)
+    assert (rows["unchecked"]["test_tile_copies"], rows["unchecked"]["label_conflicts"]) == (None, None)
+    assert "copying" not in rows["clean"]["data"] + rows["unchecked"]["data"]
+    markdown = write_report(tmp_path)["md"].read_text()
+    assert "**Copied tiles**: the Data column counts test tiles" in markdown
+    (tmp_path / "copied").rename(tmp_path.parent / "copied_elsewhere")
+    assert "**Copied tiles**" not in write_report(tmp_path)["md"].read_text()
