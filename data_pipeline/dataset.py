@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from data_pipeline.device import AUGMENT_OPS, NORMALIZE_MODES
-from data_pipeline.duplicates import DuplicateTiles, check_duplicates, check_duplicates_mode
+from data_pipeline.duplicates import DuplicateTiles, check_duplicates, check_duplicates_mode, tile_digests
 from data_pipeline.errors import DataError
 from data_pipeline.folds import check_folds, fold_indices, group_fold_indices
 from data_pipeline.groups import check_group_by, group_split_indices, split_groups, tile_groups
@@ -52,6 +52,8 @@ class TileDataset:
     fold: tuple[int, int] | None = None  # (spec.data.cv_fold, spec.data.cv_folds) under cross-validation
     # pixel-identical tiles across and within the splits (spec.data.duplicates); None if not looked for
     duplicates: DuplicateTiles | None = None
+    # per split, each tile's pixel digest (duplicates.tile_digests), where `duplicates` was looked for
+    tile_digests: dict[str, list[bytes]] | None = None
 
 
 def _positive_int_or_none(value: Any, key: str) -> int | None:
@@ -275,9 +277,11 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
     decoded = next(part.images for part in splits if part.images is not None)
     groups = split_groups({"train": train.ids, "val": val.ids, "test": test.ids}, spec_value(cfg, "group_by", None))
     # Copies can be looked for only among decoded tiles: a run that decodes one split (evaluate) does not.
-    duplicates = None if any(part.images is None for part in splits) else check_duplicates(
-        duplicates_mode, source, *({name: getattr(part, field) for name, part in zip(SPLIT_NAMES, splits)}
-                                   for field in ("ids", "labels", "images")))
+    digests = None if duplicates_mode == "off" or any(part.images is None for part in splits) else {
+        name: tile_digests(part.images) for name, part in zip(SPLIT_NAMES, splits)}
+    duplicates = None if digests is None else check_duplicates(
+        duplicates_mode, source, {name: part.ids for name, part in zip(SPLIT_NAMES, splits)},
+        {name: part.labels for name, part in zip(SPLIT_NAMES, splits)}, digests)
     return TileDataset(
         train=train,
         val=val,
@@ -291,6 +295,7 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
         stain=stain,
         fold=fold,
         duplicates=duplicates,
+        tile_digests=digests,
     )
 
 

@@ -39,6 +39,7 @@ from flaxbench.inference import (
 )
 from flaxbench.results import write_json_atomic
 from flaxbench.runtime import is_main_process
+from flaxbench.seen_tiles import runs_in_words, tiles_seen_by
 from flaxbench.workdir import fold_run_dirs
 
 EXTERNAL_PREFIX = "eval_external_"
@@ -186,11 +187,14 @@ def evaluate_external(
     matched, left_out = match_class_folders(folders, run.classes, mapping, where)
     skipped: list[tuple[ListedTile, Exception]] = []
     resized: collections.Counter = collections.Counter()
+    seen = tiles_seen_by(runs)
     with open_class_folders(path, [canonical_class_name(f) for f in matched], min_classes=1) as source:
         run_label = [run.classes.index(matched[folder]) for folder in _folder_names(source.classes, matched)]
         decoded = decode_tiles(source.tiles, run.image_size, center_crop, True, skipped, resized)
         chunks = stream_member_logits(runs, decoded, where, tta=tta, batch_size=batch_size,
-                                      expected=len(source.tiles))
+                                      expected=len(source.tiles),
+                                      on_chunk=None if seen is None else (
+                                          lambda tiles, images: seen([tile.id for tile in tiles], images)))
         # each tile with its logits from every run (runs, classes)
         scored = [(tile, tile_logits) for tiles, logits in chunks
                   for tile, tile_logits in zip(tiles, logits.swapaxes(0, 1))]
@@ -201,6 +205,8 @@ def evaluate_external(
     absent = [c for k, c in enumerate(run.classes) if not np.any(labels == k)]
     skipped_ids = [tile.id for tile, _ in skipped]
     _print_notes(run, skipped_ids, dict(resized), left_out, absent, center_crop)
+    if seen is not None and (warning := seen.warning(runs_in_words(runs), "their accuracy flatters the model")):
+        print(warning, file=sys.stderr)
     ids, member_logits = [tile.id for tile, _ in scored], np.stack([x for _, x in scored], axis=1)
     result = split_metrics(ensemble_logits(member_logits), labels, run.classes, ids)
     correct = np.asarray(result["predictions"]["predictions"]) == labels
@@ -228,6 +234,8 @@ def evaluate_external(
         "temperatures": None if temperatures is None else temperatures.tolist(),
         "loss_temperature_scaled": None if scaled is None else scaled["loss"],
         "ece_temperature_scaled": None if scaled is None else scaled["ece"],
+        # tiles pixel-identical to one of the runs' train, val or test tiles (None: the runs kept no tile digests)
+        "seen_by_runs": None if seen is None else seen.record(),
         **result,
         **(_ensemble_members(runs, member_logits, labels, ids) if len(runs) > 1 else {}),
     }

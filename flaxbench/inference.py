@@ -8,7 +8,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from flaxbench.workdir import check_not_a_row_of_folds, fold_run_dirs
 CHUNK_TILES = 1024
 PROGRESS_EVERY_S = 30.0
 Key = TypeVar("Key")
+ChunkHook = Callable[[list[Any], np.ndarray], None]  # (a chunk's keys, its uint8 tiles as the models see them)
 
 
 def read_data_info(workdir: Path) -> dict:
@@ -117,7 +118,7 @@ def _padded(images: np.ndarray, size: int) -> np.ndarray:
 def stream_logits(runs: Sequence[TrainedRun], tiles: Iterable[tuple[Key, np.ndarray]], where: str, *,
                   tta: bool = False, batch_size: int | None = None, chunk_tiles: int | None = None,
                   expected: int | None = None, temperatures: np.ndarray | None = None,
-                  ) -> Iterator[tuple[list[Key], np.ndarray]]:
+                  on_chunk: ChunkHook | None = None) -> Iterator[tuple[list[Key], np.ndarray]]:
     """(keys, float logits (n, classes)) per chunk of (key, uint8 tile) pairs, of one run or several's ensemble.
 
     Several runs (e.g. a cross-validated row's folds) give the log of their mean class probabilities
@@ -125,7 +126,7 @@ def stream_logits(runs: Sequence[TrainedRun], tiles: Iterable[tuple[Key, np.ndar
     divided by its own first. The other arguments are those of `stream_member_logits`.
     """
     for keys, member_logits in stream_member_logits(runs, tiles, where, tta=tta, batch_size=batch_size,
-                                                    chunk_tiles=chunk_tiles, expected=expected):
+                                                    chunk_tiles=chunk_tiles, expected=expected, on_chunk=on_chunk):
         if temperatures is not None:
             member_logits = member_logits / np.asarray(temperatures)[:, None, None]
         yield keys, ensemble_logits(member_logits)
@@ -159,7 +160,8 @@ def ensemble_logits(member_logits: np.ndarray) -> np.ndarray:
 
 def stream_member_logits(runs: Sequence[TrainedRun], tiles: Iterable[tuple[Key, np.ndarray]], where: str, *,
                          tta: bool = False, batch_size: int | None = None, chunk_tiles: int | None = None,
-                         expected: int | None = None) -> Iterator[tuple[list[Key], np.ndarray]]:
+                         expected: int | None = None, on_chunk: ChunkHook | None = None,
+                         ) -> Iterator[tuple[list[Key], np.ndarray]]:
     """(keys, each run's float logits (runs, n, classes)) per chunk of `chunk_tiles` (key, uint8 tile) pairs.
 
     The runs must share tile size, classes and stain target (`load_trained_runs` checks it). Tiles are
@@ -168,7 +170,8 @@ def stream_member_logits(runs: Sequence[TrainedRun], tiles: Iterable[tuple[Key, 
     spec.train.eval_batch_size; rounded up to a multiple of the devices). Only a chunk or two of
     tiles is held at once (default: CHUNK_TILES rounded up to whole steps), and the devices work on
     one chunk while the next is decoded, since `tiles` is read lazily. A long run prints its
-    progress to stderr (out of `expected` tiles, if given).
+    progress to stderr (out of `expected` tiles, if given). `on_chunk(keys, images)` sees each chunk's
+    tiles as the models do (resized, stain-normalised), e.g. to find tiles the runs trained on.
     """
     first = runs[0]
     mesh = local_mesh()
@@ -187,6 +190,8 @@ def stream_member_logits(runs: Sequence[TrainedRun], tiles: Iterable[tuple[Key, 
         if first.stain is not None:
             images, kept_here = normalize_tiles_counted(images, first.stain, out=images)  # stacked here
             kept += kept_here
+        if on_chunk is not None:
+            on_chunk(keys, images)
         total += len(images)
         # Dispatched now, read after the next chunk is decoded: the devices run meanwhile.
         steps = [to_device(_padded(images[i:i + per_step], per_step), sharding)

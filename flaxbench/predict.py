@@ -26,6 +26,7 @@ from flaxbench.inference import (
     check_center_crop, fitted_temperatures, load_trained_runs, resize_warning, stream_logits,
 )
 from flaxbench.results import atomic_text_file, write_text_atomic
+from flaxbench.seen_tiles import runs_in_words, tiles_seen_by
 from flaxbench.tile_map import check_map_classes, check_map_pattern, map_cells, tile_grids, write_maps
 
 def expand_paths(paths: Sequence[str], open_zips: contextlib.ExitStack) -> tuple[list[ListedTile], list[str]]:
@@ -117,11 +118,14 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
         predicted = np.full(len(tiles), -1, np.int64)  # -1: not read
         heat = np.full((len(tiles), len(heat_classes)), np.nan, np.float32)  # --map-class probabilities
         heat_columns = [run.classes.index(name) for name in heat_classes]
+        seen = tiles_seen_by(runs)
+        count_seen = None if seen is None else (lambda indices, images: seen([names[k] for k in indices], images))
         with atomic_text_file(out) as csv_file:
             writer = csv.writer(csv_file)
             writer.writerow(["path", "predicted_class", *[f"prob_{c}" for c in run.classes]])
             for indices, logits in stream_logits(runs, decoded, "the tiles to predict", tta=tta, batch_size=batch_size,
-                                                 expected=len(tiles), temperatures=temperatures):
+                                                 expected=len(tiles), temperatures=temperatures,
+                                                 on_chunk=count_seen):
                 probabilities = np.exp(log_softmax(logits))
                 predicted[indices] = probabilities.argmax(axis=1)
                 heat[indices] = probabilities[:, heat_columns]
@@ -142,8 +146,10 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
                 raise WorkdirError(f"no readable tiles in {', '.join(map(str, paths))}; nothing predicted, "
                                    "nothing written")
     warning = None if center_crop else resize_warning(run, other_sizes)  # a chosen crop is no accident
-    if warning:
-        print(warning, file=sys.stderr)
+    seen_warning = seen and seen.warning(runs_in_words(runs), "a prediction of such a tile says little of unseen ones")
+    for line in (warning, seen_warning):
+        if line:
+            print(line, file=sys.stderr)
     models = f"{which} checkpoint" if len(runs) == 1 else (
         f"the {which} checkpoints of {len(runs)} runs in '{workdir}' (their class probabilities averaged)")
     scaled = "" if temperatures is None else (

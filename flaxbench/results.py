@@ -43,9 +43,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file and a rename; the temporary file never stays."""
+    with atomic_text_file(path, binary=True) as f:
+        f.write(data)
+    return Path(path)
+
+
 @contextlib.contextmanager
-def atomic_text_file(path: str | Path) -> Iterator[TextIO]:
-    """A text file to write that appears at `path` only when the block ends without an error (a rename).
+def atomic_text_file(path: str | Path, *, binary: bool = False) -> Iterator[TextIO]:
+    """A text file (`binary`: a bytes file) to write that appears at `path` only when the block ends without an
+    error (a rename).
 
     Until then `path` keeps what it held; the temporary file beside it never stays.
     """
@@ -53,7 +61,7 @@ def atomic_text_file(path: str | Path) -> Iterator[TextIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

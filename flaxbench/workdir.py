@@ -19,8 +19,8 @@ from flaxbench.spec import to_json
 
 MIN_FREE_BYTES = 200 * 2**20  # checkpoints of the largest study row need about this much
 # what --overwrite clears, besides eval_<split>.json
-RUN_OUTPUTS = ("results.json", "spec.json", "data.json", "checkpoints", "tensorboard", "predictions.csv",
-               "predictions_groups.csv", "predictions_maps")  # the last three: predict's default outputs
+RUN_OUTPUTS = ("results.json", "spec.json", "data.json", "tile_digests.npz", "checkpoints", "tensorboard",
+               "predictions.csv", "predictions_groups.csv", "predictions_maps")  # the last three: predict's outputs
 
 
 # Spec keys that change where the work is done, or its label, but not one number of the run: a run

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from data_pipeline import DataError
 from flaxbench.errors import WorkdirError
@@ -70,7 +71,10 @@ def test_renamed_test_tiles_score_as_the_runs_own_test_split(trained_run, rename
     assert 0.0 <= low <= result["macro_auc"] <= high <= 1.0
     assert result["class_folders"] == {f"C{k}": name for k, name in enumerate(own["classes"])}
     assert result["left_out_folders"] == ["MUS"] and result["absent_classes"] == []
-    assert "left out, not classes of the run: MUS" in capsys.readouterr().err
+    # the run's own test tiles, found by their pixels: not trained on, so no warning
+    assert result["seen_by_runs"] == {"train": 0, "val": 0, "test": 8, "examples": []}
+    err = capsys.readouterr().err
+    assert "left out, not classes of the run: MUS" in err and "pixel-identical" not in err
 
 
 def test_folders_named_as_the_run_classes_need_no_map_and_absent_classes_are_recorded(trained_run, tmp_path,
@@ -280,3 +284,47 @@ def test_predict_temperature_scaled_gives_the_calibrated_probabilities_of_the_sa
     with pytest.raises(WorkdirError, match="results.json' records no temperature"):
         predict_paths(older, tiles, tmp_path / "no.csv", temperature_scaled=True)
     assert not (tmp_path / "no.csv").exists()
+
+
+def test_tiles_the_run_trained_on_are_found_by_their_pixels(trained_run, tmp_path, capsys):
+    from flaxbench.predict import predict_paths
+
+    train = evaluate_workdir(trained_run, "train")
+    folder = tmp_path / "copies"
+    for tile_id in train["predictions"]["ids"][:2]:  # two training tiles, saved as PNGs under new names
+        target = folder / Path(tile_id).parent.name / f"copy_{Path(tile_id).stem}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(KATHER / tile_id).save(target)
+    shutil.copytree(NCT / "TUM", folder / "01_TUMOR", dirs_exist_ok=True)  # other tiles
+    result, path = evaluate_external(trained_run, str(folder))
+    try:
+        from flaxbench.report import write_report
+
+        report = write_report(trained_run.parent, tmp_path / "r")["md"].read_text()
+        assert "| 14 (2 seen in training) | best |" in report
+    finally:
+        path.unlink()  # the module's other tests see the run's external evaluations
+    assert result["seen_by_runs"]["train"] == 2 and result["seen_by_runs"]["val"] == 0
+    assert all("copy_" in example and example.endswith("(train)") for example in result["seen_by_runs"]["examples"])
+    assert "warning: 2 of these tiles are pixel-identical to tiles the run trained or validated on (train 2, val 0" \
+        in capsys.readouterr().err
+    predict_paths(trained_run, [str(folder)], tmp_path / "p.csv")
+    assert "2 of these tiles are pixel-identical" in capsys.readouterr().err
+    older = tmp_path / "older_run"  # a run from before tile digests were kept
+    shutil.copytree(trained_run, older)
+    (older / "tile_digests.npz").unlink()
+    result, _ = evaluate_external(older, str(folder), out=tmp_path / "f.json")
+    assert result["seen_by_runs"] is None and "pixel-identical" not in capsys.readouterr().err
+
+
+def test_a_damaged_digest_file_is_warned_about_and_the_tiles_go_unchecked(trained_run, tmp_path, capsys):
+    from flaxbench.seen_tiles import load_seen_tiles
+
+    assert len(load_seen_tiles([trained_run])) == 24  # the eight classes' 3 tiles each, all distinct
+    damaged = tmp_path / "run"
+    damaged.mkdir()
+    (damaged / "tile_digests.npz").write_bytes(b"not a zip")
+    assert load_seen_tiles([trained_run, damaged]) is None
+    assert f"warning: cannot read '{damaged / 'tile_digests.npz'}'" in capsys.readouterr().err
+    np.savez(damaged / "tile_digests.npz", train=np.zeros((2, 3)), val=np.zeros((0, 16)), test=np.zeros((0, 16)))
+    assert load_seen_tiles([damaged]) is None and "does not hold 16-byte tile digests" in capsys.readouterr().err

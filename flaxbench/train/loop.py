@@ -23,6 +23,7 @@ from flaxbench.results import RESULTS_FORMAT, write_json_atomic
 from flaxbench.runtime import (
     any_process, describe_devices, enable_determinism, is_main_process, library_versions, sync_processes,
 )
+from flaxbench.seen_tiles import save_tile_digests
 from flaxbench.tensorboard import EpochWriter
 from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
 from flaxbench.train.spec_checks import SELECT_BY
@@ -143,6 +144,8 @@ def train_and_evaluate(
     if is_main_process():
         claim_workdir(workdir, spec, overwrite=overwrite)
         write_json_atomic(workdir / "data.json", data)
+        if run.dataset.tile_digests is not None:  # for evaluate --external and predict to find the run's tiles
+            save_tile_digests(workdir, run.dataset.tile_digests)
     sync_processes("flaxbench: workdir ready")  # the main process has cleared it (--overwrite)
     state = run.initial_state()
     ckpts = RunCheckpoints(workdir / "checkpoints")
