@@ -104,6 +104,72 @@ def bootstrap_macro_auc_ci(
     tile (seeds on one test set) see the same draws. Ties count half, as in `metrics.one_vs_rest_auc`; a
     class without positives or negatives in a resample is left out of its mean.
     """
+    num_tiles, runs = _drawn_runs(probabilities, labels, tiles)
+    return _percentile_bootstrap(num_tiles, lambda picks: np.mean([run.macro_auc(picks) for run in runs], axis=0),
+                                 level, num_resamples, seed)
+
+
+def bootstrap_class_auc_ci(
+    probabilities: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    tiles: Sequence[np.ndarray] | None = None,
+    *,
+    level: float = 0.95,
+    num_resamples: int = 10000,
+    seed: int = 0,
+) -> np.ndarray:
+    """(classes, 2): percentile-bootstrap confidence interval of each class's one-vs-rest AUC, or of its mean over
+    several runs (those where it is defined), resampling tiles as `bootstrap_macro_auc_ci` does (same arguments);
+    NaN where a class never has both positives and negatives."""
+    num_tiles, runs = _drawn_runs(probabilities, labels, tiles)
+
+    def class_aucs(picks: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a class undefined in every run: NaN
+            return np.nanmean([run.class_aucs(picks) for run in runs], axis=0)
+
+    return _percentile_bootstraps(num_tiles, class_aucs, level, num_resamples, seed)
+
+
+def bootstrap_class_f1_ci(
+    correct: np.ndarray,
+    trials: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    *,
+    level: float = 0.95,
+    num_resamples: int = 10000,
+    seed: int = 0,
+) -> np.ndarray:
+    """(classes, 2): percentile-bootstrap confidence interval of each class's F1, NaN where it is undefined on
+    every resample (no tile of the class and none predicted as it).
+
+    Per tile i: `correct[i]` of its `trials[i]` predictions were right (several seeds pooled, as in
+    bootstrap_accuracy_ci), `labels[i]` is its true class and `predicted[i, c]` counts its predictions
+    of class c. A resample draws tiles with replacement, all of a tile's predictions together.
+    """
+    correct, trials = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (correct, trials))
+    labels, predicted = np.asarray(labels, dtype=np.int64).reshape(-1), np.asarray(predicted, dtype=np.float64)
+    if correct.size == 0 or not correct.size == trials.size == labels.size == len(predicted) or predicted.ndim != 2:
+        raise ValueError("need equally many correct, trials, labels and predicted (tiles, classes), at least one tile")
+    if np.any(predicted.sum(axis=1) != trials) or labels.max() >= predicted.shape[1]:
+        raise ValueError("each tile's predicted counts must add up to its trials, and labels index its classes")
+    of_class = np.eye(predicted.shape[1])[labels]
+    hits, actual = correct[:, None] * of_class, trials[:, None] * of_class
+
+    def class_f1(picks: np.ndarray) -> np.ndarray:
+        resamples, num_tiles = picks.shape
+        drawn = np.bincount((np.arange(resamples)[:, None] * num_tiles + picks).ravel(),
+                            minlength=resamples * num_tiles).reshape(resamples, num_tiles).astype(np.float64)
+        right, said_or_are = drawn @ hits, drawn @ (predicted + actual)  # (resamples, classes)
+        return np.divide(2 * right, said_or_are, out=np.full_like(right, np.nan), where=said_or_are > 0)
+
+    return _percentile_bootstraps(labels.size, class_f1, level, num_resamples, seed)
+
+
+def _drawn_runs(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                tiles: Sequence[np.ndarray] | None) -> tuple[int, list[_DrawnAuc]]:
+    """(tiles resampled, each run's _DrawnAuc) of the AUC bootstraps' arguments; ValueError if they do not fit."""
     probabilities = [np.asarray(p, np.float64) for p in probabilities]
     labels = [np.asarray(y, np.int64).reshape(-1) for y in labels]
     tiles = [np.arange(len(labels[0]))] if tiles is None else [np.asarray(t, np.int64) for t in tiles]
@@ -112,9 +178,7 @@ def bootstrap_macro_auc_ci(
         raise ValueError("need per run probabilities (n, classes), labels and tile positions of equal, nonzero "
                          "length")
     num_tiles = int(max(t.max() for t in tiles)) + 1
-    runs = [_DrawnAuc(p, y, t, num_tiles) for p, y, t in zip(probabilities, labels, tiles)]
-    return _percentile_bootstrap(num_tiles, lambda picks: np.mean([run.macro_auc(picks) for run in runs], axis=0),
-                                 level, num_resamples, seed)
+    return num_tiles, [_DrawnAuc(p, y, t, num_tiles) for p, y, t in zip(probabilities, labels, tiles)]
 
 
 _AUC_DRAWS_PER_BLOCK = 2**18  # tile draws tallied together: 36 resamples of 7,180 tiles, all 1,000 of 262
@@ -143,13 +207,20 @@ class _DrawnAuc:
 
     def macro_auc(self, picks: np.ndarray) -> np.ndarray:
         """The run's macro AUC on each resample (rows of `picks`, drawn tile positions); NaN where none is defined."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample without any defined AUC: NaN
+            return np.nanmean(self.class_aucs(picks), axis=1)
+
+    def class_aucs(self, picks: np.ndarray) -> np.ndarray:
+        """(resamples, classes): each class's AUC on each resample; NaN where the resample lacks its positives or
+        negatives."""
         # A few resamples at a time, so that their tallies stay in cache: on 7,180 tiles of 9 classes,
         # 1,000 resamples took 1.6 s at once and 0.4-0.6 s in blocks of 16-32 (2-core AMD EPYC, shared);
         # on few tiles, larger blocks save the per-block overhead.
         block = max(1, _AUC_DRAWS_PER_BLOCK // picks.shape[1])
-        return np.concatenate([self._macro_auc(picks[start:start + block]) for start in range(0, len(picks), block)])
+        return np.concatenate([self._class_aucs(picks[start:start + block]) for start in range(0, len(picks), block)])
 
-    def _macro_auc(self, picks: np.ndarray) -> np.ndarray:
+    def _class_aucs(self, picks: np.ndarray) -> np.ndarray:
         resamples = len(picks)
         if self.in_run is None:
             row, drawn = np.repeat(np.arange(resamples), picks.shape[1]), picks.ravel()
@@ -164,24 +235,32 @@ class _DrawnAuc:
             wins = (positives * (2 * np.cumsum(negatives, axis=1) - negatives)).sum(axis=1)
             pairs = 2 * positives.sum(axis=1) * negatives.sum(axis=1)
             aucs.append(np.divide(wins, pairs, out=np.full(resamples, np.nan), where=pairs > 0))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a resample without any defined AUC: NaN
-            return np.nanmean(np.stack(aucs, axis=1), axis=1)
+        return np.stack(aucs, axis=1)
 
 
 def _percentile_bootstrap(
     num_tiles: int, statistic, level: float, num_resamples: int, seed: int
 ) -> tuple[float, float]:
     """The `level` percentile interval of `statistic(picks)` over `num_resamples` resamples of the tiles."""
+    low, high = _percentile_bootstraps(num_tiles, lambda picks: statistic(picks)[:, None], level, num_resamples,
+                                       seed)[0]
+    return float(low), float(high)
+
+
+def _percentile_bootstraps(num_tiles: int, statistics, level: float, num_resamples: int, seed: int) -> np.ndarray:
+    """(statistics, 2): the `level` percentile interval of each column of `statistics(picks)` (resamples,
+    statistics) over `num_resamples` resamples of the tiles; NaN where a column is undefined on every resample."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     if num_resamples < 1:
         raise ValueError(f"num_resamples must be >= 1, got {num_resamples}")
     rng = np.random.default_rng(seed)
-    values = np.empty(num_resamples, dtype=np.float64)
+    values = []
     for start in range(0, num_resamples, _BOOTSTRAP_CHUNK):
         stop = min(start + _BOOTSTRAP_CHUNK, num_resamples)
-        values[start:stop] = statistic(rng.integers(0, num_tiles, size=(stop - start, num_tiles)))
+        values.append(statistics(rng.integers(0, num_tiles, size=(stop - start, num_tiles))))
     tail = (1.0 - level) / 2.0
-    low, high = np.nanquantile(values, [tail, 1.0 - tail])  # NaN: a resample where the statistic is undefined
-    return float(low), float(high)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column undefined on every resample: NaN
+        # NaN: a resample where the statistic is undefined
+        return np.nanquantile(np.concatenate(values), [tail, 1.0 - tail], axis=0).T
