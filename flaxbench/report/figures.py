@@ -241,24 +241,27 @@ def training_curves(summary: Summary, path: Path) -> Path:
 
 
 def per_class_recall(summary: Summary, path: Path) -> Path:
-    """Grouped bars: recall of every class (pooled over seeds) for every row."""
-    title = "Per-class recall (pooled over seeds)"
+    """Grouped bars: recall of every class (pooled over seeds) for every row, with its 95% CI where recorded."""
+    title = "Per-class recall (pooled over seeds; 95% CI)"
     classes: list[str] = []
     for group in summary.groups:
         classes += [c for c in group.runs[0].results["classes"] if c not in classes]
-    matrices = [pooled_confusion_matrix(group) for group in summary.groups]
-    drawn = [(i, row, cm) for i, (row, cm) in enumerate(zip(summary.rows, matrices)) if cm is not None]
-    missing = [row["name"] for row, cm in zip(summary.rows, matrices) if cm is None]
+    drawn = [(i, row, table) for i, (row, table) in enumerate(zip(summary.rows, summary.per_class)) if table]
+    missing = [row["name"] for row, table in zip(summary.rows, summary.per_class) if not table]
     count = max(len(drawn), 1)
     # Wider with more classes and rows, up to a width that still prints (bars narrow beyond it).
     width_in = min(24.0, max(8.0, 1.5 + len(classes) * (0.3 * count + 0.5)))
     figure = _new_figure(title, summary.synthetic, (width_in, 5.0))
     axes = figure.add_subplot()
     width = 0.8 / count
-    for slot, (i, row, cm) in enumerate(drawn):
-        per_class = metrics.per_class_metrics(cm, summary.groups[i].runs[0].results["classes"])
-        positions = [classes.index(c) + (slot - (count - 1) / 2) * width for c in per_class]
-        axes.bar(positions, [m["recall"] for m in per_class.values()], width=width, color=_color(i), label=row["label"])
+    for slot, (i, row, table) in enumerate(drawn):
+        positions = [classes.index(c) + (slot - (count - 1) / 2) * width for c in table]
+        recalls = np.array([values["recall"] for values in table.values()])
+        # error bars from the CI, none (zero length) where the row recorded no per-tile predictions
+        intervals = np.array([values["recall_ci"] or (values["recall"],) * 2 for values in table.values()])
+        errors = np.stack([recalls - intervals[:, 0], intervals[:, 1] - recalls])
+        axes.bar(positions, recalls, width=width, color=_color(i), label=row["label"],
+                 yerr=errors, error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.2"})
     axes.set_xticks(np.arange(len(classes)), classes, rotation=30, ha="right")
     axes.set_ylim(0.0, 1.05)
     axes.set_ylabel("recall")

@@ -11,6 +11,7 @@ import numpy as np
 
 from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
+from flaxbench.class_intervals import class_cis
 from flaxbench.report.collect import Run, RunGroup
 from flaxbench.report.external import external_lines
 from flaxbench.report.settings import row_settings
@@ -35,6 +36,8 @@ MEAN_FIELDS = (
     "test_loss_temperature_scaled",
 )
 
+# Per-class values the report gives a 95% CI (`per_class`: `<key>_ci`).
+PER_CLASS_CI_KEYS = ("precision", "recall", "f1", "specificity", "auc")
 BEST_ROW_NOTE = "best row"
 SYNTHETIC_BANNER = "SYNTHETIC DATA — not a histology result"
 
@@ -51,6 +54,7 @@ class Summary:
     devices: tuple[str, ...]  # distinct devices the runs were timed on (results.json's `device`), sorted
     external: list[dict[str, Any]]  # the runs' external evaluations (report/external.py), in row order
     settings: list[dict[str, Any] | None]  # how each row was trained (report/settings.py), same order as rows
+    per_class: list[dict[str, dict[str, Any]] | None]  # each row's `per_class` table, same order as rows
 
 
 def is_synthetic(results: dict[str, Any]) -> bool:
@@ -124,18 +128,41 @@ def pooled_confusion_matrix(group: RunGroup) -> np.ndarray | None:
     return np.sum([np.asarray(cm, dtype=np.int64) for cm in matrices], axis=0)
 
 
-def per_class(group: RunGroup) -> dict[str, dict[str, float | None]] | None:
-    """{class: precision, recall, F1 (from the seeds' pooled confusion matrix) and AUC (mean over seeds)}; None
-    without confusion matrices."""
+def per_class(group: RunGroup) -> dict[str, dict[str, Any]] | None:
+    """{class: precision, recall, F1, specificity (from the seeds' pooled confusion matrix), AUC (mean over seeds),
+    and each one's 95% CI as `<key>_ci` ([low, high], None where not recorded or undefined)}; None without
+    confusion matrices."""
     cm = pooled_confusion_matrix(group)
     classes = group.runs[0].results.get("classes")
     if cm is None or not classes or len(classes) != len(cm):
         return None
-    table: dict[str, dict[str, float | None]] = dict(metrics.per_class_metrics(cm, classes))
+    table: dict[str, dict[str, Any]] = dict(metrics.per_class_metrics(cm, classes))
     for name in classes:
         aucs = [((run.results.get("per_class") or {}).get(name) or {}).get("auc") for run in group.runs]
         table[name] = {**table[name], "auc": float(np.mean(aucs)) if all(a is not None for a in aucs) else None}
+    cis = _per_class_cis(group, len(classes))
+    for k, name in enumerate(classes):
+        for key in PER_CLASS_CI_KEYS:
+            interval = cis[key][k] if key in cis else None
+            table[name][f"{key}_ci"] = None if interval is None or np.isnan(interval).any() else [
+                float(x) for x in interval]
     return table
+
+
+def _per_class_cis(group: RunGroup, num_classes: int) -> dict[str, np.ndarray]:
+    """{"precision", "recall", "f1", "specificity", "auc": (classes, 2) 95% CIs} (flaxbench.class_intervals: Wilson
+    intervals of the proportions, and bootstrap ones of F1 and AUC with tiles resampled as in accuracy_ci_pct); a
+    key is left out where the runs did not record what it needs (per-tile predictions, class probabilities)."""
+    cis: dict[str, np.ndarray] = {}
+    pooled = _pooled_tiles(group, num_classes)
+    if pooled is not None:
+        cis.update(class_cis(*pooled, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED))
+    runs = test_probabilities(group)
+    if runs is not None and all(p.shape[1] == num_classes for p, _, _ in runs):
+        probabilities, labels, positions = _placed(runs)
+        cis["auc"] = bootstrap.bootstrap_class_auc_ci(probabilities, labels, positions, level=CI_LEVEL,
+                                                      num_resamples=CI_RESAMPLES, seed=CI_SEED)
+    return cis
 
 
 def mean_history(group: RunGroup, key: str) -> tuple[list[int], list[float]] | None:
@@ -162,23 +189,38 @@ def tile_outcomes(runs: tuple[Run, ...]) -> dict[str, bool] | None:
     return outcomes
 
 
-def _pooled_tiles(group: RunGroup) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(right, tried, true class) per test tile id over the row's seeds; None without per-tile predictions."""
-    correct: dict[str, int] = {}
-    trials: dict[str, int] = {}
-    labels: dict[str, int] = {}
+class PooledTiles(NamedTuple):
+    """A row's test predictions per tile id (sorted), its seeds' predictions on one tile pooled."""
+
+    correct: np.ndarray  # (tiles,) predictions that were right
+    trials: np.ndarray  # (tiles,) predictions made
+    labels: np.ndarray  # (tiles,) true class
+    predicted: np.ndarray  # (tiles, classes) predictions of each class
+
+
+def _pooled_tiles(group: RunGroup, num_classes: int | None = None) -> PooledTiles | None:
+    """The row's test predictions pooled per tile id over its seeds (and folds); None without per-tile predictions.
+
+    `num_classes` sizes `predicted` (default: the largest class predicted or true, plus one)."""
+    rows: dict[str, list] = {}  # tile id -> [true class, predicted classes]
     for run in group.runs:
         predictions = run.results.get("test_predictions")
         if predictions is None:
             return None
         for tile, label, predicted in zip(predictions["ids"], predictions["labels"], predictions["predictions"]):
-            correct[tile] = correct.get(tile, 0) + int(label == predicted)
-            trials[tile] = trials.get(tile, 0) + 1
-            labels[tile] = int(label)
-    if not trials:
+            rows.setdefault(tile, [int(label), []])[1].append(int(predicted))
+    if not rows:
         return None
-    tiles = sorted(trials)
-    return tuple(np.array([values[t] for t in tiles]) for values in (correct, trials, labels))
+    tiles = sorted(rows)
+    labels = np.array([rows[t][0] for t in tiles])
+    said = [np.asarray(rows[t][1]) for t in tiles]
+    largest = max(int(labels.max()), max(int(p.max()) for p in said))
+    if num_classes is not None and largest >= num_classes:  # not the row's classes: no per-class values
+        return None
+    width = num_classes or largest + 1
+    predicted = np.stack([np.bincount(p, minlength=width) for p in said])
+    correct = np.array([int(np.sum(p == label)) for p, label in zip(said, labels)])
+    return PooledTiles(correct, predicted.sum(axis=1), labels, predicted)
 
 
 def accuracy_ci_pct(group: RunGroup) -> tuple[float, float] | None:
@@ -190,7 +232,7 @@ def accuracy_ci_pct(group: RunGroup) -> tuple[float, float] | None:
     pooled = _pooled_tiles(group)
     if pooled is None:
         return None
-    correct, trials, _ = pooled
+    correct, trials, _, _ = pooled
     low, high = bootstrap.bootstrap_accuracy_ci(
         correct, trials=trials, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED
     )
@@ -202,7 +244,7 @@ def balanced_accuracy_ci(group: RunGroup) -> tuple[float, float] | None:
     pooled = _pooled_tiles(group)
     if pooled is None:
         return None
-    correct, trials, labels = pooled
+    correct, trials, labels, _ = pooled
     return bootstrap.bootstrap_balanced_accuracy_ci(
         correct, trials, labels, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED
     )
@@ -227,10 +269,14 @@ def macro_auc_ci(group: RunGroup) -> tuple[float, float] | None:
     runs = test_probabilities(group)
     if runs is None:
         return None
-    place: dict[str, int] = {}  # every tile id of the row's runs, numbered once
+    return bootstrap.bootstrap_macro_auc_ci(*_placed(runs), level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED)
+
+
+def _placed(runs: list[tuple[np.ndarray, np.ndarray, list[str]]]) -> tuple[list, list, list[np.ndarray]]:
+    """(probabilities, labels, tile positions) per run of `test_probabilities`, every tile id numbered once."""
+    place: dict[str, int] = {}
     positions = [np.array([place.setdefault(tile, len(place)) for tile in ids]) for _, _, ids in runs]
-    return bootstrap.bootstrap_macro_auc_ci([p for p, _, _ in runs], [y for _, y, _ in runs], positions,
-                                          level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED)
+    return [p for p, _, _ in runs], [y for _, y, _ in runs], positions
 
 
 def test_set(group: RunGroup) -> tuple[tuple[str, ...], frozenset[str]] | None:
@@ -376,4 +422,5 @@ def summarize(groups: list[RunGroup]) -> Summary:
         devices=tuple(sorted({device for group in ordered for device in recorded(group, "device")})),
         external=external_lines(rows, ordered),
         settings=[row_settings(group) for group in ordered],
+        per_class=[per_class(group) for group in ordered],
     )

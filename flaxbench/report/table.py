@@ -194,8 +194,9 @@ def write_json(summary: Summary, path: Path, runs_dir: Path) -> Path:
         "bootstrap": {"level": CI_LEVEL, "resamples": CI_RESAMPLES, "seed": CI_SEED},
         "columns": list(JSON_KEYS),
         "rows": [{k: _finite_or_none(row[k]) for k in JSON_KEYS} for row in summary.rows],
-        # Per row and class: precision, recall and F1 of the seeds' pooled test predictions, AUC their mean.
-        "per_class": {row["name"]: per_class(group) for row, group in zip(summary.rows, summary.groups)},
+        # Per row and class: precision, recall, F1 and specificity of the seeds' pooled test predictions, AUC
+        # their mean, each with its 95% bootstrap CI (`<key>_ci`).
+        "per_class": {row["name"]: table for row, table in zip(summary.rows, summary.per_class)},
         # Each run's `evaluate --external` results: tiles it never trained on.
         "external": summary.external,
         # Per row: the settings its runs share, from their spec.json (null without one).
@@ -281,26 +282,40 @@ def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-PER_CLASS_SECTIONS = (("f1", "F1"), ("recall", "Recall (sensitivity)"), ("specificity", "Specificity"),
-                      ("auc", "One-vs-rest ROC AUC"))
+PER_CLASS_SECTIONS = (("f1", "F1"), ("recall", "Recall (sensitivity)"), ("precision", "Precision (PPV)"),
+                      ("specificity", "Specificity"), ("auc", "One-vs-rest ROC AUC"))
+
+
+def _per_class_cell(values: dict[str, Any] | None, key: str) -> str:
+    """'0.912 (0.871–0.945)': a class's value with its 95% CI where recorded; a dash where the row has no value."""
+    if values is None or values.get(key) is None:
+        return "—"
+    interval = values.get(f"{key}_ci")
+    return f"{values[key]:.3f}" + (f" ({interval[0]:.3f}–{interval[1]:.3f})" if interval else "")
 
 
 def _per_class_sections(summary: Summary) -> list[str]:
-    """Markdown tables of F1, recall and AUC per row (lines) and class (columns), classes in first-seen order."""
-    tables = [(row, per_class(group)) for row, group in zip(summary.rows, summary.groups)]
-    tables = [(row, table) for row, table in tables if table]
+    """Markdown tables of F1, recall, precision, specificity and AUC with their CIs per row (lines) and class
+    (columns), classes in first-seen order."""
+    tables = [(row, table) for row, table in zip(summary.rows, summary.per_class) if table]
     classes = list(dict.fromkeys(name for _, table in tables for name in table))
     if not classes:
         return []
     lines = ["", "## Per class", "",
-             "Test tiles of all seeds pooled (AUC: the mean over seeds); a dash where a row has no such class "
-             "or did not record the value."]
+             "Test tiles of all seeds pooled (AUC: the mean over seeds). 95% CI in brackets: for recall, "
+             "precision and specificity, proportions of tiles, the Wilson score interval (over the class's tiles, "
+             "the tiles predicted as it, or the other tiles; seeds pooled, counted as one tile each); for F1 and "
+             f"AUC a percentile bootstrap over the test tiles as for the table above ({CI_RESAMPLES} resamples, seed "
+             f"{CI_SEED}), which gives 1.000 (1.000–1.000) where every tile of a class is right: quote recall's and "
+             "precision's then. A dash where a row has no such class or did not record the value; no CI where it "
+             "did not record per-tile predictions (AUC: class probabilities) or where the value is undefined "
+             "(precision of a class never predicted, shown as 0)."]
     for key, title in PER_CLASS_SECTIONS:
         lines += ["", f"### {title}", "", "| Name | " + " | ".join(classes) + " |",
                   "|" + "|".join("---" for _ in range(len(classes) + 1)) + "|"]
         for row, table in tables:
-            cells = [(f"{table[c][key]:.3f}" if c in table and table[c][key] is not None else "—") for c in classes]
-            lines.append(f"| `{row['name']}` | " + " | ".join(cells) + " |")
+            lines.append(f"| `{row['name']}` | " + " | ".join(_per_class_cell(table.get(c), key) for c in classes)
+                         + " |")
     return lines
 
 

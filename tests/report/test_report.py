@@ -286,9 +286,12 @@ def test_per_class_tables_pool_the_seeds(synthetic_report, tmp_path_factory):
         assert report["per_class"]["multi"][name]["f1"] == pytest.approx(expected[name]["f1"])
         assert report["per_class"]["multi"][name]["auc"] == pytest.approx(np.mean([r["per_class"][name]["auc"]
                                                                                    for r in seeds]))
-    f1_table = text.split("### F1")[1].split("###")[0]
-    row = next(line for line in f1_table.splitlines() if line.startswith("| `multi`"))
-    assert row.split("|")[2].strip() == f"{expected[CLASSES[0]]['f1']:.3f}"
-    specificity_table = text.split("### Specificity")[1].split("###")[0]
-    row = next(line for line in specificity_table.splitlines() if line.startswith("| `multi`"))
-    assert row.split("|")[2].strip() == f"{expected[CLASSES[0]]['specificity']:.3f}"
+        for key in ("precision", "recall", "f1", "specificity", "auc"):  # each value inside its 95% CI
+            values = report["per_class"]["multi"][name]
+            assert values[f"{key}_ci"][0] <= values[key] <= values[f"{key}_ci"][1], (name, key)
+    first = report["per_class"]["multi"][CLASSES[0]]
+    for section, key in (("### F1", "f1"), ("### Specificity", "specificity"), ("### Precision (PPV)", "precision")):
+        table = text.split(section)[1].split("###")[0]
+        row = next(line for line in table.splitlines() if line.startswith("| `multi`"))
+        low, high = first[f"{key}_ci"]
+        assert row.split("|")[2].strip() == f"{expected[CLASSES[0]][key]:.3f} ({low:.3f}–{high:.3f})"

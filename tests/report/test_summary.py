@@ -218,3 +218,18 @@ def test_copied_test_tiles_and_label_conflicts_are_counted_where_recorded(tmp_pa
     assert "**Copied tiles**: the Data column counts test tiles" in markdown
     (tmp_path / "copied").rename(tmp_path.parent / "copied_elsewhere")
     assert "**Copied tiles**" not in write_report(tmp_path)["md"].read_text()
+
+
+def test_per_class_values_without_per_tile_predictions_have_no_cis(tmp_path):
+    from flaxbench.report.summary import per_class
+
+    results = make_results("net")
+    del results["test_predictions"]
+    write_results(tmp_path / "net" / "results.json", results)
+    [group] = collect_runs(tmp_path)
+    table = per_class(group)
+    assert all(values["f1"] is not None and values["f1_ci"] is None and values["auc_ci"] is None
+               for values in table.values())
+    write_results(tmp_path / "net" / "results.json", make_results("net"))
+    [group] = collect_runs(tmp_path)
+    assert all(values["f1_ci"] is not None and values["auc_ci"] is not None for values in per_class(group).values())
