@@ -10,11 +10,17 @@ F1 and AUC are no proportions: a percentile bootstrap over tiles (flaxbench.boot
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
 from flaxbench import bootstrap
+
+
+# Per-class values given a 95% CI, as `<key>_ci` beside `<key>` in a per_class table.
+CI_KEYS = ("precision", "recall", "f1", "specificity", "auc")
 
 
 def wilson_interval(proportion: np.ndarray, trials: np.ndarray, level: float = 0.95) -> np.ndarray:
@@ -64,3 +70,17 @@ def class_cis(correct: np.ndarray, trials: np.ndarray, labels: np.ndarray, predi
     return {**class_proportion_cis(correct, trials, labels, predicted, level),
             "f1": bootstrap.bootstrap_class_f1_ci(correct, trials, labels, predicted, level=level,
                                                   num_resamples=num_resamples, seed=seed)}
+
+
+def with_class_cis(per_class: dict[str, dict[str, Any]], classes: Sequence[str],
+                   cis: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """`per_class` ({class: {key: value}}) with `<key>_ci` = [low, high] of each CI_KEYS key from `cis` ({key:
+    (classes, 2)} in `classes` order), None where `cis` lacks the key or the interval is undefined."""
+    table = {}
+    for k, name in enumerate(classes):
+        table[name] = dict(per_class[name])
+        for key in CI_KEYS:
+            interval = cis[key][k] if key in cis else None
+            table[name][f"{key}_ci"] = (None if interval is None or np.isnan(interval).any()
+                                        else [float(x) for x in interval])
+    return table

@@ -31,6 +31,7 @@ from data_pipeline.split import SPLIT_WORDS
 from flaxbench import bootstrap
 from flaxbench.calibration import temperature_scaled_metrics
 from flaxbench.checkpoints import BEST
+from flaxbench.class_intervals import class_cis, with_class_cis
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import split_metrics
 from flaxbench.inference import (
@@ -215,6 +216,11 @@ def evaluate_external(
     balanced_ci = bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels, **ci)
     probabilities = np.asarray(result["predictions"]["probabilities"])
     auc_ci = None if result["macro_auc"] is None else bootstrap.bootstrap_macro_auc_ci([probabilities], [labels], **ci)
+    # each class's recall, precision, specificity, F1 and AUC with its 95% CI (`<key>_ci`), as the report gives them
+    predicted = np.eye(len(run.classes), dtype=np.int64)[result["predictions"]["predictions"]]
+    result["per_class"] = with_class_cis(result["per_class"], run.classes, {
+        **class_cis(correct.astype(np.int64), np.ones_like(labels), labels, predicted, **ci),
+        "auc": bootstrap.bootstrap_class_auc_ci([probabilities], [labels], **ci)})
     temperatures, _ = fitted_temperatures(runs, tta)
     scaled = None if temperatures is None else temperature_scaled_metrics(
         ensemble_logits(member_logits / temperatures[:, None, None]), labels, 1.0)

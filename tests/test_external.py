@@ -69,6 +69,9 @@ def test_renamed_test_tiles_score_as_the_runs_own_test_split(trained_run, rename
     assert 0.0 <= low <= result["accuracy"] <= high <= 1.0
     low, high = result["macro_auc_ci"]
     assert 0.0 <= low <= result["macro_auc"] <= high <= 1.0
+    for name, values in result["per_class"].items():  # one tile a class: wide CIs that hold the values
+        assert values["recall_ci"][0] <= values["recall"] <= values["recall_ci"][1], name
+        assert values["recall_ci"][1] - values["recall_ci"][0] > 0.5 and values["f1_ci"] is not None
     assert result["class_folders"] == {f"C{k}": name for k, name in enumerate(own["classes"])}
     assert result["left_out_folders"] == ["MUS"] and result["absent_classes"] == []
     # the run's own test tiles, found by their pixels: not trained on, so no warning
@@ -87,6 +90,10 @@ def test_folders_named_as_the_run_classes_need_no_map_and_absent_classes_are_rec
     counts = result["tiles_per_class"]
     assert counts["tumor"] == counts["lympho"] == 12 and sum(counts.values()) == 24
     assert set(result["absent_classes"]) == set(result["classes"]) - {"tumor", "lympho"}
+    # a class without tiles has no recall or AUC, nor their CIs; 12 tiles of tumor do
+    absent = result["per_class"][result["absent_classes"][0]]
+    assert absent["recall_ci"] is None and absent["auc_ci"] is None and absent["specificity_ci"] is not None
+    assert result["per_class"]["tumor"]["recall_ci"] is not None and result["per_class"]["tumor"]["auc_ci"] is not None
     assert result["resized_from"] == {"224x224": 24}
     err = capsys.readouterr().err
     assert "resized to the run's 32x32 px: 24 tiles at 224x224 px" in err

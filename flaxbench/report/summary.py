@@ -11,7 +11,7 @@ import numpy as np
 
 from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
-from flaxbench.class_intervals import class_cis
+from flaxbench.class_intervals import class_cis, with_class_cis
 from flaxbench.report.collect import Run, RunGroup
 from flaxbench.report.external import external_lines
 from flaxbench.report.settings import row_settings
@@ -36,8 +36,6 @@ MEAN_FIELDS = (
     "test_loss_temperature_scaled",
 )
 
-# Per-class values the report gives a 95% CI (`per_class`: `<key>_ci`).
-PER_CLASS_CI_KEYS = ("precision", "recall", "f1", "specificity", "auc")
 BEST_ROW_NOTE = "best row"
 SYNTHETIC_BANNER = "SYNTHETIC DATA — not a histology result"
 
@@ -140,13 +138,7 @@ def per_class(group: RunGroup) -> dict[str, dict[str, Any]] | None:
     for name in classes:
         aucs = [((run.results.get("per_class") or {}).get(name) or {}).get("auc") for run in group.runs]
         table[name] = {**table[name], "auc": float(np.mean(aucs)) if all(a is not None for a in aucs) else None}
-    cis = _per_class_cis(group, len(classes))
-    for k, name in enumerate(classes):
-        for key in PER_CLASS_CI_KEYS:
-            interval = cis[key][k] if key in cis else None
-            table[name][f"{key}_ci"] = None if interval is None or np.isnan(interval).any() else [
-                float(x) for x in interval]
-    return table
+    return with_class_cis(table, classes, _per_class_cis(group, len(classes)))
 
 
 def _per_class_cis(group: RunGroup, num_classes: int) -> dict[str, np.ndarray]:
