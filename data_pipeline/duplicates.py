@@ -87,7 +87,8 @@ def find_duplicates(ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.nd
     labels_of: dict[bytes, set[int]] = {}
     across = {f"{later}_in_{earlier}": 0 for later, earlier in CROSS_SPLIT_PAIRS}
     within = {name: 0 for name in ids}
-    examples: list[str] = []
+    across_examples: list[str] = []
+    within_examples: list[str] = []
     for name in ids:
         for row, digest in enumerate(digests[name]):
             labels_of.setdefault(digest, set()).add(int(labels[name][row]))
@@ -99,12 +100,13 @@ def find_duplicates(ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.nd
                 within[name] += 1
             else:
                 across[f"{name}_in_{earlier}"] += 1
-            if len(examples) < MAX_EXAMPLES:
-                examples.append(f"'{ids[name][row]}' = '{ids[earlier][earlier_row]}'")
+            found_in = within_examples if earlier == name else across_examples
+            if len(found_in) < MAX_EXAMPLES:
+                found_in.append(f"'{ids[name][row]}' = '{ids[earlier][earlier_row]}'")
     conflicts = [digest for digest, found in labels_of.items() if len(found) > 1]
-    if conflicts:  # the first conflicting pair leads the examples: it is the worse finding
-        digest = conflicts[0]
-        examples.insert(0, _conflict_example(digest, ids, labels, digests))
+    # the worse findings first: identical tiles under two labels, then copies across splits
+    examples = [_conflict_example(conflicts[0], ids, labels, digests)] if conflicts else []
+    examples += across_examples + within_examples
     return DuplicateTiles(across, within, len(conflicts), tuple(examples[:MAX_EXAMPLES]))
 
 
