@@ -54,6 +54,8 @@ class DuplicateTiles:
     within_splits: dict[str, int]  # per split: tiles whose pixels first occur earlier in the same split
     label_conflicts: int  # sets of identical tiles that carry more than one label
     examples: tuple[str, ...]  # "'id' = 'id'" of the first copies found, for a reader to look at
+    # "val", "test": the ids of the split's tiles counted in across_splits, e.g. to score the split without them
+    copied_ids: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def held_out_copies(self) -> int:
@@ -63,7 +65,8 @@ class DuplicateTiles:
     def to_json(self) -> dict[str, Any]:
         """As data.json and results.json record it."""
         return {"across_splits": dict(self.across_splits), "within_splits": dict(self.within_splits),
-                "label_conflicts": self.label_conflicts, "examples": list(self.examples)}
+                "label_conflicts": self.label_conflicts, "examples": list(self.examples),
+                "copied_ids": {name: list(ids) for name, ids in self.copied_ids.items()}}
 
     def problem(self) -> str | None:
         """A sentence on the copies across splits and label conflicts; None when there are none."""
@@ -89,6 +92,7 @@ def find_duplicates(ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.nd
     within = {name: 0 for name in ids}
     across_examples: list[str] = []
     within_examples: list[str] = []
+    copied: dict[str, list[str]] = {later: [] for later, _ in CROSS_SPLIT_PAIRS}
     for name in ids:
         for row, digest in enumerate(digests[name]):
             labels_of.setdefault(digest, set()).add(int(labels[name][row]))
@@ -100,6 +104,7 @@ def find_duplicates(ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.nd
                 within[name] += 1
             else:
                 across[f"{name}_in_{earlier}"] += 1
+                copied[name].append(ids[name][row])
             found_in = within_examples if earlier == name else across_examples
             if len(found_in) < MAX_EXAMPLES:
                 found_in.append(f"'{ids[name][row]}' = '{ids[earlier][earlier_row]}'")
@@ -107,7 +112,8 @@ def find_duplicates(ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.nd
     # the worse findings first: identical tiles under two labels, then copies across splits
     examples = [_conflict_example(conflicts[0], ids, labels, digests)] if conflicts else []
     examples += across_examples + within_examples
-    return DuplicateTiles(across, within, len(conflicts), tuple(examples[:MAX_EXAMPLES]))
+    return DuplicateTiles(across, within, len(conflicts), tuple(examples[:MAX_EXAMPLES]),
+                          {name: tuple(found) for name, found in copied.items()})
 
 
 def _conflict_example(digest: bytes, ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.ndarray],

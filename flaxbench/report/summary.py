@@ -83,10 +83,34 @@ def tile_copies(group: RunGroup) -> tuple[int, int] | None:
     return copies, sum(int(found.get("label_conflicts") or 0) for found in records)
 
 
-def _copies_label(copies: tuple[int, int] | None) -> str:
+def accuracy_without_copies_pct(group: RunGroup) -> float | None:
+    """The row's mean test accuracy (%) over its runs, each run's test tiles that copy a train or val tile (its
+    `duplicate_tiles.copied_ids`) left out; None where no run recorded such tiles, or one lacks its predictions
+    or has no other test tile."""
+    accuracies, any_copies = [], False
+    for run in group.runs:
+        found = run.results.get("duplicate_tiles")
+        copied = set((found.get("copied_ids") or {}).get("test") or ()) if isinstance(found, dict) else set()
+        if not copied:
+            accuracies.append(100.0 * run.results["test_accuracy"])
+            continue
+        predictions = run.results.get("test_predictions")
+        if not predictions:
+            return None
+        any_copies = True
+        kept = [label == predicted for tile, label, predicted
+                in zip(predictions["ids"], predictions["labels"], predictions["predictions"]) if tile not in copied]
+        if not kept:  # every test tile is a copy: no accuracy without them
+            return None
+        accuracies.append(100.0 * statistics.fmean(kept))
+    return statistics.fmean(accuracies) if any_copies else None
+
+
+def _copies_label(copies: tuple[int, int] | None, without: float | None) -> str:
     """What the Data column adds about copied tiles: nothing where none were found or none were looked for."""
     test_copies, conflicts = copies or (0, 0)
-    parts = ([f"{test_copies} test tile{'s' if test_copies > 1 else ''} copying train/val tiles"] if test_copies
+    parts = ([f"{test_copies} test tile{'s' if test_copies > 1 else ''} copying train/val tiles"
+              + (f" (test accuracy without them {without:.2f}%)" if without is not None else "")] if test_copies
              else []) + ([f"{conflicts} identical tile set{'s' if conflicts > 1 else ''} under two labels"]
                          if conflicts else [])
     return "".join(f"; {part}" for part in parts)
@@ -351,10 +375,13 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         accuracy_vs_best_pct=paired.difference_pct,
         accuracy_vs_best_ci95_low_pct=paired.difference_ci_pct[0] if paired.difference_ci_pct else None,
         accuracy_vs_best_ci95_high_pct=paired.difference_ci_pct[1] if paired.difference_ci_pct else None,
-        data=data_label(first) + _copies_label(copies := tile_copies(group)),
-        # test tiles pixel-identical to a train/val tile, and identical tile sets under two labels (None: not looked)
+        data=data_label(first) + _copies_label(copies := tile_copies(group),
+                                               without := accuracy_without_copies_pct(group)),
+        # test tiles pixel-identical to a train/val tile, and identical tile sets under two labels (None: not looked),
+        # and the mean test accuracy without those tiles (None where there are none)
         test_tile_copies=copies[0] if copies else None,
         label_conflicts=copies[1] if copies else None,
+        test_accuracy_without_copies_pct=without,
         # where the weights started (a title says it only where its spec put '{init}' in it)
         init=init_label(first.get("init")),
         # a row's seeds may have run on different machines: every one is named, and its times mix them

@@ -163,6 +163,7 @@ CSV_KEYS: tuple[str, ...] = tuple(k for c in COLUMNS for k in c.keys) + (
     "test_loss_temperature_scaled",
     "test_tile_copies",
     "label_conflicts",
+    "test_accuracy_without_copies_pct",
 )
 JSON_KEYS: tuple[str, ...] = CSV_KEYS + ("seed_values", "results_files")
 
@@ -244,8 +245,9 @@ def _notes(summary: Summary) -> list[str]:
     ] if any(row["cv_folds"] for row in summary.rows) else []) + ([
         "**Copied tiles**: the Data column counts test tiles whose pixels equal a training or validation tile's "
         "(the same tile filed twice, perhaps under another name or format: it is not held out, and its accuracy "
-        "flatters the row) and sets of identical tiles filed under two labels; each run's data.json lists "
-        "examples. Remove the copies, or split by patient or slide (`spec.data.group_by`).",
+        "flatters the row), with the row's test accuracy on the other tiles, and sets of identical tiles filed "
+        "under two labels; each run's data.json lists examples. Remove the copies, or split by patient or slide "
+        "(`spec.data.group_by`).",
     ] if any(row["test_tile_copies"] or row["label_conflicts"] for row in summary.rows) else []) + ([
         f"**Not one test set**: these rows were tested on {summary.test_sets} different test sets (other "
         "classes or other tiles, e.g. another split): accuracies from different test sets are not directly "

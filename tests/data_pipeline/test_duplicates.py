@@ -27,6 +27,8 @@ def test_copies_are_counted_by_the_split_they_first_occur_in():
     assert found.across_splits == {"val_in_train": 1, "test_in_train": 1, "test_in_val": 1}
     assert found.within_splits == {"train": 1, "val": 0, "test": 1}
     assert found.label_conflicts == 0 and found.held_out_copies == 3
+    assert found.copied_ids == {"val": ("v0",), "test": ("s0", "s1")}
+    assert found.to_json()["copied_ids"] == {"val": ["v0"], "test": ["s0", "s1"]}
     # copies across splits first, though train's repeat came first
     assert found.examples == ("'v0' = 't0'", "'s0' = 't0'", "'s1' = 'v1'", "'t2' = 't1'", "'s3' = 's2'")
     assert "1 val tile is pixel-identical to train tiles" in found.problem()

@@ -233,3 +233,21 @@ def test_per_class_values_without_per_tile_predictions_have_no_cis(tmp_path):
     write_results(tmp_path / "net" / "results.json", make_results("net"))
     [group] = collect_runs(tmp_path)
     assert all(values["f1_ci"] is not None and values["auc_ci"] is not None for values in per_class(group).values())
+
+
+def test_the_test_accuracy_without_copied_tiles_leaves_each_runs_copies_out(tmp_path):
+    expected = []
+    for seed in (0, 1):
+        results = make_results("copied", seed=seed, accuracy=0.7)
+        predictions = results["test_predictions"]
+        copied = predictions["ids"][:10]
+        results["duplicate_tiles"] = {**_copies(len(copied), 0, 0), "copied_ids": {"val": [], "test": copied}}
+        write_results(tmp_path / "copied" / f"seed_{seed}" / "results.json", results)
+        kept = [label == predicted for tile, label, predicted
+                in zip(predictions["ids"], predictions["labels"], predictions["predictions"]) if tile not in copied]
+        expected.append(100 * statistics.fmean(kept))
+    row = _rows(tmp_path)["copied"]
+    assert row["test_accuracy_without_copies_pct"] == pytest.approx(statistics.fmean(expected))
+    assert row["data"].endswith(f"; 10 test tiles copying train/val tiles (test accuracy without them "
+                                f"{statistics.fmean(expected):.2f}%)")
+    assert row["test_accuracy_pct"] != pytest.approx(row["test_accuracy_without_copies_pct"])  # 10 of 60 tiles out
