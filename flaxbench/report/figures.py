@@ -14,9 +14,8 @@ from matplotlib.ticker import MaxNLocator
 
 from flaxbench import metrics
 from flaxbench.report.collect import HISTORY_CURVES
-from flaxbench.report.summary import (
-    SYNTHETIC_BANNER, Summary, mean_history, pooled_confusion_matrix, test_probabilities,
-)
+from flaxbench.report.pooled import pooled_confusion_matrix, test_probabilities
+from flaxbench.report.summary import SYNTHETIC_BANNER, Summary, mean_history
 
 FIGURE_DPI = 110
 

@@ -11,9 +11,12 @@ import numpy as np
 
 from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
-from flaxbench.class_intervals import class_cis, with_class_cis
-from flaxbench.report.collect import Run, RunGroup
+from flaxbench.report.collect import RunGroup
+from flaxbench.report.copies import accuracy_without_copies_pct, copies_label, tile_copies
 from flaxbench.report.external import external_lines
+from flaxbench.report.pooled import (
+    accuracy_ci_pct, balanced_accuracy_ci, macro_auc_ci, per_class, tile_outcomes,
+)
 from flaxbench.report.settings import row_settings
 
 # Row fields that are the plain mean over a row's seeds of the results.json field of that name.
@@ -72,50 +75,6 @@ def data_label(results: dict[str, Any]) -> str:
     return source
 
 
-def tile_copies(group: RunGroup) -> tuple[int, int] | None:
-    """(test tiles pixel-identical to a train or val tile, sets of identical tiles under two labels) of a row's
-    lowest-seed runs, summed over folds; None if no run recorded `duplicate_tiles` (spec.data.duplicates='off')."""
-    records = [found for run in group.first_seed_runs if isinstance(found := run.results.get("duplicate_tiles"), dict)]
-    if not records:
-        return None
-    copies = sum(int(found.get("across_splits", {}).get(key) or 0) for found in records
-                 for key in ("test_in_train", "test_in_val"))
-    return copies, sum(int(found.get("label_conflicts") or 0) for found in records)
-
-
-def accuracy_without_copies_pct(group: RunGroup) -> float | None:
-    """The row's mean test accuracy (%) over its runs, each run's test tiles that copy a train or val tile (its
-    `duplicate_tiles.copied_ids`) left out; None where no run recorded such tiles, or one lacks its predictions
-    or has no other test tile."""
-    accuracies, any_copies = [], False
-    for run in group.runs:
-        found = run.results.get("duplicate_tiles")
-        copied = set((found.get("copied_ids") or {}).get("test") or ()) if isinstance(found, dict) else set()
-        if not copied:
-            accuracies.append(100.0 * run.results["test_accuracy"])
-            continue
-        predictions = run.results.get("test_predictions")
-        if not predictions:
-            return None
-        any_copies = True
-        kept = [label == predicted for tile, label, predicted
-                in zip(predictions["ids"], predictions["labels"], predictions["predictions"]) if tile not in copied]
-        if not kept:  # every test tile is a copy: no accuracy without them
-            return None
-        accuracies.append(100.0 * statistics.fmean(kept))
-    return statistics.fmean(accuracies) if any_copies else None
-
-
-def _copies_label(copies: tuple[int, int] | None, without: float | None) -> str:
-    """What the Data column adds about copied tiles: nothing where none were found or none were looked for."""
-    test_copies, conflicts = copies or (0, 0)
-    parts = ([f"{test_copies} test tile{'s' if test_copies > 1 else ''} copying train/val tiles"
-              + (f" (test accuracy without them {without:.2f}%)" if without is not None else "")] if test_copies
-             else []) + ([f"{conflicts} identical tile set{'s' if conflicts > 1 else ''} under two labels"]
-                         if conflicts else [])
-    return "".join(f"; {part}" for part in parts)
-
-
 def recorded(group: RunGroup, key: str) -> list[str]:
     """The distinct values of a results.json string field over a row's runs, in seed order; absent ones left out."""
     return list(dict.fromkeys(value for run in group.runs if (value := run.results.get(key))))
@@ -142,45 +101,6 @@ def _mean(values: list[float]) -> float | None:
     return float(statistics.fmean(values))
 
 
-def pooled_confusion_matrix(group: RunGroup) -> np.ndarray | None:
-    """Sum of the confusion matrices of a row's seeds; None unless every seed has one."""
-    matrices = [run.results.get("confusion_matrix") for run in group.runs]
-    if any(cm is None for cm in matrices):
-        return None
-    return np.sum([np.asarray(cm, dtype=np.int64) for cm in matrices], axis=0)
-
-
-def per_class(group: RunGroup) -> dict[str, dict[str, Any]] | None:
-    """{class: precision, recall, F1, specificity (from the seeds' pooled confusion matrix), AUC (mean over seeds),
-    and each one's 95% CI as `<key>_ci` ([low, high], None where not recorded or undefined)}; None without
-    confusion matrices."""
-    cm = pooled_confusion_matrix(group)
-    classes = group.runs[0].results.get("classes")
-    if cm is None or not classes or len(classes) != len(cm):
-        return None
-    table: dict[str, dict[str, Any]] = dict(metrics.per_class_metrics(cm, classes))
-    for name in classes:
-        aucs = [((run.results.get("per_class") or {}).get(name) or {}).get("auc") for run in group.runs]
-        table[name] = {**table[name], "auc": float(np.mean(aucs)) if all(a is not None for a in aucs) else None}
-    return with_class_cis(table, classes, _per_class_cis(group, len(classes)))
-
-
-def _per_class_cis(group: RunGroup, num_classes: int) -> dict[str, np.ndarray]:
-    """{"precision", "recall", "f1", "specificity", "auc": (classes, 2) 95% CIs} (flaxbench.class_intervals: Wilson
-    intervals of the proportions, and bootstrap ones of F1 and AUC with tiles resampled as in accuracy_ci_pct); a
-    key is left out where the runs did not record what it needs (per-tile predictions, class probabilities)."""
-    cis: dict[str, np.ndarray] = {}
-    pooled = _pooled_tiles(group, num_classes)
-    if pooled is not None:
-        cis.update(class_cis(*pooled, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED))
-    runs = test_probabilities(group)
-    if runs is not None and all(p.shape[1] == num_classes for p, _, _ in runs):
-        probabilities, labels, positions = _placed(runs)
-        cis["auc"] = bootstrap.bootstrap_class_auc_ci(probabilities, labels, positions, level=CI_LEVEL,
-                                                      num_resamples=CI_RESAMPLES, seed=CI_SEED)
-    return cis
-
-
 def mean_history(group: RunGroup, key: str) -> tuple[list[int], list[float]] | None:
     """(epochs, mean over seeds of history[key]) over the epochs every seed logged; None if none."""
     per_run = []
@@ -191,108 +111,6 @@ def mean_history(group: RunGroup, key: str) -> tuple[list[int], list[float]] | N
     if not epochs:
         return None
     return epochs, [statistics.fmean(values[e] for values in per_run) for e in epochs]
-
-
-def tile_outcomes(runs: tuple[Run, ...]) -> dict[str, bool] | None:
-    """{tile id: predicted correctly} over `runs` (one run, or one per fold); None without per-tile predictions."""
-    outcomes = {}
-    for run in runs:
-        predictions = run.results.get("test_predictions")
-        if predictions is None:
-            return None
-        outcomes.update((tile, label == predicted) for tile, label, predicted
-                        in zip(predictions["ids"], predictions["labels"], predictions["predictions"]))
-    return outcomes
-
-
-class PooledTiles(NamedTuple):
-    """A row's test predictions per tile id (sorted), its seeds' predictions on one tile pooled."""
-
-    correct: np.ndarray  # (tiles,) predictions that were right
-    trials: np.ndarray  # (tiles,) predictions made
-    labels: np.ndarray  # (tiles,) true class
-    predicted: np.ndarray  # (tiles, classes) predictions of each class
-
-
-def _pooled_tiles(group: RunGroup, num_classes: int | None = None) -> PooledTiles | None:
-    """The row's test predictions pooled per tile id over its seeds (and folds); None without per-tile predictions.
-
-    `num_classes` sizes `predicted` (default: the largest class predicted or true, plus one)."""
-    rows: dict[str, list] = {}  # tile id -> [true class, predicted classes]
-    for run in group.runs:
-        predictions = run.results.get("test_predictions")
-        if predictions is None:
-            return None
-        for tile, label, predicted in zip(predictions["ids"], predictions["labels"], predictions["predictions"]):
-            rows.setdefault(tile, [int(label), []])[1].append(int(predicted))
-    if not rows:
-        return None
-    tiles = sorted(rows)
-    labels = np.array([rows[t][0] for t in tiles])
-    said = [np.asarray(rows[t][1]) for t in tiles]
-    largest = max(int(labels.max()), max(int(p.max()) for p in said))
-    if num_classes is not None and largest >= num_classes:  # not the row's classes: no per-class values
-        return None
-    width = num_classes or largest + 1
-    predicted = np.stack([np.bincount(p, minlength=width) for p in said])
-    correct = np.array([int(np.sum(p == label)) for p, label in zip(said, labels)])
-    return PooledTiles(correct, predicted.sum(axis=1), labels, predicted)
-
-
-def accuracy_ci_pct(group: RunGroup) -> tuple[float, float] | None:
-    """95% bootstrap CI (in %) of the row's pooled test accuracy; None without per-tile predictions.
-
-    Tiles are resampled; with several seeds all seeds' predictions on one tile id stay together,
-    so seeds that share a test set do not count as extra independent tiles.
-    """
-    pooled = _pooled_tiles(group)
-    if pooled is None:
-        return None
-    correct, trials, _, _ = pooled
-    low, high = bootstrap.bootstrap_accuracy_ci(
-        correct, trials=trials, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED
-    )
-    return 100.0 * low, 100.0 * high
-
-
-def balanced_accuracy_ci(group: RunGroup) -> tuple[float, float] | None:
-    """95% bootstrap CI of the row's pooled balanced accuracy (tiles resampled as in accuracy_ci_pct)."""
-    pooled = _pooled_tiles(group)
-    if pooled is None:
-        return None
-    correct, trials, labels, _ = pooled
-    return bootstrap.bootstrap_balanced_accuracy_ci(
-        correct, trials, labels, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED
-    )
-
-
-def test_probabilities(group: RunGroup) -> list[tuple[np.ndarray, np.ndarray, list[str]]] | None:
-    """(class probabilities (n, C), true classes, tile ids) of each run's test tiles; None where a run did not
-    record its class probabilities."""
-    runs = []
-    for run in group.runs:
-        predictions = run.results.get("test_predictions") or {}
-        if not predictions.get("probabilities"):
-            return None
-        runs.append((np.asarray(predictions["probabilities"], np.float64), np.asarray(predictions["labels"], np.int64),
-                     list(predictions["ids"])))
-    return runs
-
-
-def macro_auc_ci(group: RunGroup) -> tuple[float, float] | None:
-    """95% bootstrap CI of the row's macro AUC (the mean of its runs'), test tiles resampled as in accuracy_ci_pct;
-    None where a run did not record per-tile class probabilities."""
-    runs = test_probabilities(group)
-    if runs is None:
-        return None
-    return bootstrap.bootstrap_macro_auc_ci(*_placed(runs), level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED)
-
-
-def _placed(runs: list[tuple[np.ndarray, np.ndarray, list[str]]]) -> tuple[list, list, list[np.ndarray]]:
-    """(probabilities, labels, tile positions) per run of `test_probabilities`, every tile id numbered once."""
-    place: dict[str, int] = {}
-    positions = [np.array([place.setdefault(tile, len(place)) for tile in ids]) for _, _, ids in runs]
-    return [p for p, _, _ in runs], [y for _, y, _ in runs], positions
 
 
 def test_set(group: RunGroup) -> tuple[tuple[str, ...], frozenset[str]] | None:
@@ -375,7 +193,7 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
         accuracy_vs_best_pct=paired.difference_pct,
         accuracy_vs_best_ci95_low_pct=paired.difference_ci_pct[0] if paired.difference_ci_pct else None,
         accuracy_vs_best_ci95_high_pct=paired.difference_ci_pct[1] if paired.difference_ci_pct else None,
-        data=data_label(first) + _copies_label(copies := tile_copies(group),
+        data=data_label(first) + copies_label(copies := tile_copies(group),
                                                without := accuracy_without_copies_pct(group)),
         # test tiles pixel-identical to a train/val tile, and identical tile sets under two labels (None: not looked),
         # and the mean test accuracy without those tiles (None where there are none)

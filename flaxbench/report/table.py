@@ -13,9 +13,7 @@ from typing import Any
 from flaxbench.metrics import ECE_BINS
 from flaxbench.report.external import external_section
 from flaxbench.report.settings import settings_section
-from flaxbench.report.summary import (
-    BEST_ROW_NOTE, CI_LEVEL, CI_RESAMPLES, CI_SEED, SYNTHETIC_BANNER, Summary, per_class,
-)
+from flaxbench.report.summary import BEST_ROW_NOTE, CI_LEVEL, CI_RESAMPLES, CI_SEED, SYNTHETIC_BANNER, Summary
 
 REPORT_FORMAT = "flaxbench.report/1"
 NA = "n/a"

@@ -221,7 +221,7 @@ def test_copied_test_tiles_and_label_conflicts_are_counted_where_recorded(tmp_pa
 
 
 def test_per_class_values_without_per_tile_predictions_have_no_cis(tmp_path):
-    from flaxbench.report.summary import per_class
+    from flaxbench.report.pooled import per_class
 
     results = make_results("net")
     del results["test_predictions"]

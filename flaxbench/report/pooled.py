@@ -1,0 +1,153 @@
+"""A report row's test predictions pooled over its runs (seeds, folds): per tile and per class, with their 95% CIs."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from flaxbench import bootstrap, metrics
+from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
+from flaxbench.class_intervals import class_cis, with_class_cis
+from flaxbench.report.collect import Run, RunGroup
+
+
+def pooled_confusion_matrix(group: RunGroup) -> np.ndarray | None:
+    """Sum of the confusion matrices of a row's seeds; None unless every seed has one."""
+    matrices = [run.results.get("confusion_matrix") for run in group.runs]
+    if any(cm is None for cm in matrices):
+        return None
+    return np.sum([np.asarray(cm, dtype=np.int64) for cm in matrices], axis=0)
+
+
+def per_class(group: RunGroup) -> dict[str, dict[str, Any]] | None:
+    """{class: precision, recall, F1, specificity (from the seeds' pooled confusion matrix), AUC (mean over seeds),
+    and each one's 95% CI as `<key>_ci` ([low, high], None where not recorded or undefined)}; None without
+    confusion matrices."""
+    cm = pooled_confusion_matrix(group)
+    classes = group.runs[0].results.get("classes")
+    if cm is None or not classes or len(classes) != len(cm):
+        return None
+    table: dict[str, dict[str, Any]] = dict(metrics.per_class_metrics(cm, classes))
+    for name in classes:
+        aucs = [((run.results.get("per_class") or {}).get(name) or {}).get("auc") for run in group.runs]
+        table[name] = {**table[name], "auc": float(np.mean(aucs)) if all(a is not None for a in aucs) else None}
+    return with_class_cis(table, classes, _per_class_cis(group, len(classes)))
+
+
+def _per_class_cis(group: RunGroup, num_classes: int) -> dict[str, np.ndarray]:
+    """{"precision", "recall", "f1", "specificity", "auc": (classes, 2) 95% CIs} (flaxbench.class_intervals: Wilson
+    intervals of the proportions, and bootstrap ones of F1 and AUC with tiles resampled as in accuracy_ci_pct); a
+    key is left out where the runs did not record what it needs (per-tile predictions, class probabilities)."""
+    cis: dict[str, np.ndarray] = {}
+    pooled = _pooled_tiles(group, num_classes)
+    if pooled is not None:
+        cis.update(class_cis(*pooled, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED))
+    runs = test_probabilities(group)
+    if runs is not None and all(p.shape[1] == num_classes for p, _, _ in runs):
+        probabilities, labels, positions = _placed(runs)
+        cis["auc"] = bootstrap.bootstrap_class_auc_ci(probabilities, labels, positions, level=CI_LEVEL,
+                                                      num_resamples=CI_RESAMPLES, seed=CI_SEED)
+    return cis
+
+
+def tile_outcomes(runs: tuple[Run, ...]) -> dict[str, bool] | None:
+    """{tile id: predicted correctly} over `runs` (one run, or one per fold); None without per-tile predictions."""
+    outcomes = {}
+    for run in runs:
+        predictions = run.results.get("test_predictions")
+        if predictions is None:
+            return None
+        outcomes.update((tile, label == predicted) for tile, label, predicted
+                        in zip(predictions["ids"], predictions["labels"], predictions["predictions"]))
+    return outcomes
+
+
+class PooledTiles(NamedTuple):
+    """A row's test predictions per tile id (sorted), its seeds' predictions on one tile pooled."""
+
+    correct: np.ndarray  # (tiles,) predictions that were right
+    trials: np.ndarray  # (tiles,) predictions made
+    labels: np.ndarray  # (tiles,) true class
+    predicted: np.ndarray  # (tiles, classes) predictions of each class
+
+
+def _pooled_tiles(group: RunGroup, num_classes: int | None = None) -> PooledTiles | None:
+    """The row's test predictions pooled per tile id over its seeds (and folds); None without per-tile predictions.
+
+    `num_classes` sizes `predicted` (default: the largest class predicted or true, plus one)."""
+    rows: dict[str, list] = {}  # tile id -> [true class, predicted classes]
+    for run in group.runs:
+        predictions = run.results.get("test_predictions")
+        if predictions is None:
+            return None
+        for tile, label, predicted in zip(predictions["ids"], predictions["labels"], predictions["predictions"]):
+            rows.setdefault(tile, [int(label), []])[1].append(int(predicted))
+    if not rows:
+        return None
+    tiles = sorted(rows)
+    labels = np.array([rows[t][0] for t in tiles])
+    said = [np.asarray(rows[t][1]) for t in tiles]
+    largest = max(int(labels.max()), max(int(p.max()) for p in said))
+    if num_classes is not None and largest >= num_classes:  # not the row's classes: no per-class values
+        return None
+    width = num_classes or largest + 1
+    predicted = np.stack([np.bincount(p, minlength=width) for p in said])
+    correct = np.array([int(np.sum(p == label)) for p, label in zip(said, labels)])
+    return PooledTiles(correct, predicted.sum(axis=1), labels, predicted)
+
+
+def accuracy_ci_pct(group: RunGroup) -> tuple[float, float] | None:
+    """95% bootstrap CI (in %) of the row's pooled test accuracy; None without per-tile predictions.
+
+    Tiles are resampled; with several seeds all seeds' predictions on one tile id stay together,
+    so seeds that share a test set do not count as extra independent tiles.
+    """
+    pooled = _pooled_tiles(group)
+    if pooled is None:
+        return None
+    correct, trials, _, _ = pooled
+    low, high = bootstrap.bootstrap_accuracy_ci(
+        correct, trials=trials, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED
+    )
+    return 100.0 * low, 100.0 * high
+
+
+def balanced_accuracy_ci(group: RunGroup) -> tuple[float, float] | None:
+    """95% bootstrap CI of the row's pooled balanced accuracy (tiles resampled as in accuracy_ci_pct)."""
+    pooled = _pooled_tiles(group)
+    if pooled is None:
+        return None
+    correct, trials, labels, _ = pooled
+    return bootstrap.bootstrap_balanced_accuracy_ci(
+        correct, trials, labels, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED
+    )
+
+
+def test_probabilities(group: RunGroup) -> list[tuple[np.ndarray, np.ndarray, list[str]]] | None:
+    """(class probabilities (n, C), true classes, tile ids) of each run's test tiles; None where a run did not
+    record its class probabilities."""
+    runs = []
+    for run in group.runs:
+        predictions = run.results.get("test_predictions") or {}
+        if not predictions.get("probabilities"):
+            return None
+        runs.append((np.asarray(predictions["probabilities"], np.float64), np.asarray(predictions["labels"], np.int64),
+                     list(predictions["ids"])))
+    return runs
+
+
+def macro_auc_ci(group: RunGroup) -> tuple[float, float] | None:
+    """95% bootstrap CI of the row's macro AUC (the mean of its runs'), test tiles resampled as in accuracy_ci_pct;
+    None where a run did not record per-tile class probabilities."""
+    runs = test_probabilities(group)
+    if runs is None:
+        return None
+    return bootstrap.bootstrap_macro_auc_ci(*_placed(runs), level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED)
+
+
+def _placed(runs: list[tuple[np.ndarray, np.ndarray, list[str]]]) -> tuple[list, list, list[np.ndarray]]:
+    """(probabilities, labels, tile positions) per run of `test_probabilities`, every tile id numbered once."""
+    place: dict[str, int] = {}
+    positions = [np.array([place.setdefault(tile, len(place)) for tile in ids]) for _, _, ids in runs]
+    return [p for p, _, _ in runs], [y for _, y, _ in runs], positions
