@@ -20,8 +20,8 @@ import numpy as np
 
 from data_pipeline.duplicates import DIGEST_BYTES, MAX_EXAMPLES, tile_digests
 from flaxbench.results import write_bytes_atomic
+from flaxbench.workdir import TILE_DIGESTS_FILE
 
-TILE_DIGESTS_FILE = "tile_digests.npz"
 SPLITS = ("train", "val", "test")  # a tile in several splits of the runs counts in the first
 
 

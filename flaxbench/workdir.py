@@ -15,10 +15,10 @@ import ml_collections
 
 from flaxbench.errors import WorkdirError
 from flaxbench.results import write_text_atomic
-from flaxbench.seen_tiles import TILE_DIGESTS_FILE
 from flaxbench.spec import to_json
 
 MIN_FREE_BYTES = 200 * 2**20  # checkpoints of the largest study row need about this much
+TILE_DIGESTS_FILE = "tile_digests.npz"  # each split's tile digests (flaxbench/seen_tiles.py)
 # what --overwrite clears, besides eval_<split>.json
 RUN_OUTPUTS = ("results.json", "spec.json", "data.json", TILE_DIGESTS_FILE, "checkpoints", "tensorboard",
                "predictions.csv", "predictions_groups.csv", "predictions_maps")  # the last three: predict's outputs
