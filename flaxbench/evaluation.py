@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from flaxbench import metrics
+from flaxbench import bootstrap, metrics
+from flaxbench.class_intervals import class_cis, with_class_cis
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -51,6 +52,30 @@ def split_metrics(
             # class probabilities per tile (rows in `ids` order, columns in class order), 6 decimals
             "probabilities": np.round(probabilities, 6).tolist(),
         },
+    }
+
+
+def split_cis(result: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
+    """95% CIs of a `split_metrics` result from its per-tile predictions: accuracy, balanced accuracy and macro AUC
+    (percentile bootstrap over tiles), and `per_class` again with each class's `<key>_ci` (class_intervals)."""
+    predictions = result["predictions"]
+    labels = np.asarray(predictions["labels"], np.int64)
+    predicted = np.asarray(predictions["predictions"], np.int64)
+    probabilities = np.asarray(predictions["probabilities"], np.float64)
+    correct = (predicted == labels).astype(np.int64)
+    ci = {"level": bootstrap.CI_LEVEL, "num_resamples": bootstrap.CI_RESAMPLES, "seed": bootstrap.CI_SEED}
+    macro_auc = None if result["macro_auc"] is None else bootstrap.bootstrap_macro_auc_ci([probabilities], [labels],
+                                                                                           **ci)
+    per_class = with_class_cis(result["per_class"], classes, {
+        **class_cis(correct, np.ones_like(labels), labels, np.eye(len(classes), dtype=np.int64)[predicted], **ci),
+        "auc": bootstrap.bootstrap_class_auc_ci([probabilities], [labels], **ci)})
+    return {
+        "ci_level": bootstrap.CI_LEVEL,
+        "accuracy_ci": list(bootstrap.bootstrap_accuracy_ci(correct, **ci)),
+        "balanced_accuracy_ci": list(bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels,
+                                                                              **ci)),
+        "macro_auc_ci": None if macro_auc is None else list(macro_auc),
+        "per_class": per_class,
     }
 
 

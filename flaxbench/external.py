@@ -28,12 +28,10 @@ import numpy as np
 from data_pipeline import canonical_class_name
 from data_pipeline.sources.folder_source import ListedTile, class_folder_names, decode_tiles, open_class_folders
 from data_pipeline.split import SPLIT_WORDS
-from flaxbench import bootstrap
 from flaxbench.calibration import temperature_scaled_metrics
 from flaxbench.checkpoints import BEST
-from flaxbench.class_intervals import class_cis, with_class_cis
 from flaxbench.errors import WorkdirError
-from flaxbench.evaluation import split_metrics
+from flaxbench.evaluation import split_cis, split_metrics
 from flaxbench.inference import (
     TrainedRun, check_center_crop, count_sizes, ensemble_logits, fitted_temperatures, load_trained_runs,
     read_data_info, resize_warning, stream_member_logits,
@@ -210,17 +208,8 @@ def evaluate_external(
         print(warning, file=sys.stderr)
     ids, member_logits = [tile.id for tile, _ in scored], np.stack([x for _, x in scored], axis=1)
     result = split_metrics(ensemble_logits(member_logits), labels, run.classes, ids)
-    correct = np.asarray(result["predictions"]["predictions"]) == labels
-    ci = {"level": bootstrap.CI_LEVEL, "num_resamples": bootstrap.CI_RESAMPLES, "seed": bootstrap.CI_SEED}
-    accuracy_ci = bootstrap.bootstrap_accuracy_ci(correct, **ci)
-    balanced_ci = bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels, **ci)
-    probabilities = np.asarray(result["predictions"]["probabilities"])
-    auc_ci = None if result["macro_auc"] is None else bootstrap.bootstrap_macro_auc_ci([probabilities], [labels], **ci)
-    # each class's recall, precision, specificity, F1 and AUC with its 95% CI (`<key>_ci`), as the report gives them
-    predicted = np.eye(len(run.classes), dtype=np.int64)[result["predictions"]["predictions"]]
-    result["per_class"] = with_class_cis(result["per_class"], run.classes, {
-        **class_cis(correct.astype(np.int64), np.ones_like(labels), labels, predicted, **ci),
-        "auc": bootstrap.bootstrap_class_auc_ci([probabilities], [labels], **ci)})
+    # 95% CIs of accuracy, balanced accuracy, macro AUC and each class's values (`per_class`, `<key>_ci`)
+    result.update(split_cis(result, run.classes))
     temperatures, _ = fitted_temperatures(runs, tta)
     scaled = None if temperatures is None else temperature_scaled_metrics(
         ensemble_logits(member_logits / temperatures[:, None, None]), labels, 1.0)
@@ -233,8 +222,6 @@ def evaluate_external(
         "tiles_per_class": {c: int(np.sum(labels == k)) for k, c in enumerate(run.classes)},
         "skipped_files": skipped_ids, "center_crop": center_crop, "resized_from": dict(resized),
         "image_size": run.image_size, "stain_normalized": run.stain is not None,
-        "ci_level": bootstrap.CI_LEVEL, "accuracy_ci": list(accuracy_ci), "balanced_accuracy_ci": list(balanced_ci),
-        "macro_auc_ci": None if auc_ci is None else list(auc_ci),
         # each run's logits divided by the temperature it fitted on its own validation tiles (None: not recorded,
         # or a last checkpoint or TTA, which it was not fitted to)
         "temperatures": None if temperatures is None else temperatures.tolist(),

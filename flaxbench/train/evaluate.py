@@ -11,7 +11,7 @@ from typing import Any
 from flaxbench.calibration import temperature_scaled_metrics
 from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.errors import WorkdirError
-from flaxbench.evaluation import split_metrics
+from flaxbench.evaluation import split_cis, split_metrics
 from flaxbench.results import write_json_atomic
 from flaxbench.runtime import is_main_process
 from flaxbench.spec import from_json
@@ -80,7 +80,9 @@ def evaluate_workdir(
     metrics = split_metrics(logits, data.labels, run.dataset.classes, data.ids)
     out = {"name": spec.name, "split": split, "checkpoint": which, "epoch": epoch, "tta": tta,
            "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
-           "classes": list(run.dataset.classes), **metrics}
+           "classes": list(run.dataset.classes), **metrics,
+           # 95% CIs of accuracy, balanced accuracy, macro AUC and each class's values (`per_class`, `<key>_ci`)
+           **split_cis(metrics, run.dataset.classes)}
     try:
         temperature = recorded_temperature(workdir)
     except WorkdirError as e:  # re-evaluating is how a run's numbers are recovered, so it goes on without

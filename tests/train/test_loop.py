@@ -92,6 +92,10 @@ def test_evaluate_from_checkpoint_equals_results_exactly(finished_run):
     assert again["loss"] == results["test_loss"]
     assert again["confusion_matrix"] == results["confusion_matrix"]
     assert again["predictions"] == results["test_predictions"]
+    low, high = again["accuracy_ci"]  # with the report's CIs, of accuracy and of each class's values
+    assert low <= again["accuracy"] <= high and again["ci_level"] == 0.95
+    assert all(values["recall_ci"][0] <= values["recall"] <= values["recall_ci"][1]
+               for values in again["per_class"].values() if values["recall_ci"] is not None)
     val = evaluate_workdir(workdir, "val")
     assert val["accuracy"] == results["val_accuracy"] and val["loss"] == results["val_loss"]
     assert again["temperature"] == results["temperature"] == val["temperature"]
