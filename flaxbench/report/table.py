@@ -247,6 +247,11 @@ def _notes(summary: Summary) -> list[str]:
         "under two labels; each run's data.json lists examples. Remove the copies, or split by patient or slide "
         "(`spec.data.group_by`).",
     ] if any(row["test_tile_copies"] or row["label_conflicts"] for row in summary.rows) else []) + ([
+        "**Not checked for copied tiles**: "
+        + ", ".join(f"`{row['name']}`" for row in summary.rows if row["test_tile_copies"] is None)
+        + " (runs trained before flaxbench looked for them, or with `spec.data.duplicates='off'`): whether a test "
+        "tile of theirs copies a training tile is not known.",
+    ] if any(row["test_tile_copies"] is None for row in summary.rows) else []) + ([
         f"**Not one test set**: these rows were tested on {summary.test_sets} different test sets (other "
         "classes or other tiles, e.g. another split): accuracies from different test sets are not directly "
         "comparable, and the ranking mixes them.",

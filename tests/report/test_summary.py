@@ -216,8 +216,11 @@ def test_copied_test_tiles_and_label_conflicts_are_counted_where_recorded(tmp_pa
     assert "copying" not in rows["clean"]["data"] + rows["unchecked"]["data"]
     markdown = write_report(tmp_path)["md"].read_text()
     assert "**Copied tiles**: the Data column counts test tiles" in markdown
+    assert "**Not checked for copied tiles**: `unchecked` (runs trained before" in markdown
     (tmp_path / "copied").rename(tmp_path.parent / "copied_elsewhere")
-    assert "**Copied tiles**" not in write_report(tmp_path)["md"].read_text()
+    (tmp_path / "unchecked").rename(tmp_path.parent / "unchecked_elsewhere")
+    markdown = write_report(tmp_path)["md"].read_text()
+    assert "**Copied tiles**" not in markdown and "**Not checked for copied tiles**" not in markdown
 
 
 def test_per_class_values_without_per_tile_predictions_have_no_cis(tmp_path):
