@@ -229,12 +229,22 @@ def evaluate_external(
         "ece_temperature_scaled": None if scaled is None else scaled["ece"],
         # tiles pixel-identical to one of the runs' train, val or test tiles (None: the runs kept no tile digests)
         "seen_by_runs": None if seen is None else seen.record(),
+        # the accuracy on the tiles the runs did not train or validate on (None where there are none, or no others)
+        "accuracy_without_seen": None if seen is None else _accuracy_without(result, set(seen.trained_ids)),
         **result,
         **(_ensemble_members(runs, member_logits, labels, ids) if len(runs) > 1 else {}),
     }
     if is_main_process():
         write_json_atomic(target, record)
     return record, target
+
+
+def _accuracy_without(result: dict[str, Any], left_out: set[str]) -> float | None:
+    """The accuracy of a `split_metrics` result over its tiles not in `left_out`; None if none are left out, or all."""
+    predictions = result["predictions"]
+    kept = [label == predicted for tile, label, predicted
+            in zip(predictions["ids"], predictions["labels"], predictions["predictions"]) if tile not in left_out]
+    return float(np.mean(kept)) if left_out and kept else None
 
 
 # What an ensemble's result keeps of each run's own evaluation on the tiles.

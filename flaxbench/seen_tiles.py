@@ -80,6 +80,7 @@ class SeenTileCounter:
         self.seen = seen
         self.counts = {name: 0 for name in SPLITS}
         self.examples: list[str] = []
+        self.trained_ids: list[str] = []  # the tiles found in the runs' train or val splits
 
     def __call__(self, ids: Sequence[str], images: np.ndarray) -> None:
         """Count the tiles of `images` (uint8 (N, H, W, 3)) whose pixels are those of a tile of the runs."""
@@ -87,13 +88,16 @@ class SeenTileCounter:
             split = self.seen.get(digest)
             if split is not None:
                 self.counts[split] += 1
-                if split != "test" and len(self.examples) < MAX_EXAMPLES:
-                    self.examples.append(f"'{tile_id}' ({split})")
+                if split != "test":
+                    self.trained_ids.append(tile_id)
+                    if len(self.examples) < MAX_EXAMPLES:
+                        self.examples.append(f"'{tile_id}' ({split})")
 
     def record(self) -> dict[str, Any]:
-        """What an output file records: the tiles found in each split of the runs, and examples (train or val)."""
+        """What an output file records: the tiles found in each split of the runs, examples and the ids of those
+        found in train or val."""
         return {"train": self.counts["train"], "val": self.counts["val"], "test": self.counts["test"],
-                "examples": list(self.examples)}
+                "examples": list(self.examples), "trained_ids": list(self.trained_ids)}
 
     def warning(self, runs: str, consequence: str) -> str | None:
         """A warning line where tiles were seen in training (train or val) by `runs`, ending in `consequence`."""

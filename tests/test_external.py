@@ -75,7 +75,8 @@ def test_renamed_test_tiles_score_as_the_runs_own_test_split(trained_run, rename
     assert result["class_folders"] == {f"C{k}": name for k, name in enumerate(own["classes"])}
     assert result["left_out_folders"] == ["MUS"] and result["absent_classes"] == []
     # the run's own test tiles, found by their pixels: not trained on, so no warning
-    assert result["seen_by_runs"] == {"train": 0, "val": 0, "test": 8, "examples": []}
+    assert result["seen_by_runs"] == {"train": 0, "val": 0, "test": 8, "examples": [], "trained_ids": []}
+    assert result["accuracy_without_seen"] is None
     err = capsys.readouterr().err
     assert "left out, not classes of the run: MUS" in err and "pixel-identical" not in err
 
@@ -308,10 +309,16 @@ def test_tiles_the_run_trained_on_are_found_by_their_pixels(trained_run, tmp_pat
         from flaxbench.report import write_report
 
         report = write_report(trained_run.parent, tmp_path / "r")["md"].read_text()
-        assert "| 14 (2 seen in training) | best |" in report
+        unseen = result["accuracy_without_seen"]  # the 12 NCT tiles'
+        assert f"| 14 (2 seen in training; accuracy without them {100 * unseen:.1f}%) | best |" in report
     finally:
         path.unlink()  # the module's other tests see the run's external evaluations
     assert result["seen_by_runs"]["train"] == 2 and result["seen_by_runs"]["val"] == 0
+    copies = set(result["seen_by_runs"]["trained_ids"])
+    assert len(copies) == 2 and all("copy_" in tile for tile in copies)
+    others = [label == predicted for tile, label, predicted in zip(*(result["predictions"][key] for key in (
+        "ids", "labels", "predictions"))) if tile not in copies]
+    assert len(others) == 12 and result["accuracy_without_seen"] == pytest.approx(np.mean(others))
     assert all("copy_" in example and example.endswith("(train)") for example in result["seen_by_runs"]["examples"])
     assert "warning: 2 of these tiles are pixel-identical to tiles the run trained or validated on (train 2, val 0" \
         in capsys.readouterr().err

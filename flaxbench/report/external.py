@@ -48,6 +48,7 @@ _EXPECTED_IF_PRESENT = {
     "ece": (is_number, "a number"), "ece_temperature_scaled": (lambda v: v is None or is_number(v), "a number or null"),
     "seen_by_runs": (lambda v: v is None or (isinstance(v, dict) and all(is_int(v.get(k)) for k in ("train", "val"))),
                      "null or counts of 'train' and 'val' tiles"),
+    "accuracy_without_seen": (lambda v: v is None or is_number(v), "a number or null"),
 }
 _EXPECTED_OF_ENSEMBLE = {
     "members": (_is_members, "a list of two runs or more, each with a 'workdir' and an 'accuracy'"),
@@ -111,6 +112,7 @@ def _line(row: dict[str, Any], record: dict[str, Any], path: Path, seed: int | N
         "ece": record.get("ece"), "ece_temperature_scaled": record.get("ece_temperature_scaled"),
         # tiles pixel-identical to ones the runs trained or validated on (None: not looked for)
         "seen_in_training": None if not (seen := record.get("seen_by_runs")) else seen["train"] + seen["val"],
+        "accuracy_without_seen": record.get("accuracy_without_seen"),
         "member_accuracy_mean": record.get("member_accuracy_mean"),
         "member_accuracy_std": record.get("member_accuracy_std"),
     }
@@ -208,6 +210,14 @@ def _ece_cell(line: dict[str, Any]) -> str:
     return f"{line['ece']:.3f}" + ("" if scaled is None else f" ({scaled:.3f})")
 
 
+def _seen_note(line: dict[str, Any]) -> str:
+    """' (2 seen in training; accuracy without them 81.3%)' after the tile count, or nothing where none were seen."""
+    seen, without = line.get("seen_in_training"), line.get("accuracy_without_seen")
+    if not seen:
+        return ""
+    return f" ({seen} seen in training" + (f"; accuracy without them {_pct(without)}%)" if is_number(without) else ")")
+
+
 def _pct(value: float | None) -> str:
     """A fraction as a percentage with one decimal; a dash for None."""
     return "—" if value is None else f"{100 * value:.1f}"
@@ -238,7 +248,7 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
         cells = [
             f"`{line['name']}`", _seed_cell(line),
             f"`{line['external']}`" + (f" (central {line['center_crop']} px)" if line["center_crop"] else ""),
-            str(line["tiles"]) + (f" ({seen} seen in training)" if (seen := line.get("seen_in_training")) else ""),
+            str(line["tiles"]) + _seen_note(line),
             checkpoint, f"{_pct(line['accuracy'])} ({_pct(ci[0])}–{_pct(ci[1])})" + _runs(line),
             f"{_pct(line['balanced_accuracy'])} ({_pct(balanced_ci[0])}–{_pct(balanced_ci[1])})",
             f"{line['macro_f1']:.3f}", _auc_cell(line),
