@@ -55,6 +55,14 @@ def split_metrics(
     }
 
 
+def accuracy_without(predictions: dict[str, Any], left_out: set[str]) -> float | None:
+    """The accuracy of per-tile `predictions` (ids, labels, predictions) over the tiles not in `left_out`; None if
+    no tile is left."""
+    kept = [label == predicted for tile, label, predicted
+            in zip(predictions["ids"], predictions["labels"], predictions["predictions"]) if tile not in left_out]
+    return float(np.mean(kept)) if kept else None
+
+
 def split_cis(result: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
     """95% CIs of a `split_metrics` result from its per-tile predictions: accuracy, balanced accuracy and macro AUC
     (percentile bootstrap over tiles), and `per_class` again with each class's `<key>_ci` (class_intervals)."""

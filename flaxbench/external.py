@@ -31,7 +31,7 @@ from data_pipeline.split import SPLIT_WORDS
 from flaxbench.calibration import temperature_scaled_metrics
 from flaxbench.checkpoints import BEST
 from flaxbench.errors import WorkdirError
-from flaxbench.evaluation import split_cis, split_metrics
+from flaxbench.evaluation import accuracy_without, split_cis, split_metrics
 from flaxbench.inference import (
     TrainedRun, check_center_crop, count_sizes, ensemble_logits, fitted_temperatures, load_trained_runs,
     read_data_info, resize_warning, stream_member_logits,
@@ -230,21 +230,14 @@ def evaluate_external(
         # tiles pixel-identical to one of the runs' train, val or test tiles (None: the runs kept no tile digests)
         "seen_by_runs": None if seen is None else seen.record(),
         # the accuracy on the tiles the runs did not train or validate on (None where there are none, or no others)
-        "accuracy_without_seen": None if seen is None else _accuracy_without(result, set(seen.trained_ids)),
+        "accuracy_without_seen": None if seen is None or not seen.trained_ids else accuracy_without(
+            result["predictions"], set(seen.trained_ids)),
         **result,
         **(_ensemble_members(runs, member_logits, labels, ids) if len(runs) > 1 else {}),
     }
     if is_main_process():
         write_json_atomic(target, record)
     return record, target
-
-
-def _accuracy_without(result: dict[str, Any], left_out: set[str]) -> float | None:
-    """The accuracy of a `split_metrics` result over its tiles not in `left_out`; None if none are left out, or all."""
-    predictions = result["predictions"]
-    kept = [label == predicted for tile, label, predicted
-            in zip(predictions["ids"], predictions["labels"], predictions["predictions"]) if tile not in left_out]
-    return float(np.mean(kept)) if left_out and kept else None
 
 
 # What an ensemble's result keeps of each run's own evaluation on the tiles.

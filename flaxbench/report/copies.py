@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 
+from flaxbench.evaluation import accuracy_without
 from flaxbench.report.collect import RunGroup
 
 
@@ -33,11 +34,10 @@ def accuracy_without_copies_pct(group: RunGroup) -> float | None:
         if not predictions:
             return None
         any_copies = True
-        kept = [label == predicted for tile, label, predicted
-                in zip(predictions["ids"], predictions["labels"], predictions["predictions"]) if tile not in copied]
-        if not kept:  # every test tile is a copy: no accuracy without them
+        accuracy = accuracy_without(predictions, copied)
+        if accuracy is None:  # every test tile is a copy: no accuracy without them
             return None
-        accuracies.append(100.0 * statistics.fmean(kept))
+        accuracies.append(100.0 * accuracy)
     return statistics.fmean(accuracies) if any_copies else None
 
 
