@@ -6,7 +6,7 @@ re-compressed JPEG or a shifted crop is not (its pixels differ). `spec.data.dupl
 is done about copies:
 - "warn" (default): a warning names how many and an example; data.json and results.json record them;
 - "error": a copy across splits, or identical tiles under two labels, is refused (DataError);
-- "off": tiles are not compared (saves hashing them: 0.5 s a GB of tiles on a 2-core CPU).
+- "off": tiles are not compared (saves hashing them: 0.26 s a GB of tiles on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from data_pipeline.errors import DataError
+from data_pipeline.parallel import map_in_order
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,14 @@ DIGEST_BYTES = 16  # of SHA-256's 32: two different tiles share 16 bytes with a 
 
 
 def tile_digests(images: np.ndarray) -> list[bytes]:
-    """The SHA-256 digest (its first DIGEST_BYTES) of each tile's pixels (uint8 (N, H, W, C)), in row order."""
-    return [hashlib.sha256(np.ascontiguousarray(tile).data).digest()[:DIGEST_BYTES] for tile in images]
+    """The SHA-256 digest (its first DIGEST_BYTES) of each tile's pixels (uint8 (N, H, W, C)), in row order, on one
+    thread per usable core (hashlib leaves the GIL while it hashes)."""
+    return list(map_in_order(_digest, images))
+
+
+def _digest(tile: np.ndarray) -> bytes:
+    """The first DIGEST_BYTES of the SHA-256 of one tile's pixels."""
+    return hashlib.sha256(np.ascontiguousarray(tile).data).digest()[:DIGEST_BYTES]
 
 
 @dataclasses.dataclass(frozen=True)
