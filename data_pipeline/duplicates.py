@@ -80,7 +80,8 @@ class DuplicateTiles:
         parts = []
         for (later, earlier), count in zip(CROSS_SPLIT_PAIRS, self.across_splits.values()):
             if count:
-                parts.append(f"{count} {later} tile{'s are' if count > 1 else ' is'} pixel-identical to {earlier} tiles")
+                are = "tiles are" if count > 1 else "tile is"
+                parts.append(f"{count} {later} {are} pixel-identical to {earlier} tiles")
         if self.label_conflicts:
             many = self.label_conflicts > 1
             parts.append(f"{self.label_conflicts} set{'s' if many else ''} of identical tiles "
