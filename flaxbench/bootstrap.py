@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -87,7 +88,14 @@ def bootstrap_paired_difference_ci(
     return _percentile_bootstrap(a.size, lambda picks: difference[picks].mean(axis=1), level, num_resamples, seed)
 
 
-def bootstrap_macro_auc_ci(
+class AucIntervals(NamedTuple):
+    """Percentile-bootstrap confidence intervals of macro AUC and of each class's AUC, from the same resamples."""
+
+    macro: tuple[float, float]
+    per_class: np.ndarray  # (classes, 2); NaN where a class never has both positives and negatives
+
+
+def bootstrap_auc_cis(
     probabilities: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
     tiles: Sequence[np.ndarray] | None = None,
@@ -95,8 +103,9 @@ def bootstrap_macro_auc_ci(
     level: float = 0.95,
     num_resamples: int = 10000,
     seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of macro one-vs-rest AUC, or of its mean over several runs.
+) -> AucIntervals:
+    """Percentile-bootstrap confidence intervals of macro one-vs-rest AUC and of each class's AUC, or of their
+    means over several runs (a class's over the runs where it is defined).
 
     Run r scored its tiles with `probabilities[r]` (n_r, C), their true classes `labels[r]`; `tiles[r]`
     places them among all the tiles resampled (default: one run, every tile). A resample draws tiles
@@ -105,30 +114,16 @@ def bootstrap_macro_auc_ci(
     class without positives or negatives in a resample is left out of its mean.
     """
     num_tiles, runs = _drawn_runs(probabilities, labels, tiles)
-    return _percentile_bootstrap(num_tiles, lambda picks: np.mean([run.macro_auc(picks) for run in runs], axis=0),
-                                 level, num_resamples, seed)
 
-
-def bootstrap_class_auc_ci(
-    probabilities: Sequence[np.ndarray],
-    labels: Sequence[np.ndarray],
-    tiles: Sequence[np.ndarray] | None = None,
-    *,
-    level: float = 0.95,
-    num_resamples: int = 10000,
-    seed: int = 0,
-) -> np.ndarray:
-    """(classes, 2): percentile-bootstrap confidence interval of each class's one-vs-rest AUC, or of its mean over
-    several runs (those where it is defined), resampling tiles as `bootstrap_macro_auc_ci` does (same arguments);
-    NaN where a class never has both positives and negatives."""
-    num_tiles, runs = _drawn_runs(probabilities, labels, tiles)
-
-    def class_aucs(picks: np.ndarray) -> np.ndarray:
+    def aucs(picks: np.ndarray) -> np.ndarray:
+        class_aucs = np.stack([run.class_aucs(picks) for run in runs])  # (runs, resamples, classes)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a class undefined in every run: NaN
-            return np.nanmean([run.class_aucs(picks) for run in runs], axis=0)
+            warnings.simplefilter("ignore", RuntimeWarning)  # undefined everywhere: NaN
+            macro = np.mean(np.nanmean(class_aucs, axis=2), axis=0)
+            return np.concatenate([macro[:, None], np.nanmean(class_aucs, axis=0)], axis=1)
 
-    return _percentile_bootstraps(num_tiles, class_aucs, level, num_resamples, seed)
+    intervals = _percentile_bootstraps(num_tiles, aucs, level, num_resamples, seed)
+    return AucIntervals((float(intervals[0, 0]), float(intervals[0, 1])), intervals[1:])
 
 
 def bootstrap_class_f1_ci(
@@ -185,7 +180,7 @@ _AUC_DRAWS_PER_BLOCK = 2**18  # tile draws tallied together: 36 resamples of 7,1
 
 
 class _DrawnAuc:
-    """One run's macro AUC over resamples of tiles, each class's AUC from a tally of the drawn tiles.
+    """One run's AUC of each class over resamples of tiles, each from a tally of the drawn tiles.
 
     Per class, the run's tiles are coded by their rank among that class's distinct scores (tied
     scores share one) and by being positive; a resample's tally of codes gives, per score, the
@@ -204,12 +199,6 @@ class _DrawnAuc:
             code = np.zeros(num_tiles, np.int64)  # read at the run's own tiles only
             code[tiles] = rank + len(scores) * (labels == c)  # positives after all negatives
             self.classes.append((code, len(scores)))
-
-    def macro_auc(self, picks: np.ndarray) -> np.ndarray:
-        """The run's macro AUC on each resample (rows of `picks`, drawn tile positions); NaN where none is defined."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a resample without any defined AUC: NaN
-            return np.nanmean(self.class_aucs(picks), axis=1)
 
     def class_aucs(self, picks: np.ndarray) -> np.ndarray:
         """(resamples, classes): each class's AUC on each resample; NaN where the resample lacks its positives or

@@ -72,17 +72,16 @@ def split_cis(result: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
     probabilities = np.asarray(predictions["probabilities"], np.float64)
     correct = (predicted == labels).astype(np.int64)
     ci = {"level": bootstrap.CI_LEVEL, "num_resamples": bootstrap.CI_RESAMPLES, "seed": bootstrap.CI_SEED}
-    macro_auc = None if result["macro_auc"] is None else bootstrap.bootstrap_macro_auc_ci([probabilities], [labels],
-                                                                                           **ci)
+    aucs = bootstrap.bootstrap_auc_cis([probabilities], [labels], **ci)
     per_class = with_class_cis(result["per_class"], classes, {
         **class_cis(correct, np.ones_like(labels), labels, np.eye(len(classes), dtype=np.int64)[predicted], **ci),
-        "auc": bootstrap.bootstrap_class_auc_ci([probabilities], [labels], **ci)})
+        "auc": aucs.per_class})
     return {
         "ci_level": bootstrap.CI_LEVEL,
         "accuracy_ci": list(bootstrap.bootstrap_accuracy_ci(correct, **ci)),
         "balanced_accuracy_ci": list(bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels,
                                                                               **ci)),
-        "macro_auc_ci": None if macro_auc is None else list(macro_auc),
+        "macro_auc_ci": None if result["macro_auc"] is None else list(aucs.macro),
         "per_class": per_class,
     }
 

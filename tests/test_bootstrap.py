@@ -85,18 +85,18 @@ def test_auc_over_drawn_tiles_counts_each_as_often_as_drawn():
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 3, 80)
     probabilities = np.round(rng.dirichlet(np.ones(3), 80) + 0.4 * np.eye(3)[labels], 1)  # rounded: many ties
-    macro = bootstrap._DrawnAuc(probabilities, labels, np.arange(80), 80).macro_auc
-    every_tile_once = np.arange(80)[None]
-    assert macro(every_tile_once)[0] == pytest.approx(metrics.macro_auc(metrics.one_vs_rest_auc(probabilities, labels)))
+
+    def expected(tiles: np.ndarray) -> list[float]:  # each class's AUC on these tiles, NaN where undefined
+        return [np.nan if auc is None else auc for auc in metrics.one_vs_rest_auc(probabilities[tiles], labels[tiles])]
+
+    aucs = bootstrap._DrawnAuc(probabilities, labels, np.arange(80), 80).class_aucs
+    np.testing.assert_allclose(aucs(np.arange(80)[None])[0], expected(np.arange(80)))
     drawn = rng.integers(0, 80, (3, 80))
     for k in range(3):
-        expected = metrics.macro_auc(metrics.one_vs_rest_auc(probabilities[drawn[k]], labels[drawn[k]]))
-        assert macro(drawn)[k] == pytest.approx(expected, abs=1e-12)
-    half = bootstrap._DrawnAuc(probabilities[40:], labels[40:], np.arange(40, 80), 80).macro_auc(drawn)
+        np.testing.assert_allclose(aucs(drawn)[k], expected(drawn[k]), atol=1e-12)
+    half = bootstrap._DrawnAuc(probabilities[40:], labels[40:], np.arange(40, 80), 80).class_aucs(drawn)
     for k in range(3):  # a run on tiles 40-79 of 80 (a fold) sees only the draws of its tiles
-        mine = drawn[k][drawn[k] >= 40]
-        assert half[k] == pytest.approx(metrics.macro_auc(metrics.one_vs_rest_auc(probabilities[mine],
-                                                                                  labels[mine])), abs=1e-12)
+        np.testing.assert_allclose(half[k], expected(drawn[k][drawn[k] >= 40]), atol=1e-12)
 
 
 def test_macro_auc_ci_holds_the_estimate_and_the_mean_of_runs_sharing_tiles():
@@ -104,17 +104,17 @@ def test_macro_auc_ci_holds_the_estimate_and_the_mean_of_runs_sharing_tiles():
     labels = rng.integers(0, 4, 200)
     runs = [rng.dirichlet(np.ones(4), 200) + strength * np.eye(4)[labels] for strength in (0.3, 0.6)]
     estimates = [metrics.macro_auc(metrics.one_vs_rest_auc(p, labels)) for p in runs]
-    low, high = bootstrap.bootstrap_macro_auc_ci([runs[0]], [labels])
-    assert low < estimates[0] < high < 1.0 and (low, high) == bootstrap.bootstrap_macro_auc_ci([runs[0]], [labels])
+    low, high = bootstrap.bootstrap_auc_cis([runs[0]], [labels]).macro
+    assert low < estimates[0] < high < 1.0 and (low, high) == bootstrap.bootstrap_auc_cis([runs[0]], [labels]).macro
     tiles = np.arange(200)
-    both = bootstrap.bootstrap_macro_auc_ci(runs, [labels, labels], [tiles, tiles])
+    both = bootstrap.bootstrap_auc_cis(runs, [labels, labels], [tiles, tiles]).macro
     assert both[0] < np.mean(estimates) < both[1] and both != (low, high)
-    folds = bootstrap.bootstrap_macro_auc_ci([runs[0][:100], runs[0][100:]], [labels[:100], labels[100:]],
-                                           [tiles[:100], tiles[100:]])  # two folds: each run its own tiles
+    folds = bootstrap.bootstrap_auc_cis([runs[0][:100], runs[0][100:]], [labels[:100], labels[100:]],
+                                        [tiles[:100], tiles[100:]]).macro  # two folds: each run its own tiles
     assert folds[0] < np.mean([metrics.macro_auc(metrics.one_vs_rest_auc(runs[0][s], labels[s]))
                                for s in (slice(0, 100), slice(100, 200))]) < folds[1]
     with pytest.raises(ValueError, match="equal, nonzero"):
-        bootstrap.bootstrap_macro_auc_ci([runs[0]], [labels[:10]])
+        bootstrap.bootstrap_auc_cis([runs[0]], [labels[:10]])
 
 
 def _predictions(num_tiles: int, num_classes: int, accuracy: float, seed: int = 0):
@@ -166,7 +166,7 @@ def test_class_auc_cis_of_two_classes_are_the_macro_aucs():
     first = np.clip(0.3 + 0.4 * (labels == 0) + rng.normal(0, 0.25, 200), 0, 1)
     probabilities = np.stack([first, 1 - first], axis=1)  # class 1's AUC is class 0's: one ranking
     options = {"num_resamples": 500, "seed": 4}
-    class_cis = bootstrap.bootstrap_class_auc_ci([probabilities], [labels], **options)
-    macro = bootstrap.bootstrap_macro_auc_ci([probabilities], [labels], **options)
+    class_cis = bootstrap.bootstrap_auc_cis([probabilities], [labels], **options).per_class
+    macro = bootstrap.bootstrap_auc_cis([probabilities], [labels], **options).macro
     np.testing.assert_allclose(class_cis, [macro, macro])
     assert class_cis[0][0] < metrics.one_vs_rest_auc(probabilities, labels)[0] < class_cis[0][1]

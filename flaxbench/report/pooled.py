@@ -46,8 +46,8 @@ def _per_class_cis(group: RunGroup, num_classes: int) -> dict[str, np.ndarray]:
     runs = test_probabilities(group)
     if runs is not None and all(p.shape[1] == num_classes for p, _, _ in runs):
         probabilities, labels, positions = _placed(runs)
-        cis["auc"] = bootstrap.bootstrap_class_auc_ci(probabilities, labels, positions, level=CI_LEVEL,
-                                                      num_resamples=CI_RESAMPLES, seed=CI_SEED)
+        cis["auc"] = bootstrap.bootstrap_auc_cis(probabilities, labels, positions, level=CI_LEVEL,
+                                                 num_resamples=CI_RESAMPLES, seed=CI_SEED).per_class
     return cis
 
 
@@ -143,7 +143,7 @@ def macro_auc_ci(group: RunGroup) -> tuple[float, float] | None:
     runs = test_probabilities(group)
     if runs is None:
         return None
-    return bootstrap.bootstrap_macro_auc_ci(*_placed(runs), level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED)
+    return bootstrap.bootstrap_auc_cis(*_placed(runs), level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED).macro
 
 
 def _placed(runs: list[tuple[np.ndarray, np.ndarray, list[str]]]) -> tuple[list, list, list[np.ndarray]]:
