@@ -20,22 +20,22 @@ def pooled_confusion_matrix(group: RunGroup) -> np.ndarray | None:
     return np.sum([np.asarray(cm, dtype=np.int64) for cm in matrices], axis=0)
 
 
-def per_class(group: RunGroup) -> dict[str, dict[str, Any]] | None:
+def per_class(group: RunGroup, aucs: bootstrap.AucIntervals | None = None) -> dict[str, dict[str, Any]] | None:
     """{class: precision, recall, F1, specificity (from the seeds' pooled confusion matrix), AUC (mean over seeds),
     and each one's 95% CI as `<key>_ci` ([low, high], None where not recorded or undefined)}; None without
-    confusion matrices."""
+    confusion matrices. `aucs`: the row's `auc_cis`, where already computed."""
     cm = pooled_confusion_matrix(group)
     classes = group.runs[0].results.get("classes")
     if cm is None or not classes or len(classes) != len(cm):
         return None
     table: dict[str, dict[str, Any]] = dict(metrics.per_class_metrics(cm, classes))
     for name in classes:
-        aucs = [((run.results.get("per_class") or {}).get(name) or {}).get("auc") for run in group.runs]
-        table[name] = {**table[name], "auc": float(np.mean(aucs)) if all(a is not None for a in aucs) else None}
-    return with_class_cis(table, classes, _per_class_cis(group, len(classes)))
+        of_runs = [((run.results.get("per_class") or {}).get(name) or {}).get("auc") for run in group.runs]
+        table[name] = {**table[name], "auc": float(np.mean(of_runs)) if all(a is not None for a in of_runs) else None}
+    return with_class_cis(table, classes, _per_class_cis(group, len(classes), aucs or auc_cis(group)))
 
 
-def _per_class_cis(group: RunGroup, num_classes: int) -> dict[str, np.ndarray]:
+def _per_class_cis(group: RunGroup, num_classes: int, aucs: bootstrap.AucIntervals | None) -> dict[str, np.ndarray]:
     """{"precision", "recall", "f1", "specificity", "auc": (classes, 2) 95% CIs} (flaxbench.class_intervals: Wilson
     intervals of the proportions, and bootstrap ones of F1 and AUC with tiles resampled as in accuracy_ci_pct); a
     key is left out where the runs did not record what it needs (per-tile predictions, class probabilities)."""
@@ -43,11 +43,8 @@ def _per_class_cis(group: RunGroup, num_classes: int) -> dict[str, np.ndarray]:
     pooled = _pooled_tiles(group, num_classes)
     if pooled is not None:
         cis.update(class_cis(*pooled, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED))
-    runs = test_probabilities(group)
-    if runs is not None and all(p.shape[1] == num_classes for p, _, _ in runs):
-        probabilities, labels, positions = _placed(runs)
-        cis["auc"] = bootstrap.bootstrap_auc_cis(probabilities, labels, positions, level=CI_LEVEL,
-                                                 num_resamples=CI_RESAMPLES, seed=CI_SEED).per_class
+    if aucs is not None and len(aucs.per_class) == num_classes:
+        cis["auc"] = aucs.per_class
     return cis
 
 
@@ -137,13 +134,13 @@ def test_probabilities(group: RunGroup) -> list[tuple[np.ndarray, np.ndarray, li
     return runs
 
 
-def macro_auc_ci(group: RunGroup) -> tuple[float, float] | None:
-    """95% bootstrap CI of the row's macro AUC (the mean of its runs'), test tiles resampled as in accuracy_ci_pct;
-    None where a run did not record per-tile class probabilities."""
+def auc_cis(group: RunGroup) -> bootstrap.AucIntervals | None:
+    """95% bootstrap CIs of the row's macro AUC and of each class's AUC (the means of its runs'), test tiles
+    resampled as in accuracy_ci_pct; None where a run did not record per-tile class probabilities."""
     runs = test_probabilities(group)
     if runs is None:
         return None
-    return bootstrap.bootstrap_auc_cis(*_placed(runs), level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED).macro
+    return bootstrap.bootstrap_auc_cis(*_placed(runs), level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED)
 
 
 def _placed(runs: list[tuple[np.ndarray, np.ndarray, list[str]]]) -> tuple[list, list, list[np.ndarray]]:

@@ -15,7 +15,7 @@ from flaxbench.report.collect import RunGroup
 from flaxbench.report.copies import accuracy_without_copies_pct, copies_label, tile_copies
 from flaxbench.report.external import external_lines
 from flaxbench.report.pooled import (
-    accuracy_ci_pct, balanced_accuracy_ci, macro_auc_ci, per_class, tile_outcomes,
+    accuracy_ci_pct, auc_cis, balanced_accuracy_ci, per_class, tile_outcomes,
 )
 from flaxbench.report.settings import row_settings
 
@@ -164,10 +164,10 @@ def compare_with_best(group: RunGroup, best: RunGroup) -> PairedComparison:
                             100.0 * float(np.mean(right) - np.mean(best_right)), (100.0 * low, 100.0 * high))
 
 
-def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
+def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -> dict[str, Any]:
     """One machine-readable report row (numbers unformatted, None for n/a)."""
     accuracies = [100.0 * run.results["test_accuracy"] for run in group.runs]
-    ci, balanced_ci, auc_ci = accuracy_ci_pct(group), balanced_accuracy_ci(group), macro_auc_ci(group)
+    ci, balanced_ci, auc_ci = accuracy_ci_pct(group), balanced_accuracy_ci(group), aucs and aucs.macro
     paired = compare_with_best(group, best)
     devices = recorded(group, "device")
     first = group.runs[0].results
@@ -240,7 +240,8 @@ def summarize(groups: list[RunGroup]) -> Summary:
     """Rows sorted by mean test accuracy (best first, ties by name), each compared with the best."""
     ordered = sorted(groups, key=lambda g: (-statistics.fmean(r.results["test_accuracy"] for r in g.runs), g.name))
     best = ordered[0]
-    rows = [_row(group, best) for group in ordered]
+    aucs = [auc_cis(group) for group in ordered]  # for the rows' macro AUC CIs and their per-class tables
+    rows = [_row(group, best, group_aucs) for group, group_aucs in zip(ordered, aucs)]
     # The rows' tests against the best row are one family: Holm keeps its family-wise error rate.
     for row, adjusted in zip(rows, metrics.holm_adjusted([row["mcnemar_p_vs_best"] for row in rows])):
         row["mcnemar_p_holm"] = adjusted
@@ -259,5 +260,5 @@ def summarize(groups: list[RunGroup]) -> Summary:
         devices=tuple(sorted({device for group in ordered for device in recorded(group, "device")})),
         external=external_lines(rows, ordered),
         settings=[row_settings(group) for group in ordered],
-        per_class=[per_class(group) for group in ordered],
+        per_class=[per_class(group, group_aucs) for group, group_aucs in zip(ordered, aucs)],
     )
