@@ -10,39 +10,11 @@ import numpy as np
 
 # Resamples drawn per chunk, so memory stays ~chunk x tiles whatever num_resamples is.
 _BOOTSTRAP_CHUNK = 1000
-# The bootstrap behind every confidence interval flaxbench reports (report rows, external evaluations).
+# The level of every confidence interval flaxbench reports (report rows, external evaluations), and the
+# bootstrap behind those that are not Wilson intervals of proportions (flaxbench.class_intervals).
 CI_LEVEL = 0.95
 CI_RESAMPLES = 10000
 CI_SEED = 0
-
-
-def bootstrap_accuracy_ci(
-    correct: np.ndarray,
-    *,
-    level: float = 0.95,
-    num_resamples: int = 10000,
-    seed: int = 0,
-    trials: np.ndarray | None = None,
-) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of accuracy, resampling tiles with replacement.
-
-    `correct[i]` is 1/0 (or True/False) for tile i. To pool several predictions per tile (e.g.
-    several seeds on one test set), pass `trials[i]` predictions of which `correct[i]` were right:
-    a tile's predictions are resampled together and accuracy is sum(correct) / sum(trials).
-    The same `seed` gives the same interval on every call.
-    """
-    correct = np.asarray(correct, dtype=np.float64).reshape(-1)
-    trials = np.ones_like(correct) if trials is None else np.asarray(trials, dtype=np.float64).reshape(-1)
-    if correct.size == 0:
-        raise ValueError("no tiles to bootstrap")
-    if trials.shape != correct.shape:
-        raise ValueError(f"correct ({correct.size}) and trials ({trials.size}) differ in length")
-    if np.any(trials <= 0) or np.any(correct < 0) or np.any(correct > trials):
-        raise ValueError("need 0 <= correct[i] <= trials[i] and trials[i] > 0 for every tile")
-
-    return _percentile_bootstrap(
-        correct.size, lambda picks: correct[picks].sum(axis=1) / trials[picks].sum(axis=1), level, num_resamples, seed
-    )
 
 
 def bootstrap_balanced_accuracy_ci(
@@ -55,8 +27,12 @@ def bootstrap_balanced_accuracy_ci(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of balanced accuracy (mean recall over the classes a
-    resample holds), resampling tiles with replacement; `correct`/`trials` as in bootstrap_accuracy_ci,
-    `labels[i]` the true class of tile i."""
+    resample holds), resampling tiles with replacement.
+
+    `correct[i]` of `trials[i]` predictions on tile i were right (one per tile, or one per seed to pool
+    several seeds on one test set: a tile's predictions are resampled together); `labels[i]` is its
+    true class. The same `seed` gives the same interval on every call.
+    """
     correct, trials = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (correct, trials))
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     if correct.size == 0 or not correct.size == trials.size == labels.size:
@@ -140,7 +116,7 @@ def bootstrap_class_f1_ci(
     every resample (no tile of the class and none predicted as it).
 
     Per tile i: `correct[i]` of its `trials[i]` predictions were right (several seeds pooled, as in
-    bootstrap_accuracy_ci), `labels[i]` is its true class and `predicted[i, c]` counts its predictions
+    bootstrap_balanced_accuracy_ci), `labels[i]` is its true class and `predicted[i, c]` counts its predictions
     of class c. A resample draws tiles with replacement, all of a tile's predictions together.
     """
     correct, trials = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (correct, trials))

@@ -1,8 +1,8 @@
-"""95% confidence intervals of each class's recall, precision, specificity, F1 and AUC, for the report.
+"""95% confidence intervals of accuracy and of each class's recall, precision, specificity, F1 and AUC.
 
-Recall, precision and specificity are proportions of tiles, so they get Wilson score intervals
-(Wilson 1927, the usual interval for sensitivity and specificity in diagnostic studies): unlike
-a percentile bootstrap, it does not collapse to [1, 1] when every tile of a class is right.
+Accuracy, recall, precision and specificity are proportions of tiles, so they get Wilson score
+intervals (Wilson 1927, the usual interval for accuracy, sensitivity and specificity in diagnostic
+studies): unlike a percentile bootstrap, it does not collapse to [1, 1] when every tile is right.
 With several seeds (or folds) on the same tiles, the proportion is pooled over their predictions
 and the number of trials is that of tiles, not of predictions: seeds are not extra tiles.
 F1 and AUC are no proportions: a percentile bootstrap over tiles (flaxbench.bootstrap) gives theirs.
@@ -32,8 +32,28 @@ def wilson_interval(proportion: np.ndarray, trials: np.ndarray, level: float = 0
     with np.errstate(divide="ignore", invalid="ignore"):
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
         half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    interval = np.stack([np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)], axis=-1)
+    # At 0 or 1 the bound is exactly 0 or 1 (rounding leaves 1 - 3e-16, which would print as below 100%).
+    low = np.where(p <= 0.0, 0.0, np.clip(centre - half, 0.0, 1.0))
+    high = np.where(p >= 1.0, 1.0, np.clip(centre + half, 0.0, 1.0))
+    interval = np.stack([low, high], axis=-1)
     return np.where((n > 0)[..., None], interval, np.nan)
+
+
+def accuracy_interval(correct: np.ndarray, trials: np.ndarray | None = None, level: float = 0.95
+                      ) -> tuple[float, float]:
+    """The Wilson interval of accuracy from `correct[i]` right predictions of `trials[i]` (default 1) on tile i.
+
+    With several seeds on one tile set the proportion is pooled over their predictions, the trials
+    are the tiles.
+    """
+    correct = np.asarray(correct, np.float64).reshape(-1)
+    trials = np.ones_like(correct) if trials is None else np.asarray(trials, np.float64).reshape(-1)
+    if correct.size == 0 or trials.shape != correct.shape:
+        raise ValueError(f"need one count of right and made predictions per tile, got {correct.size} and {trials.size}")
+    if np.any(trials <= 0) or np.any(correct < 0) or np.any(correct > trials):
+        raise ValueError("need 0 <= correct[i] <= trials[i] and trials[i] > 0 for every tile")
+    low, high = wilson_interval(correct.sum() / trials.sum(), correct.size, level)
+    return float(low), float(high)
 
 
 def class_proportion_cis(correct: np.ndarray, trials: np.ndarray, labels: np.ndarray, predicted: np.ndarray,

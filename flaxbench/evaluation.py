@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from flaxbench import bootstrap, metrics
-from flaxbench.class_intervals import class_cis, with_class_cis
+from flaxbench.class_intervals import accuracy_interval, class_cis, with_class_cis
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -64,8 +64,9 @@ def accuracy_without(predictions: dict[str, Any], left_out: set[str]) -> float |
 
 
 def split_cis(result: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
-    """95% CIs of a `split_metrics` result from its per-tile predictions: accuracy, balanced accuracy and macro AUC
-    (percentile bootstrap over tiles), and `per_class` again with each class's `<key>_ci` (class_intervals)."""
+    """95% CIs of a `split_metrics` result from its per-tile predictions: accuracy (Wilson), balanced accuracy and
+    macro AUC (percentile bootstrap over tiles), and `per_class` again with each class's `<key>_ci`
+    (class_intervals)."""
     predictions = result["predictions"]
     labels = np.asarray(predictions["labels"], np.int64)
     predicted = np.asarray(predictions["predictions"], np.int64)
@@ -78,7 +79,7 @@ def split_cis(result: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
         "auc": aucs.per_class})
     return {
         "ci_level": bootstrap.CI_LEVEL,
-        "accuracy_ci": list(bootstrap.bootstrap_accuracy_ci(correct, **ci)),
+        "accuracy_ci": list(accuracy_interval(correct, level=bootstrap.CI_LEVEL)),
         "balanced_accuracy_ci": list(bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels,
                                                                               **ci)),
         "macro_auc_ci": None if result["macro_auc"] is None else list(aucs.macro),

@@ -7,7 +7,7 @@ The folder (or zip) holds class folders, as a training source does. Each folder 
 run by its name (matched as training matches names) or by `--class-map FOLDER=CLASS`; several
 folders may map to one class; folders of other classes are left out and named. Tiles are resized
 to the run's tile size and stain-normalised as its tiles were, and scored with the metrics of the
-run's own test split plus bootstrap confidence intervals; the result is written to
+run's own test split plus their confidence intervals; the result is written to
 WORKDIR/eval_external_<folder name>.json, which the comparison report reads.
 
 WORKDIR may also be a cross-validated row's folder (`study --folds K`: NAME_Kfold): its runs' mean

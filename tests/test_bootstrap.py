@@ -12,21 +12,27 @@ def _correct(num_right: int, num_tiles: int) -> np.ndarray:
     return np.random.default_rng(1).permutation(np.arange(num_tiles) < num_right)
 
 
+def _accuracy_ci(correct: np.ndarray, trials: np.ndarray | None = None, **options) -> tuple[float, float]:
+    """The percentile bootstrap of accuracy: balanced accuracy over one class."""
+    trials = np.ones(len(correct)) if trials is None else trials
+    return bootstrap.bootstrap_balanced_accuracy_ci(correct, trials, np.zeros(len(correct), int), **options)
+
+
 def test_bootstrap_ci_contains_estimate_and_is_reproducible():
     correct = _correct(80, 100)
-    low, high = bootstrap.bootstrap_accuracy_ci(correct, num_resamples=2000, seed=3)
+    low, high = _accuracy_ci(correct, num_resamples=2000, seed=3)
     assert low < 0.8 < high
-    assert (low, high) == bootstrap.bootstrap_accuracy_ci(correct, num_resamples=2000, seed=3)
+    assert (low, high) == _accuracy_ci(correct, num_resamples=2000, seed=3)
     # The seed is what fixes it: other seeds move the (discrete, 1/100-step) bounds somewhere.
-    others = {bootstrap.bootstrap_accuracy_ci(correct, num_resamples=200, seed=s) for s in range(5)}
+    others = {_accuracy_ci(correct, num_resamples=200, seed=s) for s in range(5)}
     assert len(others) > 1
     # Roughly the normal-approximation width 2 * 1.96 * sqrt(0.8 * 0.2 / 100) = 0.157.
     assert high - low == pytest.approx(0.157, abs=0.03)
 
 
 def test_bootstrap_ci_narrows_with_more_tiles():
-    small = bootstrap.bootstrap_accuracy_ci(_correct(70, 100), num_resamples=2000)
-    large = bootstrap.bootstrap_accuracy_ci(_correct(700, 1000), num_resamples=2000)
+    small = _accuracy_ci(_correct(70, 100), num_resamples=2000)
+    large = _accuracy_ci(_correct(700, 1000), num_resamples=2000)
     assert large[0] < 0.7 < large[1]
     # Width scales like 1/sqrt(n): 10x tiles -> about 1/3.16 of the width.
     assert (large[1] - large[0]) < 0.45 * (small[1] - small[0])
@@ -34,22 +40,22 @@ def test_bootstrap_ci_narrows_with_more_tiles():
 
 def test_bootstrap_ci_level_widens_interval():
     correct = _correct(60, 100)
-    narrow = bootstrap.bootstrap_accuracy_ci(correct, level=0.5, num_resamples=2000)
-    wide = bootstrap.bootstrap_accuracy_ci(correct, level=0.99, num_resamples=2000)
+    narrow = _accuracy_ci(correct, level=0.5, num_resamples=2000)
+    wide = _accuracy_ci(correct, level=0.99, num_resamples=2000)
     assert wide[0] < narrow[0] < narrow[1] < wide[1]
 
 
 def test_bootstrap_ci_with_trials_keeps_a_tiles_predictions_together():
     # Three seeds that agree on every tile carry no more information than one seed.
     correct = _correct(75, 100).astype(int)
-    one_seed = bootstrap.bootstrap_accuracy_ci(correct, num_resamples=2000)
-    three_seeds = bootstrap.bootstrap_accuracy_ci(3 * correct, trials=np.full(100, 3), num_resamples=2000)
+    one_seed = _accuracy_ci(correct, num_resamples=2000)
+    three_seeds = _accuracy_ci(3 * correct, trials=np.full(100, 3), num_resamples=2000)
     assert three_seeds == pytest.approx(one_seed)
 
 
 def test_bootstrap_ci_rejects_empty_input():
-    with pytest.raises(ValueError, match="no tiles"):
-        bootstrap.bootstrap_accuracy_ci(np.array([], dtype=bool))
+    with pytest.raises(ValueError, match="at least one tile"):
+        _accuracy_ci(np.array([], dtype=bool))
 
 
 def test_bootstrap_balanced_accuracy_ci_hand_cases():
@@ -59,7 +65,7 @@ def test_bootstrap_balanced_accuracy_ci_hand_cases():
     correct = (labels == 0).astype(int)
     low, high = bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones(100), labels, num_resamples=500)
     assert low == pytest.approx(0.5) and high == pytest.approx(0.5)
-    acc_low, acc_high = bootstrap.bootstrap_accuracy_ci(correct, num_resamples=500)
+    acc_low, acc_high = _accuracy_ci(correct, num_resamples=500)
     assert acc_low > 0.8 and acc_high < 0.97
     # Mixed outcomes: the interval contains the estimate, is reproducible and narrower for more tiles.
     rng = np.random.default_rng(0)

@@ -1,4 +1,5 @@
-"""Per-class confidence intervals: Wilson intervals of recall, precision and specificity; F1's bootstrap."""
+"""Confidence intervals of proportions: Wilson intervals of accuracy, recall, precision and specificity; F1's
+bootstrap."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from flaxbench import metrics
-from flaxbench.class_intervals import class_cis, class_proportion_cis, wilson_interval
+from flaxbench.class_intervals import accuracy_interval, class_cis, class_proportion_cis, wilson_interval
 
 
 def test_wilson_interval_matches_hand_computed_values():
@@ -19,6 +20,21 @@ def test_wilson_interval_matches_hand_computed_values():
     assert wide[0] < narrow[0] < 0.7 < narrow[1] < wide[1]
     with pytest.raises(ValueError, match="level"):
         wilson_interval(0.5, 10, level=1.0)
+
+
+def test_accuracy_interval_is_wilsons_over_tiles_with_seeds_pooled():
+    right = np.array([1] * 80 + [0] * 20)
+    np.testing.assert_allclose(accuracy_interval(right), wilson_interval(0.8, 100))
+    # Every tile right: 100 of 100 is not [1, 1] (a percentile bootstrap's answer)
+    assert accuracy_interval(np.ones(100)) == pytest.approx((0.9630, 1.0), abs=1e-4)
+    # Three seeds agreeing on every tile are one seed; disagreeing ones pool their predictions over as many tiles.
+    np.testing.assert_allclose(accuracy_interval(3 * right, np.full(100, 3)), accuracy_interval(right))
+    np.testing.assert_allclose(accuracy_interval(np.array([3] * 70 + [1] * 30), np.full(100, 3)),
+                               wilson_interval(0.8, 100))
+    assert accuracy_interval(right, level=0.5)[0] > accuracy_interval(right, level=0.99)[0]
+    for correct, trials in ((np.array([]), None), (np.ones(3), np.ones(2)), (np.array([2.0]), np.array([1.0]))):
+        with pytest.raises(ValueError, match="per tile|0 <= correct"):
+            accuracy_interval(correct, trials)
 
 
 def _pooled(labels, predicted_by_seed, num_classes):

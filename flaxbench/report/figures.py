@@ -71,7 +71,7 @@ def accuracy_vs_time(summary: Summary, path: Path) -> Path:
     axes.legend(
         handles=[
             Line2D([], [], marker="o", color="0.3", linestyle="none",
-                   label="test accuracy at training time (bars: 95% bootstrap CI)"),
+                   label="test accuracy at training time (bars: 95% CI)"),
             Line2D([], [], color="0.3", alpha=0.3, linewidth=5,
                    label="compile time, drawn from training time to training + compile time"),
         ],
@@ -296,7 +296,7 @@ def external_accuracy(summary: Summary, path: Path) -> Path:
                       textcoords="offset points", fontsize=8)
     axes.plot([0, 100], [0, 100], color="0.5", linestyle=":", linewidth=1)
     axes.set(xlim=(0, 102), ylim=(0, 102), xlabel="own test accuracy (%)",
-             ylabel="external test accuracy (%), bars: 95% bootstrap CI")
+             ylabel="external test accuracy (%), bars: 95% CI")
     axes.grid(alpha=0.3)
     axes.legend(handles=[Line2D([], [], marker=EXTERNAL_MARKERS[k % len(EXTERNAL_MARKERS)], color="0.3",
                                 linestyle="none", label=Path(external).name) for k, external in enumerate(sets)]

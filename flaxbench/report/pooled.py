@@ -8,7 +8,7 @@ import numpy as np
 
 from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
-from flaxbench.class_intervals import class_cis, with_class_cis
+from flaxbench.class_intervals import accuracy_interval, class_cis, with_class_cis
 from flaxbench.report.collect import Run, RunGroup
 
 
@@ -37,7 +37,7 @@ def per_class(group: RunGroup, aucs: bootstrap.AucIntervals | None = None) -> di
 
 def _per_class_cis(group: RunGroup, num_classes: int, aucs: bootstrap.AucIntervals | None) -> dict[str, np.ndarray]:
     """{"precision", "recall", "f1", "specificity", "auc": (classes, 2) 95% CIs} (flaxbench.class_intervals: Wilson
-    intervals of the proportions, and bootstrap ones of F1 and AUC with tiles resampled as in accuracy_ci_pct); a
+    intervals of the proportions, and bootstrap ones of F1 and AUC with tiles resampled as in balanced_accuracy_ci); a
     key is left out where the runs did not record what it needs (per-tile predictions, class probabilities)."""
     cis: dict[str, np.ndarray] = {}
     pooled = _pooled_tiles(group, num_classes)
@@ -95,23 +95,20 @@ def _pooled_tiles(group: RunGroup, num_classes: int | None = None) -> PooledTile
 
 
 def accuracy_ci_pct(group: RunGroup) -> tuple[float, float] | None:
-    """95% bootstrap CI (in %) of the row's pooled test accuracy; None without per-tile predictions.
+    """95% Wilson CI (in %) of the row's pooled test accuracy; None without per-tile predictions.
 
-    Tiles are resampled; with several seeds all seeds' predictions on one tile id stay together,
-    so seeds that share a test set do not count as extra independent tiles.
+    With several seeds the accuracy pools their predictions and the trials are the tiles, so seeds
+    that share a test set do not count as extra independent tiles.
     """
     pooled = _pooled_tiles(group)
     if pooled is None:
         return None
-    correct, trials, _, _ = pooled
-    low, high = bootstrap.bootstrap_accuracy_ci(
-        correct, trials=trials, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED
-    )
+    low, high = accuracy_interval(pooled.correct, pooled.trials, CI_LEVEL)
     return 100.0 * low, 100.0 * high
 
 
 def balanced_accuracy_ci(group: RunGroup) -> tuple[float, float] | None:
-    """95% bootstrap CI of the row's pooled balanced accuracy (tiles resampled as in accuracy_ci_pct)."""
+    """95% bootstrap CI of the row's pooled balanced accuracy (tiles resampled with all their seeds' predictions)."""
     pooled = _pooled_tiles(group)
     if pooled is None:
         return None
@@ -136,7 +133,7 @@ def test_probabilities(group: RunGroup) -> list[tuple[np.ndarray, np.ndarray, li
 
 def auc_cis(group: RunGroup) -> bootstrap.AucIntervals | None:
     """95% bootstrap CIs of the row's macro AUC and of each class's AUC (the means of its runs'), test tiles
-    resampled as in accuracy_ci_pct; None where a run did not record per-tile class probabilities."""
+    resampled as in balanced_accuracy_ci; None where a run did not record per-tile class probabilities."""
     runs = test_probabilities(group)
     if runs is None:
         return None

@@ -1,4 +1,4 @@
-"""Turn grouped runs into report rows: seed means, bootstrap CIs, and paired comparisons with the best row."""
+"""Turn grouped runs into report rows: seed means, confidence intervals, and paired comparisons with the best row."""
 
 from __future__ import annotations
 

@@ -215,11 +215,12 @@ def _notes(summary: Summary) -> list[str]:
         "Accuracy per second = test accuracy in % / time cost; loss per second = test avg loss / time cost.",
         "Rows with several seeds show the mean over seeds in every numeric column; "
         "mean ± std uses the sample standard deviation (n − 1).",
-        f"**95% CI**: percentile bootstrap of test accuracy over test tiles ({CI_RESAMPLES} resamples, seed "
-        f"{CI_SEED}). With several seeds, all seeds' predictions on one tile are resampled together "
-        "(pooled accuracy; seeds sharing a test set do not count as extra tiles). The CI of balanced "
-        "accuracy resamples the same way (mean recall over the classes each resample holds), as does that of "
-        "macro AUC (each run's one-vs-rest AUC over the drawn tiles, as often as drawn, then their mean: the "
+        "**95% CI** of test accuracy: the Wilson score interval of a proportion of test tiles (unlike a "
+        "bootstrap, it does not shrink to nothing when every tile is right); with several seeds, of their pooled "
+        "accuracy, the tiles counted once (seeds sharing a test set are not extra tiles). The CIs of balanced "
+        f"accuracy and macro AUC are percentile bootstraps over test tiles ({CI_RESAMPLES} resamples, seed "
+        f"{CI_SEED}), all seeds' predictions on a drawn tile kept together: mean recall over the classes each "
+        "resample holds; each run's one-vs-rest AUC over the drawn tiles, as often as drawn, then their mean (the "
         "statistic of the Macro AUC column).",
         f"**McNemar p**: exact two-sided binomial test on the tiles where exactly one of the two rows is right, "
         f"against the best row {best['title']} (`{best['name']}`, highest mean test accuracy); tiles are paired "

@@ -1,4 +1,4 @@
-"""Report rows: seed means, bootstrap CI, McNemar against the best row, n/a for missing data."""
+"""Report rows: seed means, confidence intervals, McNemar against the best row, n/a for missing data."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from flaxbench import metrics
+from flaxbench.class_intervals import wilson_interval
 from flaxbench.report.collect import collect_runs
 from flaxbench.report.summary import summarize
 from tests.report.factory import correct_by_id, make_results, write_results
@@ -77,15 +78,22 @@ def test_probabilities_that_do_not_fit_the_tiles_are_an_error_naming_the_file(tm
         collect_runs(tmp_path)
 
 
-def test_ci_contains_accuracy_and_is_reproducible(study):
-    runs_dir, _ = study
-    first, second = _rows(runs_dir), _rows(runs_dir)
-    for name, row in first.items():
+def test_accuracy_ci_is_wilsons_over_the_rows_tiles_with_seeds_pooled(study, tmp_path):
+    runs_dir, runs = study
+    rows = _rows(runs_dir)
+    for name, results in runs.items():
+        row, tiles = rows[name], len(results[0]["test_predictions"]["ids"])
+        pooled = statistics.fmean(r["test_accuracy"] for r in results)  # the seeds share their tiles
+        low, high = wilson_interval(pooled, tiles)
+        assert (row["test_accuracy_ci95_low_pct"], row["test_accuracy_ci95_high_pct"]) == pytest.approx(
+            (100 * low, 100 * high))
         assert row["test_accuracy_ci95_low_pct"] <= row["test_accuracy_pct"] <= row["test_accuracy_ci95_high_pct"]
-        assert (row["test_accuracy_ci95_low_pct"], row["test_accuracy_ci95_high_pct"]) == (
-            second[name]["test_accuracy_ci95_low_pct"],
-            second[name]["test_accuracy_ci95_high_pct"],
-        )
+    # Every tile right: the interval still says how few tiles there were (a bootstrap's would be [100, 100])
+    write_results(tmp_path / "perfect" / "results.json", make_results("perfect", accuracy=1.0, num_tiles=60))
+    perfect = _rows(tmp_path / "perfect")["perfect"]
+    assert perfect["test_accuracy_pct"] == 100.0 and perfect["test_accuracy_ci95_high_pct"] == 100.0
+    assert perfect["test_accuracy_ci95_low_pct"] == pytest.approx(100 * wilson_interval(1.0, 60)[0])
+    assert perfect["test_accuracy_ci95_low_pct"] < 95
 
 
 def test_mcnemar_pairs_lowest_seed_with_best_row_by_tile_id(study):
