@@ -234,7 +234,7 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
         return []
     out = ["", "## External test sets", "",
            "Tiles the runs never trained on (`python -m flaxbench evaluate --external`), beside each run's own "
-           "test accuracy. 95% CIs over the external tiles, as for the table above (accuracy: Wilson). "
+           "test accuracy. 95% CIs over the external tiles, as for the tables above (accuracy: Wilson). "
            "McNemar p: exact test against the most accurate line scored on the same tiles (same folder, tile ids "
            "and true classes), tiles paired by id, with the Holm-adjusted p over the lines compared on those tiles "
            "where it differs; a dash where no other line shares them. An ensemble (a "

@@ -112,42 +112,73 @@ def _difference(row: dict[str, Any]) -> str:
             f"{row['accuracy_vs_best_ci95_high_pct']:+.2f}]")
 
 
-COLUMNS: tuple[Column, ...] = (
-    # The study's columns first, in its order.
-    Column("Name (title)", ("name", "title"), _name_cell),
-    Column("Test accuracy (%)", ("test_accuracy_pct",), _number("test_accuracy_pct", ".2f")),
-    Column("Test avg loss", ("test_loss",), _number("test_loss", ".4f")),
-    Column("Time cost (s)", ("train_time_s",), _number("train_time_s", ".1f")),
-    Column("Accuracy per second (%/s)", ("accuracy_per_second",), _number("accuracy_per_second", ".4g")),
-    Column("Loss per second (1/s)", ("loss_per_second",), _number("loss_per_second", ".4g")),
-    Column("Layers", ("layers",), _number("layers", ".0f")),
-    # Added by flaxbench.
-    Column("Params", ("params",), _number("params", ",.0f")),
-    Column("FLOPs / image", ("flops_per_image",), _flops_cell),
-    Column("Images/s", ("images_per_second",), _number("images_per_second", ".1f")),
-    Column("Compile time (s)", ("compile_time_s",), _compile_cell),
-    Column("Device", ("device", "dtype"), _device_cell),
-    Column("Macro-F1", ("macro_f1",), _number("macro_f1", ".3f")),
-    Column("Balanced accuracy", ("balanced_accuracy",), _number("balanced_accuracy", ".3f")),
-    Column("Macro AUC", ("macro_auc",), _number("macro_auc", ".3f")),
-    Column("ECE", ("ece",), _number("ece", ".3f")),
-    Column("ECE, temperature-scaled", ("ece_temperature_scaled",), _number("ece_temperature_scaled", ".3f")),
-    Column("95% CI of test accuracy (%)", ("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct"),
-           _interval("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", ".2f")),
-    Column("95% CI of balanced accuracy", ("balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high"),
-           _interval("balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high", ".3f")),
-    Column("95% CI of macro AUC", ("macro_auc_ci95_low", "macro_auc_ci95_high"),
-           _interval("macro_auc_ci95_low", "macro_auc_ci95_high", ".3f")),
-    Column("Seeds (n)", ("seeds",), _number("seeds", "d")),
-    Column("Test accuracy mean ± std (%)", ("test_accuracy_std_pct",), _mean_std_cell),
-    Column("Accuracy vs best, paired (pp, 95% CI)",
-           ("accuracy_vs_best_pct", "accuracy_vs_best_ci95_low_pct", "accuracy_vs_best_ci95_high_pct"),
-           _versus_best(_difference)),
-    Column("McNemar p vs best", ("mcnemar_p_vs_best",), _versus_best(lambda r: format(r["mcnemar_p_vs_best"], ".3g"))),
-    Column("McNemar p, Holm-adjusted", ("mcnemar_p_holm",), _versus_best(lambda r: format(r["mcnemar_p_holm"], ".3g"))),
-    Column("Initial weights", ("init",), lambda r, _: r["init"] or NA),
-    Column("Data", ("data",), lambda r, _: r["data"]),
+COPIES_NOTE = "some of the row's test tiles copy its training or validation tiles: see the Data column"
+
+
+def _test_accuracy_cell(row: dict[str, Any], notes: Footnotes) -> str:
+    cell = _number("test_accuracy_pct", ".2f")(row, notes)
+    return f"{cell} {notes.mark(COPIES_NOTE)}" if row.get("test_tile_copies") else cell
+
+
+NAME_AND_TITLE = Column("Name (title)", ("name", "title"), _name_cell)
+# The later tables name their rows again; the CSV and JSON hold the name once.
+NAME = Column("Name", (), lambda row, _: f"`{row['name']}`")
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of report.md: its heading and its columns."""
+
+    heading: str
+    columns: tuple[Column, ...]
+
+
+TABLES: tuple[Table, ...] = (
+    # The study's columns first, in its order, then what a paper states beside its accuracy.
+    Table("The study's table", (
+        NAME_AND_TITLE,
+        Column("Test accuracy (%)", ("test_accuracy_pct",), _test_accuracy_cell),
+        Column("Test avg loss", ("test_loss",), _number("test_loss", ".4f")),
+        Column("Time cost (s)", ("train_time_s",), _number("train_time_s", ".1f")),
+        Column("Accuracy per second (%/s)", ("accuracy_per_second",), _number("accuracy_per_second", ".4g")),
+        Column("Loss per second (1/s)", ("loss_per_second",), _number("loss_per_second", ".4g")),
+        Column("Layers", ("layers",), _number("layers", ".0f")),
+        Column("95% CI of test accuracy (%)", ("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct"),
+               _interval("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", ".2f")),
+        Column("Seeds (n)", ("seeds",), _number("seeds", "d")),
+        Column("Test accuracy mean ± std (%)", ("test_accuracy_std_pct",), _mean_std_cell),
+    )),
+    Table("Statistics", (
+        NAME,
+        Column("Macro-F1", ("macro_f1",), _number("macro_f1", ".3f")),
+        Column("Balanced accuracy", ("balanced_accuracy",), _number("balanced_accuracy", ".3f")),
+        Column("95% CI of balanced accuracy", ("balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high"),
+               _interval("balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high", ".3f")),
+        Column("Macro AUC", ("macro_auc",), _number("macro_auc", ".3f")),
+        Column("95% CI of macro AUC", ("macro_auc_ci95_low", "macro_auc_ci95_high"),
+               _interval("macro_auc_ci95_low", "macro_auc_ci95_high", ".3f")),
+        Column("ECE", ("ece",), _number("ece", ".3f")),
+        Column("ECE, temperature-scaled", ("ece_temperature_scaled",), _number("ece_temperature_scaled", ".3f")),
+        Column("Accuracy vs best, paired (pp, 95% CI)",
+               ("accuracy_vs_best_pct", "accuracy_vs_best_ci95_low_pct", "accuracy_vs_best_ci95_high_pct"),
+               _versus_best(_difference)),
+        Column("McNemar p vs best", ("mcnemar_p_vs_best",),
+               _versus_best(lambda r: format(r["mcnemar_p_vs_best"], ".3g"))),
+        Column("McNemar p, Holm-adjusted", ("mcnemar_p_holm",),
+               _versus_best(lambda r: format(r["mcnemar_p_holm"], ".3g"))),
+    )),
+    Table("Cost and provenance", (
+        NAME,
+        Column("Params", ("params",), _number("params", ",.0f")),
+        Column("FLOPs / image", ("flops_per_image",), _flops_cell),
+        Column("Images/s", ("images_per_second",), _number("images_per_second", ".1f")),
+        Column("Compile time (s)", ("compile_time_s",), _compile_cell),
+        Column("Device", ("device", "dtype"), _device_cell),
+        Column("Initial weights", ("init",), lambda r, _: r["init"] or NA),
+        Column("Data", ("data",), lambda r, _: r["data"]),
+    )),
 )
+COLUMNS: tuple[Column, ...] = tuple(column for table in TABLES for column in table.columns)
 
 # CSV columns: every column's keys in table order, then the machine-only details.
 CSV_KEYS: tuple[str, ...] = tuple(k for c in COLUMNS for k in c.keys) + (
@@ -264,20 +295,23 @@ def _notes(summary: Summary) -> list[str]:
 
 
 def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:
-    """report.md: banner (if synthetic), the table, column notes, footnotes and figure links."""
+    """report.md: banner (if synthetic), the tables, column notes, footnotes, the sections below them and figure
+    links."""
     footnotes = Footnotes()
-    body = [[column.render(row, footnotes) for column in COLUMNS] for row in summary.rows]
     lines = ["# flaxbench comparison report", ""]
     if summary.synthetic:
         synthetic_rows = ", ".join(f"`{row['name']}`" for row in summary.rows if row["synthetic"])
         lines += [f"> **{SYNTHETIC_BANNER}.** Rows on synthetic data: {synthetic_rows}.", ""]
     num_files = sum(len(row["results_files"]) for row in summary.rows)
     rows, files = len(summary.rows), f"{num_files} results.json file{'s' if num_files > 1 else ''}"
-    lines += [f"{rows} row{'s' if rows > 1 else ''} from {files} under `{runs_dir}`, best first.", ""]
-    lines.append("| " + " | ".join(column.header for column in COLUMNS) + " |")
-    lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in body]
-    lines += ["", "Notes:", ""] + [f"- {note}" for note in _notes(summary)]
+    lines += [f"{rows} row{'s' if rows > 1 else ''} from {files} under `{runs_dir}`, best first; the notes under "
+              "the tables define their columns."]
+    for table in TABLES:
+        lines += ["", f"## {table.heading}", "", "| " + " | ".join(column.header for column in table.columns) + " |",
+                  "|" + "|".join("---" for _ in table.columns) + "|"]
+        lines += ["| " + " | ".join(column.render(row, footnotes).replace("|", "\\|") for column in table.columns)
+                  + " |" for row in summary.rows]
+    lines += ["", "## Notes on the tables", ""] + [f"- {note}" for note in _notes(summary)]
     if footnotes.texts:
         lines += [""] + [f"[{i}] {text}." for i, text in enumerate(footnotes.texts, start=1)]
     lines += settings_section(summary.rows, summary.settings)
@@ -311,8 +345,9 @@ def _per_class_sections(summary: Summary) -> list[str]:
              "Test tiles of all seeds pooled (AUC: the mean over seeds). 95% CI in brackets: for recall, "
              "precision and specificity, proportions of tiles, the Wilson score interval (over the class's tiles, "
              "the tiles predicted as it, or the other tiles; seeds pooled, counted as one tile each); for F1 and "
-             f"AUC a percentile bootstrap over the test tiles as for the table above ({CI_RESAMPLES} resamples, seed "
-             f"{CI_SEED}), which gives 1.000 (1.000–1.000) where every tile of a class is right: quote recall's and "
+             "AUC a percentile bootstrap over the test tiles as for the Statistics table "
+             f"({CI_RESAMPLES} resamples, seed {CI_SEED}), which gives 1.000 (1.000–1.000) where every tile of a "
+             "class is right: quote recall's and "
              "precision's then. A dash where a row has no such class or did not record the value; no CI where it "
              "did not record per-tile predictions (AUC: class probabilities) or where the value is undefined "
              "(precision of a class never predicted, shown as 0)."]

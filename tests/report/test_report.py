@@ -28,33 +28,22 @@ STUDY_HEADERS = [
     "Loss per second (1/s)",
     "Layers",
 ]
-EXTRA_HEADERS = [
-    "Params",
-    "FLOPs / image",
-    "Images/s",
-    "Compile time (s)",
-    "Device",
-    "Macro-F1",
-    "Balanced accuracy",
-    "Macro AUC",
-    "ECE",
-    "ECE, temperature-scaled",
-    "95% CI of test accuracy (%)",
-    "95% CI of balanced accuracy",
-    "95% CI of macro AUC",
-    "Seeds (n)",
-    "Test accuracy mean ± std (%)",
-    "Accuracy vs best, paired (pp, 95% CI)",
-    "McNemar p vs best",
-    "McNemar p, Holm-adjusted",
-]
+# Each Markdown table's headers, after the name
+TABLE_HEADERS = {
+    "The study's table": STUDY_HEADERS + ["95% CI of test accuracy (%)", "Seeds (n)", "Test accuracy mean ± std (%)"],
+    "Statistics": ["Name", "Macro-F1", "Balanced accuracy", "95% CI of balanced accuracy", "Macro AUC",
+                   "95% CI of macro AUC", "ECE", "ECE, temperature-scaled", "Accuracy vs best, paired (pp, 95% CI)",
+                   "McNemar p vs best", "McNemar p, Holm-adjusted"],
+    "Cost and provenance": ["Name", "Params", "FLOPs / image", "Images/s", "Compile time (s)", "Device",
+                            "Initial weights", "Data"],
+}
 ROW_KEYS = [
     "name", "title", "test_accuracy_pct", "test_loss", "train_time_s", "accuracy_per_second", "loss_per_second",
-    "layers", "params", "flops_per_image", "images_per_second", "compile_time_s", "device", "dtype", "macro_f1", "balanced_accuracy",
-    "macro_auc", "ece", "ece_temperature_scaled", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct",
-    "balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high", "macro_auc_ci95_low", "macro_auc_ci95_high", "seeds", "test_accuracy_std_pct",
-    "accuracy_vs_best_pct", "accuracy_vs_best_ci95_low_pct", "accuracy_vs_best_ci95_high_pct", "mcnemar_p_vs_best",
-    "mcnemar_p_holm",
+    "layers", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "seeds", "test_accuracy_std_pct",
+    "macro_f1", "balanced_accuracy", "balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high", "macro_auc",
+    "macro_auc_ci95_low", "macro_auc_ci95_high", "ece", "ece_temperature_scaled", "accuracy_vs_best_pct",
+    "accuracy_vs_best_ci95_low_pct", "accuracy_vs_best_ci95_high_pct", "mcnemar_p_vs_best", "mcnemar_p_holm",
+    "params", "flops_per_image", "images_per_second", "compile_time_s", "device", "dtype", "init", "data",
 ]
 FIGURES = ["accuracy_vs_time", "confusion_matrices", "training_curves", "per_class_recall", "roc_curves",
            "reliability_diagrams"]
@@ -82,16 +71,28 @@ def synthetic_report(tmp_path_factory):
     return write_report(runs_dir, runs_dir / "report_out")
 
 
-def _md_table(md_text):
-    """(headers, {name: {header: cell}}) of the Markdown table; escaped pipes stay in cells."""
+def _md_tables(md_text):
+    """{heading: (headers, [cells of each line])} of the Markdown tables under TABLE_HEADERS' headings."""
     all_lines = md_text.splitlines()
-    start = next(i for i, line in enumerate(all_lines) if line.startswith("|"))
-    lines = list(itertools.takewhile(lambda line: line.startswith("|"), all_lines[start:]))  # the first table
     split = lambda line: [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
-    headers = split(lines[0])
-    rows = [dict(zip(headers, split(line))) for line in lines[2:]]
-    assert all(len(split(line)) == len(headers) for line in lines)
-    by_name = {re.search(r"`([^`]+)`\)$", r["Name (title)"]).group(1): r for r in rows}
+    tables = {}
+    for heading in TABLE_HEADERS:
+        start = all_lines.index(f"## {heading}") + 2
+        lines = list(itertools.takewhile(lambda line: line.startswith("|"), all_lines[start:]))
+        assert lines and all(len(split(line)) == len(split(lines[0])) for line in lines)
+        tables[heading] = split(lines[0]), [split(line) for line in lines[2:]]
+    return tables
+
+
+def _md_table(md_text):
+    """(headers, {name: {header: cell}}) of the report's tables joined by row name; escaped pipes stay in cells."""
+    headers, by_name = [], {}
+    for table_headers, lines in _md_tables(md_text).values():
+        headers += [h for h in table_headers if h != "Name"]
+        for cells in lines:
+            row = dict(zip(table_headers, cells))
+            name = re.search(r"`([^`]+)`\)?$", row.get("Name") or row["Name (title)"]).group(1)
+            by_name.setdefault(name, {}).update(row)
     return headers, by_name
 
 
@@ -103,9 +104,9 @@ def test_returns_every_output_in_out_dir(synthetic_report):
 
 
 def test_markdown_columns_in_stated_order(synthetic_report):
-    headers, _ = _md_table(synthetic_report["md"].read_text())
-    assert headers[: len(STUDY_HEADERS) + len(EXTRA_HEADERS)] == STUDY_HEADERS + EXTRA_HEADERS
-    assert "Data" in headers
+    tables = _md_tables(synthetic_report["md"].read_text())
+    assert {heading: headers for heading, (headers, _) in tables.items()} == TABLE_HEADERS
+    assert all(len(lines) == 4 for _, lines in tables.values())  # every row in every table
 
 
 def test_csv_and_json_columns_in_stated_order(synthetic_report):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 
 import numpy as np
@@ -224,6 +225,11 @@ def test_copied_test_tiles_and_label_conflicts_are_counted_where_recorded(tmp_pa
     assert "copying" not in rows["clean"]["data"] + rows["unchecked"]["data"]
     markdown = write_report(tmp_path)["md"].read_text()
     assert "**Copied tiles**: the Data column counts test tiles" in markdown
+    # The study's table marks the copied row's test accuracy, and only its, with a footnote
+    accuracy = {name: f"{row['test_accuracy_pct']:.2f}" for name, row in rows.items()}
+    marked = re.search(rf"`copied`\) \| {accuracy['copied']} (\[\d\]) \|", markdown).group(1)
+    assert f"\n{marked} some of the row's test tiles copy its training or validation tiles" in markdown
+    assert f"| {accuracy['clean']} |" in markdown and markdown.count(f" {marked}") == 1
     assert "**Not checked for copied tiles**: `unchecked` (runs trained before" in markdown
     (tmp_path / "copied").rename(tmp_path.parent / "copied_elsewhere")
     (tmp_path / "unchecked").rename(tmp_path.parent / "unchecked_elsewhere")
