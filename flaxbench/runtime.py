@@ -86,7 +86,8 @@ def device_model(device: jax.Device) -> str:
 
 
 # The libraries whose versions change a run's numbers or speed, as results.json records them.
-VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+VERSIONED_PACKAGES = ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin", "jax-cuda13-pjrt",
+                      "flax", "optax", "orbax-checkpoint", "numpy")
 
 
 def library_versions() -> dict[str, str]:

@@ -13,6 +13,7 @@ from typing import Any
 from flaxbench.metrics import ECE_BINS
 from flaxbench.report.external import external_section
 from flaxbench.report.settings import settings_section
+from flaxbench.report.software import software, software_lines
 from flaxbench.report.summary import BEST_ROW_NOTE, CI_LEVEL, CI_RESAMPLES, CI_SEED, SYNTHETIC_BANNER, Summary
 
 REPORT_FORMAT = "flaxbench.report/1"
@@ -231,6 +232,8 @@ def write_json(summary: Summary, path: Path, runs_dir: Path) -> Path:
         "external": summary.external,
         # Per row: the settings its runs share, from their spec.json (null without one).
         "settings": {row["name"]: settings for row, settings in zip(summary.rows, summary.settings)},
+        # The packages' versions the runs recorded, with the rows that used each.
+        "software": software(summary.groups),
     }
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     return path
@@ -315,6 +318,7 @@ def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:
     if footnotes.texts:
         lines += [""] + [f"[{i}] {text}." for i, text in enumerate(footnotes.texts, start=1)]
     lines += settings_section(summary.rows, summary.settings)
+    lines += software_lines(summary.groups)
     lines += _per_class_sections(summary)
     lines += external_section(summary.external)
     lines += ["", "## Figures", ""]
