@@ -18,6 +18,7 @@ from data_pipeline.folds import check_folds, fold_indices, group_fold_indices
 from data_pipeline.groups import check_group_by, group_split_indices, split_groups, tile_groups
 from data_pipeline.images import load_image
 from data_pipeline.named_splits import named_split_form, names_splits, read_named_splits, split_sources
+from data_pipeline.near_copies import perceptual_hashes
 from data_pipeline.source_access import OpenListing, listing_of, read_source, spec_value, split_reader
 from data_pipeline.sources.tiles import SourceTiles, permute_rows_in_place
 from data_pipeline.split import SPLIT_NAMES, check_split_seed, split_indices
@@ -50,7 +51,8 @@ class TileDataset:
     groups: dict[str, tuple[str, ...]] | None = None  # each split's groups by spec.data.group_by, if set
     stain: StainTarget | None = None  # what the tiles were stain-normalised to (spec.data.stain_normalize)
     fold: tuple[int, int] | None = None  # (spec.data.cv_fold, spec.data.cv_folds) under cross-validation
-    # pixel-identical tiles across and within the splits (spec.data.duplicates); None if not looked for
+    # pixel-identical tiles across and within the splits, near-copies across them (spec.data.duplicates); None if
+    # not looked for
     duplicates: DuplicateTiles | None = None
     # per split, each tile's pixel digest (duplicates.tile_digests), where `duplicates` was looked for
     tile_digests: dict[str, list[bytes]] | None = None
@@ -281,7 +283,8 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
         name: tile_digests(part.images) for name, part in zip(SPLIT_NAMES, splits)}
     duplicates = None if digests is None else check_duplicates(
         duplicates_mode, source, {name: part.ids for name, part in zip(SPLIT_NAMES, splits)},
-        {name: part.labels for name, part in zip(SPLIT_NAMES, splits)}, digests)
+        {name: part.labels for name, part in zip(SPLIT_NAMES, splits)}, digests,
+        {name: perceptual_hashes(part.images) for name, part in zip(SPLIT_NAMES, splits)})
     return TileDataset(
         train=train,
         val=val,

@@ -1,12 +1,14 @@
-"""Pixel-identical tiles in the splits: a test tile that copies a training tile is not held out.
+"""Copied tiles in the splits: a test tile that copies a training tile is not held out.
 
 Tiles are compared by a SHA-256 digest of their pixels as the model sees them (decoded, resized,
-stain-normalised), so a file saved twice under two names, or as PNG and as TIFF, is found; a
-re-compressed JPEG or a shifted crop is not (its pixels differ). `spec.data.duplicates` says what
-is done about copies:
+stain-normalised), so a file saved twice under two names, or as PNG and as TIFF, is found; and by a
+perceptual hash (data_pipeline.near_copies), so a val or test tile that is a train tile rotated, flipped,
+re-compressed, resized or recoloured is found as a near-copy. A shifted crop is not. `spec.data.duplicates`
+says what is done about copies:
 - "warn" (default): a warning names how many and an example; data.json and results.json record them;
 - "error": a copy across splits, or identical tiles under two labels, is refused (DataError);
-- "off": tiles are not compared (saves hashing them: 0.26 s a GB of tiles on a 2-core CPU).
+- "off": tiles are not compared (saves hashing them: on a 2-core CPU 0.26 s a GB of tiles, and 0.1 ms a
+  tile for the perceptual hashes, plus their comparison).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from data_pipeline.errors import DataError
+from data_pipeline.near_copies import NearCopies, find_near_copies
 from data_pipeline.parallel import map_in_order
 
 logger = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ class DuplicateTiles:
     examples: tuple[str, ...]  # "'id' = 'id'" of the first copies found, for a reader to look at
     # "val", "test": the ids of the split's tiles counted in across_splits, e.g. to score the split without them
     copied_ids: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    near_copies: NearCopies | None = None  # None where the tiles' perceptual hashes were not compared
 
     @property
     def held_out_copies(self) -> int:
@@ -73,7 +77,8 @@ class DuplicateTiles:
         """As data.json and results.json record it."""
         return {"across_splits": dict(self.across_splits), "within_splits": dict(self.within_splits),
                 "label_conflicts": self.label_conflicts, "examples": list(self.examples),
-                "copied_ids": {name: list(ids) for name, ids in self.copied_ids.items()}}
+                "copied_ids": {name: list(ids) for name, ids in self.copied_ids.items()},
+                "near_copies": None if self.near_copies is None else self.near_copies.to_json()}
 
     def problem(self) -> str | None:
         """A sentence on the copies across splits and label conflicts; None when there are none."""
@@ -82,18 +87,27 @@ class DuplicateTiles:
             if count:
                 are = "tiles are" if count > 1 else "tile is"
                 parts.append(f"{count} {later} {are} pixel-identical to {earlier} tiles")
+        near = self.near_copies.across_splits if self.near_copies is not None else {}
+        for (later, earlier), count in zip(CROSS_SPLIT_PAIRS, near.values()):
+            if count:
+                are = "tiles are near-copies" if count > 1 else "tile is a near-copy"
+                parts.append(f"{count} {later} {are} of {earlier} tiles (rotated, flipped, re-saved, resized or "
+                             "recoloured)")
         if self.label_conflicts:
             many = self.label_conflicts > 1
             parts.append(f"{self.label_conflicts} set{'s' if many else ''} of identical tiles "
                          f"carr{'y' if many else 'ies'} two or more labels")
         if not parts:
             return None
-        return "; ".join(parts) + f" (e.g. {self.examples[0]})"
+        examples = self.examples + (self.near_copies.examples if self.near_copies is not None else ())
+        return "; ".join(parts) + f" (e.g. {examples[0]})"
 
 
 def find_duplicates(ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.ndarray],
-                    digests: Mapping[str, Sequence[bytes]]) -> DuplicateTiles:
-    """Copies across and within the splits train/val/test, from each split's tile ids, labels and digests."""
+                    digests: Mapping[str, Sequence[bytes]],
+                    hashes: Mapping[str, np.ndarray] | None = None) -> DuplicateTiles:
+    """Copies across and within the splits train/val/test, from each split's tile ids, labels and digests; and,
+    given their perceptual hashes (near_copies.perceptual_hashes), near-copies across them."""
     first_seen: dict[bytes, tuple[str, int]] = {}  # digest -> (split, row) where it first occurs
     labels_of: dict[bytes, set[int]] = {}
     across = {f"{later}_in_{earlier}": 0 for later, earlier in CROSS_SPLIT_PAIRS}
@@ -120,8 +134,9 @@ def find_duplicates(ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.nd
     # the worse findings first: identical tiles under two labels, then copies across splits
     examples = [_conflict_example(conflicts[0], ids, labels, digests)] if conflicts else []
     examples += across_examples + within_examples
+    near = None if hashes is None else find_near_copies(ids, hashes, copied, MAX_EXAMPLES)
     return DuplicateTiles(across, within, len(conflicts), tuple(examples[:MAX_EXAMPLES]),
-                          {name: tuple(found) for name, found in copied.items()})
+                          {name: tuple(found) for name, found in copied.items()}, near)
 
 
 def _conflict_example(digest: bytes, ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.ndarray],
@@ -137,9 +152,11 @@ def _conflict_example(digest: bytes, ids: Mapping[str, Sequence[str]], labels: M
 
 
 def check_duplicates(mode: str, source: str, ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.ndarray],
-                     digests: Mapping[str, Sequence[bytes]]) -> DuplicateTiles:
-    """The copies in the splits of `source` (mode 'warn' or 'error'); warned about, or refused with mode 'error'."""
-    found = find_duplicates(ids, labels, digests)
+                     digests: Mapping[str, Sequence[bytes]],
+                     hashes: Mapping[str, np.ndarray] | None = None) -> DuplicateTiles:
+    """The copies (and near-copies, given `hashes`) in the splits of `source` (mode 'warn' or 'error'); warned
+    about, or refused with mode 'error'."""
+    found = find_duplicates(ids, labels, digests, hashes)
     problem = found.problem()
     if problem and mode == "error":
         raise DataError(f"in {source}, {problem}: the test accuracy would not be a held-out one; remove the copies, "

@@ -161,7 +161,7 @@ def data_record(dataset: Any, splits: dict[str, Any]) -> dict[str, Any]:
         **({"stain_normalization": stain.to_json()} if (stain := getattr(dataset, "stain", None)) else {}),
         # Which cross-validation fold the test split is (spec.data.cv_fold of spec.data.cv_folds).
         **({"cv_fold": fold[0], "cv_folds": fold[1]} if (fold := getattr(dataset, "fold", None)) else {}),
-        # Pixel-identical tiles across and within the splits (spec.data.duplicates, not 'off').
+        # Pixel-identical tiles across and within the splits, near-copies across them (spec.data.duplicates, not 'off').
         **({"duplicate_tiles": found.to_json()} if (found := getattr(dataset, "duplicates", None)) else {}),
     }
 

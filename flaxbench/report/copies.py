@@ -1,32 +1,56 @@
-"""What a report row says of its test tiles that copy a training or validation tile (data_pipeline.duplicates)."""
+"""What a report row says of its test tiles that copy, or nearly copy, a training or validation tile
+(data_pipeline.duplicates, data_pipeline.near_copies)."""
 
 from __future__ import annotations
 
 import statistics
+from typing import Any, NamedTuple
 
 from flaxbench.evaluation import accuracy_without
 from flaxbench.report.collect import RunGroup
 
 
-def tile_copies(group: RunGroup) -> tuple[int, int] | None:
-    """(test tiles pixel-identical to a train or val tile, sets of identical tiles under two labels) of a row's
-    lowest-seed runs, summed over folds; None if no run recorded `duplicate_tiles` (spec.data.duplicates='off')."""
+class TileCopies(NamedTuple):
+    """A row's test tiles that copy a train or val tile, summed over its lowest-seed runs (folds)."""
+
+    exact: int  # pixel-identical
+    near: int | None  # near-copies (rotated, flipped, re-saved, recoloured); None where not looked for
+    label_conflicts: int  # sets of identical tiles under two labels
+
+
+def tile_copies(group: RunGroup) -> TileCopies | None:
+    """The copies a row's lowest-seed runs recorded, summed over folds; None if no run recorded `duplicate_tiles`
+    (spec.data.duplicates='off')."""
     records = [found for run in group.first_seed_runs if isinstance(found := run.results.get("duplicate_tiles"), dict)]
     if not records:
         return None
-    copies = sum(int(found.get("across_splits", {}).get(key) or 0) for found in records
-                 for key in ("test_in_train", "test_in_val"))
-    return copies, sum(int(found.get("label_conflicts") or 0) for found in records)
+    exact = sum(_test_copies(found) for found in records)
+    near_records = [found.get("near_copies") for found in records]
+    near = None if not all(isinstance(found, dict) for found in near_records) else sum(
+        _test_copies(found) for found in near_records)
+    return TileCopies(exact, near, sum(int(found.get("label_conflicts") or 0) for found in records))
+
+
+def _test_copies(found: dict) -> int:
+    """The test tiles a `duplicate_tiles` (or its `near_copies`) record counts as copies of train or val tiles."""
+    return sum(int(found.get("across_splits", {}).get(key) or 0) for key in ("test_in_train", "test_in_val"))
+
+
+def _copied_test_ids(found: Any) -> set[str]:
+    """The ids of the test tiles a run's `duplicate_tiles` names as copies or near-copies."""
+    if not isinstance(found, dict):
+        return set()
+    near = found.get("near_copies") if isinstance(found.get("near_copies"), dict) else {}
+    return {tile for record in (found, near) for tile in ((record.get("copied_ids") or {}).get("test") or ())}
 
 
 def accuracy_without_copies_pct(group: RunGroup) -> float | None:
-    """The row's mean test accuracy (%) over its runs, each run's test tiles that copy a train or val tile (its
-    `duplicate_tiles.copied_ids`) left out; None where no run recorded such tiles, or one lacks its predictions
-    or has no other test tile."""
+    """The row's mean test accuracy (%) over its runs, each run's test tiles that copy or nearly copy a train or val
+    tile (`duplicate_tiles`' `copied_ids`) left out; None where no run recorded such tiles, or one lacks its
+    predictions or has no other test tile."""
     accuracies, any_copies = [], False
     for run in group.runs:
-        found = run.results.get("duplicate_tiles")
-        copied = set((found.get("copied_ids") or {}).get("test") or ()) if isinstance(found, dict) else set()
+        copied = _copied_test_ids(run.results.get("duplicate_tiles"))
         if not copied:
             accuracies.append(100.0 * run.results["test_accuracy"])
             continue
@@ -41,11 +65,15 @@ def accuracy_without_copies_pct(group: RunGroup) -> float | None:
     return statistics.fmean(accuracies) if any_copies else None
 
 
-def copies_label(copies: tuple[int, int] | None, without: float | None) -> str:
+def copies_label(copies: TileCopies | None, without: float | None) -> str:
     """What the Data column adds about copied tiles: nothing where none were found or none were looked for."""
-    test_copies, conflicts = copies or (0, 0)
-    parts = ([f"{test_copies} test tile{'s' if test_copies > 1 else ''} copying train/val tiles"
-              + (f" (test accuracy without them {without:.2f}%)" if without is not None else "")] if test_copies
-             else []) + ([f"{conflicts} identical tile set{'s' if conflicts > 1 else ''} under two labels"]
-                         if conflicts else [])
+    exact, near, conflicts = copies or (0, 0, 0)
+    counted = [f"{exact} test tile{'s' if exact > 1 else ''} copying train/val tiles"] if exact else []
+    if near:
+        counted.append((f"{near} nearly copying them" if exact else
+                        f"{near} test tile{'s' if near > 1 else ''} nearly copying train/val tiles")
+                       + " (rotated, flipped, re-saved or recoloured)")
+    parts = [" and ".join(counted) + (f" (test accuracy without them {without:.2f}%)" if without is not None else "")
+             ] if counted else []
+    parts += [f"{conflicts} identical tile set{'s' if conflicts > 1 else ''} under two labels"] if conflicts else []
     return "".join(f"; {part}" for part in parts)

@@ -197,8 +197,9 @@ def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -
                                                without := accuracy_without_copies_pct(group)),
         # test tiles pixel-identical to a train/val tile, and identical tile sets under two labels (None: not looked),
         # and the mean test accuracy without those tiles (None where there are none)
-        test_tile_copies=copies[0] if copies else None,
-        label_conflicts=copies[1] if copies else None,
+        test_tile_copies=copies.exact if copies else None,
+        test_tile_near_copies=copies.near if copies else None,
+        label_conflicts=copies.label_conflicts if copies else None,
         test_accuracy_without_copies_pct=without,
         # where the weights started (a title says it only where its spec put '{init}' in it)
         init=init_label(first.get("init")),

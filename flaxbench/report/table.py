@@ -113,12 +113,12 @@ def _difference(row: dict[str, Any]) -> str:
             f"{row['accuracy_vs_best_ci95_high_pct']:+.2f}]")
 
 
-COPIES_NOTE = "some of the row's test tiles copy its training or validation tiles: see the Data column"
+COPIES_NOTE = "some of the row's test tiles copy, or nearly copy, its training or validation tiles: see the Data column"
 
 
 def _test_accuracy_cell(row: dict[str, Any], notes: Footnotes) -> str:
     cell = _number("test_accuracy_pct", ".2f")(row, notes)
-    return f"{cell} {notes.mark(COPIES_NOTE)}" if row.get("test_tile_copies") else cell
+    return f"{cell} {notes.mark(COPIES_NOTE)}" if row["test_tile_copies"] or row["test_tile_near_copies"] else cell
 
 
 NAME_AND_TITLE = Column("Name (title)", ("name", "title"), _name_cell)
@@ -192,6 +192,7 @@ CSV_KEYS: tuple[str, ...] = tuple(k for c in COLUMNS for k in c.keys) + (
     "temperature",
     "test_loss_temperature_scaled",
     "test_tile_copies",
+    "test_tile_near_copies",
     "label_conflicts",
     "test_accuracy_without_copies_pct",
 )
@@ -278,15 +279,24 @@ def _notes(summary: Summary) -> list[str]:
     ] if any(row["cv_folds"] for row in summary.rows) else []) + ([
         "**Copied tiles**: the Data column counts test tiles whose pixels equal a training or validation tile's "
         "(the same tile filed twice, perhaps under another name or format: it is not held out, and its accuracy "
-        "flatters the row), with the row's test accuracy on the other tiles, and sets of identical tiles filed "
-        "under two labels; each run's data.json lists examples. Remove the copies, or split by patient or slide "
-        "(`spec.data.group_by`).",
-    ] if any(row["test_tile_copies"] or row["label_conflicts"] for row in summary.rows) else []) + ([
+        "flatters the row), test tiles that nearly copy one (the same tile rotated, flipped, re-saved as JPEG, "
+        "resized or recoloured, found by a perceptual hash; data.json says how close), with the row's "
+        "test accuracy on the other tiles, and sets of identical tiles filed under two labels; each run's "
+        "data.json lists examples. Remove the copies, or split by patient or slide (`spec.data.group_by`).",
+    ] if any(row["test_tile_copies"] or row["test_tile_near_copies"] or row["label_conflicts"]
+             for row in summary.rows) else []) + ([
         "**Not checked for copied tiles**: "
         + ", ".join(f"`{row['name']}`" for row in summary.rows if row["test_tile_copies"] is None)
         + " (runs trained before flaxbench looked for them, or with `spec.data.duplicates='off'`): whether a test "
         "tile of theirs copies a training tile is not known.",
     ] if any(row["test_tile_copies"] is None for row in summary.rows) else []) + ([
+        "**Not checked for near-copies**: "
+        + ", ".join(f"`{row['name']}`" for row in summary.rows
+                    if row["test_tile_copies"] is not None and row["test_tile_near_copies"] is None)
+        + " (runs trained before flaxbench looked for them): their test tiles were compared with the training "
+        "tiles pixel by pixel only, so a rotated, flipped or re-saved copy would not have been found.",
+    ] if any(row["test_tile_copies"] is not None and row["test_tile_near_copies"] is None
+             for row in summary.rows) else []) + ([
         f"**Not one test set**: these rows were tested on {summary.test_sets} different test sets (other "
         "classes or other tiles, e.g. another split): accuracies from different test sets are not directly "
         "comparable, and the ranking mixes them.",

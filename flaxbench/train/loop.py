@@ -272,7 +272,8 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         # of the training loss by class, in class order (None: unweighted); val/test losses are unweighted
         "class_weights": None if run.class_weights is None else [float(w) for w in run.class_weights],
         **({"groups_per_split": {k: len(g) for k, g in run.dataset.groups.items()}} if run.dataset.groups else {}),
-        # pixel-identical tiles across and within the splits (spec.data.duplicates; absent with 'off')
+        # pixel-identical tiles across and within the splits, and near-copies across them (spec.data.duplicates; absent
+        # with 'off')
         **({"duplicate_tiles": run.dataset.duplicates.to_json()} if run.dataset.duplicates else {}),
         # spec.data.cv_fold of spec.data.cv_folds: the cross-validation fold tested on (None without)
         "cv_fold": spec.data.get("cv_fold"),

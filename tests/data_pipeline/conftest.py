@@ -9,7 +9,7 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def _sample(name: str) -> Path:
+def sample_folder(name: str) -> Path:
     """The shared sample folder `name`, or skip the test saying where it was looked for."""
     path = SHARED_DATA / name
     if not path.is_dir():
@@ -20,10 +20,10 @@ def _sample(name: str) -> Path:
 @pytest.fixture
 def kather_sample() -> Path:
     """Kather 2016 sample: 8 folders 01_TUMOR..08_EMPTY, 3 tiles each, 150x150 TIFF."""
-    return _sample("kather2016_sample")
+    return sample_folder("kather2016_sample")
 
 
 @pytest.fixture
 def nct_sample() -> Path:
     """NCT-CRC-HE sample: 9 folders ADI..TUM, 12 tiles each, 224x224 TIFF."""
-    return _sample("nct_crc_he_sample")
+    return sample_folder("nct_crc_he_sample")

@@ -201,16 +201,22 @@ def test_initial_weights_column_says_where_each_row_started(tmp_path):
     assert {name: rows[name]["init"] for name in inits} == {name: label for name, (_, label) in inits.items()}
 
 
-def _copies(test_in_train: int, test_in_val: int, conflicts: int) -> dict:
-    """A data pipeline `duplicate_tiles` record."""
-    return {"across_splits": {"val_in_train": 5, "test_in_train": test_in_train, "test_in_val": test_in_val},
-            "within_splits": {"train": 3, "val": 0, "test": 0}, "label_conflicts": conflicts,
-            "examples": ["'test/a.png' = 'train/a.tif'"]}
+def _copies(test_in_train: int, test_in_val: int, conflicts: int, near: list[str] | None = None) -> dict:
+    """A data pipeline `duplicate_tiles` record; `near` the ids of its near-copies in test (None: not looked for)."""
+    record = {"across_splits": {"val_in_train": 5, "test_in_train": test_in_train, "test_in_val": test_in_val},
+              "within_splits": {"train": 3, "val": 0, "test": 0}, "label_conflicts": conflicts,
+              "examples": ["'test/a.png' = 'train/a.tif'"]}
+    if near is not None:
+        record["near_copies"] = {"across_splits": {"val_in_train": 0, "test_in_train": len(near), "test_in_val": 0},
+                                 "examples": [], "copied_ids": {"val": [], "test": near}, "max_bits": 16,
+                                 "hash_bits": 143}
+    return record
 
 
 def test_copied_test_tiles_and_label_conflicts_are_counted_where_recorded(tmp_path):
     from flaxbench.report import write_report
-    for name, record in (("copied", _copies(2, 1, 1)), ("clean", _copies(0, 0, 0)), ("unchecked", None)):
+    for name, record in (("copied", _copies(2, 1, 1, near=[])), ("clean", _copies(0, 0, 0, near=[])),
+                         ("unchecked", None), ("pixels_only", _copies(0, 0, 0))):
         for seed in (0, 1):  # seeds on one split count its copies once
             results = make_results(name, seed=seed)
             if record is not None:
@@ -228,13 +234,15 @@ def test_copied_test_tiles_and_label_conflicts_are_counted_where_recorded(tmp_pa
     # The study's table marks the copied row's test accuracy, and only its, with a footnote
     accuracy = {name: f"{row['test_accuracy_pct']:.2f}" for name, row in rows.items()}
     marked = re.search(rf"`copied`\) \| {accuracy['copied']} (\[\d\]) \|", markdown).group(1)
-    assert f"\n{marked} some of the row's test tiles copy its training or validation tiles" in markdown
+    assert f"\n{marked} some of the row's test tiles copy, or nearly copy, its training or validation" in markdown
     assert f"| {accuracy['clean']} |" in markdown and markdown.count(f" {marked}") == 1
     assert "**Not checked for copied tiles**: `unchecked` (runs trained before" in markdown
-    (tmp_path / "copied").rename(tmp_path.parent / "copied_elsewhere")
-    (tmp_path / "unchecked").rename(tmp_path.parent / "unchecked_elsewhere")
+    assert "**Not checked for near-copies**: `pixels_only` (runs trained before" in markdown
+    for name in ("copied", "unchecked", "pixels_only"):
+        (tmp_path / name).rename(tmp_path.parent / f"{name}_elsewhere")
     markdown = write_report(tmp_path)["md"].read_text()
-    assert "**Copied tiles**" not in markdown and "**Not checked for copied tiles**" not in markdown
+    assert not any(note in markdown for note in ("**Copied tiles**", "**Not checked for copied tiles**",
+                                                 "**Not checked for near-copies**"))
 
 
 def test_per_class_values_without_per_tile_predictions_have_no_cis(tmp_path):
@@ -268,3 +276,23 @@ def test_the_test_accuracy_without_copied_tiles_leaves_each_runs_copies_out(tmp_
     assert row["data"].endswith(f"; 10 test tiles copying train/val tiles (test accuracy without them "
                                 f"{statistics.fmean(expected):.2f}%)")
     assert row["test_accuracy_pct"] != pytest.approx(row["test_accuracy_without_copies_pct"])  # 10 of 60 tiles out
+
+
+def test_near_copies_are_counted_and_left_out_with_the_exact_ones(tmp_path):
+    results = make_results("copied", accuracy=0.7)
+    predictions = results["test_predictions"]
+    exact, near = predictions["ids"][:4], predictions["ids"][4:10]
+    results["duplicate_tiles"] = {**_copies(len(exact), 0, 0, near=near), "copied_ids": {"val": [], "test": exact}}
+    write_results(tmp_path / "copied" / "results.json", results)
+    kept = [label == predicted for tile, label, predicted
+            in zip(predictions["ids"], predictions["labels"], predictions["predictions"]) if tile not in exact + near]
+    row = _rows(tmp_path)["copied"]
+    assert (row["test_tile_copies"], row["test_tile_near_copies"]) == (4, 6)
+    assert row["test_accuracy_without_copies_pct"] == pytest.approx(100 * statistics.fmean(kept))
+    without = 100 * statistics.fmean(kept)
+    assert row["data"].endswith("; 4 test tiles copying train/val tiles and 6 nearly copying them (rotated, flipped, "
+                                f"re-saved or recoloured) (test accuracy without them {without:.2f}%)")
+    results["duplicate_tiles"] = _copies(0, 0, 0, near=near[:1])
+    write_results(tmp_path / "copied" / "results.json", results)
+    assert ("; 1 test tile nearly copying train/val tiles (rotated, flipped, re-saved or recoloured) (test accuracy "
+            "without them") in _rows(tmp_path)["copied"]["data"]

@@ -1,0 +1,169 @@
+"""Near-copies across the splits: a val or test tile that is an earlier split's tile rotated, flipped, re-saved as
+JPEG, resized or recoloured is not held out either, though its pixels differ from the original's.
+
+Each tile gets a perceptual hash: from its grayscale thumbnail (THUMBNAIL_SIDE px, box-filtered), the
+KEPT_FREQUENCIES x KEPT_FREQUENCIES lowest-frequency DCT-II coefficients less the constant one, one bit each
+(above their median or not), HASH_BITS bits; and that for each of its 8 rotations and flips (sign changes and a
+transpose of the same coefficients). A tile whose hash in some orientation differs from an earlier split's tile's
+in at most NEAR_COPY_BITS bits is a near-copy of it. Measured on 564 real tiles (2026-12-07: the 132 tiles of
+the NCT-CRC-HE and Kather 2016 samples, the 108 NCT ones also as 4 adjacent quarter crops each; 158,766 pairs of
+different tissue, neighbours included), different tiles were 30 bits apart or more. Of the 564 tiles altered,
+within 16 bits were: all flips, rotations and 150-100-150 px resizes (99% within 9), all JPEG re-saves at quality
+75, 99.8% of rotations re-saved as JPEG at 75, 99.6% of JPEG re-saves at quality 50, of colour shifts and of
+Gaussian noise (sigma 5). A crop shifted by 4 px moved by a median of 20 bits (25% within 16): shifted or
+overlapping crops are mostly not found, and `spec.data.group_by` (whole slides per split) is the remedy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from data_pipeline.parallel import map_in_order
+
+THUMBNAIL_SIDE = 48
+KEPT_FREQUENCIES = 12
+HASH_BITS = KEPT_FREQUENCIES * KEPT_FREQUENCIES - 1  # 143
+NEAR_COPY_BITS = 16
+ORIENTATIONS = 8
+_WORDS = -(-HASH_BITS // 64)  # uint64 words a hash is packed in
+# A coefficient this small is 0: one pixel of the thumbnail a grey level brighter moves one by up to 1.
+_ZERO_BELOW = 0.5
+_TILES_PER_TASK = 16  # hashed at once: their thumbnails and coefficients take ~0.3 MB
+# Query x reference tiles compared at once: ~0.7 MB of buffers, a few hundred microseconds of work.
+_PAIRS_PER_CHUNK = 1 << 16
+
+
+def _dct_basis() -> np.ndarray:
+    """(KEPT_FREQUENCIES, THUMBNAIL_SIDE): the lowest-frequency DCT-II basis vectors (unscaled)."""
+    frequency = np.arange(KEPT_FREQUENCIES)[:, None]
+    position = np.arange(THUMBNAIL_SIDE)[None, :]
+    return np.cos(np.pi * (2 * position + 1) * frequency / (2 * THUMBNAIL_SIDE)).astype(np.float32)
+
+
+_BASIS = _dct_basis()
+_SIGNS = ((-1.0) ** np.arange(KEPT_FREQUENCIES)).astype(np.float32)  # a flip negates the odd frequencies
+
+
+def _thumbnail(tile: np.ndarray) -> np.ndarray:
+    """(THUMBNAIL_SIDE, THUMBNAIL_SIDE) uint8: the tile (uint8 (H, W, C)) in grayscale, box-filtered down."""
+    image = Image.fromarray(tile[..., 0] if tile.shape[-1] == 1 else tile)
+    return np.asarray(image.convert("L").resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.BOX))
+
+
+def _orientations(coefficients: np.ndarray) -> np.ndarray:
+    """(N, 8, K, K): the DCT coefficients (N, K, K) of each tile's 8 rotations and flips."""
+    rows, columns = _SIGNS[None, :, None], _SIGNS[None, None, :]
+    transposed = np.swapaxes(coefficients, 1, 2)
+    return np.stack([coefficients, coefficients * columns, coefficients * rows, coefficients * rows * columns,
+                     transposed, transposed * columns, transposed * rows, transposed * rows * columns], axis=1)
+
+
+def _hashes(tiles: np.ndarray) -> np.ndarray:
+    """(N, ORIENTATIONS, words) uint64: the hashes of a few tiles (uint8 (N, H, W, C))."""
+    thumbnails = np.stack([_thumbnail(tile) for tile in tiles]).astype(np.float32)
+    thumbnails -= thumbnails.mean(axis=(1, 2), keepdims=True)  # (the DC coefficient is left out anyway)
+    coefficients = _orientations(_BASIS @ thumbnails @ _BASIS.T).reshape(len(tiles), ORIENTATIONS, -1)[..., 1:]
+    # Rounding leaves ~1e-4 where a coefficient is 0 (a uniform tile): zero it, or its sign would make up a hash.
+    coefficients[np.abs(coefficients) < _ZERO_BELOW] = 0.0
+    bits = np.zeros((len(tiles), ORIENTATIONS, _WORDS * 64), bool)
+    bits[..., :HASH_BITS] = coefficients > np.median(coefficients, axis=2, keepdims=True)
+    return np.packbits(bits, axis=2, bitorder="little").view(np.uint64)
+
+
+def perceptual_hashes(images: np.ndarray) -> np.ndarray:
+    """(N, ORIENTATIONS, words) uint64: each tile's (uint8 (N, H, W, C)) hash in each of its 8 orientations, the
+    first the tile as it is; _TILES_PER_TASK tiles at a time (memory stays small) on one thread per usable core."""
+    hashes = np.zeros((len(images), ORIENTATIONS, _WORDS), np.uint64)
+    starts = range(0, len(images), _TILES_PER_TASK)
+    for start, found in zip(starts, map_in_order(lambda at: _hashes(images[at:at + _TILES_PER_TASK]), starts)):
+        hashes[start:start + len(found)] = found
+    return hashes
+
+
+def has_structure(hashes: np.ndarray) -> np.ndarray:
+    """(N,) bool: which tiles' hashes (N, 8, words) say something. A tile with structure has half its coefficients
+    above their median; a uniform tile (all zero) or a pure gradient (a few non-zero) has far fewer, and such
+    tiles would all share one hash: they are neither near-copies nor copied (two identical ones are exact copies)."""
+    return np.bitwise_count(hashes[:, 0]).sum(axis=1) >= HASH_BITS // 3
+
+
+def nearest(queries: np.ndarray, references: np.ndarray, max_bits: int = NEAR_COPY_BITS
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(bits, row) per query tile (hashes (Q, 8, words)): the fewest bits by which one of its orientations differs
+    from a reference tile's own hash (references (R, 8, words), orientation 0), and that tile's row, where that is
+    at most `max_bits` and both tiles have structure; else bits HASH_BITS + 1 and row -1. Chunks of queries on one
+    thread per usable core."""
+    kept = np.flatnonzero(has_structure(references))  # reference rows compared
+    upright = references[kept, 0]  # (R, words)
+    step = max(1, _PAIRS_PER_CHUNK // max(1, len(upright)))
+
+    def chunk_nearest(start: int) -> tuple[np.ndarray, np.ndarray]:
+        chunk = queries[start:start + step]  # (q, 8, words)
+        # The first word's bits differ no more than the whole hash's: it picks the few pairs to count in full.
+        differing = np.empty((len(chunk), len(upright)), np.uint64)
+        counted = np.empty(differing.shape, np.uint8)
+        fewest = np.full(differing.shape, 255, np.uint8)
+        for orientation in range(ORIENTATIONS):
+            np.bitwise_xor(chunk[:, orientation, None, 0], upright[None, :, 0], out=differing)
+            np.minimum(fewest, np.bitwise_count(differing, out=counted), out=fewest)
+        fewest[~has_structure(chunk)] = 255
+        bits, rows = np.full(len(chunk), HASH_BITS + 1), np.full(len(chunk), -1)
+        for query, reference in zip(*np.nonzero(fewest <= max_bits)):
+            whole = int(np.bitwise_count(chunk[query] ^ upright[reference]).sum(axis=1).min())
+            if whole <= max_bits and whole < bits[query]:
+                bits[query], rows[query] = whole, kept[reference]
+        return bits, rows
+
+    found = list(map_in_order(chunk_nearest, range(0, len(queries), step))) if len(upright) else []
+    if not found:
+        return np.full(len(queries), HASH_BITS + 1), np.full(len(queries), -1)
+    return np.concatenate([bits for bits, _ in found]), np.concatenate([rows for _, rows in found])
+
+
+@dataclasses.dataclass(frozen=True)
+class NearCopies:
+    """Val and test tiles within NEAR_COPY_BITS of an earlier split's tile, exact copies left out."""
+
+    across_splits: dict[str, int]  # "val_in_train", "test_in_train", "test_in_val" as DuplicateTiles counts them
+    examples: tuple[str, ...]  # "'id' ~ 'id' (k of 143 bits differ)", closest first
+    copied_ids: dict[str, tuple[str, ...]]  # "val", "test": the near-copies' ids
+
+    @property
+    def count(self) -> int:
+        """Val and test tiles that nearly copy an earlier split's tile."""
+        return sum(self.across_splits.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """As data.json and results.json record it (under duplicate_tiles.near_copies)."""
+        return {"across_splits": dict(self.across_splits), "examples": list(self.examples),
+                "copied_ids": {name: list(ids) for name, ids in self.copied_ids.items()},
+                "max_bits": NEAR_COPY_BITS, "hash_bits": HASH_BITS}
+
+
+def find_near_copies(ids: Mapping[str, Sequence[str]], hashes: Mapping[str, np.ndarray],
+                     exact_copies: Mapping[str, Sequence[str]], max_examples: int) -> NearCopies:
+    """Val tiles near a train tile, test tiles near a train or else a val tile (train first, as for exact copies);
+    the ids in `exact_copies` ({split: ids}) are counted there, not here."""
+    across = {"val_in_train": 0, "test_in_train": 0, "test_in_val": 0}
+    found: list[tuple[int, str]] = []  # (bits, example) to show the closest first
+    copied: dict[str, list[str]] = {"val": [], "test": []}
+    for later, earlier_splits in (("val", ("train",)), ("test", ("train", "val"))):
+        exact = set(exact_copies.get(later, ()))
+        left = np.array([tile not in exact for tile in ids[later]], bool)
+        for earlier in earlier_splits:
+            rows = np.flatnonzero(left)
+            bits, nearest_rows = nearest(hashes[later][rows], hashes[earlier])
+            for row, differing, other in zip(rows, bits, nearest_rows):
+                if other >= 0:
+                    across[f"{later}_in_{earlier}"] += 1
+                    copied[later].append(ids[later][row])
+                    found.append((int(differing), f"'{ids[later][row]}' ~ '{ids[earlier][other]}' "
+                                                  f"({differing} of {HASH_BITS} bits differ)"))
+                    left[row] = False
+    examples = tuple(example for _, example in sorted(found, key=lambda pair: pair[0])[:max_examples])
+    return NearCopies(across, examples, {name: tuple(tiles) for name, tiles in copied.items()})
