@@ -72,7 +72,7 @@ def copies_label(copies: TileCopies | None, without: float | None) -> str:
     if near:
         counted.append((f"{near} nearly copying them" if exact else
                         f"{near} test tile{'s' if near > 1 else ''} nearly copying train/val tiles")
-                       + " (rotated, flipped, re-saved or recoloured)")
+                       + " (rotated, flipped, re-saved, resized or recoloured)")
     parts = [" and ".join(counted) + (f" (test accuracy without them {without:.2f}%)" if without is not None else "")
              ] if counted else []
     parts += [f"{conflicts} identical tile set{'s' if conflicts > 1 else ''} under two labels"] if conflicts else []
