@@ -56,6 +56,8 @@ class TileDataset:
     duplicates: DuplicateTiles | None = None
     # per split, each tile's pixel digest (duplicates.tile_digests), where `duplicates` was looked for
     tile_digests: dict[str, list[bytes]] | None = None
+    # per split, each tile's perceptual hashes (near_copies.perceptual_hashes), where `duplicates` was looked for
+    tile_hashes: dict[str, np.ndarray] | None = None
 
 
 def _positive_int_or_none(value: Any, key: str) -> int | None:
@@ -281,10 +283,11 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
     # Copies can be looked for only among decoded tiles: a run that decodes one split (evaluate) does not.
     digests = None if duplicates_mode == "off" or any(part.images is None for part in splits) else {
         name: tile_digests(part.images) for name, part in zip(SPLIT_NAMES, splits)}
+    hashes = None if digests is None else {
+        name: perceptual_hashes(part.images) for name, part in zip(SPLIT_NAMES, splits)}
     duplicates = None if digests is None else check_duplicates(
         duplicates_mode, source, {name: part.ids for name, part in zip(SPLIT_NAMES, splits)},
-        {name: part.labels for name, part in zip(SPLIT_NAMES, splits)}, digests,
-        {name: perceptual_hashes(part.images) for name, part in zip(SPLIT_NAMES, splits)})
+        {name: part.labels for name, part in zip(SPLIT_NAMES, splits)}, digests, hashes)
     return TileDataset(
         train=train,
         val=val,
@@ -299,6 +302,7 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
         fold=fold,
         duplicates=duplicates,
         tile_digests=digests,
+        tile_hashes=hashes,
     )
 
 

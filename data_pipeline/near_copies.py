@@ -1,7 +1,8 @@
 """Near-copies across the splits: a val or test tile that is an earlier split's tile rotated, flipped, re-saved as
 JPEG, resized or recoloured is not held out either, though its pixels differ from the original's.
 
-Each tile gets a perceptual hash: from its grayscale thumbnail (THUMBNAIL_SIDE px, box-filtered), the
+Each tile gets a perceptual hash: from its grayscale thumbnail (THUMBNAIL_SIDE px, box-filtered; a smaller tile
+as it is, and none under 2 x KEPT_FREQUENCIES px), the
 KEPT_FREQUENCIES x KEPT_FREQUENCIES lowest-frequency DCT-II coefficients less the constant one, one bit each
 (above their median or not), HASH_BITS bits; and that for each of its 8 rotations and flips (sign changes and a
 transpose of the same coefficients). A tile whose hash in some orientation differs from an earlier split's tile's
@@ -38,21 +39,20 @@ _TILES_PER_TASK = 16  # hashed at once: their thumbnails and coefficients take ~
 _PAIRS_PER_CHUNK = 1 << 16
 
 
-def _dct_basis() -> np.ndarray:
-    """(KEPT_FREQUENCIES, THUMBNAIL_SIDE): the lowest-frequency DCT-II basis vectors (unscaled)."""
+def _dct_basis(side: int) -> np.ndarray:
+    """(KEPT_FREQUENCIES, side): the lowest-frequency DCT-II basis vectors (unscaled) of `side` pixels."""
     frequency = np.arange(KEPT_FREQUENCIES)[:, None]
-    position = np.arange(THUMBNAIL_SIDE)[None, :]
-    return np.cos(np.pi * (2 * position + 1) * frequency / (2 * THUMBNAIL_SIDE)).astype(np.float32)
+    position = np.arange(side)[None, :]
+    return np.cos(np.pi * (2 * position + 1) * frequency / (2 * side)).astype(np.float32)
 
 
-_BASIS = _dct_basis()
 _SIGNS = ((-1.0) ** np.arange(KEPT_FREQUENCIES)).astype(np.float32)  # a flip negates the odd frequencies
 
 
-def _thumbnail(tile: np.ndarray) -> np.ndarray:
-    """(THUMBNAIL_SIDE, THUMBNAIL_SIDE) uint8: the tile (uint8 (H, W, C)) in grayscale, box-filtered down."""
+def _thumbnail(tile: np.ndarray, side: int) -> np.ndarray:
+    """(side, side) uint8: the tile (uint8 (H, W, C)) in grayscale, box-filtered down."""
     image = Image.fromarray(tile[..., 0] if tile.shape[-1] == 1 else tile)
-    return np.asarray(image.convert("L").resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.BOX))
+    return np.asarray(image.convert("L").resize((side, side), Image.BOX))
 
 
 def _orientations(coefficients: np.ndarray) -> np.ndarray:
@@ -65,9 +65,14 @@ def _orientations(coefficients: np.ndarray) -> np.ndarray:
 
 def _hashes(tiles: np.ndarray) -> np.ndarray:
     """(N, ORIENTATIONS, words) uint64: the hashes of a few tiles (uint8 (N, H, W, C))."""
-    thumbnails = np.stack([_thumbnail(tile) for tile in tiles]).astype(np.float32)
+    # Tiles smaller than a thumbnail are hashed as they are: blown up, a rotation's pixels would not line up.
+    side = min(THUMBNAIL_SIDE, *tiles.shape[1:3])
+    if side < 2 * KEPT_FREQUENCIES:  # too few pixels for the frequencies: no structure, never a near-copy
+        return np.zeros((len(tiles), ORIENTATIONS, _WORDS), np.uint64)
+    basis = _dct_basis(side)
+    thumbnails = np.stack([_thumbnail(tile, side) for tile in tiles]).astype(np.float32)
     thumbnails -= thumbnails.mean(axis=(1, 2), keepdims=True)  # (the DC coefficient is left out anyway)
-    coefficients = _orientations(_BASIS @ thumbnails @ _BASIS.T).reshape(len(tiles), ORIENTATIONS, -1)[..., 1:]
+    coefficients = _orientations(basis @ thumbnails @ basis.T).reshape(len(tiles), ORIENTATIONS, -1)[..., 1:]
     # Rounding leaves ~1e-4 where a coefficient is 0 (a uniform tile): zero it, or its sign would make up a hash.
     coefficients[np.abs(coefficients) < _ZERO_BELOW] = 0.0
     bits = np.zeros((len(tiles), ORIENTATIONS, _WORDS * 64), bool)

@@ -75,7 +75,8 @@ def test_renamed_test_tiles_score_as_the_runs_own_test_split(trained_run, rename
     assert result["class_folders"] == {f"C{k}": name for k, name in enumerate(own["classes"])}
     assert result["left_out_folders"] == ["MUS"] and result["absent_classes"] == []
     # the run's own test tiles, found by their pixels: not trained on, so no warning
-    assert result["seen_by_runs"] == {"train": 0, "val": 0, "test": 8, "examples": [], "trained_ids": []}
+    assert result["seen_by_runs"] == {"train": 0, "val": 0, "test": 8, "near": {"train": 0, "val": 0, "test": 0},
+                                      "examples": [], "trained_ids": []}
     assert result["accuracy_without_seen"] is None
     err = capsys.readouterr().err
     assert "left out, not classes of the run: MUS" in err and "pixel-identical" not in err
@@ -320,21 +321,45 @@ def test_tiles_the_run_trained_on_are_found_by_their_pixels(trained_run, tmp_pat
         "ids", "labels", "predictions"))) if tile not in copies]
     assert len(others) == 12 and result["accuracy_without_seen"] == pytest.approx(np.mean(others))
     assert all("copy_" in example and example.endswith("(train)") for example in result["seen_by_runs"]["examples"])
-    assert "warning: 2 of these tiles are pixel-identical to tiles the run trained or validated on (train 2, val 0" \
-        in capsys.readouterr().err
+    assert ("warning: 2 of these tiles are copies of tiles the run trained or validated on (pixel-identical: train 2, "
+            "val 0; e.g.") in capsys.readouterr().err
     predict_paths(trained_run, [str(folder)], tmp_path / "p.csv")
-    assert "2 of these tiles are pixel-identical" in capsys.readouterr().err
+    assert "2 of these tiles are copies" in capsys.readouterr().err
     older = tmp_path / "older_run"  # a run from before tile digests were kept
     shutil.copytree(trained_run, older)
     (older / "tile_digests.npz").unlink()
     result, _ = evaluate_external(older, str(folder), out=tmp_path / "f.json")
-    assert result["seen_by_runs"] is None and "pixel-identical" not in capsys.readouterr().err
+    assert result["seen_by_runs"] is None and "copies" not in capsys.readouterr().err
+
+
+def test_rotated_re_saved_training_tiles_are_found_as_near_copies(trained_run, tmp_path, capsys):
+    train = evaluate_workdir(trained_run, "train")
+    folder = tmp_path / "near"
+    for tile_id in train["predictions"]["ids"][:3]:  # three training tiles, turned and saved as JPEG
+        target = folder / Path(tile_id).parent.name / f"turned_{Path(tile_id).stem}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.rot90(np.asarray(Image.open(KATHER / tile_id).convert("RGB"))).copy()).save(target,
+                                                                                                       quality=80)
+    shutil.copytree(NCT / "TUM", folder / "01_TUMOR", dirs_exist_ok=True)  # other tiles
+    result, _ = evaluate_external(trained_run, str(folder), out=tmp_path / "near.json")
+    seen = result["seen_by_runs"]
+    assert (seen["train"], seen["val"], seen["near"]) == (0, 0, {"train": 3, "val": 0, "test": 0})
+    assert sorted(seen["trained_ids"]) == sorted(
+        f"{Path(t).parent.name}/turned_{Path(t).stem}.jpg" for t in train["predictions"]["ids"][:3])
+    assert all(example.endswith("(train, near-copy)") for example in seen["examples"])
+    assert "warning: 3 of these tiles are copies of tiles the run trained or validated on (near-copies, rotated" in (
+        capsys.readouterr().err)
+    others = [label == predicted for tile, label, predicted in zip(*(result["predictions"][key] for key in (
+        "ids", "labels", "predictions"))) if "turned_" not in tile]
+    assert result["accuracy_without_seen"] == pytest.approx(np.mean(others))
 
 
 def test_a_damaged_digest_file_is_warned_about_and_the_tiles_go_unchecked(trained_run, tmp_path, capsys):
     from flaxbench.seen_tiles import load_seen_tiles
 
-    assert len(load_seen_tiles([trained_run])) == 24  # the eight classes' 3 tiles each, all distinct
+    seen = load_seen_tiles([trained_run])
+    assert len(seen.digests) == 24  # the eight classes' 3 tiles each, all distinct
+    assert {name: len(hashes) for name, hashes in seen.hashes.items()} == {"train": 8, "val": 8, "test": 8}
     damaged = tmp_path / "run"
     damaged.mkdir()
     (damaged / "tile_digests.npz").write_bytes(b"not a zip")

@@ -48,7 +48,8 @@ def _is_members(value: Any) -> bool:
 _EXPECTED_IF_PRESENT = {
     "macro_auc_ci": (lambda v: v is None or _is_interval(v), "[low, high] or null"),
     "ece": (is_number, "a number"), "ece_temperature_scaled": (lambda v: v is None or is_number(v), "a number or null"),
-    "seen_by_runs": (lambda v: v is None or (isinstance(v, dict) and all(is_int(v.get(k)) for k in ("train", "val"))),
+    "seen_by_runs": (lambda v: v is None or (isinstance(v, dict) and all(is_int(v.get(k)) for k in ("train", "val"))
+                                             and (v.get("near") is None or isinstance(v["near"], dict))),
                      "null or counts of 'train' and 'val' tiles"),
     "accuracy_without_seen": (lambda v: v is None or is_number(v), "a number or null"),
 }
@@ -116,11 +117,20 @@ def _line(row: dict[str, Any], record: dict[str, Any], path: Path, seed: int | N
         "macro_auc_ci": record.get("macro_auc_ci"),
         "ece": record.get("ece"), "ece_temperature_scaled": record.get("ece_temperature_scaled"),
         # tiles pixel-identical to ones the runs trained or validated on (None: not looked for)
-        "seen_in_training": None if not (seen := record.get("seen_by_runs")) else seen["train"] + seen["val"],
+        "seen_in_training": _seen_in_training(record.get("seen_by_runs")),
         "accuracy_without_seen": record.get("accuracy_without_seen"),
         "member_accuracy_mean": record.get("member_accuracy_mean"),
         "member_accuracy_std": record.get("member_accuracy_std"),
     }
+
+
+def _seen_in_training(seen: dict[str, Any] | None) -> int | None:
+    """The external tiles that copy, or nearly copy, a tile the runs trained or validated on (None: not looked
+    for)."""
+    if not seen:
+        return None
+    near = seen.get("near") or {}
+    return seen["train"] + seen["val"] + int(near.get("train") or 0) + int(near.get("val") or 0)
 
 
 def _row_folders(group: RunGroup) -> list[Path]:
@@ -242,8 +252,9 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
            "probabilities; 'runs m ± s' is the mean ± std of those runs' own accuracies on the tiles, and its own "
            "test accuracy the mean of theirs. ECE in brackets: after dividing each run's logits by the temperature "
            "it fitted on its own validation tiles (from the best checkpoint without TTA). Tiles 'seen in training' "
-           "are pixel-identical to tiles the runs trained or validated on (the runs' tile_digests.npz): not "
-           "external, and their accuracy flatters the line.", "",
+           "are pixel-identical to, or near-copies of (rotated, flipped, re-saved, resized or recoloured), tiles "
+           "the runs trained or validated on (the runs' tile_digests.npz): not external, and their accuracy "
+           "flatters the line.", "",
            "| Name | Seed | Tiles from | Tiles | Checkpoint | Accuracy % (95% CI) | Balanced accuracy % (95% CI) "
            "| Macro-F1 | Macro AUC (95% CI) | Loss | ECE (temperature-scaled) | McNemar p | Own test accuracy % |",
            "|" + "|".join("---" for _ in range(13)) + "|"]

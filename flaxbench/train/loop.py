@@ -145,7 +145,7 @@ def train_and_evaluate(
         claim_workdir(workdir, spec, overwrite=overwrite)
         write_json_atomic(workdir / "data.json", data)
         if run.dataset.tile_digests is not None:  # for evaluate --external and predict to find the run's tiles
-            save_tile_digests(workdir, run.dataset.tile_digests)
+            save_tile_digests(workdir, run.dataset.tile_digests, run.dataset.tile_hashes)
     sync_processes("flaxbench: workdir ready")  # the main process has cleared it (--overwrite)
     state = run.initial_state()
     ckpts = RunCheckpoints(workdir / "checkpoints")

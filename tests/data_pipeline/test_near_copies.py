@@ -70,6 +70,9 @@ def test_tiles_without_structure_are_no_near_copies():
                         for scale, offset in ((100, 0), (200, 20))])
     hashes = perceptual_hashes(tiles)
     assert not has_structure(hashes).any()
+    # nor are tiles too small for the hash's frequencies (under 24 px), whatever they show
+    small = np.random.default_rng(0).integers(0, 256, (4, 20, 20, 3), dtype=np.uint8)
+    assert not has_structure(perceptual_hashes(small)).any()
     bits, rows = nearest(hashes, hashes, max_bits=HASH_BITS)
     assert (rows == -1).all() and (bits > HASH_BITS).all()
 
