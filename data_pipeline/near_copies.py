@@ -117,11 +117,14 @@ def nearest(queries: np.ndarray, references: np.ndarray, max_bits: int = NEAR_CO
             np.bitwise_xor(chunk[:, orientation, None, 0], upright[None, :, 0], out=differing)
             np.minimum(fewest, np.bitwise_count(differing, out=counted), out=fewest)
         fewest[~has_structure(chunk)] = 255
+        query, reference = np.nonzero(fewest <= max_bits)  # candidate pairs, by query
+        whole = np.bitwise_count(chunk[query] ^ upright[reference][:, None, :]).sum(axis=2).min(axis=1)
+        close = whole <= max_bits
+        query, reference, whole = query[close], reference[close], whole[close]
+        closest = np.lexsort((whole, query))  # each query's closest reference first
+        first = closest[np.r_[True, query[closest][1:] != query[closest][:-1]]] if len(closest) else closest
         bits, rows = np.full(len(chunk), HASH_BITS + 1), np.full(len(chunk), -1)
-        for query, reference in zip(*np.nonzero(fewest <= max_bits)):
-            whole = int(np.bitwise_count(chunk[query] ^ upright[reference]).sum(axis=1).min())
-            if whole <= max_bits and whole < bits[query]:
-                bits[query], rows[query] = whole, kept[reference]
+        bits[query[first]], rows[query[first]] = whole[first], kept[reference[first]]
         return bits, rows
 
     found = list(map_in_order(chunk_nearest, range(0, len(queries), step))) if len(upright) else []
