@@ -6,13 +6,19 @@ as it is, and none under 2 x KEPT_FREQUENCIES px), the
 KEPT_FREQUENCIES x KEPT_FREQUENCIES lowest-frequency DCT-II coefficients less the constant one, one bit each
 (above their median or not), HASH_BITS bits; and that for each of its 8 rotations and flips (sign changes and a
 transpose of the same coefficients). A tile whose hash in some orientation differs from an earlier split's tile's
-in at most NEAR_COPY_BITS bits is a near-copy of it. Measured on 564 real tiles (2026-12-07: the 132 tiles of
-the NCT-CRC-HE and Kather 2016 samples, the 108 NCT ones also as 4 adjacent quarter crops each; 158,766 pairs of
-different tissue, neighbours included), different tiles were 30 bits apart or more. Of the 564 tiles altered,
-within 16 bits were: all flips, rotations and 150-100-150 px resizes (99% within 9), all JPEG re-saves at quality
-75, 99.8% of rotations re-saved as JPEG at 75, 99.6% of JPEG re-saves at quality 50, of colour shifts and of
-Gaussian noise (sigma 5). A crop shifted by 4 px moved by a median of 20 bits (25% within 16): shifted or
-overlapping crops are mostly not found, and `spec.data.group_by` (whole slides per split) is the remedy.
+in at most NEAR_COPY_BITS bits is a near-copy of it. Tiles without structure (uniform, a plain gradient, or
+mostly blank glass or fat: more than half of the thumbnail's 8 x 8 blocks flat) are not compared: a speck of
+tissue in a blank tile decides its hash, and such tiles look alike (before they were left out, 4 pairs of
+1,068 quarter crops of the sample tiles were within 16 bits, each a mostly blank crop with a speck in a corner).
+
+Measured on 2026-12-07 with the 132 tiles of the NCT-CRC-HE and Kather 2016 samples (7 of them too blank to
+compare), the 108 NCT ones also as 4 adjacent quarter crops each, at 150 px: the 531 tiles compared (140,715
+pairs of different tissue, neighbours included) were 40 bits apart or more, and 980 quarter crops of 74-75 px
+blown up to 150 px 38 or more. Of the 531 tiles altered, within 16 bits were: all JPEG re-saves at quality 75
+and 50, flips, rotations, rotations re-saved as JPEG and noisy copies (Gaussian, sigma 5), 99.8% of
+150-100-150 px resizes and 99.3% of colour shifts (the rest too blank to compare once altered). A crop shifted
+by 4 px moved by a median of 20 bits (23% within 16): shifted or overlapping crops are mostly not found, and
+`spec.data.group_by` (whole slides per split) is the remedy.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ ORIENTATIONS = 8
 _WORDS = -(-HASH_BITS // 64)  # uint64 words a hash is packed in
 # A coefficient this small is 0: one pixel of the thumbnail a grey level brighter moves one by up to 1.
 _ZERO_BELOW = 0.5
+# Grey levels: a thumbnail block this even shows no tissue (blank glass, the inside of a fat cell).
+_FLAT_BLOCK_STD = 2.0
 _TILES_PER_TASK = 16  # hashed at once: their thumbnails and coefficients take ~0.3 MB
 # Query x reference tiles compared at once: ~0.7 MB of buffers, a few hundred microseconds of work.
 _PAIRS_PER_CHUNK = 1 << 16
@@ -71,13 +79,23 @@ def _hashes(tiles: np.ndarray) -> np.ndarray:
         return np.zeros((len(tiles), ORIENTATIONS, _WORDS), np.uint64)
     basis = _dct_basis(side)
     thumbnails = np.stack([_thumbnail(tile, side) for tile in tiles]).astype(np.float32)
+    plain = _mostly_blank(thumbnails)
     thumbnails -= thumbnails.mean(axis=(1, 2), keepdims=True)  # (the DC coefficient is left out anyway)
     coefficients = _orientations(basis @ thumbnails @ basis.T).reshape(len(tiles), ORIENTATIONS, -1)[..., 1:]
     # Rounding leaves ~1e-4 where a coefficient is 0 (a uniform tile): zero it, or its sign would make up a hash.
     coefficients[np.abs(coefficients) < _ZERO_BELOW] = 0.0
     bits = np.zeros((len(tiles), ORIENTATIONS, _WORDS * 64), bool)
     bits[..., :HASH_BITS] = coefficients > np.median(coefficients, axis=2, keepdims=True)
+    bits[plain] = False  # no structure
     return np.packbits(bits, axis=2, bitorder="little").view(np.uint64)
+
+
+def _mostly_blank(thumbnails: np.ndarray) -> np.ndarray:
+    """(N,) bool: thumbnails (N, side, side) more than half of whose 8 x 8 blocks are flat (std under
+    _FLAT_BLOCK_STD). A speck of tissue in a blank tile decides its hash, and all such tiles look alike."""
+    block = thumbnails.shape[1] // 8
+    blocks = thumbnails[:, :8 * block, :8 * block].reshape(len(thumbnails), 8, block, 8, block)
+    return (blocks.std(axis=(2, 4)) < _FLAT_BLOCK_STD).mean(axis=(1, 2)) > 0.5
 
 
 def perceptual_hashes(images: np.ndarray) -> np.ndarray:
@@ -92,8 +110,9 @@ def perceptual_hashes(images: np.ndarray) -> np.ndarray:
 
 def has_structure(hashes: np.ndarray) -> np.ndarray:
     """(N,) bool: which tiles' hashes (N, 8, words) say something. A tile with structure has half its coefficients
-    above their median; a uniform tile (all zero) or a pure gradient (a few non-zero) has far fewer, and such
-    tiles would all share one hash: they are neither near-copies nor copied (two identical ones are exact copies)."""
+    above their median; a uniform tile (all zero), a pure gradient (a few non-zero) or a mostly blank one (hashed
+    as zero) has far fewer, and such tiles would share one hash: they are neither near-copies nor copied (two
+    identical ones are exact copies)."""
     return np.bitwise_count(hashes[:, 0]).sum(axis=1) >= HASH_BITS // 3
 
 

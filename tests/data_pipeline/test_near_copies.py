@@ -46,12 +46,18 @@ def real_tiles():
 
 @pytest.mark.parametrize("how", ALTERED)
 def test_altered_copies_of_real_tiles_are_near_their_originals(real_tiles, how):
-    originals = real_tiles[::4]
-    bits, rows = nearest(perceptual_hashes(np.stack([ALTERED[how](t) for t in originals])),
-                         perceptual_hashes(real_tiles), max_bits=HASH_BITS)
-    assert (rows == np.arange(0, len(real_tiles), 4)).all(), how  # each nearest its original
-    # within the threshold: all but the odd tile of these 33 (measured: one JPEG at quality 50, 18 bits off)
+    hashes = perceptual_hashes(real_tiles)
+    compared = np.flatnonzero(has_structure(hashes))[::3]  # blank ones (glass, fat) are not compared
+    bits, rows = nearest(perceptual_hashes(np.stack([ALTERED[how](real_tiles[k]) for k in compared])), hashes,
+                         max_bits=HASH_BITS)
+    assert (rows == compared).all(), how  # each nearest its original
+    # within the threshold: all but the odd tile (measured: one JPEG at quality 50, 18 bits off)
     assert (bits <= NEAR_COPY_BITS).mean() >= 0.95, how
+
+
+def test_few_real_tiles_are_too_blank_to_compare(real_tiles):
+    plain = ~has_structure(perceptual_hashes(real_tiles))
+    assert 0 < plain.sum() <= 10  # measured: 7 of 132, blank glass (3 EMPTY, 2 BACK) and fat (2)
 
 
 def test_different_real_tiles_are_not_near_copies(real_tiles):
