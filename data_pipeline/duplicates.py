@@ -93,6 +93,10 @@ class DuplicateTiles:
                 are = "tiles are near-copies" if count > 1 else "tile is a near-copy"
                 parts.append(f"{count} {later} {are} of {earlier} tiles (rotated, flipped, re-saved, resized or "
                              "recoloured)")
+        if self.near_copies is not None and self.near_copies.label_conflicts:
+            conflicts = self.near_copies.label_conflicts
+            parts.append(f"{conflicts} of the near-copies {'carry' if conflicts > 1 else 'carries'} another label than "
+                         "the tile copied")
         if self.label_conflicts:
             many = self.label_conflicts > 1
             parts.append(f"{self.label_conflicts} set{'s' if many else ''} of identical tiles "
@@ -134,7 +138,7 @@ def find_duplicates(ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.nd
     # the worse findings first: identical tiles under two labels, then copies across splits
     examples = [_conflict_example(conflicts[0], ids, labels, digests)] if conflicts else []
     examples += across_examples + within_examples
-    near = None if hashes is None else find_near_copies(ids, hashes, copied, MAX_EXAMPLES)
+    near = None if hashes is None else find_near_copies(ids, labels, hashes, copied, MAX_EXAMPLES)
     return DuplicateTiles(across, within, len(conflicts), tuple(examples[:MAX_EXAMPLES]),
                           {name: tuple(found) for name, found in copied.items()}, near)
 

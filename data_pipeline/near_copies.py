@@ -159,25 +159,23 @@ class NearCopies:
     across_splits: dict[str, int]  # "val_in_train", "test_in_train", "test_in_val" as DuplicateTiles counts them
     examples: tuple[str, ...]  # "'id' ~ 'id' (k of 143 bits differ)", closest first
     copied_ids: dict[str, tuple[str, ...]]  # "val", "test": the near-copies' ids
-
-    @property
-    def count(self) -> int:
-        """Val and test tiles that nearly copy an earlier split's tile."""
-        return sum(self.across_splits.values())
+    label_conflicts: int = 0  # near-copies labelled otherwise than the tile they copy
 
     def to_json(self) -> dict[str, Any]:
         """As data.json and results.json record it (under duplicate_tiles.near_copies)."""
         return {"across_splits": dict(self.across_splits), "examples": list(self.examples),
                 "copied_ids": {name: list(ids) for name, ids in self.copied_ids.items()},
-                "max_bits": NEAR_COPY_BITS, "hash_bits": HASH_BITS}
+                "label_conflicts": self.label_conflicts, "max_bits": NEAR_COPY_BITS, "hash_bits": HASH_BITS}
 
 
-def find_near_copies(ids: Mapping[str, Sequence[str]], hashes: Mapping[str, np.ndarray],
-                     exact_copies: Mapping[str, Sequence[str]], max_examples: int) -> NearCopies:
+def find_near_copies(ids: Mapping[str, Sequence[str]], labels: Mapping[str, np.ndarray],
+                     hashes: Mapping[str, np.ndarray], exact_copies: Mapping[str, Sequence[str]],
+                     max_examples: int) -> NearCopies:
     """Val tiles near a train tile, test tiles near a train or else a val tile (train first, as for exact copies);
     the ids in `exact_copies` ({split: ids}) are counted there, not here."""
     across = {"val_in_train": 0, "test_in_train": 0, "test_in_val": 0}
-    found: list[tuple[int, str]] = []  # (bits, example) to show the closest first
+    conflicts = 0
+    found: list[tuple[bool, int, str]] = []  # (same label, bits, example): label conflicts, then the closest first
     copied: dict[str, list[str]] = {"val": [], "test": []}
     for later, earlier_splits in (("val", ("train",)), ("test", ("train", "val"))):
         exact = set(exact_copies.get(later, ()))
@@ -189,8 +187,10 @@ def find_near_copies(ids: Mapping[str, Sequence[str]], hashes: Mapping[str, np.n
                 if other >= 0:
                     across[f"{later}_in_{earlier}"] += 1
                     copied[later].append(ids[later][row])
-                    found.append((int(differing), f"'{ids[later][row]}' ~ '{ids[earlier][other]}' "
-                                                  f"({differing} of {HASH_BITS} bits differ)"))
+                    same = int(labels[later][row]) == int(labels[earlier][other])
+                    conflicts += not same
+                    found.append((same, int(differing), f"'{ids[later][row]}' ~ '{ids[earlier][other]}' "
+                                  f"({differing} of {HASH_BITS} bits differ{'' if same else ', another label'})"))
                     left[row] = False
-    examples = tuple(example for _, example in sorted(found, key=lambda pair: pair[0])[:max_examples])
-    return NearCopies(across, examples, {name: tuple(tiles) for name, tiles in copied.items()})
+    examples = tuple(example for *_, example in sorted(found, key=lambda entry: entry[:2])[:max_examples])
+    return NearCopies(across, examples, {name: tuple(tiles) for name, tiles in copied.items()}, conflicts)

@@ -16,6 +16,7 @@ class TileCopies(NamedTuple):
     exact: int  # pixel-identical
     near: int | None  # near-copies (rotated, flipped, re-saved, recoloured); None where not looked for
     label_conflicts: int  # sets of identical tiles under two labels
+    near_label_conflicts: int = 0  # near-copies labelled otherwise than the tile they copy
 
 
 def tile_copies(group: RunGroup) -> TileCopies | None:
@@ -28,7 +29,8 @@ def tile_copies(group: RunGroup) -> TileCopies | None:
     near_records = [found.get("near_copies") for found in records]
     near = None if not all(isinstance(found, dict) for found in near_records) else sum(
         _test_copies(found) for found in near_records)
-    return TileCopies(exact, near, sum(int(found.get("label_conflicts") or 0) for found in records))
+    return TileCopies(exact, near, sum(int(found.get("label_conflicts") or 0) for found in records),
+                      sum(int(found.get("label_conflicts") or 0) for found in near_records if isinstance(found, dict)))
 
 
 def _test_copies(found: dict) -> int:
@@ -67,7 +69,7 @@ def accuracy_without_copies_pct(group: RunGroup) -> float | None:
 
 def copies_label(copies: TileCopies | None, without: float | None) -> str:
     """What the Data column adds about copied tiles: nothing where none were found or none were looked for."""
-    exact, near, conflicts = copies or (0, 0, 0)
+    exact, near, conflicts, near_conflicts = copies or (0, 0, 0, 0)
     counted = [f"{exact} test tile{'s' if exact > 1 else ''} copying train/val tiles"] if exact else []
     if near:
         counted.append((f"{near} nearly copying them" if exact else
@@ -76,4 +78,6 @@ def copies_label(copies: TileCopies | None, without: float | None) -> str:
     parts = [" and ".join(counted) + (f" (test accuracy without them {without:.2f}%)" if without is not None else "")
              ] if counted else []
     parts += [f"{conflicts} identical tile set{'s' if conflicts > 1 else ''} under two labels"] if conflicts else []
+    if near_conflicts:
+        parts.append(f"{near_conflicts} near-cop{'ies' if near_conflicts > 1 else 'y'} under another label")
     return "".join(f"; {part}" for part in parts)

@@ -200,6 +200,7 @@ def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -
         test_tile_copies=copies.exact if copies else None,
         test_tile_near_copies=copies.near if copies else None,
         label_conflicts=copies.label_conflicts if copies else None,
+        near_copy_label_conflicts=copies.near_label_conflicts if copies and copies.near is not None else None,
         test_accuracy_without_copies_pct=without,
         # where the weights started (a title says it only where its spec put '{init}' in it)
         init=init_label(first.get("init")),

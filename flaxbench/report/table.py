@@ -194,6 +194,7 @@ CSV_KEYS: tuple[str, ...] = tuple(k for c in COLUMNS for k in c.keys) + (
     "test_tile_copies",
     "test_tile_near_copies",
     "label_conflicts",
+    "near_copy_label_conflicts",
     "test_accuracy_without_copies_pct",
 )
 JSON_KEYS: tuple[str, ...] = CSV_KEYS + ("seed_values", "results_files")
@@ -281,10 +282,11 @@ def _notes(summary: Summary) -> list[str]:
         "(the same tile filed twice, perhaps under another name or format: it is not held out, and its accuracy "
         "flatters the row), test tiles that nearly copy one (the same tile rotated, flipped, re-saved as JPEG, "
         "resized or recoloured, found by a perceptual hash; data.json says how close), with the row's "
-        "test accuracy on the other tiles, and sets of identical tiles filed under two labels; each run's "
+        "test accuracy on the other tiles, and sets of identical tiles filed under two labels (near-copies under "
+        "another label than the tile they copy); each run's "
         "data.json lists examples. Remove the copies, or split by patient or slide (`spec.data.group_by`).",
     ] if any(row["test_tile_copies"] or row["test_tile_near_copies"] or row["label_conflicts"]
-             for row in summary.rows) else []) + ([
+             or row["near_copy_label_conflicts"] for row in summary.rows) else []) + ([
         "**Not checked for copied tiles**: "
         + ", ".join(f"`{row['name']}`" for row in summary.rows if row["test_tile_copies"] is None)
         + " (runs trained before flaxbench looked for them, or with `spec.data.duplicates='off'`): whether a test "

@@ -91,6 +91,7 @@ def test_near_copies_are_counted_once_after_the_exact_ones(real_tiles):
                                                                                      "new"]}
     splits = {"train": train, "val": val, "test": test}
     labels = {name: np.zeros(len(tiles), int) for name, tiles in splits.items()}
+    labels["test"][2] = 1  # 'rotv' is val's 'v0' under another label
     found = find_duplicates(ids, labels, {name: tile_digests(tiles) for name, tiles in splits.items()},
                             {name: perceptual_hashes(tiles) for name, tiles in splits.items()})
     assert found.across_splits == {"val_in_train": 0, "test_in_train": 1, "test_in_val": 0}
@@ -98,6 +99,9 @@ def test_near_copies_are_counted_once_after_the_exact_ones(real_tiles):
     assert sorted(found.near_copies.copied_ids["test"]) == ["jpeg", "rot", "rotv"]
     assert {example.split(" ~ ")[0] for example in found.near_copies.examples} == {"'rot'", "'rotv'", "'jpeg'"}
     assert "'rot' ~ 't1' (" in " ".join(found.near_copies.examples)
+    assert found.near_copies.label_conflicts == 1 and found.near_copies.examples[0].startswith("'rotv' ~ 'v0' (")
+    assert found.near_copies.examples[0].endswith(" bits differ, another label)")
+    assert "1 of the near-copies carries another label than the tile copied" in found.problem()
     problem = found.problem()
     assert "1 test tile is pixel-identical to train tiles" in problem
     assert "2 test tiles are near-copies of train tiles (rotated, flipped, re-saved, resized or recoloured)" in problem

@@ -293,6 +293,9 @@ def test_near_copies_are_counted_and_left_out_with_the_exact_ones(tmp_path):
     assert row["data"].endswith("; 4 test tiles copying train/val tiles and 6 nearly copying them (rotated, flipped, "
                                 f"re-saved, resized or recoloured) (test accuracy without them {without:.2f}%)")
     results["duplicate_tiles"] = _copies(0, 0, 0, near=near[:1])
+    results["duplicate_tiles"]["near_copies"]["label_conflicts"] = 1
     write_results(tmp_path / "copied" / "results.json", results)
+    assert _rows(tmp_path)["copied"]["near_copy_label_conflicts"] == 1
+    assert _rows(tmp_path)["copied"]["data"].endswith("%); 1 near-copy under another label")
     assert ("; 1 test tile nearly copying train/val tiles (rotated, flipped, re-saved, resized or recoloured) (test "
             "accuracy without them") in _rows(tmp_path)["copied"]["data"]
