@@ -14,7 +14,7 @@ from tests.helpers import REPO, SHARED_DATA, run_cli
 
 FIGURES = ("accuracy_vs_time.png", "confusion_matrices.png", "training_curves.png", "per_class_recall.png",
            "roc_curves.png")
-REPORT_FILES = ("report.md", "report.csv", "report.json", *FIGURES)
+REPORT_FILES = ("report.md", "report.csv", "report.json", "report.tex", *FIGURES)
 
 # A row spec that shrinks specs/demo.py; it imports nothing from the repo, it runs the file.
 ROW_SPEC = '''\

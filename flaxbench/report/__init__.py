@@ -7,6 +7,7 @@ from pathlib import Path
 from flaxbench.errors import FlaxbenchError
 from flaxbench.report.collect import collect_runs
 from flaxbench.report.figures import write_figures
+from flaxbench.report.latex import write_latex
 from flaxbench.report.summary import summarize
 from flaxbench.report.table import write_csv, write_json, write_markdown
 
@@ -14,9 +15,10 @@ __all__ = ["write_report"]
 
 
 def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write report.md/.csv/.json and the five PNG figures (and an external one) for every results.json under `runs_dir`.
+    """Write report.md/.csv/.json/.tex and the PNG figures (and an external one) for every results.json under
+    `runs_dir`.
 
-    `out_dir` defaults to `runs_dir`; returns {"md", "csv", "json", <figure keys>: path}.
+    `out_dir` defaults to `runs_dir`; returns {"md", "csv", "json", "tex", <figure keys>: path}.
     """
     runs_dir = Path(runs_dir)
     out_dir = runs_dir if out_dir is None else Path(out_dir)
@@ -32,5 +34,6 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> dic
         "md": write_markdown(summary, out_dir / "report.md", runs_dir, figures),
         "csv": write_csv(summary, out_dir / "report.csv"),
         "json": write_json(summary, out_dir / "report.json", runs_dir),
+        "tex": write_latex(summary, out_dir / "report.tex", runs_dir),
     }
     return {**written, **figures}

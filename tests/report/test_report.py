@@ -97,7 +97,7 @@ def _md_table(md_text):
 
 
 def test_returns_every_output_in_out_dir(synthetic_report):
-    assert set(synthetic_report) == {"md", "csv", "json", *FIGURES}
+    assert set(synthetic_report) == {"md", "csv", "json", "tex", *FIGURES}
     names = {key: path.name for key, path in synthetic_report.items()}
     assert names["md"] == "report.md" and names["csv"] == "report.csv" and names["json"] == "report.json"
     assert all(path.parent.name == "report_out" for path in synthetic_report.values())
