@@ -333,6 +333,8 @@ def test_tiles_the_run_trained_on_are_found_by_their_pixels(trained_run, tmp_pat
 
 
 def test_rotated_re_saved_training_tiles_are_found_as_near_copies(trained_run, tmp_path, capsys):
+    from flaxbench.predict import predict_paths
+
     train = evaluate_workdir(trained_run, "train")
     folder = tmp_path / "near"
     for tile_id in train["predictions"]["ids"][:3]:  # three training tiles, turned and saved as JPEG
@@ -352,6 +354,9 @@ def test_rotated_re_saved_training_tiles_are_found_as_near_copies(trained_run, t
     others = [label == predicted for tile, label, predicted in zip(*(result["predictions"][key] for key in (
         "ids", "labels", "predictions"))) if "turned_" not in tile]
     assert result["accuracy_without_seen"] == pytest.approx(np.mean(others))
+    predict_paths(trained_run, [str(folder)], tmp_path / "p.csv")
+    assert "3 of these tiles are copies of tiles the run trained or validated on (near-copies" in (
+        capsys.readouterr().err)
 
 
 def test_a_damaged_digest_file_is_warned_about_and_the_tiles_go_unchecked(trained_run, tmp_path, capsys):
