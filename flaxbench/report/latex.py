@@ -1,4 +1,4 @@
-"""report.tex: the report's three tables as LaTeX (booktabs), to \\input into a paper."""
+"""report.tex: the report's tables as LaTeX (booktabs), to \\input into a paper."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from flaxbench.report.summary import SYNTHETIC_BANNER, Summary
-from flaxbench.report.table import TABLES, Footnotes
+from flaxbench.report.table import TABLES, Footnotes, per_class_tables
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -27,7 +27,8 @@ def cell(markdown: str) -> str:
 
 
 def latex(summary: Summary, runs_dir: Path) -> str:
-    """report.tex: each table of report.md in a table environment, its footnotes under the last."""
+    """report.tex: each table of report.md (the three, then the per-class ones) in a table environment, the
+    footnotes under them."""
     footnotes = Footnotes()
     rows = len(summary.rows)
     lines = [f"% flaxbench report: {rows} row{'s' if rows > 1 else ''} from {runs_dir}, best first; "
@@ -35,13 +36,16 @@ def latex(summary: Summary, runs_dir: Path) -> str:
              r"% Needs \usepackage{booktabs} and \usepackage{graphicx}."]
     if summary.synthetic:
         lines.append(f"% {SYNTHETIC_BANNER}.")
-    for table in TABLES:
-        body = [[column.render(row, footnotes) for column in table.columns] for row in summary.rows]
-        lines += ["", r"\begin{table}[htbp]", r"\centering", r"\caption{" + escape(table.heading)
+    tables = [(table.heading, [column.header for column in table.columns],
+               [[column.render(row, footnotes) for column in table.columns] for row in summary.rows])
+              for table in TABLES]
+    tables += [(f"Per class: {title}", headers, body) for title, headers, body in per_class_tables(summary)]
+    for title, headers, body in tables:
+        lines += ["", r"\begin{table}[htbp]", r"\centering", r"\caption{" + escape(title)
                   + (" (synthetic data)" if summary.synthetic else "") + "}",
                   r"\resizebox{\textwidth}{!}{%",
-                  r"\begin{tabular}{l" + "r" * (len(table.columns) - 1) + "}", r"\toprule",
-                  " & ".join(escape(column.header) for column in table.columns) + r" \\", r"\midrule"]
+                  r"\begin{tabular}{l" + "r" * (len(headers) - 1) + "}", r"\toprule",
+                  " & ".join(escape(header) for header in headers) + r" \\", r"\midrule"]
         lines += [" & ".join(cell(text) for text in cells) + r" \\" for cells in body]
         lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
     if footnotes.texts:

@@ -350,12 +350,22 @@ def _per_class_cell(values: dict[str, Any] | None, key: str) -> str:
     return f"{values[key]:.3f}" + (f" ({interval[0]:.3f}–{interval[1]:.3f})" if interval else "")
 
 
-def _per_class_sections(summary: Summary) -> list[str]:
-    """Markdown tables of F1, recall, precision, specificity and AUC with their CIs per row (lines) and class
-    (columns), classes in first-seen order."""
+def per_class_tables(summary: Summary) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, headers, cells of each line) of the F1, recall, precision, specificity and AUC tables with their
+    CIs, a line per row and a column per class (classes in first-seen order); none without per-class values."""
     tables = [(row, table) for row, table in zip(summary.rows, summary.per_class) if table]
     classes = list(dict.fromkeys(name for _, table in tables for name in table))
     if not classes:
+        return []
+    return [(title, ["Name", *classes],
+             [[f"`{row['name']}`", *(_per_class_cell(table.get(c), key) for c in classes)] for row, table in tables])
+            for key, title in PER_CLASS_SECTIONS]
+
+
+def _per_class_sections(summary: Summary) -> list[str]:
+    """Markdown sections of per_class_tables, under what their CIs are."""
+    tables = per_class_tables(summary)
+    if not tables:
         return []
     lines = ["", "## Per class", "",
              "Test tiles of all seeds pooled (AUC: the mean over seeds). 95% CI in brackets: for recall, "
@@ -367,12 +377,10 @@ def _per_class_sections(summary: Summary) -> list[str]:
              "precision's then. A dash where a row has no such class or did not record the value; no CI where it "
              "did not record per-tile predictions (AUC: class probabilities) or where the value is undefined "
              "(precision of a class never predicted, shown as 0)."]
-    for key, title in PER_CLASS_SECTIONS:
-        lines += ["", f"### {title}", "", "| Name | " + " | ".join(classes) + " |",
-                  "|" + "|".join("---" for _ in range(len(classes) + 1)) + "|"]
-        for row, table in tables:
-            lines.append(f"| `{row['name']}` | " + " | ".join(_per_class_cell(table.get(c), key) for c in classes)
-                         + " |")
+    for title, headers, body in tables:
+        lines += ["", f"### {title}", "", "| " + " | ".join(headers) + " |",
+                  "|" + "|".join("---" for _ in headers) + "|"]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return lines
 
 

@@ -32,12 +32,20 @@ def test_report_tex_holds_the_three_tables_with_every_row(tmp_path):
     paths = write_report(tmp_path, tmp_path / "out")
     tex, markdown = paths["tex"].read_text(), paths["md"].read_text()
     assert [caption for caption in re.findall(r"\\caption\{(.*?)\}", tex)] == [
-        "The study's table (synthetic data)", "Statistics (synthetic data)", "Cost and provenance (synthetic data)"]
-    study, statistics, provenance = _tables(tex)
+        f"{title} (synthetic data)" for title in ("The study's table", "Statistics", "Cost and provenance",
+                                                  "Per class: F1", "Per class: Recall (sensitivity)",
+                                                  "Per class: Precision (PPV)", "Per class: Specificity",
+                                                  "Per class: One-vs-rest ROC AUC")]
+    study, statistics, provenance, f1, *_ = _tables(tex)
     assert [row[0] for row in study] == [r"ViT 50\% \& more (\texttt{vit\_p15})", r"net title (\texttt{net})"]
     assert [row[0] for row in statistics] == [r"\texttt{vit\_p15}", r"\texttt{net}"]
     assert all(len(row) == 10 for row in study) and all(len(row) == 8 for row in provenance)
     # the same numbers as report.md, e.g. the accuracy CI of the best row
     interval = re.search(r"\| ViT 50% & more \(`vit_p15`\) \|(?:[^|]*\|){6} (\[[\d., ]+\]) \|", markdown).group(1)
     assert study[0][7] == interval
-    assert r"\begin{tabular}{lrrrrrrrrr}" in tex and tex.count(r"\begin{table}") == tex.count(r"\end{table}") == 3
+    assert r"\begin{tabular}{lrrrrrrrrr}" in tex and tex.count(r"\begin{table}") == tex.count(r"\end{table}") == 8
+    # per class: a column per class, each cell as report.md's, en dash as LaTeX's
+    f1_line = next(line for line in markdown.splitlines()[markdown.splitlines().index("### F1"):]
+                   if line.startswith("| `vit_p15` |"))
+    assert f1[0] == [cell(text.strip()) for text in f1_line.strip("|").split("|")] and len(f1[0]) == 7
+    assert "--" in f1[0][1]
