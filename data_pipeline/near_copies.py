@@ -12,13 +12,13 @@ tissue in a blank tile decides its hash, and such tiles look alike (before they 
 1,068 quarter crops of the sample tiles were within 16 bits, each a mostly blank crop with a speck in a corner).
 
 Measured on 2026-12-07 with the 132 tiles of the NCT-CRC-HE and Kather 2016 samples (7 of them too blank to
-compare), the 108 NCT ones also as 4 adjacent quarter crops each, at 150 px: the 531 tiles compared (140,715
-pairs of different tissue, neighbours included) were 40 bits apart or more, 980 quarter crops of 74-75 px
-blown up to 150 px 38 or more, and 1,764 sixteenth crops of 50-56 px blown up (1,554,966 pairs) over 30. Of the 531 tiles altered, within 16 bits were: all JPEG re-saves at quality 75
-and 50, flips, rotations, rotations re-saved as JPEG and noisy copies (Gaussian, sigma 5), 99.8% of
-150-100-150 px resizes and 99.3% of colour shifts (the rest too blank to compare once altered). A crop shifted
-by 4 px moved by a median of 20 bits (23% within 16): shifted or overlapping crops are mostly not found, and
-`spec.data.group_by` (whole slides per split) is the remedy.
+compare), the 108 NCT ones also as 4 adjacent quarter crops each, at 150 px: the 531 tiles compared (140,715 pairs
+of different tissue, neighbours included) were 40 bits apart or more, 980 quarter crops of 74-75 px blown up to 150
+px 38 or more, and 1,764 sixteenth crops of 50-56 px blown up (1,554,966 pairs) over 30. Of the 531 tiles altered,
+within 16 bits were: all JPEG re-saves at quality 75 and 50, flips, rotations, rotations re-saved as JPEG and noisy
+copies (Gaussian, sigma 5), 99.8% of 150-100-150 px resizes and 99.3% of colour shifts (the rest too blank to
+compare once altered). A crop shifted by 4 px moved by a median of 20 bits (23% within 16): shifted or overlapping
+crops are mostly not found, and `spec.data.group_by` (whole slides per split) is the remedy.
 """
 
 from __future__ import annotations
