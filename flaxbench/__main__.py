@@ -139,13 +139,12 @@ def _evaluate_external() -> None:
     result, path = evaluate_external(FLAGS.workdir, FLAGS.external, which=FLAGS.checkpoint, tta=FLAGS.tta,
                                      class_map=FLAGS.class_map, out=FLAGS.out, overwrite=FLAGS.overwrite,
                                      batch_size=_batch_size(), center_crop=FLAGS.center_crop)
-    low, high = result["accuracy_ci"]
     members = result.get("members")
     scored = (f"epoch {result['epoch']}" if not members else
               f"mean probabilities of {len(members)} runs, whose own accuracies are "
               f"{100 * result['member_accuracy_mean']:.1f} ± {100 * result['member_accuracy_std']:.1f}%")
     print(format_metrics(result["name"], f"external: {result['tiles']} tiles", result, synthetic=result["synthetic"])
-          + f"  (95% CI {100 * low:.1f}-{100 * high:.1f}%; {scored}, {FLAGS.checkpoint}"
+          + f"  ({scored}, {FLAGS.checkpoint}"
           + f"{', 8-view TTA' if FLAGS.tta else ''})")
     print(f"wrote {path}")
 

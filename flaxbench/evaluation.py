@@ -88,8 +88,11 @@ def split_cis(result: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
 
 
 def format_metrics(name: str, split: str, m: dict[str, Any], synthetic: bool = False) -> str:
-    """One human line for a split's headline metrics, marked when the data was synthetic."""
+    """One human line for a split's headline metrics (the accuracy's 95% CI where `m` holds `accuracy_ci`), marked
+    when the data was synthetic."""
+    low, high = m.get("accuracy_ci", (None, None))
+    interval = "" if low is None else f" (95% CI {100 * low:.1f}-{100 * high:.1f}%)"
     return (
-        f"{name} [{split}]{' [SYNTHETIC DATA]' if synthetic else ''} accuracy {100 * m['accuracy']:.2f}%  "
+        f"{name} [{split}]{' [SYNTHETIC DATA]' if synthetic else ''} accuracy {100 * m['accuracy']:.2f}%{interval}  "
         f"loss {m['loss']:.4f}  macro-F1 {m['macro_f1']:.4f}  balanced accuracy {100 * m['balanced_accuracy']:.2f}%"
     )

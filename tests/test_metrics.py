@@ -164,3 +164,13 @@ def test_roc_curve_hand_case_with_a_tie():
     assert np.trapezoid(tpr, fpr) == pytest.approx(metrics.one_vs_rest_auc(
         np.array([[0.1, 0.9], [0.2, 0.8], [0.2, 0.8], [0.9, 0.1]]), np.array([1, 0, 1, 0]))[1])
     assert metrics.roc_curve(np.array([0.3, 0.4]), np.array([True, True])) is None  # no negatives
+
+
+def test_the_metrics_line_shows_the_accuracy_ci_where_given():
+    from flaxbench.evaluation import format_metrics
+
+    metrics_of_split = {"accuracy": 0.9, "loss": 0.3, "macro_f1": 0.88, "balanced_accuracy": 0.87}
+    line = format_metrics("net", "test", {**metrics_of_split, "accuracy_ci": np.array([0.8123, 0.9571])})
+    assert line.startswith("net [test] accuracy 90.00% (95% CI 81.2-95.7%)  loss 0.3000")
+    assert "95% CI" not in format_metrics("net", "test", metrics_of_split, synthetic=True)
+    assert "[SYNTHETIC DATA]" in format_metrics("net", "test", metrics_of_split, synthetic=True)

@@ -16,6 +16,7 @@ import numpy as np
 from flaxbench import __version__
 from flaxbench.calibration import fit_temperature, temperature_scaled_metrics
 from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
+from flaxbench.class_intervals import wilson_interval
 from flaxbench.compile_cache import cache_note
 from flaxbench.errors import TrainingError, WorkdirError
 from flaxbench.evaluation import format_metrics, split_metrics
@@ -188,6 +189,7 @@ def train_and_evaluate(
     log(format_metrics(spec.name, "test", {
         "accuracy": results["test_accuracy"], "loss": results["test_loss"],
         "macro_f1": results["macro_f1"], "balanced_accuracy": results["balanced_accuracy"],
+        "accuracy_ci": wilson_interval(results["test_accuracy"], len(results["test_predictions"]["ids"])),
     }, synthetic=bool(run.dataset.synthetic))
         + f"  (best epoch {results['evaluated_checkpoint']['epoch']}; train {results['train_time_s']:.1f} s)")
     return results
