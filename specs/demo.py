@@ -3,8 +3,8 @@
     python -m flaxbench --spec specs/demo.py
 
 Runs in under 2 minutes on a 2-core CPU (55-90 s measured on a shared, busy one). Expected:
-test accuracy about 0.92 on the 240 synthetic test tiles (91.7% measured; SYNTHETIC DATA: a
-check that everything works, not a histology result).
+test accuracy about 0.92 on the 240 synthetic test tiles (91.7% measured, 95% CI 87.5-94.5%;
+SYNTHETIC DATA: a check that everything works, not a histology result).
 """
 
 import os
