@@ -25,12 +25,16 @@ def tile_copies(group: RunGroup) -> TileCopies | None:
     records = [found for run in group.first_seed_runs if isinstance(found := run.results.get("duplicate_tiles"), dict)]
     if not records:
         return None
-    exact = sum(_test_copies(found) for found in records)
     near_records = [found.get("near_copies") for found in records]
-    near = None if not all(isinstance(found, dict) for found in near_records) else sum(
-        _test_copies(found) for found in near_records)
-    return TileCopies(exact, near, sum(int(found.get("label_conflicts") or 0) for found in records),
-                      sum(int(found.get("label_conflicts") or 0) for found in near_records if isinstance(found, dict)))
+    looked = all(isinstance(found, dict) for found in near_records)  # runs from before near-copies were looked for
+    return TileCopies(sum(_test_copies(found) for found in records),
+                      sum(_test_copies(found) for found in near_records) if looked else None,
+                      _conflicts(records), _conflicts(near_records) if looked else 0)
+
+
+def _conflicts(records: list[dict]) -> int:
+    """The label conflicts `duplicate_tiles` (or `near_copies`) records count, summed."""
+    return sum(int(found.get("label_conflicts") or 0) for found in records)
 
 
 def _test_copies(found: dict) -> int:
