@@ -238,6 +238,26 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+EXTERNAL_HEADERS = ["Name", "Seed", "Tiles from", "Tiles", "Checkpoint", "Accuracy % (95% CI)",
+                    "Balanced accuracy % (95% CI)", "Macro-F1", "Macro AUC (95% CI)", "Loss",
+                    "ECE (temperature-scaled)", "McNemar p", "Own test accuracy %"]
+
+
+def external_cells(line: dict[str, Any]) -> list[str]:
+    """The cells, under EXTERNAL_HEADERS, of one external evaluation in the report's table."""
+    checkpoint = line["checkpoint"] + (", TTA" if line["tta"] else "")
+    ci, balanced_ci = line["accuracy_ci"], line["balanced_accuracy_ci"]
+    return [
+        f"`{line['name']}`", _seed_cell(line),
+        f"`{line['external']}`" + (f" (central {line['center_crop']} px)" if line["center_crop"] else ""),
+        str(line["tiles"]) + _seen_note(line),
+        checkpoint, f"{_pct(line['accuracy'])} ({_pct(ci[0])}–{_pct(ci[1])})" + _runs(line),
+        f"{_pct(line['balanced_accuracy'])} ({_pct(balanced_ci[0])}–{_pct(balanced_ci[1])})",
+        f"{line['macro_f1']:.3f}", _auc_cell(line),
+        f"{line['loss']:.3f}", _ece_cell(line), _p_value(line), _pct(line["own_test_accuracy"]),
+    ]
+
+
 def external_section(lines: list[dict[str, Any]]) -> list[str]:
     """Markdown lines of the external test sets table; none when no run has an external evaluation."""
     if not lines:
@@ -255,20 +275,6 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
            "are pixel-identical to, or near-copies of (rotated, flipped, re-saved, resized or recoloured), tiles "
            "the runs trained or validated on (the runs' tile_digests.npz): not external, and their accuracy "
            "flatters the line.", "",
-           "| Name | Seed | Tiles from | Tiles | Checkpoint | Accuracy % (95% CI) | Balanced accuracy % (95% CI) "
-           "| Macro-F1 | Macro AUC (95% CI) | Loss | ECE (temperature-scaled) | McNemar p | Own test accuracy % |",
-           "|" + "|".join("---" for _ in range(13)) + "|"]
-    for line in lines:
-        checkpoint = line["checkpoint"] + (", TTA" if line["tta"] else "")
-        ci, balanced_ci = line["accuracy_ci"], line["balanced_accuracy_ci"]
-        cells = [
-            f"`{line['name']}`", _seed_cell(line),
-            f"`{line['external']}`" + (f" (central {line['center_crop']} px)" if line["center_crop"] else ""),
-            str(line["tiles"]) + _seen_note(line),
-            checkpoint, f"{_pct(line['accuracy'])} ({_pct(ci[0])}–{_pct(ci[1])})" + _runs(line),
-            f"{_pct(line['balanced_accuracy'])} ({_pct(balanced_ci[0])}–{_pct(balanced_ci[1])})",
-            f"{line['macro_f1']:.3f}", _auc_cell(line),
-            f"{line['loss']:.3f}", _ece_cell(line), _p_value(line), _pct(line["own_test_accuracy"]),
-        ]
-        out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+           "| " + " | ".join(EXTERNAL_HEADERS) + " |", "|" + "|".join("---" for _ in EXTERNAL_HEADERS) + "|"]
+    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in external_cells(line)) + " |" for line in lines]
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from flaxbench.report.external import EXTERNAL_HEADERS, external_cells
 from flaxbench.report.summary import SYNTHETIC_BANNER, Summary
 from flaxbench.report.table import TABLES, Footnotes, per_class_tables
 
@@ -27,8 +28,8 @@ def cell(markdown: str) -> str:
 
 
 def latex(summary: Summary, runs_dir: Path) -> str:
-    """report.tex: each table of report.md (the three, then the per-class ones) in a table environment, the
-    footnotes under them."""
+    """report.tex: each table of report.md (the three, the per-class ones, the external test sets) in a table
+    environment, the footnotes under them."""
     footnotes = Footnotes()
     rows = len(summary.rows)
     lines = [f"% flaxbench report: {rows} row{'s' if rows > 1 else ''} from {runs_dir}, best first; "
@@ -40,6 +41,8 @@ def latex(summary: Summary, runs_dir: Path) -> str:
                [[column.render(row, footnotes) for column in table.columns] for row in summary.rows])
               for table in TABLES]
     tables += [(f"Per class: {title}", headers, body) for title, headers, body in per_class_tables(summary)]
+    if summary.external:
+        tables.append(("External test sets", EXTERNAL_HEADERS, [external_cells(line) for line in summary.external]))
     for title, headers, body in tables:
         lines += ["", r"\begin{table}[htbp]", r"\centering", r"\caption{" + escape(title)
                   + (" (synthetic data)" if summary.synthetic else "") + "}",

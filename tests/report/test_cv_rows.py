@@ -109,6 +109,11 @@ def test_a_rows_ensemble_on_external_tiles_is_a_line_with_its_runs_spread(tmp_pa
     # The accuracy's CI is the Wilson interval of 70% over 9 tiles, whatever interval the file holds
     assert "| `net_3fold` | ensemble of 3 runs | `/data/other` | 9 | best | 70.0 (38.2–89.8); runs 60.0 ± 5.0 |" in (
         paths["md"].read_text())
+    # and in report.tex, the last table
+    tex = paths["tex"].read_text()
+    assert r"\caption{External test sets (synthetic data)}" in tex and tex.index("External test sets") > tex.index("Per class")
+    assert (r"\texttt{net\_3fold} & ensemble of 3 runs & \texttt{/data/other} & 9 & best & 70.0 (38.2--89.8); runs "
+            r"60.0 $\pm$ 5.0 & ") in tex
 
 
 @pytest.mark.parametrize("members, problem", [
