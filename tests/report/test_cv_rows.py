@@ -111,7 +111,8 @@ def test_a_rows_ensemble_on_external_tiles_is_a_line_with_its_runs_spread(tmp_pa
         paths["md"].read_text())
     # and in report.tex, the last table
     tex = paths["tex"].read_text()
-    assert r"\caption{External test sets (synthetic data)}" in tex and tex.index("External test sets") > tex.index("Per class")
+    assert r"\caption{External test sets (synthetic data)}" in tex
+    assert tex.index("External test sets") > tex.index("Per class")
     assert (r"\texttt{net\_3fold} & ensemble of 3 runs & \texttt{/data/other} & 9 & best & 70.0 (38.2--89.8); runs "
             r"60.0 $\pm$ 5.0 & ") in tex
 
