@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ml_collections
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -27,3 +28,9 @@ def kather_sample() -> Path:
 def nct_sample() -> Path:
     """NCT-CRC-HE sample: 9 folders ADI..TUM, 12 tiles each, 224x224 TIFF."""
     return sample_folder("nct_crc_he_sample")
+
+
+def split_folders_spec(root: Path, **overrides) -> ml_collections.ConfigDict:
+    """spec.data for a folder `root` of train/val/test folders of tumor and stroma tiles, no augmentation."""
+    return ml_collections.ConfigDict({"source": f"folder:{root}", "classes": ("tumor", "stroma"),
+                                      "split": ("train", "val", "test"), "augment": (), **overrides})

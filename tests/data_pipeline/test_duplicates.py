@@ -4,13 +4,13 @@ import logging
 import shutil
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
 from data_pipeline import DataError, load_dataset
 from data_pipeline.duplicates import check_duplicates_mode, find_duplicates, tile_digests
+from tests.data_pipeline.conftest import split_folders_spec
 
 
 def _digests(*tiles):
@@ -82,15 +82,10 @@ def _split_folders(root: Path, kather_sample: Path) -> Path:
     return root
 
 
-def _spec(root: Path, **overrides) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict({"source": f"folder:{root}", "classes": ("tumor", "stroma"),
-                                      "split": ("train", "val", "test"), "augment": (), **overrides})
-
-
 def test_copies_in_a_real_folder_are_warned_about_and_recorded(tmp_path, kather_sample, caplog):
     root = _split_folders(tmp_path / "tiles", kather_sample)
     with caplog.at_level(logging.WARNING, logger="data_pipeline.duplicates"):
-        data = load_dataset(_spec(root))
+        data = load_dataset(split_folders_spec(root))
     assert data.duplicates.across_splits == {"val_in_train": 0, "test_in_train": 1, "test_in_val": 1}
     assert "'test/tumor/renamed.png' = 'train/tumor/" in data.duplicates.examples[0]
     [message] = [r.getMessage() for r in caplog.records]
@@ -101,17 +96,17 @@ def test_copies_in_a_real_folder_are_warned_about_and_recorded(tmp_path, kather_
 def test_error_mode_refuses_the_copies_and_off_does_not_look(tmp_path, kather_sample, caplog):
     root = _split_folders(tmp_path / "tiles", kather_sample)
     with pytest.raises(DataError, match=r"1 test tile is pixel-identical to train tiles.*spec.data.group_by"):
-        load_dataset(_spec(root, duplicates="error"))
+        load_dataset(split_folders_spec(root, duplicates="error"))
     with caplog.at_level(logging.WARNING):
-        assert load_dataset(_spec(root, duplicates="off")).duplicates is None
+        assert load_dataset(split_folders_spec(root, duplicates="off")).duplicates is None
     assert not caplog.records
 
 
 def test_a_bad_mode_fails_before_any_tile_is_read(tmp_path):
     with pytest.raises(DataError, match="spec.data.duplicates is 'strict'"):
-        load_dataset(_spec(tmp_path / "no such folder", duplicates="strict"))
+        load_dataset(split_folders_spec(tmp_path / "no such folder", duplicates="strict"))
 
 
 def test_a_dataset_with_a_split_left_undecoded_is_not_checked(tmp_path, kather_sample):
     root = _split_folders(tmp_path / "tiles", kather_sample)
-    assert load_dataset(_spec(root, duplicates="error"), decode=("test",)).duplicates is None
+    assert load_dataset(split_folders_spec(root, duplicates="error"), decode=("test",)).duplicates is None

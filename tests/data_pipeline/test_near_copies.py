@@ -5,7 +5,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,7 +12,7 @@ from PIL import Image
 from data_pipeline import DataError, load_dataset
 from data_pipeline.duplicates import find_duplicates, tile_digests
 from data_pipeline.near_copies import HASH_BITS, NEAR_COPY_BITS, has_structure, nearest, perceptual_hashes
-from tests.data_pipeline.conftest import sample_folder
+from tests.data_pipeline.conftest import sample_folder, split_folders_spec
 
 
 def _tiles(folder: Path, size: int = 150) -> np.ndarray:
@@ -123,15 +122,10 @@ def _split_folders(root: Path, kather_sample: Path) -> Path:
     return root
 
 
-def _spec(root: Path, **overrides) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict({"source": f"folder:{root}", "classes": ("tumor", "stroma"),
-                                      "split": ("train", "val", "test"), "augment": (), **overrides})
-
-
 def test_a_rotated_jpeg_of_a_training_tile_is_warned_about_and_refused_on_request(tmp_path, kather_sample, caplog):
     root = _split_folders(tmp_path / "tiles", kather_sample)
     with caplog.at_level(logging.WARNING, logger="data_pipeline.duplicates"):
-        data = load_dataset(_spec(root))
+        data = load_dataset(split_folders_spec(root))
     assert data.duplicates.held_out_copies == 0
     assert data.duplicates.near_copies.copied_ids == {"val": (), "test": ("test/stroma/turned.jpg",)}
     [message] = [r.getMessage() for r in caplog.records]
@@ -139,4 +133,4 @@ def test_a_rotated_jpeg_of_a_training_tile_is_warned_about_and_refused_on_reques
     assert "1 test tile is a near-copy of train tiles (rotated" in message
     assert "'test/stroma/turned.jpg' ~ 'train/stroma/" in message
     with pytest.raises(DataError, match=r"1 test tile is a near-copy of train tiles"):
-        load_dataset(_spec(root, duplicates="error"))
+        load_dataset(split_folders_spec(root, duplicates="error"))
