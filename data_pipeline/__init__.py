@@ -1,26 +1,31 @@
 """Histopathology tiles for flaxbench: loading, splitting, and on-device batching/augmentation.
 
-A leaf package: it never imports flaxbench.
+A leaf package: it never imports flaxbench. Its names load their modules on first use, so that
+the modules without JAX (groups, split, errors) can be imported where JAX is not (the report).
 """
 
-from data_pipeline.classes import canonical_class_name
-from data_pipeline.dataset import SPLIT_NAMES, Split, TileDataset, load_dataset
-from data_pipeline.device import augment, eval_batch_indices, normalize, train_batch_indices
-from data_pipeline.errors import DataError
-from data_pipeline.images import load_image
-from data_pipeline.last_dataset import LastDataset
+import importlib
+from typing import Any
 
-__all__ = [
-    "SPLIT_NAMES",
-    "DataError",
-    "LastDataset",
-    "Split",
-    "TileDataset",
-    "augment",
-    "canonical_class_name",
-    "eval_batch_indices",
-    "load_dataset",
-    "load_image",
-    "normalize",
-    "train_batch_indices",
-]
+_MODULE_OF = {
+    "SPLIT_NAMES": "dataset",
+    "DataError": "errors",
+    "LastDataset": "last_dataset",
+    "Split": "dataset",
+    "TileDataset": "dataset",
+    "augment": "device",
+    "canonical_class_name": "classes",
+    "eval_batch_indices": "device",
+    "load_dataset": "dataset",
+    "load_image": "images",
+    "normalize": "device",
+    "train_batch_indices": "device",
+}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """The package's public names, each imported from its module when first asked for."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'data_pipeline' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"data_pipeline.{_MODULE_OF[name]}"), name)
