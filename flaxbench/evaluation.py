@@ -9,6 +9,7 @@ import numpy as np
 
 from flaxbench import bootstrap, metrics
 from flaxbench.class_intervals import accuracy_interval, class_cis, with_class_cis
+from flaxbench.group_intervals import GroupInterval, format_group_interval
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -88,10 +89,11 @@ def split_cis(result: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
 
 
 def format_metrics(name: str, split: str, m: dict[str, Any], synthetic: bool = False) -> str:
-    """One human line for a split's headline metrics (the accuracy's 95% CI where `m` holds `accuracy_ci`), marked
-    when the data was synthetic."""
+    """One human line for a split's headline metrics (the accuracy's 95% CI where `m` holds `accuracy_ci`, and over
+    patients or slides where it holds `groups` and `accuracy_ci_groups`), marked when the data was synthetic."""
     low, high = m.get("accuracy_ci", (None, None))
-    interval = "" if low is None else f" (95% CI {100 * low:.1f}-{100 * high:.1f}%)"
+    groups = None if m.get("groups") is None else GroupInterval(m["groups"], m.get("accuracy_ci_groups"))
+    interval = "" if low is None else f" (95% CI {100 * low:.1f}-{100 * high:.1f}%{format_group_interval(groups)})"
     return (
         f"{name} [{split}]{' [SYNTHETIC DATA]' if synthetic else ''} accuracy {100 * m['accuracy']:.2f}%{interval}  "
         f"loss {m['loss']:.4f}  macro-F1 {m['macro_f1']:.4f}  balanced accuracy {100 * m['balanced_accuracy']:.2f}%"

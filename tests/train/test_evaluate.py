@@ -125,3 +125,26 @@ def test_a_folder_that_changed_is_refused_before_its_tiles_are_decoded(folder_ru
     (workdir / "results.json").unlink()  # as if interrupted: the same command resumes
     with pytest.raises(WorkdirError, match="the tiles or labels of a split.*start the run over with --overwrite"):
         train_and_evaluate(read_run_spec(workdir), workdir, log=lambda s: None)
+
+
+def test_a_run_split_by_patient_reports_its_accuracy_ci_over_the_patients(tmp_path):
+    import re
+
+    import numpy as np
+
+    from flaxbench.group_intervals import group_accuracy_interval
+
+    # tile_<k> of class a and of class b come from patient k
+    source = write_tiles(tmp_path / "tiles", {"a": 40, "b": 40}, size=32)
+    spec = tiny_spec(**{"data.source": f"folder:{source}", "data.classes": None, "data.split": (0.5, 0.25, 0.25),
+                        "data.group_by": r"tile_(\d+)", "train.epochs": 1})
+    lines = []
+    train_and_evaluate(spec, tmp_path / "run", log=lines.append)
+    out = evaluate_workdir(tmp_path / "run", "test")
+    predictions = out["predictions"]
+    patients = [re.search(r"tile_(\d+)", tile).group(1) for tile in predictions["ids"]]
+    expected = group_accuracy_interval(np.equal(predictions["labels"], predictions["predictions"]), None, patients)
+    assert out["groups"] == len(set(patients)) >= 5
+    assert out["accuracy_ci_groups"] == list(expected.interval)
+    assert out["design_effect_groups"] == expected.design_effect
+    assert f"% over {out['groups']} groups)" in lines[-1]  # the run's closing metrics line

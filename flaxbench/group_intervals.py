@@ -1,0 +1,101 @@
+"""The 95% CI of test accuracy over patients or slides, where their tiles are not independent.
+
+Tiles cut from one slide look alike and tend to be right or wrong together, so the Wilson interval,
+which counts every tile as an independent trial, is too narrow when the test tiles come from few
+patients. A run split by `spec.data.group_by` knows each test tile's group, and the survey
+statisticians' remedy for clustered proportions applies: the design effect (the variance of the
+accuracy over groups, as a ratio estimator, against the binomial variance of as many independent
+tiles; at least 1) turns the tiles into an effective number of independent ones, which Korn and
+Graubard's correction shrinks further for the few degrees of freedom of few groups (by (z / t)^2,
+t of groups - 1 degrees of freedom); the Wilson interval of that many tiles is the interval. It is
+never narrower than the tile-level one, and like it does not shrink to nothing when every tile is
+right. One group gives none: its spread over groups cannot be seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from statistics import NormalDist
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy.stats import t as student_t
+
+from data_pipeline.errors import DataError
+from data_pipeline.groups import tile_groups
+from flaxbench.bootstrap import CI_LEVEL
+from flaxbench.class_intervals import wilson_interval
+
+MIN_GROUPS = 2
+
+
+class GroupInterval(NamedTuple):
+    """The accuracy's 95% CI over the groups of the tiles scored, and the design effect behind it; both None with
+    fewer than MIN_GROUPS groups."""
+
+    groups: int
+    interval: tuple[float, float] | None
+    design_effect: float | None = None
+
+
+def group_accuracy_interval(correct: np.ndarray, trials: np.ndarray | None, groups: Sequence[str],
+                            level: float = CI_LEVEL) -> GroupInterval:
+    """The 95% CI of accuracy from `correct[i]` right of `trials[i]` (default 1) predictions on tile i of group
+    `groups[i]`, its tiles' outcomes alike within a group (the module's docstring says how)."""
+    correct = np.asarray(correct, np.float64).reshape(-1)
+    trials = np.ones_like(correct) if trials is None else np.asarray(trials, np.float64).reshape(-1)
+    names, of_group = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
+    if correct.size == 0 or not correct.size == trials.size == of_group.size:
+        raise ValueError(f"need one count of right and made predictions and a group per tile, got {correct.size}, "
+                         f"{trials.size} and {of_group.size}")
+    if len(names) < MIN_GROUPS:
+        return GroupInterval(len(names), None)
+    share = correct / trials  # of each tile's predictions, the right ones (several seeds pooled)
+    tiles, count = share.size, len(names)
+    accuracy = float(share.mean())
+    deviation = np.bincount(of_group, weights=share) - accuracy * np.bincount(of_group)
+    variance = count / (count - 1) * float(np.sum(deviation ** 2)) / tiles ** 2
+    binomial = accuracy * (1 - accuracy) / tiles
+    design_effect = max(1.0, variance / binomial) if binomial > 0 else 1.0
+    quantile = 0.5 + level / 2
+    effective = tiles / design_effect * (NormalDist().inv_cdf(quantile) / student_t.ppf(quantile, count - 1)) ** 2
+    low, high = wilson_interval(accuracy, effective, level)
+    return GroupInterval(count, (float(low), float(high)), design_effect)
+
+
+def tile_group_interval(correct: np.ndarray, trials: np.ndarray | None, ids: Sequence[str],
+                        group_by: str | None) -> GroupInterval | None:
+    """group_accuracy_interval of tiles `ids` grouped by the run's `group_by` pattern; None without one, or where a
+    tile has no group by it (ids recorded otherwise than the split saw them)."""
+    if not group_by:
+        return None
+    try:
+        groups = tile_groups(ids, group_by)
+    except DataError:
+        return None
+    return group_accuracy_interval(correct, trials, groups)
+
+
+def predictions_group_interval(predictions: dict[str, Any], group_by: str | None) -> GroupInterval | None:
+    """tile_group_interval of per-tile `predictions` (`ids`, `labels`, `predictions`, as split_metrics records)."""
+    correct = np.asarray(predictions["labels"]) == np.asarray(predictions["predictions"])
+    return tile_group_interval(correct, None, predictions["ids"], group_by)
+
+
+def group_fields(found: GroupInterval | None) -> dict[str, Any]:
+    """{"groups": how many, "accuracy_ci_groups": [low, high], "design_effect_groups"}, as an evaluation records
+    them (None where not found)."""
+    interval = None if found is None or found.interval is None else list(found.interval)
+    return {"groups": None if found is None else found.groups, "accuracy_ci_groups": interval,
+            "design_effect_groups": None if found is None else found.design_effect}
+
+
+def format_group_interval(found: GroupInterval | None) -> str:
+    """'; 81.2-95.0% over 24 groups' for a metrics line after its tile-level CI; '' without groups."""
+    if found is None:
+        return ""
+    if found.interval is None:
+        return f"; {found.groups} group{'s' if found.groups > 1 else ''}, too few for a CI over groups (at least " \
+               f"{MIN_GROUPS})"
+    low, high = found.interval
+    return f"; {100 * low:.1f}-{100 * high:.1f}% over {found.groups} groups"

@@ -1,0 +1,109 @@
+"""The accuracy's 95% CI over patients or slides: the Wilson interval of the tiles a design effect leaves."""
+
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+from scipy.stats import t as student_t
+
+from flaxbench.class_intervals import accuracy_interval, wilson_interval
+from flaxbench.evaluation import format_metrics
+from flaxbench.group_intervals import (
+    MIN_GROUPS, GroupInterval, format_group_interval, group_accuracy_interval, predictions_group_interval,
+    tile_group_interval,
+)
+
+
+def _width(interval: tuple[float, float]) -> float:
+    return interval[1] - interval[0]
+
+
+def test_groups_right_or_wrong_as_a_whole_widen_the_interval_far_beyond_the_tiles_one():
+    # 20 patients of 30 tiles, every tile of half of them right and of the others wrong
+    groups = np.repeat([f"patient_{k}" for k in range(20)], 30)
+    correct = np.repeat(np.arange(20) % 2 == 0, 30)
+    found = group_accuracy_interval(correct, None, groups)
+    tiles = accuracy_interval(correct)
+    assert found.groups == 20
+    low, high = found.interval
+    assert low < 0.5 < high and _width(found.interval) > 3 * _width(tiles)  # 600 tiles, but only 20 samples
+    assert 0.2 < low < 0.4 and 0.6 < high < 0.8
+
+
+def test_one_tile_per_group_gives_about_the_tile_level_interval():
+    rng = np.random.default_rng(0)
+    correct = rng.random(400) < 0.8
+    found = group_accuracy_interval(correct, None, [f"g{k}" for k in range(400)])
+    assert found.groups == 400
+    assert np.allclose(found.interval, accuracy_interval(correct), atol=0.015)
+
+
+def test_groups_as_alike_as_independent_tiles_only_pay_for_their_few_degrees_of_freedom():
+    # every patient 8 of 10 tiles right: less spread than independent tiles would show, design effect 1
+    correct = np.tile(np.r_[np.ones(8), np.zeros(2)], 12)
+    found = group_accuracy_interval(correct, None, np.repeat([f"p{k}" for k in range(12)], 10))
+    assert found.design_effect == 1.0
+    z, t = NormalDist().inv_cdf(0.975), student_t.ppf(0.975, 11)
+    assert np.allclose(found.interval, wilson_interval(0.8, 120 * (z / t) ** 2))
+    tiles = accuracy_interval(correct)
+    assert found.interval[0] < tiles[0] and found.interval[1] > tiles[1]  # never narrower than the tile-level CI
+
+
+def test_a_large_group_weighs_as_much_as_its_tiles():
+    # one slide of 90 tiles all right, nine slides of one wrong tile each: 90 of 99 right, but from 10 slides
+    correct = np.r_[np.ones(90), np.zeros(9)]
+    found = group_accuracy_interval(correct, None, ["big"] * 90 + [f"small_{k}" for k in range(9)])
+    assert found.design_effect > 5
+    low, high = found.interval
+    assert low < 90 / 99 < high and low < 0.75 < accuracy_interval(correct)[0]
+
+
+def test_seeds_on_a_tile_count_as_its_trials_not_as_more_groups():
+    rng = np.random.default_rng(1)
+    groups = np.repeat([f"slide_{k}" for k in range(12)], 10)
+    correct_once = (rng.random(120) < 0.7).astype(float)
+    one_seed = group_accuracy_interval(correct_once, None, groups)
+    three_seeds_agreeing = group_accuracy_interval(3 * correct_once, np.full(120, 3.0), groups)
+    assert three_seeds_agreeing.groups == one_seed.groups
+    assert np.allclose(three_seeds_agreeing.interval, one_seed.interval)
+
+
+def test_one_group_gives_no_interval_but_every_tile_right_over_several_still_gives_one():
+    assert MIN_GROUPS == 2
+    found = group_accuracy_interval(np.ones(30), None, ["p0"] * 30)
+    assert found == GroupInterval(1, None)
+    assert format_group_interval(found) == "; 1 group, too few for a CI over groups (at least 2)"
+    three = group_accuracy_interval(np.ones(30), None, np.repeat(["p0", "p1", "p2"], 10))
+    assert three.interval[1] == 1.0 and three.interval[0] < accuracy_interval(np.ones(30))[0] < 1.0
+
+
+def test_the_interval_holds_the_estimate():
+    rng = np.random.default_rng(2)
+    groups = rng.integers(0, 30, 300).astype(str)
+    correct = rng.random(300) < 0.6
+    found = group_accuracy_interval(correct, None, groups)
+    assert found.interval[0] < correct.mean() < found.interval[1]
+
+
+def test_tiles_are_grouped_by_the_runs_pattern():
+    ids = [f"tumor/slide_{k % 12}/tile_{k}.png" for k in range(120)]
+    correct = np.arange(120) % 12 < 9  # by slide: 9 slides all right, 3 all wrong
+    found = tile_group_interval(correct, None, ids, r"slide_(\d+)")
+    assert found.groups == 12 and found.interval[0] < 0.75 < found.interval[1]
+    assert tile_group_interval(correct, None, ids, None) is None  # split tile by tile: no groups
+    assert tile_group_interval(correct, None, ids, r"patient_(\d+)") is None  # tiles the pattern finds no group in
+    predictions = {"ids": ids, "labels": [0] * 120, "predictions": [0 if right else 1 for right in correct]}
+    assert predictions_group_interval(predictions, r"slide_(\d+)") == found
+
+
+def test_the_metrics_line_shows_the_interval_over_groups():
+    metrics = {"accuracy": 0.75, "loss": 0.5, "macro_f1": 0.7, "balanced_accuracy": 0.74, "accuracy_ci": [0.66, 0.82]}
+    line = format_metrics("run", "test", {**metrics, "groups": 12, "accuracy_ci_groups": [0.5, 0.917]})
+    assert "accuracy 75.00% (95% CI 66.0-82.0%; 50.0-91.7% over 12 groups)" in line
+    assert "(95% CI 66.0-82.0%)" in format_metrics("run", "test", {**metrics, "groups": None})
+    assert "3 groups, too few" in format_metrics("run", "test", {**metrics, "groups": 3, "accuracy_ci_groups": None})
+
+
+def test_mismatched_inputs_are_refused():
+    with pytest.raises(ValueError, match="a group per tile"):
+        group_accuracy_interval(np.ones(3), None, ["a", "b"])
