@@ -37,9 +37,10 @@ def latex(summary: Summary, runs_dir: Path) -> str:
              r"% Needs \usepackage{booktabs} and \usepackage{graphicx}."]
     if summary.synthetic:
         lines.append(f"% {SYNTHETIC_BANNER}.")
-    tables = [(table.heading, [column.header for column in table.columns],
-               [[column.render(row, footnotes) for column in table.columns] for row in summary.rows])
-              for table in TABLES]
+    shown = [(table.heading, table.shown_columns(summary.rows)) for table in TABLES]
+    tables = [(heading, [column.header for column in columns],
+               [[column.render(row, footnotes) for column in columns] for row in summary.rows])
+              for heading, columns in shown]
     tables += [(f"Per class: {title}", headers, body) for title, headers, body in per_class_tables(summary)]
     if summary.external:
         tables.append(("External test sets", EXTERNAL_HEADERS, [external_cells(line) for line in summary.external]))

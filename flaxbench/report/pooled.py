@@ -9,6 +9,7 @@ import numpy as np
 from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
 from flaxbench.class_intervals import accuracy_interval, class_cis, with_class_cis
+from flaxbench.group_intervals import GroupInterval, tile_group_interval
 from flaxbench.report.collect import Run, RunGroup
 
 
@@ -73,6 +74,12 @@ def _pooled_tiles(group: RunGroup, num_classes: int | None = None) -> PooledTile
     """The row's test predictions pooled per tile id over its seeds (and folds); None without per-tile predictions.
 
     `num_classes` sizes `predicted` (default: the largest class predicted or true, plus one)."""
+    pooled = _pooled_by_id(group, num_classes)
+    return None if pooled is None else pooled[1]
+
+
+def _pooled_by_id(group: RunGroup, num_classes: int | None = None) -> tuple[list[str], PooledTiles] | None:
+    """(the tile ids, sorted; _pooled_tiles in their order)."""
     rows: dict[str, list] = {}  # tile id -> [true class, predicted classes]
     for run in group.runs:
         predictions = run.results.get("test_predictions")
@@ -91,7 +98,7 @@ def _pooled_tiles(group: RunGroup, num_classes: int | None = None) -> PooledTile
     width = num_classes or largest + 1
     predicted = np.stack([np.bincount(p, minlength=width) for p in said])
     correct = np.array([int(np.sum(p == label)) for p, label in zip(said, labels)])
-    return PooledTiles(correct, predicted.sum(axis=1), labels, predicted)
+    return tiles, PooledTiles(correct, predicted.sum(axis=1), labels, predicted)
 
 
 def accuracy_ci_pct(group: RunGroup) -> tuple[float, float] | None:
@@ -105,6 +112,16 @@ def accuracy_ci_pct(group: RunGroup) -> tuple[float, float] | None:
         return None
     low, high = accuracy_interval(pooled.correct, pooled.trials, CI_LEVEL)
     return 100.0 * low, 100.0 * high
+
+
+def group_accuracy_ci(group: RunGroup) -> GroupInterval | None:
+    """The 95% CI of the row's pooled test accuracy over its test tiles' patients or slides (flaxbench.group_intervals);
+    None for a row split tile by tile, or without per-tile predictions."""
+    pooled = _pooled_by_id(group)
+    if pooled is None:
+        return None
+    tiles, (correct, trials, _, _) = pooled
+    return tile_group_interval(correct, trials, tiles, group.runs[0].results.get("group_by"))
 
 
 def balanced_accuracy_ci(group: RunGroup) -> tuple[float, float] | None:

@@ -15,7 +15,7 @@ from flaxbench.report.collect import RunGroup
 from flaxbench.report.copies import accuracy_without_copies_pct, copies_label, tile_copies
 from flaxbench.report.external import external_lines
 from flaxbench.report.pooled import (
-    accuracy_ci_pct, auc_cis, balanced_accuracy_ci, per_class, tile_outcomes,
+    accuracy_ci_pct, auc_cis, balanced_accuracy_ci, group_accuracy_ci, per_class, tile_outcomes,
 )
 from flaxbench.report.settings import row_settings
 
@@ -174,9 +174,17 @@ def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -
     row: dict[str, Any] = {"name": group.name, "title": group.title, "test_accuracy_pct": statistics.fmean(accuracies)}
     for key in MEAN_FIELDS:
         row[key] = _mean([v for run in group.runs if (v := _run_value(run.results, key)) is not None])
+    by_group = group_accuracy_ci(group)
+    group_ci = by_group.interval if by_group else None
     row.update(
         test_accuracy_ci95_low_pct=ci[0] if ci else None,
         test_accuracy_ci95_high_pct=ci[1] if ci else None,
+        # over the test tiles' patients or slides (spec.data.group_by): None for a tile-level split, and the interval
+        # and design effect None with fewer than group_intervals.MIN_GROUPS of them
+        test_groups=by_group.groups if by_group else None,
+        test_accuracy_group_ci95_low_pct=100.0 * group_ci[0] if group_ci else None,
+        test_accuracy_group_ci95_high_pct=100.0 * group_ci[1] if group_ci else None,
+        test_groups_design_effect=by_group.design_effect if by_group else None,
         balanced_accuracy_ci95_low=balanced_ci[0] if balanced_ci else None,
         balanced_accuracy_ci95_high=balanced_ci[1] if balanced_ci else None,
         macro_auc_ci95_low=auc_ci[0] if auc_ci else None,

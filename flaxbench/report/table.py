@@ -40,6 +40,8 @@ class Column:
     header: str
     keys: tuple[str, ...]  # the CSV/JSON columns (a CI is two numbers, one Markdown cell)
     render: Callable[[dict[str, Any], Footnotes], str]
+    # Whether report.md and report.tex show the column for these rows (the CSV and JSON always hold its keys).
+    shown: Callable[[list[dict[str, Any]]], bool] = lambda rows: True
 
 
 def _number(key: str, spec: str) -> Callable[[dict[str, Any], Footnotes], str]:
@@ -70,6 +72,26 @@ def _interval(low_key: str, high_key: str, spec: str) -> Callable[[dict[str, Any
         return NA if low is None else f"[{low:{spec}}, {high:{spec}}]"
 
     return cell
+
+
+FEW_GROUPS_NOTE = ("the test tiles come from one patient or slide, so how accuracy varies over patients or slides "
+                   "cannot be seen: the tile-level CI beside it counts the tiles as independent, and no interval "
+                   "speaks for other patients")
+
+
+def _group_interval_cell(row: dict[str, Any], notes: Footnotes) -> str:
+    """'[80.10, 95.00] over 24': the test accuracy's CI over its groups; a dash for a row split tile by tile."""
+    if row["test_groups"] is None:
+        return "—"
+    if row["test_accuracy_group_ci95_low_pct"] is None:
+        groups = row["test_groups"]
+        return f"{NA} ({groups} group{'s' if groups > 1 else ''}) {notes.mark(FEW_GROUPS_NOTE)}"
+    interval = _interval("test_accuracy_group_ci95_low_pct", "test_accuracy_group_ci95_high_pct", ".2f")(row, notes)
+    return f"{interval} over {row['test_groups']}"
+
+
+def _any_grouped(rows: list[dict[str, Any]]) -> bool:
+    return any(row["test_groups"] is not None for row in rows)
 
 
 def _mean_std_cell(row: dict[str, Any], _: Footnotes) -> str:
@@ -133,6 +155,10 @@ class Table:
     heading: str
     columns: tuple[Column, ...]
 
+    def shown_columns(self, rows: list[dict[str, Any]]) -> tuple[Column, ...]:
+        """The columns report.md and report.tex show for `rows`."""
+        return tuple(column for column in self.columns if column.shown(rows))
+
 
 TABLES: tuple[Table, ...] = (
     # The study's columns first, in its order, then what a paper states beside its accuracy.
@@ -146,6 +172,9 @@ TABLES: tuple[Table, ...] = (
         Column("Layers", ("layers",), _number("layers", ".0f")),
         Column("95% CI of test accuracy (%)", ("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct"),
                _interval("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", ".2f")),
+        Column("95% CI over patients or slides (%, groups)",
+               ("test_accuracy_group_ci95_low_pct", "test_accuracy_group_ci95_high_pct", "test_groups"),
+               _group_interval_cell, shown=_any_grouped),
         Column("Seeds (n)", ("seeds",), _number("seeds", "d")),
         Column("Test accuracy mean ± std (%)", ("test_accuracy_std_pct",), _mean_std_cell),
     )),
@@ -196,6 +225,7 @@ CSV_KEYS: tuple[str, ...] = tuple(k for c in COLUMNS for k in c.keys) + (
     "label_conflicts",
     "near_copy_label_conflicts",
     "test_accuracy_without_copies_pct",
+    "test_groups_design_effect",
 )
 JSON_KEYS: tuple[str, ...] = CSV_KEYS + ("seed_values", "results_files")
 
@@ -274,6 +304,16 @@ def _notes(summary: Summary) -> list[str]:
         "columns are unchanged.",
         "n/a = not recorded in results.json.",
     ] + ([
+        "**95% CI over patients or slides**, for rows split by `spec.data.group_by` (whole groups per split; the "
+        "cell says how many test groups): tiles of one patient or slide look alike and are often right or wrong "
+        "together, so the tile-level CI, which counts them as independent, is too narrow where the test tiles come "
+        "from few groups; this one is the interval to quote then. It is the Wilson interval of an effective number "
+        "of tiles: the test tiles divided by the design effect (the variance of the accuracy over the groups, a "
+        "ratio estimator, against the binomial variance of independent tiles; at least 1: report.json's "
+        "`test_groups_design_effect`), times (z / t)² with t of groups − 1 degrees of freedom (Korn and Graubard), "
+        "so few groups widen it; it is never narrower than the tile-level CI. Seeds and folds are pooled as for the "
+        "tile-level CI. The McNemar tests and the other CIs count tiles as independent.",
+    ] if _any_grouped(summary.rows) else []) + ([
         "**K-fold CV** rows (`study --folds K`): one run per fold, each tested on its fold, validated on the next "
         "and trained on the others; numeric columns and mean ± std are over the folds (and seeds), and the CIs, "
         "McNemar test and per-class values pool the folds' test predictions, so each tile counts once (per seed).",
@@ -322,9 +362,10 @@ def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:
     lines += [f"{rows} row{'s' if rows > 1 else ''} from {files} under `{runs_dir}`, best first; the notes under "
               "the tables define their columns."]
     for table in TABLES:
-        lines += ["", f"## {table.heading}", "", "| " + " | ".join(column.header for column in table.columns) + " |",
-                  "|" + "|".join("---" for _ in table.columns) + "|"]
-        lines += ["| " + " | ".join(column.render(row, footnotes).replace("|", "\\|") for column in table.columns)
+        columns = table.shown_columns(summary.rows)
+        lines += ["", f"## {table.heading}", "", "| " + " | ".join(column.header for column in columns) + " |",
+                  "|" + "|".join("---" for _ in columns) + "|"]
+        lines += ["| " + " | ".join(column.render(row, footnotes).replace("|", "\\|") for column in columns)
                   + " |" for row in summary.rows]
     lines += ["", "## Notes on the tables", ""] + [f"- {note}" for note in _notes(summary)]
     if footnotes.texts:

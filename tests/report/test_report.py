@@ -39,7 +39,8 @@ TABLE_HEADERS = {
 }
 ROW_KEYS = [
     "name", "title", "test_accuracy_pct", "test_loss", "train_time_s", "accuracy_per_second", "loss_per_second",
-    "layers", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "seeds", "test_accuracy_std_pct",
+    "layers", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "test_accuracy_group_ci95_low_pct",
+    "test_accuracy_group_ci95_high_pct", "test_groups", "seeds", "test_accuracy_std_pct",
     "macro_f1", "balanced_accuracy", "balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high", "macro_auc",
     "macro_auc_ci95_low", "macro_auc_ci95_high", "ece", "ece_temperature_scaled", "accuracy_vs_best_pct",
     "accuracy_vs_best_ci95_low_pct", "accuracy_vs_best_ci95_high_pct", "mcnemar_p_vs_best", "mcnemar_p_holm",
@@ -296,3 +297,23 @@ def test_per_class_tables_pool_the_seeds(synthetic_report, tmp_path_factory):
         row = next(line for line in table.splitlines() if line.startswith("| `multi`"))
         low, high = first[f"{key}_ci"]
         assert row.split("|")[2].strip() == f"{expected[CLASSES[0]][key]:.3f} ({low:.3f}–{high:.3f})"
+
+
+def test_the_ci_over_patients_is_a_column_only_where_a_row_was_split_by_them(synthetic_report, tmp_path):
+    assert "over patients" not in synthetic_report["md"].read_text()  # no row split by group: no column
+    assert "over patients" not in synthetic_report["tex"].read_text()
+    grouped, few = make_results("grouped", accuracy=0.8, num_tiles=120), make_results("few", accuracy=0.7)
+    grouped["group_by"], few["group_by"] = r"test_\d*?(\d)\.tif", r"(test)_"  # 10 test groups, 1
+    for results in (grouped, few, make_results("plain", accuracy=0.5)):
+        write_results(tmp_path / results["name"] / "results.json", results)
+    paths = write_report(tmp_path)
+    text = paths["md"].read_text()
+    study = text.splitlines()[text.splitlines().index("## The study's table") + 2:]
+    headers = [cell.strip() for cell in study[0].strip("|").split("|")]
+    column = headers.index("95% CI over patients or slides (%, groups)")
+    assert column == headers.index("95% CI of test accuracy (%)") + 1
+    cells = {line.split("`")[1]: [c.strip() for c in line.strip("|").split("|")][column] for line in study[2:5]}
+    assert re.fullmatch(r"\[\d+\.\d\d, \d+\.\d\d\] over 10", cells["grouped"])
+    assert re.fullmatch(r"n/a \(1 group\) \[\d\]", cells["few"]) and cells["plain"] == "—"
+    assert "the test tiles come from one patient or slide" in text
+    assert "**95% CI over patients or slides**" in text and "over patients or slides" in paths["tex"].read_text()

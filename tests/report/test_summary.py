@@ -299,3 +299,26 @@ def test_near_copies_are_counted_and_left_out_with_the_exact_ones(tmp_path):
     assert _rows(tmp_path)["copied"]["data"].endswith("%); 1 near-copy under another label")
     assert ("; 1 test tile nearly copying train/val tiles (rotated, flipped, re-saved, resized or recoloured) (test "
             "accuracy without them") in _rows(tmp_path)["copied"]["data"]
+
+
+def test_rows_split_by_patient_get_an_accuracy_ci_over_their_test_groups(tmp_path):
+    from flaxbench.group_intervals import group_accuracy_interval
+
+    seeds = [make_results("grouped", seed=seed, accuracy=0.8, num_tiles=120) for seed in (0, 1)]
+    few = make_results("few", accuracy=0.7, num_tiles=60, tile_prefix="few")
+    for results, pattern in [*((r, r"test_\d*?(\d)\.tif") for r in seeds), (few, r"(few)_")]:
+        results["group_by"] = pattern  # the last digit of the tile number: 10 groups; every tile in one
+    for results in (*seeds, few, make_results("plain", accuracy=0.6)):
+        write_results(tmp_path / results["name"] / f"seed_{results['seed']}" / "results.json", results)
+    rows = _rows(tmp_path)
+    by_id = [correct_by_id(r) for r in seeds]
+    ids = sorted(by_id[0])
+    expected = group_accuracy_interval([sum(seed[t] for seed in by_id) for t in ids], [2] * len(ids),
+                                       [t.rsplit(".", 1)[0][-1] for t in ids])  # seeds pooled, a tile counted once
+    grouped = rows["grouped"]
+    assert grouped["test_groups"] == 10 and expected.groups == 10
+    assert (grouped["test_accuracy_group_ci95_low_pct"], grouped["test_accuracy_group_ci95_high_pct"]) == (
+        pytest.approx(100 * expected.interval[0]), pytest.approx(100 * expected.interval[1]))
+    assert grouped["test_groups_design_effect"] == pytest.approx(expected.design_effect)
+    assert rows["few"]["test_groups"] == 1 and rows["few"]["test_accuracy_group_ci95_low_pct"] is None
+    assert rows["plain"]["test_groups"] is None and rows["plain"]["test_accuracy_group_ci95_high_pct"] is None
