@@ -5,6 +5,7 @@ the modules without JAX (groups, split, errors) can be imported where JAX is not
 """
 
 import importlib
+import importlib.util
 from typing import Any
 
 _MODULE_OF = {
@@ -25,7 +26,9 @@ __all__ = sorted(_MODULE_OF)
 
 
 def __getattr__(name: str) -> Any:
-    """The package's public names, each imported from its module when first asked for."""
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module 'data_pipeline' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"data_pipeline.{_MODULE_OF[name]}"), name)
+    """The package's public names and its modules, each imported when first asked for."""
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"data_pipeline.{_MODULE_OF[name]}"), name)
+    if importlib.util.find_spec(f"data_pipeline.{name}") is not None:
+        return importlib.import_module(f"data_pipeline.{name}")
+    raise AttributeError(f"module 'data_pipeline' has no attribute '{name}'")
