@@ -9,7 +9,8 @@ tiles; at least 1) turns the tiles into an effective number of independent ones,
 Graubard's correction shrinks further for the few degrees of freedom of few groups (by (z / t)^2,
 t of groups - 1 degrees of freedom); the Wilson interval of that many tiles is the interval. It is
 never narrower than the tile-level one, and like it does not shrink to nothing when every tile is
-right. One group gives none: its spread over groups cannot be seen.
+right. One group gives none: its spread over groups cannot be seen. Two classifiers scored on the
+same tiles are compared the same way: their paired difference per tile, summed by group.
 """
 
 from __future__ import annotations
@@ -61,6 +62,42 @@ def group_accuracy_interval(correct: np.ndarray, trials: np.ndarray | None, grou
     effective = tiles / design_effect * (NormalDist().inv_cdf(quantile) / student_t.ppf(quantile, count - 1)) ** 2
     low, high = wilson_interval(accuracy, effective, level)
     return GroupInterval(count, (float(low), float(high)), design_effect)
+
+
+class GroupComparison(NamedTuple):
+    """Accuracy of one classifier minus another's on the same tiles, with its 95% CI and two-sided p-value over
+    the tiles' groups; both None with fewer than MIN_GROUPS groups."""
+
+    groups: int
+    difference: float
+    interval: tuple[float, float] | None
+    p_value: float | None
+
+
+def group_paired_comparison(right_a: np.ndarray, right_b: np.ndarray, groups: Sequence[str],
+                            level: float = CI_LEVEL) -> GroupComparison:
+    """Accuracy of A minus B from their outcomes `right_a[i]`, `right_b[i]` on tile i of group `groups[i]`, with the
+    groups as the units: the difference's variance a ratio estimator's over the groups (at least that of
+    independent tiles), its CI and p-value from a t distribution of groups - 1 degrees of freedom."""
+    a, b = (np.asarray(x, np.float64).reshape(-1) for x in (right_a, right_b))
+    names, of_group = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
+    if a.size == 0 or not a.size == b.size == of_group.size:
+        raise ValueError(f"need both outcomes and a group per tile, got {a.size}, {b.size} and {of_group.size}")
+    paired, count = a - b, len(names)
+    mean = float(paired.mean())
+    if count < MIN_GROUPS:
+        return GroupComparison(count, mean, None, None)
+    tiles = paired.size
+    deviation = np.bincount(of_group, weights=paired) - mean * np.bincount(of_group)
+    variance = count / (count - 1) * float(np.sum(deviation ** 2)) / tiles ** 2
+    independent = float(paired.var(ddof=1)) / tiles if tiles > 1 else 0.0
+    error = float(np.sqrt(max(variance, independent)))
+    half = float(student_t.ppf(0.5 + level / 2, count - 1)) * error
+    if error > 0:
+        p_value = float(2 * student_t.sf(abs(mean) / error, count - 1))
+    else:  # every tile differs alike: no difference at all, or the same one on every tile
+        p_value = 1.0 if mean == 0 else 0.0
+    return GroupComparison(count, mean, (max(-1.0, mean - half), min(1.0, mean + half)), p_value)
 
 
 def tile_group_interval(correct: np.ndarray, trials: np.ndarray | None, ids: Sequence[str],

@@ -8,9 +8,10 @@ from scipy.stats import t as student_t
 
 from flaxbench.class_intervals import accuracy_interval, wilson_interval
 from flaxbench.evaluation import format_metrics
+from flaxbench import metrics
 from flaxbench.group_intervals import (
-    MIN_GROUPS, GroupInterval, format_group_interval, group_accuracy_interval, predictions_group_interval,
-    tile_group_interval,
+    MIN_GROUPS, GroupInterval, format_group_interval, group_accuracy_interval, group_paired_comparison,
+    predictions_group_interval, tile_group_interval,
 )
 
 
@@ -107,3 +108,37 @@ def test_the_metrics_line_shows_the_interval_over_groups():
 def test_mismatched_inputs_are_refused():
     with pytest.raises(ValueError, match="a group per tile"):
         group_accuracy_interval(np.ones(3), None, ["a", "b"])
+
+
+def test_a_difference_carried_by_a_few_patients_is_no_longer_significant_over_patients():
+    # 600 tiles of 20 patients; A beats B on every tile of 3 patients and ties elsewhere
+    groups = np.repeat([f"patient_{k}" for k in range(20)], 30)
+    right_b = np.zeros(600)
+    right_a = np.where(np.isin(groups, ["patient_0", "patient_1", "patient_2"]), 1.0, 0.0)
+    assert metrics.mcnemar_p_value(right_a.astype(bool), right_b.astype(bool)) < 1e-20  # 90 tiles to 0
+    found = group_paired_comparison(right_a, right_b, groups)
+    assert found.groups == 20 and found.difference == pytest.approx(0.15)
+    assert found.p_value > 0.05 and found.interval[0] < 0 < found.interval[1]
+
+
+def test_a_difference_on_every_patient_stays_significant_and_holds_its_estimate():
+    rng = np.random.default_rng(3)
+    groups = np.repeat([f"slide_{k}" for k in range(15)], 20)
+    right_b = rng.random(300) < 0.6
+    right_a = right_b | (rng.random(300) < 0.3)  # A right wherever B is, and on more tiles of every slide
+    found = group_paired_comparison(right_a, right_b, groups)
+    difference = right_a.mean() - right_b.mean()
+    assert found.difference == pytest.approx(difference)
+    assert found.interval[0] < difference < found.interval[1] and found.interval[0] > 0 and found.p_value < 1e-4
+
+
+def test_the_variance_over_groups_is_never_below_that_of_independent_tiles():
+    # every patient: A right on 2 of its 10 tiles where B is wrong, the same on each: no spread over patients
+    groups = np.repeat([f"p{k}" for k in range(12)], 10)
+    right_a, right_b = np.tile(np.r_[1, 1, np.zeros(8)], 12), np.zeros(120)
+    found = group_paired_comparison(right_a, right_b, groups)
+    tile_error = np.sqrt(np.var(right_a - right_b, ddof=1) / 120)
+    assert found.interval == pytest.approx((0.2 - student_t.ppf(0.975, 11) * tile_error,
+                                            0.2 + student_t.ppf(0.975, 11) * tile_error))
+    assert group_paired_comparison(right_b, right_b, groups).p_value == 1.0  # the same outcomes
+    assert group_paired_comparison(right_a, right_b, ["p0"] * 120).interval is None  # one group: none

@@ -11,6 +11,9 @@ import numpy as np
 
 from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
+from data_pipeline.errors import DataError
+from data_pipeline.groups import tile_groups
+from flaxbench.group_intervals import GroupComparison, group_paired_comparison
 from flaxbench.report.collect import RunGroup
 from flaxbench.report.copies import accuracy_without_copies_pct, copies_label, tile_copies
 from flaxbench.report.external import external_lines
@@ -130,6 +133,8 @@ class PairedComparison(NamedTuple):
     note: str | None  # why nothing was paired, or BEST_ROW_NOTE
     difference_pct: float | None = None  # accuracy minus the best row's, in percentage points
     difference_ci_pct: tuple[float, float] | None = None  # its paired bootstrap CI
+    # the same difference with the tiles' patients or slides as the units, where both rows were split by them
+    over_groups: GroupComparison | None = None
 
 
 def compare_with_best(group: RunGroup, best: RunGroup) -> PairedComparison:
@@ -161,7 +166,22 @@ def compare_with_best(group: RunGroup, best: RunGroup) -> PairedComparison:
     low, high = bootstrap.bootstrap_paired_difference_ci(right, best_right, level=CI_LEVEL,
                                                        num_resamples=CI_RESAMPLES, seed=CI_SEED)
     return PairedComparison(metrics.mcnemar_p_value(right, best_right), len(shared), None,
-                            100.0 * float(np.mean(right) - np.mean(best_right)), (100.0 * low, 100.0 * high))
+                            100.0 * float(np.mean(right) - np.mean(best_right)), (100.0 * low, 100.0 * high),
+                            _compare_over_groups(group, best, shared, right, best_right))
+
+
+def _compare_over_groups(group: RunGroup, best: RunGroup, tiles: list[str], right: np.ndarray,
+                         best_right: np.ndarray) -> GroupComparison | None:
+    """group_paired_comparison of the two rows' outcomes on `tiles`, where both rows grouped them by one
+    spec.data.group_by; None otherwise."""
+    pattern = group.runs[0].results.get("group_by")
+    if not pattern or pattern != best.runs[0].results.get("group_by"):
+        return None
+    try:
+        groups = tile_groups(tiles, pattern)
+    except DataError:  # tile ids recorded otherwise than the split saw them
+        return None
+    return group_paired_comparison(right, best_right, groups)
 
 
 def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -> dict[str, Any]:
@@ -169,6 +189,8 @@ def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -
     accuracies = [100.0 * run.results["test_accuracy"] for run in group.runs]
     ci, balanced_ci, auc_ci = accuracy_ci_pct(group), balanced_accuracy_ci(group), aucs and aucs.macro
     paired = compare_with_best(group, best)
+    over_groups = paired.over_groups
+    over_groups_ci = over_groups is not None and over_groups.interval is not None
     devices = recorded(group, "device")
     first = group.runs[0].results
     row: dict[str, Any] = {"name": group.name, "title": group.title, "test_accuracy_pct": statistics.fmean(accuracies)}
@@ -201,6 +223,11 @@ def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -
         accuracy_vs_best_pct=paired.difference_pct,
         accuracy_vs_best_ci95_low_pct=paired.difference_ci_pct[0] if paired.difference_ci_pct else None,
         accuracy_vs_best_ci95_high_pct=paired.difference_ci_pct[1] if paired.difference_ci_pct else None,
+        # the same over the test groups (None unless both rows were split by one group_by), its p-value and Holm's
+        accuracy_vs_best_group_ci95_low_pct=100.0 * over_groups.interval[0] if over_groups_ci else None,
+        accuracy_vs_best_group_ci95_high_pct=100.0 * over_groups.interval[1] if over_groups_ci else None,
+        p_vs_best_groups=over_groups.p_value if over_groups else None,
+        p_vs_best_groups_holm=None,  # set once every row's p-value is known (summarize)
         data=data_label(first) + copies_label(copies := tile_copies(group),
                                                without := accuracy_without_copies_pct(group)),
         # test tiles pixel-identical to a train/val tile, and identical tile sets under two labels (None: not looked),
@@ -255,6 +282,8 @@ def summarize(groups: list[RunGroup]) -> Summary:
     # The rows' tests against the best row are one family: Holm keeps its family-wise error rate.
     for row, adjusted in zip(rows, metrics.holm_adjusted([row["mcnemar_p_vs_best"] for row in rows])):
         row["mcnemar_p_holm"] = adjusted
+    for row, adjusted in zip(rows, metrics.holm_adjusted([row["p_vs_best_groups"] for row in rows])):
+        row["p_vs_best_groups_holm"] = adjusted
     titles = [row["title"] for row in rows]
     for row in rows:  # figures label rows by title: rows that share one also show their name
         title = row["title"] if titles.count(row["title"]) == 1 else f"{row['title']} ({row['name']})"

@@ -74,8 +74,8 @@ def _interval(low_key: str, high_key: str, spec: str) -> Callable[[dict[str, Any
     return cell
 
 
-FEW_GROUPS_NOTE = ("the test tiles come from one patient or slide, so how accuracy varies over patients or slides "
-                   "cannot be seen: the tile-level CI beside it counts the tiles as independent, and no interval "
+FEW_GROUPS_NOTE = ("the row's test tiles come from one patient or slide, so how its accuracy varies over patients "
+                   "or slides cannot be seen: the tile-level figures count its tiles as independent, and none "
                    "speaks for other patients")
 
 
@@ -92,6 +92,32 @@ def _group_interval_cell(row: dict[str, Any], notes: Footnotes) -> str:
 
 def _any_grouped(rows: list[dict[str, Any]]) -> bool:
     return any(row["test_groups"] is not None for row in rows)
+
+
+OTHER_GROUPS_NOTE = ("the row and the best row were not split by one spec.data.group_by, so their tiles' groups "
+                     "are not the same units")
+
+
+def _versus_best_over_groups(cell: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any], Footnotes], str]:
+    """A renderer of a comparison with the best row over the test groups: as _versus_best, and a dash for a row
+    split tile by tile, n/a with the reason where the groups give none."""
+    over_tiles = _versus_best(cell)
+
+    def render(row: dict[str, Any], notes: Footnotes) -> str:
+        if row["mcnemar_note"] == BEST_ROW_NOTE or row["mcnemar_p_vs_best"] is None or row["test_groups"] is None:
+            return over_tiles(row, notes) if row["test_groups"] is not None else "—"
+        if row["p_vs_best_groups"] is None:
+            return f"{NA} {notes.mark(FEW_GROUPS_NOTE if row['test_groups'] < 2 else OTHER_GROUPS_NOTE)}"
+        return cell(row)
+
+    return render
+
+
+def _difference_over_groups(row: dict[str, Any]) -> str:
+    """'-3.33 [-9.10, +2.44]': the row's accuracy minus the best row's, in percentage points, with its CI over the
+    test groups."""
+    return (f"{row['accuracy_vs_best_pct']:+.2f} [{row['accuracy_vs_best_group_ci95_low_pct']:+.2f}, "
+            f"{row['accuracy_vs_best_group_ci95_high_pct']:+.2f}]")
 
 
 def _mean_std_cell(row: dict[str, Any], _: Footnotes) -> str:
@@ -196,6 +222,12 @@ TABLES: tuple[Table, ...] = (
                _versus_best(lambda r: format(r["mcnemar_p_vs_best"], ".3g"))),
         Column("McNemar p, Holm-adjusted", ("mcnemar_p_holm",),
                _versus_best(lambda r: format(r["mcnemar_p_holm"], ".3g"))),
+        Column("Accuracy vs best over patients or slides (pp, 95% CI)",
+               ("accuracy_vs_best_group_ci95_low_pct", "accuracy_vs_best_group_ci95_high_pct"),
+               _versus_best_over_groups(_difference_over_groups), shown=_any_grouped),
+        Column("p vs best over patients or slides (Holm-adjusted)", ("p_vs_best_groups", "p_vs_best_groups_holm"),
+               _versus_best_over_groups(lambda r: f"{r['p_vs_best_groups']:.3g} ({r['p_vs_best_groups_holm']:.3g})"),
+               shown=_any_grouped),
     )),
     Table("Cost and provenance", (
         NAME,
@@ -312,7 +344,13 @@ def _notes(summary: Summary) -> list[str]:
         "ratio estimator, against the binomial variance of independent tiles; at least 1: report.json's "
         "`test_groups_design_effect`), times (z / t)² with t of groups − 1 degrees of freedom (Korn and Graubard), "
         "so few groups widen it; it is never narrower than the tile-level CI. Seeds and folds are pooled as for the "
-        "tile-level CI. The McNemar tests and the other CIs count tiles as independent.",
+        "tile-level CI. **Accuracy vs best over patients or "
+        "slides**, for rows split by the best row's `group_by` and tested on its tiles: the same paired difference "
+        "as the tile-level one (lowest-seed runs), with the groups as the units: its variance over the groups (a ratio estimator of "
+        "the per-tile differences summed by group; at least that of independent tiles), the 95% CI and the "
+        "two-sided p-value from a t distribution of groups − 1 degrees of freedom, and that p Holm-adjusted over "
+        "the rows in brackets. Where rows were split by group these are the comparison to quote; the McNemar tests "
+        "and the other CIs count tiles as independent.",
     ] if _any_grouped(summary.rows) else []) + ([
         "**K-fold CV** rows (`study --folds K`): one run per fold, each tested on its fold, validated on the next "
         "and trained on the others; numeric columns and mean ± std are over the folds (and seeds), and the CIs, "

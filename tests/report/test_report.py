@@ -44,6 +44,8 @@ ROW_KEYS = [
     "macro_f1", "balanced_accuracy", "balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high", "macro_auc",
     "macro_auc_ci95_low", "macro_auc_ci95_high", "ece", "ece_temperature_scaled", "accuracy_vs_best_pct",
     "accuracy_vs_best_ci95_low_pct", "accuracy_vs_best_ci95_high_pct", "mcnemar_p_vs_best", "mcnemar_p_holm",
+    "accuracy_vs_best_group_ci95_low_pct", "accuracy_vs_best_group_ci95_high_pct", "p_vs_best_groups",
+    "p_vs_best_groups_holm",
     "params", "flops_per_image", "images_per_second", "compile_time_s", "device", "dtype", "init", "data",
 ]
 FIGURES = ["accuracy_vs_time", "confusion_matrices", "training_curves", "per_class_recall", "roc_curves",
@@ -304,7 +306,9 @@ def test_the_ci_over_patients_is_a_column_only_where_a_row_was_split_by_them(syn
     assert "over patients" not in synthetic_report["tex"].read_text()
     grouped, few = make_results("grouped", accuracy=0.8, num_tiles=120), make_results("few", accuracy=0.7)
     grouped["group_by"], few["group_by"] = r"test_\d*?(\d)\.tif", r"(test)_"  # 10 test groups, 1
-    for results in (grouped, few, make_results("plain", accuracy=0.5)):
+    second = make_results("second", accuracy=0.6, num_tiles=120)
+    second["group_by"] = grouped["group_by"]
+    for results in (grouped, few, second, make_results("plain", accuracy=0.4)):
         write_results(tmp_path / results["name"] / "results.json", results)
     paths = write_report(tmp_path)
     text = paths["md"].read_text()
@@ -312,8 +316,17 @@ def test_the_ci_over_patients_is_a_column_only_where_a_row_was_split_by_them(syn
     headers = [cell.strip() for cell in study[0].strip("|").split("|")]
     column = headers.index("95% CI over patients or slides (%, groups)")
     assert column == headers.index("95% CI of test accuracy (%)") + 1
-    cells = {line.split("`")[1]: [c.strip() for c in line.strip("|").split("|")][column] for line in study[2:5]}
+    cells = {line.split("`")[1]: [c.strip() for c in line.strip("|").split("|")][column] for line in study[2:6]}
     assert re.fullmatch(r"\[\d+\.\d\d, \d+\.\d\d\] over 10", cells["grouped"])
     assert re.fullmatch(r"n/a \(1 group\) \[\d\]", cells["few"]) and cells["plain"] == "—"
-    assert "the test tiles come from one patient or slide" in text
+    assert "the row's test tiles come from one patient or slide" in text
     assert "**95% CI over patients or slides**" in text and "over patients or slides" in paths["tex"].read_text()
+    statistics = text.splitlines()[text.splitlines().index("## Statistics") + 2:]
+    headers = [cell.strip() for cell in statistics[0].strip("|").split("|")]
+    assert headers[-2:] == ["Accuracy vs best over patients or slides (pp, 95% CI)",
+                            "p vs best over patients or slides (Holm-adjusted)"]
+    cells = {line.split("`")[1]: [c.strip() for c in line.strip("|").split("|")][-2:] for line in statistics[2:6]}
+    assert cells["grouped"] == ["—", "—"] and cells["plain"] == ["—", "—"]  # the best row; a row split by tile
+    assert all(re.fullmatch(r"n/a \[\d\]", cell) for cell in cells["few"])  # one group: no spread to see
+    assert re.fullmatch(r"-\d+\.\d\d \[-\d+\.\d\d, [-+]\d+\.\d\d\]", cells["second"][0])
+    assert re.fullmatch(r"[\d.e-]+ \([\d.e-]+\)", cells["second"][1])

@@ -322,3 +322,30 @@ def test_rows_split_by_patient_get_an_accuracy_ci_over_their_test_groups(tmp_pat
     assert grouped["test_groups_design_effect"] == pytest.approx(expected.design_effect)
     assert rows["few"]["test_groups"] == 1 and rows["few"]["test_accuracy_group_ci95_low_pct"] is None
     assert rows["plain"]["test_groups"] is None and rows["plain"]["test_accuracy_group_ci95_high_pct"] is None
+
+
+def test_rows_split_by_the_best_rows_groups_are_compared_with_it_over_the_groups(tmp_path):
+    from flaxbench.group_intervals import group_paired_comparison
+
+    pattern = r"test_\d*?(\d)\.tif"  # the last digit of the tile number: 10 groups
+    runs = [make_results(name, accuracy=accuracy, num_tiles=120)
+            for name, accuracy in (("best", 0.9), ("mid", 0.75), ("low", 0.6), ("otherwise", 0.7))]
+    for results in runs:
+        results["group_by"] = pattern if results["name"] != "otherwise" else r"^(\w+)/"
+        write_results(tmp_path / results["name"] / "results.json", results)
+    rows = _rows(tmp_path)
+    best = correct_by_id(runs[0])
+    ids = sorted(best)
+    expected = {name: group_paired_comparison([correct_by_id(results)[t] for t in ids], [best[t] for t in ids],
+                                              [t.rsplit(".", 1)[0][-1] for t in ids])
+                for name, results in (("mid", runs[1]), ("low", runs[2]))}
+    for name, found in expected.items():
+        row = rows[name]
+        assert row["p_vs_best_groups"] == pytest.approx(found.p_value)
+        assert (row["accuracy_vs_best_group_ci95_low_pct"], row["accuracy_vs_best_group_ci95_high_pct"]) == (
+            pytest.approx(100 * found.interval[0]), pytest.approx(100 * found.interval[1]))
+        assert row["accuracy_vs_best_pct"] == pytest.approx(100 * found.difference)
+    holm = metrics.holm_adjusted([expected["mid"].p_value, expected["low"].p_value])
+    assert [rows["mid"]["p_vs_best_groups_holm"], rows["low"]["p_vs_best_groups_holm"]] == pytest.approx(holm)
+    assert rows["best"]["p_vs_best_groups"] is None
+    assert rows["otherwise"]["p_vs_best_groups"] is None and rows["otherwise"]["mcnemar_p_vs_best"] is not None
