@@ -2,9 +2,9 @@
 
     python -m flaxbench --spec specs/vit_p15.py [--spec.train.epochs=3] [--workdir DIR] [--overwrite]
     python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last] [--source folder:PATH] [--tta] [--batch-size N]
-    python -m flaxbench evaluate --workdir DIR --external PATH [--class-map FOLDER=CLASS,...] [--center-crop PX] [--out FILE] [--overwrite] [--batch-size N]
+    python -m flaxbench evaluate --workdir DIR --external PATH [--class-map FOLDER=CLASS,...] [--center-crop PX] [--group-by REGEX] [--out FILE] [--overwrite] [--batch-size N]
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
-    python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--folds K] [--spec.x=y ...] [--external PATH]
+    python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--folds K] [--spec.x=y ...] [--external PATH [--group-by REGEX]]
     python -m flaxbench report RUNS_DIR [--out DIR]
     python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX] [--map XY_REGEX [--map-class CLASS,...]] [--center-crop PX] [--batch-size N] [--temperature-scaled]   (PATH: tile, folder or .zip)
 
@@ -38,7 +38,9 @@ flags.DEFINE_bool("overwrite", False, "Replace the results of a finished run in 
 flags.DEFINE_enum("split", "test", ["test", "val", "train"], "evaluate: which split.")
 flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "evaluate/predict: which checkpoint.")
 flags.DEFINE_string("group_by", None, "predict: also write OUT_groups.csv, mean probabilities per group (a regular "
-                    "expression on each tile's path, its first group or match naming the slide or patient).")
+                    "expression on each tile's path, its first group or match naming the slide or patient). "
+                    "evaluate/study --external: the same on each tile's path below PATH, for the accuracy's 95% CI "
+                    "over patients or slides.")
 flags.DEFINE_alias("group-by", "group_by")
 flags.DEFINE_string("map", None, "predict: also draw OUT_maps/<group>.png, each tile's predicted class at its "
                     "place on the slide (a regular expression whose two groups are a tile's x and y in its path, "
@@ -78,10 +80,11 @@ FLAGS = flags.FLAGS
 # that e.g. `--seeds 3` without `study`, or `study --overwrite`, is not silently ignored.
 COMMAND_FLAGS = {
     "train": ("spec", "workdir", "overwrite"),
-    "evaluate": ("workdir", "split", "checkpoint", "source", "tta", "external", "class_map", "center_crop", "out",
+    "evaluate": ("workdir", "split", "checkpoint", "source", "tta", "external", "class_map", "center_crop", "group_by",
+                 "out",
                  "overwrite", "batch_size"),
     "convert": ("arch", "torch_weights", "out"),
-    "study": ("spec", "specs", "workdir", "seeds", "folds", "external", "class_map", "center_crop"),
+    "study": ("spec", "specs", "workdir", "seeds", "folds", "external", "class_map", "center_crop", "group_by"),
     "report": ("out",),
     "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by", "map", "map_class", "center_crop",
                 "batch_size", "temperature_scaled"),
@@ -111,10 +114,11 @@ def _evaluate(args: list[str]) -> None:
     if FLAGS.external is not None:
         _evaluate_external()
         return
-    for name in ("class_map", "center_crop", "out", "overwrite"):
+    for name in ("class_map", "center_crop", "group_by", "out", "overwrite"):
         if FLAGS[name].present:
+            mine = "; a run's own splits are grouped by its spec.data.group_by" if name == "group_by" else ""
             raise FlaxbenchError(f"evaluate takes --{name.replace('_', '-')} only with --external PATH (labelled tiles "
-                                 "the run never saw)")
+                                 f"the run never saw){mine}")
     result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.source, tta=FLAGS.tta,
                               batch_size=_batch_size())
     print(format_metrics(result["name"], FLAGS.split, result, synthetic=result["synthetic"])
@@ -138,7 +142,8 @@ def _evaluate_external() -> None:
             raise FlaxbenchError(f"evaluate --external reads the tiles at its PATH; it does not take --{name}")
     result, path = evaluate_external(FLAGS.workdir, FLAGS.external, which=FLAGS.checkpoint, tta=FLAGS.tta,
                                      class_map=FLAGS.class_map, out=FLAGS.out, overwrite=FLAGS.overwrite,
-                                     batch_size=_batch_size(), center_crop=FLAGS.center_crop)
+                                     batch_size=_batch_size(), center_crop=FLAGS.center_crop,
+                                     group_by=FLAGS.group_by)
     members = result.get("members")
     scored = (f"epoch {result['epoch']}" if not members else
               f"mean probabilities of {len(members)} runs, whose own accuracies are "
@@ -167,7 +172,8 @@ def _study(args: list[str]) -> None:
 
     run_study(FLAGS.specs, FLAGS.workdir or "runs/study", seeds=FLAGS.seeds, folds=FLAGS.folds,
               overrides=SPEC_OVERRIDES,
-              external=FLAGS.external, class_map=FLAGS.class_map, center_crop=FLAGS.center_crop)
+              external=FLAGS.external, class_map=FLAGS.class_map, center_crop=FLAGS.center_crop,
+              group_by=FLAGS.group_by)
 
 
 def _report(args: list[str]) -> None:

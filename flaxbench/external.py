@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 
 from data_pipeline import canonical_class_name
+from data_pipeline.groups import check_group_by, tile_groups
 from data_pipeline.sources.folder_source import ListedTile, class_folder_names, decode_tiles, open_class_folders
 from data_pipeline.split import SPLIT_WORDS
 from flaxbench.calibration import temperature_scaled_metrics
 from flaxbench.checkpoints import BEST
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import accuracy_without, split_cis, split_metrics
+from flaxbench.group_intervals import group_fields, predictions_group_interval
 from flaxbench.inference import (
     TrainedRun, check_center_crop, count_sizes, ensemble_logits, fitted_temperatures, load_trained_runs,
     read_data_info, resize_warning, stream_member_logits,
@@ -155,7 +157,7 @@ def external_filename(source: str, which: str = BEST, tta: bool = False) -> str:
 def evaluate_external(
     workdir: str | Path, source: str, *, which: str = BEST, tta: bool = False, class_map: str | None = None,
     out: str | Path | None = None, overwrite: bool = False, batch_size: int | None = None,
-    center_crop: int | None = None,
+    center_crop: int | None = None, group_by: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Metrics of the run's `which` checkpoint on the labelled tiles at `source` (folder or zip); (result, its file).
 
@@ -163,9 +165,11 @@ def evaluate_external(
     probabilities); the result's "members" holds each run's own metrics. `center_crop` keeps each
     tile's central square of that many pixels before resizing it to the run's tile size, e.g. to
     show as much tissue per tile as the run's tiles did. `batch_size`: tiles a forward pass
-    (default: the run's spec.train.eval_batch_size).
+    (default: the run's spec.train.eval_batch_size). `group_by`, a regular expression searched in each tile's id
+    (its path below `source`) whose first group names its patient or slide, adds the accuracy's 95% CI over them.
     """
     check_center_crop(center_crop)
+    check_group_by(group_by, "--group-by")
     workdir, path = Path(workdir), external_path(source)
     target = Path(out) if out else workdir / external_filename(path, which, tta)
     if target.is_dir():
@@ -189,6 +193,8 @@ def evaluate_external(
     seen = tiles_seen_by(runs)
     with open_class_folders(path, [canonical_class_name(f) for f in matched], min_classes=1) as source:
         run_label = [run.classes.index(matched[folder]) for folder in _folder_names(source.classes, matched)]
+        if group_by:  # a tile without a group fails before any tile is decoded
+            tile_groups([tile.id for tile in source.tiles], group_by, "--group-by")
         decoded = decode_tiles(source.tiles, run.image_size, center_crop, True, skipped, resized)
         chunks = stream_member_logits(runs, decoded, where, tta=tta, batch_size=batch_size,
                                       expected=len(source.tiles),
@@ -210,6 +216,8 @@ def evaluate_external(
     result = split_metrics(ensemble_logits(member_logits), labels, run.classes, ids)
     # 95% CIs of accuracy, balanced accuracy, macro AUC and each class's values (`per_class`, `<key>_ci`)
     result.update(split_cis(result, run.classes))
+    # with --group-by, the accuracy's 95% CI over the tiles' patients or slides (group_intervals)
+    result.update(group_by=group_by, **group_fields(predictions_group_interval(result["predictions"], group_by)))
     temperatures, _ = fitted_temperatures(runs, tta)
     scaled = None if temperatures is None else temperature_scaled_metrics(
         ensemble_logits(member_logits / temperatures[:, None, None]), labels, 1.0)

@@ -84,14 +84,15 @@ def run_study(
     external: str | None = None,
     class_map: str | None = None,
     center_crop: int | None = None,
+    group_by: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Path]:
     """Train every row (and seed, and fold of `folds`-fold cross-validation) not yet complete under `workdir`, then
     write the report there.
 
-    `external` (a folder or zip of class folders; `class_map`, `center_crop` as for `evaluate --external`) tests
-    every trained row on those tiles too, unless the row already holds that evaluation; a cross-validated
-    row once all its runs have trained, as the ensemble of its runs.
+    `external` (a folder or zip of class folders; `class_map`, `center_crop`, `group_by` as for `evaluate
+    --external`) tests every trained row on those tiles too, unless the row already holds that evaluation; a
+    cross-validated row once all its runs have trained, as the ensemble of its runs.
     """
     from data_pipeline import LastDataset
     from flaxbench.report import write_report
@@ -103,14 +104,17 @@ def run_study(
     if folds is not None:
         _check_folds(folds, overrides or {})
     if external is not None:
+        from data_pipeline.groups import check_group_by
         from flaxbench.external import external_path, parse_class_map
         from flaxbench.inference import check_center_crop
 
         external = external_path(external)  # a typo fails now, not after training every row
         parse_class_map(class_map)
         check_center_crop(center_crop)
-    elif class_map is not None or center_crop is not None:
-        raise FlaxbenchError("study takes --class-map and --center-crop only with --external PATH")
+        check_group_by(group_by, "--group-by")
+    elif class_map is not None or center_crop is not None or group_by is not None:
+        raise FlaxbenchError("study takes --class-map, --center-crop and --group-by only with --external PATH (the "
+                             "rows' own splits are grouped by spec.data.group_by)")
     workdir = Path(workdir)
     specs = []
     for path in spec_files or default_spec_files():
@@ -157,7 +161,7 @@ def run_study(
         log(f"{tag}: test accuracy {100 * result['test_accuracy']:.1f}%, train {result['train_time_s']:.1f} s")
         trained.append((tag, out))
     if external is not None and trained:
-        options = {"class_map": class_map, "center_crop": center_crop}
+        options = {"class_map": class_map, "center_crop": center_crop, "group_by": group_by}
         rows = trained if not folds else _cross_validated_rows(trained, workdir, specs, folds, seeds, log)
         failures += _evaluate_external_rows(rows, external, options, log)
     paths = write_report(workdir) if is_main_process() and any(workdir.rglob("results.json")) else {}
@@ -202,6 +206,7 @@ def _evaluate_external_rows(rows: list[tuple[str, Path]], external: str, options
     """Test each trained row (tag, workdir) on the tiles at `external` (`options` of evaluate_external), keeping
     earlier results; the failures."""
     from flaxbench.external import evaluate_external, external_filename
+    from flaxbench.group_intervals import GroupInterval, format_group_interval
 
     for tag, out in rows:
         target = out / external_filename(external)
@@ -220,8 +225,9 @@ def _evaluate_external_rows(rows: list[tuple[str, Path]], external: str, options
         low, high = result["accuracy_ci"]
         members = (f"; its {len(result['members'])} runs alone {100 * result['member_accuracy_mean']:.1f} ± "
                    f"{100 * result['member_accuracy_std']:.1f}%") if result.get("members") else ""
-        log(f"{tag}: external accuracy {100 * result['accuracy']:.1f}% (95% CI {100 * low:.1f}-{100 * high:.1f}%) "
-            f"on {result['tiles']} tiles{members}")
+        groups = None if result["groups"] is None else GroupInterval(result["groups"], result["accuracy_ci_groups"])
+        log(f"{tag}: external accuracy {100 * result['accuracy']:.1f}% (95% CI {100 * low:.1f}-{100 * high:.1f}%"
+            f"{format_group_interval(groups)}) on {result['tiles']} tiles{members}")
     return []
 
 
@@ -234,7 +240,7 @@ def _external_options_differ(path: Path, external: str, options: dict[str, Any])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         return f"'{path}' cannot be read ({e}); delete it to evaluate the row again"
     asked = {"external": external, "class_map": parse_class_map(options["class_map"]),
-             "center_crop": options["center_crop"]}
+             "center_crop": options["center_crop"], "group_by": options["group_by"]}
     for key, value in asked.items():
         if record.get(key) != value:
             flag = "--" + key.replace("_", "-")

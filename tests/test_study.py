@@ -289,6 +289,11 @@ def test_external_tiles_test_every_row_once_and_land_in_the_report(spec_files, t
     with pytest.raises(FlaxbenchError, match=r"was made with --center-crop None, not 16; delete it"):
         run_study(spec_files, study_dir, external=str(external), class_map="TUM=tumor", center_crop=16,
                   log=lambda line: None)
+    with pytest.raises(FlaxbenchError, match=r"was made with --group-by None, not 'tile_.*'; delete it"):
+        run_study(spec_files, study_dir, external=str(external), class_map="TUM=tumor", group_by=r"tile_(\d)",
+                  log=lambda line: None)
+    with pytest.raises(FlaxbenchError, match=r"study takes --class-map, --center-crop and --group-by only with "):
+        run_study(spec_files, study_dir, group_by=r"tile_(\d)", log=lambda line: None)
     elsewhere = write_tiles(tmp_path / "elsewhere" / "cohort", {"TUM": 2, "stroma": 2}, size=24)
     with pytest.raises(FlaxbenchError, match=r"was made with --external '.*/cohort', not '.*/elsewhere/cohort'"):
         run_study(spec_files, study_dir, external=str(elsewhere), class_map="TUM=tumor", log=lambda line: None)
@@ -391,7 +396,8 @@ def test_a_kept_ensemble_of_other_runs_is_named_for_deletion(tmp_path):
     def differs(members: list[str]) -> str | None:
         record = {**asked, "members": [{"workdir": f"/elsewhere/net_3fold/{m}"} for m in members]}
         path.write_text(json.dumps(record))
-        return _external_options_differ(path, "/data/cohort", {"class_map": None, "center_crop": None})
+        return _external_options_differ(path, "/data/cohort", {"class_map": None, "center_crop": None,
+                                                               "group_by": None})
 
     assert differs(["fold_0", "fold_0/seed_1", "fold_1", "fold_2"]) is None  # the row moved: names still match
     assert "ensemble of other runs than the 4 in" in differs(["fold_0", "fold_1", "fold_2"])  # before seed 1

@@ -15,6 +15,7 @@ from flaxbench import metrics
 from flaxbench.bootstrap import CI_LEVEL
 from flaxbench.class_intervals import wilson_interval
 from flaxbench.errors import FlaxbenchError
+from flaxbench.group_intervals import predictions_group_interval
 from flaxbench.report.collect import RunGroup, is_int, is_number
 
 EXTERNAL_GLOB = "eval_external_*.json"
@@ -113,6 +114,8 @@ def _line(row: dict[str, Any], record: dict[str, Any], path: Path, seed: int | N
         # The accuracy's Wilson interval from its tiles, as the table's (files written before flaxbench used Wilson
         # intervals hold a bootstrap one).
         "accuracy_ci": [float(x) for x in wilson_interval(record["accuracy"], record["tiles"], CI_LEVEL)],
+        # with evaluate --external --group-by: the accuracy's 95% CI over the tiles' patients or slides
+        **_over_groups(record),
         "center_crop": record.get("center_crop"), "ensemble_of": len(members) if members else None,
         "macro_auc_ci": record.get("macro_auc_ci"),
         "ece": record.get("ece"), "ece_temperature_scaled": record.get("ece_temperature_scaled"),
@@ -122,6 +125,18 @@ def _line(row: dict[str, Any], record: dict[str, Any], path: Path, seed: int | N
         "member_accuracy_mean": record.get("member_accuracy_mean"),
         "member_accuracy_std": record.get("member_accuracy_std"),
     }
+
+
+def _over_groups(record: dict[str, Any]) -> dict[str, Any]:
+    """{"group_by", "groups", "accuracy_ci_groups"} of an external evaluation, computed again from its per-tile
+    predictions (None without --group-by or readable predictions)."""
+    try:
+        found = predictions_group_interval(record["predictions"], record.get("group_by"))
+    except (TypeError, KeyError, ValueError):
+        found = None
+    interval = None if found is None or found.interval is None else list(found.interval)
+    return {"group_by": record.get("group_by"), "groups": found.groups if found else None,
+            "accuracy_ci_groups": interval}
 
 
 def _seen_in_training(seen: dict[str, Any] | None) -> int | None:
@@ -202,6 +217,16 @@ def _seed_cell(line: dict[str, Any]) -> str:
     return seed if line.get("fold") is None else f"{seed}, fold {line['fold']}"
 
 
+def _groups_ci(line: dict[str, Any]) -> str:
+    """'; 61.0–88.2 over 14 groups' after the accuracy's CI, from evaluate --external --group-by; '' without."""
+    if line.get("groups") is None:
+        return ""
+    interval = line["accuracy_ci_groups"]
+    if interval is None:
+        return f"; {line['groups']} group{'s' if line['groups'] > 1 else ''}, no CI over groups"
+    return f"; {_pct(interval[0])}–{_pct(interval[1])} over {line['groups']} groups"
+
+
 def _runs(line: dict[str, Any]) -> str:
     """'; runs 88.1 ± 1.2' for an ensemble: its runs' own accuracies on the tiles; '' for one run."""
     if not line.get("ensemble_of"):
@@ -251,7 +276,7 @@ def external_cells(line: dict[str, Any]) -> list[str]:
         f"`{line['name']}`", _seed_cell(line),
         f"`{line['external']}`" + (f" (central {line['center_crop']} px)" if line["center_crop"] else ""),
         str(line["tiles"]) + _seen_note(line),
-        checkpoint, f"{_pct(line['accuracy'])} ({_pct(ci[0])}–{_pct(ci[1])})" + _runs(line),
+        checkpoint, f"{_pct(line['accuracy'])} ({_pct(ci[0])}–{_pct(ci[1])}{_groups_ci(line)})" + _runs(line),
         f"{_pct(line['balanced_accuracy'])} ({_pct(balanced_ci[0])}–{_pct(balanced_ci[1])})",
         f"{line['macro_f1']:.3f}", _auc_cell(line),
         f"{line['loss']:.3f}", _ece_cell(line), _p_value(line), _pct(line["own_test_accuracy"]),
@@ -264,7 +289,9 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
         return []
     out = ["", "## External test sets", "",
            "Tiles the runs never trained on (`python -m flaxbench evaluate --external`), beside each run's own "
-           "test accuracy. 95% CIs over the external tiles, as for the tables above (accuracy: Wilson). "
+           "test accuracy. 95% CIs over the external tiles, as for the tables above (accuracy: Wilson; with "
+           "`evaluate --external --group-by`, also over the tiles' patients or slides after a semicolon, as the "
+           "study's table's CI over them). "
            "McNemar p: exact test against the most accurate line scored on the same tiles (same folder, tile ids "
            "and true classes), tiles paired by id, with the Holm-adjusted p over the lines compared on those tiles "
            "where it differs; a dash where no other line shares them. An ensemble (a "
