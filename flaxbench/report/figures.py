@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.colors import to_rgb
@@ -58,7 +59,7 @@ def accuracy_vs_time(summary: Summary, path: Path) -> Path:
         if row["compile_time_s"]:
             axes.plot([x, x + row["compile_time_s"]], [y, y], color=color, alpha=0.3, linewidth=5,
                       solid_capstyle="butt", zorder=1)
-        low, high = row["test_accuracy_ci95_low_pct"], row["test_accuracy_ci95_high_pct"]
+        low, high = _accuracy_bar(row)
         yerr = None if low is None else [[max(y - low, 0.0)], [max(high - y, 0.0)]]
         axes.errorbar([x], [y], yerr=yerr, fmt="o", color=color, capsize=4, zorder=2)
         axes.annotate(row["label"], (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
@@ -71,7 +72,9 @@ def accuracy_vs_time(summary: Summary, path: Path) -> Path:
     axes.legend(
         handles=[
             Line2D([], [], marker="o", color="0.3", linestyle="none",
-                   label="test accuracy at training time (bars: 95% CI)"),
+                   label="test accuracy at training time (bars: 95% CI" + (
+                       "; over patients or slides for the rows split by them)" if any(
+                           row["test_accuracy_group_ci95_low_pct"] is not None for row in summary.rows) else ")")),
             Line2D([], [], color="0.3", alpha=0.3, linewidth=5,
                    label="compile time, drawn from training time to training + compile time"),
         ],
@@ -79,6 +82,14 @@ def accuracy_vs_time(summary: Summary, path: Path) -> Path:
     )
     _watermark(axes, summary.synthetic)
     return _save(figure, path, title, summary.synthetic)
+
+
+def _accuracy_bar(row: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The row's test accuracy CI to draw (%): over its patients or slides where it was split by them, as the
+    honest one there, else over its tiles."""
+    if row["test_accuracy_group_ci95_low_pct"] is not None:
+        return row["test_accuracy_group_ci95_low_pct"], row["test_accuracy_group_ci95_high_pct"]
+    return row["test_accuracy_ci95_low_pct"], row["test_accuracy_ci95_high_pct"]
 
 
 def _row_normalised(cm: np.ndarray) -> np.ndarray:
@@ -286,7 +297,7 @@ def external_accuracy(summary: Summary, path: Path) -> Path:
     sets = list(dict.fromkeys(line["external"] for line in summary.external))
     for line in summary.external:
         x, y = 100.0 * line["own_test_accuracy"], 100.0 * line["accuracy"]
-        low, high = (100.0 * v for v in line["accuracy_ci"])
+        low, high = (100.0 * v for v in (line.get("accuracy_ci_groups") or line["accuracy_ci"]))
         axes.errorbar([x], [y], yerr=[[max(y - low, 0.0)], [max(high - y, 0.0)]], color=colour[line["name"]],
                       fmt=EXTERNAL_MARKERS[sets.index(line["external"]) % len(EXTERNAL_MARKERS)], capsize=4)
         seed = ("" if line["seed"] is None else f", seed {line['seed']}") + (
@@ -296,7 +307,9 @@ def external_accuracy(summary: Summary, path: Path) -> Path:
                       textcoords="offset points", fontsize=8)
     axes.plot([0, 100], [0, 100], color="0.5", linestyle=":", linewidth=1)
     axes.set(xlim=(0, 102), ylim=(0, 102), xlabel="own test accuracy (%)",
-             ylabel="external test accuracy (%), bars: 95% CI")
+             ylabel="external test accuracy (%), bars: 95% CI" + (
+                 " (over patients or slides with --group-by)" if any(
+                     line.get("accuracy_ci_groups") for line in summary.external) else ""))
     axes.grid(alpha=0.3)
     axes.legend(handles=[Line2D([], [], marker=EXTERNAL_MARKERS[k % len(EXTERNAL_MARKERS)], color="0.3",
                                 linestyle="none", label=Path(external).name) for k, external in enumerate(sets)]
