@@ -20,6 +20,19 @@ def other_backend(monkeypatch):
     jax.clear_caches()
 
 
+@pytest.fixture(scope="module")
+def kather_run(tmp_path_factory):
+    """Workdir of a one-epoch ConvModel trained on the eight Kather sample classes at 32 px."""
+    from flaxbench.train.loop import train_and_evaluate
+    from tests.helpers import SHARED_DATA, tiny_spec
+
+    workdir = tmp_path_factory.mktemp("runs") / "kather"
+    spec = tiny_spec(**{"data.source": f"folder:{SHARED_DATA / 'kather2016_sample'}", "data.classes": None,
+                        "data.split": (8, 8, 8), "train.epochs": 1, "train.batch_size": 8})
+    train_and_evaluate(spec, workdir, log=lambda line: None)
+    return workdir
+
+
 def pytest_configure(config):
     """Tests run without the persistent compilation cache unless one asks for it (tests/test_compile_cache.py).
 

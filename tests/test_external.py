@@ -15,7 +15,7 @@ from data_pipeline import DataError
 from flaxbench.errors import WorkdirError
 from flaxbench.external import evaluate_external, external_filename
 from flaxbench.train.evaluate import evaluate_workdir
-from tests.helpers import SHARED_DATA, run_cli, tiny_spec
+from tests.helpers import SHARED_DATA, run_cli
 
 KATHER = SHARED_DATA / "kather2016_sample"
 NCT = SHARED_DATA / "nct_crc_he_sample"
@@ -24,21 +24,9 @@ pytestmark = pytest.mark.skipif(not (KATHER.is_dir() and NCT.is_dir()), reason=f
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """Workdir of a one-epoch ConvModel trained on the eight Kather sample classes at 32 px."""
-    from flaxbench.train.loop import train_and_evaluate
-
-    workdir = tmp_path_factory.mktemp("runs") / "kather"
-    spec = tiny_spec(**{"data.source": f"folder:{KATHER}", "data.classes": None, "data.split": (8, 8, 8),
-                        "train.epochs": 1, "train.batch_size": 8})
-    train_and_evaluate(spec, workdir, log=lambda line: None)
-    return workdir
-
-
-@pytest.fixture(scope="module")
-def renamed_test_tiles(trained_run, tmp_path_factory) -> tuple[Path, dict, str]:
+def renamed_test_tiles(kather_run, tmp_path_factory) -> tuple[Path, dict, str]:
     """(folder, the run's own test evaluation, class map): its test tiles under other folder names, plus a left-out folder."""
-    own = evaluate_workdir(trained_run, "test")
+    own = evaluate_workdir(kather_run, "test")
     folder = tmp_path_factory.mktemp("external") / "cohort B"
     for tile_id, label in zip(own["predictions"]["ids"], own["predictions"]["labels"]):
         target = folder / f"C{label}" / Path(tile_id).name
@@ -50,10 +38,10 @@ def renamed_test_tiles(trained_run, tmp_path_factory) -> tuple[Path, dict, str]:
     return folder, own, class_map
 
 
-def test_renamed_test_tiles_score_as_the_runs_own_test_split(trained_run, renamed_test_tiles, capsys):
+def test_renamed_test_tiles_score_as_the_runs_own_test_split(kather_run, renamed_test_tiles, capsys):
     folder, own, class_map = renamed_test_tiles
-    result, path = evaluate_external(trained_run, str(folder), class_map=class_map, out=trained_run / "b.json")
-    assert path == trained_run / "b.json" and json.loads(path.read_text())["tiles"] == result["tiles"] == 8
+    result, path = evaluate_external(kather_run, str(folder), class_map=class_map, out=kather_run / "b.json")
+    assert path == kather_run / "b.json" and json.loads(path.read_text())["tiles"] == result["tiles"] == 8
     by_name = {Path(i).name: k for k, i in enumerate(own["predictions"]["ids"])}
     order = [by_name[Path(i).name] for i in result["predictions"]["ids"]]
     assert result["predictions"]["labels"] == [own["predictions"]["labels"][k] for k in order]
@@ -82,12 +70,12 @@ def test_renamed_test_tiles_score_as_the_runs_own_test_split(trained_run, rename
     assert "left out, not classes of the run: MUS" in err and "pixel-identical" not in err
 
 
-def test_folders_named_as_the_run_classes_need_no_map_and_absent_classes_are_recorded(trained_run, tmp_path,
+def test_folders_named_as_the_run_classes_need_no_map_and_absent_classes_are_recorded(kather_run, tmp_path,
                                                                                        capsys):
     folder = tmp_path / "cohort"
     for name in ("TUM", "LYM"):
         shutil.copytree(NCT / name, folder / {"TUM": "Tumor", "LYM": "02 lympho"}[name])
-    result, _ = evaluate_external(trained_run, str(folder))
+    result, _ = evaluate_external(kather_run, str(folder))
     assert result["class_folders"] == {"02 lympho": "lympho", "Tumor": "tumor"}
     counts = result["tiles_per_class"]
     assert counts["tumor"] == counts["lympho"] == 12 and sum(counts.values()) == 24
@@ -100,17 +88,17 @@ def test_folders_named_as_the_run_classes_need_no_map_and_absent_classes_are_rec
     err = capsys.readouterr().err
     assert "resized to the run's 32x32 px: 24 tiles at 224x224 px" in err
     assert "over the 2 classes present" in err
-    assert (trained_run / "eval_external_cohort.json").is_file()
+    assert (kather_run / "eval_external_cohort.json").is_file()
 
 
-def test_a_zip_scores_as_the_folder(trained_run, renamed_test_tiles, tmp_path):
+def test_a_zip_scores_as_the_folder(kather_run, renamed_test_tiles, tmp_path):
     folder, _, class_map = renamed_test_tiles
     archive = tmp_path / "cohort.zip"
     with zipfile.ZipFile(archive, "w") as out:
         for tile in sorted(folder.rglob("*.tif")):
             out.write(tile, f"cohort/{tile.relative_to(folder).as_posix()}")
-    from_zip, _ = evaluate_external(trained_run, f"folder:{archive}", class_map=class_map, out=tmp_path / "z.json")
-    from_folder, _ = evaluate_external(trained_run, str(folder), class_map=class_map, out=tmp_path / "f.json")
+    from_zip, _ = evaluate_external(kather_run, f"folder:{archive}", class_map=class_map, out=tmp_path / "z.json")
+    from_folder, _ = evaluate_external(kather_run, str(folder), class_map=class_map, out=tmp_path / "f.json")
     assert external_filename(f"{archive}", "last", tta=True) == "eval_external_cohort_last_tta.json"
     for key in ("accuracy", "loss", "confusion_matrix", "accuracy_ci"):
         assert from_zip[key] == from_folder[key], key
@@ -121,47 +109,47 @@ def test_a_zip_scores_as_the_folder(trained_run, renamed_test_tiles, tmp_path):
     ("XX=tumor", "names folder 'xx', which"),
     ("C0tumor", "is not FOLDER=CLASS"),
 ])
-def test_a_bad_class_map_is_an_error_naming_it(trained_run, renamed_test_tiles, tmp_path, class_map, message):
+def test_a_bad_class_map_is_an_error_naming_it(kather_run, renamed_test_tiles, tmp_path, class_map, message):
     folder, _, _ = renamed_test_tiles
     with pytest.raises(WorkdirError, match=message):
-        evaluate_external(trained_run, str(folder), class_map=class_map, out=tmp_path / "x.json")
+        evaluate_external(kather_run, str(folder), class_map=class_map, out=tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
 
 
-def test_no_folder_of_a_run_class_is_an_error_suggesting_a_class_map(trained_run, renamed_test_tiles, tmp_path):
+def test_no_folder_of_a_run_class_is_an_error_suggesting_a_class_map(kather_run, renamed_test_tiles, tmp_path):
     folder, _, _ = renamed_test_tiles
     with pytest.raises(WorkdirError, match=r"none of the class folders .* --class-map"):
-        evaluate_external(trained_run, str(folder), out=tmp_path / "x.json")
+        evaluate_external(kather_run, str(folder), out=tmp_path / "x.json")
 
 
-def test_the_runs_own_tiles_are_refused(trained_run, tmp_path):
+def test_the_runs_own_tiles_are_refused(kather_run, tmp_path):
     with pytest.raises(WorkdirError, match="run's own train, val and test tiles"):
-        evaluate_external(trained_run, str(KATHER), out=tmp_path / "x.json")
+        evaluate_external(kather_run, str(KATHER), out=tmp_path / "x.json")
 
 
-def test_an_existing_result_is_kept_unless_overwrite_and_errors_are_one_line(trained_run, renamed_test_tiles,
+def test_an_existing_result_is_kept_unless_overwrite_and_errors_are_one_line(kather_run, renamed_test_tiles,
                                                                             tmp_path):
     folder, _, class_map = renamed_test_tiles
     out = tmp_path / "earlier.json"
     out.write_text("{}")
-    args = ("evaluate", f"--workdir={trained_run}", f"--external={folder}", f"--class-map={class_map}", f"--out={out}")
+    args = ("evaluate", f"--workdir={kather_run}", f"--external={folder}", f"--class-map={class_map}", f"--out={out}")
     proc = run_cli(*args)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "already exists" in proc.stderr and out.read_text() == "{}"
     proc = run_cli(*args, "--overwrite")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "[external: 8 tiles]" in proc.stdout and json.loads(out.read_text())["tiles"] == 8
-    proc = run_cli("evaluate", f"--workdir={trained_run}", f"--class-map={class_map}")
+    proc = run_cli("evaluate", f"--workdir={kather_run}", f"--class-map={class_map}")
     assert proc.returncode == 2 and "only with --external" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_the_report_lists_each_runs_external_results(trained_run, renamed_test_tiles, tmp_path):
+def test_the_report_lists_each_runs_external_results(kather_run, renamed_test_tiles, tmp_path):
     from flaxbench.report import write_report
 
     folder, own, class_map = renamed_test_tiles
-    runs = trained_run.parent
-    evaluate_external(trained_run, str(folder), class_map=class_map, tta=True, overwrite=True)
-    plain, _ = evaluate_external(trained_run, str(folder), class_map=class_map, overwrite=True)
+    runs = kather_run.parent
+    evaluate_external(kather_run, str(folder), class_map=class_map, tta=True, overwrite=True)
+    plain, _ = evaluate_external(kather_run, str(folder), class_map=class_map, overwrite=True)
     written = write_report(runs, tmp_path / "report")
     external = json.loads(written["json"].read_text())["external"]
     line = next(e for e in external if e["file"].endswith("eval_external_cohort_B_tta.json"))
@@ -176,7 +164,7 @@ def test_the_report_lists_each_runs_external_results(trained_run, renamed_test_t
     assert f"| {plain['ece']:.3f} ({plain['ece_temperature_scaled']:.3f}) |" in plain_line
     assert written["external_accuracy"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "(external_accuracy.png)" in text
-    broken = trained_run / "eval_external_broken.json"
+    broken = kather_run / "eval_external_broken.json"
     for text, problem in (('{"external": "x"}', "no 'checkpoint'"),
                           (json.dumps({**line, "accuracy_ci": [0.5]}), "'accuracy_ci' is not [low, high]"),
                           (json.dumps({**line, "macro_auc_ci": "0.9"}), "'macro_auc_ci' is not [low, high] or null")):
@@ -190,14 +178,14 @@ def test_the_report_lists_each_runs_external_results(trained_run, renamed_test_t
 
 
 
-def test_lines_on_the_same_tiles_are_paired_against_the_most_accurate(trained_run, renamed_test_tiles, tmp_path):
+def test_lines_on_the_same_tiles_are_paired_against_the_most_accurate(kather_run, renamed_test_tiles, tmp_path):
     from flaxbench.report.collect import collect_runs
     from flaxbench.report.external import external_section
     from flaxbench.report.summary import summarize
 
     folder, _, class_map = renamed_test_tiles
     runs = tmp_path / "runs"
-    shutil.copytree(trained_run, runs / "a", ignore=shutil.ignore_patterns("eval_external_*"))
+    shutil.copytree(kather_run, runs / "a", ignore=shutil.ignore_patterns("eval_external_*"))
     evaluate_external(runs / "a", str(folder), class_map=class_map)
     # Another row whose evaluation of the same tiles got every tile right.
     shutil.copytree(runs / "a", runs / "b")
@@ -217,7 +205,7 @@ def test_lines_on_the_same_tiles_are_paired_against_the_most_accurate(trained_ru
     assert "| best |" in table
 
 
-def test_center_crop_keeps_the_middle_of_each_tile_before_resizing(trained_run, tmp_path):
+def test_center_crop_keeps_the_middle_of_each_tile_before_resizing(kather_run, tmp_path):
     from data_pipeline import load_image
     from data_pipeline.images import resize_square
     from flaxbench.inference import load_trained_run
@@ -225,23 +213,23 @@ def test_center_crop_keeps_the_middle_of_each_tile_before_resizing(trained_run, 
     folder = tmp_path / "cohort"
     shutil.copytree(NCT / "TUM", folder / "TUM")
     shutil.copytree(NCT / "STR", folder / "STR")
-    result, _ = evaluate_external(trained_run, str(folder), class_map="TUM=tumor,STR=stroma", center_crop=148,
+    result, _ = evaluate_external(kather_run, str(folder), class_map="TUM=tumor,STR=stroma", center_crop=148,
                                   out=tmp_path / "c.json")
     assert result["center_crop"] == 148 and result["resized_from"] == {"148x148": 24}
     # The same scores as the model on the tiles' central 148 px, resized as training resizes.
-    run = load_trained_run(trained_run, "best")
+    run = load_trained_run(kather_run, "best")
     paths = [folder / tile_id for tile_id in result["predictions"]["ids"]]
     images = np.stack([resize_square(load_image(p)[38:186, 38:186], 32) for p in paths])
     expected = np.exp(run.logits(images))
     expected /= expected.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(result["predictions"]["probabilities"], expected, atol=1e-5)
     with pytest.raises(DataError, match=r"is 224x224 px, smaller than the 300 px center crop"):
-        evaluate_external(trained_run, str(folder), class_map="TUM=tumor", center_crop=300, out=tmp_path / "x.json")
+        evaluate_external(kather_run, str(folder), class_map="TUM=tumor", center_crop=300, out=tmp_path / "x.json")
     with pytest.raises(WorkdirError, match="--center-crop must be a positive number of pixels"):
-        evaluate_external(trained_run, str(folder), center_crop=0, out=tmp_path / "x.json")
+        evaluate_external(kather_run, str(folder), center_crop=0, out=tmp_path / "x.json")
 
 
-def test_predict_center_crop_predicts_a_tile_as_its_cropped_copy(trained_run, tmp_path):
+def test_predict_center_crop_predicts_a_tile_as_its_cropped_copy(kather_run, tmp_path):
     import csv
 
     from PIL import Image
@@ -252,15 +240,15 @@ def test_predict_center_crop_predicts_a_tile_as_its_cropped_copy(trained_run, tm
     original = sorted((NCT / "TUM").iterdir())[0]
     cropped = tmp_path / "cropped.png"
     Image.fromarray(load_image(original)[38:186, 38:186]).save(cropped)  # lossless
-    out = predict_paths(trained_run, [str(original), str(cropped)], tmp_path / "p.csv", center_crop=148)
+    out = predict_paths(kather_run, [str(original), str(cropped)], tmp_path / "p.csv", center_crop=148)
     with out.open(newline="") as stream:
         rows = {row[0]: row[1:] for row in list(csv.reader(stream))[1:]}
     assert rows[str(original)] == rows[str(cropped)]
     with pytest.raises(WorkdirError, match="--center-crop must be a positive number of pixels"):
-        predict_paths(trained_run, [str(original)], tmp_path / "q.csv", center_crop=-1)
+        predict_paths(kather_run, [str(original)], tmp_path / "q.csv", center_crop=-1)
 
 
-def test_predict_temperature_scaled_gives_the_calibrated_probabilities_of_the_same_classes(trained_run, tmp_path,
+def test_predict_temperature_scaled_gives_the_calibrated_probabilities_of_the_same_classes(kather_run, tmp_path,
                                                                                           capsys):
     import csv
 
@@ -272,10 +260,10 @@ def test_predict_temperature_scaled_gives_the_calibrated_probabilities_of_the_sa
         return [row[1] for row in rows], np.array([[float(x) for x in row[2:]] for row in rows])
 
     tiles = [str(NCT / "TUM"), str(NCT / "LYM")]
-    plain_classes, plain = predicted(predict_paths(trained_run, tiles, tmp_path / "plain.csv"))
-    scaled_classes, scaled = predicted(predict_paths(trained_run, tiles, tmp_path / "scaled.csv",
+    plain_classes, plain = predicted(predict_paths(kather_run, tiles, tmp_path / "plain.csv"))
+    scaled_classes, scaled = predicted(predict_paths(kather_run, tiles, tmp_path / "scaled.csv",
                                                      temperature_scaled=True))
-    temperature = json.loads((trained_run / "results.json").read_text())["temperature"]
+    temperature = json.loads((kather_run / "results.json").read_text())["temperature"]
     assert f"temperature-scaled (T {temperature:.3g})" in capsys.readouterr().out
     assert scaled_classes == plain_classes
     # softmax(logits / T) is softmax(logits) to the power 1/T, renormalised
@@ -284,9 +272,9 @@ def test_predict_temperature_scaled_gives_the_calibrated_probabilities_of_the_sa
     for options, message in (({"which": "last"}, "fitted to the best checkpoint, not the last one"),
                              ({"tta": True}, "fitted to single-view logits, not to the 8-view TTA average")):
         with pytest.raises(WorkdirError, match=f"--temperature-scaled: the temperature was {message}"):
-            predict_paths(trained_run, tiles, tmp_path / "no.csv", temperature_scaled=True, **options)
+            predict_paths(kather_run, tiles, tmp_path / "no.csv", temperature_scaled=True, **options)
     older = tmp_path / "older"
-    shutil.copytree(trained_run, older)
+    shutil.copytree(kather_run, older)
     results = json.loads((older / "results.json").read_text())
     del results["temperature"]
     (older / "results.json").write_text(json.dumps(results))
@@ -295,21 +283,21 @@ def test_predict_temperature_scaled_gives_the_calibrated_probabilities_of_the_sa
     assert not (tmp_path / "no.csv").exists()
 
 
-def test_tiles_the_run_trained_on_are_found_by_their_pixels(trained_run, tmp_path, capsys):
+def test_tiles_the_run_trained_on_are_found_by_their_pixels(kather_run, tmp_path, capsys):
     from flaxbench.predict import predict_paths
 
-    train = evaluate_workdir(trained_run, "train")
+    train = evaluate_workdir(kather_run, "train")
     folder = tmp_path / "copies"
     for tile_id in train["predictions"]["ids"][:2]:  # two training tiles, saved as PNGs under new names
         target = folder / Path(tile_id).parent.name / f"copy_{Path(tile_id).stem}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.open(KATHER / tile_id).save(target)
     shutil.copytree(NCT / "TUM", folder / "01_TUMOR", dirs_exist_ok=True)  # other tiles
-    result, path = evaluate_external(trained_run, str(folder))
+    result, path = evaluate_external(kather_run, str(folder))
     try:
         from flaxbench.report import write_report
 
-        report = write_report(trained_run.parent, tmp_path / "r")["md"].read_text()
+        report = write_report(kather_run.parent, tmp_path / "r")["md"].read_text()
         unseen = result["accuracy_without_seen"]  # the 12 NCT tiles'
         assert f"| 14 (2 seen in training; accuracy without them {100 * unseen:.1f}%) | best |" in report
     finally:
@@ -323,19 +311,19 @@ def test_tiles_the_run_trained_on_are_found_by_their_pixels(trained_run, tmp_pat
     assert all("copy_" in example and example.endswith("(train)") for example in result["seen_by_runs"]["examples"])
     assert ("warning: 2 of these tiles are copies of tiles the run trained or validated on (pixel-identical: train 2, "
             "val 0; e.g.") in capsys.readouterr().err
-    predict_paths(trained_run, [str(folder)], tmp_path / "p.csv")
+    predict_paths(kather_run, [str(folder)], tmp_path / "p.csv")
     assert "2 of these tiles are copies" in capsys.readouterr().err
     older = tmp_path / "older_run"  # a run from before tile digests were kept
-    shutil.copytree(trained_run, older)
+    shutil.copytree(kather_run, older)
     (older / "tile_digests.npz").unlink()
     result, _ = evaluate_external(older, str(folder), out=tmp_path / "f.json")
     assert result["seen_by_runs"] is None and "copies" not in capsys.readouterr().err
 
 
-def test_rotated_re_saved_training_tiles_are_found_as_near_copies(trained_run, tmp_path, capsys):
+def test_rotated_re_saved_training_tiles_are_found_as_near_copies(kather_run, tmp_path, capsys):
     from flaxbench.predict import predict_paths
 
-    train = evaluate_workdir(trained_run, "train")
+    train = evaluate_workdir(kather_run, "train")
     folder = tmp_path / "near"
     for tile_id in train["predictions"]["ids"][:3]:  # three training tiles, turned and saved as JPEG
         target = folder / Path(tile_id).parent.name / f"turned_{Path(tile_id).stem}.jpg"
@@ -343,7 +331,7 @@ def test_rotated_re_saved_training_tiles_are_found_as_near_copies(trained_run, t
         Image.fromarray(np.rot90(np.asarray(Image.open(KATHER / tile_id).convert("RGB"))).copy()).save(target,
                                                                                                        quality=80)
     shutil.copytree(NCT / "TUM", folder / "01_TUMOR", dirs_exist_ok=True)  # other tiles
-    result, _ = evaluate_external(trained_run, str(folder), out=tmp_path / "near.json")
+    result, _ = evaluate_external(kather_run, str(folder), out=tmp_path / "near.json")
     seen = result["seen_by_runs"]
     assert (seen["train"], seen["val"], seen["near"]) == (0, 0, {"train": 3, "val": 0, "test": 0})
     assert sorted(seen["trained_ids"]) == sorted(
@@ -354,50 +342,22 @@ def test_rotated_re_saved_training_tiles_are_found_as_near_copies(trained_run, t
     others = [label == predicted for tile, label, predicted in zip(*(result["predictions"][key] for key in (
         "ids", "labels", "predictions"))) if "turned_" not in tile]
     assert result["accuracy_without_seen"] == pytest.approx(np.mean(others))
-    predict_paths(trained_run, [str(folder)], tmp_path / "p.csv")
+    predict_paths(kather_run, [str(folder)], tmp_path / "p.csv")
     assert "3 of these tiles are copies of tiles the run trained or validated on (near-copies" in (
         capsys.readouterr().err)
 
 
-def test_a_damaged_digest_file_is_warned_about_and_the_tiles_go_unchecked(trained_run, tmp_path, capsys):
+def test_a_damaged_digest_file_is_warned_about_and_the_tiles_go_unchecked(kather_run, tmp_path, capsys):
     from flaxbench.seen_tiles import load_seen_tiles
 
-    seen = load_seen_tiles([trained_run])
+    seen = load_seen_tiles([kather_run])
     assert len(seen.digests) == 24  # the eight classes' 3 tiles each, all distinct
     assert {name: len(hashes) for name, hashes in seen.hashes.items()} == {"train": 8, "val": 8, "test": 8}
     damaged = tmp_path / "run"
     damaged.mkdir()
     (damaged / "tile_digests.npz").write_bytes(b"not a zip")
-    assert load_seen_tiles([trained_run, damaged]) is None
+    assert load_seen_tiles([kather_run, damaged]) is None
     assert f"warning: cannot read '{damaged / 'tile_digests.npz'}'" in capsys.readouterr().err
     np.savez(damaged / "tile_digests.npz", train=np.zeros((2, 3)), val=np.zeros((0, 16)), test=np.zeros((0, 16)))
     assert load_seen_tiles([damaged]) is None and "does not hold 16-byte tile digests" in capsys.readouterr().err
 
-
-def test_group_by_adds_the_accuracys_ci_over_the_tiles_patients(trained_run, tmp_path, capsys):
-    import re
-
-    from flaxbench.group_intervals import group_accuracy_interval
-    from flaxbench.report import write_report
-
-    class_map = "TUM=tumor,STR=stroma,LYM=lympho,DEB=debris,MUC=mucosa,ADI=adipose,BACK=empty"
-    pattern = r"([A-Z])\.tif$"  # stands in for a patient: the last letter of each NCT tile's code
-    with pytest.raises(DataError, match=r"--group-by 'slide_.*' finds no group in tile '[A-Z]+/"):
-        evaluate_external(trained_run, str(NCT), class_map=class_map, group_by=r"slide_(\d+)",
-                          out=tmp_path / "none.json")
-    assert not (tmp_path / "none.json").exists()
-    result, _ = evaluate_external(trained_run, str(NCT), class_map=class_map, group_by=pattern,
-                                  out=trained_run / "eval_external_nct.json")
-    predictions = result["predictions"]
-    patients = [re.search(pattern, tile).group(1) for tile in predictions["ids"]]
-    expected = group_accuracy_interval(np.equal(predictions["labels"], predictions["predictions"]), None, patients)
-    assert result["group_by"] == pattern and result["groups"] == expected.groups == len(set(patients)) > 2
-    assert result["accuracy_ci_groups"] == list(expected.interval)
-    written = write_report(trained_run.parent, tmp_path / "report")
-    line = next(e for e in json.loads(written["json"].read_text())["external"] if e["file"].endswith("_nct.json"))
-    assert line["groups"] == expected.groups and line["accuracy_ci_groups"] == pytest.approx(list(expected.interval))
-    low, high = (f"{100 * x:.1f}" for x in expected.interval)
-    assert f"; {low}–{high} over {expected.groups} groups)" in written["md"].read_text()
-    (trained_run / "eval_external_nct.json").unlink()
-    proc = run_cli("evaluate", f"--workdir={trained_run}", "--group-by=x")
-    assert proc.returncode == 2 and "evaluate takes --group-by only with --external PATH" in proc.stderr

@@ -252,6 +252,11 @@ def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -
     return row
 
 
+def any_split_by_group(rows: list[dict[str, Any]]) -> bool:
+    """Whether any report row was split by patient or slide (`spec.data.group_by`)."""
+    return any(row["test_groups"] is not None for row in rows)
+
+
 def init_label(init: str | None) -> str | None:
     """spec.model.init for a table: 'torchvision:/x.pth' -> 'torchvision'; a checkpoint keeps its folder's name.
 
