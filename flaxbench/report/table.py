@@ -102,8 +102,10 @@ def _versus_best_over_groups(cell: Callable[[dict[str, Any]], str]) -> Callable[
     over_tiles = _versus_best(cell)
 
     def render(row: dict[str, Any], notes: Footnotes) -> str:
-        if row["mcnemar_note"] == BEST_ROW_NOTE or row["mcnemar_p_vs_best"] is None or row["test_groups"] is None:
-            return over_tiles(row, notes) if row["test_groups"] is not None else "—"
+        if row["test_groups"] is None:
+            return "—"
+        if row["mcnemar_note"] == BEST_ROW_NOTE or row["mcnemar_p_vs_best"] is None:
+            return over_tiles(row, notes)
         if row["p_vs_best_groups"] is None:
             return f"{NA} {notes.mark(FEW_GROUPS_NOTE if row['test_groups'] < 2 else OTHER_GROUPS_NOTE)}"
         return cell(row)
