@@ -330,3 +330,26 @@ def test_the_ci_over_patients_is_a_column_only_where_a_row_was_split_by_them(syn
     assert all(re.fullmatch(r"n/a \[\d\]", cell) for cell in cells["few"])  # one group: no spread to see
     assert re.fullmatch(r"-\d+\.\d\d \[-\d+\.\d\d, [-+]\d+\.\d\d\]", cells["second"][0])
     assert re.fullmatch(r"[\d.e-]+ \([\d.e-]+\)", cells["second"][1])
+
+
+def test_the_figure_draws_a_rows_ci_over_its_patients_where_it_has_one(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from flaxbench.report.collect import collect_runs
+    from flaxbench.report.figures import accuracy_vs_time
+    from flaxbench.report.summary import summarize
+
+    grouped = make_results("grouped", accuracy=0.8, num_tiles=120)
+    grouped["group_by"] = r"test_\d*?(\d)\.tif"
+    for results in (grouped, make_results("plain", accuracy=0.5)):
+        write_results(tmp_path / results["name"] / "results.json", results)
+    drawn = []
+    errorbar = Axes.errorbar
+    monkeypatch.setattr(Axes, "errorbar", lambda self, x, y, yerr=None, **kw: drawn.append((y[0], yerr)) or errorbar(
+        self, x, y, yerr=yerr, **kw))
+    summary = summarize(collect_runs(tmp_path))
+    accuracy_vs_time(summary, tmp_path / "figure.png")
+    for row, (y, yerr) in zip(summary.rows, drawn):
+        kind = "group_ci95" if row["name"] == "grouped" else "ci95"
+        assert (y - yerr[0][0], y + yerr[1][0]) == pytest.approx(
+            (row[f"test_accuracy_{kind}_low_pct"], row[f"test_accuracy_{kind}_high_pct"]))
