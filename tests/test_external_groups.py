@@ -10,7 +10,7 @@ import pytest
 
 from data_pipeline import DataError
 from flaxbench.external import evaluate_external
-from flaxbench.group_intervals import group_accuracy_interval
+from flaxbench.group_intervals import group_accuracy_interval, group_paired_comparison
 from flaxbench.report import write_report
 from tests.helpers import SHARED_DATA, run_cli
 
@@ -39,6 +39,18 @@ def test_group_by_adds_the_accuracys_ci_over_the_tiles_patients(kather_run, tmp_
     assert line["groups"] == expected.groups and line["accuracy_ci_groups"] == pytest.approx(list(expected.interval))
     low, high = (f"{100 * x:.1f}" for x in expected.interval)
     assert f"; {low}–{high} over {expected.groups} groups)" in written["md"].read_text()
-    (kather_run / "eval_external_nct.json").unlink()
+    # the same tiles scored with TTA too: the two lines are compared over the groups as well as tile by tile
+    tta, _ = evaluate_external(kather_run, str(NCT), class_map=class_map, group_by=pattern, tta=True,
+                               out=kather_run / "eval_external_nct_tta.json")
+    written = write_report(kather_run.parent, tmp_path / "again")
+    lines = [e for e in json.loads(written["json"].read_text())["external"] if "_nct" in e["file"]]
+    other = next(e for e in lines if not e["best_on_these_tiles"])
+    assert tta["predictions"]["ids"] == predictions["ids"]
+    right = {r["tta"]: np.equal(r["predictions"]["labels"], r["predictions"]["predictions"]) for r in (tta, result)}
+    ours, theirs = right[other["tta"]], right[not other["tta"]]
+    assert other["p_vs_best_groups"] == pytest.approx(group_paired_comparison(ours, theirs, patients).p_value)
+    assert f"; over groups {other['p_vs_best_groups']:.3g}" in written["md"].read_text()
+    for name in ("eval_external_nct.json", "eval_external_nct_tta.json"):
+        (kather_run / name).unlink()
     proc = run_cli("evaluate", f"--workdir={kather_run}", "--group-by=x")
     assert proc.returncode == 2 and "evaluate takes --group-by only with --external PATH" in proc.stderr

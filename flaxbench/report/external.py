@@ -11,11 +11,13 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from data_pipeline.errors import DataError
+from data_pipeline.groups import tile_groups
 from flaxbench import metrics
 from flaxbench.bootstrap import CI_LEVEL
 from flaxbench.class_intervals import wilson_interval
 from flaxbench.errors import FlaxbenchError
-from flaxbench.group_intervals import predictions_group_interval
+from flaxbench.group_intervals import group_paired_comparison, predictions_group_interval
 from flaxbench.report.collect import RunGroup, is_int, is_number
 
 EXTERNAL_GLOB = "eval_external_*.json"
@@ -181,6 +183,7 @@ def _compare_on_shared_tiles(lines: list[dict[str, Any]], outcomes: list[tuple[f
     by_set: dict[tuple, list[int]] = {}
     for k, (line, found) in enumerate(zip(lines, outcomes)):
         line["mcnemar_p_vs_best"], line["mcnemar_p_holm"], line["best_on_these_tiles"] = None, None, False
+        line["p_vs_best_groups"], line["p_vs_best_groups_holm"] = None, None  # with --group-by: over its groups
         if found is not None:  # the same folder, tiles and true classes
             by_set.setdefault((line["external"], found[0]), []).append(k)
     for members in by_set.values():
@@ -190,13 +193,28 @@ def _compare_on_shared_tiles(lines: list[dict[str, Any]], outcomes: list[tuple[f
         lines[best]["best_on_these_tiles"] = True
         theirs = outcomes[best][1]
         tiles = sorted(theirs)
+        groups = _shared_groups([lines[k] for k in members], tiles)
         for k in members:
             if k != best:
-                ours = outcomes[k][1]
-                lines[k]["mcnemar_p_vs_best"] = metrics.mcnemar_p_value([ours[t] for t in tiles],
-                                                                        [theirs[t] for t in tiles])
-        for k, adjusted in zip(members, metrics.holm_adjusted([lines[k]["mcnemar_p_vs_best"] for k in members])):
-            lines[k]["mcnemar_p_holm"] = adjusted
+                ours, theirs_right = [outcomes[k][1][t] for t in tiles], [theirs[t] for t in tiles]
+                lines[k]["mcnemar_p_vs_best"] = metrics.mcnemar_p_value(ours, theirs_right)
+                if groups is not None:
+                    lines[k]["p_vs_best_groups"] = group_paired_comparison(ours, theirs_right, groups).p_value
+        for key in ("mcnemar_p", "p_vs_best_groups"):
+            tested = "mcnemar_p_vs_best" if key == "mcnemar_p" else key
+            for k, adjusted in zip(members, metrics.holm_adjusted([lines[k][tested] for k in members])):
+                lines[k][f"{key}_holm"] = adjusted
+
+
+def _shared_groups(lines: list[dict[str, Any]], tiles: list[str]) -> list[str] | None:
+    """The group of each of `tiles` where every line scored on them was grouped by one --group-by; else None."""
+    patterns = {line.get("group_by") for line in lines}
+    if len(patterns) != 1 or None in patterns:
+        return None
+    try:
+        return tile_groups(tiles, patterns.pop(), "--group-by")
+    except DataError:
+        return None
 
 
 def _p_value(line: dict[str, Any]) -> str:
@@ -206,7 +224,11 @@ def _p_value(line: dict[str, Any]) -> str:
     p, adjusted = line["mcnemar_p_vs_best"], line.get("mcnemar_p_holm", line["mcnemar_p_vs_best"])
     if p is None:
         return "—"
-    return format(p, ".3g") if adjusted == p else f"{p:.3g} (Holm {adjusted:.3g})"
+    cell = format(p, ".3g") if adjusted == p else f"{p:.3g} (Holm {adjusted:.3g})"
+    over, over_adjusted = line.get("p_vs_best_groups"), line.get("p_vs_best_groups_holm")
+    if over is None:
+        return cell
+    return cell + f"; over groups {over:.3g}" + ("" if over_adjusted == over else f" (Holm {over_adjusted:.3g})")
 
 
 def _seed_cell(line: dict[str, Any]) -> str:
@@ -294,7 +316,9 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
            "study's table's CI over them). "
            "McNemar p: exact test against the most accurate line scored on the same tiles (same folder, tile ids "
            "and true classes), tiles paired by id, with the Holm-adjusted p over the lines compared on those tiles "
-           "where it differs; a dash where no other line shares them. An ensemble (a "
+           "where it differs; a dash where no other line shares them; where the lines on those tiles were all "
+           "grouped by one `--group-by`, also the two-sided p of the paired difference over the groups (as the "
+           "Statistics table's over patients or slides). An ensemble (a "
            "cross-validated row's folder, `evaluate --workdir NAME_Kfold --external`) scores its runs' mean class "
            "probabilities; 'runs m ± s' is the mean ± std of those runs' own accuracies on the tiles, and its own "
            "test accuracy the mean of theirs. ECE in brackets: after dividing each run's logits by the temperature "
