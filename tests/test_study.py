@@ -394,8 +394,7 @@ def test_a_kept_ensemble_of_other_runs_is_named_for_deletion(tmp_path):
     def differs(members: list[str]) -> str | None:
         record = {**asked, "members": [{"workdir": f"/elsewhere/net_3fold/{m}"} for m in members]}
         path.write_text(json.dumps(record))
-        return _external_options_differ(path, "/data/cohort", {"class_map": None, "center_crop": None,
-                                                               "group_by": None})
+        return _external_options_differ(path, "/data/cohort", dict.fromkeys(("class_map", "center_crop", "group_by")))
 
     assert differs(["fold_0", "fold_0/seed_1", "fold_1", "fold_2"]) is None  # the row moved: names still match
     assert "ensemble of other runs than the 4 in" in differs(["fold_0", "fold_1", "fold_2"])  # before seed 1
