@@ -30,6 +30,32 @@ from flaxbench.class_intervals import wilson_interval
 MIN_GROUPS = 2
 
 
+def recorded_groups(ids: Sequence[str], group_by: str | None) -> list[str] | None:
+    """The group of each tile id by a recorded `group_by` pattern; None without one, or where a tile has no group by
+    it (ids recorded otherwise than the split saw them)."""
+    if not group_by:
+        return None
+    try:
+        return tile_groups(ids, group_by)
+    except DataError:
+        return None
+
+
+def _numbered_groups(groups: Sequence[str], *sizes: int) -> tuple[np.ndarray, int]:
+    """(each tile's group number, how many groups); ValueError unless there is a group per tile of every array."""
+    _, of_group = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
+    if not of_group.size or any(size != of_group.size for size in sizes):
+        raise ValueError(f"need a group per tile and one value of each kind per tile, got {of_group.size} groups and "
+                         f"values of {', '.join(map(str, sizes))} tiles")
+    return of_group, int(of_group.max()) + 1
+
+
+def _variance_over_groups(values: np.ndarray, of_group: np.ndarray, count: int) -> float:
+    """The variance of the mean of per-tile `values` with whole groups as the units (a ratio estimator's)."""
+    deviation = np.bincount(of_group, weights=values) - values.mean() * np.bincount(of_group)
+    return count / (count - 1) * float(np.sum(deviation ** 2)) / values.size ** 2
+
+
 class GroupInterval(NamedTuple):
     """The accuracy's 95% CI over the groups of the tiles scored, and the design effect behind it; both None with
     fewer than MIN_GROUPS groups."""
@@ -45,17 +71,12 @@ def group_accuracy_interval(correct: np.ndarray, trials: np.ndarray | None, grou
     `groups[i]`, its tiles' outcomes alike within a group (the module's docstring says how)."""
     correct = np.asarray(correct, np.float64).reshape(-1)
     trials = np.ones_like(correct) if trials is None else np.asarray(trials, np.float64).reshape(-1)
-    names, of_group = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
-    if correct.size == 0 or not correct.size == trials.size == of_group.size:
-        raise ValueError(f"need one count of right and made predictions and a group per tile, got {correct.size}, "
-                         f"{trials.size} and {of_group.size}")
-    if len(names) < MIN_GROUPS:
-        return GroupInterval(len(names), None)
+    of_group, count = _numbered_groups(groups, correct.size, trials.size)
+    if count < MIN_GROUPS:
+        return GroupInterval(count, None)
     share = correct / trials  # of each tile's predictions, the right ones (several seeds pooled)
-    tiles, count = share.size, len(names)
-    accuracy = float(share.mean())
-    deviation = np.bincount(of_group, weights=share) - accuracy * np.bincount(of_group)
-    variance = count / (count - 1) * float(np.sum(deviation ** 2)) / tiles ** 2
+    tiles, accuracy = share.size, float(share.mean())
+    variance = _variance_over_groups(share, of_group, count)
     binomial = accuracy * (1 - accuracy) / tiles
     design_effect = max(1.0, variance / binomial) if binomial > 0 else 1.0
     quantile = 0.5 + level / 2
@@ -80,16 +101,12 @@ def group_paired_comparison(right_a: np.ndarray, right_b: np.ndarray, groups: Se
     groups as the units: the difference's variance a ratio estimator's over the groups (at least that of
     independent tiles), its CI and p-value from a t distribution of groups - 1 degrees of freedom."""
     a, b = (np.asarray(x, np.float64).reshape(-1) for x in (right_a, right_b))
-    names, of_group = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
-    if a.size == 0 or not a.size == b.size == of_group.size:
-        raise ValueError(f"need both outcomes and a group per tile, got {a.size}, {b.size} and {of_group.size}")
-    paired, count = a - b, len(names)
-    mean = float(paired.mean())
+    of_group, count = _numbered_groups(groups, a.size, b.size)
+    paired = a - b
+    mean, tiles = float(paired.mean()), paired.size
     if count < MIN_GROUPS:
         return GroupComparison(count, mean, None, None)
-    tiles = paired.size
-    deviation = np.bincount(of_group, weights=paired) - mean * np.bincount(of_group)
-    variance = count / (count - 1) * float(np.sum(deviation ** 2)) / tiles ** 2
+    variance = _variance_over_groups(paired, of_group, count)
     independent = float(paired.var(ddof=1)) / tiles if tiles > 1 else 0.0
     error = float(np.sqrt(max(variance, independent)))
     half = float(student_t.ppf(0.5 + level / 2, count - 1)) * error
@@ -102,15 +119,10 @@ def group_paired_comparison(right_a: np.ndarray, right_b: np.ndarray, groups: Se
 
 def tile_group_interval(correct: np.ndarray, trials: np.ndarray | None, ids: Sequence[str],
                         group_by: str | None) -> GroupInterval | None:
-    """group_accuracy_interval of tiles `ids` grouped by the run's `group_by` pattern; None without one, or where a
-    tile has no group by it (ids recorded otherwise than the split saw them)."""
-    if not group_by:
-        return None
-    try:
-        groups = tile_groups(ids, group_by)
-    except DataError:
-        return None
-    return group_accuracy_interval(correct, trials, groups)
+    """group_accuracy_interval of tiles `ids` grouped by the run's `group_by` pattern; None where recorded_groups
+    finds none."""
+    groups = recorded_groups(ids, group_by)
+    return None if groups is None else group_accuracy_interval(correct, trials, groups)
 
 
 def predictions_group_interval(predictions: dict[str, Any], group_by: str | None) -> GroupInterval | None:

@@ -11,13 +11,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from data_pipeline.errors import DataError
-from data_pipeline.groups import tile_groups
 from flaxbench import metrics
 from flaxbench.bootstrap import CI_LEVEL
 from flaxbench.class_intervals import wilson_interval
 from flaxbench.errors import FlaxbenchError
-from flaxbench.group_intervals import group_paired_comparison, predictions_group_interval
+from flaxbench.group_intervals import group_paired_comparison, predictions_group_interval, recorded_groups
 from flaxbench.report.collect import RunGroup, is_int, is_number
 
 EXTERNAL_GLOB = "eval_external_*.json"
@@ -209,12 +207,7 @@ def _compare_on_shared_tiles(lines: list[dict[str, Any]], outcomes: list[tuple[f
 def _shared_groups(lines: list[dict[str, Any]], tiles: list[str]) -> list[str] | None:
     """The group of each of `tiles` where every line scored on them was grouped by one --group-by; else None."""
     patterns = {line.get("group_by") for line in lines}
-    if len(patterns) != 1 or None in patterns:
-        return None
-    try:
-        return tile_groups(tiles, patterns.pop(), "--group-by")
-    except DataError:
-        return None
+    return recorded_groups(tiles, patterns.pop()) if len(patterns) == 1 else None
 
 
 def _p_value(line: dict[str, Any]) -> str:

@@ -11,9 +11,7 @@ import numpy as np
 
 from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
-from data_pipeline.errors import DataError
-from data_pipeline.groups import tile_groups
-from flaxbench.group_intervals import GroupComparison, group_paired_comparison
+from flaxbench.group_intervals import GroupComparison, group_paired_comparison, recorded_groups
 from flaxbench.report.collect import RunGroup
 from flaxbench.report.copies import accuracy_without_copies_pct, copies_label, tile_copies
 from flaxbench.report.external import external_lines
@@ -175,13 +173,8 @@ def _compare_over_groups(group: RunGroup, best: RunGroup, tiles: list[str], righ
     """group_paired_comparison of the two rows' outcomes on `tiles`, where both rows grouped them by one
     spec.data.group_by; None otherwise."""
     pattern = group.runs[0].results.get("group_by")
-    if not pattern or pattern != best.runs[0].results.get("group_by"):
-        return None
-    try:
-        groups = tile_groups(tiles, pattern)
-    except DataError:  # tile ids recorded otherwise than the split saw them
-        return None
-    return group_paired_comparison(right, best_right, groups)
+    groups = recorded_groups(tiles, pattern) if pattern == best.runs[0].results.get("group_by") else None
+    return None if groups is None else group_paired_comparison(right, best_right, groups)
 
 
 def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -> dict[str, Any]:
