@@ -9,7 +9,10 @@ import numpy as np
 
 from flaxbench import bootstrap, metrics
 from flaxbench.class_intervals import accuracy_interval, class_cis, with_class_cis
-from flaxbench.group_intervals import GroupInterval, format_group_interval
+from flaxbench.group_intervals import (
+    GroupInterval, format_group_interval, group_accuracy_interval, group_class_intervals, group_fields, recorded_groups,
+    with_class_group_intervals,
+)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -64,20 +67,25 @@ def accuracy_without(predictions: dict[str, Any], left_out: set[str]) -> float |
     return float(np.mean(kept)) if kept else None
 
 
-def split_cis(result: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
+def split_cis(result: dict[str, Any], classes: Sequence[str], group_by: str | None = None) -> dict[str, Any]:
     """95% CIs of a `split_metrics` result from its per-tile predictions: accuracy (Wilson), balanced accuracy and
     macro AUC (percentile bootstrap over tiles), and `per_class` again with each class's `<key>_ci`
-    (class_intervals)."""
+    (class_intervals); with a `group_by` pattern grouping the tiles, the accuracy's and each class's proportions'
+    also over the groups (group_intervals.group_fields' keys, `<key>_ci_groups` and `<key>_groups`)."""
     predictions = result["predictions"]
     labels = np.asarray(predictions["labels"], np.int64)
     predicted = np.asarray(predictions["predictions"], np.int64)
     probabilities = np.asarray(predictions["probabilities"], np.float64)
     correct = (predicted == labels).astype(np.int64)
+    said = np.eye(len(classes), dtype=np.int64)[predicted]
     ci = {"level": bootstrap.CI_LEVEL, "num_resamples": bootstrap.CI_RESAMPLES, "seed": bootstrap.CI_SEED}
     aucs = bootstrap.bootstrap_auc_cis([probabilities], [labels], **ci)
     per_class = with_class_cis(result["per_class"], classes, {
-        **class_cis(correct, np.ones_like(labels), labels, np.eye(len(classes), dtype=np.int64)[predicted], **ci),
-        "auc": aucs.per_class})
+        **class_cis(correct, np.ones_like(labels), labels, said, **ci), "auc": aucs.per_class})
+    groups = recorded_groups(predictions["ids"], group_by)
+    if groups is not None:
+        per_class = with_class_group_intervals(per_class, classes, group_class_intervals(
+            correct, np.ones_like(labels), labels, said, groups))
     return {
         "ci_level": bootstrap.CI_LEVEL,
         "accuracy_ci": list(accuracy_interval(correct, level=bootstrap.CI_LEVEL)),
@@ -85,6 +93,7 @@ def split_cis(result: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
                                                                               **ci)),
         "macro_auc_ci": None if result["macro_auc"] is None else list(aucs.macro),
         "per_class": per_class,
+        **group_fields(None if groups is None else group_accuracy_interval(correct, None, groups)),
     }
 
 

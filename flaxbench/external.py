@@ -33,7 +33,6 @@ from flaxbench.calibration import temperature_scaled_metrics
 from flaxbench.checkpoints import BEST
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import accuracy_without, split_cis, split_metrics
-from flaxbench.group_intervals import group_fields, predictions_group_interval
 from flaxbench.inference import (
     TrainedRun, check_center_crop, count_sizes, ensemble_logits, fitted_temperatures, load_trained_runs,
     read_data_info, resize_warning, stream_member_logits,
@@ -214,10 +213,9 @@ def evaluate_external(
         print(warning, file=sys.stderr)
     ids, member_logits = [tile.id for tile, _ in scored], np.stack([x for _, x in scored], axis=1)
     result = split_metrics(ensemble_logits(member_logits), labels, run.classes, ids)
-    # 95% CIs of accuracy, balanced accuracy, macro AUC and each class's values (`per_class`, `<key>_ci`)
-    result.update(split_cis(result, run.classes))
-    # with --group-by, the accuracy's 95% CI over the tiles' patients or slides (group_intervals)
-    result.update(group_by=group_by, **group_fields(predictions_group_interval(result["predictions"], group_by)))
+    # 95% CIs of accuracy, balanced accuracy, macro AUC and each class's values (`per_class`, `<key>_ci`); with
+    # --group-by, the proportions' also over the tiles' patients or slides (group_intervals)
+    result.update(group_by=group_by, **split_cis(result, run.classes, group_by))
     temperatures, _ = fitted_temperatures(runs, tta)
     scaled = None if temperatures is None else temperature_scaled_metrics(
         ensemble_logits(member_logits / temperatures[:, None, None]), labels, 1.0)

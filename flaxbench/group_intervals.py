@@ -9,8 +9,10 @@ tiles; at least 1) turns the tiles into an effective number of independent ones,
 Graubard's correction shrinks further for the few degrees of freedom of few groups (by (z / t)^2,
 t of groups - 1 degrees of freedom); the Wilson interval of that many tiles is the interval. It is
 never narrower than the tile-level one, and like it does not shrink to nothing when every tile is
-right. One group gives none: its spread over groups cannot be seen. Two classifiers scored on the
-same tiles are compared the same way: their paired difference per tile, summed by group.
+right. One group gives none: its spread over groups cannot be seen. A class's recall, precision and
+specificity are proportions of tiles too, and get theirs over the groups holding the tiles they
+count. Two classifiers scored on the same tiles are compared the same way: their paired difference
+per tile, summed by group.
 """
 
 from __future__ import annotations
@@ -50,10 +52,12 @@ def _numbered_groups(groups: Sequence[str], *sizes: int) -> tuple[np.ndarray, in
     return of_group, int(of_group.max()) + 1
 
 
-def _variance_over_groups(values: np.ndarray, of_group: np.ndarray, count: int) -> float:
-    """The variance of the mean of per-tile `values` with whole groups as the units (a ratio estimator's)."""
-    deviation = np.bincount(of_group, weights=values) - values.mean() * np.bincount(of_group)
-    return count / (count - 1) * float(np.sum(deviation ** 2)) / values.size ** 2
+def _variance_over_groups(right: np.ndarray, counted: np.ndarray, of_group: np.ndarray, count: int) -> float:
+    """The variance of the ratio sum(right) / sum(counted) of per-tile values with whole groups as the units (a ratio
+    estimator's; `of_group` numbers the `count` groups)."""
+    ratio = float(right.sum() / counted.sum())
+    deviation = np.bincount(of_group, weights=right - ratio * counted, minlength=count)
+    return count / (count - 1) * float(np.sum(deviation ** 2)) / float(counted.sum()) ** 2
 
 
 class GroupInterval(NamedTuple):
@@ -71,18 +75,70 @@ def group_accuracy_interval(correct: np.ndarray, trials: np.ndarray | None, grou
     `groups[i]`, its tiles' outcomes alike within a group (the module's docstring says how)."""
     correct = np.asarray(correct, np.float64).reshape(-1)
     trials = np.ones_like(correct) if trials is None else np.asarray(trials, np.float64).reshape(-1)
-    of_group, count = _numbered_groups(groups, correct.size, trials.size)
-    if count < MIN_GROUPS:
-        return GroupInterval(count, None)
-    share = correct / trials  # of each tile's predictions, the right ones (several seeds pooled)
-    tiles, accuracy = share.size, float(share.mean())
-    variance = _variance_over_groups(share, of_group, count)
-    binomial = accuracy * (1 - accuracy) / tiles
+    of_group, _ = _numbered_groups(groups, correct.size, trials.size)
+    # of each tile's predictions, the right ones (several seeds pooled); every tile is one trial
+    return _proportion_interval(correct / trials, np.ones_like(correct), of_group, level)
+
+
+def _proportion_interval(right: np.ndarray, counted: np.ndarray, of_group: np.ndarray, level: float
+                         ) -> GroupInterval:
+    """The 95% CI over groups of the proportion sum(right) / sum(counted), tile i counting as `counted[i]` tiles (1,
+    or the share of its seeds' predictions a proportion is over) of which `right[i]` were right; groups without a
+    counted tile are left out."""
+    kept = counted > 0
+    used = np.unique(of_group[kept])
+    if used.size < MIN_GROUPS:
+        return GroupInterval(int(used.size), None)
+    of_group = np.searchsorted(used, of_group[kept])
+    right, counted = right[kept], counted[kept]
+    tiles = float(counted.sum())
+    proportion = float(right.sum()) / tiles
+    variance = _variance_over_groups(right, counted, of_group, used.size)
+    binomial = proportion * (1 - proportion) / tiles
     design_effect = max(1.0, variance / binomial) if binomial > 0 else 1.0
     quantile = 0.5 + level / 2
-    effective = tiles / design_effect * (NormalDist().inv_cdf(quantile) / student_t.ppf(quantile, count - 1)) ** 2
-    low, high = wilson_interval(accuracy, effective, level)
-    return GroupInterval(count, (float(low), float(high)), design_effect)
+    effective = tiles / design_effect * (NormalDist().inv_cdf(quantile) / student_t.ppf(quantile, used.size - 1)) ** 2
+    low, high = wilson_interval(proportion, effective, level)
+    return GroupInterval(int(used.size), (float(low), float(high)), design_effect)
+
+
+# Per-class proportions given a 95% CI over groups, as `<key>_ci_groups` (and their groups as `<key>_groups`).
+CLASS_GROUP_KEYS = ("recall", "precision", "specificity")
+
+
+def group_class_intervals(correct: np.ndarray, trials: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
+                          groups: Sequence[str], level: float = CI_LEVEL) -> dict[str, list[GroupInterval]]:
+    """{"recall", "precision", "specificity": a GroupInterval per class} over the tiles' groups, from per-tile pooled
+    predictions (arguments as class_intervals.class_proportion_cis', and each tile's group): a class's recall over
+    the groups holding its tiles, its specificity over those holding others, its precision over those holding tiles
+    predicted as it (a tile counting as the share of its seeds that predicted it)."""
+    correct, trials = np.asarray(correct, np.float64), np.asarray(trials, np.float64)
+    labels, predicted = np.asarray(labels, np.int64), np.asarray(predicted, np.float64)
+    of_group, _ = _numbered_groups(groups, correct.size, trials.size, labels.size, len(predicted))
+    found: dict[str, list[GroupInterval]] = {key: [] for key in CLASS_GROUP_KEYS}
+    for k in range(predicted.shape[1]):
+        member = (labels == k).astype(np.float64)
+        said = predicted[:, k] / trials  # share of the tile's predictions that were class k
+        for key, right, counted in (("recall", correct / trials * member, member),
+                                    ("precision", said * member, said),
+                                    ("specificity", (1 - said) * (1 - member), 1 - member)):
+            found[key].append(_proportion_interval(right, counted, of_group, level))
+    return found
+
+
+def with_class_group_intervals(per_class: dict[str, dict[str, Any]], classes: Sequence[str],
+                               found: dict[str, list[GroupInterval]] | None) -> dict[str, dict[str, Any]]:
+    """`per_class` ({class: {key: value}}) with `<key>_ci_groups` ([low, high] or None) and `<key>_groups` (how many)
+    of each CLASS_GROUP_KEYS key from group_class_intervals; `per_class` itself where `found` is None."""
+    if found is None:
+        return per_class
+    table = {name: dict(values) for name, values in per_class.items()}
+    for k, name in enumerate(classes):
+        for key in CLASS_GROUP_KEYS:
+            interval = found[key][k]
+            table[name][f"{key}_ci_groups"] = None if interval.interval is None else list(interval.interval)
+            table[name][f"{key}_groups"] = interval.groups
+    return table
 
 
 class GroupComparison(NamedTuple):
@@ -106,7 +162,7 @@ def group_paired_comparison(right_a: np.ndarray, right_b: np.ndarray, groups: Se
     mean, tiles = float(paired.mean()), paired.size
     if count < MIN_GROUPS:
         return GroupComparison(count, mean, None, None)
-    variance = _variance_over_groups(paired, of_group, count)
+    variance = _variance_over_groups(paired, np.ones_like(paired), of_group, count)
     independent = float(paired.var(ddof=1)) / tiles if tiles > 1 else 0.0
     error = float(np.sqrt(max(variance, independent)))
     half = float(student_t.ppf(0.5 + level / 2, count - 1)) * error

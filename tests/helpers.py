@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -48,3 +49,10 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: floa
     full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
     return subprocess.run([sys.executable, "-m", "flaxbench", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def pooled_predictions(labels: np.ndarray, predicted_by_seed: list[np.ndarray], num_classes: int) -> tuple:
+    """(correct, trials, labels, predicted counts) of several seeds' predictions on the same tiles, per tile."""
+    counts = sum(np.eye(num_classes, dtype=int)[p] for p in predicted_by_seed)
+    correct = sum((p == labels).astype(int) for p in predicted_by_seed)
+    return correct, np.full(len(labels), len(predicted_by_seed)), labels, counts

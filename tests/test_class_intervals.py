@@ -8,6 +8,7 @@ import pytest
 
 from flaxbench import metrics
 from flaxbench.class_intervals import accuracy_interval, class_cis, class_proportion_cis, wilson_interval
+from tests.helpers import pooled_predictions
 
 
 def test_wilson_interval_matches_hand_computed_values():
@@ -22,7 +23,7 @@ def test_wilson_interval_matches_hand_computed_values():
         wilson_interval(0.5, 10, level=1.0)
 
 
-def test_accuracy_interval_is_wilsons_over_tiles_with_seeds_pooled():
+def test_accuracy_interval_is_wilsons_over_tiles_with_seedspooled_predictions():
     right = np.array([1] * 80 + [0] * 20)
     np.testing.assert_allclose(accuracy_interval(right), wilson_interval(0.8, 100))
     # Every tile right: 100 of 100 is not [1, 1] (a percentile bootstrap's answer)
@@ -37,17 +38,10 @@ def test_accuracy_interval_is_wilsons_over_tiles_with_seeds_pooled():
             accuracy_interval(correct, trials)
 
 
-def _pooled(labels, predicted_by_seed, num_classes):
-    """(correct, trials, labels, predicted counts) of several seeds' predictions on the same tiles."""
-    counts = sum(np.eye(num_classes, dtype=int)[p] for p in predicted_by_seed)
-    correct = sum((p == labels).astype(int) for p in predicted_by_seed)
-    return correct, np.full(len(labels), len(predicted_by_seed)), labels, counts
-
-
 def test_class_intervals_are_wilsons_over_each_classes_tiles():
     labels = np.array([0] * 10 + [1] * 20)
     predicted = np.array([0] * 8 + [1] * 2 + [1] * 15 + [0] * 5)  # class 0: 8 of 10 right; 5 of class 1 called 0
-    cis = class_proportion_cis(*_pooled(labels, [predicted], 2))
+    cis = class_proportion_cis(*pooled_predictions(labels, [predicted], 2))
     np.testing.assert_allclose(cis["recall"][0], wilson_interval(0.8, 10))
     np.testing.assert_allclose(cis["recall"][1], wilson_interval(0.75, 20))
     np.testing.assert_allclose(cis["precision"][0], wilson_interval(8 / 13, 13))  # 13 tiles called 0
@@ -63,18 +57,18 @@ def test_seeds_pool_their_predictions_but_count_tiles_once():
     right = labels.copy()
     wrong = right.copy()
     wrong[:4] = 1  # the second seed misses four tiles of class 0
-    cis = class_proportion_cis(*_pooled(labels, [right, wrong], 2))
+    cis = class_proportion_cis(*pooled_predictions(labels, [right, wrong], 2))
     np.testing.assert_allclose(cis["recall"][0], wilson_interval(16 / 20, 10))  # pooled 80%, over 10 tiles
     # class 1 called 10 times by one seed, 14 by the other (20 of them right): 12 tiles a seed on average
     np.testing.assert_allclose(cis["precision"][1], wilson_interval(20 / 24, 12))
-    agree = class_cis(*_pooled(labels, [wrong] * 3, 2), level=0.95, num_resamples=300, seed=0)
-    alone = class_cis(*_pooled(labels, [wrong], 2), level=0.95, num_resamples=300, seed=0)
+    agree = class_cis(*pooled_predictions(labels, [wrong] * 3, 2), level=0.95, num_resamples=300, seed=0)
+    alone = class_cis(*pooled_predictions(labels, [wrong], 2), level=0.95, num_resamples=300, seed=0)
     for key in agree:
         np.testing.assert_allclose(agree[key], alone[key])
 
 
 def test_a_class_never_predicted_has_no_precision_interval():
     labels, predicted = np.array([0, 0, 1, 1, 2, 2]), np.array([0, 0, 1, 1, 0, 1])
-    cis = class_cis(*_pooled(labels, [predicted], 3), level=0.95, num_resamples=200, seed=0)
+    cis = class_cis(*pooled_predictions(labels, [predicted], 3), level=0.95, num_resamples=200, seed=0)
     assert np.isnan(cis["precision"][2]).all() and cis["recall"][2][0] == 0.0 and cis["recall"][2][1] > 0.5
     assert set(cis) == {"recall", "precision", "specificity", "f1"}

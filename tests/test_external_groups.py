@@ -34,6 +34,10 @@ def test_group_by_adds_the_accuracys_ci_over_the_tiles_patients(kather_run, tmp_
     expected = group_accuracy_interval(np.equal(predictions["labels"], predictions["predictions"]), None, patients)
     assert result["group_by"] == pattern and result["groups"] == expected.groups == len(set(patients)) > 2
     assert result["accuracy_ci_groups"] == list(expected.interval)
+    tumour, label = result["per_class"]["tumor"], result["classes"].index("tumor")
+    # the NCT sample's 12 TUM tiles end in 10 of the letters standing in for patients
+    assert tumour["recall_groups"] == len({p for p, y in zip(patients, predictions["labels"]) if y == label}) == 10
+    assert tumour["recall_ci_groups"][0] <= tumour["recall"] <= tumour["recall_ci_groups"][1]
     written = write_report(kather_run.parent, tmp_path / "report")
     line = next(e for e in json.loads(written["json"].read_text())["external"] if e["file"].endswith("_nct.json"))
     assert line["groups"] == expected.groups and line["accuracy_ci_groups"] == pytest.approx(list(expected.interval))

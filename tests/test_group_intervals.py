@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from flaxbench.class_intervals import accuracy_interval, wilson_interval
+from flaxbench.class_intervals import accuracy_interval, class_proportion_cis, wilson_interval
 from flaxbench.evaluation import format_metrics
 from flaxbench import metrics
 from flaxbench.group_intervals import (
-    MIN_GROUPS, GroupInterval, format_group_interval, group_accuracy_interval, group_paired_comparison,
-    predictions_group_interval, tile_group_interval,
+    MIN_GROUPS, GroupInterval, format_group_interval, group_accuracy_interval, group_class_intervals,
+    group_paired_comparison, predictions_group_interval, tile_group_interval,
 )
+from tests.helpers import pooled_predictions
 
 
 def _width(interval: tuple[float, float]) -> float:
@@ -142,3 +143,55 @@ def test_the_variance_over_groups_is_never_below_that_of_independent_tiles():
                                             0.2 + student_t.ppf(0.975, 11) * tile_error))
     assert group_paired_comparison(right_b, right_b, groups).p_value == 1.0  # the same outcomes
     assert group_paired_comparison(right_a, right_b, ["p0"] * 120).interval is None  # one group: none
+
+
+def test_a_classs_recall_over_patients_widens_where_its_patients_are_right_or_wrong_as_a_whole():
+    # 12 patients of 20 tumour and 20 stroma tiles; tumour is found on every tile of 6 patients and no tile of the
+    # others, stroma on 17 of 20 tiles of every patient
+    groups = np.repeat([f"patient_{k}" for k in range(12)], 40)
+    labels = np.tile(np.r_[np.zeros(20, int), np.ones(20, int)], 12)
+    tumour_found = np.repeat(np.arange(12) < 6, 40)
+    stroma_found = np.tile(np.r_[np.zeros(20, bool), np.ones(17, bool), np.zeros(3, bool)], 12)
+    predicted = np.where(labels == 0, np.where(tumour_found, 0, 1), np.where(stroma_found, 1, 0))
+    found = group_class_intervals(*pooled_predictions(labels, [predicted], 2), groups)
+    tiles = class_proportion_cis(*pooled_predictions(labels, [predicted], 2))
+    tumour, stroma = found["recall"]
+    assert tumour.groups == stroma.groups == 12
+    assert _width(tumour.interval) > 3 * _width(tiles["recall"][0]) and tumour.interval[0] < 0.5 < tumour.interval[1]
+    assert stroma.design_effect == 1.0  # no more spread over patients than independent tiles would show
+    z, t = NormalDist().inv_cdf(0.975), student_t.ppf(0.975, 11)
+    assert np.allclose(stroma.interval, wilson_interval(0.85, 240 * (z / t) ** 2))
+    # tumour's misses are stroma's false alarms: the same patients make stroma's precision and specificity spread
+    assert found["precision"][1].design_effect > 5 and found["specificity"][1].design_effect > 5
+
+
+def test_one_tile_per_group_gives_about_each_classs_tile_level_intervals():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 600)
+    predicted = np.where(rng.random(600) < 0.75, labels, rng.integers(0, 3, 600))
+    pooled = pooled_predictions(labels, [predicted], 3)
+    found = group_class_intervals(*pooled, [f"g{k}" for k in range(600)])
+    tiles = class_proportion_cis(*pooled)
+    for key in ("recall", "precision", "specificity"):
+        for k in range(3):
+            assert found[key][k].interval[0] < found[key][k].interval[1]
+            assert np.allclose(found[key][k].interval, tiles[key][k], atol=0.02), (key, k)
+
+
+def test_class_intervals_pool_seeds_as_trials_and_count_only_the_groups_each_is_over():
+    rng = np.random.default_rng(5)
+    groups = np.repeat([f"slide_{k}" for k in range(10)], 12)
+    labels = np.where(np.arange(120) < 60, 0, np.where(np.arange(120) < 110, 1, 2))  # class 2 on slide 9 only
+    seeds = [np.where(rng.random(120) < 0.7, labels, (labels + 1) % 3) for _ in range(3)]
+    pooled = pooled_predictions(labels, seeds, 3)
+    found = group_class_intervals(*pooled, groups)
+    assert [found["recall"][k].groups for k in range(3)] == [5, 5, 1]  # the slides holding each class's tiles
+    assert found["recall"][2].interval is None and found["specificity"][2].groups == 10
+    # the pooled proportions sit inside their intervals, a tile predicted by some seeds counting as that share
+    precision = [pooled[3][labels == k, k].sum() / pooled[3][:, k].sum() for k in range(3)]
+    for k in range(2):
+        low, high = found["precision"][k].interval
+        assert low < precision[k] < high
+    agreeing = group_class_intervals(*pooled_predictions(labels, [seeds[0]] * 3, 3), groups)
+    alone = group_class_intervals(*pooled_predictions(labels, [seeds[0]], 3), groups)
+    assert agreeing == alone

@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 
 from flaxbench.report.external import EXTERNAL_HEADERS, external_cells
+from flaxbench.report.per_class import per_class_tables
 from flaxbench.report.summary import SYNTHETIC_BANNER, Summary
-from flaxbench.report.table import TABLES, Footnotes, per_class_tables
+from flaxbench.report.table import TABLES, Footnotes
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}

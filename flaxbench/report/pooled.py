@@ -9,7 +9,9 @@ import numpy as np
 from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
 from flaxbench.class_intervals import accuracy_interval, class_cis, with_class_cis
-from flaxbench.group_intervals import GroupInterval, tile_group_interval
+from flaxbench.group_intervals import (
+    GroupInterval, group_class_intervals, recorded_groups, tile_group_interval, with_class_group_intervals,
+)
 from flaxbench.report.collect import Run, RunGroup
 
 
@@ -23,8 +25,9 @@ def pooled_confusion_matrix(group: RunGroup) -> np.ndarray | None:
 
 def per_class(group: RunGroup, aucs: bootstrap.AucIntervals | None = None) -> dict[str, dict[str, Any]] | None:
     """{class: precision, recall, F1, specificity (from the seeds' pooled confusion matrix), AUC (mean over seeds),
-    and each one's 95% CI as `<key>_ci` ([low, high], None where not recorded or undefined)}; None without
-    confusion matrices. `aucs`: the row's `auc_cis`, where already computed."""
+    and each one's 95% CI as `<key>_ci` ([low, high], None where not recorded or undefined); for a row split by
+    group, recall's, precision's and specificity's also over the groups, `<key>_ci_groups` and `<key>_groups`};
+    None without confusion matrices. `aucs`: the row's `auc_cis`, where already computed."""
     cm = pooled_confusion_matrix(group)
     classes = group.runs[0].results.get("classes")
     if cm is None or not classes or len(classes) != len(cm):
@@ -33,7 +36,16 @@ def per_class(group: RunGroup, aucs: bootstrap.AucIntervals | None = None) -> di
     for name in classes:
         of_runs = [((run.results.get("per_class") or {}).get(name) or {}).get("auc") for run in group.runs]
         table[name] = {**table[name], "auc": float(np.mean(of_runs)) if all(a is not None for a in of_runs) else None}
-    return with_class_cis(table, classes, _per_class_cis(group, len(classes), aucs or auc_cis(group)))
+    table = with_class_cis(table, classes, _per_class_cis(group, len(classes), aucs or auc_cis(group)))
+    return with_class_group_intervals(table, classes, _per_class_group_intervals(group, len(classes)))
+
+
+def _per_class_group_intervals(group: RunGroup, num_classes: int) -> dict[str, list[GroupInterval]] | None:
+    """group_class_intervals of the row's pooled test tiles over their patients or slides; None for a row split tile
+    by tile, or without per-tile predictions."""
+    pooled = _pooled_by_id(group, num_classes)
+    groups = None if pooled is None else recorded_groups(pooled[0], group.runs[0].results.get("group_by"))
+    return None if groups is None else group_class_intervals(*pooled[1], groups)
 
 
 def _per_class_cis(group: RunGroup, num_classes: int, aucs: bootstrap.AucIntervals | None) -> dict[str, np.ndarray]:

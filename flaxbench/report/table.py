@@ -14,6 +14,7 @@ from flaxbench.report.external import external_section
 from flaxbench.report.settings import settings_section
 from flaxbench.report.software import software, software_lines
 from flaxbench.report.notes import table_notes
+from flaxbench.report.per_class import per_class_sections
 from flaxbench.report.summary import (
     BEST_ROW_NOTE, CI_LEVEL, CI_RESAMPLES, CI_SEED, SYNTHETIC_BANNER, Summary, any_split_by_group,
 )
@@ -326,57 +327,11 @@ def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:
         lines += [""] + [f"[{i}] {text}." for i, text in enumerate(footnotes.texts, start=1)]
     lines += settings_section(summary.rows, summary.settings)
     lines += software_lines(summary.groups)
-    lines += _per_class_sections(summary)
+    lines += per_class_sections(summary)
     lines += external_section(summary.external)
     lines += ["", "## Figures", ""]
     lines += [f"![{key.replace('_', ' ')}]({path.name})" for key, path in figures.items()]
     return "\n".join(lines) + "\n"
-
-
-PER_CLASS_SECTIONS = (("f1", "F1"), ("recall", "Recall (sensitivity)"), ("precision", "Precision (PPV)"),
-                      ("specificity", "Specificity"), ("auc", "One-vs-rest ROC AUC"))
-
-
-def _per_class_cell(values: dict[str, Any] | None, key: str) -> str:
-    """'0.912 (0.871–0.945)': a class's value with its 95% CI where recorded; a dash where the row has no value."""
-    if values is None or values.get(key) is None:
-        return "—"
-    interval = values.get(f"{key}_ci")
-    return f"{values[key]:.3f}" + (f" ({interval[0]:.3f}–{interval[1]:.3f})" if interval else "")
-
-
-def per_class_tables(summary: Summary) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, headers, cells of each line) of the F1, recall, precision, specificity and AUC tables with their
-    CIs, a line per row and a column per class (classes in first-seen order); none without per-class values."""
-    tables = [(row, table) for row, table in zip(summary.rows, summary.per_class) if table]
-    classes = list(dict.fromkeys(name for _, table in tables for name in table))
-    if not classes:
-        return []
-    return [(title, ["Name", *classes],
-             [[f"`{row['name']}`", *(_per_class_cell(table.get(c), key) for c in classes)] for row, table in tables])
-            for key, title in PER_CLASS_SECTIONS]
-
-
-def _per_class_sections(summary: Summary) -> list[str]:
-    """Markdown sections of per_class_tables, under what their CIs are."""
-    tables = per_class_tables(summary)
-    if not tables:
-        return []
-    lines = ["", "## Per class", "",
-             "Test tiles of all seeds pooled (AUC: the mean over seeds). 95% CI in brackets: for recall, "
-             "precision and specificity, proportions of tiles, the Wilson score interval (over the class's tiles, "
-             "the tiles predicted as it, or the other tiles; seeds pooled, counted as one tile each); for F1 and "
-             "AUC a percentile bootstrap over the test tiles as for the Statistics table "
-             f"({CI_RESAMPLES} resamples, seed {CI_SEED}), which gives 1.000 (1.000–1.000) where every tile of a "
-             "class is right: quote recall's and "
-             "precision's then. A dash where a row has no such class or did not record the value; no CI where it "
-             "did not record per-tile predictions (AUC: class probabilities) or where the value is undefined "
-             "(precision of a class never predicted, shown as 0)."]
-    for title, headers, body in tables:
-        lines += ["", f"### {title}", "", "| " + " | ".join(headers) + " |",
-                  "|" + "|".join("---" for _ in headers) + "|"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return lines
 
 
 def write_markdown(summary: Summary, path: Path, runs_dir: Path, figures: dict[str, Path]) -> Path:

@@ -12,7 +12,6 @@ from flaxbench.calibration import temperature_scaled_metrics
 from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import split_cis, split_metrics
-from flaxbench.group_intervals import group_fields, predictions_group_interval
 from flaxbench.results import write_json_atomic
 from flaxbench.runtime import is_main_process
 from flaxbench.spec import from_json
@@ -82,10 +81,9 @@ def evaluate_workdir(
     out = {"name": spec.name, "split": split, "checkpoint": which, "epoch": epoch, "tta": tta,
            "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
            "classes": list(run.dataset.classes), **metrics,
-           # 95% CIs of accuracy, balanced accuracy, macro AUC and each class's values (`per_class`, `<key>_ci`)
-           **split_cis(metrics, run.dataset.classes),
-           # the accuracy's 95% CI over the split's patients or slides (spec.data.group_by; group_intervals)
-           **group_fields(predictions_group_interval(metrics["predictions"], spec.data.get("group_by")))}
+           # 95% CIs of accuracy, balanced accuracy, macro AUC and each class's values (`per_class`, `<key>_ci`),
+           # the proportions' also over the split's patients or slides (spec.data.group_by; group_intervals)
+           **split_cis(metrics, run.dataset.classes, spec.data.get("group_by"))}
     try:
         temperature = recorded_temperature(workdir)
     except WorkdirError as e:  # re-evaluating is how a run's numbers are recovered, so it goes on without

@@ -132,7 +132,8 @@ def test_a_run_split_by_patient_reports_its_accuracy_ci_over_the_patients(tmp_pa
 
     import numpy as np
 
-    from flaxbench.group_intervals import group_accuracy_interval
+    from flaxbench.group_intervals import group_accuracy_interval, group_class_intervals
+    from flaxbench.report import write_report
 
     # tile_<k> of class a and of class b come from patient k
     source = write_tiles(tmp_path / "tiles", {"a": 40, "b": 40}, size=32)
@@ -148,3 +149,16 @@ def test_a_run_split_by_patient_reports_its_accuracy_ci_over_the_patients(tmp_pa
     assert out["accuracy_ci_groups"] == list(expected.interval)
     assert out["design_effect_groups"] == expected.design_effect
     assert f"% over {out['groups']} groups)" in lines[-1]  # the run's closing metrics line
+    # each class's recall, precision and specificity over the patients too: in eval_test.json and the report
+    labels, said = np.asarray(predictions["labels"]), np.eye(2, dtype=int)[predictions["predictions"]]
+    by_class = group_class_intervals(labels == predictions["predictions"], np.ones(len(labels)), labels, said, patients)
+    for k, name in enumerate(("a", "b")):
+        for key in ("recall", "precision", "specificity"):
+            found = by_class[key][k]
+            assert out["per_class"][name][f"{key}_groups"] == found.groups
+            assert out["per_class"][name][f"{key}_ci_groups"] == (found.interval and list(found.interval))
+    recall = next(v for v in out["per_class"].values() if v["recall_ci_groups"])  # a class found at all
+    low, high = recall["recall_ci_groups"]
+    report = write_report(tmp_path, tmp_path / "report")["md"].read_text()
+    assert f"; {low:.3f}–{high:.3f} over {recall['recall_groups']})" in report.split("### Recall")[1]
+    assert "recall's, precision's and specificity's interval over patients or slides follows" in report
