@@ -9,6 +9,7 @@ import numpy as np
 
 from flaxbench import bootstrap, metrics
 from flaxbench.class_intervals import accuracy_interval, class_cis, with_class_cis
+from flaxbench.group_design_effects import group_design_fields
 from flaxbench.group_intervals import (
     GroupInterval, format_group_interval, group_accuracy_interval, group_class_intervals, group_fields, recorded_groups,
     with_class_group_intervals,
@@ -70,8 +71,9 @@ def accuracy_without(predictions: dict[str, Any], left_out: set[str]) -> float |
 def split_cis(result: dict[str, Any], classes: Sequence[str], group_by: str | None = None) -> dict[str, Any]:
     """95% CIs of a `split_metrics` result from its per-tile predictions: accuracy (Wilson), balanced accuracy and
     macro AUC (percentile bootstrap over tiles), and `per_class` again with each class's `<key>_ci`
-    (class_intervals); with a `group_by` pattern grouping the tiles, the accuracy's and each class's proportions'
-    also over the groups (group_intervals.group_fields' keys, `<key>_ci_groups` and `<key>_groups`)."""
+    (class_intervals); with a `group_by` pattern grouping the tiles, accuracy's, balanced accuracy's, macro AUC's
+    and each class's recall, precision and specificity's also over the groups (group_intervals' group_fields,
+    `<key>_ci_groups` and `<key>_groups`; group_design_effects.group_design_fields)."""
     predictions = result["predictions"]
     labels = np.asarray(predictions["labels"], np.int64)
     predicted = np.asarray(predictions["predictions"], np.int64)
@@ -86,14 +88,16 @@ def split_cis(result: dict[str, Any], classes: Sequence[str], group_by: str | No
     if groups is not None:
         per_class = with_class_group_intervals(per_class, classes, group_class_intervals(
             correct, np.ones_like(labels), labels, said, groups))
+    balanced_ci = list(bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels, **ci))
+    auc_ci = None if result["macro_auc"] is None else list(aucs.macro)
     return {
         "ci_level": bootstrap.CI_LEVEL,
         "accuracy_ci": list(accuracy_interval(correct, level=bootstrap.CI_LEVEL)),
-        "balanced_accuracy_ci": list(bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels,
-                                                                              **ci)),
-        "macro_auc_ci": None if result["macro_auc"] is None else list(aucs.macro),
+        "balanced_accuracy_ci": balanced_ci,
+        "macro_auc_ci": auc_ci,
         "per_class": per_class,
         **group_fields(None if groups is None else group_accuracy_interval(correct, None, groups)),
+        **group_design_fields(predictions, groups, balanced_ci, auc_ci),
     }
 
 

@@ -41,6 +41,8 @@ def test_group_by_adds_the_accuracys_ci_over_the_tiles_patients(kather_run, tmp_
     written = write_report(kather_run.parent, tmp_path / "report")
     line = next(e for e in json.loads(written["json"].read_text())["external"] if e["file"].endswith("_nct.json"))
     assert line["groups"] == expected.groups and line["accuracy_ci_groups"] == pytest.approx(list(expected.interval))
+    for key in ("balanced_accuracy_ci_groups", "macro_auc_ci_groups"):  # recomputed from the file's predictions
+        assert line[key] == pytest.approx(result[key]) and result[key][0] <= result[key[:-len("_groups")]][0]
     low, high = (f"{100 * x:.1f}" for x in expected.interval)
     assert f"; {low}–{high} over {expected.groups} groups)" in written["md"].read_text()
     # the same tiles scored with TTA too: the two lines are compared over the groups as well as tile by tile

@@ -8,14 +8,18 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from flaxbench import metrics
 from flaxbench.bootstrap import CI_LEVEL
 from flaxbench.class_intervals import wilson_interval
 from flaxbench.errors import FlaxbenchError
-from flaxbench.group_intervals import group_paired_comparison, predictions_group_interval, recorded_groups
+from flaxbench.group_design_effects import group_design_fields
+from flaxbench.group_intervals import group_accuracy_interval, group_paired_comparison, recorded_groups
 from flaxbench.report.collect import RunGroup, is_int, is_number
 
 EXTERNAL_GLOB = "eval_external_*.json"
@@ -128,15 +132,23 @@ def _line(row: dict[str, Any], record: dict[str, Any], path: Path, seed: int | N
 
 
 def _over_groups(record: dict[str, Any]) -> dict[str, Any]:
-    """{"group_by", "groups", "accuracy_ci_groups"} of an external evaluation, computed again from its per-tile
-    predictions (None without --group-by or readable predictions)."""
+    """{"group_by", "groups", "accuracy_ci_groups", "balanced_accuracy_ci_groups", "macro_auc_ci_groups"} of an
+    external evaluation, computed again from its per-tile predictions and tile-level CIs (None without --group-by or
+    readable predictions)."""
+    fields = {"group_by": record.get("group_by"), "groups": None, "accuracy_ci_groups": None,
+              **group_design_fields({}, None, None, None)}
     try:
-        found = predictions_group_interval(record["predictions"], record.get("group_by"))
+        predictions = record["predictions"]
+        groups = recorded_groups(predictions["ids"], record.get("group_by"))
+        if groups is None:
+            return fields
+        found = group_accuracy_interval(np.equal(predictions["labels"], predictions["predictions"]), None, groups)
+        fields.update(groups=found.groups, accuracy_ci_groups=found.interval and list(found.interval),
+                      **group_design_fields(predictions, groups, record.get("balanced_accuracy_ci"),
+                                            record.get("macro_auc_ci")))
     except (TypeError, KeyError, ValueError):
-        found = None
-    interval = None if found is None or found.interval is None else list(found.interval)
-    return {"group_by": record.get("group_by"), "groups": found.groups if found else None,
-            "accuracy_ci_groups": interval}
+        pass
+    return fields
 
 
 def _seen_in_training(seen: dict[str, Any] | None) -> int | None:
@@ -232,14 +244,17 @@ def _seed_cell(line: dict[str, Any]) -> str:
     return seed if line.get("fold") is None else f"{seed}, fold {line['fold']}"
 
 
-def _groups_ci(line: dict[str, Any]) -> str:
-    """'; 61.0–88.2 over 14 groups' after the accuracy's CI, from evaluate --external --group-by; '' without."""
+def _groups_ci(line: dict[str, Any], key: str = "accuracy_ci_groups", shown: Callable[[float], str] | None = None
+               ) -> str:
+    """'; 61.0–88.2 over 14 groups' after a CI of `line` (its accuracy's, or another `key` shown by `shown`), from
+    evaluate --external --group-by; '' without."""
     if line.get("groups") is None:
         return ""
-    interval = line["accuracy_ci_groups"]
+    interval = line.get(key)
     if interval is None:
         return f"; {line['groups']} group{'s' if line['groups'] > 1 else ''}, no CI over groups"
-    return f"; {_pct(interval[0])}–{_pct(interval[1])} over {line['groups']} groups"
+    shown = shown or _pct
+    return f"; {shown(interval[0])}–{shown(interval[1])} over {line['groups']} groups"
 
 
 def _runs(line: dict[str, Any]) -> str:
@@ -254,7 +269,8 @@ def _auc_cell(line: dict[str, Any]) -> str:
     if line["macro_auc"] is None:
         return "—"
     ci = line.get("macro_auc_ci")
-    return f"{line['macro_auc']:.3f}" + ("" if ci is None else f" ({ci[0]:.3f}–{ci[1]:.3f})")
+    over_groups = _groups_ci(line, "macro_auc_ci_groups", lambda x: f"{x:.3f}")
+    return f"{line['macro_auc']:.3f}" + ("" if ci is None else f" ({ci[0]:.3f}–{ci[1]:.3f}{over_groups})")
 
 
 def _ece_cell(line: dict[str, Any]) -> str:
@@ -292,7 +308,8 @@ def external_cells(line: dict[str, Any]) -> list[str]:
         f"`{line['external']}`" + (f" (central {line['center_crop']} px)" if line["center_crop"] else ""),
         str(line["tiles"]) + _seen_note(line),
         checkpoint, f"{_pct(line['accuracy'])} ({_pct(ci[0])}–{_pct(ci[1])}{_groups_ci(line)})" + _runs(line),
-        f"{_pct(line['balanced_accuracy'])} ({_pct(balanced_ci[0])}–{_pct(balanced_ci[1])})",
+        f"{_pct(line['balanced_accuracy'])} ({_pct(balanced_ci[0])}–{_pct(balanced_ci[1])}"
+        f"{_groups_ci(line, 'balanced_accuracy_ci_groups')})",
         f"{line['macro_f1']:.3f}", _auc_cell(line),
         f"{line['loss']:.3f}", _ece_cell(line), _p_value(line), _pct(line["own_test_accuracy"]),
     ]
@@ -305,8 +322,8 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
     out = ["", "## External test sets", "",
            "Tiles the runs never trained on (`python -m flaxbench evaluate --external`), beside each run's own "
            "test accuracy. 95% CIs over the external tiles, as for the tables above (accuracy: Wilson; with "
-           "`evaluate --external --group-by`, also over the tiles' patients or slides after a semicolon, as the "
-           "study's table's CI over them). "
+           "`evaluate --external --group-by`, accuracy's, balanced accuracy's and macro AUC's also over the tiles' "
+           "patients or slides after a semicolon, as the study's and Statistics tables' CIs over them). "
            "McNemar p: exact test against the most accurate line scored on the same tiles (same folder, tile ids "
            "and true classes), tiles paired by id, with the Holm-adjusted p over the lines compared on those tiles "
            "where it differs; a dash where no other line shares them; where the lines on those tiles were all "

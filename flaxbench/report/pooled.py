@@ -9,6 +9,7 @@ import numpy as np
 from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
 from flaxbench.class_intervals import accuracy_interval, class_cis, with_class_cis
+from flaxbench.group_design_effects import group_balanced_accuracy_interval, group_macro_auc_interval
 from flaxbench.group_intervals import (
     GroupInterval, group_class_intervals, recorded_groups, tile_group_interval, with_class_group_intervals,
 )
@@ -166,11 +167,36 @@ def auc_cis(group: RunGroup) -> bootstrap.AucIntervals | None:
     runs = test_probabilities(group)
     if runs is None:
         return None
-    return bootstrap.bootstrap_auc_cis(*_placed(runs), level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED)
+    probabilities, labels, positions, _ = _placed(runs)
+    return bootstrap.bootstrap_auc_cis(probabilities, labels, positions, level=CI_LEVEL, num_resamples=CI_RESAMPLES,
+                                       seed=CI_SEED)
 
 
-def _placed(runs: list[tuple[np.ndarray, np.ndarray, list[str]]]) -> tuple[list, list, list[np.ndarray]]:
-    """(probabilities, labels, tile positions) per run of `test_probabilities`, every tile id numbered once."""
+def group_balanced_accuracy_ci(group: RunGroup, interval: tuple[float, float] | None) -> GroupInterval | None:
+    """The row's balanced accuracy's 95% CI `interval` (balanced_accuracy_ci's) widened for its test tiles' patients
+    or slides (flaxbench.group_design_effects); None for a row split tile by tile or without the interval."""
+    pooled = _pooled_by_id(group)
+    groups = None if pooled is None else recorded_groups(pooled[0], group.runs[0].results.get("group_by"))
+    if groups is None or interval is None:
+        return None
+    correct, trials, labels, _ = pooled[1]
+    return group_balanced_accuracy_interval(correct, trials, labels, groups, interval)
+
+
+def group_macro_auc_ci(group: RunGroup, interval: tuple[float, float] | None) -> GroupInterval | None:
+    """The row's macro AUC's 95% CI `interval` (auc_cis') widened for its test tiles' patients or slides; None for a
+    row split tile by tile, or without the interval or class probabilities."""
+    runs = test_probabilities(group) if interval is not None else None
+    if runs is None:
+        return None
+    probabilities, labels, positions, ids = _placed(runs)
+    groups = recorded_groups(ids, group.runs[0].results.get("group_by"))
+    return None if groups is None else group_macro_auc_interval(probabilities, labels, positions, groups, interval)
+
+
+def _placed(runs: list[tuple[np.ndarray, np.ndarray, list[str]]]) -> tuple[list, list, list[np.ndarray], list[str]]:
+    """(probabilities, labels, tile positions) per run of `test_probabilities`, every tile id numbered once, and the
+    ids in the order of their numbers."""
     place: dict[str, int] = {}
     positions = [np.array([place.setdefault(tile, len(place)) for tile in ids]) for _, _, ids in runs]
-    return [p for p, _, _ in runs], [y for _, y, _ in runs], positions
+    return [p for p, _, _ in runs], [y for _, y, _ in runs], positions, list(place)

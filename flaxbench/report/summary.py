@@ -11,12 +11,13 @@ import numpy as np
 
 from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
-from flaxbench.group_intervals import GroupComparison, group_paired_comparison, recorded_groups
+from flaxbench.group_intervals import GroupComparison, GroupInterval, group_paired_comparison, recorded_groups
 from flaxbench.report.collect import RunGroup
 from flaxbench.report.copies import accuracy_without_copies_pct, copies_label, tile_copies
 from flaxbench.report.external import external_lines
 from flaxbench.report.pooled import (
-    accuracy_ci_pct, auc_cis, balanced_accuracy_ci, group_accuracy_ci, per_class, tile_outcomes,
+    accuracy_ci_pct, auc_cis, balanced_accuracy_ci, group_accuracy_ci, group_balanced_accuracy_ci, group_macro_auc_ci,
+    per_class, tile_outcomes,
 )
 from flaxbench.report.settings import row_settings
 
@@ -177,6 +178,13 @@ def _compare_over_groups(group: RunGroup, best: RunGroup, tiles: list[str], righ
     return None if groups is None else group_paired_comparison(right, best_right, groups)
 
 
+def _over_groups(name: str, found: GroupInterval | None) -> dict[str, float | None]:
+    """{"<name>_group_ci95_low", "<name>_group_ci95_high"} of an interval over groups, None where there is none."""
+    interval = found.interval if found else None
+    return {f"{name}_group_ci95_low": interval[0] if interval else None,
+            f"{name}_group_ci95_high": interval[1] if interval else None}
+
+
 def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -> dict[str, Any]:
     """One machine-readable report row (numbers unformatted, None for n/a)."""
     accuracies = [100.0 * run.results["test_accuracy"] for run in group.runs]
@@ -204,6 +212,9 @@ def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -
         balanced_accuracy_ci95_high=balanced_ci[1] if balanced_ci else None,
         macro_auc_ci95_low=auc_ci[0] if auc_ci else None,
         macro_auc_ci95_high=auc_ci[1] if auc_ci else None,
+        # both widened for the test tiles' patients or slides (group_design_effects; None as the accuracy's)
+        **_over_groups("balanced_accuracy", group_balanced_accuracy_ci(group, balanced_ci)),
+        **_over_groups("macro_auc", group_macro_auc_ci(group, auc_ci)),
         seeds=len({run.seed for run in group.runs}),
         # K of a K-fold cross-validated row, and how many of its folds have finished runs
         cv_folds=group.folds,

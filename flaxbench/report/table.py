@@ -82,15 +82,20 @@ FEW_GROUPS_NOTE = ("the row's test tiles come from one patient or slide, so how 
                    "speaks for other patients")
 
 
-def _group_interval_cell(row: dict[str, Any], notes: Footnotes) -> str:
-    """'[80.10, 95.00] over 24': the test accuracy's CI over its groups; a dash for a row split tile by tile."""
-    if row["test_groups"] is None:
-        return "—"
-    if row["test_accuracy_group_ci95_low_pct"] is None:
+def _group_interval(low_key: str, high_key: str, spec: str) -> Callable[[dict[str, Any], Footnotes], str]:
+    """A cell '[80.10, 95.00] over 24' of a CI over the row's test groups; a dash for a row split tile by tile, n/a
+    with a note from one group."""
+    over_tiles = _interval(low_key, high_key, spec)
+
+    def cell(row: dict[str, Any], notes: Footnotes) -> str:
         groups = row["test_groups"]
-        return f"{NA} ({groups} group{'s' if groups > 1 else ''}) {notes.mark(FEW_GROUPS_NOTE)}"
-    interval = _interval("test_accuracy_group_ci95_low_pct", "test_accuracy_group_ci95_high_pct", ".2f")(row, notes)
-    return f"{interval} over {row['test_groups']}"
+        if groups is None:
+            return "—"
+        if groups < 2:
+            return f"{NA} ({groups} group) {notes.mark(FEW_GROUPS_NOTE)}"
+        return f"{over_tiles(row, notes)} over {groups}" if row[low_key] is not None else NA
+
+    return cell
 
 
 OTHER_GROUPS_NOTE = ("the row and the best row were not split by one spec.data.group_by, so their tiles' groups "
@@ -201,7 +206,8 @@ TABLES: tuple[Table, ...] = (
                _interval("test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", ".2f")),
         Column("95% CI over patients or slides (%, groups)",
                ("test_accuracy_group_ci95_low_pct", "test_accuracy_group_ci95_high_pct", "test_groups"),
-               _group_interval_cell, shown=any_split_by_group),
+               _group_interval("test_accuracy_group_ci95_low_pct", "test_accuracy_group_ci95_high_pct", ".2f"),
+               shown=any_split_by_group),
         Column("Seeds (n)", ("seeds",), _number("seeds", "d")),
         Column("Test accuracy mean ± std (%)", ("test_accuracy_std_pct",), _mean_std_cell),
     )),
@@ -211,9 +217,17 @@ TABLES: tuple[Table, ...] = (
         Column("Balanced accuracy", ("balanced_accuracy",), _number("balanced_accuracy", ".3f")),
         Column("95% CI of balanced accuracy", ("balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high"),
                _interval("balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high", ".3f")),
+        Column("95% CI of balanced accuracy over patients or slides (groups)",
+               ("balanced_accuracy_group_ci95_low", "balanced_accuracy_group_ci95_high"),
+               _group_interval("balanced_accuracy_group_ci95_low", "balanced_accuracy_group_ci95_high", ".3f"),
+               shown=any_split_by_group),
         Column("Macro AUC", ("macro_auc",), _number("macro_auc", ".3f")),
         Column("95% CI of macro AUC", ("macro_auc_ci95_low", "macro_auc_ci95_high"),
                _interval("macro_auc_ci95_low", "macro_auc_ci95_high", ".3f")),
+        Column("95% CI of macro AUC over patients or slides (groups)",
+               ("macro_auc_group_ci95_low", "macro_auc_group_ci95_high"),
+               _group_interval("macro_auc_group_ci95_low", "macro_auc_group_ci95_high", ".3f"),
+               shown=any_split_by_group),
         Column("ECE", ("ece",), _number("ece", ".3f")),
         Column("ECE, temperature-scaled", ("ece_temperature_scaled",), _number("ece_temperature_scaled", ".3f")),
         Column("Accuracy vs best, paired (pp, 95% CI)",

@@ -41,8 +41,10 @@ ROW_KEYS = [
     "name", "title", "test_accuracy_pct", "test_loss", "train_time_s", "accuracy_per_second", "loss_per_second",
     "layers", "test_accuracy_ci95_low_pct", "test_accuracy_ci95_high_pct", "test_accuracy_group_ci95_low_pct",
     "test_accuracy_group_ci95_high_pct", "test_groups", "seeds", "test_accuracy_std_pct",
-    "macro_f1", "balanced_accuracy", "balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high", "macro_auc",
-    "macro_auc_ci95_low", "macro_auc_ci95_high", "ece", "ece_temperature_scaled", "accuracy_vs_best_pct",
+    "macro_f1", "balanced_accuracy", "balanced_accuracy_ci95_low", "balanced_accuracy_ci95_high",
+    "balanced_accuracy_group_ci95_low", "balanced_accuracy_group_ci95_high", "macro_auc", "macro_auc_ci95_low",
+    "macro_auc_ci95_high", "macro_auc_group_ci95_low", "macro_auc_group_ci95_high", "ece", "ece_temperature_scaled",
+    "accuracy_vs_best_pct",
     "accuracy_vs_best_ci95_low_pct", "accuracy_vs_best_ci95_high_pct", "mcnemar_p_vs_best", "mcnemar_p_holm",
     "accuracy_vs_best_group_ci95_low_pct", "accuracy_vs_best_group_ci95_high_pct", "p_vs_best_groups",
     "p_vs_best_groups_holm",
@@ -330,6 +332,14 @@ def test_the_ci_over_patients_is_a_column_only_where_a_row_was_split_by_them(syn
     assert all(re.fullmatch(r"n/a \[\d\]", cell) for cell in cells["few"])  # one group: no spread to see
     assert re.fullmatch(r"-\d+\.\d\d \[-\d+\.\d\d, [-+]\d+\.\d\d\]", cells["second"][0])
     assert re.fullmatch(r"[\d.e-]+ \([\d.e-]+\)", cells["second"][1])
+    for name in ("balanced accuracy", "macro AUC"):  # each beside its tile-level CI, which it contains
+        column = headers.index(f"95% CI of {name} over patients or slides (groups)")
+        assert column == headers.index(f"95% CI of {name}") + 1
+        cells = {line.split("`")[1]: [c.strip() for c in line.strip("|").split("|")] for line in statistics[2:6]}
+        tiles, groups = (re.fullmatch(r"\[(\S+), (\S+)\]( over 10)?", cells["grouped"][k]).groups()
+                         for k in (column - 1, column))
+        assert groups[2] and float(groups[0]) <= float(tiles[0]) <= float(tiles[1]) <= float(groups[1])
+        assert re.fullmatch(r"n/a \(1 group\) \[\d\]", cells["few"][column]) and cells["plain"][column] == "—"
 
 
 def test_the_figure_draws_a_rows_ci_over_its_patients_where_it_has_one(tmp_path, monkeypatch):

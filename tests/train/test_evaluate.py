@@ -128,10 +128,12 @@ def test_a_folder_that_changed_is_refused_before_its_tiles_are_decoded(folder_ru
 
 
 def test_a_run_split_by_patient_reports_its_accuracy_ci_over_the_patients(tmp_path):
+    import json
     import re
 
     import numpy as np
 
+    from flaxbench.group_design_effects import group_design_fields
     from flaxbench.group_intervals import group_accuracy_interval, group_class_intervals
     from flaxbench.report import write_report
 
@@ -159,6 +161,15 @@ def test_a_run_split_by_patient_reports_its_accuracy_ci_over_the_patients(tmp_pa
             assert out["per_class"][name][f"{key}_ci_groups"] == (found.interval and list(found.interval))
     recall = next(v for v in out["per_class"].values() if v["recall_ci_groups"])  # a class found at all
     low, high = recall["recall_ci_groups"]
-    report = write_report(tmp_path, tmp_path / "report")["md"].read_text()
+    # balanced accuracy's and macro AUC's tile-level CIs widened for the patients, never narrowed
+    assert {key: out[key] for key in ("balanced_accuracy_ci_groups", "macro_auc_ci_groups")} == group_design_fields(
+        predictions, patients, out["balanced_accuracy_ci"], out["macro_auc_ci"])
+    for key in ("balanced_accuracy_ci", "macro_auc_ci"):
+        assert out[f"{key}_groups"][0] <= out[key][0] <= out[key][1] <= out[f"{key}_groups"][1]
+    written = write_report(tmp_path, tmp_path / "report")
+    report = written["md"].read_text()
     assert f"; {low:.3f}–{high:.3f} over {recall['recall_groups']})" in report.split("### Recall")[1]
     assert "recall's, precision's and specificity's interval over patients or slides follows" in report
+    row = json.loads(written["json"].read_text())["rows"][0]
+    assert row["macro_auc_group_ci95_low"] <= row["macro_auc_ci95_low"] <= row["macro_auc_group_ci95_high"]
+    assert f"| [{row['macro_auc_group_ci95_low']:.3f}, {row['macro_auc_group_ci95_high']:.3f}] over " in report
