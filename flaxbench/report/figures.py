@@ -251,8 +251,12 @@ def training_curves(summary: Summary, path: Path) -> Path:
 
 
 def per_class_recall(summary: Summary, path: Path) -> Path:
-    """Grouped bars: recall of every class (pooled over seeds) for every row, with its 95% CI where recorded."""
-    title = "Per-class recall (pooled over seeds; 95% CI)"
+    """Grouped bars: recall of every class (pooled over seeds) for every row, with its 95% CI where recorded: over
+    the patients or slides holding the class's tiles where the row was split by them and they give one."""
+    over_groups = any(values.get("recall_ci_groups") for table in summary.per_class if table
+                      for values in table.values())
+    title = "Per-class recall (pooled over seeds; 95% CI" + (
+        "; over patients or slides for the rows split by them)" if over_groups else ")")
     classes: list[str] = []
     for group in summary.groups:
         classes += [c for c in group.runs[0].results["classes"] if c not in classes]
@@ -268,7 +272,8 @@ def per_class_recall(summary: Summary, path: Path) -> Path:
         positions = [classes.index(c) + (slot - (count - 1) / 2) * width for c in table]
         recalls = np.array([values["recall"] for values in table.values()])
         # error bars from the CI, none (zero length) where the row recorded no per-tile predictions
-        intervals = np.array([values["recall_ci"] or (values["recall"],) * 2 for values in table.values()])
+        intervals = np.array([values.get("recall_ci_groups") or values["recall_ci"] or (values["recall"],) * 2
+                              for values in table.values()])
         errors = np.stack([recalls - intervals[:, 0], intervals[:, 1] - recalls])
         axes.bar(positions, recalls, width=width, color=_color(i), label=row["label"],
                  yerr=errors, error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.2"})

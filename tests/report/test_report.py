@@ -346,7 +346,7 @@ def test_the_figure_draws_a_rows_ci_over_its_patients_where_it_has_one(tmp_path,
     from matplotlib.axes import Axes
 
     from flaxbench.report.collect import collect_runs
-    from flaxbench.report.figures import accuracy_vs_time
+    from flaxbench.report.figures import accuracy_vs_time, per_class_recall
     from flaxbench.report.summary import summarize
 
     grouped = make_results("grouped", accuracy=0.8, num_tiles=120)
@@ -363,3 +363,10 @@ def test_the_figure_draws_a_rows_ci_over_its_patients_where_it_has_one(tmp_path,
         kind = "group_ci95" if row["name"] == "grouped" else "ci95"
         assert (y - yerr[0][0], y + yerr[1][0]) == pytest.approx(
             (row[f"test_accuracy_{kind}_low_pct"], row[f"test_accuracy_{kind}_high_pct"]))
+    bars = []
+    monkeypatch.setattr(Axes, "bar", lambda self, x, heights, yerr=None, **kw: bars.append((heights, yerr)))
+    per_class_recall(summary, tmp_path / "recall.png")  # each class's recall over the slides holding its tiles
+    for row, table, (heights, yerr) in zip(summary.rows, summary.per_class, bars):
+        key = "recall_ci_groups" if row["name"] == "grouped" else "recall_ci"
+        drawn_intervals = [(h - below, h + above) for h, below, above in zip(heights, yerr[0], yerr[1])]
+        assert np.ravel(drawn_intervals) == pytest.approx(np.ravel([values[key] for values in table.values()]))
