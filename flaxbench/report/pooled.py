@@ -11,7 +11,7 @@ from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
 from flaxbench.class_intervals import accuracy_interval, class_cis, with_class_cis
 from flaxbench.group_design_effects import group_balanced_accuracy_interval, group_macro_auc_interval
 from flaxbench.group_intervals import (
-    GroupInterval, group_class_intervals, recorded_groups, tile_group_interval, with_class_group_intervals,
+    GroupInterval, group_accuracy_interval, group_class_intervals, recorded_groups, with_class_group_intervals,
 )
 from flaxbench.report.collect import Run, RunGroup
 
@@ -44,9 +44,8 @@ def per_class(group: RunGroup, aucs: bootstrap.AucIntervals | None = None) -> di
 def _per_class_group_intervals(group: RunGroup, num_classes: int) -> dict[str, list[GroupInterval]] | None:
     """group_class_intervals of the row's pooled test tiles over their patients or slides; None for a row split tile
     by tile, or without per-tile predictions."""
-    pooled = _pooled_by_id(group, num_classes)
-    groups = None if pooled is None else recorded_groups(pooled[0], group.runs[0].results.get("group_by"))
-    return None if groups is None else group_class_intervals(*pooled[1], groups)
+    grouped = _grouped_tiles(group, num_classes)
+    return None if grouped is None else group_class_intervals(*grouped[0], grouped[1])
 
 
 def _per_class_cis(group: RunGroup, num_classes: int, aucs: bootstrap.AucIntervals | None) -> dict[str, np.ndarray]:
@@ -130,11 +129,19 @@ def accuracy_ci_pct(group: RunGroup) -> tuple[float, float] | None:
 def group_accuracy_ci(group: RunGroup) -> GroupInterval | None:
     """The 95% CI of the row's pooled test accuracy over its test tiles' patients or slides (flaxbench.group_intervals);
     None for a row split tile by tile, or without per-tile predictions."""
-    pooled = _pooled_by_id(group)
-    if pooled is None:
+    grouped = _grouped_tiles(group)
+    if grouped is None:
         return None
-    tiles, (correct, trials, _, _) = pooled
-    return tile_group_interval(correct, trials, tiles, group.runs[0].results.get("group_by"))
+    (correct, trials, _, _), groups = grouped
+    return group_accuracy_interval(correct, trials, groups)
+
+
+def _grouped_tiles(group: RunGroup, num_classes: int | None = None) -> tuple[PooledTiles, list[str]] | None:
+    """(_pooled_tiles, each tile's group by the row's recorded spec.data.group_by); None for a row split tile by
+    tile, or without per-tile predictions."""
+    pooled = _pooled_by_id(group, num_classes)
+    groups = None if pooled is None else recorded_groups(pooled[0], group.runs[0].results.get("group_by"))
+    return None if groups is None else (pooled[1], groups)
 
 
 def balanced_accuracy_ci(group: RunGroup) -> tuple[float, float] | None:
@@ -175,11 +182,10 @@ def auc_cis(group: RunGroup) -> bootstrap.AucIntervals | None:
 def group_balanced_accuracy_ci(group: RunGroup, interval: tuple[float, float] | None) -> GroupInterval | None:
     """The row's balanced accuracy's 95% CI `interval` (balanced_accuracy_ci's) widened for its test tiles' patients
     or slides (flaxbench.group_design_effects); None for a row split tile by tile or without the interval."""
-    pooled = _pooled_by_id(group)
-    groups = None if pooled is None else recorded_groups(pooled[0], group.runs[0].results.get("group_by"))
-    if groups is None or interval is None:
+    grouped = _grouped_tiles(group) if interval is not None else None
+    if grouped is None:
         return None
-    correct, trials, labels, _ = pooled[1]
+    (correct, trials, labels, _), groups = grouped
     return group_balanced_accuracy_interval(correct, trials, labels, groups, interval)
 
 
