@@ -19,6 +19,7 @@ from data_pipeline.groups import check_group_by, group_split_indices, split_grou
 from data_pipeline.images import load_image
 from data_pipeline.named_splits import named_split_form, names_splits, read_named_splits, split_sources
 from data_pipeline.near_copies import perceptual_hashes
+from data_pipeline.shared_groups import SharedGroups, shared_groups
 from data_pipeline.source_access import OpenListing, listing_of, read_source, spec_value, split_reader
 from data_pipeline.sources.tiles import SourceTiles, permute_rows_in_place
 from data_pipeline.split import SPLIT_NAMES, check_split_seed, split_indices
@@ -49,6 +50,8 @@ class TileDataset:
     image_size: tuple[int, int]  # (H, W) of every image
     skipped_files: tuple[str, ...]  # bad files skipped with skip_bad_files=True
     groups: dict[str, tuple[str, ...]] | None = None  # each split's groups by spec.data.group_by, if set
+    # without group_by, test tiles whose patient or slide (by a known naming convention) is in train or val too
+    shared_groups: SharedGroups | None = None
     stain: StainTarget | None = None  # what the tiles were stain-normalised to (spec.data.stain_normalize)
     fold: tuple[int, int] | None = None  # (spec.data.cv_fold, spec.data.cv_folds) under cross-validation
     # pixel-identical tiles across and within the splits, near-copies across them (spec.data.duplicates); None if
@@ -279,7 +282,11 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
         source, classes, skipped, splits = _decoded_splits(cfg, source, image_size, split, stain)
     train, val, test = splits
     decoded = next(part.images for part in splits if part.images is not None)
-    groups = split_groups({"train": train.ids, "val": val.ids, "test": test.ids}, spec_value(cfg, "group_by", None))
+    group_by = spec_value(cfg, "group_by", None)
+    groups = split_groups({"train": train.ids, "val": val.ids, "test": test.ids}, group_by)
+    shared = None if group_by is not None else shared_groups({"train": train.ids, "val": val.ids, "test": test.ids})
+    if shared is not None and shared.shared_groups and all(part.images is not None for part in splits):
+        logger.warning("in %s, %s", source, shared.warning())  # once, where a run trains
     # Copies can be looked for only among decoded tiles: a run that decodes one split (evaluate) does not.
     digests = None if duplicates_mode == "off" or any(part.images is None for part in splits) else {
         name: tile_digests(part.images) for name, part in zip(SPLIT_NAMES, splits)}
@@ -298,6 +305,7 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
         image_size=(int(decoded.shape[1]), int(decoded.shape[2])),
         skipped_files=skipped,
         groups=groups,
+        shared_groups=shared,
         stain=stain,
         fold=fold,
         duplicates=duplicates,

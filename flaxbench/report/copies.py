@@ -1,5 +1,6 @@
-"""What a report row says of its test tiles that copy, or nearly copy, a training or validation tile
-(data_pipeline.duplicates, data_pipeline.near_copies)."""
+"""What a report row says of its test tiles that are not held out: tiles that copy, or nearly copy, a training or
+validation tile (data_pipeline.duplicates, data_pipeline.near_copies), and tiles of patients or slides training
+held too (data_pipeline.shared_groups)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,36 @@ def copies_label(copies: TileCopies | None, without: float | None) -> str:
     if near_conflicts:
         parts.append(f"{near_conflicts} near-cop{'ies' if near_conflicts > 1 else 'y'} under another label")
     return "".join(f"; {part}" for part in parts)
+
+
+class SharedGroupTiles(NamedTuple):
+    """A row's test tiles whose patient or slide its training also held (data_pipeline.shared_groups), summed over its
+    lowest-seed runs (folds)."""
+
+    what: str  # e.g. "Kather 2016 slides"
+    pattern: str  # the spec.data.group_by that keeps each in one split
+    shared_tiles: int
+    test_tiles: int
+    shared_groups: int | None  # of test_groups; None for several folds, whose groups may repeat
+    test_groups: int | None
+
+
+def shared_group_tiles(group: RunGroup) -> SharedGroupTiles | None:
+    """The row's SharedGroupTiles; None where its runs recorded none (split by group_by, ids naming no known patient
+    or slide, or runs from before it was looked for)."""
+    records = [found for run in group.first_seed_runs if isinstance(found := run.results.get("shared_groups"), dict)]
+    if not records or len(records) < len(group.first_seed_runs):
+        return None
+    one = records[0] if len(records) == 1 else None
+    return SharedGroupTiles(records[0]["what"], records[0]["pattern"], sum(int(r["shared_tiles"]) for r in records),
+                            sum(int(r["test_tiles"]) for r in records), one and int(one["shared_groups"]),
+                            one and int(one["test_groups"]))
+
+
+def shared_groups_label(shared: SharedGroupTiles | None) -> str:
+    """What the Data column adds where test tiles come from patients or slides the row trained on; '' elsewhere."""
+    if shared is None or not shared.shared_tiles:
+        return ""
+    of_groups = "" if shared.shared_groups is None else f"{shared.shared_groups} of the {shared.test_groups} test "
+    return (f"; tile-level split: {shared.shared_tiles} of {shared.test_tiles} test tiles come from {of_groups}"
+            f"{shared.what} that train/val also hold (group_by `{shared.pattern}` keeps them apart)")

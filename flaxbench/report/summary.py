@@ -13,7 +13,9 @@ from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
 from flaxbench.group_intervals import GroupComparison, GroupInterval, group_paired_comparison, recorded_groups
 from flaxbench.report.collect import RunGroup
-from flaxbench.report.copies import accuracy_without_copies_pct, copies_label, tile_copies
+from flaxbench.report.copies import (
+    accuracy_without_copies_pct, copies_label, shared_group_tiles, shared_groups_label, tile_copies,
+)
 from flaxbench.report.external import external_lines
 from flaxbench.report.pooled import (
     accuracy_ci_pct, auc_cis, balanced_accuracy_ci, group_accuracy_ci, group_balanced_accuracy_ci, group_macro_auc_ci,
@@ -233,7 +235,11 @@ def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -
         p_vs_best_groups=over_groups.p_value if over_groups else None,
         p_vs_best_groups_holm=None,  # set once every row's p-value is known (summarize)
         data=data_label(first) + copies_label(copies := tile_copies(group),
-                                               without := accuracy_without_copies_pct(group)),
+                                               without := accuracy_without_copies_pct(group))
+        + shared_groups_label(shared := shared_group_tiles(group)),
+        # without group_by: test tiles whose patient or slide (a known naming convention) training held too (None:
+        # not looked for or not found)
+        test_tiles_in_training_groups=shared.shared_tiles if shared else None,
         # test tiles pixel-identical to a train/val tile, and identical tile sets under two labels (None: not looked),
         # and the mean test accuracy without those tiles (None where there are none)
         test_tile_copies=copies.exact if copies else None,

@@ -168,11 +168,15 @@ def _difference(row: dict[str, Any]) -> str:
 
 
 COPIES_NOTE = "some of the row's test tiles copy, or nearly copy, its training or validation tiles: see the Data column"
+SHARED_GROUPS_NOTE = ("the row's split was tile by tile, and some of its test tiles come from patients or slides its "
+                      "training held: see the Data column")
 
 
 def _test_accuracy_cell(row: dict[str, Any], notes: Footnotes) -> str:
     cell = _number("test_accuracy_pct", ".2f")(row, notes)
-    return f"{cell} {notes.mark(COPIES_NOTE)}" if row["test_tile_copies"] or row["test_tile_near_copies"] else cell
+    if row["test_tile_copies"] or row["test_tile_near_copies"]:
+        cell += f" {notes.mark(COPIES_NOTE)}"
+    return f"{cell} {notes.mark(SHARED_GROUPS_NOTE)}" if row["test_tiles_in_training_groups"] else cell
 
 
 NAME_AND_TITLE = Column("Name (title)", ("name", "title"), _name_cell)
@@ -268,6 +272,7 @@ CSV_KEYS: tuple[str, ...] = tuple(k for c in COLUMNS for k in c.keys) + (
     "temperature",
     "test_loss_temperature_scaled",
     "test_tile_copies",
+    "test_tiles_in_training_groups",
     "test_tile_near_copies",
     "label_conflicts",
     "near_copy_label_conflicts",

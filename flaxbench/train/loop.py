@@ -279,6 +279,8 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         # pixel-identical tiles across and within the splits, and near-copies across them (spec.data.duplicates; absent
         # with 'off')
         **({"duplicate_tiles": run.dataset.duplicates.to_json()} if run.dataset.duplicates else {}),
+        # without group_by: test tiles whose patient or slide (a known naming convention) is in train or val too
+        **({"shared_groups": run.dataset.shared_groups.to_json()} if run.dataset.shared_groups else {}),
         # spec.data.cv_fold of spec.data.cv_folds: the cross-validation fold tested on (None without)
         "cv_fold": spec.data.get("cv_fold"),
         "cv_folds": spec.data.get("cv_folds"),

@@ -139,3 +139,18 @@ def test_a_rows_copied_test_tiles_add_up_over_its_folds(tmp_path):
         path.write_text(json.dumps(results))
     [row] = summarize(collect_runs(tmp_path)).rows
     assert row["test_tile_copies"] == 3 and row["data"].endswith("; 3 test tiles copying train/val tiles")
+
+
+def test_a_rows_test_tiles_from_slides_its_training_held_add_up_over_its_folds(tmp_path):
+    write_folds(tmp_path, "net", folds=2)
+    for fold, shared in enumerate((30, 12)):
+        path = tmp_path / "net_2fold" / f"fold_{fold}" / "results.json"
+        results = json.loads(path.read_text())
+        results["shared_groups"] = {"what": "Kather 2016 slides", "pattern": r"CRC-Prim-HE-\d+", "test_groups": 9,
+                                    "shared_groups": 7, "test_tiles": 40, "shared_tiles": shared}
+        path.write_text(json.dumps(results))
+    [row] = summarize(collect_runs(tmp_path)).rows
+    # the folds' slides may repeat, so only their tiles add up
+    assert row["test_tiles_in_training_groups"] == 42 and row["data"].endswith(
+        "; tile-level split: 42 of 80 test tiles come from Kather 2016 slides that train/val also hold (group_by "
+        r"`CRC-Prim-HE-\d+` keeps them apart)")

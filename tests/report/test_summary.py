@@ -245,6 +245,29 @@ def test_copied_test_tiles_and_label_conflicts_are_counted_where_recorded(tmp_pa
                                                  "**Not checked for near-copies**"))
 
 
+def test_test_tiles_from_slides_the_training_held_are_counted_and_footnoted(tmp_path):
+    from flaxbench.report import write_report
+    shared = {"what": "Kather 2016 slides", "pattern": r"CRC-Prim-HE-\d+", "test_groups": 10, "shared_groups": 9,
+              "test_tiles": 60, "shared_tiles": 55}
+    for name, record in (("leaky", shared), ("apart", {**shared, "shared_groups": 0, "shared_tiles": 0}),
+                         ("unnamed", None)):
+        for seed in (0, 1):  # seeds on one split count its tiles once
+            results = make_results(name, seed=seed)
+            if record is not None:
+                results["shared_groups"] = record
+            write_results(tmp_path / name / f"seed_{seed}" / "results.json", results)
+    rows = _rows(tmp_path)
+    assert [rows[name]["test_tiles_in_training_groups"] for name in ("leaky", "apart", "unnamed")] == [55, 0, None]
+    assert rows["leaky"]["data"].endswith(
+        "; tile-level split: 55 of 60 test tiles come from 9 of the 10 test Kather 2016 slides that train/val also "
+        "hold (group_by `CRC-Prim-HE-\\d+` keeps them apart)")
+    assert "tile-level split" not in rows["apart"]["data"] + rows["unnamed"]["data"]
+    markdown = write_report(tmp_path)["md"].read_text()
+    marked = re.search(rf"`leaky`\) \| {rows['leaky']['test_accuracy_pct']:.2f} (\[\d\]) \|", markdown).group(1)
+    assert f"\n{marked} the row's split was tile by tile, and some of its test tiles come from patients" in markdown
+    assert markdown.count(f" {marked}") == 1
+
+
 def test_per_class_values_without_per_tile_predictions_have_no_cis(tmp_path):
     from flaxbench.report.pooled import per_class
 
