@@ -26,7 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
     # names, e.g. ("train", "val", "test"), or ("train", 0.15, "test") to hold out 15% of train for val
     c.data.split = (2550, 600, 600)
     c.data.split_seed = 0  # the split depends on this alone, not on `seed`
-    # None: split tile by tile. A regular expression: whole groups (patients, slides) go to one split,
+    # None: split tile by tile, as the study did (a run warns where tile ids name slides its test and training
+    # share, e.g. Kather 2016's). A regular expression: whole groups (patients, slides) go to one split,
     # the group being its first group (or match) in each tile id, e.g. r"CRC-Prim-HE-\d+" (Kather 2016)
     c.data.group_by = config_dict.placeholder(str)
     # K-fold cross-validation instead of `split`: cv_folds=K stratified folds of all the selected tiles; the
