@@ -213,15 +213,22 @@ def _copies(test_in_train: int, test_in_val: int, conflicts: int, near: list[str
     return record
 
 
-def test_copied_test_tiles_and_label_conflicts_are_counted_where_recorded(tmp_path):
-    from flaxbench.report import write_report
-    for name, record in (("copied", _copies(2, 1, 1, near=[])), ("clean", _copies(0, 0, 0, near=[])),
-                         ("unchecked", None), ("pixels_only", _copies(0, 0, 0))):
-        for seed in (0, 1):  # seeds on one split count its copies once
+def _write_two_seeds(runs_dir, key: str, records: dict) -> None:
+    """Two seeds of a row per name, each with results.json's `key` = the name's record (None: no such key); seeds on
+    one split count its tiles once."""
+    for name, record in records.items():
+        for seed in (0, 1):
             results = make_results(name, seed=seed)
             if record is not None:
-                results["duplicate_tiles"] = record
-            write_results(tmp_path / name / f"seed_{seed}" / "results.json", results)
+                results[key] = record
+            write_results(runs_dir / name / f"seed_{seed}" / "results.json", results)
+
+
+def test_copied_test_tiles_and_label_conflicts_are_counted_where_recorded(tmp_path):
+    from flaxbench.report import write_report
+    _write_two_seeds(tmp_path, "duplicate_tiles", {
+        "copied": _copies(2, 1, 1, near=[]), "clean": _copies(0, 0, 0, near=[]), "unchecked": None,
+        "pixels_only": _copies(0, 0, 0)})
     rows = _rows(tmp_path)
     assert (rows["copied"]["test_tile_copies"], rows["copied"]["label_conflicts"]) == (3, 1)
     assert rows["copied"]["data"].endswith(
@@ -249,13 +256,8 @@ def test_test_tiles_from_slides_the_training_held_are_counted_and_footnoted(tmp_
     from flaxbench.report import write_report
     shared = {"what": "Kather 2016 slides", "pattern": r"CRC-Prim-HE-\d+", "test_groups": 10, "shared_groups": 9,
               "test_tiles": 60, "shared_tiles": 55}
-    for name, record in (("leaky", shared), ("apart", {**shared, "shared_groups": 0, "shared_tiles": 0}),
-                         ("unnamed", None)):
-        for seed in (0, 1):  # seeds on one split count its tiles once
-            results = make_results(name, seed=seed)
-            if record is not None:
-                results["shared_groups"] = record
-            write_results(tmp_path / name / f"seed_{seed}" / "results.json", results)
+    _write_two_seeds(tmp_path, "shared_groups", {
+        "leaky": shared, "apart": {**shared, "shared_groups": 0, "shared_tiles": 0}, "unnamed": None})
     rows = _rows(tmp_path)
     assert [rows[name]["test_tiles_in_training_groups"] for name in ("leaky", "apart", "unnamed")] == [55, 0, None]
     assert rows["leaky"]["data"].endswith(
