@@ -50,7 +50,7 @@ class TileDataset:
     image_size: tuple[int, int]  # (H, W) of every image
     skipped_files: tuple[str, ...]  # bad files skipped with skip_bad_files=True
     groups: dict[str, tuple[str, ...]] | None = None  # each split's groups by spec.data.group_by, if set
-    # without group_by, test tiles whose patient or slide (by a known naming convention) is in train or val too
+    # test tiles whose patient or slide, by a known naming convention, is in train or val too, and those groups
     shared_groups: SharedGroups | None = None
     stain: StainTarget | None = None  # what the tiles were stain-normalised to (spec.data.stain_normalize)
     fold: tuple[int, int] | None = None  # (spec.data.cv_fold, spec.data.cv_folds) under cross-validation
@@ -284,7 +284,7 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
     decoded = next(part.images for part in splits if part.images is not None)
     group_by = spec_value(cfg, "group_by", None)
     groups = split_groups({"train": train.ids, "val": val.ids, "test": test.ids}, group_by)
-    shared = None if group_by is not None else shared_groups({"train": train.ids, "val": val.ids, "test": test.ids})
+    shared = shared_groups({"train": train.ids, "val": val.ids, "test": test.ids})
     if shared is not None and shared.shared_groups and all(part.images is not None for part in splits):
         logger.warning("in %s, %s", source, shared.warning())  # once, where a run trains
     # Copies can be looked for only among decoded tiles: a run that decodes one split (evaluate) does not.

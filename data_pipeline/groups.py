@@ -44,13 +44,18 @@ def check_group_by(pattern: str | None, key: str = SPEC_KEY) -> re.Pattern | Non
         raise DataError(f"{key} {pattern!r} is not a valid regular expression ({error})") from None
 
 
+def find_group(tile_id: str, regex: re.Pattern) -> str | None:
+    """The group `regex` names in a tile id: its first group, or its whole match without one; None if none."""
+    match = regex.search(tile_id)
+    return (match.group(1) if regex.groups else match.group(0)) or None if match else None
+
+
 def tile_groups(ids: Sequence[str], pattern: str, key: str = SPEC_KEY) -> list[str]:
     """The group of every tile id by `pattern` (given as `key`); DataError for a tile it finds none in."""
     regex = check_group_by(pattern, key)
     groups = []
     for tile_id in ids:
-        match = regex.search(tile_id)
-        group = None if match is None else (match.group(1) if regex.groups else match.group(0))
+        group = find_group(tile_id, regex)
         if not group:
             fix = ", or set spec.data.group_by=None for a tile-level split" if key == SPEC_KEY else ""
             raise DataError(f"{key} {pattern!r} finds no group in tile '{tile_id}'; every tile needs one (its "

@@ -39,6 +39,7 @@ from flaxbench.inference import (
 )
 from flaxbench.results import write_json_atomic
 from flaxbench.runtime import is_main_process
+from flaxbench.seen_groups import seen_groups_record, seen_groups_warning, training_groups
 from flaxbench.seen_tiles import runs_in_words, tiles_seen_by
 from flaxbench.workdir import fold_run_dirs
 
@@ -212,6 +213,10 @@ def evaluate_external(
     if seen is not None and (warning := seen.warning(runs_in_words(runs), "their accuracy flatters the model")):
         print(warning, file=sys.stderr)
     ids, member_logits = [tile.id for tile, _ in scored], np.stack([x for _, x in scored], axis=1)
+    trained_groups = seen_groups_record(training_groups(runs), ids)
+    if warning := seen_groups_warning(trained_groups, runs_in_words(runs), "these tiles are not external to it, and "
+                                      "their accuracy flatters the model"):
+        print(warning, file=sys.stderr)
     result = split_metrics(ensemble_logits(member_logits), labels, run.classes, ids)
     # 95% CIs of accuracy, balanced accuracy, macro AUC and each class's values (`per_class`, `<key>_ci`); with
     # --group-by, the proportions' also over the tiles' patients or slides (group_intervals)
@@ -238,6 +243,11 @@ def evaluate_external(
         # the accuracy on the tiles the runs did not train or validate on (None where there are none, or no others)
         "accuracy_without_seen": None if seen is None or not seen.trained_ids else accuracy_without(
             result["predictions"], set(seen.trained_ids)),
+        # tiles from patients or slides the runs trained or validated on, by a known naming convention (None: the
+        # runs' tiles named none), and the accuracy without them (None where there are none, or no others)
+        "seen_groups": trained_groups,
+        "accuracy_without_seen_groups": accuracy_without(result["predictions"], set(trained_groups["trained_ids"]))
+        if trained_groups and trained_groups["tiles"] else None,
         **result,
         **(_ensemble_members(runs, member_logits, labels, ids) if len(runs) > 1 else {}),
     }

@@ -26,6 +26,7 @@ from flaxbench.inference import (
     check_center_crop, fitted_temperatures, load_trained_runs, resize_warning, stream_logits,
 )
 from flaxbench.results import atomic_text_file, write_text_atomic
+from flaxbench.seen_groups import seen_groups_record, seen_groups_warning, training_groups
 from flaxbench.seen_tiles import runs_in_words, tiles_seen_by
 from flaxbench.tile_map import check_map_classes, check_map_pattern, map_cells, tile_grids, write_maps
 
@@ -147,7 +148,10 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
                                    "nothing written")
     warning = None if center_crop else resize_warning(run, other_sizes)  # a chosen crop is no accident
     seen_warning = seen and seen.warning(runs_in_words(runs), "a prediction of such a tile says little of unseen ones")
-    for line in (warning, seen_warning):
+    groups_warning = seen_groups_warning(
+        seen_groups_record(training_groups(runs), [names[k] for k in np.flatnonzero(predicted >= 0)]),
+        runs_in_words(runs), "a prediction of such a tile says little of new patients")
+    for line in (warning, seen_warning, groups_warning):
         if line:
             print(line, file=sys.stderr)
     models = f"{which} checkpoint" if len(runs) == 1 else (

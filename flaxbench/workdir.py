@@ -164,7 +164,8 @@ def data_record(dataset: Any, splits: dict[str, Any]) -> dict[str, Any]:
         # Pixel-identical tiles across and within the splits, near-copies across them (spec.data.duplicates, not 'off').
         **({"duplicate_tiles": found.to_json()} if (found := getattr(dataset, "duplicates", None)) else {}),
         # Without group_by: test tiles whose patient or slide, named by a known convention, is in train or val too.
-        **({"shared_groups": shared.to_json()} if (shared := getattr(dataset, "shared_groups", None)) else {}),
+        **({"shared_groups": {**shared.to_json(), "training_groups": list(shared.training_groups)}}
+           if (shared := getattr(dataset, "shared_groups", None)) else {}),
     }
 
 

@@ -156,10 +156,15 @@ def test_the_report_lists_each_runs_external_results(kather_run, renamed_test_ti
     assert line["tta"] and line["tiles"] == 8 and line["external"] == str(folder)
     assert line["own_test_accuracy"] == pytest.approx(own["accuracy"])
     text = written["md"].read_text()
-    assert "## External test sets" in text and f"`{folder}` | 8 | best, TTA |" in text
+    # the run's own test tiles, from slides its tile-level split also trained on as its data.json counts them
+    shared = json.loads((kather_run / "data.json").read_text())["shared_groups"]["shared_tiles"]
+    assert plain["seen_groups"]["tiles"] == shared
+    tiles = "8" + (f" ({shared} from Kather 2016 slides trained on; accuracy without them "
+                   f"{100 * plain['accuracy_without_seen_groups']:.1f}%)" if shared else "")
+    assert "## External test sets" in text and f"`{folder}` | {tiles} | best, TTA |" in text
     # ECE, and after temperature scaling where the run's temperature applies (not to TTA)
-    tta_line = text.split(f"`{folder}` | 8 | best, TTA |")[1].splitlines()[0]
-    plain_line = text.split(f"`{folder}` | 8 | best |")[1].splitlines()[0]
+    tta_line = text.split(f"`{folder}` | {tiles} | best, TTA |")[1].splitlines()[0]
+    plain_line = text.split(f"`{folder}` | {tiles} | best |")[1].splitlines()[0]
     assert f"| {line['ece']:.3f} |" in tta_line
     assert f"| {plain['ece']:.3f} ({plain['ece_temperature_scaled']:.3f}) |" in plain_line
     assert written["external_accuracy"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -288,8 +293,9 @@ def test_tiles_the_run_trained_on_are_found_by_their_pixels(kather_run, tmp_path
 
     train = evaluate_workdir(kather_run, "train")
     folder = tmp_path / "copies"
-    for tile_id in train["predictions"]["ids"][:2]:  # two training tiles, saved as PNGs under new names
-        target = folder / Path(tile_id).parent.name / f"copy_{Path(tile_id).stem}.png"
+    # two training tiles, saved as PNGs under new names that do not name their slide (tests/test_seen_groups.py)
+    for k, tile_id in enumerate(train["predictions"]["ids"][:2]):
+        target = folder / Path(tile_id).parent.name / f"copy_{k}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.open(KATHER / tile_id).save(target)
     shutil.copytree(NCT / "TUM", folder / "01_TUMOR", dirs_exist_ok=True)  # other tiles

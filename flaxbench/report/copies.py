@@ -101,8 +101,8 @@ class SharedGroupTiles(NamedTuple):
 
 
 def shared_group_tiles(group: RunGroup) -> SharedGroupTiles | None:
-    """The row's SharedGroupTiles; None where its runs recorded none (split by group_by, ids naming no known patient
-    or slide, or runs from before it was looked for)."""
+    """The row's SharedGroupTiles; None where its runs recorded none (ids naming no known patient or slide, or runs
+    from before it was looked for)."""
     records = [found for run in group.first_seed_runs if isinstance(found := run.results.get("shared_groups"), dict)]
     if not records or len(records) < len(group.first_seed_runs):
         return None
@@ -117,5 +117,5 @@ def shared_groups_label(shared: SharedGroupTiles | None) -> str:
     if shared is None or not shared.shared_tiles:
         return ""
     of_groups = "" if shared.shared_groups is None else f"{shared.shared_groups} of the {shared.test_groups} test "
-    return (f"; tile-level split: {shared.shared_tiles} of {shared.test_tiles} test tiles come from {of_groups}"
-            f"{shared.what} that train/val also hold (group_by `{shared.pattern}` keeps them apart)")
+    return (f"; {shared.shared_tiles} of {shared.test_tiles} test tiles come from {of_groups}{shared.what} that "
+            f"train/val also hold (group_by `{shared.pattern}` keeps them apart)")

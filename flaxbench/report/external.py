@@ -126,6 +126,9 @@ def _line(row: dict[str, Any], record: dict[str, Any], path: Path, seed: int | N
         # tiles pixel-identical to ones the runs trained or validated on (None: not looked for)
         "seen_in_training": _seen_in_training(record.get("seen_by_runs")),
         "accuracy_without_seen": record.get("accuracy_without_seen"),
+        # tiles from patients or slides the runs trained or validated on (a known naming convention; None: not looked)
+        **_from_training_groups(record.get("seen_groups")),
+        "accuracy_without_seen_groups": record.get("accuracy_without_seen_groups"),
         "member_accuracy_mean": record.get("member_accuracy_mean"),
         "member_accuracy_std": record.get("member_accuracy_std"),
     }
@@ -149,6 +152,13 @@ def _over_groups(record: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, KeyError, ValueError):
         pass
     return fields
+
+
+def _from_training_groups(found: Any) -> dict[str, Any]:
+    """{"seen_groups_tiles", "seen_groups_what"} of an external evaluation's `seen_groups` record (None without)."""
+    if not isinstance(found, dict) or not is_int(found.get("tiles")):
+        return {"seen_groups_tiles": None, "seen_groups_what": None}
+    return {"seen_groups_tiles": found["tiles"], "seen_groups_what": str(found.get("what", "patients or slides"))}
 
 
 def _seen_in_training(seen: dict[str, Any] | None) -> int | None:
@@ -282,11 +292,16 @@ def _ece_cell(line: dict[str, Any]) -> str:
 
 
 def _seen_note(line: dict[str, Any]) -> str:
-    """' (2 seen in training; accuracy without them 81.3%)' after the tile count, or nothing where none were seen."""
-    seen, without = line.get("seen_in_training"), line.get("accuracy_without_seen")
-    if not seen:
-        return ""
-    return f" ({seen} seen in training" + (f"; accuracy without them {_pct(without)}%)" if is_number(without) else ")")
+    """' (2 seen in training; accuracy without them 81.3%)' after the tile count, and ' (40 from TCGA patients
+    trained on; ...)' where tiles come from the runs' training patients; nothing where neither."""
+    notes = []
+    for count, what, without in ((line.get("seen_in_training"), "seen in training", line.get("accuracy_without_seen")),
+                                 (line.get("seen_groups_tiles"), f"from {line.get('seen_groups_what')} trained on",
+                                  line.get("accuracy_without_seen_groups"))):
+        if count:
+            notes.append(f" ({count} {what}" + (f"; accuracy without them {_pct(without)}%)" if is_number(without)
+                                                 else ")"))
+    return "".join(notes)
 
 
 def _pct(value: float | None) -> str:
@@ -335,7 +350,9 @@ def external_section(lines: list[dict[str, Any]]) -> list[str]:
            "it fitted on its own validation tiles (from the best checkpoint without TTA). Tiles 'seen in training' "
            "are pixel-identical to, or near-copies of (rotated, flipped, re-saved, resized or recoloured), tiles "
            "the runs trained or validated on (the runs' tile_digests.npz): not external, and their accuracy "
-           "flatters the line.", "",
+           "flatters the line; tiles 'from ... trained on' come from patients or slides the runs' train or val "
+           "tiles came from, by names that identify one wherever they appear (Kather 2016 slides, TCGA barcodes), "
+           "and are not external either.", "",
            "| " + " | ".join(EXTERNAL_HEADERS) + " |", "|" + "|".join("---" for _ in EXTERNAL_HEADERS) + "|"]
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in external_cells(line)) + " |" for line in lines]
     return out

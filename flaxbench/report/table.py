@@ -168,8 +168,8 @@ def _difference(row: dict[str, Any]) -> str:
 
 
 COPIES_NOTE = "some of the row's test tiles copy, or nearly copy, its training or validation tiles: see the Data column"
-SHARED_GROUPS_NOTE = ("the row's split was tile by tile, and some of its test tiles come from patients or slides its "
-                      "training held: see the Data column")
+SHARED_GROUPS_NOTE = ("some of the row's test tiles come from patients or slides its training tiles came from too "
+                      "(its split did not keep them apart): see the Data column")
 
 
 def _test_accuracy_cell(row: dict[str, Any], notes: Footnotes) -> str:

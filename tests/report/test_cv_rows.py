@@ -152,5 +152,5 @@ def test_a_rows_test_tiles_from_slides_its_training_held_add_up_over_its_folds(t
     [row] = summarize(collect_runs(tmp_path)).rows
     # the folds' slides may repeat, so only their tiles add up
     assert row["test_tiles_in_training_groups"] == 42 and row["data"].endswith(
-        "; tile-level split: 42 of 80 test tiles come from Kather 2016 slides that train/val also hold (group_by "
+        "; 42 of 80 test tiles come from Kather 2016 slides that train/val also hold (group_by "
         r"`CRC-Prim-HE-\d+` keeps them apart)")
