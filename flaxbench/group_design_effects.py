@@ -95,22 +95,70 @@ def macro_auc_influence(probabilities: Sequence[np.ndarray], labels: Sequence[np
     bootstrap_auc_cis' arguments); None where a run has no class with both positives and negatives."""
     estimate, influence = 0.0, np.zeros(num_tiles)
     for scores, truth, places in zip(probabilities, labels, tiles):
-        scores, truth = np.asarray(scores, np.float64), np.asarray(truth, np.int64).reshape(-1)
-        aucs, run_influence = [], np.zeros(len(truth))
-        for c in range(scores.shape[1]):
-            positive = truth == c
-            components = _structural_components(scores[positive, c], scores[~positive, c])
-            if components is None:
-                continue
-            auc, of_positives, of_negatives = components
-            aucs.append(auc)
-            run_influence[positive] += (of_positives - auc) / positive.sum()
-            run_influence[~positive] += (of_negatives - auc) / (~positive).sum()
-        if not aucs:
+        defined = [found for found in _class_aucs(scores, truth) if found is not None]
+        if not defined:
             return None
-        estimate += float(np.mean(aucs)) / len(probabilities)
-        np.add.at(influence, np.asarray(places, np.int64), run_influence / (len(aucs) * len(probabilities)))
+        estimate += float(np.mean([auc for auc, _ in defined])) / len(probabilities)
+        run_influence = np.sum([of_tiles for _, of_tiles in defined], axis=0)
+        np.add.at(influence, np.asarray(places, np.int64), run_influence / (len(defined) * len(probabilities)))
     return estimate, influence
+
+
+def class_auc_influences(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                         tiles: Sequence[np.ndarray], num_tiles: int) -> list[tuple[float, np.ndarray] | None]:
+    """Per class, (its one-vs-rest AUC, the mean over the runs where it is defined, each tile's influence on it), as
+    macro_auc_influence's arguments; None for a class no run has both positives and negatives of."""
+    per_run = [(_class_aucs(scores, truth), np.asarray(places, np.int64))
+               for scores, truth, places in zip(probabilities, labels, tiles)]
+    found: list[tuple[float, np.ndarray] | None] = []
+    for c in range(len(per_run[0][0])):
+        defined = [(run[c], places) for run, places in per_run if run[c] is not None]
+        if not defined:
+            found.append(None)
+            continue
+        influence = np.zeros(num_tiles)
+        for (_, of_tiles), places in defined:
+            np.add.at(influence, places, of_tiles / len(defined))
+        found.append((float(np.mean([auc for (auc, _), _ in defined])), influence))
+    return found
+
+
+def _class_aucs(scores: np.ndarray, truth: np.ndarray) -> list[tuple[float, np.ndarray] | None]:
+    """Per class, (one run's one-vs-rest AUC, each of its tiles' influence on it: the structural components of
+    DeLong et al. less the AUC, over the positives' or negatives' count); None without positives or negatives."""
+    scores, truth = np.asarray(scores, np.float64), np.asarray(truth, np.int64).reshape(-1)
+    found: list[tuple[float, np.ndarray] | None] = []
+    for c in range(scores.shape[1]):
+        positive = truth == c
+        components = _structural_components(scores[positive, c], scores[~positive, c])
+        if components is None:
+            found.append(None)
+            continue
+        auc, of_positives, of_negatives = components
+        influence = np.zeros(len(truth))
+        influence[positive] = (of_positives - auc) / positive.sum()
+        influence[~positive] = (of_negatives - auc) / (~positive).sum()
+        found.append((auc, influence))
+    return found
+
+
+def class_f1_influences(trials: np.ndarray, labels: np.ndarray, predicted: np.ndarray
+                        ) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """Per class, (F1 = 2 TP / (2 TP + FP + FN) of the pooled predictions, each tile's influence on it, whether the
+    tile counts in it at all), from `trials[i]` predictions on tile i of class `labels[i]`, `predicted[i, c]` of
+    them class c (seeds pooled): F1 is a ratio of sums over tiles, so its influence is a ratio estimator's."""
+    trials, labels = np.asarray(trials, np.float64), np.asarray(labels, np.int64)
+    said = np.asarray(predicted, np.float64) / trials[:, None]  # each tile's share of predictions per class
+    found = []
+    for c in range(said.shape[1]):
+        member = labels == c
+        true_positive = np.where(member, said[:, c], 0.0)
+        counted = 2 * true_positive + np.where(member, 1 - said[:, c], said[:, c])  # 2 TP + FN + FP per tile
+        total = float(counted.sum())
+        f1 = 2 * float(true_positive.sum()) / total if total > 0 else 0.0
+        influence = (2 * true_positive - f1 * counted) / total if total > 0 else np.zeros_like(counted)
+        found.append((f1, influence, counted > 0))
+    return found
 
 
 def _structural_components(positives: np.ndarray, negatives: np.ndarray
@@ -130,6 +178,32 @@ def _ranked(ordered: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nda
     """(how many of `ordered` lie below each score, how many equal it)."""
     below = np.searchsorted(ordered, scores, side="left")
     return below.astype(np.float64), (np.searchsorted(ordered, scores, side="right") - below).astype(np.float64)
+
+
+def group_class_f1_intervals(trials: np.ndarray, labels: np.ndarray, predicted: np.ndarray, groups: Sequence[str],
+                             intervals: np.ndarray) -> list[GroupInterval]:
+    """Each class's F1 tile-level 95% CI (`intervals` (classes, 2), class_intervals.class_cis' "f1") widened for the
+    tiles' `groups`, over the groups holding its tiles or tiles predicted as it (no interval where its tile-level
+    one is undefined)."""
+    groups = np.asarray(groups)
+    found = []
+    for (f1, influence, counted), interval in zip(class_f1_influences(trials, labels, predicted), intervals):
+        if np.isnan(interval).any():
+            found.append(GroupInterval(len(set(groups[counted].tolist())), None))
+        else:
+            found.append(widened_interval(f1, interval, groups[counted], influence[counted]))
+    return found
+
+
+def group_class_auc_intervals(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                              tiles: Sequence[np.ndarray], groups: Sequence[str], intervals: np.ndarray
+                              ) -> list[GroupInterval]:
+    """Each class's one-vs-rest AUC tile-level 95% CI (`intervals` (classes, 2), bootstrap_auc_cis' per_class of the
+    same runs) widened for the `groups` of the tiles (by position); no interval where a class has no AUC."""
+    count = len(set(np.asarray(groups).tolist()))
+    return [GroupInterval(count, None) if found is None or np.isnan(interval).any()
+            else widened_interval(found[0], interval, groups, found[1])
+            for found, interval in zip(class_auc_influences(probabilities, labels, tiles, len(groups)), intervals)]
 
 
 def group_design_fields(predictions: dict[str, Any], groups: Sequence[str] | None,

@@ -102,7 +102,8 @@ def _proportion_interval(right: np.ndarray, counted: np.ndarray, of_group: np.nd
     return GroupInterval(int(used.size), (float(low), float(high)), design_effect)
 
 
-# Per-class proportions given a 95% CI over groups, as `<key>_ci_groups` (and their groups as `<key>_groups`).
+# Per-class proportions given a Wilson 95% CI over groups, as `<key>_ci_groups` (their groups: `<key>_groups`);
+# F1's and AUC's come from flaxbench.group_design_effects.
 CLASS_GROUP_KEYS = ("recall", "precision", "specificity")
 
 
@@ -129,13 +130,14 @@ def group_class_intervals(correct: np.ndarray, trials: np.ndarray, labels: np.nd
 def with_class_group_intervals(per_class: dict[str, dict[str, Any]], classes: Sequence[str],
                                found: dict[str, list[GroupInterval]] | None) -> dict[str, dict[str, Any]]:
     """`per_class` ({class: {key: value}}) with `<key>_ci_groups` ([low, high] or None) and `<key>_groups` (how many)
-    of each CLASS_GROUP_KEYS key from group_class_intervals; `per_class` itself where `found` is None."""
+    of each key of `found` ({key: a GroupInterval per class in `classes` order}, as group_class_intervals gives);
+    `per_class` itself where `found` is None."""
     if found is None:
         return per_class
     table = {name: dict(values) for name, values in per_class.items()}
     for k, name in enumerate(classes):
-        for key in CLASS_GROUP_KEYS:
-            interval = found[key][k]
+        for key, intervals in found.items():
+            interval = intervals[k]
             table[name][f"{key}_ci_groups"] = None if interval.interval is None else list(interval.interval)
             table[name][f"{key}_groups"] = interval.groups
     return table

@@ -1,5 +1,5 @@
-"""Balanced accuracy's and macro AUC's 95% CIs over patients or slides: tile-level bootstraps widened by design
-effects."""
+"""Balanced accuracy's, macro AUC's and each class's F1's and AUC's 95% CIs over patients or slides: tile-level
+bootstraps widened by design effects."""
 
 from statistics import NormalDist
 
@@ -9,7 +9,8 @@ from scipy.stats import t as student_t
 
 from flaxbench import bootstrap, metrics
 from flaxbench.group_design_effects import (
-    balanced_accuracy_influence, design_effect, group_balanced_accuracy_interval, group_design_fields,
+    balanced_accuracy_influence, class_auc_influences, class_f1_influences, design_effect,
+    group_balanced_accuracy_interval, group_class_auc_intervals, group_class_f1_intervals, group_design_fields,
     group_macro_auc_interval, macro_auc_influence,
 )
 
@@ -112,3 +113,40 @@ def test_an_evaluations_fields_are_none_without_groups_or_probabilities():
     assert found["balanced_accuracy_ci_groups"][0] <= 0.5 and found["macro_auc_ci_groups"][1] >= 0.8
     without = group_design_fields({**predictions, "probabilities": []}, groups, (0.5, 0.7), (0.6, 0.8))
     assert without["macro_auc_ci_groups"] is None and without["balanced_accuracy_ci_groups"] is not None
+
+
+def test_each_classs_f1_and_auc_influences_match_their_values_and_bootstraps():
+    labels, probabilities = _scored_tiles(5, tiles=400)
+    predicted = probabilities.argmax(axis=1)
+    said = np.eye(3, dtype=int)[predicted]
+    values = metrics.per_class_metrics(metrics.confusion_matrix(labels, predicted, 3), ["a", "b", "c"])
+    f1_cis = bootstrap.bootstrap_class_f1_ci((predicted == labels).astype(int), np.ones(400), labels, said,
+                                             num_resamples=4000)
+    aucs = bootstrap.bootstrap_auc_cis([probabilities], [labels], num_resamples=4000)
+    by_auc = class_auc_influences([probabilities], [labels], [np.arange(400)], 400)
+    for k, name in enumerate("abc"):
+        f1, influence, counted = class_f1_influences(np.ones(400), labels, said)[k]
+        assert f1 == pytest.approx(values[name]["f1"]) and counted.sum() < 400  # tiles of neither kind left out
+        assert np.sqrt(np.sum(influence ** 2)) == pytest.approx(_width(f1_cis[k]) / (2 * 1.96), rel=0.2)
+        auc, influence = by_auc[k]
+        assert auc == pytest.approx(metrics.one_vs_rest_auc(probabilities, labels)[k])
+        assert np.sqrt(np.sum(influence ** 2)) == pytest.approx(_width(aucs.per_class[k]) / (2 * 1.96), rel=0.2)
+
+
+def test_a_classs_f1_over_slides_widens_where_its_slides_are_right_or_wrong_as_a_whole():
+    # 12 slides of 10 tumour and 10 stroma tiles; tumour found on all tiles of half the slides, none of the others
+    groups = np.repeat([f"slide_{k}" for k in range(12)], 20)
+    labels = np.tile(np.repeat([0, 1], 10), 12)
+    found_tumour = np.repeat(np.arange(12) % 2 == 0, 20)
+    predicted = np.where(labels == 0, np.where(found_tumour, 0, 1), 1)
+    said = np.eye(2, dtype=int)[predicted]
+    tile_cis = bootstrap.bootstrap_class_f1_ci((predicted == labels).astype(int), np.ones(240), labels, said,
+                                               num_resamples=2000)
+    tumour, stroma = group_class_f1_intervals(np.ones(240), labels, said, groups, tile_cis)
+    assert tumour.groups == 12 and tumour.design_effect > 5 and _width(tumour.interval) > 2 * _width(tile_cis[0])
+    assert tumour.interval[0] <= tile_cis[0][0] and tile_cis[0][1] <= tumour.interval[1]
+    never = group_class_f1_intervals(np.ones(240), labels, said, groups, np.full((2, 2), np.nan))
+    assert never[0].interval is None and never[0].groups == 12  # an undefined tile-level CI gives none over slides
+    aucs = group_class_auc_intervals([said.astype(float)], [labels], [np.arange(240)], ["one slide"] * 240,
+                                     np.array([[0.6, 0.9], [0.6, 0.9]]))
+    assert [found.interval for found in aucs] == [None, None]  # one group: no spread to see

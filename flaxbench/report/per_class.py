@@ -55,10 +55,13 @@ def per_class_sections(summary: Summary) -> list[str]:
              "(precision of a class never predicted, shown as 0)."]
     if any("recall_groups" in values for _, table in zip(summary.rows, summary.per_class) if table
            for values in table.values()):
-        lines[-1] += (" For rows split by `spec.data.group_by`, recall's, precision's and specificity's interval over "
-                      "patients or slides follows a semicolon, as the study's table's is for accuracy, with how many "
-                      "groups it is over: those holding the class's tiles, the tiles predicted as it, or the other "
-                      f"tiles (none from fewer than {MIN_GROUPS}).")
+        lines[-1] += (" For rows split by `spec.data.group_by`, each value's interval over patients or slides "
+                      "follows a semicolon, with how many groups it is over (none from fewer than "
+                      f"{MIN_GROUPS}): recall's, precision's and specificity's as the study's table's is for accuracy, "
+                      "over the groups holding the class's tiles, the tiles predicted as it, or the other tiles; F1's "
+                      "and AUC's as the Statistics table's are for balanced accuracy and macro AUC, the bootstrap "
+                      "widened by the design effect, over the groups holding the class's tiles or tiles predicted as "
+                      "it (F1) or all test groups (AUC).")
     for title, headers, body in tables:
         lines += ["", f"### {title}", "", "| " + " | ".join(headers) + " |",
                   "|" + "|".join("---" for _ in headers) + "|"]

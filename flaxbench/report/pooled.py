@@ -9,7 +9,9 @@ import numpy as np
 from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
 from flaxbench.class_intervals import accuracy_interval, class_cis, with_class_cis
-from flaxbench.group_design_effects import group_balanced_accuracy_interval, group_macro_auc_interval
+from flaxbench.group_design_effects import (
+    group_balanced_accuracy_interval, group_class_auc_intervals, group_class_f1_intervals, group_macro_auc_interval,
+)
 from flaxbench.group_intervals import (
     GroupInterval, group_accuracy_interval, group_class_intervals, recorded_groups, with_class_group_intervals,
 )
@@ -37,15 +39,29 @@ def per_class(group: RunGroup, aucs: bootstrap.AucIntervals | None = None) -> di
     for name in classes:
         of_runs = [((run.results.get("per_class") or {}).get(name) or {}).get("auc") for run in group.runs]
         table[name] = {**table[name], "auc": float(np.mean(of_runs)) if all(a is not None for a in of_runs) else None}
-    table = with_class_cis(table, classes, _per_class_cis(group, len(classes), aucs or auc_cis(group)))
-    return with_class_group_intervals(table, classes, _per_class_group_intervals(group, len(classes)))
+    cis = _per_class_cis(group, len(classes), aucs or auc_cis(group))
+    table = with_class_cis(table, classes, cis)
+    return with_class_group_intervals(table, classes, _per_class_group_intervals(group, len(classes), cis))
 
 
-def _per_class_group_intervals(group: RunGroup, num_classes: int) -> dict[str, list[GroupInterval]] | None:
-    """group_class_intervals of the row's pooled test tiles over their patients or slides; None for a row split tile
-    by tile, or without per-tile predictions."""
+def _per_class_group_intervals(group: RunGroup, num_classes: int, cis: dict[str, np.ndarray]
+                               ) -> dict[str, list[GroupInterval]] | None:
+    """Each class's 95% CIs over the row's test tiles' patients or slides: its proportions' (group_class_intervals),
+    and its F1's and AUC's tile-level `cis` widened (group_design_effects); None for a row split tile by tile, or
+    without per-tile predictions."""
     grouped = _grouped_tiles(group, num_classes)
-    return None if grouped is None else group_class_intervals(*grouped[0], grouped[1])
+    if grouped is None:
+        return None
+    (correct, trials, labels, predicted), groups = grouped
+    found = {**group_class_intervals(correct, trials, labels, predicted, groups),
+             "f1": group_class_f1_intervals(trials, labels, predicted, groups, cis["f1"])}
+    runs = test_probabilities(group) if "auc" in cis else None
+    if runs is not None:
+        probabilities, run_labels, positions, ids = _placed(runs)
+        found["auc"] = group_class_auc_intervals(probabilities, run_labels, positions,
+                                                 recorded_groups(ids, group.runs[0].results.get("group_by")),
+                                                 cis["auc"])
+    return found
 
 
 def _per_class_cis(group: RunGroup, num_classes: int, aucs: bootstrap.AucIntervals | None) -> dict[str, np.ndarray]:

@@ -159,6 +159,9 @@ def test_a_run_split_by_patient_reports_its_accuracy_ci_over_the_patients(tmp_pa
             found = by_class[key][k]
             assert out["per_class"][name][f"{key}_groups"] == found.groups
             assert out["per_class"][name][f"{key}_ci_groups"] == (found.interval and list(found.interval))
+        for key in ("f1", "auc"):  # tile-level CIs widened, over the groups holding the class's tiles or all
+            wide, tiles = out["per_class"][name][f"{key}_ci_groups"], out["per_class"][name][f"{key}_ci"]
+            assert wide[0] <= tiles[0] <= tiles[1] <= wide[1] and out["per_class"][name][f"{key}_groups"] >= 2
     recall = next(v for v in out["per_class"].values() if v["recall_ci_groups"])  # a class found at all
     low, high = recall["recall_ci_groups"]
     # balanced accuracy's and macro AUC's tile-level CIs widened for the patients, never narrowed
@@ -169,7 +172,7 @@ def test_a_run_split_by_patient_reports_its_accuracy_ci_over_the_patients(tmp_pa
     written = write_report(tmp_path, tmp_path / "report")
     report = written["md"].read_text()
     assert f"; {low:.3f}–{high:.3f} over {recall['recall_groups']})" in report.split("### Recall")[1]
-    assert "recall's, precision's and specificity's interval over patients or slides follows" in report
+    assert "each value's interval over patients or slides follows a semicolon" in report
     row = json.loads(written["json"].read_text())["rows"][0]
     assert row["macro_auc_group_ci95_low"] <= row["macro_auc_ci95_low"] <= row["macro_auc_group_ci95_high"]
     assert f"| [{row['macro_auc_group_ci95_low']:.3f}, {row['macro_auc_group_ci95_high']:.3f}] over " in report
