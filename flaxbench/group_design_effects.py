@@ -1,14 +1,15 @@
-"""95% CIs of balanced accuracy and macro AUC over patients or slides: the tile-level ones, widened.
+"""95% CIs over patients or slides of balanced accuracy, macro AUC and each class's F1 and AUC: the tile-level
+ones, widened.
 
-Balanced accuracy and AUC are no proportions of tiles, so group_intervals' Wilson interval of an
-effective number of tiles does not fit them; their tile-level percentile bootstrap (flaxbench.bootstrap)
-is widened instead by the same two factors. The first is the square root of the design effect: the
-variance of the statistic with whole groups as the units over its variance with independent tiles,
-both from its linearisation (each tile's influence on it, summed per group; for AUC the structural
-components of DeLong et al. 1988, summed per cluster as in Obuchowski 1997), at least 1. The second is
-t / z, t of groups - 1 degrees of freedom (Korn-Graubard). A class whose tiles all come from one group
-adds to neither variance's between-group part: how its recall varies over patients cannot be seen,
-as the per-class intervals over groups say ('1 group').
+These are no proportions of tiles, so group_intervals' Wilson interval of an effective number of
+tiles does not fit them; their tile-level percentile bootstrap (flaxbench.bootstrap) is widened
+instead by the same two factors. The first is the square root of the design effect: the variance of
+the statistic with whole groups as the units over its variance with independent tiles, both from its
+linearisation (each tile's influence on it, summed per group: for F1, a ratio of sums, a ratio
+estimator's; for AUC the structural components of DeLong et al. 1988, summed per cluster as in
+Obuchowski 1997), at least 1. The second is t / z, t of groups - 1 degrees of freedom (Korn-Graubard).
+A class whose tiles all come from one group adds to neither variance's between-group part: how its
+recall varies over patients cannot be seen, as the per-class intervals over groups say ('1 group').
 """
 
 from __future__ import annotations
