@@ -219,7 +219,7 @@ def evaluate_external(
         print(warning, file=sys.stderr)
     result = split_metrics(ensemble_logits(member_logits), labels, run.classes, ids)
     # 95% CIs of accuracy, balanced accuracy, macro AUC and each class's values (`per_class`, `<key>_ci`); with
-    # --group-by, the proportions' also over the tiles' patients or slides (group_intervals)
+    # --group-by, each also over the tiles' patients or slides (group_intervals, group_design_effects)
     result.update(group_by=group_by, **split_cis(result, run.classes, group_by))
     temperatures, _ = fitted_temperatures(runs, tta)
     scaled = None if temperatures is None else temperature_scaled_metrics(

@@ -139,7 +139,7 @@ def _over_groups(record: dict[str, Any]) -> dict[str, Any]:
     external evaluation, computed again from its per-tile predictions and tile-level CIs (None without --group-by or
     readable predictions)."""
     fields = {"group_by": record.get("group_by"), "groups": None, "accuracy_ci_groups": None,
-              **group_design_fields({}, None, None, None)}
+              "balanced_accuracy_ci_groups": None, "macro_auc_ci_groups": None}
     try:
         predictions = record["predictions"]
         groups = recorded_groups(predictions["ids"], record.get("group_by"))

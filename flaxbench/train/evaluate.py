@@ -82,7 +82,7 @@ def evaluate_workdir(
            "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
            "classes": list(run.dataset.classes), **metrics,
            # 95% CIs of accuracy, balanced accuracy, macro AUC and each class's values (`per_class`, `<key>_ci`),
-           # the proportions' also over the split's patients or slides (spec.data.group_by; group_intervals)
+           # each also over the split's patients or slides (spec.data.group_by; group_intervals, group_design_effects)
            **split_cis(metrics, run.dataset.classes, spec.data.get("group_by"))}
     try:
         temperature = recorded_temperature(workdir)
