@@ -55,12 +55,9 @@ def _per_class_group_intervals(group: RunGroup, num_classes: int, cis: dict[str,
     (correct, trials, labels, predicted), groups = grouped
     found = {**group_class_intervals(correct, trials, labels, predicted, groups),
              "f1": group_class_f1_intervals(trials, labels, predicted, groups, cis["f1"])}
-    runs = test_probabilities(group) if "auc" in cis else None
-    if runs is not None:
-        probabilities, run_labels, positions, ids = _placed(runs)
-        found["auc"] = group_class_auc_intervals(probabilities, run_labels, positions,
-                                                 recorded_groups(ids, group.runs[0].results.get("group_by")),
-                                                 cis["auc"])
+    placed = _placed_with_groups(group) if "auc" in cis else None
+    if placed is not None:
+        found["auc"] = group_class_auc_intervals(*placed, cis["auc"])
     return found
 
 
@@ -208,12 +205,19 @@ def group_balanced_accuracy_ci(group: RunGroup, interval: tuple[float, float] | 
 def group_macro_auc_ci(group: RunGroup, interval: tuple[float, float] | None) -> GroupInterval | None:
     """The row's macro AUC's 95% CI `interval` (auc_cis') widened for its test tiles' patients or slides; None for a
     row split tile by tile, or without the interval or class probabilities."""
-    runs = test_probabilities(group) if interval is not None else None
+    placed = _placed_with_groups(group) if interval is not None else None
+    return None if placed is None else group_macro_auc_interval(*placed, interval)
+
+
+def _placed_with_groups(group: RunGroup) -> tuple[list, list, list[np.ndarray], list[str]] | None:
+    """(probabilities, labels, tile positions) per run, as _placed gives them, and the group of each position by
+    the row's recorded spec.data.group_by; None for a row split tile by tile, or without class probabilities."""
+    runs = test_probabilities(group)
     if runs is None:
         return None
     probabilities, labels, positions, ids = _placed(runs)
     groups = recorded_groups(ids, group.runs[0].results.get("group_by"))
-    return None if groups is None else group_macro_auc_interval(probabilities, labels, positions, groups, interval)
+    return None if groups is None else (probabilities, labels, positions, groups)
 
 
 def _placed(runs: list[tuple[np.ndarray, np.ndarray, list[str]]]) -> tuple[list, list, list[np.ndarray], list[str]]:
