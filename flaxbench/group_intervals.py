@@ -2,7 +2,8 @@
 
 Tiles cut from one slide look alike and tend to be right or wrong together, so the Wilson interval,
 which counts every tile as an independent trial, is too narrow when the test tiles come from few
-patients. A run split by `spec.data.group_by` knows each test tile's group, and the survey
+patients. A run split by `spec.data.group_by`, or whose tile ids name their slides by a known
+convention (data_pipeline.shared_groups), knows each test tile's group, and the survey
 statisticians' remedy for clustered proportions applies: the design effect (the variance of the
 accuracy over groups, as a ratio estimator, against the binomial variance of as many independent
 tiles; at least 1) turns the tiles into an effective number of independent ones, which Korn and
@@ -30,6 +31,15 @@ from flaxbench.bootstrap import CI_LEVEL
 from flaxbench.class_intervals import wilson_interval
 
 MIN_GROUPS = 2
+
+
+def group_pattern(group_by: str | None, shared_groups: Any) -> str | None:
+    """The pattern naming a run's tiles' patients or slides: its spec.data.group_by, else the known naming convention
+    its tile ids follow (a `shared_groups` record, data_pipeline.shared_groups), as for Kather 2016 tiles split tile
+    by tile; None for neither."""
+    if group_by:
+        return group_by
+    return shared_groups.get("pattern") if isinstance(shared_groups, dict) else None
 
 
 def recorded_groups(ids: Sequence[str], group_by: str | None) -> list[str] | None:

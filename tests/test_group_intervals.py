@@ -10,7 +10,7 @@ from flaxbench.class_intervals import accuracy_interval, class_proportion_cis, w
 from flaxbench.evaluation import format_metrics
 from flaxbench import metrics
 from flaxbench.group_intervals import (
-    MIN_GROUPS, GroupInterval, format_group_interval, group_accuracy_interval, group_class_intervals,
+    MIN_GROUPS, GroupInterval, format_group_interval, group_accuracy_interval, group_class_intervals, group_pattern,
     group_paired_comparison, predictions_group_interval, tile_group_interval,
 )
 from tests.helpers import pooled_predictions
@@ -195,3 +195,10 @@ def test_class_intervals_pool_seeds_as_trials_and_count_only_the_groups_each_is_
     agreeing = group_class_intervals(*pooled_predictions(labels, [seeds[0]] * 3, 3), groups)
     alone = group_class_intervals(*pooled_predictions(labels, [seeds[0]], 3), groups)
     assert agreeing == alone
+
+
+def test_a_runs_group_pattern_is_its_group_by_else_its_tiles_naming_convention():
+    shared = {"what": "Kather 2016 slides", "pattern": r"CRC-Prim-HE-\d+"}
+    assert group_pattern(r"slide_(\d+)", shared) == r"slide_(\d+)"
+    assert group_pattern(None, shared) == r"CRC-Prim-HE-\d+"
+    assert group_pattern(None, None) is None

@@ -1,4 +1,5 @@
-"""Tiles scored later that come from the patients or slides a run trained on: found by their names, not pixels."""
+"""Patients or slides named by a known convention: tiles scored later from those a run trained on, found by their
+names, not pixels; CIs over them for a run split tile by tile."""
 
 from __future__ import annotations
 
@@ -53,3 +54,15 @@ def test_external_tiles_from_the_runs_training_slides_are_counted_warned_about_a
     result, _ = evaluate_external(kather_run, str(elsewhere), out=tmp_path / "elsewhere.json")
     assert result["seen_groups"]["tiles"] == 0 and result["accuracy_without_seen_groups"] is None
     assert "Kather 2016 slides the run trained" not in capsys.readouterr().err
+
+
+def test_a_tile_level_split_of_kather_tiles_gets_its_cis_over_their_slides(kather_run, tmp_path):
+    import re
+
+    from flaxbench.train.evaluate import evaluate_workdir
+
+    out = evaluate_workdir(kather_run, "test")  # split tile by tile: no spec.data.group_by
+    slides = {re.search(r"CRC-Prim-HE-\d+", tile).group(0) for tile in out["predictions"]["ids"]}
+    assert out["groups"] == len(slides) >= 2 and out["accuracy_ci_groups"] is not None
+    row = json.loads(write_report(kather_run.parent, tmp_path / "report")["json"].read_text())["rows"][0]
+    assert row["test_groups"] == len(slides) and row["test_accuracy_group_ci95_low_pct"] is not None

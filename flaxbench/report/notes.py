@@ -39,8 +39,10 @@ def table_notes(summary: Summary) -> list[str]:
         "columns are unchanged.",
         "n/a = not recorded in results.json.",
     ] + ([
-        "**95% CI over patients or slides**, for rows split by `spec.data.group_by` (whole groups per split; the "
-        "cell says how many test groups): tiles of one patient or slide look alike and are often right or wrong "
+        "**95% CI over patients or slides**, for rows split by `spec.data.group_by` (whole groups per split), or "
+        "whose tile ids name their slides or patients by a known convention (Kather 2016 slides, TCGA barcodes; "
+        "such a row split tile by tile shares them with its training, as the Data column says), the cell saying "
+        "how many test groups: tiles of one patient or slide look alike and are often right or wrong "
         "together, so the tile-level CI, which counts them as independent, is too narrow where the test tiles come "
         "from few groups; this one is the interval to quote then. It is the Wilson interval of an effective number "
         "of tiles: the test tiles divided by the design effect (the variance of the accuracy over the groups, a "
@@ -53,7 +55,7 @@ def table_notes(summary: Summary) -> list[str]:
         "tiles; for AUC Obuchowski's clustered DeLong variance; at least 1) and by t / z as above; a class whose "
         "tiles all come from one group adds nothing to the spread over groups, so with classes from one slide each "
         "the per-class tables' '1 group' cells say what cannot be seen. **Accuracy vs best over patients or "
-        "slides**, for rows split by the best row's `group_by` "
+        "slides**, for rows grouped as the best row is "
         "and tested on its tiles: the same paired difference as the tile-level one (lowest-seed runs), with the "
         "groups as the units: its variance over the groups (a ratio estimator of the per-tile differences summed "
         "by group; at least that of independent tiles), the 95% CI and the "

@@ -55,7 +55,8 @@ def per_class_sections(summary: Summary) -> list[str]:
              "(precision of a class never predicted, shown as 0)."]
     if any("recall_groups" in values for _, table in zip(summary.rows, summary.per_class) if table
            for values in table.values()):
-        lines[-1] += (" For rows split by `spec.data.group_by`, each value's interval over patients or slides "
+        lines[-1] += (" For rows grouped by patient or slide (as the study's table's CI over them is), each "
+                      "value's interval over patients or slides "
                       "follows a semicolon, with how many groups it is over (none from fewer than "
                       f"{MIN_GROUPS}): recall's, precision's and specificity's as the study's table's is for accuracy, "
                       "over the groups holding the class's tiles, the tiles predicted as it, or the other tiles; F1's "

@@ -13,7 +13,8 @@ from flaxbench.group_design_effects import (
     group_balanced_accuracy_interval, group_class_auc_intervals, group_class_f1_intervals, group_macro_auc_interval,
 )
 from flaxbench.group_intervals import (
-    GroupInterval, group_accuracy_interval, group_class_intervals, recorded_groups, with_class_group_intervals,
+    GroupInterval, group_accuracy_interval, group_class_intervals, group_pattern, recorded_groups,
+    with_class_group_intervals,
 )
 from flaxbench.report.collect import Run, RunGroup
 
@@ -150,10 +151,10 @@ def group_accuracy_ci(group: RunGroup) -> GroupInterval | None:
 
 
 def _grouped_tiles(group: RunGroup, num_classes: int | None = None) -> tuple[PooledTiles, list[str]] | None:
-    """(_pooled_tiles, each tile's group by the row's recorded spec.data.group_by); None for a row split tile by
-    tile, or without per-tile predictions."""
+    """(_pooled_tiles, each tile's group by row_group_pattern); None for a row whose tiles name no patients or
+    slides, or without per-tile predictions."""
     pooled = _pooled_by_id(group, num_classes)
-    groups = None if pooled is None else recorded_groups(pooled[0], group.runs[0].results.get("group_by"))
+    groups = None if pooled is None else recorded_groups(pooled[0], row_group_pattern(group))
     return None if groups is None else (pooled[1], groups)
 
 
@@ -211,13 +212,19 @@ def group_macro_auc_ci(group: RunGroup, interval: tuple[float, float] | None) ->
 
 def _placed_with_groups(group: RunGroup) -> tuple[list, list, list[np.ndarray], list[str]] | None:
     """(probabilities, labels, tile positions) per run, as _placed gives them, and the group of each position by
-    the row's recorded spec.data.group_by; None for a row split tile by tile, or without class probabilities."""
+    row_group_pattern; None for a row whose tiles name no patients or slides, or without class probabilities."""
     runs = test_probabilities(group)
     if runs is None:
         return None
     probabilities, labels, positions, ids = _placed(runs)
-    groups = recorded_groups(ids, group.runs[0].results.get("group_by"))
+    groups = recorded_groups(ids, row_group_pattern(group))
     return None if groups is None else (probabilities, labels, positions, groups)
+
+
+def row_group_pattern(group: RunGroup) -> str | None:
+    """The pattern naming the row's tiles' patients or slides (group_intervals.group_pattern of its first run)."""
+    results = group.runs[0].results
+    return group_pattern(results.get("group_by"), results.get("shared_groups"))
 
 
 def _placed(runs: list[tuple[np.ndarray, np.ndarray, list[str]]]) -> tuple[list, list, list[np.ndarray], list[str]]:

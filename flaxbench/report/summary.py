@@ -19,7 +19,7 @@ from flaxbench.report.copies import (
 from flaxbench.report.external import external_lines
 from flaxbench.report.pooled import (
     accuracy_ci_pct, auc_cis, balanced_accuracy_ci, group_accuracy_ci, group_balanced_accuracy_ci, group_macro_auc_ci,
-    per_class, tile_outcomes,
+    per_class, row_group_pattern, tile_outcomes,
 )
 from flaxbench.report.settings import row_settings
 
@@ -173,10 +173,10 @@ def compare_with_best(group: RunGroup, best: RunGroup) -> PairedComparison:
 
 def _compare_over_groups(group: RunGroup, best: RunGroup, tiles: list[str], right: np.ndarray,
                          best_right: np.ndarray) -> GroupComparison | None:
-    """group_paired_comparison of the two rows' outcomes on `tiles`, where both rows grouped them by one
-    spec.data.group_by; None otherwise."""
-    pattern = group.runs[0].results.get("group_by")
-    groups = recorded_groups(tiles, pattern) if pattern == best.runs[0].results.get("group_by") else None
+    """group_paired_comparison of the two rows' outcomes on `tiles`, where both rows grouped them by one pattern
+    (row_group_pattern); None otherwise."""
+    pattern = row_group_pattern(group)
+    groups = recorded_groups(tiles, pattern) if pattern == row_group_pattern(best) else None
     return None if groups is None else group_paired_comparison(right, best_right, groups)
 
 
@@ -204,8 +204,8 @@ def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -
     row.update(
         test_accuracy_ci95_low_pct=ci[0] if ci else None,
         test_accuracy_ci95_high_pct=ci[1] if ci else None,
-        # over the test tiles' patients or slides (spec.data.group_by): None for a tile-level split, and the interval
-        # and design effect None with fewer than group_intervals.MIN_GROUPS of them
+        # over the test tiles' patients or slides (row_group_pattern): None where the tiles name none, and the
+        # interval and design effect None with fewer than group_intervals.MIN_GROUPS of them
         test_groups=by_group.groups if by_group else None,
         test_accuracy_group_ci95_low_pct=100.0 * group_ci[0] if group_ci else None,
         test_accuracy_group_ci95_high_pct=100.0 * group_ci[1] if group_ci else None,
@@ -263,7 +263,8 @@ def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -
 
 
 def any_split_by_group(rows: list[dict[str, Any]]) -> bool:
-    """Whether any report row was split by patient or slide (`spec.data.group_by`)."""
+    """Whether any report row's test tiles are grouped by patient or slide (spec.data.group_by, or a naming
+    convention their ids follow)."""
     return any(row["test_groups"] is not None for row in rows)
 
 

@@ -98,8 +98,8 @@ def _group_interval(low_key: str, high_key: str, spec: str) -> Callable[[dict[st
     return cell
 
 
-OTHER_GROUPS_NOTE = ("the row and the best row were not split by one spec.data.group_by, so their tiles' groups "
-                     "are not the same units")
+OTHER_GROUPS_NOTE = ("the row's and the best row's tiles are not grouped by one pattern (spec.data.group_by or a "
+                     "naming convention), so their groups are not the same units")
 
 
 def _versus_best_over_groups(cell: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any], Footnotes], str]:

@@ -12,6 +12,7 @@ from flaxbench.calibration import temperature_scaled_metrics
 from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import split_cis, split_metrics
+from flaxbench.group_intervals import group_pattern
 from flaxbench.results import write_json_atomic
 from flaxbench.runtime import is_main_process
 from flaxbench.spec import from_json
@@ -78,12 +79,14 @@ def evaluate_workdir(
     data = run.splits[split]
     logits = run.logits(split, state, tta=tta)
     metrics = split_metrics(logits, data.labels, run.dataset.classes, data.ids)
+    shared = run.dataset.shared_groups.to_json() if run.dataset.shared_groups else None
     out = {"name": spec.name, "split": split, "checkpoint": which, "epoch": epoch, "tta": tta,
            "source": run.dataset.source, "synthetic": bool(run.dataset.synthetic),
            "classes": list(run.dataset.classes), **metrics,
            # 95% CIs of accuracy, balanced accuracy, macro AUC and each class's values (`per_class`, `<key>_ci`),
-           # each also over the split's patients or slides (spec.data.group_by; group_intervals, group_design_effects)
-           **split_cis(metrics, run.dataset.classes, spec.data.get("group_by"))}
+           # each also over the split's patients or slides (spec.data.group_by, or the tile ids' naming convention;
+           # group_intervals, group_design_effects)
+           **split_cis(metrics, run.dataset.classes, group_pattern(spec.data.get("group_by"), shared))}
     try:
         temperature = recorded_temperature(workdir)
     except WorkdirError as e:  # re-evaluating is how a run's numbers are recovered, so it goes on without

@@ -20,7 +20,7 @@ from flaxbench.class_intervals import wilson_interval
 from flaxbench.compile_cache import cache_note
 from flaxbench.errors import TrainingError, WorkdirError
 from flaxbench.evaluation import format_metrics, split_metrics
-from flaxbench.group_intervals import group_fields, predictions_group_interval
+from flaxbench.group_intervals import group_fields, group_pattern, predictions_group_interval
 from flaxbench.results import RESULTS_FORMAT, write_json_atomic
 from flaxbench.runtime import (
     any_process, describe_devices, enable_determinism, is_main_process, library_versions, sync_processes,
@@ -191,7 +191,8 @@ def train_and_evaluate(
         "accuracy": results["test_accuracy"], "loss": results["test_loss"],
         "macro_f1": results["macro_f1"], "balanced_accuracy": results["balanced_accuracy"],
         "accuracy_ci": wilson_interval(results["test_accuracy"], len(results["test_predictions"]["ids"])),
-        **group_fields(predictions_group_interval(results["test_predictions"], spec.data.get("group_by"))),
+        **group_fields(predictions_group_interval(results["test_predictions"], group_pattern(
+            spec.data.get("group_by"), results.get("shared_groups")))),
     }, synthetic=bool(run.dataset.synthetic))
         + f"  (best epoch {results['evaluated_checkpoint']['epoch']}; train {results['train_time_s']:.1f} s)")
     return results
