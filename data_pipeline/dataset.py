@@ -282,19 +282,19 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
         source, classes, skipped, splits = _decoded_splits(cfg, source, image_size, split, stain)
     train, val, test = splits
     decoded = next(part.images for part in splits if part.images is not None)
-    group_by = spec_value(cfg, "group_by", None)
-    groups = split_groups({"train": train.ids, "val": val.ids, "test": test.ids}, group_by)
-    shared = shared_groups({"train": train.ids, "val": val.ids, "test": test.ids})
-    if shared is not None and shared.shared_groups and all(part.images is not None for part in splits):
+    ids = {name: part.ids for name, part in zip(SPLIT_NAMES, splits)}
+    all_decoded = all(part.images is not None for part in splits)
+    groups = split_groups(ids, spec_value(cfg, "group_by", None))
+    shared = shared_groups(ids)
+    if shared is not None and shared.shared_groups and all_decoded:
         logger.warning("in %s, %s", source, shared.warning())  # once, where a run trains
     # Copies can be looked for only among decoded tiles: a run that decodes one split (evaluate) does not.
-    digests = None if duplicates_mode == "off" or any(part.images is None for part in splits) else {
+    digests = None if duplicates_mode == "off" or not all_decoded else {
         name: tile_digests(part.images) for name, part in zip(SPLIT_NAMES, splits)}
     hashes = None if digests is None else {
         name: perceptual_hashes(part.images) for name, part in zip(SPLIT_NAMES, splits)}
     duplicates = None if digests is None else check_duplicates(
-        duplicates_mode, source, {name: part.ids for name, part in zip(SPLIT_NAMES, splits)},
-        {name: part.labels for name, part in zip(SPLIT_NAMES, splits)}, digests, hashes)
+        duplicates_mode, source, ids, {name: part.labels for name, part in zip(SPLIT_NAMES, splits)}, digests, hashes)
     return TileDataset(
         train=train,
         val=val,
