@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 
 # Resamples drawn per chunk, so memory stays ~chunk x tiles whatever num_resamples is.
 _BOOTSTRAP_CHUNK = 1000
 # The level of every confidence interval flaxbench reports (report rows, external evaluations), and the
-# bootstrap behind those that are not Wilson intervals of proportions (flaxbench.class_intervals).
+# bootstrap behind balanced accuracy's and macro AUC's (the others: flaxbench.class_intervals).
 CI_LEVEL = 0.95
 CI_RESAMPLES = 10000
 CI_SEED = 0
@@ -64,14 +63,7 @@ def bootstrap_paired_difference_ci(
     return _percentile_bootstrap(a.size, lambda picks: difference[picks].mean(axis=1), level, num_resamples, seed)
 
 
-class AucIntervals(NamedTuple):
-    """Percentile-bootstrap confidence intervals of macro AUC and of each class's AUC, from the same resamples."""
-
-    macro: tuple[float, float]
-    per_class: np.ndarray  # (classes, 2); NaN where a class never has both positives and negatives
-
-
-def bootstrap_auc_cis(
+def bootstrap_macro_auc_ci(
     probabilities: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
     tiles: Sequence[np.ndarray] | None = None,
@@ -79,9 +71,8 @@ def bootstrap_auc_cis(
     level: float = 0.95,
     num_resamples: int = 10000,
     seed: int = 0,
-) -> AucIntervals:
-    """Percentile-bootstrap confidence intervals of macro one-vs-rest AUC and of each class's AUC, or of their
-    means over several runs (a class's over the runs where it is defined).
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of macro one-vs-rest AUC, or of its mean over several runs.
 
     Run r scored its tiles with `probabilities[r]` (n_r, C), their true classes `labels[r]`; `tiles[r]`
     places them among all the tiles resampled (default: one run, every tile). A resample draws tiles
@@ -91,51 +82,13 @@ def bootstrap_auc_cis(
     """
     num_tiles, runs = _drawn_runs(probabilities, labels, tiles)
 
-    def aucs(picks: np.ndarray) -> np.ndarray:
+    def macro_auc(picks: np.ndarray) -> np.ndarray:
         class_aucs = np.stack([run.class_aucs(picks) for run in runs])  # (runs, resamples, classes)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # undefined everywhere: NaN
-            macro = np.mean(np.nanmean(class_aucs, axis=2), axis=0)
-            return np.concatenate([macro[:, None], np.nanmean(class_aucs, axis=0)], axis=1)
+            return np.mean(np.nanmean(class_aucs, axis=2), axis=0)
 
-    intervals = _percentile_bootstraps(num_tiles, aucs, level, num_resamples, seed)
-    return AucIntervals((float(intervals[0, 0]), float(intervals[0, 1])), intervals[1:])
-
-
-def bootstrap_class_f1_ci(
-    correct: np.ndarray,
-    trials: np.ndarray,
-    labels: np.ndarray,
-    predicted: np.ndarray,
-    *,
-    level: float = 0.95,
-    num_resamples: int = 10000,
-    seed: int = 0,
-) -> np.ndarray:
-    """(classes, 2): percentile-bootstrap confidence interval of each class's F1, NaN where it is undefined on
-    every resample (no tile of the class and none predicted as it).
-
-    Per tile i: `correct[i]` of its `trials[i]` predictions were right (several seeds pooled, as in
-    bootstrap_balanced_accuracy_ci), `labels[i]` is its true class and `predicted[i, c]` counts its predictions
-    of class c. A resample draws tiles with replacement, all of a tile's predictions together.
-    """
-    correct, trials = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (correct, trials))
-    labels, predicted = np.asarray(labels, dtype=np.int64).reshape(-1), np.asarray(predicted, dtype=np.float64)
-    if correct.size == 0 or not correct.size == trials.size == labels.size == len(predicted) or predicted.ndim != 2:
-        raise ValueError("need equally many correct, trials, labels and predicted (tiles, classes), at least one tile")
-    if np.any(predicted.sum(axis=1) != trials) or labels.max() >= predicted.shape[1]:
-        raise ValueError("each tile's predicted counts must add up to its trials, and labels index its classes")
-    of_class = np.eye(predicted.shape[1])[labels]
-    hits, actual = correct[:, None] * of_class, trials[:, None] * of_class
-
-    def class_f1(picks: np.ndarray) -> np.ndarray:
-        resamples, num_tiles = picks.shape
-        drawn = np.bincount((np.arange(resamples)[:, None] * num_tiles + picks).ravel(),
-                            minlength=resamples * num_tiles).reshape(resamples, num_tiles).astype(np.float64)
-        right, said_or_are = drawn @ hits, drawn @ (predicted + actual)  # (resamples, classes)
-        return np.divide(2 * right, said_or_are, out=np.full_like(right, np.nan), where=said_or_are > 0)
-
-    return _percentile_bootstraps(labels.size, class_f1, level, num_resamples, seed)
+    return _percentile_bootstrap(num_tiles, macro_auc, level, num_resamples, seed)
 
 
 def _drawn_runs(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
@@ -203,18 +156,10 @@ class _DrawnAuc:
         return np.stack(aucs, axis=1)
 
 
-def _percentile_bootstrap(
-    num_tiles: int, statistic, level: float, num_resamples: int, seed: int
-) -> tuple[float, float]:
-    """The `level` percentile interval of `statistic(picks)` over `num_resamples` resamples of the tiles."""
-    low, high = _percentile_bootstraps(num_tiles, lambda picks: statistic(picks)[:, None], level, num_resamples,
-                                       seed)[0]
-    return float(low), float(high)
-
-
-def _percentile_bootstraps(num_tiles: int, statistics, level: float, num_resamples: int, seed: int) -> np.ndarray:
-    """(statistics, 2): the `level` percentile interval of each column of `statistics(picks)` (resamples,
-    statistics) over `num_resamples` resamples of the tiles; NaN where a column is undefined on every resample."""
+def _percentile_bootstrap(num_tiles: int, statistic, level: float, num_resamples: int, seed: int
+                          ) -> tuple[float, float]:
+    """The `level` percentile interval of `statistic(picks)` (one value per resample) over `num_resamples` resamples
+    of the tiles, leaving out resamples where it is undefined (NaN)."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     if num_resamples < 1:
@@ -223,9 +168,9 @@ def _percentile_bootstraps(num_tiles: int, statistics, level: float, num_resampl
     values = []
     for start in range(0, num_resamples, _BOOTSTRAP_CHUNK):
         stop = min(start + _BOOTSTRAP_CHUNK, num_resamples)
-        values.append(statistics(rng.integers(0, num_tiles, size=(stop - start, num_tiles))))
+        values.append(statistic(rng.integers(0, num_tiles, size=(stop - start, num_tiles))))
     tail = (1.0 - level) / 2.0
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a column undefined on every resample: NaN
-        # NaN: a resample where the statistic is undefined
-        return np.nanquantile(np.concatenate(values), [tail, 1.0 - tail], axis=0).T
+        warnings.simplefilter("ignore", RuntimeWarning)  # undefined on every resample: NaN
+        low, high = np.nanquantile(np.concatenate(values), [tail, 1.0 - tail])
+    return float(low), float(high)

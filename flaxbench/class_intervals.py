@@ -5,7 +5,16 @@ intervals (Wilson 1927, the usual interval for accuracy, sensitivity and specifi
 studies): unlike a percentile bootstrap, it does not collapse to [1, 1] when every tile is right.
 With several seeds (or folds) on the same tiles, the proportion is pooled over their predictions
 and the number of trials is that of tiles, not of predictions: seeds are not extra tiles.
-F1 and AUC are no proportions: a percentile bootstrap over tiles (flaxbench.bootstrap) gives theirs.
+
+F1 and AUC are no proportions, and a percentile bootstrap of them collapses as well: to [1, 1] for a
+class told apart on every tile, to [0, 0] for one never predicted. So F1 gets the Wilson interval of
+the proportion it is a monotone function of: J = TP / (TP + FP + FN), the share of true positives
+among the tiles that are the class or are called it (its Jaccard index), with F1 = 2J / (1 + J). Given
+how many tiles those are, TP is binomial with J's population value, so the interval is as exact as
+recall's. AUC gets a score interval (as Wilson's is for a proportion): the AUCs A whose distance from
+the estimate is within z standard errors of A itself, its variance that of Hanley & McNeil (1982)
+with both class sizes set to their mean, as Newcombe (2006) recommends; it stays inside [0, 1] and
+does not collapse at 1.
 """
 
 from __future__ import annotations
@@ -15,8 +24,8 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-
-from flaxbench import bootstrap
+from scipy.optimize import brentq
+from scipy.stats import t as student_t
 
 
 # Per-class values given a 95% CI, as `<key>_ci` beside `<key>` in a per_class table.
@@ -56,40 +65,83 @@ def accuracy_interval(correct: np.ndarray, trials: np.ndarray | None = None, lev
     return float(low), float(high)
 
 
-def class_proportion_cis(correct: np.ndarray, trials: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
-                         level: float = 0.95) -> dict[str, np.ndarray]:
-    """{"recall", "precision", "specificity": (classes, 2)} Wilson intervals from per-tile pooled predictions.
+def class_cis(correct: np.ndarray, trials: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
+              level: float = 0.95) -> dict[str, np.ndarray]:
+    """{"recall", "precision", "specificity", "f1": (classes, 2)} Wilson intervals from per-tile pooled predictions.
 
-    Arguments as `bootstrap.bootstrap_class_f1_ci`'s. A class's recall is over its tiles, its
-    specificity over the other tiles, and its precision over the tiles predicted as it (with several
-    seeds, their mean number); NaN where there are none.
+    Per tile i: `correct[i]` of its `trials[i]` predictions were right (several seeds pooled), `labels[i]` is
+    its true class and `predicted[i, c]` counts its predictions of class c. A class's recall is over its
+    tiles, its specificity over the other tiles, its precision over the tiles predicted as it (with several
+    seeds, their mean number) and its F1 (through J, as the module's docstring says) over the tiles that are
+    it or are predicted as it; NaN where there are none.
     """
     correct, trials = np.asarray(correct, np.float64), np.asarray(trials, np.float64)
     labels, predicted = np.asarray(labels, np.int64), np.asarray(predicted, np.float64)
+    if correct.size == 0 or not correct.size == trials.size == labels.size == len(predicted) or predicted.ndim != 2:
+        raise ValueError("need equally many correct, trials, labels and predicted (tiles, classes), at least one tile")
+    if np.any(predicted.sum(axis=1) != trials) or labels.max() >= predicted.shape[1]:
+        raise ValueError("each tile's predicted counts must add up to its trials, and labels index its classes")
     of_class = np.eye(predicted.shape[1], dtype=bool)[labels]  # (tiles, classes)
-    right = (correct[:, None] * of_class).sum(axis=0)
-    tried = (trials[:, None] * of_class).sum(axis=0)
-    said = predicted.sum(axis=0)
-    said_wrongly = said - right
-    other_tries = trials.sum() - tried
-    predictions_per_tile = trials.sum() / len(trials)
+    said = predicted / trials[:, None]  # each tile's share of predictions per class
+    right = (correct / trials)[:, None] * of_class  # the true positives' share
+    recall_tiles, other_tiles = of_class.sum(axis=0), (~of_class).sum(axis=0)
+    called, union = said.sum(axis=0), np.where(of_class, 1.0, said).sum(axis=0)
 
     def ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
-        return np.divide(top, bottom, out=np.zeros_like(top), where=bottom > 0)
+        return np.divide(top, bottom, out=np.zeros_like(top, dtype=np.float64), where=bottom > 0)
 
+    found = right.sum(axis=0)
     return {
-        "recall": wilson_interval(ratio(right, tried), of_class.sum(axis=0), level),
-        "precision": wilson_interval(ratio(right, said), said / predictions_per_tile, level),
-        "specificity": wilson_interval(1 - ratio(said_wrongly, other_tries), (~of_class).sum(axis=0), level),
+        "recall": wilson_interval(ratio(found, recall_tiles), recall_tiles, level),
+        "precision": wilson_interval(ratio(found, called), called, level),
+        "specificity": wilson_interval(1 - ratio(called - found, other_tiles), other_tiles, level),
+        "f1": f1_from_jaccard(wilson_interval(ratio(found, union), union, level)),
     }
 
 
-def class_cis(correct: np.ndarray, trials: np.ndarray, labels: np.ndarray, predicted: np.ndarray, *,
-              level: float, num_resamples: int, seed: int) -> dict[str, np.ndarray]:
-    """{"recall", "precision", "specificity", "f1": (classes, 2)}: Wilson intervals and F1's bootstrap one."""
-    return {**class_proportion_cis(correct, trials, labels, predicted, level),
-            "f1": bootstrap.bootstrap_class_f1_ci(correct, trials, labels, predicted, level=level,
-                                                  num_resamples=num_resamples, seed=seed)}
+def f1_from_jaccard(jaccard: np.ndarray) -> np.ndarray:
+    """F1 = 2J / (1 + J) of each Jaccard index J = TP / (TP + FP + FN) (NaN stays NaN)."""
+    jaccard = np.asarray(jaccard, np.float64)
+    return 2 * jaccard / (1 + jaccard)
+
+
+def auc_interval(auc: float, positives: int, negatives: int, level: float = 0.95, *, design_effect: float = 1.0,
+                 groups: int | None = None) -> tuple[float, float]:
+    """The score interval of a one-vs-rest AUC estimated from `positives` and `negatives` tiles (the module's
+    docstring says how); over `groups` patients or slides, its variance times their `design_effect` and t of
+    groups - 1 degrees of freedom in place of z."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if positives < 1 or negatives < 1 or not 0.0 <= auc <= 1.0:
+        raise ValueError(f"need an AUC in [0, 1] of at least one positive and one negative, got {auc} of "
+                         f"{positives} and {negatives}")
+    quantile = 0.5 + level / 2
+    spread = NormalDist().inv_cdf(quantile) if groups is None else float(student_t.ppf(quantile, groups - 1))
+    spread *= np.sqrt(max(1.0, design_effect))
+    mean_size = (positives + negatives) / 2
+
+    def outside(value: float) -> float:  # > 0 where `value` lies outside the interval
+        variance = value * (1 - value) / (positives * negatives) * (
+            1 + (mean_size - 1) * ((1 - value) / (2 - value) + value / (1 + value)))
+        return (auc - value) ** 2 - spread ** 2 * variance
+
+    # At an AUC of 0 or 1 the variance there is 0, so the search starts just inside, where the estimate lies within.
+    inner = min(max(auc, 1e-9), 1 - 1e-9)
+    low = 0.0 if outside(0.0) <= 0 else brentq(outside, 0.0, inner, xtol=1e-12)
+    high = 1.0 if outside(1.0) <= 0 else brentq(outside, inner, 1.0, xtol=1e-12)
+    return float(low), float(high)
+
+
+def class_auc_cis(aucs: np.ndarray, labels: np.ndarray, level: float = 0.95) -> np.ndarray:
+    """(classes, 2): the score interval of each class's one-vs-rest AUC `aucs[c]` (NaN or None: none) on tiles of
+    true classes `labels` (each tile once, however many seeds scored it)."""
+    aucs = np.array([np.nan if a is None else a for a in aucs], np.float64)
+    positives = np.bincount(np.asarray(labels, np.int64).reshape(-1), minlength=len(aucs))
+    found = np.full((len(aucs), 2), np.nan)
+    for c, (auc, count) in enumerate(zip(aucs, positives)):
+        if not np.isnan(auc) and 0 < count < positives.sum():
+            found[c] = auc_interval(float(auc), int(count), int(positives.sum() - count), level)
+    return found
 
 
 def with_class_cis(per_class: dict[str, dict[str, Any]], classes: Sequence[str],

@@ -8,10 +8,8 @@ from typing import Any
 import numpy as np
 
 from flaxbench import bootstrap, metrics
-from flaxbench.class_intervals import accuracy_interval, class_cis, with_class_cis
-from flaxbench.group_design_effects import (
-    group_class_auc_intervals, group_class_f1_intervals, group_design_fields,
-)
+from flaxbench.class_intervals import accuracy_interval, class_auc_cis, class_cis, with_class_cis
+from flaxbench.group_design_effects import group_class_auc_intervals, group_design_fields
 from flaxbench.group_intervals import (
     GroupInterval, format_group_interval, group_accuracy_interval, group_class_intervals, group_fields, recorded_groups,
     with_class_group_intervals,
@@ -73,8 +71,9 @@ def accuracy_without(predictions: dict[str, Any], left_out: set[str]) -> float |
 def split_cis(result: dict[str, Any], classes: Sequence[str], group_by: str | None = None) -> dict[str, Any]:
     """95% CIs of a `split_metrics` result from its per-tile predictions: accuracy (Wilson), balanced accuracy and
     macro AUC (percentile bootstrap over tiles), and `per_class` again with each class's `<key>_ci`
-    (class_intervals); with a `group_by` pattern grouping the tiles, each also over the groups (group_intervals'
-    group_fields, per class `<key>_ci_groups` and `<key>_groups`; group_design_effects.group_design_fields)."""
+    (class_intervals: Wilson, and a score interval for AUC); with a `group_by` pattern grouping the tiles, each
+    also over the groups (group_intervals' group_fields, per class `<key>_ci_groups` and `<key>_groups`;
+    group_design_effects.group_design_fields)."""
     predictions = result["predictions"]
     labels = np.asarray(predictions["labels"], np.int64)
     predicted = np.asarray(predictions["predictions"], np.int64)
@@ -82,18 +81,18 @@ def split_cis(result: dict[str, Any], classes: Sequence[str], group_by: str | No
     correct = (predicted == labels).astype(np.int64)
     said = np.eye(len(classes), dtype=np.int64)[predicted]
     ci = {"level": bootstrap.CI_LEVEL, "num_resamples": bootstrap.CI_RESAMPLES, "seed": bootstrap.CI_SEED}
-    aucs = bootstrap.bootstrap_auc_cis([probabilities], [labels], **ci)
-    cis = {**class_cis(correct, np.ones_like(labels), labels, said, **ci), "auc": aucs.per_class}
+    aucs = [result["per_class"][name].get("auc") for name in classes]
+    cis = {**class_cis(correct, np.ones_like(labels), labels, said, bootstrap.CI_LEVEL),
+           "auc": class_auc_cis(aucs, labels, bootstrap.CI_LEVEL)}
     per_class = with_class_cis(result["per_class"], classes, cis)
     groups = recorded_groups(predictions["ids"], group_by)
     if groups is not None:
         per_class = with_class_group_intervals(per_class, classes, {
             **group_class_intervals(correct, np.ones_like(labels), labels, said, groups),
-            "f1": group_class_f1_intervals(np.ones_like(labels), labels, said, groups, cis["f1"]),
-            "auc": group_class_auc_intervals([probabilities], [labels], [np.arange(len(labels))], groups,
-                                             cis["auc"])})
+            "auc": group_class_auc_intervals([probabilities], [labels], [np.arange(len(labels))], groups)})
     balanced_ci = list(bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels, **ci))
-    auc_ci = None if result["macro_auc"] is None else list(aucs.macro)
+    auc_ci = (None if result["macro_auc"] is None
+              else list(bootstrap.bootstrap_macro_auc_ci([probabilities], [labels], **ci)))
     return {
         "ci_level": bootstrap.CI_LEVEL,
         "accuracy_ci": list(accuracy_interval(correct, level=bootstrap.CI_LEVEL)),

@@ -1,17 +1,17 @@
-"""95% CIs over patients or slides of balanced accuracy, macro AUC and each class's F1 and AUC: the tile-level
-ones, widened.
+"""95% CIs over patients or slides of balanced accuracy, macro AUC and each class's AUC, from design effects.
 
 These are no proportions of tiles, so group_intervals' Wilson interval of an effective number of
-tiles does not fit them; their tile-level percentile bootstrap (flaxbench.bootstrap) is widened
-instead by the same two factors. The first is the square root of the design effect: the variance of
-the statistic with whole groups as the units over its variance with independent tiles, both from its
-linearisation (each tile's influence on it, summed per group: for F1, a ratio of sums, a ratio
-estimator's; for AUC the structural components of DeLong et al. 1988, summed per cluster as in
-Obuchowski 1997), at least 1. The second is t / z, t of groups - 1 degrees of freedom (Korn-Graubard).
-A class whose tiles all come from one group adds to neither variance's between-group part: how its
-recall varies over patients cannot be seen, as the per-class intervals over groups say ('1 group').
+tiles does not fit them. Balanced accuracy's and macro AUC's tile-level percentile bootstrap
+(flaxbench.bootstrap) is widened instead by the same two factors. The first is the square root of
+the design effect: the variance of the statistic with whole groups as the units over its variance
+with independent tiles, both from its linearisation (each tile's influence on it, summed per group;
+for AUC the structural components of DeLong et al. 1988, summed per cluster as in Obuchowski 1997),
+at least 1. The second is t / z, t of groups - 1 degrees of freedom (Korn-Graubard). A class's AUC
+gets its score interval (class_intervals.auc_interval) with its variance times the design effect and
+t in place of z. A class whose tiles all come from one group adds to neither variance's
+between-group part: how its recall varies over patients cannot be seen, as the per-class intervals
+over groups say ('1 group').
 """
-
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,6 +22,7 @@ import numpy as np
 from scipy.stats import t as student_t
 
 from flaxbench.bootstrap import CI_LEVEL
+from flaxbench.class_intervals import auc_interval
 from flaxbench.group_intervals import MIN_GROUPS, GroupInterval
 
 
@@ -67,7 +68,7 @@ def group_balanced_accuracy_interval(correct: np.ndarray, trials: np.ndarray, la
 def group_macro_auc_interval(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                              tiles: Sequence[np.ndarray], groups: Sequence[str], interval: Sequence[float]
                              ) -> GroupInterval | None:
-    """Macro AUC's tile-level 95% CI `interval` (bootstrap_auc_cis' of the same runs) widened for the `groups` of
+    """Macro AUC's tile-level 95% CI `interval` (bootstrap_macro_auc_ci's of the same runs) widened for the `groups` of
     the tiles (by position); None where a run has no AUC."""
     found = macro_auc_influence(probabilities, labels, tiles, len(groups))
     if found is None:
@@ -93,7 +94,7 @@ def macro_auc_influence(probabilities: Sequence[np.ndarray], labels: Sequence[np
                         tiles: Sequence[np.ndarray], num_tiles: int) -> tuple[float, np.ndarray] | None:
     """(macro one-vs-rest AUC, mean over runs, each of the `num_tiles` tiles' influence on it) of runs that scored
     their tiles `tiles[r]` (positions) with `probabilities[r]`, their true classes `labels[r]` (as
-    bootstrap_auc_cis' arguments); None where a run has no class with both positives and negatives."""
+    bootstrap_macro_auc_ci's arguments); None where a run has no class with both positives and negatives."""
     estimate, influence = 0.0, np.zeros(num_tiles)
     for scores, truth, places in zip(probabilities, labels, tiles):
         defined = [found for found in _class_aucs(scores, truth) if found is not None]
@@ -143,25 +144,6 @@ def _class_aucs(scores: np.ndarray, truth: np.ndarray) -> list[tuple[float, np.n
     return found
 
 
-def class_f1_influences(trials: np.ndarray, labels: np.ndarray, predicted: np.ndarray
-                        ) -> list[tuple[float, np.ndarray, np.ndarray]]:
-    """Per class, (F1 = 2 TP / (2 TP + FP + FN) of the pooled predictions, each tile's influence on it, whether the
-    tile counts in it at all), from `trials[i]` predictions on tile i of class `labels[i]`, `predicted[i, c]` of
-    them class c (seeds pooled): F1 is a ratio of sums over tiles, so its influence is a ratio estimator's."""
-    trials, labels = np.asarray(trials, np.float64), np.asarray(labels, np.int64)
-    said = np.asarray(predicted, np.float64) / trials[:, None]  # each tile's share of predictions per class
-    found = []
-    for c in range(said.shape[1]):
-        member = labels == c
-        true_positive = np.where(member, said[:, c], 0.0)
-        counted = 2 * true_positive + np.where(member, 1 - said[:, c], said[:, c])  # 2 TP + FN + FP per tile
-        total = float(counted.sum())
-        f1 = 2 * float(true_positive.sum()) / total if total > 0 else 0.0
-        influence = (2 * true_positive - f1 * counted) / total if total > 0 else np.zeros_like(counted)
-        found.append((f1, influence, counted > 0))
-    return found
-
-
 def _structural_components(positives: np.ndarray, negatives: np.ndarray
                            ) -> tuple[float, np.ndarray, np.ndarray] | None:
     """(AUC, each positive's share of negatives scored below it, each negative's share of positives scored above
@@ -181,30 +163,31 @@ def _ranked(ordered: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nda
     return below.astype(np.float64), (np.searchsorted(ordered, scores, side="right") - below).astype(np.float64)
 
 
-def group_class_f1_intervals(trials: np.ndarray, labels: np.ndarray, predicted: np.ndarray, groups: Sequence[str],
-                             intervals: np.ndarray) -> list[GroupInterval]:
-    """Each class's F1 tile-level 95% CI (`intervals` (classes, 2), class_intervals.class_cis' "f1") widened for the
-    tiles' `groups`, over the groups holding its tiles or tiles predicted as it (no interval where its tile-level
-    one is undefined)."""
-    groups = np.asarray(groups)
-    found = []
-    for (f1, influence, counted), interval in zip(class_f1_influences(trials, labels, predicted), intervals):
-        if np.isnan(interval).any():
-            found.append(GroupInterval(len(set(groups[counted].tolist())), None))
-        else:
-            found.append(widened_interval(f1, interval, groups[counted], influence[counted]))
-    return found
-
-
 def group_class_auc_intervals(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-                              tiles: Sequence[np.ndarray], groups: Sequence[str], intervals: np.ndarray
+                              tiles: Sequence[np.ndarray], groups: Sequence[str], level: float = CI_LEVEL
                               ) -> list[GroupInterval]:
-    """Each class's one-vs-rest AUC tile-level 95% CI (`intervals` (classes, 2), bootstrap_auc_cis' per_class of the
-    same runs) widened for the `groups` of the tiles (by position); no interval where a class has no AUC."""
-    count = len(set(np.asarray(groups).tolist()))
-    return [GroupInterval(count, None) if found is None or np.isnan(interval).any()
-            else widened_interval(found[0], interval, groups, found[1])
-            for found, interval in zip(class_auc_influences(probabilities, labels, tiles, len(groups)), intervals)]
+    """Each class's one-vs-rest AUC 95% CI over the `groups` of the tiles (by position) that runs scored `tiles[r]`
+    of with `probabilities[r]`, their true classes `labels[r]` (as bootstrap_macro_auc_ci's arguments): its score
+    interval over the distinct tiles with the design effect of its influences; no interval where a class has no
+    AUC."""
+    groups = np.asarray(groups).reshape(-1)
+    count = len(set(groups.tolist()))
+    truth = np.full(len(groups), -1)
+    for places, labelled in zip(tiles, labels):
+        truth[np.asarray(places, np.int64)] = np.asarray(labelled, np.int64)
+    scored = truth >= 0
+    found = []
+    for c, values in enumerate(class_auc_influences(probabilities, labels, tiles, len(groups))):
+        if values is None or count < MIN_GROUPS:
+            found.append(GroupInterval(count, None))
+            continue
+        auc, influence = values
+        effect = design_effect(influence[scored], groups[scored])
+        positives = int(np.sum(truth[scored] == c))
+        interval = auc_interval(auc, positives, int(scored.sum()) - positives, level, design_effect=effect,
+                                groups=count)
+        found.append(GroupInterval(count, interval, effect))
+    return found
 
 
 def group_design_fields(predictions: dict[str, Any], groups: Sequence[str] | None,

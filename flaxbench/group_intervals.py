@@ -12,8 +12,9 @@ t of groups - 1 degrees of freedom); the Wilson interval of that many tiles is t
 never narrower than the tile-level one, and like it does not shrink to nothing when every tile is
 right. One group gives none: its spread over groups cannot be seen. A class's recall, precision and
 specificity are proportions of tiles too, and get theirs over the groups holding the tiles they
-count. Two classifiers scored on the same tiles are compared the same way: their paired difference
-per tile, summed by group.
+count, as does its F1 through the proportion J it is a function of (class_intervals says how). Two
+classifiers scored on the same tiles are compared the same way: their paired difference per tile,
+summed by group.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from scipy.stats import t as student_t
 from data_pipeline.errors import DataError
 from data_pipeline.groups import tile_groups
 from flaxbench.bootstrap import CI_LEVEL
-from flaxbench.class_intervals import wilson_interval
+from flaxbench.class_intervals import f1_from_jaccard, wilson_interval
 
 MIN_GROUPS = 2
 
@@ -112,17 +113,18 @@ def _proportion_interval(right: np.ndarray, counted: np.ndarray, of_group: np.nd
     return GroupInterval(int(used.size), (float(low), float(high)), design_effect)
 
 
-# Per-class proportions given a Wilson 95% CI over groups, as `<key>_ci_groups` (their groups: `<key>_groups`);
-# F1's and AUC's come from flaxbench.group_design_effects.
-CLASS_GROUP_KEYS = ("recall", "precision", "specificity")
+# Per-class values given a Wilson 95% CI over groups, as `<key>_ci_groups` (their groups: `<key>_groups`); AUC's
+# comes from flaxbench.group_design_effects.
+CLASS_GROUP_KEYS = ("recall", "precision", "specificity", "f1")
 
 
 def group_class_intervals(correct: np.ndarray, trials: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
                           groups: Sequence[str], level: float = CI_LEVEL) -> dict[str, list[GroupInterval]]:
-    """{"recall", "precision", "specificity": a GroupInterval per class} over the tiles' groups, from per-tile pooled
-    predictions (arguments as class_intervals.class_proportion_cis', and each tile's group): a class's recall over
-    the groups holding its tiles, its specificity over those holding others, its precision over those holding tiles
-    predicted as it (a tile counting as the share of its seeds that predicted it)."""
+    """{"recall", "precision", "specificity", "f1": a GroupInterval per class} over the tiles' groups, from per-tile
+    pooled predictions (arguments as class_intervals.class_cis', and each tile's group): a class's recall over the
+    groups holding its tiles, its specificity over those holding others, its precision over those holding tiles
+    predicted as it (a tile counting as the share of its seeds that predicted it), its F1 over those holding
+    either."""
     correct, trials = np.asarray(correct, np.float64), np.asarray(trials, np.float64)
     labels, predicted = np.asarray(labels, np.int64), np.asarray(predicted, np.float64)
     of_group, _ = _numbered_groups(groups, correct.size, trials.size, labels.size, len(predicted))
@@ -132,8 +134,12 @@ def group_class_intervals(correct: np.ndarray, trials: np.ndarray, labels: np.nd
         said = predicted[:, k] / trials  # share of the tile's predictions that were class k
         for key, right, counted in (("recall", correct / trials * member, member),
                                     ("precision", said * member, said),
-                                    ("specificity", (1 - said) * (1 - member), 1 - member)):
+                                    ("specificity", (1 - said) * (1 - member), 1 - member),
+                                    ("f1", said * member, np.maximum(member, said))):
             found[key].append(_proportion_interval(right, counted, of_group, level))
+    found["f1"] = [interval if interval.interval is None else
+                   interval._replace(interval=tuple(float(x) for x in f1_from_jaccard(interval.interval)))
+                   for interval in found["f1"]]
     return found
 
 

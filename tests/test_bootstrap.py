@@ -110,69 +110,14 @@ def test_macro_auc_ci_holds_the_estimate_and_the_mean_of_runs_sharing_tiles():
     labels = rng.integers(0, 4, 200)
     runs = [rng.dirichlet(np.ones(4), 200) + strength * np.eye(4)[labels] for strength in (0.3, 0.6)]
     estimates = [metrics.macro_auc(metrics.one_vs_rest_auc(p, labels)) for p in runs]
-    low, high = bootstrap.bootstrap_auc_cis([runs[0]], [labels]).macro
-    assert low < estimates[0] < high < 1.0 and (low, high) == bootstrap.bootstrap_auc_cis([runs[0]], [labels]).macro
+    low, high = bootstrap.bootstrap_macro_auc_ci([runs[0]], [labels])
+    assert low < estimates[0] < high < 1.0 and (low, high) == bootstrap.bootstrap_macro_auc_ci([runs[0]], [labels])
     tiles = np.arange(200)
-    both = bootstrap.bootstrap_auc_cis(runs, [labels, labels], [tiles, tiles]).macro
+    both = bootstrap.bootstrap_macro_auc_ci(runs, [labels, labels], [tiles, tiles])
     assert both[0] < np.mean(estimates) < both[1] and both != (low, high)
-    folds = bootstrap.bootstrap_auc_cis([runs[0][:100], runs[0][100:]], [labels[:100], labels[100:]],
-                                        [tiles[:100], tiles[100:]]).macro  # two folds: each run its own tiles
+    folds = bootstrap.bootstrap_macro_auc_ci([runs[0][:100], runs[0][100:]], [labels[:100], labels[100:]],
+                                             [tiles[:100], tiles[100:]])  # two folds: each run its own tiles
     assert folds[0] < np.mean([metrics.macro_auc(metrics.one_vs_rest_auc(runs[0][s], labels[s]))
                                for s in (slice(0, 100), slice(100, 200))]) < folds[1]
     with pytest.raises(ValueError, match="equal, nonzero"):
-        bootstrap.bootstrap_auc_cis([runs[0]], [labels[:10]])
-
-
-def _predictions(num_tiles: int, num_classes: int, accuracy: float, seed: int = 0):
-    """(true labels, predicted labels): right `accuracy` of the time, wrong ones spread over the other classes."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, num_classes, num_tiles)
-    wrong = rng.random(num_tiles) > accuracy
-    predicted = np.where(wrong, (labels + rng.integers(1, num_classes, num_tiles)) % num_classes, labels)
-    return labels, predicted
-
-
-def _f1_ci(labels, predicted_by_seed, num_classes, **options):
-    """bootstrap_class_f1_ci of several seeds' predictions on the same tiles."""
-    counts = sum(np.eye(num_classes)[p] for p in predicted_by_seed)
-    correct = sum((p == labels).astype(int) for p in predicted_by_seed)
-    return bootstrap.bootstrap_class_f1_ci(correct, np.full(len(labels), len(predicted_by_seed)), labels, counts,
-                                           **options)
-
-
-def test_class_f1_cis_hold_each_classes_f1_and_narrow_with_more_tiles():
-    widths = []
-    for tiles in (150, 1500):
-        labels, predicted = _predictions(tiles, 3, 0.8)
-        cis = _f1_ci(labels, [predicted], 3, num_resamples=1000)
-        values = metrics.per_class_metrics(metrics.confusion_matrix(labels, predicted, 3), ["a", "b", "c"])
-        for k, name in enumerate("abc"):
-            assert cis[k][0] < values[name]["f1"] < cis[k][1], name
-        widths.append(cis[:, 1] - cis[:, 0])
-    assert np.all(widths[1] < 0.45 * widths[0])  # about 1/sqrt(10) of the width with 10x the tiles
-
-
-def test_seeds_agreeing_on_every_tile_give_one_seeds_f1_cis():
-    labels, predicted = _predictions(300, 4, 0.7)
-    one = _f1_ci(labels, [predicted], 4, num_resamples=500, seed=2)
-    np.testing.assert_allclose(_f1_ci(labels, [predicted] * 3, 4, num_resamples=500, seed=2), one)
-
-
-def test_f1_of_a_class_never_seen_nor_predicted_has_no_interval():
-    labels, predicted = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])  # class 2: no tile, never predicted
-    cis = _f1_ci(labels, [predicted], 3, num_resamples=200)
-    assert np.isnan(cis[2]).all() and not np.isnan(cis[:2]).any()
-    with pytest.raises(ValueError, match="predicted counts must add up"):
-        bootstrap.bootstrap_class_f1_ci([1], [2], [0], [[1, 0]])
-
-
-def test_class_auc_cis_of_two_classes_are_the_macro_aucs():
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, 200)
-    first = np.clip(0.3 + 0.4 * (labels == 0) + rng.normal(0, 0.25, 200), 0, 1)
-    probabilities = np.stack([first, 1 - first], axis=1)  # class 1's AUC is class 0's: one ranking
-    options = {"num_resamples": 500, "seed": 4}
-    class_cis = bootstrap.bootstrap_auc_cis([probabilities], [labels], **options).per_class
-    macro = bootstrap.bootstrap_auc_cis([probabilities], [labels], **options).macro
-    np.testing.assert_allclose(class_cis, [macro, macro])
-    assert class_cis[0][0] < metrics.one_vs_rest_auc(probabilities, labels)[0] < class_cis[0][1]
+        bootstrap.bootstrap_macro_auc_ci([runs[0]], [labels[:10]])

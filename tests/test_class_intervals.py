@@ -1,13 +1,17 @@
-"""Confidence intervals of proportions: Wilson intervals of accuracy, recall, precision and specificity; F1's
-bootstrap."""
+"""Confidence intervals of accuracy and of each class's values: Wilson intervals of the proportions and of F1's
+Jaccard index, and AUC's score interval."""
 
 from __future__ import annotations
+
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 
 from flaxbench import metrics
-from flaxbench.class_intervals import accuracy_interval, class_cis, class_proportion_cis, wilson_interval
+from flaxbench.class_intervals import (
+    accuracy_interval, auc_interval, class_auc_cis, class_cis, f1_from_jaccard, wilson_interval,
+)
 from tests.helpers import pooled_predictions
 
 
@@ -41,7 +45,7 @@ def test_accuracy_interval_is_wilsons_over_tiles_with_seedspooled_predictions():
 def test_class_intervals_are_wilsons_over_each_classes_tiles():
     labels = np.array([0] * 10 + [1] * 20)
     predicted = np.array([0] * 8 + [1] * 2 + [1] * 15 + [0] * 5)  # class 0: 8 of 10 right; 5 of class 1 called 0
-    cis = class_proportion_cis(*pooled_predictions(labels, [predicted], 2))
+    cis = class_cis(*pooled_predictions(labels, [predicted], 2))
     np.testing.assert_allclose(cis["recall"][0], wilson_interval(0.8, 10))
     np.testing.assert_allclose(cis["recall"][1], wilson_interval(0.75, 20))
     np.testing.assert_allclose(cis["precision"][0], wilson_interval(8 / 13, 13))  # 13 tiles called 0
@@ -57,18 +61,102 @@ def test_seeds_pool_their_predictions_but_count_tiles_once():
     right = labels.copy()
     wrong = right.copy()
     wrong[:4] = 1  # the second seed misses four tiles of class 0
-    cis = class_proportion_cis(*pooled_predictions(labels, [right, wrong], 2))
+    cis = class_cis(*pooled_predictions(labels, [right, wrong], 2))
     np.testing.assert_allclose(cis["recall"][0], wilson_interval(16 / 20, 10))  # pooled 80%, over 10 tiles
     # class 1 called 10 times by one seed, 14 by the other (20 of them right): 12 tiles a seed on average
     np.testing.assert_allclose(cis["precision"][1], wilson_interval(20 / 24, 12))
-    agree = class_cis(*pooled_predictions(labels, [wrong] * 3, 2), level=0.95, num_resamples=300, seed=0)
-    alone = class_cis(*pooled_predictions(labels, [wrong], 2), level=0.95, num_resamples=300, seed=0)
+    agree = class_cis(*pooled_predictions(labels, [wrong] * 3, 2))
+    alone = class_cis(*pooled_predictions(labels, [wrong], 2))
     for key in agree:
         np.testing.assert_allclose(agree[key], alone[key])
 
 
 def test_a_class_never_predicted_has_no_precision_interval():
     labels, predicted = np.array([0, 0, 1, 1, 2, 2]), np.array([0, 0, 1, 1, 0, 1])
-    cis = class_cis(*pooled_predictions(labels, [predicted], 3), level=0.95, num_resamples=200, seed=0)
+    cis = class_cis(*pooled_predictions(labels, [predicted], 3))
     assert np.isnan(cis["precision"][2]).all() and cis["recall"][2][0] == 0.0 and cis["recall"][2][1] > 0.5
     assert set(cis) == {"recall", "precision", "specificity", "f1"}
+    # Class 2's F1 is 0 but not known to be: 0 of its 2 tiles found, so its interval reaches above 0.
+    assert cis["f1"][2][0] == 0.0 and cis["f1"][2][1] > 0.5
+    never = class_cis(*pooled_predictions(np.array([0, 1]), [np.array([0, 1])], 3))
+    assert np.isnan(never["f1"][2]).all()  # no tile of class 2 and none called it: F1 undefined
+    with pytest.raises(ValueError, match="add up to its trials"):
+        class_cis(np.array([1]), np.array([2]), np.array([0]), np.array([[1, 0]]))
+
+
+def test_f1_interval_is_wilsons_of_its_jaccard_index():
+    labels = np.array([0] * 10 + [1] * 20)
+    predicted = np.array([0] * 8 + [1] * 2 + [1] * 15 + [0] * 5)  # class 0: TP 8, FN 2, FP 5
+    cis = class_cis(*pooled_predictions(labels, [predicted], 2))
+    np.testing.assert_allclose(cis["f1"][0], f1_from_jaccard(wilson_interval(8 / 15, 15)))
+    f1 = metrics.per_class_metrics(metrics.confusion_matrix(labels, predicted, 2), ["a", "b"])["a"]["f1"]
+    assert f1 == pytest.approx(float(f1_from_jaccard(8 / 15))) and cis["f1"][0][0] < f1 < cis["f1"][0][1]
+    # Every tile of both classes right: F1 is 1 and its interval is not [1, 1] (a percentile bootstrap's answer).
+    perfect = class_cis(*pooled_predictions(labels, [labels], 2))["f1"]
+    np.testing.assert_allclose(perfect[:, 1], 1.0)
+    assert np.all(perfect[:, 0] < 1.0)
+    np.testing.assert_allclose(perfect[0], f1_from_jaccard(wilson_interval(1.0, 10)))
+
+
+def test_f1_intervals_cover_the_true_f1_about_as_often_as_they_claim():
+    # Tiles of class 0 with probability 0.3, found with probability 0.8; others called 0 with probability 0.1.
+    rng = np.random.default_rng(0)
+    true_positive, false_negative, false_positive = 0.3 * 0.8, 0.3 * 0.2, 0.7 * 0.1
+    true_f1 = 2 * true_positive / (2 * true_positive + false_negative + false_positive)
+    covered = []
+    for _ in range(1000):
+        labels = (rng.random(60) > 0.3).astype(int)
+        called_zero = np.where(labels == 0, rng.random(60) < 0.8, rng.random(60) < 0.1)
+        low, high = class_cis(*pooled_predictions(labels, [np.where(called_zero, 0, 1)], 2))["f1"][0]
+        covered.append(low <= true_f1 <= high)
+    assert 0.92 <= np.mean(covered) <= 0.98
+
+
+def _binormal_scores(rng: np.random.Generator, positives: int, negatives: int, shift: float) -> tuple:
+    """(labels, probabilities of two classes) whose class-0 score is normal, `shift` higher for class 0's tiles."""
+    labels = np.array([0] * positives + [1] * negatives)
+    score = rng.normal(size=positives + negatives) + shift * (labels == 0)
+    first = 1 / (1 + np.exp(-score))
+    return labels, np.stack([first, 1 - first], axis=1)
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_auc_intervals_cover_the_true_auc_about_as_often_as_they_claim(shift):
+    # Binormal scores of unit variance: the true AUC is Phi(shift / sqrt 2), 0.76 and 0.98; at 0.98 many of
+    # 15 + 45 tiles are told apart perfectly, where a percentile bootstrap gives [1, 1].
+    rng = np.random.default_rng(1)
+    true_auc = NormalDist().cdf(shift / np.sqrt(2))
+    covered, perfect = [], 0
+    for _ in range(600):
+        labels, probabilities = _binormal_scores(rng, 15, 45, shift)
+        auc = metrics.one_vs_rest_auc(probabilities, labels)[0]
+        low, high = auc_interval(auc, 15, 45)
+        covered.append(low <= true_auc <= high)
+        perfect += auc == 1.0
+    assert 0.92 <= np.mean(covered) <= 0.99
+    assert shift == 1.0 or perfect > 30
+
+
+def test_auc_interval_hand_cases():
+    low, high = auc_interval(1.0, 20, 20)
+    assert high == 1.0 and 0.85 < low < 0.95  # every pair told apart: not [1, 1]
+    low, high = auc_interval(0.5, 20, 20)
+    assert low == pytest.approx(1 - high) and 0.3 < low < 0.4  # symmetric about 0.5
+    assert auc_interval(0.0, 5, 5)[0] == 0.0
+    few, many = auc_interval(0.8, 10, 10), auc_interval(0.8, 100, 100)
+    assert few[0] < many[0] < 0.8 < many[1] < few[1]
+    # Over 8 slides with a design effect of 3: wider than over tiles, by more than sqrt(3)
+    tiles, slides = auc_interval(0.8, 100, 100), auc_interval(0.8, 100, 100, design_effect=3.0, groups=8)
+    assert slides[1] - slides[0] > np.sqrt(3) * (tiles[1] - tiles[0])
+    for bad in ((1.2, 5, 5), (0.5, 0, 5)):
+        with pytest.raises(ValueError, match="AUC in"):
+            auc_interval(*bad)
+
+
+def test_class_auc_cis_count_each_classes_tiles_against_the_rest():
+    labels = np.array([0] * 10 + [1] * 30 + [2] * 20)
+    cis = class_auc_cis([0.9, None, 1.0], labels)
+    np.testing.assert_allclose(cis[0], auc_interval(0.9, 10, 50))
+    np.testing.assert_allclose(cis[2], auc_interval(1.0, 20, 40))
+    assert np.isnan(cis[1]).all()
+    assert np.isnan(class_auc_cis([0.7, 0.7], np.zeros(5, int))).all()  # no negatives: no AUC

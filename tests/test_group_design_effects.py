@@ -1,5 +1,5 @@
-"""Balanced accuracy's, macro AUC's and each class's F1's and AUC's 95% CIs over patients or slides: tile-level
-bootstraps widened by design effects."""
+"""Balanced accuracy's, macro AUC's and each class's AUC's 95% CIs over patients or slides: tile-level intervals
+widened by design effects."""
 
 from statistics import NormalDist
 
@@ -8,10 +8,10 @@ import pytest
 from scipy.stats import t as student_t
 
 from flaxbench import bootstrap, metrics
+from flaxbench.class_intervals import auc_interval
 from flaxbench.group_design_effects import (
-    balanced_accuracy_influence, class_auc_influences, class_f1_influences, design_effect,
-    group_balanced_accuracy_interval, group_class_auc_intervals, group_class_f1_intervals, group_design_fields,
-    group_macro_auc_interval, macro_auc_influence,
+    balanced_accuracy_influence, class_auc_influences, design_effect, group_balanced_accuracy_interval,
+    group_class_auc_intervals, group_design_fields, group_macro_auc_interval, macro_auc_influence,
 )
 
 
@@ -38,7 +38,7 @@ def test_the_influences_give_the_bootstraps_variance_over_independent_tiles():
     assert np.sqrt(np.sum(influence ** 2)) == pytest.approx((high - low) / (2 * 1.96), rel=0.15)
     auc, influence = macro_auc_influence([probabilities], [labels], [np.arange(300)], 300)
     assert auc == pytest.approx(metrics.macro_auc(metrics.one_vs_rest_auc(probabilities, labels)))
-    low, high = bootstrap.bootstrap_auc_cis([probabilities], [labels], num_resamples=4000).macro
+    low, high = bootstrap.bootstrap_macro_auc_ci([probabilities], [labels], num_resamples=4000)
     assert np.sqrt(np.sum(influence ** 2)) == pytest.approx((high - low) / (2 * 1.96), rel=0.15)
 
 
@@ -73,7 +73,7 @@ def test_slides_scored_well_or_badly_as_a_whole_widen_the_auc_interval():
     separation = np.repeat(np.where(np.arange(20) % 2 == 0, 3.0, -1.0), 15)
     score = 1 / (1 + np.exp(-(separation * (labels - 0.5) + rng.normal(scale=0.5, size=300))))
     probabilities = np.stack([1 - score, score], axis=1)
-    tile_ci = bootstrap.bootstrap_auc_cis([probabilities], [labels], num_resamples=2000).macro
+    tile_ci = bootstrap.bootstrap_macro_auc_ci([probabilities], [labels], num_resamples=2000)
     found = group_macro_auc_interval([probabilities], [labels], [np.arange(300)], groups, tile_ci)
     assert found.design_effect > 2 and _width(found.interval) > 1.4 * _width(tile_ci)
     independent = group_macro_auc_interval([probabilities], [labels], [np.arange(300)],
@@ -115,38 +115,32 @@ def test_an_evaluations_fields_are_none_without_groups_or_probabilities():
     assert without["macro_auc_ci_groups"] is None and without["balanced_accuracy_ci_groups"] is not None
 
 
-def test_each_classs_f1_and_auc_influences_match_their_values_and_bootstraps():
+def test_each_classs_auc_influences_match_its_value_and_its_tile_level_interval():
     labels, probabilities = _scored_tiles(5, tiles=400)
-    predicted = probabilities.argmax(axis=1)
-    said = np.eye(3, dtype=int)[predicted]
-    values = metrics.per_class_metrics(metrics.confusion_matrix(labels, predicted, 3), ["a", "b", "c"])
-    f1_cis = bootstrap.bootstrap_class_f1_ci((predicted == labels).astype(int), np.ones(400), labels, said,
-                                             num_resamples=4000)
-    aucs = bootstrap.bootstrap_auc_cis([probabilities], [labels], num_resamples=4000)
-    by_auc = class_auc_influences([probabilities], [labels], [np.arange(400)], 400)
-    for k, name in enumerate("abc"):
-        f1, influence, counted = class_f1_influences(np.ones(400), labels, said)[k]
-        assert f1 == pytest.approx(values[name]["f1"]) and counted.sum() < 400  # tiles of neither kind left out
-        assert np.sqrt(np.sum(influence ** 2)) == pytest.approx(_width(f1_cis[k]) / (2 * 1.96), rel=0.2)
-        auc, influence = by_auc[k]
+    for k, (auc, influence) in enumerate(class_auc_influences([probabilities], [labels], [np.arange(400)], 400)):
         assert auc == pytest.approx(metrics.one_vs_rest_auc(probabilities, labels)[k])
-        assert np.sqrt(np.sum(influence ** 2)) == pytest.approx(_width(aucs.per_class[k]) / (2 * 1.96), rel=0.2)
+        positives = int(np.sum(labels == k))
+        assert np.sqrt(np.sum(influence ** 2)) == pytest.approx(
+            _width(auc_interval(auc, positives, 400 - positives)) / (2 * 1.96), rel=0.1)
 
 
-def test_a_classs_f1_over_slides_widens_where_its_slides_are_right_or_wrong_as_a_whole():
-    # 12 slides of 10 tumour and 10 stroma tiles; tumour found on all tiles of half the slides, none of the others
-    groups = np.repeat([f"slide_{k}" for k in range(12)], 20)
-    labels = np.tile(np.repeat([0, 1], 10), 12)
-    found_tumour = np.repeat(np.arange(12) % 2 == 0, 20)
-    predicted = np.where(labels == 0, np.where(found_tumour, 0, 1), 1)
-    said = np.eye(2, dtype=int)[predicted]
-    tile_cis = bootstrap.bootstrap_class_f1_ci((predicted == labels).astype(int), np.ones(240), labels, said,
-                                               num_resamples=2000)
-    tumour, stroma = group_class_f1_intervals(np.ones(240), labels, said, groups, tile_cis)
-    assert tumour.groups == 12 and tumour.design_effect > 5 and _width(tumour.interval) > 2 * _width(tile_cis[0])
-    assert tumour.interval[0] <= tile_cis[0][0] and tile_cis[0][1] <= tumour.interval[1]
-    never = group_class_f1_intervals(np.ones(240), labels, said, groups, np.full((2, 2), np.nan))
-    assert never[0].interval is None and never[0].groups == 12  # an undefined tile-level CI gives none over slides
-    aucs = group_class_auc_intervals([said.astype(float)], [labels], [np.arange(240)], ["one slide"] * 240,
-                                     np.array([[0.6, 0.9], [0.6, 0.9]]))
-    assert [found.interval for found in aucs] == [None, None]  # one group: no spread to see
+def test_a_classs_auc_over_slides_widens_where_its_slides_are_scored_well_or_badly_as_a_whole():
+    # 20 slides of 15 tiles; class 0 well apart from the rest on half the slides, below it on the others
+    rng = np.random.default_rng(6)
+    groups = np.repeat([f"slide_{k}" for k in range(20)], 15)
+    labels = rng.integers(0, 2, 300)
+    separation = np.repeat(np.where(np.arange(20) % 2 == 0, 3.0, -1.0), 15)
+    score = 1 / (1 + np.exp(-(separation * (0.5 - labels) + rng.normal(scale=0.5, size=300))))
+    probabilities = np.stack([score, 1 - score], axis=1)
+    first, _ = group_class_auc_intervals([probabilities], [labels], [np.arange(300)], groups)
+    auc = metrics.one_vs_rest_auc(probabilities, labels)[0]
+    tiles = auc_interval(auc, int(np.sum(labels == 0)), int(np.sum(labels == 1)))
+    assert first.groups == 20 and first.design_effect > 2 and _width(first.interval) > 1.4 * _width(tiles)
+    assert first.interval[0] < tiles[0] < auc < tiles[1] <= first.interval[1]
+    two_seeds = group_class_auc_intervals([probabilities] * 2, [labels] * 2, [np.arange(300)] * 2, groups)[0]
+    assert two_seeds.interval == pytest.approx(first.interval)  # seeds agreeing are one seed
+    alone = group_class_auc_intervals([probabilities], [labels], [np.arange(300)], ["one slide"] * 300)
+    assert [found.interval for found in alone] == [None, None]  # one group: no spread to see
+    perfect = np.eye(2)[labels]
+    low, high = group_class_auc_intervals([perfect], [labels], [np.arange(300)], groups)[0].interval
+    assert high == 1.0 and low < 1.0  # told apart on every tile: not [1, 1]

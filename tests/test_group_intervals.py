@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from flaxbench.class_intervals import accuracy_interval, class_proportion_cis, wilson_interval
+from flaxbench.class_intervals import accuracy_interval, class_cis, wilson_interval
 from flaxbench.evaluation import format_metrics
 from flaxbench import metrics
 from flaxbench.group_intervals import (
@@ -154,7 +154,7 @@ def test_a_classs_recall_over_patients_widens_where_its_patients_are_right_or_wr
     stroma_found = np.tile(np.r_[np.zeros(20, bool), np.ones(17, bool), np.zeros(3, bool)], 12)
     predicted = np.where(labels == 0, np.where(tumour_found, 0, 1), np.where(stroma_found, 1, 0))
     found = group_class_intervals(*pooled_predictions(labels, [predicted], 2), groups)
-    tiles = class_proportion_cis(*pooled_predictions(labels, [predicted], 2))
+    tiles = class_cis(*pooled_predictions(labels, [predicted], 2))
     tumour, stroma = found["recall"]
     assert tumour.groups == stroma.groups == 12
     assert _width(tumour.interval) > 3 * _width(tiles["recall"][0]) and tumour.interval[0] < 0.5 < tumour.interval[1]
@@ -163,6 +163,10 @@ def test_a_classs_recall_over_patients_widens_where_its_patients_are_right_or_wr
     assert np.allclose(stroma.interval, wilson_interval(0.85, 240 * (z / t) ** 2))
     # tumour's misses are stroma's false alarms: the same patients make stroma's precision and specificity spread
     assert found["precision"][1].design_effect > 5 and found["specificity"][1].design_effect > 5
+    # and both F1s, each over the patients holding its tiles or tiles called it, about the tile-level ones
+    tumour_f1 = found["f1"][0]
+    assert tumour_f1.groups == 12 and tumour_f1.design_effect > 5
+    assert tumour_f1.interval[0] < tiles["f1"][0][0] and _width(tumour_f1.interval) > 2 * _width(tiles["f1"][0])
 
 
 def test_one_tile_per_group_gives_about_each_classs_tile_level_intervals():
@@ -171,8 +175,8 @@ def test_one_tile_per_group_gives_about_each_classs_tile_level_intervals():
     predicted = np.where(rng.random(600) < 0.75, labels, rng.integers(0, 3, 600))
     pooled = pooled_predictions(labels, [predicted], 3)
     found = group_class_intervals(*pooled, [f"g{k}" for k in range(600)])
-    tiles = class_proportion_cis(*pooled)
-    for key in ("recall", "precision", "specificity"):
+    tiles = class_cis(*pooled)
+    for key in ("recall", "precision", "specificity", "f1"):
         for k in range(3):
             assert found[key][k].interval[0] < found[key][k].interval[1]
             assert np.allclose(found[key][k].interval, tiles[key][k], atol=0.02), (key, k)

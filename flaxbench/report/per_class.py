@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flaxbench.group_intervals import MIN_GROUPS
-from flaxbench.report.summary import CI_RESAMPLES, CI_SEED, Summary
+from flaxbench.report.summary import Summary
 
 PER_CLASS_SECTIONS = (("f1", "F1"), ("recall", "Recall (sensitivity)"), ("precision", "Precision (PPV)"),
                       ("specificity", "Specificity"), ("auc", "One-vs-rest ROC AUC"))
@@ -46,12 +46,14 @@ def per_class_sections(summary: Summary) -> list[str]:
     lines = ["", "## Per class", "",
              "Test tiles of all seeds pooled (AUC: the mean over seeds). 95% CI in brackets: for recall, "
              "precision and specificity, proportions of tiles, the Wilson score interval (over the class's tiles, "
-             "the tiles predicted as it, or the other tiles; seeds pooled, counted as one tile each); for F1 and "
-             "AUC a percentile bootstrap over the test tiles as for the Statistics table "
-             f"({CI_RESAMPLES} resamples, seed {CI_SEED}), which gives 1.000 (1.000–1.000) where every tile of a "
-             "class is right: quote recall's and "
-             "precision's then. A dash where a row has no such class or did not record the value; no CI where it "
-             "did not record per-tile predictions (AUC: class probabilities) or where the value is undefined "
+             "the tiles predicted as it, or the other tiles; seeds pooled, counted as one tile each); for F1 the "
+             "Wilson interval of the share of true positives among the tiles that are the class or are predicted as "
+             "it (its Jaccard index J; F1 = 2J / (1 + J)); for AUC a score interval, the AUCs within 1.96 of their "
+             "own standard errors (Hanley and McNeil's variance with both class sizes set to their mean, as "
+             "Newcombe 2006 recommends) of the value. None of them collapses to 1.000 (1.000–1.000) where every tile "
+             "is right, as a percentile bootstrap does. "
+             "A dash where a row has no such class or did not record the value; no CI where it "
+             "did not record per-tile predictions or where the value is undefined "
              "(precision of a class never predicted, shown as 0)."]
     if any("recall_groups" in values for _, table in zip(summary.rows, summary.per_class) if table
            for values in table.values()):
@@ -59,10 +61,10 @@ def per_class_sections(summary: Summary) -> list[str]:
                       "value's interval over patients or slides "
                       "follows a semicolon, with how many groups it is over (none from fewer than "
                       f"{MIN_GROUPS}): recall's, precision's and specificity's as the study's table's is for accuracy, "
-                      "over the groups holding the class's tiles, the tiles predicted as it, or the other tiles; F1's "
-                      "and AUC's as the Statistics table's are for balanced accuracy and macro AUC, the bootstrap "
-                      "widened by the design effect, over the groups holding the class's tiles or tiles predicted as "
-                      "it (F1) or all test groups (AUC).")
+                      "over the groups holding the class's tiles, the tiles predicted as it, or the other tiles, "
+                      "and F1's so (through J) over the groups holding either; AUC's over all test groups, the score "
+                      "interval with its variance times the design effect of Obuchowski's clustered DeLong variance "
+                      "(at least 1) and t of groups − 1 degrees of freedom in place of 1.96.")
     for title, headers, body in tables:
         lines += ["", f"### {title}", "", "| " + " | ".join(headers) + " |",
                   "|" + "|".join("---" for _ in headers) + "|"]

@@ -8,9 +8,9 @@ import numpy as np
 
 from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
-from flaxbench.class_intervals import accuracy_interval, class_cis, with_class_cis
+from flaxbench.class_intervals import accuracy_interval, class_auc_cis, class_cis, with_class_cis
 from flaxbench.group_design_effects import (
-    group_balanced_accuracy_interval, group_class_auc_intervals, group_class_f1_intervals, group_macro_auc_interval,
+    group_balanced_accuracy_interval, group_class_auc_intervals, group_macro_auc_interval,
 )
 from flaxbench.group_intervals import (
     GroupInterval, group_accuracy_interval, group_class_intervals, group_pattern, recorded_groups,
@@ -27,11 +27,11 @@ def pooled_confusion_matrix(group: RunGroup) -> np.ndarray | None:
     return np.sum([np.asarray(cm, dtype=np.int64) for cm in matrices], axis=0)
 
 
-def per_class(group: RunGroup, aucs: bootstrap.AucIntervals | None = None) -> dict[str, dict[str, Any]] | None:
+def per_class(group: RunGroup) -> dict[str, dict[str, Any]] | None:
     """{class: precision, recall, F1, specificity (from the seeds' pooled confusion matrix), AUC (mean over seeds),
-    and each one's 95% CI as `<key>_ci` ([low, high], None where not recorded or undefined); for a row split by
-    group, recall's, precision's and specificity's also over the groups, `<key>_ci_groups` and `<key>_groups`};
-    None without confusion matrices. `aucs`: the row's `auc_cis`, where already computed."""
+    and each one's 95% CI as `<key>_ci` ([low, high], None where not recorded or undefined); for a row whose tiles
+    name their patients or slides, each also over them, `<key>_ci_groups` and `<key>_groups`}; None without
+    confusion matrices."""
     cm = pooled_confusion_matrix(group)
     classes = group.runs[0].results.get("classes")
     if cm is None or not classes or len(classes) != len(cm):
@@ -40,39 +40,32 @@ def per_class(group: RunGroup, aucs: bootstrap.AucIntervals | None = None) -> di
     for name in classes:
         of_runs = [((run.results.get("per_class") or {}).get(name) or {}).get("auc") for run in group.runs]
         table[name] = {**table[name], "auc": float(np.mean(of_runs)) if all(a is not None for a in of_runs) else None}
-    cis = _per_class_cis(group, len(classes), aucs or auc_cis(group))
-    table = with_class_cis(table, classes, cis)
-    return with_class_group_intervals(table, classes, _per_class_group_intervals(group, len(classes), cis))
+    table = with_class_cis(table, classes, _per_class_cis(group, [table[name]["auc"] for name in classes]))
+    return with_class_group_intervals(table, classes, _per_class_group_intervals(group, len(classes)))
 
 
-def _per_class_group_intervals(group: RunGroup, num_classes: int, cis: dict[str, np.ndarray]
-                               ) -> dict[str, list[GroupInterval]] | None:
-    """Each class's 95% CIs over the row's test tiles' patients or slides: its proportions' (group_class_intervals),
-    and its F1's and AUC's tile-level `cis` widened (group_design_effects); None for a row split tile by tile, or
-    without per-tile predictions."""
+def _per_class_group_intervals(group: RunGroup, num_classes: int) -> dict[str, list[GroupInterval]] | None:
+    """Each class's 95% CIs over the row's test tiles' patients or slides: its proportions' and F1's
+    (group_class_intervals), its AUC's (group_class_auc_intervals); None for a row split tile by tile, or without
+    per-tile predictions."""
     grouped = _grouped_tiles(group, num_classes)
     if grouped is None:
         return None
-    (correct, trials, labels, predicted), groups = grouped
-    found = {**group_class_intervals(correct, trials, labels, predicted, groups),
-             "f1": group_class_f1_intervals(trials, labels, predicted, groups, cis["f1"])}
-    placed = _placed_with_groups(group) if "auc" in cis else None
+    found: dict[str, list[GroupInterval]] = group_class_intervals(*grouped[0], grouped[1])
+    placed = _placed_with_groups(group)
     if placed is not None:
-        found["auc"] = group_class_auc_intervals(*placed, cis["auc"])
+        found["auc"] = group_class_auc_intervals(*placed)
     return found
 
 
-def _per_class_cis(group: RunGroup, num_classes: int, aucs: bootstrap.AucIntervals | None) -> dict[str, np.ndarray]:
-    """{"precision", "recall", "f1", "specificity", "auc": (classes, 2) 95% CIs} (flaxbench.class_intervals: Wilson
-    intervals of the proportions, and bootstrap ones of F1 and AUC with tiles resampled as in balanced_accuracy_ci); a
-    key is left out where the runs did not record what it needs (per-tile predictions, class probabilities)."""
-    cis: dict[str, np.ndarray] = {}
-    pooled = _pooled_tiles(group, num_classes)
-    if pooled is not None:
-        cis.update(class_cis(*pooled, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED))
-    if aucs is not None and len(aucs.per_class) == num_classes:
-        cis["auc"] = aucs.per_class
-    return cis
+def _per_class_cis(group: RunGroup, aucs: list[float | None]) -> dict[str, np.ndarray]:
+    """{"precision", "recall", "f1", "specificity", "auc": (classes, 2) 95% CIs} of the row's pooled test tiles
+    (flaxbench.class_intervals), AUC's about the classes' `aucs`; empty where the runs did not record per-tile
+    predictions."""
+    pooled = _pooled_tiles(group, len(aucs))
+    if pooled is None:
+        return {}
+    return {**class_cis(*pooled, level=CI_LEVEL), "auc": class_auc_cis(aucs, pooled[2], level=CI_LEVEL)}
 
 
 def tile_outcomes(runs: tuple[Run, ...]) -> dict[str, bool] | None:
@@ -182,15 +175,15 @@ def test_probabilities(group: RunGroup) -> list[tuple[np.ndarray, np.ndarray, li
     return runs
 
 
-def auc_cis(group: RunGroup) -> bootstrap.AucIntervals | None:
-    """95% bootstrap CIs of the row's macro AUC and of each class's AUC (the means of its runs'), test tiles
-    resampled as in balanced_accuracy_ci; None where a run did not record per-tile class probabilities."""
+def macro_auc_ci(group: RunGroup) -> tuple[float, float] | None:
+    """The 95% bootstrap CI of the row's macro AUC (the mean of its runs'), test tiles resampled as in
+    balanced_accuracy_ci; None where a run did not record per-tile class probabilities."""
     runs = test_probabilities(group)
     if runs is None:
         return None
     probabilities, labels, positions, _ = _placed(runs)
-    return bootstrap.bootstrap_auc_cis(probabilities, labels, positions, level=CI_LEVEL, num_resamples=CI_RESAMPLES,
-                                       seed=CI_SEED)
+    return bootstrap.bootstrap_macro_auc_ci(probabilities, labels, positions, level=CI_LEVEL,
+                                            num_resamples=CI_RESAMPLES, seed=CI_SEED)
 
 
 def group_balanced_accuracy_ci(group: RunGroup, interval: tuple[float, float] | None) -> GroupInterval | None:
@@ -204,8 +197,8 @@ def group_balanced_accuracy_ci(group: RunGroup, interval: tuple[float, float] | 
 
 
 def group_macro_auc_ci(group: RunGroup, interval: tuple[float, float] | None) -> GroupInterval | None:
-    """The row's macro AUC's 95% CI `interval` (auc_cis') widened for its test tiles' patients or slides; None for a
-    row split tile by tile, or without the interval or class probabilities."""
+    """The row's macro AUC's 95% CI `interval` (macro_auc_ci's) widened for its test tiles' patients or slides; None
+    for a row split tile by tile, or without the interval or class probabilities."""
     placed = _placed_with_groups(group) if interval is not None else None
     return None if placed is None else group_macro_auc_interval(*placed, interval)
 

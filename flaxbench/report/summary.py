@@ -18,8 +18,8 @@ from flaxbench.report.copies import (
 )
 from flaxbench.report.external import external_lines
 from flaxbench.report.pooled import (
-    accuracy_ci_pct, auc_cis, balanced_accuracy_ci, group_accuracy_ci, group_balanced_accuracy_ci, group_macro_auc_ci,
-    per_class, row_group_pattern, tile_outcomes,
+    accuracy_ci_pct, balanced_accuracy_ci, group_accuracy_ci, group_balanced_accuracy_ci, group_macro_auc_ci,
+    macro_auc_ci, per_class, row_group_pattern, tile_outcomes,
 )
 from flaxbench.report.settings import row_settings
 
@@ -187,10 +187,10 @@ def _over_groups(name: str, found: GroupInterval | None) -> dict[str, float | No
             f"{name}_group_ci95_high": interval[1] if interval else None}
 
 
-def _row(group: RunGroup, best: RunGroup, aucs: bootstrap.AucIntervals | None) -> dict[str, Any]:
+def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
     """One machine-readable report row (numbers unformatted, None for n/a)."""
     accuracies = [100.0 * run.results["test_accuracy"] for run in group.runs]
-    ci, balanced_ci, auc_ci = accuracy_ci_pct(group), balanced_accuracy_ci(group), aucs and aucs.macro
+    ci, balanced_ci, auc_ci = accuracy_ci_pct(group), balanced_accuracy_ci(group), macro_auc_ci(group)
     paired = compare_with_best(group, best)
     over_groups = paired.over_groups
     over_groups_ci = over_groups is not None and over_groups.interval is not None
@@ -293,8 +293,7 @@ def summarize(groups: list[RunGroup]) -> Summary:
     """Rows sorted by mean test accuracy (best first, ties by name), each compared with the best."""
     ordered = sorted(groups, key=lambda g: (-statistics.fmean(r.results["test_accuracy"] for r in g.runs), g.name))
     best = ordered[0]
-    aucs = [auc_cis(group) for group in ordered]  # for the rows' macro AUC CIs and their per-class tables
-    rows = [_row(group, best, group_aucs) for group, group_aucs in zip(ordered, aucs)]
+    rows = [_row(group, best) for group in ordered]
     # The rows' tests against the best row are one family: Holm keeps its family-wise error rate.
     for row, adjusted in zip(rows, metrics.holm_adjusted([row["mcnemar_p_vs_best"] for row in rows])):
         row["mcnemar_p_holm"] = adjusted
@@ -315,5 +314,5 @@ def summarize(groups: list[RunGroup]) -> Summary:
         devices=tuple(sorted({device for group in ordered for device in recorded(group, "device")})),
         external=external_lines(rows, ordered),
         settings=[row_settings(group) for group in ordered],
-        per_class=[per_class(group, group_aucs) for group, group_aucs in zip(ordered, aucs)],
+        per_class=[per_class(group) for group in ordered],
     )

@@ -310,7 +310,8 @@ def write_json(summary: Summary, path: Path, runs_dir: Path) -> Path:
         "columns": list(JSON_KEYS),
         "rows": [{k: _finite_or_none(row[k]) for k in JSON_KEYS} for row in summary.rows],
         # Per row and class: precision, recall, F1 and specificity of the seeds' pooled test predictions, AUC
-        # their mean, each with its 95% CI (`<key>_ci`: Wilson for the proportions, bootstrap for F1 and AUC).
+        # their mean, each with its 95% CI (`<key>_ci`: Wilson for the proportions and F1's Jaccard index, a score
+        # interval for AUC; flaxbench.class_intervals).
         "per_class": {row["name"]: table for row, table in zip(summary.rows, summary.per_class)},
         # Each run's `evaluate --external` results: tiles it never trained on.
         "external": summary.external,
