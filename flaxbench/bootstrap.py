@@ -10,44 +10,10 @@ import numpy as np
 # Resamples drawn per chunk, so memory stays ~chunk x tiles whatever num_resamples is.
 _BOOTSTRAP_CHUNK = 1000
 # The level of every confidence interval flaxbench reports (report rows, external evaluations), and the
-# bootstrap behind balanced accuracy's and macro AUC's (the others: flaxbench.class_intervals).
+# bootstrap behind macro AUC's and the paired accuracy differences' (the others: flaxbench.class_intervals).
 CI_LEVEL = 0.95
 CI_RESAMPLES = 10000
 CI_SEED = 0
-
-
-def bootstrap_balanced_accuracy_ci(
-    correct: np.ndarray,
-    trials: np.ndarray,
-    labels: np.ndarray,
-    *,
-    level: float = 0.95,
-    num_resamples: int = 10000,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of balanced accuracy (mean recall over the classes a
-    resample holds), resampling tiles with replacement.
-
-    `correct[i]` of `trials[i]` predictions on tile i were right (one per tile, or one per seed to pool
-    several seeds on one test set: a tile's predictions are resampled together); `labels[i]` is its
-    true class. The same `seed` gives the same interval on every call.
-    """
-    correct, trials = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (correct, trials))
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if correct.size == 0 or not correct.size == trials.size == labels.size:
-        raise ValueError("need equally many correct, trials and labels, at least one tile")
-    num_classes = int(labels.max()) + 1
-
-    def balanced(picks: np.ndarray) -> np.ndarray:
-        # Per resample and class sums in one bincount: resample r, class c -> bin r * C + c.
-        keys = (np.arange(len(picks))[:, None] * num_classes + labels[picks]).ravel()
-        size = len(picks) * num_classes
-        right = np.bincount(keys, weights=correct[picks].ravel(), minlength=size).reshape(len(picks), num_classes)
-        tried = np.bincount(keys, weights=trials[picks].ravel(), minlength=size).reshape(len(picks), num_classes)
-        recall = np.divide(right, tried, out=np.zeros_like(right), where=tried > 0)
-        return recall.sum(axis=1) / (tried > 0).sum(axis=1)
-
-    return _percentile_bootstrap(correct.size, balanced, level, num_resamples, seed)
 
 
 def bootstrap_paired_difference_ci(

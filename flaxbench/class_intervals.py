@@ -11,7 +11,10 @@ class told apart on every tile, to [0, 0] for one never predicted. So F1 gets th
 the proportion it is a monotone function of: J = TP / (TP + FP + FN), the share of true positives
 among the tiles that are the class or are called it (its Jaccard index), with F1 = 2J / (1 + J). Given
 how many tiles those are, TP is binomial with J's population value, so the interval is as exact as
-recall's. AUC gets a score interval (as Wilson's is for a proportion): the AUCs A whose distance from
+recall's. Balanced accuracy, the mean recall over the classes, combines the recalls' Wilson
+intervals by MOVER (Zou & Donner 2008: the classes' tiles are independent, so each bound is the mean
+less or plus the root sum of squares of the recalls' distances to theirs, over the number of classes).
+AUC gets a score interval (as Wilson's is for a proportion): the AUCs A whose distance from
 the estimate is within z standard errors of A itself, its variance that of Hanley & McNeil (1982)
 with both class sizes set to their mean, as Newcombe (2006) recommends; it stays inside [0, 1] and
 does not collapse at 1.
@@ -97,6 +100,23 @@ def class_cis(correct: np.ndarray, trials: np.ndarray, labels: np.ndarray, predi
         "specificity": wilson_interval(1 - ratio(called - found, other_tiles), other_tiles, level),
         "f1": f1_from_jaccard(wilson_interval(ratio(found, union), union, level)),
     }
+
+
+def balanced_accuracy_interval(correct: np.ndarray, trials: np.ndarray, labels: np.ndarray, level: float = 0.95
+                               ) -> tuple[float, float]:
+    """The CI of balanced accuracy (mean recall over the classes with tiles) from `correct[i]` right of `trials[i]`
+    predictions on tile i of class `labels[i]` (seeds pooled): its recalls' Wilson intervals combined by MOVER."""
+    correct, trials = np.asarray(correct, np.float64).reshape(-1), np.asarray(trials, np.float64).reshape(-1)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    if correct.size == 0 or not correct.size == trials.size == labels.size:
+        raise ValueError("need equally many correct, trials and labels, at least one tile")
+    tiles = np.bincount(labels)
+    present = tiles > 0
+    recall = np.bincount(labels, weights=correct / trials)[present] / tiles[present]
+    low, high = wilson_interval(recall, tiles[present], level).T
+    estimate = float(recall.mean())
+    return (estimate - float(np.sqrt(np.sum((recall - low) ** 2))) / recall.size,
+            estimate + float(np.sqrt(np.sum((high - recall) ** 2))) / recall.size)
 
 
 def f1_from_jaccard(jaccard: np.ndarray) -> np.ndarray:

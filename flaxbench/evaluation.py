@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 
 from flaxbench import bootstrap, metrics
-from flaxbench.class_intervals import accuracy_interval, class_auc_cis, class_cis, with_class_cis
+from flaxbench.class_intervals import (
+    accuracy_interval, balanced_accuracy_interval, class_auc_cis, class_cis, with_class_cis,
+)
 from flaxbench.group_design_effects import group_class_auc_intervals, group_design_fields
 from flaxbench.group_intervals import (
     GroupInterval, format_group_interval, group_accuracy_interval, group_class_intervals, group_fields, recorded_groups,
@@ -69,10 +71,10 @@ def accuracy_without(predictions: dict[str, Any], left_out: set[str]) -> float |
 
 
 def split_cis(result: dict[str, Any], classes: Sequence[str], group_by: str | None = None) -> dict[str, Any]:
-    """95% CIs of a `split_metrics` result from its per-tile predictions: accuracy (Wilson), balanced accuracy and
-    macro AUC (percentile bootstrap over tiles), and `per_class` again with each class's `<key>_ci`
-    (class_intervals: Wilson, and a score interval for AUC); with a `group_by` pattern grouping the tiles, each
-    also over the groups (group_intervals' group_fields, per class `<key>_ci_groups` and `<key>_groups`;
+    """95% CIs of a `split_metrics` result from its per-tile predictions: accuracy (Wilson), balanced accuracy (its
+    recalls' Wilson intervals combined), macro AUC (percentile bootstrap over tiles), and `per_class` again with each
+    class's `<key>_ci` (class_intervals: Wilson, and a score interval for AUC); with a `group_by` pattern grouping the
+    tiles, each also over the groups (group_intervals' group_fields, per class `<key>_ci_groups` and `<key>_groups`;
     group_design_effects.group_design_fields)."""
     predictions = result["predictions"]
     labels = np.asarray(predictions["labels"], np.int64)
@@ -90,7 +92,7 @@ def split_cis(result: dict[str, Any], classes: Sequence[str], group_by: str | No
         per_class = with_class_group_intervals(per_class, classes, {
             **group_class_intervals(correct, np.ones_like(labels), labels, said, groups),
             "auc": group_class_auc_intervals([probabilities], [labels], [np.arange(len(labels))], groups)})
-    balanced_ci = list(bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones_like(labels), labels, **ci))
+    balanced_ci = list(balanced_accuracy_interval(correct, np.ones_like(labels), labels, bootstrap.CI_LEVEL))
     auc_ci = (None if result["macro_auc"] is None
               else list(bootstrap.bootstrap_macro_auc_ci([probabilities], [labels], **ci)))
     return {

@@ -1,17 +1,18 @@
 """95% CIs over patients or slides of balanced accuracy, macro AUC and each class's AUC, from design effects.
 
 These are no proportions of tiles, so group_intervals' Wilson interval of an effective number of
-tiles does not fit them. Balanced accuracy's and macro AUC's tile-level percentile bootstrap
-(flaxbench.bootstrap) is widened instead by the same two factors. The first is the square root of
-the design effect: the variance of the statistic with whole groups as the units over its variance
-with independent tiles, both from its linearisation (each tile's influence on it, summed per group;
-for AUC the structural components of DeLong et al. 1988, summed per cluster as in Obuchowski 1997),
-at least 1. The second is t / z, t of groups - 1 degrees of freedom (Korn-Graubard). A class's AUC
-gets its score interval (class_intervals.auc_interval) with its variance times the design effect and
-t in place of z. A class whose tiles all come from one group adds to neither variance's
-between-group part: how its recall varies over patients cannot be seen, as the per-class intervals
-over groups say ('1 group').
+tiles does not fit them. Their tile-level intervals (balanced accuracy's from its recalls' Wilson
+intervals, macro AUC's percentile bootstrap) are widened instead by the same two factors. The first
+is the square root of the design effect: the variance of the statistic with whole groups as the
+units over its variance with independent tiles, both from its linearisation (each tile's influence
+on it, summed per group; for AUC the structural components of DeLong et al. 1988, summed per cluster
+as in Obuchowski 1997), at least 1. The second is t / z, t of groups - 1 degrees of freedom (Korn and
+Graubard). A class's AUC gets its score interval (class_intervals.auc_interval) with its variance
+times the design effect and t in place of z. A class whose tiles all come from one group adds to
+neither variance's between-group part: how its recall varies over patients cannot be seen, as the
+per-class intervals over groups say ('1 group').
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -59,8 +60,8 @@ def widened_interval(estimate: float, interval: Sequence[float], groups: Sequenc
 
 def group_balanced_accuracy_interval(correct: np.ndarray, trials: np.ndarray, labels: np.ndarray,
                                      groups: Sequence[str], interval: Sequence[float]) -> GroupInterval:
-    """Balanced accuracy's tile-level 95% CI `interval` (bootstrap_balanced_accuracy_ci's of the same arguments)
-    widened for the tiles' `groups`."""
+    """Balanced accuracy's tile-level 95% CI `interval` (class_intervals.balanced_accuracy_interval's of the same
+    arguments) widened for the tiles' `groups`."""
     estimate, influence = balanced_accuracy_influence(correct, trials, labels)
     return widened_interval(estimate, interval, groups, influence)
 
@@ -80,7 +81,7 @@ def group_macro_auc_interval(probabilities: Sequence[np.ndarray], labels: Sequen
 def balanced_accuracy_influence(correct: np.ndarray, trials: np.ndarray, labels: np.ndarray
                                 ) -> tuple[float, np.ndarray]:
     """(balanced accuracy, each tile's influence on it) from `correct[i]` right of `trials[i]` predictions on tile
-    i of class `labels[i]` (seeds pooled, as bootstrap_balanced_accuracy_ci's arguments)."""
+    i of class `labels[i]` (seeds pooled, as balanced_accuracy_interval's arguments)."""
     share = np.asarray(correct, np.float64).reshape(-1) / np.asarray(trials, np.float64).reshape(-1)
     labels = np.asarray(labels, np.int64).reshape(-1)
     tiles = np.bincount(labels).astype(np.float64)

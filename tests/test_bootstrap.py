@@ -12,10 +12,9 @@ def _correct(num_right: int, num_tiles: int) -> np.ndarray:
     return np.random.default_rng(1).permutation(np.arange(num_tiles) < num_right)
 
 
-def _accuracy_ci(correct: np.ndarray, trials: np.ndarray | None = None, **options) -> tuple[float, float]:
-    """The percentile bootstrap of accuracy: balanced accuracy over one class."""
-    trials = np.ones(len(correct)) if trials is None else trials
-    return bootstrap.bootstrap_balanced_accuracy_ci(correct, trials, np.zeros(len(correct), int), **options)
+def _accuracy_ci(correct: np.ndarray, **options) -> tuple[float, float]:
+    """The percentile bootstrap of accuracy: its paired difference from a classifier wrong on every tile."""
+    return bootstrap.bootstrap_paired_difference_ci(correct, np.zeros(len(correct), bool), **options)
 
 
 def test_bootstrap_ci_contains_estimate_and_is_reproducible():
@@ -43,38 +42,10 @@ def test_bootstrap_ci_level_widens_interval():
     narrow = _accuracy_ci(correct, level=0.5, num_resamples=2000)
     wide = _accuracy_ci(correct, level=0.99, num_resamples=2000)
     assert wide[0] < narrow[0] < narrow[1] < wide[1]
-
-
-def test_bootstrap_ci_with_trials_keeps_a_tiles_predictions_together():
-    # Three seeds that agree on every tile carry no more information than one seed.
-    correct = _correct(75, 100).astype(int)
-    one_seed = _accuracy_ci(correct, num_resamples=2000)
-    three_seeds = _accuracy_ci(3 * correct, trials=np.full(100, 3), num_resamples=2000)
-    assert three_seeds == pytest.approx(one_seed)
-
-
-def test_bootstrap_ci_rejects_empty_input():
-    with pytest.raises(ValueError, match="at least one tile"):
-        _accuracy_ci(np.array([], dtype=bool))
-
-
-def test_bootstrap_balanced_accuracy_ci_hand_cases():
-    # Class 0: 90 tiles, all right; class 1: 10 tiles, none right: balanced accuracy 0.5 in every resample
-    # that holds both classes, while plain accuracy is 0.9.
-    labels = np.array([0] * 90 + [1] * 10)
-    correct = (labels == 0).astype(int)
-    low, high = bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones(100), labels, num_resamples=500)
-    assert low == pytest.approx(0.5) and high == pytest.approx(0.5)
-    acc_low, acc_high = _accuracy_ci(correct, num_resamples=500)
-    assert acc_low > 0.8 and acc_high < 0.97
-    # Mixed outcomes: the interval contains the estimate, is reproducible and narrower for more tiles.
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 3, 300)
-    correct = rng.random(300) < np.array([0.9, 0.6, 0.3])[labels]
-    estimate = np.mean([correct[labels == c].mean() for c in range(3)])
-    low, high = bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones(300), labels, num_resamples=2000)
-    assert low < estimate < high and 0.05 < high - low < 0.2
-    assert (low, high) == bootstrap.bootstrap_balanced_accuracy_ci(correct, np.ones(300), labels, num_resamples=2000)
+    with pytest.raises(ValueError, match="level"):
+        _accuracy_ci(correct, level=1.0)
+    with pytest.raises(ValueError, match="num_resamples"):
+        _accuracy_ci(correct, num_resamples=0)
 
 
 def test_paired_difference_ci_follows_the_pairing():

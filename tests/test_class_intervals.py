@@ -10,7 +10,8 @@ import pytest
 
 from flaxbench import metrics
 from flaxbench.class_intervals import (
-    accuracy_interval, auc_interval, class_auc_cis, class_cis, f1_from_jaccard, wilson_interval,
+    accuracy_interval, auc_interval, balanced_accuracy_interval, class_auc_cis, class_cis, f1_from_jaccard,
+    wilson_interval,
 )
 from tests.helpers import pooled_predictions
 
@@ -160,3 +161,30 @@ def test_class_auc_cis_count_each_classes_tiles_against_the_rest():
     np.testing.assert_allclose(cis[2], auc_interval(1.0, 20, 40))
     assert np.isnan(cis[1]).all()
     assert np.isnan(class_auc_cis([0.7, 0.7], np.zeros(5, int))).all()  # no negatives: no AUC
+
+
+def test_balanced_accuracy_interval_combines_the_recalls_wilson_intervals():
+    # Class 0: 90 tiles, all right; class 1: 10 tiles, none right. Balanced accuracy is 0.5 in every resample
+    # holding both classes, so a percentile bootstrap gives [0.5, 0.5]; each recall is uncertain, so this is not.
+    labels = np.array([0] * 90 + [1] * 10)
+    low, high = balanced_accuracy_interval((labels == 0).astype(float), np.ones(100), labels)
+    first, second = wilson_interval(1.0, 90), wilson_interval(0.0, 10)
+    assert low == pytest.approx(0.5 - (1 - first[0]) / 2) and high == pytest.approx(0.5 + second[1] / 2)
+    # Every tile right: not [1, 1]; agreeing seeds are one seed; one class is its recall's Wilson interval
+    perfect = balanced_accuracy_interval(np.ones(100), np.ones(100), labels)
+    assert perfect[1] == 1.0 and perfect[0] < 1.0
+    assert balanced_accuracy_interval(np.full(100, 3.0), np.full(100, 3.0), labels) == pytest.approx(perfect)
+    right = np.r_[np.ones(70), np.zeros(30)]
+    np.testing.assert_allclose(balanced_accuracy_interval(right, np.ones(100), np.zeros(100, int)),
+                               wilson_interval(0.7, 100))
+    with pytest.raises(ValueError, match="at least one tile"):
+        balanced_accuracy_interval(np.array([]), np.array([]), np.array([], int))
+
+
+def test_balanced_accuracy_intervals_cover_its_true_value_about_as_often_as_they_claim():
+    rng = np.random.default_rng(3)
+    recalls = np.array([0.9, 0.6, 0.75])
+    labels = np.repeat(np.arange(3), 20)
+    covered = [(lambda ci: ci[0] <= recalls.mean() <= ci[1])(balanced_accuracy_interval(
+        (rng.random(60) < recalls[labels]).astype(float), np.ones(60), labels)) for _ in range(1000)]
+    assert 0.92 <= np.mean(covered) <= 0.98

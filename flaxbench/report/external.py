@@ -16,7 +16,7 @@ import numpy as np
 
 from flaxbench import metrics
 from flaxbench.bootstrap import CI_LEVEL
-from flaxbench.class_intervals import wilson_interval
+from flaxbench.class_intervals import balanced_accuracy_interval, wilson_interval
 from flaxbench.errors import FlaxbenchError
 from flaxbench.group_design_effects import group_design_fields
 from flaxbench.group_intervals import group_accuracy_interval, group_paired_comparison, recorded_groups
@@ -112,14 +112,16 @@ def _line(row: dict[str, Any], record: dict[str, Any], path: Path, seed: int | N
           own_test_accuracy: float) -> dict[str, Any]:
     """The report's entry for one checked external evaluation of `row`'s run (seed, fold) or of its ensemble."""
     members = record.get("members")
+    balanced_ci = _balanced_accuracy_ci(record)
     return {
         "name": row["name"], "title": row["title"], "seed": seed, "fold": fold, "file": str(path),
         "own_test_accuracy": own_test_accuracy, **{key: record[key] for key in EXTERNAL_KEYS},
-        # The accuracy's Wilson interval from its tiles, as the table's (files written before flaxbench used Wilson
-        # intervals hold a bootstrap one).
+        # The accuracy's Wilson interval from its tiles, and balanced accuracy's from its tiles' predictions, as the
+        # tables' (files written by older versions of flaxbench hold bootstrap ones).
         "accuracy_ci": [float(x) for x in wilson_interval(record["accuracy"], record["tiles"], CI_LEVEL)],
+        "balanced_accuracy_ci": balanced_ci,
         # with evaluate --external --group-by: the accuracy's 95% CI over the tiles' patients or slides
-        **_over_groups(record),
+        **_over_groups(record, balanced_ci),
         "center_crop": record.get("center_crop"), "ensemble_of": len(members) if members else None,
         "macro_auc_ci": record.get("macro_auc_ci"),
         "ece": record.get("ece"), "ece_temperature_scaled": record.get("ece_temperature_scaled"),
@@ -134,10 +136,22 @@ def _line(row: dict[str, Any], record: dict[str, Any], path: Path, seed: int | N
     }
 
 
-def _over_groups(record: dict[str, Any]) -> dict[str, Any]:
+def _balanced_accuracy_ci(record: dict[str, Any]) -> list[float]:
+    """Balanced accuracy's 95% CI of an external evaluation from its per-tile predictions
+    (class_intervals.balanced_accuracy_interval), else the one it holds."""
+    try:
+        predictions = record["predictions"]
+        labels = np.asarray(predictions["labels"], np.int64)
+        correct = np.equal(labels, np.asarray(predictions["predictions"], np.int64))
+        return list(balanced_accuracy_interval(correct, np.ones(correct.size), labels, CI_LEVEL))
+    except (TypeError, KeyError, ValueError):
+        return record["balanced_accuracy_ci"]
+
+
+def _over_groups(record: dict[str, Any], balanced_ci: list[float]) -> dict[str, Any]:
     """{"group_by", "groups", "accuracy_ci_groups", "balanced_accuracy_ci_groups", "macro_auc_ci_groups"} of an
-    external evaluation, computed again from its per-tile predictions and tile-level CIs (None without --group-by or
-    readable predictions)."""
+    external evaluation, computed again from its per-tile predictions and tile-level CIs (balanced accuracy's:
+    `balanced_ci`; None without --group-by or readable predictions)."""
     fields = {"group_by": record.get("group_by"), "groups": None, "accuracy_ci_groups": None,
               "balanced_accuracy_ci_groups": None, "macro_auc_ci_groups": None}
     try:
@@ -147,8 +161,7 @@ def _over_groups(record: dict[str, Any]) -> dict[str, Any]:
             return fields
         found = group_accuracy_interval(np.equal(predictions["labels"], predictions["predictions"]), None, groups)
         fields.update(groups=found.groups, accuracy_ci_groups=found.interval and list(found.interval),
-                      **group_design_fields(predictions, groups, record.get("balanced_accuracy_ci"),
-                                            record.get("macro_auc_ci")))
+                      **group_design_fields(predictions, groups, balanced_ci, record.get("macro_auc_ci")))
     except (TypeError, KeyError, ValueError):
         pass
     return fields

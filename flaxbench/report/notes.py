@@ -18,11 +18,13 @@ def table_notes(summary: Summary) -> list[str]:
         "mean ± std uses the sample standard deviation (n − 1).",
         "**95% CI** of test accuracy: the Wilson score interval of a proportion of test tiles (unlike a "
         "bootstrap, it does not shrink to nothing when every tile is right); with several seeds, of their pooled "
-        "accuracy, the tiles counted once (seeds sharing a test set are not extra tiles). The CIs of balanced "
-        f"accuracy and macro AUC are percentile bootstraps over test tiles ({CI_RESAMPLES} resamples, seed "
-        f"{CI_SEED}), all seeds' predictions on a drawn tile kept together: mean recall over the classes each "
-        "resample holds; each run's one-vs-rest AUC over the drawn tiles, as often as drawn, then their mean (the "
-        "statistic of the Macro AUC column).",
+        "accuracy, the tiles counted once (seeds sharing a test set are not extra tiles). The CI of balanced "
+        "accuracy combines its classes' recalls' Wilson intervals by MOVER (Zou and Donner 2008; the classes' "
+        "tiles are independent: each bound is the mean recall less or plus the root sum of squares of the "
+        "recalls' distances to their bounds, over the number of classes), so it does not shrink to nothing "
+        f"either. The CI of macro AUC is a percentile bootstrap over test tiles ({CI_RESAMPLES} resamples, seed "
+        f"{CI_SEED}), all seeds' predictions on a drawn tile kept together: each run's one-vs-rest AUC over the "
+        "drawn tiles, as often as drawn, then their mean (the statistic of the Macro AUC column).",
         f"**McNemar p**: exact two-sided binomial test on the tiles where exactly one of the two rows is right, "
         f"against the best row {best['title']} (`{best['name']}`, highest mean test accuracy); tiles are paired "
         "by id, only for rows tested on the best row's classes and exactly its test tiles; for rows with "
@@ -50,7 +52,7 @@ def table_notes(summary: Summary) -> list[str]:
         "`test_groups_design_effect`), times (z / t)² with t of groups − 1 degrees of freedom (Korn and Graubard), "
         "so few groups widen it; it is never narrower than the tile-level CI. Seeds and folds are pooled as for the "
         "tile-level CI. **95% CI of balanced accuracy and of macro AUC over patients or slides**: no proportions, "
-        "so their tile-level bootstrap CIs widened about the value by the square root of their design effect (the "
+        "so their tile-level CIs widened about the value by the square root of their design effect (the "
         "variance of the statistic from each tile's influence on it summed by group, against that of independent "
         "tiles; for AUC Obuchowski's clustered DeLong variance; at least 1) and by t / z as above; a class whose "
         "tiles all come from one group adds nothing to the spread over groups, so with classes from one slide each "

@@ -8,7 +8,9 @@ import numpy as np
 
 from flaxbench import bootstrap, metrics
 from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
-from flaxbench.class_intervals import accuracy_interval, class_auc_cis, class_cis, with_class_cis
+from flaxbench.class_intervals import (
+    accuracy_interval, balanced_accuracy_interval, class_auc_cis, class_cis, with_class_cis,
+)
 from flaxbench.group_design_effects import (
     group_balanced_accuracy_interval, group_class_auc_intervals, group_macro_auc_interval,
 )
@@ -152,14 +154,13 @@ def _grouped_tiles(group: RunGroup, num_classes: int | None = None) -> tuple[Poo
 
 
 def balanced_accuracy_ci(group: RunGroup) -> tuple[float, float] | None:
-    """95% bootstrap CI of the row's pooled balanced accuracy (tiles resampled with all their seeds' predictions)."""
+    """95% CI of the row's pooled balanced accuracy (class_intervals.balanced_accuracy_interval: seeds pooled, each
+    tile counted once)."""
     pooled = _pooled_tiles(group)
     if pooled is None:
         return None
     correct, trials, labels, _ = pooled
-    return bootstrap.bootstrap_balanced_accuracy_ci(
-        correct, trials, labels, level=CI_LEVEL, num_resamples=CI_RESAMPLES, seed=CI_SEED
-    )
+    return balanced_accuracy_interval(correct, trials, labels, CI_LEVEL)
 
 
 def test_probabilities(group: RunGroup) -> list[tuple[np.ndarray, np.ndarray, list[str]]] | None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
+from flaxbench.class_intervals import balanced_accuracy_interval
 from flaxbench.errors import FlaxbenchError
 from flaxbench.report import write_report
 from flaxbench.report.collect import collect_runs
@@ -115,6 +117,19 @@ def test_a_rows_ensemble_on_external_tiles_is_a_line_with_its_runs_spread(tmp_pa
     assert tex.index("External test sets") > tex.index("Per class")
     assert (r"\texttt{net\_3fold} & ensemble of 3 runs & \texttt{/data/other} & 9 & best & 70.0 (38.2--89.8); runs "
             r"60.0 $\pm$ 5.0 & ") in tex
+
+
+def test_an_external_balanced_accuracy_ci_is_computed_again_from_the_files_predictions(tmp_path):
+    write_folds(tmp_path, "net")
+    members = [{"workdir": str(tmp_path / "net_3fold" / f"fold_{k}"), "accuracy": 0.6} for k in range(3)]
+    labels, predicted = [0, 0, 0, 0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 1, 1, 1]
+    record = {**_ensemble_record(members), "predictions": {"ids": [f"t{k}" for k in range(9)], "labels": labels,
+                                                          "predictions": predicted}}
+    (tmp_path / "net_3fold" / "eval_external_other.json").write_text(json.dumps(record))
+    [line] = json.loads(write_report(tmp_path, tmp_path / "out")["json"].read_text())["external"]
+    # the file's [0.4, 0.9] (an older version's bootstrap) gives way to the recalls' Wilson intervals combined
+    expected = balanced_accuracy_interval(np.equal(labels, predicted), np.ones(9), np.array(labels))
+    assert line["balanced_accuracy_ci"] == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("members, problem", [
