@@ -1,4 +1,4 @@
-"""95% confidence intervals of accuracy and of each class's recall, precision, specificity, F1 and AUC.
+"""95% confidence intervals of accuracy, balanced accuracy and each class's recall, precision, specificity and F1.
 
 Accuracy, recall, precision and specificity are proportions of tiles, so they get Wilson score
 intervals (Wilson 1927, the usual interval for accuracy, sensitivity and specificity in diagnostic
@@ -6,18 +6,14 @@ studies): unlike a percentile bootstrap, it does not collapse to [1, 1] when eve
 With several seeds (or folds) on the same tiles, the proportion is pooled over their predictions
 and the number of trials is that of tiles, not of predictions: seeds are not extra tiles.
 
-F1 and AUC are no proportions, and a percentile bootstrap of them collapses as well: to [1, 1] for a
-class told apart on every tile, to [0, 0] for one never predicted. So F1 gets the Wilson interval of
-the proportion it is a monotone function of: J = TP / (TP + FP + FN), the share of true positives
-among the tiles that are the class or are called it (its Jaccard index), with F1 = 2J / (1 + J). Given
-how many tiles those are, TP is binomial with J's population value, so the interval is as exact as
+F1 is no proportion, and a percentile bootstrap of it collapses as well: to [1, 1] for a class told
+apart on every tile, to [0, 0] for one never predicted. So F1 gets the Wilson interval of the
+proportion it is a monotone function of: J = TP / (TP + FP + FN), the share of true positives among
+the tiles that are the class or are called it (its Jaccard index), with F1 = 2J / (1 + J). Given how
+many tiles those are, TP is binomial with J's population value, so the interval is as exact as
 recall's. Balanced accuracy, the mean recall over the classes, combines the recalls' Wilson
-intervals by MOVER (Zou & Donner 2008: the classes' tiles are independent, so each bound is the mean
-less or plus the root sum of squares of the recalls' distances to theirs, over the number of classes).
-AUC gets a score interval (as Wilson's is for a proportion): the AUCs A whose distance from
-the estimate is within z standard errors of A itself, its variance that of Hanley & McNeil (1982)
-with both class sizes set to their mean, as Newcombe (2006) recommends; it stays inside [0, 1] and
-does not collapse at 1.
+intervals by MOVER (Zou & Donner 2008; `mover_interval`): the classes' tiles are independent. AUCs
+get theirs in flaxbench.auc_intervals.
 """
 
 from __future__ import annotations
@@ -27,8 +23,6 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.stats import t as student_t
 
 
 # Per-class values given a 95% CI, as `<key>_ci` beside `<key>` in a per_class table.
@@ -113,55 +107,26 @@ def balanced_accuracy_interval(correct: np.ndarray, trials: np.ndarray, labels: 
     tiles = np.bincount(labels)
     present = tiles > 0
     recall = np.bincount(labels, weights=correct / trials)[present] / tiles[present]
-    low, high = wilson_interval(recall, tiles[present], level).T
-    estimate = float(recall.mean())
-    return (estimate - float(np.sqrt(np.sum((recall - low) ** 2))) / recall.size,
-            estimate + float(np.sqrt(np.sum((high - recall) ** 2))) / recall.size)
+    return mover_interval(recall, wilson_interval(recall, tiles[present], level))
+
+
+def mover_interval(estimates: np.ndarray, intervals: np.ndarray, correlation: np.ndarray | None = None
+                   ) -> tuple[float, float]:
+    """The CI of the mean of `estimates` from their CIs `intervals` (k, 2) by MOVER (Zou & Donner 2008): each bound
+    the mean less or plus the root of the estimates' distances to their bounds, squared and weighted by their
+    `correlation` (default: independent), over k; within [0, 1] as the intervals are."""
+    estimates, intervals = np.asarray(estimates, np.float64), np.asarray(intervals, np.float64)
+    correlation = np.eye(estimates.size) if correlation is None else np.asarray(correlation, np.float64)
+    below, above = estimates - intervals[:, 0], intervals[:, 1] - estimates
+    mean = float(estimates.mean())
+    return (max(0.0, mean - float(np.sqrt(max(0.0, below @ correlation @ below))) / estimates.size),
+            min(1.0, mean + float(np.sqrt(max(0.0, above @ correlation @ above))) / estimates.size))
 
 
 def f1_from_jaccard(jaccard: np.ndarray) -> np.ndarray:
     """F1 = 2J / (1 + J) of each Jaccard index J = TP / (TP + FP + FN) (NaN stays NaN)."""
     jaccard = np.asarray(jaccard, np.float64)
     return 2 * jaccard / (1 + jaccard)
-
-
-def auc_interval(auc: float, positives: int, negatives: int, level: float = 0.95, *, design_effect: float = 1.0,
-                 groups: int | None = None) -> tuple[float, float]:
-    """The score interval of a one-vs-rest AUC estimated from `positives` and `negatives` tiles (the module's
-    docstring says how); over `groups` patients or slides, its variance times their `design_effect` and t of
-    groups - 1 degrees of freedom in place of z."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    if positives < 1 or negatives < 1 or not 0.0 <= auc <= 1.0:
-        raise ValueError(f"need an AUC in [0, 1] of at least one positive and one negative, got {auc} of "
-                         f"{positives} and {negatives}")
-    quantile = 0.5 + level / 2
-    spread = NormalDist().inv_cdf(quantile) if groups is None else float(student_t.ppf(quantile, groups - 1))
-    spread *= np.sqrt(max(1.0, design_effect))
-    mean_size = (positives + negatives) / 2
-
-    def outside(value: float) -> float:  # > 0 where `value` lies outside the interval
-        variance = value * (1 - value) / (positives * negatives) * (
-            1 + (mean_size - 1) * ((1 - value) / (2 - value) + value / (1 + value)))
-        return (auc - value) ** 2 - spread ** 2 * variance
-
-    # At an AUC of 0 or 1 the variance there is 0, so the search starts just inside, where the estimate lies within.
-    inner = min(max(auc, 1e-9), 1 - 1e-9)
-    low = 0.0 if outside(0.0) <= 0 else brentq(outside, 0.0, inner, xtol=1e-12)
-    high = 1.0 if outside(1.0) <= 0 else brentq(outside, inner, 1.0, xtol=1e-12)
-    return float(low), float(high)
-
-
-def class_auc_cis(aucs: np.ndarray, labels: np.ndarray, level: float = 0.95) -> np.ndarray:
-    """(classes, 2): the score interval of each class's one-vs-rest AUC `aucs[c]` (NaN or None: none) on tiles of
-    true classes `labels` (each tile once, however many seeds scored it)."""
-    aucs = np.array([np.nan if a is None else a for a in aucs], np.float64)
-    positives = np.bincount(np.asarray(labels, np.int64).reshape(-1), minlength=len(aucs))
-    found = np.full((len(aucs), 2), np.nan)
-    for c, (auc, count) in enumerate(zip(aucs, positives)):
-        if not np.isnan(auc) and 0 < count < positives.sum():
-            found[c] = auc_interval(float(auc), int(count), int(positives.sum() - count), level)
-    return found
 
 
 def with_class_cis(per_class: dict[str, dict[str, Any]], classes: Sequence[str],

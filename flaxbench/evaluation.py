@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from flaxbench import bootstrap, metrics
-from flaxbench.class_intervals import (
-    accuracy_interval, balanced_accuracy_interval, class_auc_cis, class_cis, with_class_cis,
-)
+from flaxbench import metrics
+from flaxbench.auc_intervals import class_auc_cis, macro_auc_interval
+from flaxbench.bootstrap import CI_LEVEL
+from flaxbench.class_intervals import accuracy_interval, balanced_accuracy_interval, class_cis, with_class_cis
 from flaxbench.group_design_effects import group_class_auc_intervals, group_design_fields
 from flaxbench.group_intervals import (
     GroupInterval, format_group_interval, group_accuracy_interval, group_class_intervals, group_fields, recorded_groups,
@@ -71,9 +71,9 @@ def accuracy_without(predictions: dict[str, Any], left_out: set[str]) -> float |
 
 
 def split_cis(result: dict[str, Any], classes: Sequence[str], group_by: str | None = None) -> dict[str, Any]:
-    """95% CIs of a `split_metrics` result from its per-tile predictions: accuracy (Wilson), balanced accuracy (its
-    recalls' Wilson intervals combined), macro AUC (percentile bootstrap over tiles), and `per_class` again with each
-    class's `<key>_ci` (class_intervals: Wilson, and a score interval for AUC); with a `group_by` pattern grouping the
+    """95% CIs of a `split_metrics` result from its per-tile predictions: accuracy and balanced accuracy (Wilson
+    intervals), macro AUC (auc_intervals), and `per_class` again with each class's `<key>_ci` (class_intervals'
+    Wilson intervals, auc_intervals' score intervals); with a `group_by` pattern grouping the
     tiles, each also over the groups (group_intervals' group_fields, per class `<key>_ci_groups` and `<key>_groups`;
     group_design_effects.group_design_fields)."""
     predictions = result["predictions"]
@@ -82,22 +82,21 @@ def split_cis(result: dict[str, Any], classes: Sequence[str], group_by: str | No
     probabilities = np.asarray(predictions["probabilities"], np.float64)
     correct = (predicted == labels).astype(np.int64)
     said = np.eye(len(classes), dtype=np.int64)[predicted]
-    ci = {"level": bootstrap.CI_LEVEL, "num_resamples": bootstrap.CI_RESAMPLES, "seed": bootstrap.CI_SEED}
     aucs = [result["per_class"][name].get("auc") for name in classes]
-    cis = {**class_cis(correct, np.ones_like(labels), labels, said, bootstrap.CI_LEVEL),
-           "auc": class_auc_cis(aucs, labels, bootstrap.CI_LEVEL)}
+    cis = {**class_cis(correct, np.ones_like(labels), labels, said, CI_LEVEL),
+           "auc": class_auc_cis(aucs, labels, CI_LEVEL)}
     per_class = with_class_cis(result["per_class"], classes, cis)
     groups = recorded_groups(predictions["ids"], group_by)
     if groups is not None:
         per_class = with_class_group_intervals(per_class, classes, {
             **group_class_intervals(correct, np.ones_like(labels), labels, said, groups),
             "auc": group_class_auc_intervals([probabilities], [labels], [np.arange(len(labels))], groups)})
-    balanced_ci = list(balanced_accuracy_interval(correct, np.ones_like(labels), labels, bootstrap.CI_LEVEL))
-    auc_ci = (None if result["macro_auc"] is None
-              else list(bootstrap.bootstrap_macro_auc_ci([probabilities], [labels], **ci)))
+    balanced_ci = list(balanced_accuracy_interval(correct, np.ones_like(labels), labels, CI_LEVEL))
+    found = macro_auc_interval([probabilities], [labels], level=CI_LEVEL) if result["macro_auc"] is not None else None
+    auc_ci = None if found is None else list(found)
     return {
-        "ci_level": bootstrap.CI_LEVEL,
-        "accuracy_ci": list(accuracy_interval(correct, level=bootstrap.CI_LEVEL)),
+        "ci_level": CI_LEVEL,
+        "accuracy_ci": list(accuracy_interval(correct, level=CI_LEVEL)),
         "balanced_accuracy_ci": balanced_ci,
         "macro_auc_ci": auc_ci,
         "per_class": per_class,

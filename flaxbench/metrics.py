@@ -1,5 +1,5 @@
 """Classification metrics, calibration and paired tests on test predictions (pure numpy; confidence
-intervals: flaxbench.bootstrap)."""
+intervals: flaxbench.class_intervals, auc_intervals, bootstrap)."""
 
 from __future__ import annotations
 

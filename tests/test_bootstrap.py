@@ -1,11 +1,11 @@
-"""Bootstrap confidence intervals: they hold the estimate, are reproducible, and resample tiles as documented."""
+"""The paired bootstrap of an accuracy difference: it holds the estimate, is reproducible and follows the pairing."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from flaxbench import bootstrap, metrics
+from flaxbench import bootstrap
 
 
 def _correct(num_right: int, num_tiles: int) -> np.ndarray:
@@ -56,39 +56,3 @@ def test_paired_difference_ci_follows_the_pairing():
     assert 0.38 < low < 0.5 < high < 0.62
     with pytest.raises(ValueError, match="paired outcomes of equal"):
         bootstrap.bootstrap_paired_difference_ci(same, same[:10])
-
-
-def test_auc_over_drawn_tiles_counts_each_as_often_as_drawn():
-    rng = np.random.default_rng(3)
-    labels = rng.integers(0, 3, 80)
-    probabilities = np.round(rng.dirichlet(np.ones(3), 80) + 0.4 * np.eye(3)[labels], 1)  # rounded: many ties
-
-    def expected(tiles: np.ndarray) -> list[float]:  # each class's AUC on these tiles, NaN where undefined
-        return [np.nan if auc is None else auc for auc in metrics.one_vs_rest_auc(probabilities[tiles], labels[tiles])]
-
-    aucs = bootstrap._DrawnAuc(probabilities, labels, np.arange(80), 80).class_aucs
-    np.testing.assert_allclose(aucs(np.arange(80)[None])[0], expected(np.arange(80)))
-    drawn = rng.integers(0, 80, (3, 80))
-    for k in range(3):
-        np.testing.assert_allclose(aucs(drawn)[k], expected(drawn[k]), atol=1e-12)
-    half = bootstrap._DrawnAuc(probabilities[40:], labels[40:], np.arange(40, 80), 80).class_aucs(drawn)
-    for k in range(3):  # a run on tiles 40-79 of 80 (a fold) sees only the draws of its tiles
-        np.testing.assert_allclose(half[k], expected(drawn[k][drawn[k] >= 40]), atol=1e-12)
-
-
-def test_macro_auc_ci_holds_the_estimate_and_the_mean_of_runs_sharing_tiles():
-    rng = np.random.default_rng(4)
-    labels = rng.integers(0, 4, 200)
-    runs = [rng.dirichlet(np.ones(4), 200) + strength * np.eye(4)[labels] for strength in (0.3, 0.6)]
-    estimates = [metrics.macro_auc(metrics.one_vs_rest_auc(p, labels)) for p in runs]
-    low, high = bootstrap.bootstrap_macro_auc_ci([runs[0]], [labels])
-    assert low < estimates[0] < high < 1.0 and (low, high) == bootstrap.bootstrap_macro_auc_ci([runs[0]], [labels])
-    tiles = np.arange(200)
-    both = bootstrap.bootstrap_macro_auc_ci(runs, [labels, labels], [tiles, tiles])
-    assert both[0] < np.mean(estimates) < both[1] and both != (low, high)
-    folds = bootstrap.bootstrap_macro_auc_ci([runs[0][:100], runs[0][100:]], [labels[:100], labels[100:]],
-                                             [tiles[:100], tiles[100:]])  # two folds: each run its own tiles
-    assert folds[0] < np.mean([metrics.macro_auc(metrics.one_vs_rest_auc(runs[0][s], labels[s]))
-                               for s in (slice(0, 100), slice(100, 200))]) < folds[1]
-    with pytest.raises(ValueError, match="equal, nonzero"):
-        bootstrap.bootstrap_macro_auc_ci([runs[0]], [labels[:10]])

@@ -1,17 +1,14 @@
-"""Confidence intervals of accuracy and of each class's values: Wilson intervals of the proportions and of F1's
-Jaccard index, and AUC's score interval."""
+"""Confidence intervals of accuracy, balanced accuracy and each class's values: Wilson intervals of the proportions
+and of F1's Jaccard index, combined by MOVER for balanced accuracy."""
 
 from __future__ import annotations
-
-from statistics import NormalDist
 
 import numpy as np
 import pytest
 
 from flaxbench import metrics
 from flaxbench.class_intervals import (
-    accuracy_interval, auc_interval, balanced_accuracy_interval, class_auc_cis, class_cis, f1_from_jaccard,
-    wilson_interval,
+    accuracy_interval, balanced_accuracy_interval, class_cis, f1_from_jaccard, mover_interval, wilson_interval,
 )
 from tests.helpers import pooled_predictions
 
@@ -113,56 +110,6 @@ def test_f1_intervals_cover_the_true_f1_about_as_often_as_they_claim():
     assert 0.92 <= np.mean(covered) <= 0.98
 
 
-def _binormal_scores(rng: np.random.Generator, positives: int, negatives: int, shift: float) -> tuple:
-    """(labels, probabilities of two classes) whose class-0 score is normal, `shift` higher for class 0's tiles."""
-    labels = np.array([0] * positives + [1] * negatives)
-    score = rng.normal(size=positives + negatives) + shift * (labels == 0)
-    first = 1 / (1 + np.exp(-score))
-    return labels, np.stack([first, 1 - first], axis=1)
-
-
-@pytest.mark.parametrize("shift", [1.0, 3.0])
-def test_auc_intervals_cover_the_true_auc_about_as_often_as_they_claim(shift):
-    # Binormal scores of unit variance: the true AUC is Phi(shift / sqrt 2), 0.76 and 0.98; at 0.98 many of
-    # 15 + 45 tiles are told apart perfectly, where a percentile bootstrap gives [1, 1].
-    rng = np.random.default_rng(1)
-    true_auc = NormalDist().cdf(shift / np.sqrt(2))
-    covered, perfect = [], 0
-    for _ in range(600):
-        labels, probabilities = _binormal_scores(rng, 15, 45, shift)
-        auc = metrics.one_vs_rest_auc(probabilities, labels)[0]
-        low, high = auc_interval(auc, 15, 45)
-        covered.append(low <= true_auc <= high)
-        perfect += auc == 1.0
-    assert 0.92 <= np.mean(covered) <= 0.99
-    assert shift == 1.0 or perfect > 30
-
-
-def test_auc_interval_hand_cases():
-    low, high = auc_interval(1.0, 20, 20)
-    assert high == 1.0 and 0.85 < low < 0.95  # every pair told apart: not [1, 1]
-    low, high = auc_interval(0.5, 20, 20)
-    assert low == pytest.approx(1 - high) and 0.3 < low < 0.4  # symmetric about 0.5
-    assert auc_interval(0.0, 5, 5)[0] == 0.0
-    few, many = auc_interval(0.8, 10, 10), auc_interval(0.8, 100, 100)
-    assert few[0] < many[0] < 0.8 < many[1] < few[1]
-    # Over 8 slides with a design effect of 3: wider than over tiles, by more than sqrt(3)
-    tiles, slides = auc_interval(0.8, 100, 100), auc_interval(0.8, 100, 100, design_effect=3.0, groups=8)
-    assert slides[1] - slides[0] > np.sqrt(3) * (tiles[1] - tiles[0])
-    for bad in ((1.2, 5, 5), (0.5, 0, 5)):
-        with pytest.raises(ValueError, match="AUC in"):
-            auc_interval(*bad)
-
-
-def test_class_auc_cis_count_each_classes_tiles_against_the_rest():
-    labels = np.array([0] * 10 + [1] * 30 + [2] * 20)
-    cis = class_auc_cis([0.9, None, 1.0], labels)
-    np.testing.assert_allclose(cis[0], auc_interval(0.9, 10, 50))
-    np.testing.assert_allclose(cis[2], auc_interval(1.0, 20, 40))
-    assert np.isnan(cis[1]).all()
-    assert np.isnan(class_auc_cis([0.7, 0.7], np.zeros(5, int))).all()  # no negatives: no AUC
-
-
 def test_balanced_accuracy_interval_combines_the_recalls_wilson_intervals():
     # Class 0: 90 tiles, all right; class 1: 10 tiles, none right. Balanced accuracy is 0.5 in every resample
     # holding both classes, so a percentile bootstrap gives [0.5, 0.5]; each recall is uncertain, so this is not.
@@ -188,3 +135,13 @@ def test_balanced_accuracy_intervals_cover_its_true_value_about_as_often_as_they
     covered = [(lambda ci: ci[0] <= recalls.mean() <= ci[1])(balanced_accuracy_interval(
         (rng.random(60) < recalls[labels]).astype(float), np.ones(60), labels)) for _ in range(1000)]
     assert 0.92 <= np.mean(covered) <= 0.98
+
+
+def test_mover_combines_independent_or_correlated_intervals_of_a_mean():
+    estimates, intervals = np.array([0.6, 0.8]), np.array([[0.5, 0.7], [0.7, 0.9]])
+    independent = mover_interval(estimates, intervals)
+    assert independent == pytest.approx((0.7 - np.sqrt(0.02) / 2, 0.7 + np.sqrt(0.02) / 2))
+    together = mover_interval(estimates, intervals, np.ones((2, 2)))  # perfectly correlated: no averaging out
+    assert together == pytest.approx((0.6, 0.8))
+    assert mover_interval(np.array([1.0, 1.0]), np.array([[0.9, 1.0], [0.8, 1.0]])) == pytest.approx(
+        (1 - np.sqrt(0.05) / 2, 1.0))

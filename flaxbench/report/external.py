@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from flaxbench import metrics
+from flaxbench.auc_intervals import macro_auc_interval
 from flaxbench.bootstrap import CI_LEVEL
 from flaxbench.class_intervals import balanced_accuracy_interval, wilson_interval
 from flaxbench.errors import FlaxbenchError
@@ -112,18 +113,18 @@ def _line(row: dict[str, Any], record: dict[str, Any], path: Path, seed: int | N
           own_test_accuracy: float) -> dict[str, Any]:
     """The report's entry for one checked external evaluation of `row`'s run (seed, fold) or of its ensemble."""
     members = record.get("members")
-    balanced_ci = _balanced_accuracy_ci(record)
+    balanced_ci, auc_ci = _recomputed_cis(record)
     return {
         "name": row["name"], "title": row["title"], "seed": seed, "fold": fold, "file": str(path),
         "own_test_accuracy": own_test_accuracy, **{key: record[key] for key in EXTERNAL_KEYS},
-        # The accuracy's Wilson interval from its tiles, and balanced accuracy's from its tiles' predictions, as the
-        # tables' (files written by older versions of flaxbench hold bootstrap ones).
+        # The accuracy's Wilson interval from its tiles, balanced accuracy's and macro AUC's from its tiles'
+        # predictions, as the tables' (files written by older versions of flaxbench hold bootstrap ones).
         "accuracy_ci": [float(x) for x in wilson_interval(record["accuracy"], record["tiles"], CI_LEVEL)],
         "balanced_accuracy_ci": balanced_ci,
         # with evaluate --external --group-by: the accuracy's 95% CI over the tiles' patients or slides
-        **_over_groups(record, balanced_ci),
+        "macro_auc_ci": auc_ci,
+        **_over_groups(record, balanced_ci, auc_ci),
         "center_crop": record.get("center_crop"), "ensemble_of": len(members) if members else None,
-        "macro_auc_ci": record.get("macro_auc_ci"),
         "ece": record.get("ece"), "ece_temperature_scaled": record.get("ece_temperature_scaled"),
         # tiles pixel-identical to ones the runs trained or validated on (None: not looked for)
         "seen_in_training": _seen_in_training(record.get("seen_by_runs")),
@@ -136,22 +137,27 @@ def _line(row: dict[str, Any], record: dict[str, Any], path: Path, seed: int | N
     }
 
 
-def _balanced_accuracy_ci(record: dict[str, Any]) -> list[float]:
-    """Balanced accuracy's 95% CI of an external evaluation from its per-tile predictions
-    (class_intervals.balanced_accuracy_interval), else the one it holds."""
+def _recomputed_cis(record: dict[str, Any]) -> tuple[list[float], list[float] | None]:
+    """Balanced accuracy's and macro AUC's 95% CIs of an external evaluation from its per-tile predictions
+    (class_intervals, auc_intervals), else the ones it holds."""
+    balanced_ci, auc_ci = record["balanced_accuracy_ci"], record.get("macro_auc_ci")
     try:
         predictions = record["predictions"]
         labels = np.asarray(predictions["labels"], np.int64)
         correct = np.equal(labels, np.asarray(predictions["predictions"], np.int64))
-        return list(balanced_accuracy_interval(correct, np.ones(correct.size), labels, CI_LEVEL))
+        balanced_ci = list(balanced_accuracy_interval(correct, np.ones(correct.size), labels, CI_LEVEL))
+        if predictions.get("probabilities") and auc_ci is not None:
+            found = macro_auc_interval([np.asarray(predictions["probabilities"], np.float64)], [labels], level=CI_LEVEL)
+            auc_ci = None if found is None else list(found)
     except (TypeError, KeyError, ValueError):
-        return record["balanced_accuracy_ci"]
+        pass
+    return balanced_ci, auc_ci
 
 
-def _over_groups(record: dict[str, Any], balanced_ci: list[float]) -> dict[str, Any]:
+def _over_groups(record: dict[str, Any], balanced_ci: list[float], auc_ci: list[float] | None) -> dict[str, Any]:
     """{"group_by", "groups", "accuracy_ci_groups", "balanced_accuracy_ci_groups", "macro_auc_ci_groups"} of an
-    external evaluation, computed again from its per-tile predictions and tile-level CIs (balanced accuracy's:
-    `balanced_ci`; None without --group-by or readable predictions)."""
+    external evaluation, computed again from its per-tile predictions and tile-level CIs `balanced_ci` and `auc_ci`
+    (None without --group-by or readable predictions)."""
     fields = {"group_by": record.get("group_by"), "groups": None, "accuracy_ci_groups": None,
               "balanced_accuracy_ci_groups": None, "macro_auc_ci_groups": None}
     try:
@@ -161,7 +167,7 @@ def _over_groups(record: dict[str, Any], balanced_ci: list[float]) -> dict[str, 
             return fields
         found = group_accuracy_interval(np.equal(predictions["labels"], predictions["predictions"]), None, groups)
         fields.update(groups=found.groups, accuracy_ci_groups=found.interval and list(found.interval),
-                      **group_design_fields(predictions, groups, balanced_ci, record.get("macro_auc_ci")))
+                      **group_design_fields(predictions, groups, balanced_ci, auc_ci))
     except (TypeError, KeyError, ValueError):
         pass
     return fields

@@ -22,9 +22,9 @@ def table_notes(summary: Summary) -> list[str]:
         "accuracy combines its classes' recalls' Wilson intervals by MOVER (Zou and Donner 2008; the classes' "
         "tiles are independent: each bound is the mean recall less or plus the root sum of squares of the "
         "recalls' distances to their bounds, over the number of classes), so it does not shrink to nothing "
-        f"either. The CI of macro AUC is a percentile bootstrap over test tiles ({CI_RESAMPLES} resamples, seed "
-        f"{CI_SEED}), all seeds' predictions on a drawn tile kept together: each run's one-vs-rest AUC over the "
-        "drawn tiles, as often as drawn, then their mean (the statistic of the Macro AUC column).",
+        "either. The CI of macro AUC combines its classes' AUC intervals (the per-class table's score intervals, "
+        "each class's AUC the mean over seeds, over the distinct test tiles) by MOVER with the correlations of "
+        "their estimates (DeLong's covariance: the classes' AUCs share tiles).",
         f"**McNemar p**: exact two-sided binomial test on the tiles where exactly one of the two rows is right, "
         f"against the best row {best['title']} (`{best['name']}`, highest mean test accuracy); tiles are paired "
         "by id, only for rows tested on the best row's classes and exactly its test tiles; for rows with "

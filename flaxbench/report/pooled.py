@@ -6,11 +6,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from flaxbench import bootstrap, metrics
-from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
-from flaxbench.class_intervals import (
-    accuracy_interval, balanced_accuracy_interval, class_auc_cis, class_cis, with_class_cis,
-)
+from flaxbench import metrics
+from flaxbench.auc_intervals import class_auc_cis, macro_auc_interval
+from flaxbench.bootstrap import CI_LEVEL
+from flaxbench.class_intervals import accuracy_interval, balanced_accuracy_interval, class_cis, with_class_cis
 from flaxbench.group_design_effects import (
     group_balanced_accuracy_interval, group_class_auc_intervals, group_macro_auc_interval,
 )
@@ -177,14 +176,13 @@ def test_probabilities(group: RunGroup) -> list[tuple[np.ndarray, np.ndarray, li
 
 
 def macro_auc_ci(group: RunGroup) -> tuple[float, float] | None:
-    """The 95% bootstrap CI of the row's macro AUC (the mean of its runs'), test tiles resampled as in
-    balanced_accuracy_ci; None where a run did not record per-tile class probabilities."""
+    """The 95% CI of the row's macro AUC (auc_intervals.macro_auc_interval: its classes' AUCs, means over the runs,
+    over the distinct test tiles); None where a run did not record per-tile class probabilities."""
     runs = test_probabilities(group)
     if runs is None:
         return None
     probabilities, labels, positions, _ = _placed(runs)
-    return bootstrap.bootstrap_macro_auc_ci(probabilities, labels, positions, level=CI_LEVEL,
-                                            num_resamples=CI_RESAMPLES, seed=CI_SEED)
+    return macro_auc_interval(probabilities, labels, positions, CI_LEVEL)
 
 
 def group_balanced_accuracy_ci(group: RunGroup, interval: tuple[float, float] | None) -> GroupInterval | None:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from flaxbench.auc_intervals import macro_auc_interval
 from flaxbench.class_intervals import balanced_accuracy_interval
 from flaxbench.errors import FlaxbenchError
 from flaxbench.report import write_report
@@ -119,17 +120,21 @@ def test_a_rows_ensemble_on_external_tiles_is_a_line_with_its_runs_spread(tmp_pa
             r"60.0 $\pm$ 5.0 & ") in tex
 
 
-def test_an_external_balanced_accuracy_ci_is_computed_again_from_the_files_predictions(tmp_path):
+def test_an_externals_balanced_accuracy_and_macro_auc_cis_are_computed_again_from_the_files_predictions(tmp_path):
     write_folds(tmp_path, "net")
     members = [{"workdir": str(tmp_path / "net_3fold" / f"fold_{k}"), "accuracy": 0.6} for k in range(3)]
     labels, predicted = [0, 0, 0, 0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 1, 1, 1]
-    record = {**_ensemble_record(members), "predictions": {"ids": [f"t{k}" for k in range(9)], "labels": labels,
-                                                          "predictions": predicted}}
+    probabilities = [[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.4, 0.6], [0.45, 0.55], [0.2, 0.8], [0.3, 0.7],
+                     [0.1, 0.9], [0.35, 0.65]]
+    record = {**_ensemble_record(members), "macro_auc_ci": [0.5, 0.9],
+              "predictions": {"ids": [f"t{k}" for k in range(9)], "labels": labels, "predictions": predicted,
+                              "probabilities": probabilities}}
     (tmp_path / "net_3fold" / "eval_external_other.json").write_text(json.dumps(record))
     [line] = json.loads(write_report(tmp_path, tmp_path / "out")["json"].read_text())["external"]
-    # the file's [0.4, 0.9] (an older version's bootstrap) gives way to the recalls' Wilson intervals combined
+    # the file's intervals (an older version's bootstraps) give way to those the report computes everywhere
     expected = balanced_accuracy_interval(np.equal(labels, predicted), np.ones(9), np.array(labels))
     assert line["balanced_accuracy_ci"] == pytest.approx(expected)
+    assert line["macro_auc_ci"] == pytest.approx(macro_auc_interval([np.array(probabilities)], [np.array(labels)]))
 
 
 @pytest.mark.parametrize("members, problem", [
