@@ -12,8 +12,10 @@ proportion it is a monotone function of: J = TP / (TP + FP + FN), the share of t
 the tiles that are the class or are called it (its Jaccard index), with F1 = 2J / (1 + J). Given how
 many tiles those are, TP is binomial with J's population value, so the interval is as exact as
 recall's. Balanced accuracy, the mean recall over the classes, combines the recalls' Wilson
-intervals by MOVER (Zou & Donner 2008; `mover_interval`): the classes' tiles are independent. AUCs
-get theirs in flaxbench.auc_intervals.
+intervals by MOVER (Zou & Donner 2008; `mover_interval`): the classes' tiles are independent. Two
+classifiers' accuracies on the same tiles differ by an amount whose interval MOVER makes of their
+Wilson intervals and the correlation of their outcomes (Newcombe 1998, method 10). AUCs get theirs
+in flaxbench.auc_intervals.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Any
 import numpy as np
 
 
+# The level of every confidence interval flaxbench reports.
+CI_LEVEL = 0.95
 # Per-class values given a 95% CI, as `<key>_ci` beside `<key>` in a per_class table.
 CI_KEYS = ("precision", "recall", "f1", "specificity", "auc")
 
@@ -121,6 +125,23 @@ def mover_interval(estimates: np.ndarray, intervals: np.ndarray, correlation: np
     mean = float(estimates.mean())
     return (max(0.0, mean - float(np.sqrt(max(0.0, below @ correlation @ below))) / estimates.size),
             min(1.0, mean + float(np.sqrt(max(0.0, above @ correlation @ above))) / estimates.size))
+
+
+def paired_difference_interval(right_a: np.ndarray, right_b: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The CI of accuracy(A) - accuracy(B) from their outcomes on the same tiles: Newcombe's (1998) method 10, MOVER
+    of their Wilson intervals with the phi correlation of their outcomes (0 where a margin is empty)."""
+    a, b = np.asarray(right_a, bool).reshape(-1), np.asarray(right_b, bool).reshape(-1)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"need paired outcomes of equal, nonzero length, got {a.size} and {b.size}")
+    both, only_a, only_b = np.sum(a & b), np.sum(a & ~b), np.sum(~a & b)
+    neither = a.size - both - only_a - only_b
+    margins = float(both + only_a) * float(only_b + neither) * float(both + only_b) * float(only_a + neither)
+    phi = (float(both) * neither - float(only_a) * only_b) / np.sqrt(margins) if margins > 0 else 0.0
+    p_a, p_b = float(a.mean()), float(b.mean())
+    (low_a, high_a), (low_b, high_b) = wilson_interval(np.array([p_a, p_b]), a.size, level)
+    below = np.sqrt(max(0.0, (p_a - low_a) ** 2 - 2 * phi * (p_a - low_a) * (high_b - p_b) + (high_b - p_b) ** 2))
+    above = np.sqrt(max(0.0, (high_a - p_a) ** 2 - 2 * phi * (high_a - p_a) * (p_b - low_b) + (p_b - low_b) ** 2))
+    return p_a - p_b - float(below), p_a - p_b + float(above)
 
 
 def f1_from_jaccard(jaccard: np.ndarray) -> np.ndarray:

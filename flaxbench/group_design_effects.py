@@ -22,7 +22,7 @@ import numpy as np
 from scipy.stats import t as student_t
 
 from flaxbench.auc_intervals import auc_interval, class_auc_influences, macro_auc_influence
-from flaxbench.bootstrap import CI_LEVEL
+from flaxbench.class_intervals import CI_LEVEL
 from flaxbench.group_intervals import MIN_GROUPS, GroupInterval
 
 

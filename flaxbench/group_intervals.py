@@ -28,8 +28,7 @@ from scipy.stats import t as student_t
 
 from data_pipeline.errors import DataError
 from data_pipeline.groups import tile_groups
-from flaxbench.bootstrap import CI_LEVEL
-from flaxbench.class_intervals import f1_from_jaccard, wilson_interval
+from flaxbench.class_intervals import CI_LEVEL, f1_from_jaccard, wilson_interval
 
 MIN_GROUPS = 2
 

@@ -1,5 +1,5 @@
 """Classification metrics, calibration and paired tests on test predictions (pure numpy; confidence
-intervals: flaxbench.class_intervals, auc_intervals, bootstrap)."""
+intervals: flaxbench.class_intervals and auc_intervals)."""
 
 from __future__ import annotations
 

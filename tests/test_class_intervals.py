@@ -8,7 +8,8 @@ import pytest
 
 from flaxbench import metrics
 from flaxbench.class_intervals import (
-    accuracy_interval, balanced_accuracy_interval, class_cis, f1_from_jaccard, mover_interval, wilson_interval,
+    accuracy_interval, balanced_accuracy_interval, class_cis, f1_from_jaccard, mover_interval,
+    paired_difference_interval, wilson_interval,
 )
 from tests.helpers import pooled_predictions
 
@@ -145,3 +146,31 @@ def test_mover_combines_independent_or_correlated_intervals_of_a_mean():
     assert together == pytest.approx((0.6, 0.8))
     assert mover_interval(np.array([1.0, 1.0]), np.array([[0.9, 1.0], [0.8, 1.0]])) == pytest.approx(
         (1 - np.sqrt(0.05) / 2, 1.0))
+
+
+def test_paired_difference_interval_holds_the_difference_and_counts_the_pairing():
+    rng = np.random.default_rng(6)
+    b = rng.random(200) < 0.8
+    a = b.copy()
+    a[np.flatnonzero(~b)[:10]] = True  # A right on 10 tiles B misses, alike elsewhere: 85% against 80%
+    low, high = paired_difference_interval(a, b)
+    assert 0.0 < low < 0.05 < high < 0.1  # only 10 discordant tiles, all A's: the difference is clearly > 0
+    unpaired = paired_difference_interval(a, rng.permutation(b))  # same accuracies, outcomes no longer aligned
+    assert unpaired[1] - unpaired[0] > 2 * (high - low) and unpaired[0] < 0.0
+    same = paired_difference_interval(b, b)  # identical outcomes: about 0, yet not [0, 0]
+    assert same[0] < 0.0 < same[1] < 0.05
+    assert paired_difference_interval(np.ones(50, bool), np.ones(50, bool)) == pytest.approx(
+        (wilson_interval(1.0, 50)[0] - 1, 1 - wilson_interval(1.0, 50)[0]))
+    with pytest.raises(ValueError, match="paired outcomes of equal"):
+        paired_difference_interval(a, b[:10])
+
+
+def test_paired_difference_intervals_cover_the_true_difference_about_as_often_as_they_claim():
+    # A right on 90% of tiles, B on 85%, their outcomes correlated: both right 80%, A alone 10%, B alone 5%.
+    rng = np.random.default_rng(7)
+    covered = []
+    for _ in range(1000):
+        cell = rng.choice(4, size=100, p=[0.8, 0.1, 0.05, 0.05])
+        low, high = paired_difference_interval(np.isin(cell, (0, 1)), np.isin(cell, (0, 2)))
+        covered.append(low <= 0.05 <= high)
+    assert 0.92 <= np.mean(covered) <= 0.98

@@ -16,8 +16,7 @@ import numpy as np
 
 from flaxbench import metrics
 from flaxbench.auc_intervals import macro_auc_interval
-from flaxbench.bootstrap import CI_LEVEL
-from flaxbench.class_intervals import balanced_accuracy_interval, wilson_interval
+from flaxbench.class_intervals import CI_LEVEL, balanced_accuracy_interval, wilson_interval
 from flaxbench.errors import FlaxbenchError
 from flaxbench.group_design_effects import group_design_fields
 from flaxbench.group_intervals import group_accuracy_interval, group_paired_comparison, recorded_groups

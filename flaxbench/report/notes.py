@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flaxbench.metrics import ECE_BINS
-from flaxbench.report.summary import CI_RESAMPLES, CI_SEED, Summary, any_split_by_group
+from flaxbench.report.summary import Summary, any_split_by_group
 
 
 def table_notes(summary: Summary) -> list[str]:
@@ -32,8 +32,8 @@ def table_notes(summary: Summary) -> list[str]:
         "(Holm–Bonferroni over every row compared with the best): declaring the rows with an adjusted p below "
         "0.05 different from the best keeps the chance of declaring any false difference at 5% or less. "
         "**Accuracy vs best, paired**: the same runs' accuracy minus the best row's on the same tiles, in "
-        "percentage points, with a percentile-bootstrap 95% CI that resamples tiles with both outcomes "
-        f"({CI_RESAMPLES} resamples, seed {CI_SEED}).",
+        "percentage points, with Newcombe's (1998, method 10) 95% CI: the two accuracies' Wilson intervals "
+        "combined by MOVER with the correlation of the rows' outcomes on each tile.",
         f"**ECE**: expected calibration error, the tile-weighted gap between accuracy and mean top-class "
         f"confidence over {ECE_BINS} equal-width confidence bins (0: calibrated; reliability_diagrams.png draws "
         "the bins). **Temperature-scaled**: the same after dividing each run's logits by one temperature fitted "

@@ -8,8 +8,9 @@ import numpy as np
 
 from flaxbench import metrics
 from flaxbench.auc_intervals import class_auc_cis, macro_auc_interval
-from flaxbench.bootstrap import CI_LEVEL
-from flaxbench.class_intervals import accuracy_interval, balanced_accuracy_interval, class_cis, with_class_cis
+from flaxbench.class_intervals import (
+    CI_LEVEL, accuracy_interval, balanced_accuracy_interval, class_cis, with_class_cis,
+)
 from flaxbench.group_design_effects import (
     group_balanced_accuracy_interval, group_class_auc_intervals, group_macro_auc_interval,
 )

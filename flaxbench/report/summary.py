@@ -9,8 +9,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from flaxbench import bootstrap, metrics
-from flaxbench.bootstrap import CI_LEVEL, CI_RESAMPLES, CI_SEED
+from flaxbench import metrics
+from flaxbench.class_intervals import CI_LEVEL, paired_difference_interval
 from flaxbench.group_intervals import GroupComparison, GroupInterval, group_paired_comparison, recorded_groups
 from flaxbench.report.collect import RunGroup
 from flaxbench.report.copies import (
@@ -133,7 +133,7 @@ class PairedComparison(NamedTuple):
     shared_tiles: int | None
     note: str | None  # why nothing was paired, or BEST_ROW_NOTE
     difference_pct: float | None = None  # accuracy minus the best row's, in percentage points
-    difference_ci_pct: tuple[float, float] | None = None  # its paired bootstrap CI
+    difference_ci_pct: tuple[float, float] | None = None  # its 95% CI (class_intervals.paired_difference_interval)
     # the same difference with the tiles' patients or slides as the units, where both rows were split by them
     over_groups: GroupComparison | None = None
 
@@ -164,8 +164,7 @@ def compare_with_best(group: RunGroup, best: RunGroup) -> PairedComparison:
         ))
     shared = sorted(best_tiles)
     right, best_right = np.array([ours[t] for t in shared]), np.array([theirs[t] for t in shared])
-    low, high = bootstrap.bootstrap_paired_difference_ci(right, best_right, level=CI_LEVEL,
-                                                       num_resamples=CI_RESAMPLES, seed=CI_SEED)
+    low, high = paired_difference_interval(right, best_right, CI_LEVEL)
     return PairedComparison(metrics.mcnemar_p_value(right, best_right), len(shared), None,
                             100.0 * float(np.mean(right) - np.mean(best_right)), (100.0 * low, 100.0 * high),
                             _compare_over_groups(group, best, shared, right, best_right))

@@ -16,7 +16,7 @@ from flaxbench.report.software import software, software_lines
 from flaxbench.report.notes import table_notes
 from flaxbench.report.per_class import per_class_sections
 from flaxbench.report.summary import (
-    BEST_ROW_NOTE, CI_LEVEL, CI_RESAMPLES, CI_SEED, SYNTHETIC_BANNER, Summary, any_split_by_group,
+    BEST_ROW_NOTE, CI_LEVEL, SYNTHETIC_BANNER, Summary, any_split_by_group,
 )
 
 REPORT_FORMAT = "flaxbench.report/1"
@@ -306,7 +306,7 @@ def write_json(summary: Summary, path: Path, runs_dir: Path) -> Path:
         "banner": SYNTHETIC_BANNER if summary.synthetic else None,
         "best": summary.best,
         "devices": list(summary.devices),
-        "bootstrap": {"level": CI_LEVEL, "resamples": CI_RESAMPLES, "seed": CI_SEED},
+        "ci_level": CI_LEVEL,
         "columns": list(JSON_KEYS),
         "rows": [{k: _finite_or_none(row[k]) for k in JSON_KEYS} for row in summary.rows],
         # Per row and class: precision, recall, F1 and specificity of the seeds' pooled test predictions, AUC
