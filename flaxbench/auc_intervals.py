@@ -75,19 +75,24 @@ def macro_auc_interval(probabilities: Sequence[np.ndarray], labels: Sequence[np.
             np.ndim(p) != 2 or not len(p) == len(y) == len(t) > 0 for p, y, t in zip(probabilities, labels, tiles)):
         raise ValueError("need per run probabilities (n, classes), labels and tile positions of equal, nonzero length")
     num_tiles = int(max(np.max(t) for t in tiles)) + 1
-    truth = np.full(num_tiles, -1)
-    for places, labelled in zip(tiles, labels):
-        truth[np.asarray(places, np.int64)] = np.asarray(labelled, np.int64)
-    scored = int(np.sum(truth >= 0))
-    defined = [(c, found) for c, found in enumerate(class_auc_influences(probabilities, labels, tiles, num_tiles))
-               if found is not None]
+    found = class_auc_influences(probabilities, labels, tiles, num_tiles)
+    truth = tile_labels(labels, tiles, num_tiles)
+    intervals = class_auc_cis([None if f is None else f[0] for f in found], truth[truth >= 0], level)
+    defined = [c for c, f in enumerate(found) if f is not None and not np.isnan(intervals[c]).any()]
     if not defined:
         return None
-    aucs = np.array([auc for _, (auc, _) in defined])
-    intervals = np.array([auc_interval(auc, int(np.sum(truth == c)), scored - int(np.sum(truth == c)), level)
-                          for c, (auc, _) in defined])
-    influences = np.stack([influence for _, (_, influence) in defined])
-    return mover_interval(aucs, intervals, _correlations(influences @ influences.T))
+    influences = np.stack([found[c][1] for c in defined])
+    return mover_interval(np.array([found[c][0] for c in defined]), intervals[defined],
+                          _correlations(influences @ influences.T))
+
+
+def tile_labels(labels: Sequence[np.ndarray], tiles: Sequence[np.ndarray], num_tiles: int) -> np.ndarray:
+    """The true class at each of `num_tiles` positions from runs' `labels[r]` of their tiles `tiles[r]` (-1 where no
+    run scored one)."""
+    truth = np.full(num_tiles, -1, np.int64)
+    for places, labelled in zip(tiles, labels):
+        truth[np.asarray(places, np.int64)] = np.asarray(labelled, np.int64)
+    return truth
 
 
 def _correlations(covariance: np.ndarray) -> np.ndarray:

@@ -73,9 +73,9 @@ def accuracy_without(predictions: dict[str, Any], left_out: set[str]) -> float |
 
 def split_cis(result: dict[str, Any], classes: Sequence[str], group_by: str | None = None) -> dict[str, Any]:
     """95% CIs of a `split_metrics` result from its per-tile predictions: accuracy and balanced accuracy (Wilson
-    intervals), macro AUC (auc_intervals), and `per_class` again with each class's `<key>_ci` (class_intervals'
-    Wilson intervals, auc_intervals' score intervals); with a `group_by` pattern grouping the
-    tiles, each also over the groups (group_intervals' group_fields, per class `<key>_ci_groups` and `<key>_groups`;
+    intervals), macro AUC (auc_intervals), and `per_class` again with each class's `<key>_ci` (class_intervals' Wilson
+    intervals, auc_intervals' score intervals); with a `group_by` pattern grouping the tiles, each also over the groups
+    (group_intervals' group_fields, per class `<key>_ci_groups` and `<key>_groups`;
     group_design_effects.group_design_fields)."""
     predictions = result["predictions"]
     labels = np.asarray(predictions["labels"], np.int64)

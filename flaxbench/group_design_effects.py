@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import t as student_t
 
-from flaxbench.auc_intervals import auc_interval, class_auc_influences, macro_auc_influence
+from flaxbench.auc_intervals import auc_interval, class_auc_influences, macro_auc_influence, tile_labels
 from flaxbench.class_intervals import CI_LEVEL
 from flaxbench.group_intervals import MIN_GROUPS, GroupInterval
 
@@ -99,9 +99,7 @@ def group_class_auc_intervals(probabilities: Sequence[np.ndarray], labels: Seque
     AUC."""
     groups = np.asarray(groups).reshape(-1)
     count = len(set(groups.tolist()))
-    truth = np.full(len(groups), -1)
-    for places, labelled in zip(tiles, labels):
-        truth[np.asarray(places, np.int64)] = np.asarray(labelled, np.int64)
+    truth = tile_labels(labels, tiles, len(groups))
     scored = truth >= 0
     found = []
     for c, values in enumerate(class_auc_influences(probabilities, labels, tiles, len(groups))):
