@@ -13,8 +13,9 @@ never narrower than the tile-level one, and like it does not shrink to nothing w
 right. One group gives none: its spread over groups cannot be seen. A class's recall, precision and
 specificity are proportions of tiles too, and get theirs over the groups holding the tiles they
 count, as does its F1 through the proportion J it is a function of (class_intervals says how). Two
-classifiers scored on the same tiles are compared the same way: their paired difference per tile,
-summed by group.
+classifiers scored on the same tiles are compared with their paired difference per tile summed by
+group: a t test over the groups, and the tile-level interval of the difference widened as the
+design effect and the groups' degrees of freedom say.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from scipy.stats import t as student_t
 
 from data_pipeline.errors import DataError
 from data_pipeline.groups import tile_groups
-from flaxbench.class_intervals import CI_LEVEL, f1_from_jaccard, wilson_interval
+from flaxbench.class_intervals import CI_LEVEL, f1_from_jaccard, paired_difference_interval, wilson_interval
 
 MIN_GROUPS = 2
 
@@ -172,7 +173,8 @@ def group_paired_comparison(right_a: np.ndarray, right_b: np.ndarray, groups: Se
                             level: float = CI_LEVEL) -> GroupComparison:
     """Accuracy of A minus B from their outcomes `right_a[i]`, `right_b[i]` on tile i of group `groups[i]`, with the
     groups as the units: the difference's variance a ratio estimator's over the groups (at least that of
-    independent tiles), its CI and p-value from a t distribution of groups - 1 degrees of freedom."""
+    independent tiles), its two-sided p-value from a t distribution of groups - 1 degrees of freedom, and its CI the
+    tile-level one (class_intervals.paired_difference_interval) widened about it by sqrt(design effect) * t / z."""
     a, b = (np.asarray(x, np.float64).reshape(-1) for x in (right_a, right_b))
     of_group, count = _numbered_groups(groups, a.size, b.size)
     paired = a - b
@@ -182,12 +184,16 @@ def group_paired_comparison(right_a: np.ndarray, right_b: np.ndarray, groups: Se
     variance = _variance_over_groups(paired, np.ones_like(paired), of_group, count)
     independent = float(paired.var(ddof=1)) / tiles if tiles > 1 else 0.0
     error = float(np.sqrt(max(variance, independent)))
-    half = float(student_t.ppf(0.5 + level / 2, count - 1)) * error
+    quantile = 0.5 + level / 2
     if error > 0:
         p_value = float(2 * student_t.sf(abs(mean) / error, count - 1))
     else:  # every tile differs alike: no difference at all, or the same one on every tile
         p_value = 1.0 if mean == 0 else 0.0
-    return GroupComparison(count, mean, (max(-1.0, mean - half), min(1.0, mean + half)), p_value)
+    design_effect = max(1.0, variance / independent) if independent > 0 else 1.0
+    factor = np.sqrt(design_effect) * float(student_t.ppf(quantile, count - 1)) / NormalDist().inv_cdf(quantile)
+    low, high = paired_difference_interval(a > 0, b > 0, level)
+    return GroupComparison(count, mean, (max(-1.0, mean - factor * (mean - low)),
+                                         min(1.0, mean + factor * (high - mean))), p_value)
 
 
 def tile_group_interval(correct: np.ndarray, trials: np.ndarray | None, ids: Sequence[str],

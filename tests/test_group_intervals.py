@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from flaxbench.class_intervals import accuracy_interval, class_cis, wilson_interval
+from flaxbench.class_intervals import accuracy_interval, class_cis, paired_difference_interval, wilson_interval
 from flaxbench.evaluation import format_metrics
 from flaxbench import metrics
 from flaxbench.group_intervals import (
@@ -138,10 +138,11 @@ def test_the_variance_over_groups_is_never_below_that_of_independent_tiles():
     groups = np.repeat([f"p{k}" for k in range(12)], 10)
     right_a, right_b = np.tile(np.r_[1, 1, np.zeros(8)], 12), np.zeros(120)
     found = group_paired_comparison(right_a, right_b, groups)
-    tile_error = np.sqrt(np.var(right_a - right_b, ddof=1) / 120)
-    assert found.interval == pytest.approx((0.2 - student_t.ppf(0.975, 11) * tile_error,
-                                            0.2 + student_t.ppf(0.975, 11) * tile_error))
-    assert group_paired_comparison(right_b, right_b, groups).p_value == 1.0  # the same outcomes
+    low, high = paired_difference_interval(right_a > 0, right_b > 0)  # the tile-level interval, stretched by t / z
+    factor = student_t.ppf(0.975, 11) / NormalDist().inv_cdf(0.975)
+    assert found.interval == pytest.approx((0.2 - factor * (0.2 - low), 0.2 + factor * (high - 0.2)))
+    same = group_paired_comparison(right_b, right_b, groups)  # the same outcomes: no difference, yet not [0, 0]
+    assert same.p_value == 1.0 and same.interval[0] < 0.0 < same.interval[1]
     assert group_paired_comparison(right_a, right_b, ["p0"] * 120).interval is None  # one group: none
 
 

@@ -60,10 +60,11 @@ def table_notes(summary: Summary) -> list[str]:
         "slides**, for rows grouped as the best row is "
         "and tested on its tiles: the same paired difference as the tile-level one (lowest-seed runs), with the "
         "groups as the units: its variance over the groups (a ratio estimator of the per-tile differences summed "
-        "by group; at least that of independent tiles), the 95% CI and the "
-        "two-sided p-value from a t distribution of groups − 1 degrees of freedom, and that p Holm-adjusted over "
-        "the rows in brackets. Where rows were split by group these are the comparison to quote; the McNemar tests "
-        "and the other CIs count tiles as independent.",
+        "by group; at least that of independent tiles) gives the two-sided p-value from a t distribution of "
+        "groups − 1 degrees of freedom, and that p Holm-adjusted over the rows in brackets; the 95% CI is the "
+        "tile-level one widened about the difference by the square root of the design effect and by t / z. Where "
+        "rows were split by group these are the comparison to quote; the McNemar tests and the other CIs count "
+        "tiles as independent.",
     ] if any_split_by_group(summary.rows) else []) + ([
         "**K-fold CV** rows (`study --folds K`): one run per fold, each tested on its fold, validated on the next "
         "and trained on the others; numeric columns and mean ± std are over the folds (and seeds), and the CIs, "
