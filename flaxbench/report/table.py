@@ -15,6 +15,7 @@ from flaxbench.report.settings import settings_section
 from flaxbench.report.software import software, software_lines
 from flaxbench.report.notes import table_notes
 from flaxbench.report.per_class import per_class_sections
+from flaxbench.report.references import references_section
 from flaxbench.report.summary import (
     BEST_ROW_NOTE, CI_LEVEL, SYNTHETIC_BANNER, Summary, any_split_by_group,
 )
@@ -325,8 +326,8 @@ def write_json(summary: Summary, path: Path, runs_dir: Path) -> Path:
 
 
 def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:
-    """report.md: banner (if synthetic), the tables, column notes, footnotes, the sections below them and figure
-    links."""
+    """report.md: banner (if synthetic), the tables, column notes, footnotes, the sections below them, figure
+    links and the references the notes cite."""
     footnotes = Footnotes()
     lines = ["# flaxbench comparison report", ""]
     if summary.synthetic:
@@ -351,6 +352,7 @@ def markdown(summary: Summary, runs_dir: Path, figures: dict[str, Path]) -> str:
     lines += external_section(summary.external)
     lines += ["", "## Figures", ""]
     lines += [f"![{key.replace('_', ' ')}]({path.name})" for key, path in figures.items()]
+    lines += references_section("\n".join(lines))
     return "\n".join(lines) + "\n"
 
 

@@ -323,6 +323,7 @@ def test_the_ci_over_patients_is_a_column_only_where_a_row_was_split_by_them(syn
     assert re.fullmatch(r"n/a \(1 group\) \[\d\]", cells["few"]) and cells["plain"] == "—"
     assert "the row's test tiles come from one patient or slide" in text
     assert "**95% CI over patients or slides**" in text and "over patients or slides" in paths["tex"].read_text()
+    assert "- Obuchowski NA. Nonparametric analysis of clustered ROC curve data." in text  # cited for these rows
     statistics = text.splitlines()[text.splitlines().index("## Statistics") + 2:]
     headers = [cell.strip() for cell in statistics[0].strip("|").split("|")]
     assert headers[-2:] == ["Accuracy vs best over patients or slides (pp, 95% CI)",
@@ -340,6 +341,15 @@ def test_the_ci_over_patients_is_a_column_only_where_a_row_was_split_by_them(syn
                          for k in (column - 1, column))
         assert groups[2] and float(groups[0]) <= float(tiles[0]) <= float(tiles[1]) <= float(groups[1])
         assert re.fullmatch(r"n/a \(1 group\) \[\d\]", cells["few"][column]) and cells["plain"][column] == "—"
+
+
+def test_the_report_ends_with_the_full_citation_of_each_method_its_notes_name(synthetic_report):
+    text = synthetic_report["md"].read_text()
+    references = text[text.index("## References"):].splitlines()[2:]
+    assert references[0].startswith("- Wilson EB. Probable inference") and len(references) == len(set(references))
+    for author in ("Newcombe RG", "Zou GY", "Hanley JA", "DeLong ER", "McNemar Q", "Holm S", "Guo C"):
+        assert any(line.startswith(f"- {author}") for line in references), author
+    assert "Obuchowski" not in text and "Korn EL" not in text  # no row split by patient: nothing over groups
 
 
 def test_the_figure_draws_a_rows_ci_over_its_patients_where_it_has_one(tmp_path, monkeypatch):
