@@ -1,0 +1,30 @@
+"""The CI coverage benchmark: per scenario and method, a coverage count over simulated test sets."""
+
+import json
+import subprocess
+import sys
+
+from tests.helpers import REPO
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "benchmarks/ci_coverage.py", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_each_scenario_gives_both_methods_coverage_counts():
+    proc = run_script("--samples", "4", "--resamples", "20", "--only", "balanced,accuracy difference", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(row["scenario"].split(",")[0], row["method"]) for row in rows] == [
+        ("balanced accuracy 0.95", "flaxbench"), ("balanced accuracy 0.95", "percentile bootstrap"),
+        ("accuracy difference 0.05", "flaxbench"), ("accuracy difference 0.05", "percentile bootstrap")]
+    for row in rows:
+        assert row["samples"] == 4 and row["below"] + row["above"] <= 4 and row["mean_width"] > 0
+        assert row["coverage"] == 1 - (row["below"] + row["above"]) / 4
+
+
+def test_an_unknown_scenario_is_one_line_naming_them():
+    proc = run_script("--only", "kappa", "--samples", "1")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("ci_coverage: --only 'kappa' names no scenario; the scenarios: class F1")
