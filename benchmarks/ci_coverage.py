@@ -8,7 +8,9 @@ bootstrap over tiles that flaxbench used before (`--resamples` resamples, tiles 
 replacement), and counts how often each holds the true value, misses it below or above it, and its
 mean width. The scenarios are the small or near-perfect test sets where a bootstrap has no spread to
 resample: a class found on nearly every tile, an AUC from 3 positives, three classes of 10 tiles,
-six classes of 20 tiles told apart almost perfectly, two classifiers on 100 tiles.
+six classes of 20 tiles told apart almost perfectly, two classifiers on 100 tiles; and tiles of 12
+patients, each patient's tiles right or wrong together more than chance says, where flaxbench's CI
+is the one over patients and the tile-level Wilson interval is shown beside it.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flaxbench import metrics  # noqa: E402
 from flaxbench.auc_intervals import auc_interval, macro_auc_interval  # noqa: E402
 from flaxbench.class_intervals import (  # noqa: E402
-    balanced_accuracy_interval, class_cis, paired_difference_interval,
+    accuracy_interval, balanced_accuracy_interval, class_cis, paired_difference_interval,
 )
+from flaxbench.group_intervals import group_accuracy_interval  # noqa: E402
 
 # A test set: labels (tiles,), and per tile either a predicted class (tiles,), class probabilities (tiles, classes)
 # or a second classifier's outcome; a statistic maps the tiles drawn (resamples, tiles) to its values.
@@ -39,13 +42,15 @@ TestSet = dict[str, np.ndarray]
 
 
 class Scenario(NamedTuple):
-    """One kind of test set: how to draw one, the true value, flaxbench's interval and the statistic resampled."""
+    """One kind of test set: how to draw one, the true value, flaxbench's interval, the statistic resampled, and
+    other intervals to compare (name, interval)."""
 
     name: str
     truth: float
     draw: Callable[[np.random.Generator], TestSet]
     interval: Callable[[TestSet], tuple[float, float]]
     statistic: Callable[[TestSet, np.ndarray], np.ndarray]
+    others: tuple[tuple[str, Callable[[TestSet], tuple[float, float]]], ...] = ()
 
 
 def _f1_of_class_zero(test: TestSet, picks: np.ndarray) -> np.ndarray:
@@ -155,6 +160,13 @@ def _draw_pairs(rng: np.random.Generator) -> TestSet:
     return {"right": np.isin(cell, (0, 1)), "other": np.isin(cell, (0, 2))}
 
 
+def _draw_patients(rng: np.random.Generator) -> TestSet:
+    # 12 patients of 25 tiles; each patient's tiles right with its own chance, Beta(8.5, 1.5): 0.85 on average,
+    # from about 0.6 to 1 (a tile's outcome correlates with its patient's other tiles', as slides of one patient do)
+    chance = np.repeat(rng.beta(8.5, 1.5, 12), 25)
+    return {"right": rng.random(300) < chance, "patients": np.repeat(np.arange(12), 25)}
+
+
 def scenarios() -> list[Scenario]:
     """The scenarios, each with its true value."""
     return [
@@ -170,6 +182,10 @@ def scenarios() -> list[Scenario]:
         Scenario("macro AUC 0.996, 6 classes, 120 tiles", _true_macro_auc(6, 3.0),
                  lambda rng: _scored(rng, 120, 6, 3.0),
                  lambda t: macro_auc_interval([t["probabilities"]], [t["labels"]]), _macro_auc),
+        Scenario("accuracy over 12 patients of 25 tiles", 0.85, _draw_patients,
+                 lambda t: group_accuracy_interval(t["right"], None, t["patients"].astype(str)).interval,
+                 lambda t, picks: t["right"][picks].mean(axis=1),
+                 (("Wilson over tiles", lambda t: accuracy_interval(t["right"])),)),
         Scenario("accuracy difference 0.05, 100 paired tiles", 0.05, _draw_pairs,
                  lambda t: paired_difference_interval(t["right"], t["other"]),
                  lambda t, picks: t["right"][picks].mean(axis=1) - t["other"][picks].mean(axis=1)),
@@ -189,13 +205,14 @@ def coverage(scenario: Scenario, samples: int, resamples: int, seed: int) -> lis
     """Per method, how often its interval held the true value over `samples` test sets, missed it below or above,
     and its mean width."""
     rng = np.random.default_rng(seed)
-    counts = {"flaxbench": [], "percentile bootstrap": []}
+    counts: dict[str, list] = {}
     for _ in range(samples):
         test = scenario.draw(rng)
-        for method, (low, high) in (("flaxbench", scenario.interval(test)),
-                                    ("percentile bootstrap",
-                                     percentile_bootstrap(test, scenario.statistic, resamples, rng))):
-            counts[method].append((scenario.truth < low, scenario.truth > high, high - low))
+        found = [("flaxbench", scenario.interval(test)),
+                 *((name, interval(test)) for name, interval in scenario.others),
+                 ("percentile bootstrap", percentile_bootstrap(test, scenario.statistic, resamples, rng))]
+        for method, (low, high) in found:
+            counts.setdefault(method, []).append((scenario.truth < low, scenario.truth > high, high - low))
     rows = []
     for method, found in counts.items():
         below, above, width = (np.array(column) for column in zip(*found))
