@@ -13,7 +13,8 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_each_scenario_gives_both_methods_coverage_counts():
-    proc = run_script("--samples", "4", "--resamples", "20", "--only", "balanced,accuracy difference", "--json")
+    proc = run_script("--samples", "4", "--resamples", "20", "--only", "balanced accuracy 0.95,accuracy difference",
+                      "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(row["scenario"].split(",")[0], row["method"]) for row in rows] == [
@@ -22,6 +23,13 @@ def test_each_scenario_gives_both_methods_coverage_counts():
     for row in rows:
         assert row["samples"] == 4 and row["below"] + row["above"] <= 4 and row["mean_width"] > 0
         assert row["coverage"] == 1 - (row["below"] + row["above"]) / 4
+
+
+def test_a_grouped_scenario_shows_the_tile_level_interval_beside_the_one_over_patients():
+    proc = run_script("--samples", "3", "--resamples", "10", "--only", "accuracy over", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    methods = [json.loads(line)["method"] for line in proc.stdout.splitlines()]
+    assert methods == ["flaxbench", "Wilson over tiles", "percentile bootstrap"]
 
 
 def test_an_unknown_scenario_is_one_line_naming_them():
