@@ -9,8 +9,8 @@ replacement), and counts how often each holds the true value, misses it below or
 mean width. The scenarios are the small or near-perfect test sets where a bootstrap has no spread to
 resample: a class found on nearly every tile, an AUC from 3 positives, three classes of 10 tiles,
 six classes of 20 tiles told apart almost perfectly, two classifiers on 100 tiles; and tiles of 12
-patients, each patient's tiles right or wrong together more than chance says, where flaxbench's CI
-is the one over patients and the tile-level Wilson interval is shown beside it.
+patients or slides, each one's tiles right or wrong together more than chance says, where
+flaxbench's CI is the one over them and the tile-level one is shown beside it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from flaxbench.auc_intervals import auc_interval, macro_auc_interval  # noqa: E4
 from flaxbench.class_intervals import (  # noqa: E402
     accuracy_interval, balanced_accuracy_interval, class_cis, paired_difference_interval,
 )
-from flaxbench.group_design_effects import group_balanced_accuracy_interval  # noqa: E402
+from flaxbench.group_design_effects import (  # noqa: E402
+    group_balanced_accuracy_interval, group_macro_auc_interval,
+)
 from flaxbench.group_intervals import group_accuracy_interval  # noqa: E402
 
 # A test set: labels (tiles,), and per tile either a predicted class (tiles,), class probabilities (tiles, classes)
@@ -185,6 +187,29 @@ def _balanced_accuracy_over_patients(test: TestSet) -> tuple[float, float]:
                                             tiles).interval
 
 
+def _draw_slides(rng: np.random.Generator, slides: int = 12) -> TestSet:
+    """25 tiles of 3 classes from each slide; each slide's classes told apart by its own margin (Gamma, mean 2)."""
+    margin = np.repeat(rng.gamma(4.0, 0.5, slides), 25)
+    labels = rng.integers(0, 3, slides * 25)
+    logits = rng.normal(size=(labels.size, 3))
+    logits[np.arange(labels.size), labels] += margin
+    return {"labels": labels, "probabilities": np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True),
+            "slides": np.repeat(np.arange(slides), 25)}
+
+
+def _macro_auc_over_slides(test: TestSet) -> tuple[float, float]:
+    runs, labels = [test["probabilities"]], [test["labels"]]
+    tiles = macro_auc_interval(runs, labels)
+    return group_macro_auc_interval(runs, labels, [np.arange(labels[0].size)], test["slides"].astype(str),
+                                    tiles).interval
+
+
+def _true_macro_auc_of_slides() -> float:
+    """The macro AUC of `_draw_slides`' classifier, from 8,000 slides."""
+    test = _draw_slides(np.random.default_rng(12345), slides=8000)
+    return float(metrics.macro_auc(metrics.one_vs_rest_auc(test["probabilities"], test["labels"])))
+
+
 def scenarios() -> list[Scenario]:
     """The scenarios, each with its true value."""
     return [
@@ -208,6 +233,9 @@ def scenarios() -> list[Scenario]:
                  _balanced_accuracy_over_patients, _balanced_accuracy,
                  (("MOVER over tiles", lambda t: balanced_accuracy_interval(t["right"], np.ones(t["right"].size),
                                                                             t["labels"])),)),
+        Scenario("macro AUC over 12 slides of 25 tiles", _true_macro_auc_of_slides(), _draw_slides,
+                 _macro_auc_over_slides, _macro_auc,
+                 (("MOVER over tiles", lambda t: macro_auc_interval([t["probabilities"]], [t["labels"]])),)),
         Scenario("accuracy difference 0.05, 100 paired tiles", 0.05, _draw_pairs,
                  lambda t: paired_difference_interval(t["right"], t["other"]),
                  lambda t, picks: t["right"][picks].mean(axis=1) - t["other"][picks].mean(axis=1)),
