@@ -83,9 +83,10 @@ def _resampled_aucs(scores: np.ndarray, positive: np.ndarray, picks: np.ndarray)
     """One-vs-rest AUC of `scores` (tiles,) for the `positive` tiles on each resample `picks` (resamples, tiles),
     each drawn tile counted as often as drawn, ties half; NaN without both kinds of tile."""
     resamples, tiles = picks.shape
+    order = np.argsort(scores, kind="stable")
     drawn = np.bincount((np.arange(resamples)[:, None] * tiles + picks).ravel(),
-                        minlength=resamples * tiles).reshape(resamples, tiles)[:, np.argsort(scores, kind="stable")]
-    ordered, positive = np.sort(scores), positive[np.argsort(scores, kind="stable")]
+                        minlength=resamples * tiles).reshape(resamples, tiles)[:, order]  # tile counts by score
+    ordered, positive = scores[order], positive[order]
     negatives = drawn * ~positive
     below = np.cumsum(negatives, axis=1) - negatives  # negatives drawn with a lower (or equal, earlier) score
     tied = np.zeros_like(below, dtype=np.float64)
