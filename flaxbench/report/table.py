@@ -20,7 +20,8 @@ from flaxbench.report.summary import (
     BEST_ROW_NOTE, CI_LEVEL, SYNTHETIC_BANNER, Summary, any_split_by_group,
 )
 
-REPORT_FORMAT = "flaxbench.report/1"
+# 2: the bootstrap settings ("bootstrap") gave way to "ci_level" when no interval was a bootstrap any more
+REPORT_FORMAT = "flaxbench.report/2"
 NA = "n/a"
 
 
