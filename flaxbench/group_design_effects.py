@@ -15,15 +15,13 @@ recall varies over patients cannot be seen, as the per-class intervals over grou
 from __future__ import annotations
 
 from collections.abc import Sequence
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from scipy.stats import t as student_t
 
 from flaxbench.auc_intervals import auc_interval, class_auc_influences, macro_auc_influence, tile_labels
 from flaxbench.class_intervals import CI_LEVEL
-from flaxbench.group_intervals import MIN_GROUPS, GroupInterval
+from flaxbench.group_intervals import MIN_GROUPS, GroupInterval, widened_about
 
 
 def design_effect(influence: np.ndarray, groups: Sequence[str]) -> float:
@@ -49,12 +47,7 @@ def widened_interval(estimate: float, interval: Sequence[float], groups: Sequenc
     if count < MIN_GROUPS:
         return GroupInterval(count, None)
     effect = design_effect(influence, groups)
-    quantile = 0.5 + level / 2
-    factor = np.sqrt(effect) * float(student_t.ppf(quantile, count - 1)) / NormalDist().inv_cdf(quantile)
-    low, high = (float(x) for x in interval)
-    widened = (float(max(0.0, estimate - factor * max(0.0, estimate - low))),
-               float(min(1.0, estimate + factor * max(0.0, high - estimate))))
-    return GroupInterval(count, widened, effect)
+    return GroupInterval(count, widened_about(estimate, interval, effect, count, level), effect)
 
 
 def group_balanced_accuracy_interval(correct: np.ndarray, trials: np.ndarray, labels: np.ndarray,

@@ -184,16 +184,25 @@ def group_paired_comparison(right_a: np.ndarray, right_b: np.ndarray, groups: Se
     variance = _variance_over_groups(paired, np.ones_like(paired), of_group, count)
     independent = float(paired.var(ddof=1)) / tiles if tiles > 1 else 0.0
     error = float(np.sqrt(max(variance, independent)))
-    quantile = 0.5 + level / 2
     if error > 0:
         p_value = float(2 * student_t.sf(abs(mean) / error, count - 1))
     else:  # every tile differs alike: no difference at all, or the same one on every tile
         p_value = 1.0 if mean == 0 else 0.0
     design_effect = max(1.0, variance / independent) if independent > 0 else 1.0
-    factor = np.sqrt(design_effect) * float(student_t.ppf(quantile, count - 1)) / NormalDist().inv_cdf(quantile)
-    low, high = paired_difference_interval(a > 0, b > 0, level)
-    return GroupComparison(count, mean, (max(-1.0, mean - factor * (mean - low)),
-                                         min(1.0, mean + factor * (high - mean))), p_value)
+    tile_interval = paired_difference_interval(a > 0, b > 0, level)
+    return GroupComparison(count, mean, widened_about(mean, tile_interval, design_effect, count, level, (-1.0, 1.0)),
+                           p_value)
+
+
+def widened_about(estimate: float, interval: Sequence[float], design_effect: float, groups: int,
+                  level: float = CI_LEVEL, bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:
+    """A tile-level `interval` of `estimate` widened about it by sqrt(design effect) * t / z, t of `groups` - 1
+    degrees of freedom, within `bounds`."""
+    quantile = 0.5 + level / 2
+    factor = np.sqrt(design_effect) * float(student_t.ppf(quantile, groups - 1)) / NormalDist().inv_cdf(quantile)
+    low, high = (float(x) for x in interval)
+    return (float(max(bounds[0], estimate - factor * max(0.0, estimate - low))),
+            float(min(bounds[1], estimate + factor * max(0.0, high - estimate))))
 
 
 def tile_group_interval(correct: np.ndarray, trials: np.ndarray | None, ids: Sequence[str],
