@@ -299,6 +299,7 @@ def external_accuracy(summary: Summary, path: Path) -> Path:
     axes = figure.add_subplot()
     colour = {row["name"]: _color(i) for i, row in enumerate(summary.rows)}
     label = {row["name"]: row["label"] for row in summary.rows}
+    run_label = {row["name"]: row["run_label"] for row in summary.rows}
     sets = list(dict.fromkeys(line["external"] for line in summary.external))
     for line in summary.external:
         x, y = 100.0 * line["own_test_accuracy"], 100.0 * line["accuracy"]
@@ -308,7 +309,8 @@ def external_accuracy(summary: Summary, path: Path) -> Path:
         seed = ("" if line["seed"] is None else f", seed {line['seed']}") + (
             "" if line.get("fold") is None else f", fold {line['fold']}") + (
             f", ensemble of {line['ensemble_of']}" if line.get("ensemble_of") else "")
-        axes.annotate(f"{label[line['name']]}{seed}{', TTA' if line['tta'] else ''}", (x, y), xytext=(6, 6),
+        name = label[line["name"]] if line["seed"] is None else run_label[line["name"]]
+        axes.annotate(f"{name}{seed}{', TTA' if line['tta'] else ''}", (x, y), xytext=(6, 6),
                       textcoords="offset points", fontsize=8)
     axes.plot([0, 100], [0, 100], color="0.5", linestyle=":", linewidth=1)
     axes.set(xlim=(0, 102), ylim=(0, 102), xlabel="own test accuracy (%)",

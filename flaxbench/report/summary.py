@@ -301,6 +301,7 @@ def summarize(groups: list[RunGroup]) -> Summary:
     titles = [row["title"] for row in rows]
     for row in rows:  # figures label rows by title: rows that share one also show their name
         title = row["title"] if titles.count(row["title"]) == 1 else f"{row['title']} ({row['name']})"
+        row["run_label"] = title  # one run's, for the lines of one seed
         title = title if row["seeds"] == 1 else f"{title} ({row['seeds']} seeds)"
         missing = row["cv_folds"] and row["cv_folds_run"] < row["cv_folds"]
         row["label"] = f"{title} ({row['cv_folds_run']} of {row['cv_folds']} folds run)" if missing else title
