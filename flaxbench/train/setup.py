@@ -225,6 +225,16 @@ class Run:
         return jax.ShapeDtypeStruct((batch, *array.shape[1:]), array.dtype, sharding=batch_sharding(self.mesh))
 
 
+def _check_val_and_test(spec: ml_collections.ConfigDict, counts: Sequence[int]) -> None:
+    """SpecError if the split leaves no val or no test tiles (`counts`: train, val and test tiles)."""
+    for name, count in zip(SPLIT_NAMES[1:], counts[1:]):
+        if not count:
+            raise SpecError(
+                f"spec.data.split={tuple(spec.data.split)} leaves no {name} tiles; training needs val tiles "
+                f"(to pick the best epoch) and test tiles (for the results): give both a share"
+            )
+
+
 def build_run(
     spec: ml_collections.ConfigDict, dataset: TileDataset | None = None, *, load_weights: bool = True,
     decode: Collection[str] = SPLIT_NAMES, listed: Callable | None = None,
@@ -247,8 +257,13 @@ def build_run(
         check_init(spec.model.init)
     data_load_time_s = None  # given the tiles, loaded before (a study's rows)
     if dataset is None:
+        def listed_then_checked(source: str, classes: Sequence[str], splits: Sequence[Any]) -> None:
+            _check_val_and_test(spec, [len(split.ids) for split in splits])
+            if listed is not None:
+                listed(source, classes, splits)
+
         load_start = time.perf_counter()
-        dataset = load_dataset(spec.data, decode, listed)
+        dataset = load_dataset(spec.data, decode, listed_then_checked)
         data_load_time_s = time.perf_counter() - load_start
     n_train = len(dataset.train.labels)
     height, width = dataset.image_size
@@ -257,12 +272,7 @@ def build_run(
             f"the tiles are {height}x{width} px and the models take square tiles; set spec.data.image_size "
             "to the side to resize them to"
         )
-    for name in ("val", "test"):
-        if not len(getattr(dataset, name).labels):
-            raise SpecError(
-                f"spec.data.split={tuple(spec.data.split)} leaves no {name} tiles; training needs val tiles "
-                f"(to pick the best epoch) and test tiles (for the results): give both a share"
-            )
+    _check_val_and_test(spec, [len(dataset.train.labels), len(dataset.val.labels), len(dataset.test.labels)])
     if n_train < cfg.batch_size:
         raise SpecError(
             f"spec.train.batch_size={cfg.batch_size} exceeds the {n_train} training tiles; lower it"

@@ -83,3 +83,18 @@ def test_flops_per_image_counts_the_model_not_its_cpu_forms():
     expected = in_image_multiply_adds(torchvision.models.resnet18(num_classes=len(run.dataset.classes)), 64)
     # what XLA counts beyond the multiply-adds (batch norm, ReLU, residual adds) measured 0.4% here
     assert expected <= counted <= 1.01 * expected
+
+
+@pytest.mark.parametrize("split", [(0.8, 0.2, 0.0), (0.8, 0.0, 0.2)])
+def test_a_split_without_val_or_test_tiles_names_the_split_before_decoding(tmp_path, monkeypatch, split):
+    from data_pipeline import source_access
+    from flaxbench.errors import SpecError
+    from tests.data_pipeline.helpers import write_tiles
+
+    root = write_tiles(tmp_path / "tiles", {"a": 10, "b": 10})
+    monkeypatch.setattr(source_access, "decode_listed", lambda *a, **k: pytest.fail("a tile was decoded"))
+    spec = tiny_spec(**{"data.source": f"folder:{root}", "data.split": split, "data.image_size": None,
+                      "data.classes": None})
+    empty = "val" if split[1] == 0 else "test"
+    with pytest.raises(SpecError, match=rf"leaves no {empty} tiles; training needs val tiles"):
+        build_run(spec)
