@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def match_class_folders(
         raise WorkdirError(
             f"none of the class folders of {where} ({', '.join(folders)}) is a class of the run "
             f"({', '.join(run_classes)}); name them with --class-map FOLDER=CLASS,... (e.g. "
-            f"--class-map {folders[0]}={run_classes[0]})")
+            f"--class-map {shlex.quote(f'{folders[0]}={run_classes[0]}')})")
     return matched, left_out
 
 

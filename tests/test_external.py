@@ -13,7 +13,7 @@ from PIL import Image
 
 from data_pipeline import DataError
 from flaxbench.errors import WorkdirError
-from flaxbench.external import evaluate_external, external_filename
+from flaxbench.external import evaluate_external, external_filename, match_class_folders
 from flaxbench.train.evaluate import evaluate_workdir
 from tests.helpers import SHARED_DATA, run_cli
 
@@ -367,3 +367,8 @@ def test_a_damaged_digest_file_is_warned_about_and_the_tiles_go_unchecked(kather
     np.savez(damaged / "tile_digests.npz", train=np.zeros((2, 3)), val=np.zeros((0, 16)), test=np.zeros((0, 16)))
     assert load_seen_tiles([damaged]) is None and "does not hold 16-byte tile digests" in capsys.readouterr().err
 
+
+
+def test_the_class_map_suggested_for_unmatched_folders_is_quoted_for_the_shell():
+    with pytest.raises(WorkdirError, match=r"\(e\.g\. --class-map '01 Fett gewebe=adi'\)$"):
+        match_class_folders(["01 Fett gewebe"], ["adi", "lym"], {}, "'/data/x'")

@@ -102,17 +102,17 @@ def open_tree(path: str) -> Iterator[tuple[list[str], Callable[[str], bytes], Ca
         return
     if not os.path.exists(path):
         raise DataError(
-            f"spec.data.source folder '{path}' does not exist; give a folder of class "
+            f"'{path}' does not exist; give a folder of class "
             "subfolders or a .zip of one"
         )
     if not zipfile.is_zipfile(path):
         if path.lower().endswith(".zip"):
             raise DataError(
-                f"spec.data.source '{path}' is not a readable zip (damaged or incompletely "
+                f"'{path}' is not a readable zip (damaged or incompletely "
                 "downloaded?); download it again, or extract it and give the folder"
             )
         raise DataError(
-            f"spec.data.source '{path}' is a file but not a .zip; give a folder of class "
+            f"'{path}' is a file but not a .zip; give a folder of class "
             "subfolders or a .zip of one"
         )
     try:

@@ -84,6 +84,8 @@ def _one_class_folder(path: str, prefix: str, folder: str, files: list[str]) -> 
         fixes = []
         if os.path.isdir(path):
             fixes.append(f"point spec.data.source at '{os.path.join(path, prefix, folder)}'")
+        else:
+            fixes.append(f"zip the folders in '{'/'.join(filter(None, (prefix, folder)))}/' at the archive's top")
         if loose:
             fixes.append(f"move the files directly in it ({', '.join(loose[:2])}) elsewhere")
         listed = ", ".join(subfolders[:4]) + (", ..." if len(subfolders) > 4 else "")

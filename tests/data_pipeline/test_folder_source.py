@@ -219,6 +219,14 @@ def test_one_class_folder_with_stray_files_is_explained(tmp_path):
         load_folder(str(root), None, None, False)
 
 
+def test_a_zip_of_class_folders_two_folders_deep_says_how_to_zip_them(tmp_path):
+    root = write_tiles(tmp_path / "tiles", {"01_TUMOR": 2, "02_STROMA": 2})
+    archive = zip_folder(root, tmp_path / "nested.zip", top="outer/inner")
+    with pytest.raises(DataError, match=r"single class folder, 'inner'.* subfolders \(01_TUMOR, 02_STROMA\): if these "
+                                        r"are the classes, zip the folders in 'outer/inner/' at the archive's top\.$"):
+        load_folder(str(archive), None, None, False)
+
+
 def test_a_single_selected_class_is_refused(tmp_path):
     root = write_tiles(tmp_path / "tiles", {"a": 4, "b": 4})
     with pytest.raises(DataError, match=r"single class \('a'\).* at least two"):
