@@ -8,8 +8,9 @@ Conversions (documented behaviour, no colour management):
   so 65535 -> 255, and a 12-bit TIFF's 4095 -> 255; booleans map to 0/255;
 - floating point must lie in [0, 1] and is scaled by 255 (other values: an error naming the
   file, since 0..255 or 0..65535 floats cannot be told apart from overexposure);
-- a multi-page TIFF contributes its first page only; a TIFF's orientation tag is not applied (as
-  Pillow does not);
+- a multi-page TIFF contributes its first page only;
+- an orientation tag (a TIFF's, or the EXIF orientation of a JPEG or PNG) is applied: the tile is
+  turned and flipped as an image viewer shows it, whichever decoder reads it;
 - YCbCr TIFFs are converted by libtiff, which inverts BT.601 exactly (Pillow, used before, was 1 off
   on about half the pixels).
 An 8-bit RGB TIFF is decoded by libtiff (imagecodecs), outside the GIL: Pillow parses TIFF tags in
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import struct
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -31,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 import imagecodecs
 import numpy as np
 import tifffile
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from data_pipeline.errors import DataError
 from data_pipeline.parallel import Item, Result, map_in_order
@@ -39,6 +41,7 @@ from data_pipeline.parallel import Item, Result, map_in_order
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 _BITS_PER_SAMPLE_TAG = 258
+_ORIENTATION_TAG = 274
 _DECODER_MODULES = r"(PIL|tifffile|imagecodecs)(\.|$)"  # the modules whose warnings decoding hides
 
 
@@ -93,6 +96,8 @@ def _to_uint8(pixels: np.ndarray, bits: int | None) -> np.ndarray:
 def _decode_with_pillow(data: bytes) -> np.ndarray | None:
     """Decode with Pillow, or None when Pillow would lose bits (TIFF with > 8 bits per sample)."""
     with Image.open(io.BytesIO(data)) as image:
+        if image.format != "TIFF":  # Pillow turns a TIFF by its orientation tag as it loads, not other formats
+            ImageOps.exif_transpose(image, in_place=True)
         if image.format == "TIFF":
             bits = image.tag_v2.get(_BITS_PER_SAMPLE_TAG, (8,))
             bits = bits if isinstance(bits, tuple) else (bits,)
@@ -121,6 +126,8 @@ def _decode_rgb8_tiff_with_libtiff(data: bytes) -> np.ndarray | None:
     same values. Other pages (YCbCr, Lab, gray, palette, alpha, 16-bit, another orientation) and
     damaged files go to Pillow and tifffile, which say what is wrong with a file.
     """
+    if _first_page_orientation(data) not in (None, 1):  # libtiff's rendering does not transpose (5)
+        return None
     try:
         samples = imagecodecs.tiff_decode(data)
         if samples.dtype != np.uint8 or samples.ndim != 3 or samples.shape[2] != 3:
@@ -131,14 +138,45 @@ def _decode_rgb8_tiff_with_libtiff(data: bytes) -> np.ndarray | None:
     return samples if np.array_equal(samples, rendered[:, :, :3]) else None
 
 
+def _first_page_orientation(data: bytes) -> int | None:
+    """The orientation tag of a classic TIFF's first page, 1 (the default) if absent; None if unreadable or BigTIFF.
+
+    Read from the header and first directory alone: parsing every tag (Pillow, tifffile) takes
+    longer than libtiff's whole decode of a Kather tile, in Python under the GIL.
+    """
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or len(data) < 8 or struct.unpack(order + "H", data[2:4])[0] != 42:
+        return None
+    (offset,) = struct.unpack(order + "I", data[4:8])
+    if offset + 2 > len(data):
+        return None
+    (entries,) = struct.unpack(order + "H", data[offset:offset + 2])
+    for entry in range(offset + 2, min(offset + 2 + 12 * entries, len(data) - 11), 12):
+        tag, kind = struct.unpack(order + "HH", data[entry:entry + 4])
+        if tag == _ORIENTATION_TAG:
+            return struct.unpack(order + "H", data[entry + 8:entry + 10])[0] if kind == 3 else None
+    return 1
+
+
+def oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """`pixels` (H, W, ...) turned and flipped as orientation tag value `orientation` (1-8, TIFF/EXIF) says."""
+    transforms = {
+        2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, -1)[::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    return transforms[orientation](pixels) if orientation in transforms else pixels
+
+
 def _decode_with_tifffile(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode the first page of a TIFF, channels last; returns (pixels, bits per sample)."""
+    """Decode the first page of a TIFF, channels last, its orientation tag applied; returns (pixels, bits per sample)."""
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         page = tif.pages[0]
         pixels = page.asarray()
         if page.axes.startswith("S") and pixels.ndim == 3:  # planar configuration
             pixels = np.moveaxis(pixels, 0, -1)
-        return pixels, int(page.bitspersample)
+        orientation = page.tags.get(_ORIENTATION_TAG)
+        return oriented(pixels, int(orientation.value) if orientation else 1), int(page.bitspersample)
 
 
 @contextlib.contextmanager

@@ -168,3 +168,44 @@ def test_the_real_sample_tiles_decode_to_pillows_colours():
     for path in files:
         data = path.read_bytes()
         np.testing.assert_array_equal(decode_image(data, path.name), _pillow_rgb(data), err_msg=str(path))
+
+
+# Pillow's transposes for the orientation tag's values 2-8 (as an image viewer turns the tile)
+VIEWER_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                    8: Image.Transpose.ROTATE_90}
+
+
+def _with_exif_orientation(tile: np.ndarray, orientation: int, file_format: str) -> bytes:
+    image = Image.fromarray(tile)
+    exif = image.getexif()
+    exif[274] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, format=file_format, exif=exif.tobytes(),
+               **({"quality": 100, "subsampling": 0} if file_format == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_decoder_turns_a_tile_by_its_orientation_tag(orientation):
+    tile = RNG.integers(0, 256, (12, 8, 3), dtype=np.uint8)  # not square: a transpose changes the shape
+    gray = tile[..., :1].repeat(3, -1)
+
+    def shown(pixels: np.ndarray) -> np.ndarray:
+        return pixels if orientation == 1 else np.asarray(Image.fromarray(pixels).transpose(VIEWER_TRANSPOSE[orientation]))
+
+    tag = [(274, "H", 1, orientation, False)]
+    files = {  # one per decoder: libtiff (8-bit RGB), Pillow (gray, JPEG, PNG), tifffile (16-bit RGB)
+        "8-bit RGB TIFF": (_tiff(tile, photometric="rgb", extratags=tag), "t.tif", tile),
+        "big-endian 8-bit RGB TIFF": (_tiff(tile, photometric="rgb", byteorder=">", extratags=tag), "t.tif", tile),
+        "16-bit RGB TIFF": (_tiff(tile.astype(np.uint16) * 257, photometric="rgb", extratags=tag), "t.tif", tile),
+        "8-bit gray TIFF": (_tiff(tile[..., 0], extratags=tag), "t.tif", gray),
+        "JPEG with EXIF": (_with_exif_orientation(tile, orientation, "JPEG"), "t.jpg", tile),
+        "PNG with EXIF": (_with_exif_orientation(tile, orientation, "PNG"), "t.png", tile),
+    }
+    for name, (data, file_name, colours) in files.items():
+        want = shown(colours)
+        decoded = decode_image(data, file_name)
+        assert decoded.shape == want.shape, name
+        tolerance = 6 if file_name.endswith(".jpg") else 0  # JPEG's lossy colours
+        assert np.abs(decoded.astype(int) - want).max() <= tolerance, name
