@@ -22,6 +22,7 @@ import numpy as np
 
 from data_pipeline.duplicates import DIGEST_BYTES, MAX_EXAMPLES, tile_digests
 from data_pipeline.near_copies import nearest, perceptual_hashes
+from flaxbench.errors import WorkdirError
 from flaxbench.results import write_bytes_atomic
 from flaxbench.workdir import TILE_DIGESTS_FILE
 
@@ -40,6 +41,32 @@ def save_tile_digests(workdir: Path, digests: dict[str, Sequence[bytes]],
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return write_bytes_atomic(Path(workdir) / TILE_DIGESTS_FILE, buffer.getvalue())
+
+
+def check_same_pixels(workdir: Path, digests: dict[str, Sequence[bytes]], ids: dict[str, Sequence[str]],
+                      where: str, remedy: str) -> None:
+    """WorkdirError if a split's tiles (`digests` of the splits given, their `ids`) now decode to other pixels than
+    the tiles the run in `workdir` saved in tile_digests.npz; no check where it saved none or another tile count.
+
+    data.json's split digests cover the tiles' ids and labels only: a file replaced under its name, or
+    re-saved lossily, passes them.
+    """
+    try:
+        with np.load(Path(workdir) / TILE_DIGESTS_FILE) as arrays:
+            saved = {name: arrays[name] for name in digests if name in arrays.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return  # trained before digests were kept, or with spec.data.duplicates='off'
+    for name, now in digests.items():
+        then = saved.get(name)
+        if then is None or then.shape != (len(now), DIGEST_BYTES):
+            continue
+        changed = [tile for tile, row, digest in zip(ids[name], then, now) if row.tobytes() != digest]
+        if changed:
+            raise WorkdirError(
+                f"{len(changed)} of the {len(now)} {name} tiles of {where} decode to other pixels than the run in "
+                f"'{workdir}' was trained on (e.g. '{changed[0]}': a file replaced or re-saved, or other image "
+                f"libraries); {remedy}"
+            )
 
 
 def tiles_seen_by(runs: Sequence[Any]) -> SeenTileCounter | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flaxbench.errors import FlaxbenchError, out_of_memory_message
+from flaxbench.seen_tiles import check_same_pixels
 from flaxbench.spec import apply_overrides, load_spec_file
 from flaxbench.workdir import check_same_data, data_record, fold_run_dirs, spec_difference
 
@@ -69,6 +70,9 @@ def _finished_row_problem(out: Path, spec: Any, datasets: Any) -> str | None:
         dataset = datasets.load(spec.data)
         splits = {name: getattr(dataset, name) for name in ("train", "val", "test")}
         check_same_data(out, data_record(dataset, splits), "the finished run cannot stand for this row")
+        if dataset.tile_digests is not None:
+            check_same_pixels(out, dataset.tile_digests, {name: split.ids for name, split in splits.items()},
+                              dataset.source, "the finished run cannot stand for this row")
     except (FlaxbenchError, DataError) as e:
         return f"was trained on other tiles than spec.data.source reads now ({e})"
     return None

@@ -258,6 +258,12 @@ def test_tiles_read_from_a_new_folder_keep_finished_seeds_if_they_are_the_same(s
     # Seeds 0 and 1 were trained from job1; seed 2, trained from job2 itself, is not checked again.
     with pytest.raises(FlaxbenchError, match=r"2 of 3 study run.*seed_0 was trained on other tiles"):
         run(second, seeds=3)
+    (second / "a" / f"extra{tile.suffix}").unlink()
+    replaced = sorted((second / "a").iterdir())[0]
+    replaced.write_bytes(tile.read_bytes())  # the same names and labels, but one tile's pixels are another's
+    with pytest.raises(FlaxbenchError, match=r"2 of 3 study run.*seed_0 was trained on other tiles.*decode to other "
+                                             r"pixels .*\(e.g. 'a/"):
+        run(second, seeds=3)
 
 
 def test_external_tiles_test_every_row_once_and_land_in_the_report(spec_files, tmp_path):

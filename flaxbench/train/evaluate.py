@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from data_pipeline.duplicates import tile_digests
 from flaxbench.calibration import temperature_scaled_metrics
 from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.errors import WorkdirError
@@ -15,6 +16,7 @@ from flaxbench.evaluation import split_cis, split_metrics
 from flaxbench.group_intervals import group_pattern
 from flaxbench.results import write_json_atomic
 from flaxbench.runtime import is_main_process
+from flaxbench.seen_tiles import check_same_pixels
 from flaxbench.spec import from_json
 from flaxbench.train.setup import build_run
 from flaxbench.workdir import check_not_a_row_of_folds, check_same_data, data_record, listed_data_check
@@ -70,6 +72,8 @@ def evaluate_workdir(
     # The other splits' tiles are not read, and a folder that changed is refused before any tile is.
     run = build_run(spec, load_weights=False, decode=(split,), listed=listed_data_check(workdir, remedy))
     check_same_data(workdir, data_record(run.dataset, run.splits), remedy)
+    scored = getattr(run.dataset, split)
+    check_same_pixels(workdir, {split: tile_digests(scored.images)}, {split: scored.ids}, run.dataset.source, remedy)
     ckpts = RunCheckpoints(workdir / "checkpoints", read_only=True)
     restored = ckpts.restore(which, run.initial_state())
     ckpts.close()

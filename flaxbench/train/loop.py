@@ -25,7 +25,7 @@ from flaxbench.results import RESULTS_FORMAT, write_json_atomic
 from flaxbench.runtime import (
     any_process, describe_devices, enable_determinism, is_main_process, library_versions, sync_processes,
 )
-from flaxbench.seen_tiles import save_tile_digests
+from flaxbench.seen_tiles import check_same_pixels, save_tile_digests
 from flaxbench.tensorboard import EpochWriter
 from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
 from flaxbench.train.spec_checks import SELECT_BY
@@ -143,6 +143,9 @@ def train_and_evaluate(
     data = data_record(run.dataset, run.splits)
     if resuming:
         check_same_data(workdir, data, RESUME_REMEDY)
+        if run.dataset.tile_digests is not None:
+            ids = {name: getattr(run.dataset, name).ids for name in ("train", "val", "test")}
+            check_same_pixels(workdir, run.dataset.tile_digests, ids, run.dataset.source, RESUME_REMEDY)
     if is_main_process():
         claim_workdir(workdir, spec, overwrite=overwrite)
         write_json_atomic(workdir / "data.json", data)

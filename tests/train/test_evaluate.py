@@ -127,6 +127,28 @@ def test_a_folder_that_changed_is_refused_before_its_tiles_are_decoded(folder_ru
         train_and_evaluate(read_run_spec(workdir), workdir, log=lambda s: None)
 
 
+def test_a_tile_whose_file_was_replaced_under_its_name_is_refused_by_evaluate_and_resume(folder_run):
+    from PIL import Image
+
+    source, workdir, results = folder_run
+    test_ids = results["test_predictions"]["ids"]
+    train_id = next(tile.relative_to(source).as_posix() for tile in sorted(source.rglob("*.png"))
+                    if tile.relative_to(source).as_posix() not in test_ids)
+    for tile_id in (test_ids[0], train_id):
+        original = (source / tile_id).read_bytes()
+        Image.fromarray(random_tile(98, 32)).save(source / tile_id)  # the same name and label, other pixels
+        if tile_id in test_ids:
+            with pytest.raises(WorkdirError, match=rf"1 of the 4 test tiles of folder:.* decode to other pixels than "
+                                                   rf"the run .* \(e.g. '{tile_id}'"):
+                evaluate_workdir(workdir, "test")
+        (workdir / "results.json").rename(workdir / "results.kept")  # as if interrupted: the same command resumes
+        with pytest.raises(WorkdirError, match="(train|test) tiles .* decode to other pixels.*start the run over"):
+            train_and_evaluate(read_run_spec(workdir), workdir, log=lambda s: None)
+        (workdir / "results.kept").rename(workdir / "results.json")
+        (source / tile_id).write_bytes(original)
+    assert evaluate_workdir(workdir, "test")["accuracy"] == results["test_accuracy"]
+
+
 def test_a_run_split_by_patient_reports_its_accuracy_ci_over_the_patients(tmp_path):
     import json
     import re
