@@ -129,14 +129,17 @@ def mover_interval(estimates: np.ndarray, intervals: np.ndarray, correlation: np
 
 def paired_difference_interval(right_a: np.ndarray, right_b: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """The CI of accuracy(A) - accuracy(B) from their outcomes on the same tiles: Newcombe's (1998) method 10, MOVER
-    of their Wilson intervals with the phi correlation of their outcomes (0 where a margin is empty)."""
+    of their Wilson intervals with the phi correlation of their outcomes, its numerator AD - BC continuity-corrected
+    as the method has it (less n / 2 above n / 2, 0 from 0 to n / 2; 0 where a margin is empty)."""
     a, b = np.asarray(right_a, bool).reshape(-1), np.asarray(right_b, bool).reshape(-1)
     if a.shape != b.shape or a.size == 0:
         raise ValueError(f"need paired outcomes of equal, nonzero length, got {a.size} and {b.size}")
     both, only_a, only_b = np.sum(a & b), np.sum(a & ~b), np.sum(~a & b)
     neither = a.size - both - only_a - only_b
     margins = float(both + only_a) * float(only_b + neither) * float(both + only_b) * float(only_a + neither)
-    phi = (float(both) * neither - float(only_a) * only_b) / np.sqrt(margins) if margins > 0 else 0.0
+    cross = float(both) * neither - float(only_a) * only_b
+    corrected = cross - a.size / 2 if cross > a.size / 2 else min(cross, 0.0)
+    phi = corrected / np.sqrt(margins) if margins > 0 else 0.0
     p_a, p_b = float(a.mean()), float(b.mean())
     (low_a, high_a), (low_b, high_b) = wilson_interval(np.array([p_a, p_b]), a.size, level)
     below = np.sqrt(max(0.0, (p_a - low_a) ** 2 - 2 * phi * (p_a - low_a) * (high_b - p_b) + (high_b - p_b) ** 2))

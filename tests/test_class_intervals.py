@@ -165,6 +165,18 @@ def test_paired_difference_interval_holds_the_difference_and_counts_the_pairing(
         paired_difference_interval(a, b[:10])
 
 
+def test_paired_difference_interval_takes_no_correlation_where_method_10s_correction_leaves_none():
+    # both right 2, A alone 3, B alone 2, neither 5: AD - BC = 4 is within n / 2 = 6, so phi is 0 and the
+    # interval is the plain square-and-add of the two Wilson intervals
+    a = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0], bool)
+    b = np.array([1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0], bool)
+    (low_a, high_a), (low_b, high_b) = wilson_interval(np.array([a.mean(), b.mean()]), a.size)
+    difference = a.mean() - b.mean()
+    assert paired_difference_interval(a, b) == pytest.approx((
+        difference - np.hypot(a.mean() - low_a, high_b - b.mean()),
+        difference + np.hypot(high_a - a.mean(), b.mean() - low_b)))
+
+
 def test_paired_difference_intervals_cover_the_true_difference_about_as_often_as_they_claim():
     # A right on 90% of tiles, B on 85%, their outcomes correlated: both right 80%, A alone 10%, B alone 5%.
     rng = np.random.default_rng(7)
