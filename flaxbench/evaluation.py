@@ -57,8 +57,9 @@ def split_metrics(
             "ids": list(ids),
             "labels": labels.tolist(),
             "predictions": predictions.tolist(),
-            # class probabilities per tile (rows in `ids` order, columns in class order), 6 decimals
-            "probabilities": np.round(probabilities, 6).tolist(),
+            # class probabilities per tile (rows in `ids` order, columns in class order), unrounded: the report
+            # recomputes AUCs, their CIs and curves from them, and rounding ties or zeroes small ones
+            "probabilities": probabilities.tolist(),
         },
     }
 

@@ -174,3 +174,22 @@ def test_the_metrics_line_shows_the_accuracy_ci_where_given():
     assert line.startswith("net [test] accuracy 90.00% (95% CI 81.2-95.7%)  loss 0.3000")
     assert "95% CI" not in format_metrics("net", "test", metrics_of_split, synthetic=True)
     assert "[SYNTHETIC DATA]" in format_metrics("net", "test", metrics_of_split, synthetic=True)
+
+
+def test_the_recorded_tile_probabilities_reproduce_the_recorded_loss_and_aucs():
+    import json
+
+    from flaxbench.evaluation import split_metrics
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(60, 3)).astype(np.float32) * 4
+    labels = rng.integers(0, 3, 60)
+    logits[0] = (0.0, 20.0, -20.0)  # a confident mistake: its true class gets e^-20 of the probability
+    labels[0] = 2
+    logits[1:4] = logits[4]  # tied scores stay tied, nearly tied ones stay apart
+    logits[5] = logits[4] + np.float32(1e-6)
+    result = json.loads(json.dumps(split_metrics(logits, labels, ("a", "b", "c"), [f"t{k}" for k in range(60)])))
+    probabilities = np.asarray(result["predictions"]["probabilities"])
+    assert -np.mean(np.log(probabilities[np.arange(60), labels])) == pytest.approx(result["loss"], rel=1e-12)
+    recomputed = metrics.one_vs_rest_auc(probabilities, labels)
+    assert recomputed == [result["per_class"][name]["auc"] for name in ("a", "b", "c")]
