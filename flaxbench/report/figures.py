@@ -148,9 +148,26 @@ def confusion_matrices(summary: Summary, path: Path) -> Path:
     return _save(figure, path, title, summary.synthetic)
 
 
+ROC_GRID = np.linspace(0.0, 1.0, 1001)  # false positive rates at which several runs' ROC curves are averaged
+
+
+def _runs_roc_curve(runs: list[tuple[np.ndarray, np.ndarray, list[str]]], c: int
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Class `c`'s one-vs-rest ROC curve of one run; of several (seeds, folds), their vertical average (Fawcett 2006:
+    the mean true positive rate at each false positive rate), whose area is the mean of theirs; None if a run has no
+    positives or negatives."""
+    curves = [metrics.roc_curve(probabilities[:, c], labels == c) for probabilities, labels, _ in runs]
+    if any(curve is None for curve in curves):
+        return None
+    if len(curves) == 1:
+        return curves[0]
+    return ROC_GRID, np.mean([np.interp(ROC_GRID, fpr, tpr) for fpr, tpr in curves], axis=0)
+
+
 def roc_curves(summary: Summary, path: Path) -> Path:
-    """One-vs-rest ROC curve of every class, one panel per row, from the test tiles of all its runs pooled."""
-    title = "One-vs-rest ROC curves (test tiles of all seeds and folds pooled)"
+    """One-vs-rest ROC curve of every class, one panel per row; a row of several runs draws their average curve and
+    the mean of their AUCs, as the report's tables give it."""
+    title = "One-vs-rest ROC curves (several seeds or folds: their mean true positive rate and mean AUC)"
     num_cols = min(3, len(summary.rows))
     num_rows = math.ceil(len(summary.rows) / num_cols)
     figure = _new_figure(title, summary.synthetic, (4.6 * num_cols + 0.5, 4.4 * num_rows + 0.8))
@@ -160,12 +177,12 @@ def roc_curves(summary: Summary, path: Path) -> Path:
         if runs is None:
             _not_recorded(axes, "class probabilities")
             continue
-        probabilities, labels = np.concatenate([p for p, _, _ in runs]), np.concatenate([y for _, y, _ in runs])
-        aucs = metrics.one_vs_rest_auc(probabilities, labels)
+        of_runs = [metrics.one_vs_rest_auc(probabilities, labels) for probabilities, labels, _ in runs]
         for c, name in enumerate(group.runs[0].results["classes"]):
-            curve = metrics.roc_curve(probabilities[:, c], labels == c)
+            curve = _runs_roc_curve(runs, c)
             if curve is not None:
-                axes.plot(*curve, color=_color(c), linewidth=1.2, label=f"{name} (AUC {aucs[c]:.3f})")
+                auc = float(np.mean([aucs[c] for aucs in of_runs]))
+                axes.plot(*curve, color=_color(c), linewidth=1.2, label=f"{name} (AUC {auc:.3f})")
         axes.plot([0, 1], [0, 1], color="0.5", linestyle=":", linewidth=1)
         axes.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="false positive rate (1 - specificity)",
                  ylabel="true positive rate (sensitivity)")

@@ -69,7 +69,8 @@ def table_notes(summary: Summary) -> list[str]:
     ] if any_split_by_group(summary.rows) else []) + ([
         "**K-fold CV** rows (`study --folds K`): one run per fold, each tested on its fold, validated on the next "
         "and trained on the others; numeric columns and mean ± std are over the folds (and seeds), and the CIs, "
-        "McNemar test and per-class values pool the folds' test predictions, so each tile counts once (per seed).",
+        "McNemar test and per-class values pool the folds' test predictions, so each tile counts once (per seed); "
+        "AUCs are the mean of the folds' own.",
     ] if any(row["cv_folds"] for row in summary.rows) else []) + ([
         "**Copied tiles**: the Data column counts test tiles whose pixels equal a training or validation tile's "
         "(the same tile filed twice, perhaps under another name or format: it is not held out, and its accuracy "

@@ -55,6 +55,27 @@ def test_a_row_missing_folds_says_so(tmp_path):
     assert row["label"] == "net title (5-fold CV) (2 of 5 folds run)"
 
 
+def test_the_roc_figure_draws_a_cross_validated_row_with_the_auc_its_tables_give(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from flaxbench.report.figures import roc_curves
+
+    write_folds(tmp_path, "net", accuracy=0.7)
+    summary = summarize(collect_runs(tmp_path))
+    drawn = {}
+    plot = Axes.plot
+
+    def recorded_plot(self, *args, label=None, **kwargs):
+        drawn[label] = args
+        return plot(self, *args, label=label, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recorded_plot)
+    roc_curves(summary, tmp_path / "roc.png")
+    for name, values in summary.per_class[0].items():
+        (fpr, tpr), = [args for label, args in drawn.items() if label == f"{name} (AUC {values['auc']:.3f})"]
+        assert np.trapezoid(tpr, fpr) == pytest.approx(values["auc"], abs=2e-3)  # the folds' mean, not pooled tiles
+
+
 def test_report_explains_cross_validated_rows(tmp_path):
     write_folds(tmp_path, "net")
     paths = write_report(tmp_path)
