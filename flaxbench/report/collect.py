@@ -63,9 +63,13 @@ class RunGroup:
 
     @property
     def title(self) -> str:
-        """The human label of the row: the first run's title, else the name; "(K-fold CV)" for cross-validation."""
+        """The human label of the row: the first run's title, else the name; "(K-fold CV)" for cross-validation, with
+        how many folds have results where some have none."""
         title = self.runs[0].results.get("title") or self.runs[0].results["name"]
-        return title if self.folds is None else f"{title} ({self.folds}-fold CV)"
+        if self.folds is None:
+            return title
+        folds_run = len({run.fold for run in self.runs})
+        return f"{title} ({self.folds}-fold CV{'' if folds_run == self.folds else f', {folds_run} folds run'})"
 
     @property
     def first_seed_runs(self) -> tuple[Run, ...]:
@@ -209,6 +213,12 @@ def find_results_files(runs_dir: str | Path) -> list[Path]:
             f"no {RESULTS_FILENAME} found under '{runs_dir}'; train at least one spec into it first"
         )
     return found
+
+
+def find_unfinished_runs(runs_dir: str | Path) -> list[Path]:
+    """The run directories under `runs_dir` that hold a spec.json but no results.json: started, not finished."""
+    return sorted(spec.parent for spec in Path(runs_dir).rglob("spec.json")
+                  if spec.is_file() and not (spec.parent / RESULTS_FILENAME).is_file())
 
 
 def _run_order(run: Run) -> tuple[int, bool, int, str]:

@@ -38,6 +38,9 @@ def latex(summary: Summary, runs_dir: Path) -> str:
              r"% Needs \usepackage{booktabs} and \usepackage{graphicx}."]
     if summary.synthetic:
         lines.append(f"% {SYNTHETIC_BANNER}.")
+    if summary.unfinished:
+        lines.append(f"% Not in the tables: {len(summary.unfinished)} run(s) without results.json: "
+                     + ", ".join(summary.unfinished) + " (report.md).")
     shown = [(table.heading, table.shown_columns(summary.rows)) for table in TABLES]
     tables = [(heading, [column.header for column in columns],
                [[column.render(row, footnotes) for column in columns] for row in summary.rows])

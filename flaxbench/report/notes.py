@@ -14,8 +14,8 @@ def table_notes(summary: Summary) -> list[str]:
         "pooling, normalisation, activation and dropout layers are not counted.",
         "**Time cost** = training time `train_time_s`; compile time is listed apart. "
         "Accuracy per second = test accuracy in % / time cost; loss per second = test avg loss / time cost.",
-        "Rows with several seeds show the mean over seeds in every numeric column; "
-        "mean ± std uses the sample standard deviation (n − 1).",
+        "Rows with several seeds show the mean over seeds in every numeric column (accuracy and loss per second: "
+        "the mean of the seeds' own ratios); mean ± std uses the sample standard deviation (n − 1).",
         "**95% CI** of test accuracy: the Wilson score interval of a proportion of test tiles (unlike a "
         "bootstrap, it does not shrink to nothing when every tile is right); with several seeds, of their pooled "
         "accuracy, the tiles counted once (seeds sharing a test set are not extra tiles). The CI of balanced "
@@ -97,6 +97,11 @@ def table_notes(summary: Summary) -> list[str]:
         "classes or other tiles, e.g. another split): accuracies from different test sets are not directly "
         "comparable, and the ranking mixes them.",
     ] if summary.test_sets > 1 else []) + ([
+        f"**Not in the tables**: {len(summary.unfinished)} run{'s' if len(summary.unfinished) > 1 else ''} "
+        "without results.json (still training, interrupted or failed; resume with the same command): "
+        + ", ".join(f"`{path}`" for path in summary.unfinished[:10]) + (", ..." if len(summary.unfinished) > 10 else "")
+        + ". A row of several seeds or folds is then the mean of those that finished.",
+    ] if summary.unfinished else []) + ([
         f"**Not one device**: these rows were timed on {len(summary.devices)} devices "
         f"({'; '.join(summary.devices)}): time cost, accuracy and loss per second, images/s and compile time "
         "compare the devices as much as the models.",

@@ -60,6 +60,7 @@ class Summary:
     external: list[dict[str, Any]]  # the runs' external evaluations (report/external.py), in row order
     settings: list[dict[str, Any] | None]  # how each row was trained (report/settings.py), same order as rows
     per_class: list[dict[str, dict[str, Any]] | None]  # each row's `per_class` table, same order as rows
+    unfinished: tuple[str, ...] = ()  # run directories without results.json (collect.find_unfinished_runs)
 
 
 def is_synthetic(results: dict[str, Any]) -> bool:
@@ -302,9 +303,7 @@ def summarize(groups: list[RunGroup]) -> Summary:
     for row in rows:  # figures label rows by title: rows that share one also show their name
         title = row["title"] if titles.count(row["title"]) == 1 else f"{row['title']} ({row['name']})"
         row["run_label"] = title  # one run's, for the lines of one seed
-        title = title if row["seeds"] == 1 else f"{title} ({row['seeds']} seeds)"
-        missing = row["cv_folds"] and row["cv_folds_run"] < row["cv_folds"]
-        row["label"] = f"{title} ({row['cv_folds_run']} of {row['cv_folds']} folds run)" if missing else title
+        row["label"] = title if row["seeds"] == 1 else f"{title} ({row['seeds']} seeds)"
     return Summary(
         rows=rows,
         groups=ordered,

@@ -52,7 +52,9 @@ def test_a_row_missing_folds_says_so(tmp_path):
     write_folds(tmp_path, "net", folds=5, done=(0, 1))
     row = summarize(collect_runs(tmp_path)).rows[0]
     assert (row["cv_folds"], row["cv_folds_run"]) == (5, 2)
-    assert row["label"] == "net title (5-fold CV) (2 of 5 folds run)"
+    assert row["label"] == row["title"] == "net title (5-fold CV, 2 folds run)"  # the tables' name too
+    write_report(tmp_path)
+    assert "| net title (5-fold CV, 2 folds run) (`net_5fold`) |" in (tmp_path / "report.md").read_text()
 
 
 def test_the_roc_figure_draws_a_cross_validated_row_with_the_auc_its_tables_give(tmp_path, monkeypatch):

@@ -253,6 +253,22 @@ def test_real_data_has_no_synthetic_banner(tmp_path):
     assert all(_png_description(outputs[key]) != BANNER for key in FIGURES)
 
 
+def test_runs_without_results_are_named_not_silently_left_out(tmp_path):
+    for seed in (0, 1):
+        write_results(tmp_path / "net" / f"seed_{seed}" / "results.json", make_results("net", seed=seed))
+    interrupted = tmp_path / "net" / "seed_2"
+    (interrupted / "checkpoints").mkdir(parents=True)
+    (interrupted / "spec.json").write_text(json.dumps({"name": "net", "seed": 2}))
+    paths = write_report(tmp_path)
+    markdown = paths["md"].read_text()
+    assert "**Not in the tables**: 1 run without results.json" in markdown and "`net/seed_2`" in markdown
+    assert "% Not in the tables: 1 run(s) without results.json: net/seed_2" in paths["tex"].read_text()
+    assert json.loads(paths["json"].read_text())["unfinished_runs"] == ["net/seed_2"]
+    assert json.loads(paths["json"].read_text())["rows"][0]["seeds"] == 2
+    (interrupted / "spec.json").unlink()
+    assert "Not in the tables" not in write_report(tmp_path)["md"].read_text()
+
+
 def test_malformed_results_fail_before_writing(tmp_path):
     write_results(tmp_path / "good" / "results.json", make_results("good"))
     bad = tmp_path / "bad" / "results.json"
