@@ -56,7 +56,7 @@ class Summary:
     best: str  # name of the row with the highest mean test accuracy
     synthetic: bool  # True when any row was trained/evaluated on synthetic data
     test_sets: int  # distinct (classes, test tiles) among the rows that recorded their predictions
-    devices: tuple[str, ...]  # distinct devices the runs were timed on (results.json's `device`), sorted
+    devices: tuple[str, ...]  # distinct devices the runs were timed on (summary.trained_on), sorted
     external: list[dict[str, Any]]  # the runs' external evaluations (report/external.py), in row order
     settings: list[dict[str, Any] | None]  # how each row was trained (report/settings.py), same order as rows
     per_class: list[dict[str, dict[str, Any]] | None]  # each row's `per_class` table, same order as rows
@@ -83,6 +83,17 @@ def data_label(results: dict[str, Any]) -> str:
 def recorded(group: RunGroup, key: str) -> list[str]:
     """The distinct values of a results.json string field over a row's runs, in seed order; absent ones left out."""
     return list(dict.fromkeys(value for run in group.runs if (value := run.results.get(key))))
+
+
+def trained_on(group: RunGroup) -> list[str]:
+    """The distinct devices a row's runs trained on, in seed order: each start's where a run was resumed
+    (results.json's `device_starts`), else the run's `device`."""
+    found = []
+    for run in group.runs:
+        starts = run.results.get("device_starts")
+        found += [start.get("device") for start in starts if isinstance(start, dict)] if isinstance(starts, list) else []
+        found.append(run.results.get("device"))
+    return list(dict.fromkeys(device for device in found if isinstance(device, str) and device))
 
 
 def _run_value(results: dict[str, Any], key: str) -> float | None:
@@ -194,7 +205,7 @@ def _row(group: RunGroup, best: RunGroup) -> dict[str, Any]:
     paired = compare_with_best(group, best)
     over_groups = paired.over_groups
     over_groups_ci = over_groups is not None and over_groups.interval is not None
-    devices = recorded(group, "device")
+    devices = trained_on(group)
     first = group.runs[0].results
     row: dict[str, Any] = {"name": group.name, "title": group.title, "test_accuracy_pct": statistics.fmean(accuracies)}
     for key in MEAN_FIELDS:
@@ -310,7 +321,7 @@ def summarize(groups: list[RunGroup]) -> Summary:
         best=best.name,
         synthetic=any(is_synthetic(run.results) for group in groups for run in group.runs),
         test_sets=len({found for group in ordered if (found := test_set(group)) is not None}),
-        devices=tuple(sorted({device for group in ordered for device in recorded(group, "device")})),
+        devices=tuple(sorted({device for group in ordered for device in trained_on(group)})),
         external=external_lines(rows, ordered),
         settings=[row_settings(group) for group in ordered],
         per_class=[per_class(group) for group in ordered],

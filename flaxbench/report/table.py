@@ -142,7 +142,8 @@ def _compile_cell(row: dict[str, Any], notes: Footnotes) -> str:
     return f"{cell} {notes.mark(COMPILE_CACHE_NOTE)}" if row.get("compile_cache_runs") else cell
 
 
-MIXED_DEVICES_NOTE = "the row's seeds ran on different devices, and its times are means over them"
+MIXED_DEVICES_NOTE = ("the row's runs ran on different devices (its seeds, or one run's epochs before and after a "
+                      "resume: results.json's device_starts), and its times mix them")
 
 
 def _device_cell(row: dict[str, Any], notes: Footnotes) -> str:

@@ -101,8 +101,20 @@ def _out_of_patience(progress: dict[str, Any], patience: int | None) -> bool:
 
 
 def _progress(meta: dict[str, Any] | None) -> dict[str, Any]:
-    fresh = {"epoch": 0, "history": [], "best": None, "train_time_s": 0.0, "checkpoint_time_s": 0.0}
+    fresh = {"epoch": 0, "history": [], "best": None, "train_time_s": 0.0, "checkpoint_time_s": 0.0, "starts": []}
     return {**fresh, **(meta or {})}
+
+
+def _record_start(progress: dict[str, Any], mesh: Any, log: Callable[[str], None]) -> None:
+    """Add this start's devices to `progress["starts"]`; warn where a resumed run's earlier epochs ran on others."""
+    start = {"first_epoch": progress["epoch"] + 1, "device": describe_devices(mesh),
+             "num_devices": int(mesh.devices.size)}
+    before = progress["starts"][-1] if progress["starts"] else None
+    if before is not None and before["device"] != start["device"]:
+        log(f"warning: epochs up to {progress['epoch']} ran on {before['device']} and the rest run on "
+            f"{start['device']}: the run's times mix the two, and its numbers may differ from a run on either "
+            "alone (results.json's device_starts says so; --overwrite starts over on these devices)")
+    progress["starts"] = [*progress["starts"], start]
 
 
 def data_line(dataset: Any, load_time_s: float | None) -> str:
@@ -162,6 +174,7 @@ def train_and_evaluate(
     if restored:
         state = restored[0]
         log(f"resuming {spec.name} from epoch {progress['epoch']} ({workdir / 'checkpoints' / LAST})")
+    _record_start(progress, run.mesh, log)
     log(data_line(run.dataset, run.data_load_time_s))
     run.compile(("train", "val", "test"), state)
     log(f"{spec.name}: {count_params(state.params):,} params, compiled in {run.compile_time_s:.1f} s on "
@@ -315,8 +328,9 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "seed": spec.seed,
         "batch_size": spec.train.batch_size,
         "dtype": run.dtype_name,
-        "device": describe_devices(run.mesh),
+        "device": describe_devices(run.mesh),  # the last start's; device_starts has each start's
         "num_devices": int(run.mesh.devices.size),
+        "device_starts": progress["starts"],  # [{first_epoch, device, num_devices}] per start, resumes included
         "data_placement": run.placement,  # "device": splits held on every device; "host": batches sent from host memory
         "confusion_matrix": test["confusion_matrix"],
         "per_class": test["per_class"],

@@ -189,11 +189,16 @@ def test_device_column_names_each_rows_devices(tmp_path):
     _, md_rows = _md_table(md_text)
     assert md_rows["fast"]["Device"] == f"{h100}, bfloat16"
     marker = re.fullmatch(r"cpu: AMD EPYC 7B13 \(2 cores\) x1; .+, float32 (\[\d+\])", md_rows["split"]["Device"]).group(1)
-    assert "seeds ran on different devices" in next(line for line in md_text.splitlines() if line.startswith(marker))
+    assert "runs ran on different devices" in next(line for line in md_text.splitlines() if line.startswith(marker))
     assert f"**Not one device**: these rows were timed on 2 devices ({epyc}; {h100})" in md_text
     report = json.loads(written["json"].read_text())
     assert report["devices"] == [epyc, h100]
     assert {row["name"]: row["device"] for row in report["rows"]} == {"fast": h100, "split": f"{epyc}; {h100}"}
+    starts = [{"first_epoch": 1, "device": epyc, "num_devices": 1}, {"first_epoch": 2, "device": h100, "num_devices": 1}]
+    write_results(tmp_path / "fast" / "results.json",  # trained its first epoch on the CPU, resumed on the GPU
+                  {**make_results("fast", accuracy=0.9), "device": h100, "device_starts": starts})
+    row = next(row for row in json.loads(write_report(tmp_path)["json"].read_text())["rows"] if row["name"] == "fast")
+    assert row["device"] == f"{epyc}; {h100}"
 
 
 def test_markdown_counts_rows_and_files(synthetic_report, tmp_path):

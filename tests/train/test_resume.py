@@ -27,8 +27,8 @@ TIMING_KEYS = {"train_time_s", "compile_time_s", "checkpoint_time_s", "data_load
 
 
 def comparable(results: dict) -> dict:
-    """results.json without timings (which differ run to run)."""
-    out = {k: v for k, v in results.items() if k not in TIMING_KEYS}
+    """results.json without timings (which differ run to run) and its starts (a resumed run has more)."""
+    out = {k: v for k, v in results.items() if k not in TIMING_KEYS | {"device_starts"}}
     out["history"] = [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in results["history"]]
     return out
 
@@ -69,6 +69,10 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, uninterrupt
     assert "resuming" in resumed.stdout
     results = json.loads((tmp_path / "results.json").read_text())
     assert comparable(results) == comparable(uninterrupted)
+    assert uninterrupted["device_starts"] == [{"first_epoch": 1, "device": results["device"], "num_devices": 1}]
+    first, resumed_at = results["device_starts"]  # the resume is recorded, on the same device
+    assert first == uninterrupted["device_starts"][0] and resumed_at["device"] == results["device"]
+    assert resumed_at["first_epoch"] >= 3
 
 
 def test_sigint_saves_exits_cleanly_and_resumes(tmp_path, uninterrupted):
@@ -116,3 +120,15 @@ def test_unwritable_workdir_is_refused_before_training(tmp_path, bad):
         workdir = Path("/proc/flaxbench-run")
     with pytest.raises(WorkdirError, match="not writable"):
         train_and_evaluate(tiny_spec(), workdir, log=lambda s: None)
+
+
+def test_a_run_resumed_on_other_devices_says_so_and_records_each_start(tmp_path):
+    args = [*ARGS, "--spec.train.epochs=2", "--spec.mesh.data=-1", f"--workdir={tmp_path}"]
+    first = run_cli(*args, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "results.json").unlink()  # as if stopped after its last checkpoint
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "epochs up to 2 ran on cpu:" in resumed.stdout and "x2 and the rest run on cpu:" in resumed.stdout
+    starts = json.loads((tmp_path / "results.json").read_text())["device_starts"]
+    assert [(start["first_epoch"], start["num_devices"]) for start in starts] == [(1, 2), (3, 1)]
