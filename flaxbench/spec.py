@@ -91,6 +91,9 @@ OTHER_VALUES = {
 }
 
 
+KIND_WORDS = {int: "a whole number", float: "a number", str: "a string"}  # a placeholder's type, as a hint says it
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any] | Iterable[str]) -> None:
     """Apply `{'train.epochs': 3}` or `['train.epochs=3']` overrides in place, type-checked."""
     if not isinstance(overrides, Mapping):
@@ -103,8 +106,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
             parent[leaf] = value
         except TypeError as e:
             current = parent[leaf]
-            if current is None:
-                hint = str(e)
+            if current is None:  # a typed placeholder (config_dict.placeholder): no value to show, but its type
+                kind = parent.get_ref(leaf).get_type()
+                hint = f"it takes {KIND_WORDS.get(kind, kind.__name__)} or None" if kind is not None else str(e)
             elif isinstance(current, (tuple, list, dict)):
                 hint = f"it takes a {type(current).__name__}, written as Python does: --spec.{dotted}=\"{current!r}\""
             else:

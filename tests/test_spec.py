@@ -45,6 +45,11 @@ def test_overrides_are_applied_and_type_checked():
                                                   "--spec.data.classes=\"('tumor',")) as error:
         apply_overrides(spec, ["data.classes=all"])
     assert str(error.value).endswith(", or None for every class of the source")
+    # A key whose default is None names the type it takes.
+    with pytest.raises(SpecError, match=r"early_stopping_patience' cannot take 2\.5: it takes a whole number or None$"):
+        apply_overrides(spec, ["train.early_stopping_patience=2.5"])
+    with pytest.raises(SpecError, match=r"grad_clip_norm' cannot take 'off': it takes a number or None$"):
+        apply_overrides(spec, ["train.grad_clip_norm=off"])
 
 
 def test_misspelled_key_names_the_key():

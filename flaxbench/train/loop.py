@@ -231,10 +231,12 @@ def _run_epoch(run: Run, state: TrainState, epoch: int, progress: dict[str, Any]
     if not np.all(np.isfinite(losses)):
         bad = int(np.argmin(np.isfinite(losses)))
         last = progress["epoch"]
+        kept = (f"the last good checkpoint is epoch {last} in {ckpts.directory / LAST}" if last
+                else "no checkpoint was saved")
         raise TrainingError(
             f"loss became {losses[bad]} at step {(epoch - 1) * run.steps_per_epoch + bad + 1} "
-            f"(epoch {epoch}); training stopped, the last good checkpoint is epoch {last} in "
-            f"{ckpts.directory / LAST}; lower spec.train.learning_rate or set spec.train.grad_clip_norm"
+            f"(epoch {epoch}); training stopped, {kept}; lower spec.train.learning_rate or set "
+            "spec.train.grad_clip_norm"
         )
     val = split_metrics(val_logits, run.splits["val"].labels, run.dataset.classes, run.splits["val"].ids)
     images = losses.size * spec.train.batch_size

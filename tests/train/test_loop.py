@@ -199,9 +199,12 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_on_other_data(tm
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     spec = tiny_spec(**{"train.learning_rate": 1e30, "train.epochs": 3, "train.optimizer": "sgd"})
-    with pytest.raises(TrainingError, match=r"at step \d+ \(epoch \d+\)"):
+    with pytest.raises(TrainingError, match=r"at step \d+ \(epoch \d+\)") as error:
         train_and_evaluate(spec, tmp_path, log=lambda s: None)
     assert not (tmp_path / "results.json").exists()
+    epoch = int(re.search(r"\(epoch (\d+)\)", str(error.value)).group(1))
+    kept = "no checkpoint was saved" if epoch == 1 else f"the last good checkpoint is epoch {epoch - 1} in"
+    assert kept in str(error.value)
 
 
 def test_bfloat16_compute_trains_with_float32_params(tmp_path):
