@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -21,6 +22,7 @@ from data_pipeline.named_splits import named_split_form, names_splits, read_name
 from data_pipeline.near_copies import perceptual_hashes
 from data_pipeline.shared_groups import SharedGroups, shared_groups
 from data_pipeline.source_access import OpenListing, listing_of, read_source, spec_value, split_reader
+from data_pipeline.sources.folder_source import log_distorting_resizes
 from data_pipeline.sources.tiles import SourceTiles, permute_rows_in_place
 from data_pipeline.split import SPLIT_NAMES, check_split_seed, split_indices
 from data_pipeline.stain import StainTarget, normalize_tiles, normalize_tiles_counted, stain_target, warn_kept
@@ -207,8 +209,11 @@ def _listed_splits(
             splits.append(Split(None, tiles.labels[rows].astype(np.int32), tuple(tiles.ids[i] for i in rows)))
         if listed_hook is not None:
             listed_hook(source, parts[0][0].classes, tuple(splits))
-        splits = [dataclasses.replace(part, images=decoders[folder](part.ids)) if name in decode else part
-                  for name, part, folder in zip(SPLIT_NAMES, splits, folders)]
+        resized: collections.Counter = collections.Counter()  # over the splits: one warning for them all
+        splits = [dataclasses.replace(part, images=decoders[folder](part.ids, resized_from=resized))
+                  if name in decode else part for name, part, folder in zip(SPLIT_NAMES, splits, folders)]
+        log_distorting_resizes(resized, sum(len(part.ids) for part in splits if part.images is not None),
+                               spec_value(cfg, "image_size", None), source)
     wheres = [source if folder is None else where_split(folder) for folder in folders]
     _check_one_tile_size(splits, wheres)
     if stain is not None:

@@ -21,6 +21,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +42,8 @@ from data_pipeline.images import (
 from data_pipeline.sources.file_tree import open_tree, visible
 from data_pipeline.sources.tiles import SourceTiles, collect_tiles
 from data_pipeline.split import SPLIT_WORDS, named_split_hint
+
+logger = logging.getLogger(__name__)
 
 def _empty_class_folders(folders: list[str], prefix: str, with_files: set[str]) -> list[str]:
     """Class-level folders (directly under the root `prefix`) that hold no visible file."""
@@ -199,7 +202,7 @@ def open_class_folders(path: str, requested_classes: Sequence[str] | None, withi
 
 def decode_listed_tile(tile: ListedTile, image_size: int | None,
                        crop: int | None = None) -> tuple[np.ndarray, str | None] | Exception:
-    """(uint8 RGB tile at `image_size`, 'HxW' it was resized from or None), or the error that makes it a bad file.
+    """(uint8 RGB tile at `image_size`, 'WxH' it was resized from or None), or the error that makes it a bad file.
 
     `crop` keeps the central `crop` px square before any resize (a tile smaller than that is a DataError).
     """
@@ -213,7 +216,7 @@ def decode_listed_tile(tile: ListedTile, image_size: int | None,
         image = center_crop(image, crop, tile.display)
     if not image_size or image.shape[:2] == (image_size, image_size):
         return image, None
-    return resize_square(image, image_size), f"{image.shape[0]}x{image.shape[1]}"
+    return resize_square(image, image_size), f"{image.shape[1]}x{image.shape[0]}"
 
 
 def bad_file(tile: ListedTile, error: Exception) -> DataError:
@@ -244,6 +247,29 @@ def decode_tiles(tiles: Sequence[ListedTile], image_size: int | None, crop: int 
         yield tile, image
 
 
+def log_distorting_resizes(resized_from: collections.Counter, tiles: int, image_size: int | None, where: str) -> None:
+    """Warn where resizing `tiles` tiles to `image_size` stretched some (not square) or mixed tile sizes (which then
+    show the same tissue at different magnifications); `resized_from` counts the resized ones by 'WxH'."""
+    if not resized_from:
+        return
+    sizes = dict(resized_from)
+    if tiles > sum(sizes.values()):
+        sizes[f"{image_size}x{image_size}"] = tiles - sum(sizes.values())
+    stretched = {size: n for size, n in sizes.items() if len(set(size.split("x"))) > 1}
+    by_count = sorted(sizes.items(), key=lambda kv: -kv[1])
+    if stretched:
+        example, count = max(stretched, key=stretched.get), sum(stretched.values())
+        logger.warning("in %s, %d %s not square (e.g. %s px) and %s stretched to %dx%d px "
+                       "(spec.data.image_size); crop them square to keep their shapes", where, count,
+                       "tiles are" if count > 1 else "tile is", example, "were" if count > 1 else "was",
+                       image_size, image_size)
+    if len(sizes) > 1:
+        logger.warning("in %s, tiles of %d sizes (%s) were resized to %dx%d px (spec.data.image_size): the same "
+                       "tissue now shows at different magnifications", where, len(sizes),
+                       ", ".join(f"{n} at {size}" for size, n in by_count[:4]) + (", ..." if len(by_count) > 4 else ""),
+                       image_size, image_size)
+
+
 def load_folder(
     path: str,
     requested_classes: Sequence[str] | None,
@@ -265,6 +291,7 @@ def load_folder(
         decoded = decode_tiles(source.tiles, image_size, crop, skip_bad_files, skipped, resized)
         images, labels, ids = collect_tiles(((tile.id, tile.label, image) for tile, image in decoded),
                                             len(source.tiles), source.where)
+    log_distorting_resizes(resized, len(ids), image_size, source.where)
     return SourceTiles(
         images=images,
         labels=labels,
@@ -285,10 +312,17 @@ def listed_tiles(source: ClassFolders) -> SourceTiles:
     )
 
 
-def decode_listed(source: ClassFolders, ids: Sequence[str], image_size: int | None) -> np.ndarray:
-    """uint8 (N, H, W, 3) images of the tiles `ids` of the open `source`, in that order; a bad file is a DataError."""
+def decode_listed(source: ClassFolders, ids: Sequence[str], image_size: int | None,
+                  resized_from: collections.Counter | None = None) -> np.ndarray:
+    """uint8 (N, H, W, 3) images of the tiles `ids` of the open `source`, in that order; a bad file is a DataError.
+
+    `resized_from` counts the tiles resized to `image_size` by their size before ('WxH'); without it, resizes that
+    stretch or mix tile sizes are warned about here."""
     by_id = {tile.id: tile for tile in source.tiles}
     tiles = [by_id[tile_id] for tile_id in ids]
-    decoded = decode_tiles(tiles, image_size, None, False, [], collections.Counter())
+    resized = collections.Counter() if resized_from is None else resized_from
+    decoded = decode_tiles(tiles, image_size, None, False, [], resized)
     images, _, _ = collect_tiles(((tile.id, tile.label, image) for tile, image in decoded), len(tiles), source.where)
+    if resized_from is None:
+        log_distorting_resizes(resized, len(tiles), image_size, source.where)
     return images

@@ -220,10 +220,12 @@ def _decoded_tiles(split: TfdsSplit, indices: Sequence[int], image_size: int | N
     return collect_tiles(decoded(), len(indices), split.where)
 
 
-def decode_tfds_tiles(split: TfdsSplit, ids: Sequence[str], image_size: int | None) -> np.ndarray:
+def decode_tfds_tiles(split: TfdsSplit, ids: Sequence[str], image_size: int | None,
+                      resized_from: Any = None) -> np.ndarray:
     """uint8 (N, H, W, 3) images of the listed tiles `ids` of `split`, in that order, decoded on one thread per core.
 
-    DataError naming the example if one is not an image.
+    DataError naming the example if one is not an image. `resized_from` is not filled: a TFDS dataset's images are
+    one size (its features say so).
     """
     index_of = {tile_id: i for i, tile_id in enumerate(split.tiles.ids)}
     images, _, _ = _decoded_tiles(split, [index_of[tile_id] for tile_id in ids], image_size, None)

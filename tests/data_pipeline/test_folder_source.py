@@ -281,3 +281,21 @@ def test_a_damaged_zip_member_is_a_bad_file(tmp_path):
     with pytest.raises(DataError, match=r"bad file '.*tiles.zip:a/tile_0.png': cannot read it from the zip"):
         load_folder(str(archive), None, None, False)
     assert load_folder(str(archive), None, None, True).skipped_files == ("a/tile_0.png",)
+
+
+def test_resizes_that_stretch_tiles_or_mix_their_sizes_are_warned_about_once(tmp_path, caplog):
+    root = write_tiles(tmp_path / "tiles", {"a": 8, "b": 8}, size=24)
+    Image.fromarray(random_tile(50, 40)[:20]).save(root / "a" / "wide.png")  # 40 wide, 20 high
+    Image.fromarray(random_tile(51, 40)).save(root / "b" / "large.png")
+    spec = {"source": f"folder:{root}", "classes": None, "split": (0.5, 0.25, 0.25), "image_size": 24}
+    with caplog.at_level(logging.WARNING):
+        load_dataset(spec)
+    stretched = [r.getMessage() for r in caplog.records if "not square" in r.getMessage()]
+    assert stretched == [f"in folder:{root}, 1 tile is not square (e.g. 40x20 px) and was stretched to 24x24 px "
+                         "(spec.data.image_size); crop them square to keep their shapes"]
+    mixed = [r.getMessage() for r in caplog.records if "different magnifications" in r.getMessage()]
+    assert len(mixed) == 1 and "tiles of 3 sizes (16 at 24x24, 1 at 40x20, 1 at 40x40)" in mixed[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_dataset({**spec, "source": f"folder:{write_tiles(tmp_path / 'even', {'a': 4, 'b': 4}, size=40)}"})
+    assert not caplog.records  # every tile resized alike: as spec.data.image_size asks
