@@ -7,6 +7,7 @@ import contextlib
 import csv
 import functools
 import io
+import os
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
@@ -40,27 +41,36 @@ def expand_paths(paths: Sequence[str], open_zips: contextlib.ExitStack) -> tuple
     tiles: list[ListedTile] = []
     skipped: list[str] = []
     not_image = f"not an image: supported extensions {' '.join(IMAGE_EXTENSIONS)}"
+    seen: set[str] = set()  # each file (or zip member) once, however often the paths reach it
+    repeated: list[str] = []
 
-    def add(name: str, read: Callable[[], bytes]) -> None:
-        if is_image_name(name):
+    def add(name: str, read: Callable[[], bytes], file: str) -> None:
+        if file in seen:
+            repeated.append(name)
+        elif is_image_name(name):
             tiles.append(ListedTile(label=-1, id=name, display=name, read=read))
         else:
             skipped.append(f"{name} ({not_image})")
+        seen.add(file)
 
     for p in map(Path, paths):
         if p.is_dir():
             for rel in list_visible_files(str(p)):
-                add(str(p / rel), functools.partial(read_file, str(p / rel)))
+                add(str(p / rel), functools.partial(read_file, str(p / rel)), os.path.realpath(p / rel))
         elif p.is_file() and p.suffix.lower() == ".zip":
             if not zipfile.is_zipfile(p):
                 skipped.append(f"{p} (not a readable zip: damaged or incompletely downloaded?)")
                 continue
+            zip_file = os.path.realpath(p)
             for name, read in open_zips.enter_context(open_zip_files(str(p))):
-                add(name, read)
+                add(name, read, f"{zip_file}:{name[len(str(p)) + 1:]}")  # name: ZIP:member
         elif p.exists():
-            add(str(p), functools.partial(read_file, str(p)))
+            add(str(p), functools.partial(read_file, str(p)), os.path.realpath(p))
         else:
             raise WorkdirError(f"'{p}' does not exist; give tile files, folders or zips to predict")
+    if repeated:
+        print(f"note: {len(repeated)} file(s) reached more than once through the paths given (e.g. '{repeated[0]}') "
+              "are classified once", file=sys.stderr)
     return tiles, skipped
 
 

@@ -336,3 +336,22 @@ def test_map_draws_each_slides_predicted_classes_where_its_tiles_lie(trained_run
     with pytest.raises(WorkdirError, match="finds nothing in tile '.*overview.tif'"):
         predict_paths(trained_run, [str(slides)], fresh, group_by=r"slide_\d", map_xy=r"x(\d+)_y(\d+)")
     assert not fresh.parent.exists() or not any(fresh.parent.iterdir())
+
+
+def test_a_tile_reached_twice_through_the_paths_is_classified_once(tmp_path, capsys):
+    import contextlib
+
+    from flaxbench.predict import expand_paths
+    from tests.data_pipeline.helpers import write_tiles, zip_folder
+
+    root = write_tiles(tmp_path / "tiles", {"a": 2, "b": 2})
+    archive = zip_folder(root, tmp_path / "tiles.zip")
+    (tmp_path / "link").symlink_to(root)
+    given = [str(root), str(root / "a" / "tile_0.png"), str(tmp_path / "link"), str(archive), str(archive)]
+    with contextlib.ExitStack() as open_zips:
+        tiles, skipped = expand_paths(given, open_zips)
+        names = [tile.display for tile in tiles]
+    assert names == [str(root / f) for f in ("a/tile_0.png", "a/tile_1.png", "b/tile_0.png", "b/tile_1.png")] + [
+        f"{archive}:{f}" for f in ("a/tile_0.png", "a/tile_1.png", "b/tile_0.png", "b/tile_1.png")]
+    assert not skipped
+    assert "note: 9 file(s) reached more than once" in capsys.readouterr().err
