@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import struct
 import threading
@@ -186,9 +187,15 @@ def decoder_warnings_hidden() -> Iterator[None]:
     The warnings filters are one per process, so only the main thread may change them; its
     change holds for the threads that decode for it.
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=_DECODER_MODULES)
-        yield
+    tifffile_log = logging.getLogger("tifffile")  # tifffile logs what it finds wrong rather than warning
+    level = tifffile_log.level
+    tifffile_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=_DECODER_MODULES)
+            yield
+    finally:
+        tifffile_log.setLevel(level)
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:

@@ -209,3 +209,14 @@ def test_every_decoder_turns_a_tile_by_its_orientation_tag(orientation):
         assert decoded.shape == want.shape, name
         tolerance = 6 if file_name.endswith(".jpg") else 0  # JPEG's lossy colours
         assert np.abs(decoded.astype(int) - want).max() <= tolerance, name
+
+
+def test_decoding_a_cut_off_tiff_logs_nothing_beside_the_error(caplog):
+    import logging
+
+    from tests.helpers import SHARED_DATA
+
+    data = sorted((SHARED_DATA / "nct_crc_he_sample").glob("*/*.tif"))[0].read_bytes()
+    with caplog.at_level(logging.DEBUG), pytest.raises(UndecodableImage):
+        decode_image(data[:5000], "cut.tif")  # tifffile logs "invalid offset to first page" where not hidden
+    assert not caplog.records
