@@ -55,6 +55,17 @@ def test_blank_tiles_are_kept_and_counted(kather_sample, tissue, caplog):
     assert "left 1 of 2 tiles of the sample as they were" in caplog.text
 
 
+def test_grayscale_tiles_get_no_invented_stains_and_are_counted(tissue, caplog):
+    gray = [np.repeat(image.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2) for image in tissue]
+    noisy = np.clip(gray[0].astype(int) + np.random.default_rng(0).integers(-2, 3, gray[0].shape), 0, 255)
+    for image in [*gray, noisy.astype(np.uint8)]:  # also with a JPEG's few levels of colour noise
+        assert normalize_tile(image, REFERENCE) is None
+    with caplog.at_level(logging.WARNING):
+        out = normalize_tiles(np.stack([gray[0], tissue[0]]), REFERENCE, "the sample")
+    np.testing.assert_array_equal(out[0], gray[0])
+    assert "left 1 of 2 tiles of the sample as they were" in caplog.text and "no colour (grayscale)" in caplog.text
+
+
 def test_a_reference_tile_of_ones_own(kather_sample, tissue, tmp_path):
     reference = tmp_path / "reference.png"
     Image.fromarray(tissue[3]).save(reference)
