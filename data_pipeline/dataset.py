@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from data_pipeline.classes import canonical_class_name
 from data_pipeline.device import AUGMENT_OPS, NORMALIZE_MODES
 from data_pipeline.duplicates import DuplicateTiles, check_duplicates, check_duplicates_mode, tile_digests
 from data_pipeline.errors import DataError
@@ -319,6 +320,19 @@ def load_dataset(cfg: Any, decode: Collection[str] = SPLIT_NAMES, listed: Listed
     )
 
 
+def _check_no_class_all_skipped(source: str, classes: Sequence[str], counts: np.ndarray,
+                                skipped: Sequence[str]) -> None:
+    """DataError naming a class of a folder source whose every file was skipped as bad (spec.data.skip_bad_files)."""
+    if not source.startswith("folder:"):
+        return
+    for name, count in zip(classes, counts):
+        files = [file for file in skipped if canonical_class_name(file.split("/", 1)[0]) == name]
+        if not count and files:
+            raise DataError(f"class '{name}' of {source} has no readable tile: all {len(files)} of its files were "
+                            f"skipped as bad (spec.data.skip_bad_files=True; e.g. {files[0]}); replace them, or "
+                            "drop the class from spec.data.classes")
+
+
 def _decoded_splits(
     cfg: Any, source: Any, image_size: int | None, split: Sequence[Any], stain: StainTarget | None
 ) -> tuple[str, tuple[str, ...], tuple[str, ...], tuple[Split, Split, Split]]:
@@ -336,5 +350,6 @@ def _decoded_splits(
             "skipped %d bad files in %s (spec.data.skip_bad_files=True): %s", len(skipped), source, ", ".join(skipped)
         )
     if splits is None:
+        _check_no_class_all_skipped(source, classes, np.bincount(tiles.labels, minlength=len(classes)), skipped)
         splits = _splits_of([(tiles, part) for part in _divide(cfg, tiles, split)])
     return source, classes, skipped, splits

@@ -142,6 +142,16 @@ def test_corrupt_tiff_is_named_and_can_be_skipped(tmp_path, caplog):
     assert sum(len(part.ids) for part in (data.train, data.val, data.test)) == 8
 
 
+def test_a_class_whose_every_file_is_bad_is_named_as_such(tmp_path):
+    root = write_tiles(tmp_path / "tiles", {"a": 4, "b": 4})
+    (root / "03_C").mkdir()
+    for k in range(3):
+        _write_corrupt_tiff(root / "03_C" / f"broken_{k}.tif")
+    with pytest.raises(DataError, match=r"class 'c' of folder:.* has no readable tile: all 3 of its files were skipped "
+                                        r"as bad \(spec.data.skip_bad_files=True; e.g. 03_C/broken_0.tif\)"):
+        load_dataset({"source": f"folder:{root}", "split": (0.5, 0.25, 0.25), "skip_bad_files": True})
+
+
 def test_non_image_file_in_a_class_folder(tmp_path):
     root = write_tiles(tmp_path / "tiles", {"a": 2, "b": 1})
     (root / "a" / "notes.txt").write_text("hello")
