@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from flaxbench.errors import FlaxbenchError
-from flaxbench.workdir import first_difference, without_tile_location
+from flaxbench.workdir import TILE_DIGESTS_FILE, first_difference, without_tile_location
 
 RESULTS_FILENAME = "results.json"
 RESULTS_FORMAT = "flaxbench.results/1"
@@ -242,6 +246,15 @@ def _split_digests(run: Run) -> dict[str, str] | None:
     return digests if isinstance(digests, dict) and digests else None
 
 
+def _pixel_digest(run: Run) -> str | None:
+    """One digest of the tile_digests.npz beside a run's results.json (its splits' pixel digests); None if absent."""
+    try:
+        with np.load(run.path.parent / TILE_DIGESTS_FILE) as arrays:
+            return hashlib.sha256(b"".join(arrays[name].tobytes() for name in ("train", "val", "test"))).hexdigest()
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
 def saved_spec(run: Run) -> dict[str, Any] | None:
     """The spec.json beside a run's results.json, without its seed; None if there is none."""
     path = run.path.parent / "spec.json"
@@ -276,6 +289,13 @@ def _check_group(name: str, runs: list[Run]) -> None:
             raise FlaxbenchError(
                 f"runs named '{name}' were trained on different tiles (their data.json digests differ: "
                 f"{previous.path.parent}, {run.path.parent}); give different specs different names"
+            )
+        pixels = (_pixel_digest(previous), _pixel_digest(run)) if same_tiles else (None, None)
+        if None not in pixels and pixels[0] != pixels[1]:
+            raise FlaxbenchError(
+                f"runs named '{name}' were trained on tiles of the same names but other pixels (their "
+                f"{TILE_DIGESTS_FILE} differ: {previous.path.parent}, {run.path.parent}; a copy of the tiles with a "
+                "file replaced or re-saved?); train them on the same tiles, or give different specs different names"
             )
         # Every other setting (learning rate, split seed, augmentation, ...) from the runs' spec.json.
         specs = saved_spec(previous), saved_spec(run)

@@ -164,3 +164,20 @@ def test_seeds_on_the_same_tiles_read_from_different_folders_share_a_row(tmp_pat
     (tmp_path / "s1" / "results.json").write_text(json.dumps(same_source))
     with pytest.raises(FlaxbenchError, match="trained on different tiles"):
         collect_runs(tmp_path)
+
+
+def test_seeds_whose_tiles_share_names_but_not_pixels_are_not_one_row(tmp_path):
+    from flaxbench.seen_tiles import save_tile_digests
+
+    digests = {"train": "1", "val": "2", "test": "3"}
+    for seed in (0, 1):
+        run = tmp_path / f"s{seed}"
+        write_results(run / "results.json", make_results("row", seed=seed))
+        (run / "data.json").write_text(json.dumps({"split_digests": digests}))
+        pixels = {name: [bytes([k, seed if name == "test" and k == 0 else 0] + [0] * 14) for k in range(3)]
+                  for name in ("train", "val", "test")}
+        save_tile_digests(run, pixels)
+    with pytest.raises(FlaxbenchError, match=r"tiles of the same names but other pixels \(their tile_digests.npz"):
+        collect_runs(tmp_path)
+    (tmp_path / "s1" / "tile_digests.npz").unlink()  # a run that kept none is not compared
+    assert [run.seed for run in collect_runs(tmp_path)[0].runs] == [0, 1]
