@@ -170,7 +170,7 @@ def oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _decode_with_tifffile(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode the first page of a TIFF, channels last, its orientation tag applied; returns (pixels, bits per sample)."""
+    """The first page of a TIFF, channels last, turned by its orientation tag; returns (pixels, bits per sample)."""
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         page = tif.pages[0]
         pixels = page.asarray()

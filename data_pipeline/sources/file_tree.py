@@ -101,20 +101,12 @@ def open_tree(path: str) -> Iterator[tuple[list[str], Callable[[str], bytes], Ca
         )
         return
     if not os.path.exists(path):
-        raise DataError(
-            f"'{path}' does not exist; give a folder of class "
-            "subfolders or a .zip of one"
-        )
+        raise DataError(f"'{path}' does not exist; give a folder of class subfolders or a .zip of one")
     if not zipfile.is_zipfile(path):
         if path.lower().endswith(".zip"):
-            raise DataError(
-                f"'{path}' is not a readable zip (damaged or incompletely "
-                "downloaded?); download it again, or extract it and give the folder"
-            )
-        raise DataError(
-            f"'{path}' is a file but not a .zip; give a folder of class "
-            "subfolders or a .zip of one"
-        )
+            raise DataError(f"'{path}' is not a readable zip (damaged or incompletely downloaded?); download it "
+                            "again, or extract it and give the folder")
+        raise DataError(f"'{path}' is a file but not a .zip; give a folder of class subfolders or a .zip of one")
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as error:

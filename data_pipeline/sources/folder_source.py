@@ -45,6 +45,7 @@ from data_pipeline.split import SPLIT_WORDS, named_split_hint
 
 logger = logging.getLogger(__name__)
 
+
 def _empty_class_folders(folders: list[str], prefix: str, with_files: set[str]) -> list[str]:
     """Class-level folders (directly under the root `prefix`) that hold no visible file."""
     inside = [f[len(prefix) + 1 :] if prefix else f for f in folders if not prefix or f.startswith(prefix + "/")]

@@ -33,8 +33,8 @@ def table_notes(summary: Summary) -> list[str]:
         "0.05 different from the best keeps the chance of declaring any false difference at 5% or less. "
         "**Accuracy vs best, paired**: the same runs' accuracy minus the best row's on the same tiles, in "
         "percentage points, with Newcombe's (1998, method 10) 95% CI: the two accuracies' Wilson intervals "
-        "combined by MOVER with the correlation of the rows' outcomes on each tile (its numerator continuity-corrected, "
-        "as the method has it).",
+        "combined by MOVER with the correlation of the rows' outcomes on each tile (its numerator "
+        "continuity-corrected, as the method has it).",
         f"**ECE**: expected calibration error, the tile-weighted gap between accuracy and mean top-class "
         f"confidence over {ECE_BINS} equal-width confidence bins (0: calibrated; reliability_diagrams.png draws "
         "the bins). **Temperature-scaled**: the same after dividing each run's logits by one temperature fitted "

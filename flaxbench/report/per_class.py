@@ -44,7 +44,8 @@ def per_class_sections(summary: Summary) -> list[str]:
     if not tables:
         return []
     lines = ["", "## Per class", "",
-             "Test tiles of all seeds (and folds) pooled (AUC: the mean over the seeds' and folds' own). 95% CI in brackets: for recall, "
+             "Test tiles of all seeds (and folds) pooled (AUC: the mean over the seeds' and folds' own). 95% CI in "
+             "brackets: for recall, "
              "precision and specificity, proportions of tiles, the Wilson score interval (over the class's tiles, "
              "the tiles predicted as it, or the other tiles; seeds pooled, counted as one tile each); for F1 the "
              "Wilson interval of the share of true positives among the tiles that are the class or are predicted as "

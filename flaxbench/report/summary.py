@@ -91,7 +91,8 @@ def trained_on(group: RunGroup) -> list[str]:
     found = []
     for run in group.runs:
         starts = run.results.get("device_starts")
-        found += [start.get("device") for start in starts if isinstance(start, dict)] if isinstance(starts, list) else []
+        if isinstance(starts, list):
+            found += [start.get("device") for start in starts if isinstance(start, dict)]
         found.append(run.results.get("device"))
     return list(dict.fromkeys(device for device in found if isinstance(device, str) and device))
 

@@ -171,9 +171,9 @@ def test_the_real_sample_tiles_decode_to_pillows_colours():
 
 
 # Pillow's transposes for the orientation tag's values 2-8 (as an image viewer turns the tile)
-VIEWER_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-                    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-                    8: Image.Transpose.ROTATE_90}
+VIEWER_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+                    7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
 
 
 def _with_exif_orientation(tile: np.ndarray, orientation: int, file_format: str) -> bytes:
@@ -192,7 +192,9 @@ def test_every_decoder_turns_a_tile_by_its_orientation_tag(orientation):
     gray = tile[..., :1].repeat(3, -1)
 
     def shown(pixels: np.ndarray) -> np.ndarray:
-        return pixels if orientation == 1 else np.asarray(Image.fromarray(pixels).transpose(VIEWER_TRANSPOSE[orientation]))
+        if orientation == 1:
+            return pixels
+        return np.asarray(Image.fromarray(pixels).transpose(VIEWER_TRANSPOSE[orientation]))
 
     tag = [(274, "H", 1, orientation, False)]
     files = {  # one per decoder: libtiff (8-bit RGB), Pillow (gray, JPEG, PNG), tifffile (16-bit RGB)

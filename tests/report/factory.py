@@ -67,8 +67,8 @@ def make_results(
         "device": "cpu",
         "num_devices": 1,
         "confusion_matrix": cm.tolist(),
-        "per_class": {name: {**values, "auc": auc} for (name, values), auc
-                      in zip(metrics.per_class_metrics(cm, CLASSES).items(), metrics.one_vs_rest_auc(probabilities, labels))},
+        "per_class": {name: {**values, "auc": auc} for (name, values), auc in zip(
+            metrics.per_class_metrics(cm, CLASSES).items(), metrics.one_vs_rest_auc(probabilities, labels))},
         "macro_f1": metrics.macro_f1(cm),
         "balanced_accuracy": metrics.balanced_accuracy(cm),
         "macro_auc": metrics.macro_auc(metrics.one_vs_rest_auc(probabilities, labels)),

@@ -194,7 +194,8 @@ def test_device_column_names_each_rows_devices(tmp_path):
     report = json.loads(written["json"].read_text())
     assert report["devices"] == [epyc, h100]
     assert {row["name"]: row["device"] for row in report["rows"]} == {"fast": h100, "split": f"{epyc}; {h100}"}
-    starts = [{"first_epoch": 1, "device": epyc, "num_devices": 1}, {"first_epoch": 2, "device": h100, "num_devices": 1}]
+    starts = [{"first_epoch": 1, "device": epyc, "num_devices": 1},
+              {"first_epoch": 2, "device": h100, "num_devices": 1}]
     write_results(tmp_path / "fast" / "results.json",  # trained its first epoch on the CPU, resumed on the GPU
                   {**make_results("fast", accuracy=0.9), "device": h100, "device_starts": starts})
     row = next(row for row in json.loads(write_report(tmp_path)["json"].read_text())["rows"] if row["name"] == "fast")
