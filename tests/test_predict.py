@@ -264,7 +264,13 @@ def test_predict_holds_a_bounded_number_of_tiles_and_chunks_do_not_change_the_cs
     from flaxbench import inference
     from flaxbench.predict import predict_paths
 
-    paths = [str(NCT)] * 4  # 432 tiles, each listed 4 times
+    import os
+    import shutil
+
+    shutil.copytree(NCT, tmp_path / "nct_0")  # 432 tiles: the 108 as 4 files each (a path given twice counts once)
+    for k in (1, 2, 3):
+        shutil.copytree(tmp_path / "nct_0", tmp_path / f"nct_{k}", copy_function=os.link)
+    paths = [str(tmp_path / f"nct_{k}") for k in range(4)]
     whole = predict_paths(trained_run, paths, tmp_path / "whole.csv")  # default chunk: every tile in one
     alive, most = [0], [0]
     decode = folder_source.decode_listed_tile
