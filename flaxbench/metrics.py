@@ -149,10 +149,11 @@ class CalibrationBins(NamedTuple):
 
 
 def calibration_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> CalibrationBins:
-    """The tiles in `bins` equal-width bins of top-class confidence (a reliability diagram's bars)."""
+    """The tiles in `bins` equal-width bins of top-class confidence (a reliability diagram's bars), each bin closed on
+    the right as Guo et al. (2017) define them: ((k - 1) / bins, k / bins]."""
     probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels)
     confidence, predicted = probabilities.max(axis=1), probabilities.argmax(axis=1)
-    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)  # confidence 1.0 goes to the top bin
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
     counts = np.bincount(which, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_confidence = np.bincount(which, weights=confidence, minlength=bins) / counts

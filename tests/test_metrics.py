@@ -141,12 +141,13 @@ def test_calibration_bins_hold_each_tile_once_with_its_bins_confidence_and_accur
     probabilities = np.array([[0.95, 0.05], [0.1, 0.9], [0.45, 0.55], [1.0, 0.0]])
     binned = metrics.calibration_bins(probabilities, np.array([0, 0, 1, 0]), bins=10)
     np.testing.assert_allclose(binned.edges, np.linspace(0, 1, 11))
-    assert binned.counts.tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0, 3]  # 0.9, 0.95 and 1.0 share the top bin
-    assert binned.confidence[9] == pytest.approx((0.95 + 0.9 + 1.0) / 3)
-    assert binned.accuracy[9] == pytest.approx(2 / 3) and binned.accuracy[5] == 1.0
+    # bins closed on the right (Guo et al.): 0.9 in (0.8, 0.9], 0.95 and 1.0 in (0.9, 1.0]
+    assert binned.counts.tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 1, 2]
+    assert binned.confidence[9] == pytest.approx((0.95 + 1.0) / 2) and binned.confidence[8] == pytest.approx(0.9)
+    assert binned.accuracy[9] == 1.0 and binned.accuracy[8] == 0.0 and binned.accuracy[5] == 1.0
     assert np.isnan(binned.accuracy[0]) and np.isnan(binned.confidence[0])  # empty bins are not 0% accurate
     # ECE is the tile-weighted gap of these bars.
-    expected = (3 * abs(2 / 3 - (0.95 + 0.9 + 1.0) / 3) + abs(1.0 - 0.55)) / 4
+    expected = (2 * abs(1.0 - 0.975) + abs(0.0 - 0.9) + abs(1.0 - 0.55)) / 4
     assert metrics.expected_calibration_error(probabilities, np.array([0, 0, 1, 0]), bins=10) == pytest.approx(expected)
 
 
