@@ -49,12 +49,12 @@ def make_batch_train_step(
         model = merge(parts, cast_floats(params, compute_dtype), model_state, key)
         logits = model(images, train=True).astype(jnp.float32)
         targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-        losses = optax.softmax_cross_entropy(logits, targets)
         if class_weights is None:
-            loss = losses.mean()
-        else:  # torch's CrossEntropyLoss(weight=...): the weighted mean over the batch
-            weights = jnp.asarray(class_weights)[labels]
-            loss = (weights * losses).sum() / weights.sum()
+            loss = optax.softmax_cross_entropy(logits, targets).mean()
+        else:  # torch's CrossEntropyLoss(weight=w, label_smoothing=...): each class's term weighted by its w, the
+            # sum over the batch divided by the weights of the tiles' own classes
+            weights = jnp.asarray(class_weights)
+            loss = optax.softmax_cross_entropy(logits, targets * weights).sum() / weights[labels].sum()
         new_model_state = nnx.split(model, nnx.Param, nnx.RngState, ...)[3]
         return loss, (logits, new_model_state)
 

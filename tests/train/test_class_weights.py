@@ -29,7 +29,8 @@ class Flat(nnx.Module):
         return self.linear(x.reshape(x.shape[0], -1))
 
 
-def test_the_weighted_loss_is_torchs_weighted_cross_entropy():
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_the_weighted_loss_is_torchs_weighted_cross_entropy(smoothing):
     model = Flat(3)
     images = np.random.default_rng(0).integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)
     labels = np.array([0, 0, 0, 1, 2, 2], np.int32)
@@ -37,14 +38,14 @@ def test_the_weighted_loss_is_torchs_weighted_cross_entropy():
     parts = split_model(model)
     tx = optax.sgd(0.0)
     step = make_train_step(parts, tx, augment_ops=(), normalize_mode="unit", compute_dtype=jnp.float32,
-                           label_smoothing=0.0, mesh=None, class_weights=weights)
+                           label_smoothing=smoothing, mesh=None, class_weights=weights)
     state = TrainState(parts.params, parts.model_state, tx.init(parts.params))
     _, loss, _ = jax.jit(step)(state, jnp.asarray(images), jnp.asarray(labels), jnp.arange(6), jax.random.key(0))
-    logits = np.asarray(model(normalize(jnp.asarray(images), "unit")))
-    expected = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels).long(),
-                                                 weight=torch.tensor(weights))
+    logits = torch.tensor(np.asarray(model(normalize(jnp.asarray(images), "unit"))))
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor(labels).long(), weight=torch.tensor(weights),
+                                                 label_smoothing=smoothing)
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
-    unweighted = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels).long())
+    unweighted = torch.nn.functional.cross_entropy(logits, torch.tensor(labels).long(), label_smoothing=smoothing)
     assert abs(float(loss) - float(unweighted)) > 1e-3  # the weights matter on this batch
 
 
