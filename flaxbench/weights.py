@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from flaxbench.checkpoints import BEST, LAST
-from flaxbench.errors import WeightsError
+from flaxbench.errors import FlaxbenchError, WeightsError
 from flaxbench.models import CONVERTERS, build_model, head_module, model_parameters
 
 # Constructor options torchvision uses when it builds a model for its ImageNet weights.
@@ -39,14 +39,26 @@ def _torch():
     return torch
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a torch `.pth` file holding a state_dict into numpy arrays."""
+def _load_lazily(torch: Any, path: str) -> Any:
+    """torch.load with its tensors mapped from the file, read only as they are used; files in torch's old format
+    (before 1.6) cannot be mapped and load whole."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_state_dict(path: str | os.PathLike, only: str | None = None) -> dict[str, np.ndarray]:
+    """Read a torch `.pth` file holding a state_dict into numpy arrays (`only`: just that key, if it is there)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise WeightsError(f"weights file '{path}' is a folder; give the torchvision .pth file in it")
     if not os.path.isfile(path):
         raise WeightsError(f"weights file '{path}' does not exist; download the torchvision .pth first")
     torch = _torch()
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _load_lazily(torch, path) if only is not None else torch.load(path, map_location="cpu",
+                                                                             weights_only=True)
     except Exception as e:  # torch raises many types for a bad file
         pickled = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if pickled:
@@ -69,7 +81,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     # nn.DataParallel and DistributedDataParallel save every name under 'module.'.
     if obj and all(str(key).startswith("module.") for key in obj):
         obj = {str(key).removeprefix("module."): value for key, value in obj.items()}
-    return to_numpy(obj)
+    return to_numpy(obj if only is None else {key: value for key, value in obj.items() if key == only})
 
 
 def to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -77,7 +89,10 @@ def to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     out = {}
     for key, value in state_dict.items():
         if hasattr(value, "detach"):
-            value = value.detach().cpu().numpy().copy()
+            value = value.detach().cpu()
+            if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16: widened exactly to float32
+                value = value.float()
+            value = value.numpy().copy()
         out[str(key)] = np.asarray(value)
     return out
 
@@ -199,17 +214,31 @@ def run_checkpoint(path: str | os.PathLike) -> tuple[Path, str] | None:
 INIT_PLACEHOLDER = "{init}"  # in spec.title: replaced by init_in_words(spec.model.init)
 
 
-def init_in_words(init: str) -> str:
-    """spec.model.init as a title says it: 'from scratch', 'ImageNet' or 'from run NAME'."""
+def init_in_words(init: str, arch: str) -> str:
+    """spec.model.init as a title says it: 'from scratch', 'ImageNet', 'from run NAME', or 'weights of an N-class
+    model' for torchvision weights whose head is not ImageNet's 1000 classes (trained elsewhere, e.g. on tiles)."""
     if init == "scratch":
         return "from scratch"
+    classes = None
     if init.startswith("checkpoint:"):
         found = run_checkpoint(init.removeprefix("checkpoint:"))
         if found:
             return f"from run {found[0].resolve().name}"
-    # 'imagenet', a torchvision file and a 'flaxbench convert' output of one: torchvision's
-    # classification weights are all ImageNet-trained
-    return "ImageNet"
+        from flaxbench.checkpoints import read_model_meta
+
+        try:
+            classes = read_model_meta(init.removeprefix("checkpoint:")).get("num_classes")
+        except (FlaxbenchError, OSError):  # gone since (a resumed run needs no initial weights)
+            pass
+    elif init.startswith("torchvision:") and arch in CONVERTERS:
+        head = f"{importlib.import_module(CONVERTERS[arch]).TORCH_HEAD}.weight"
+        try:
+            found = read_state_dict(init.removeprefix("torchvision:"), only=head)
+            classes = found[head].shape[0] if head in found else None
+        except (FlaxbenchError, OSError):
+            pass
+    # torchvision's own classification weights ('imagenet', and files or conversions of them) are ImageNet's
+    return "ImageNet" if classes in (None, 1000) else f"weights of a {classes}-class model"
 
 
 def load_from_run(

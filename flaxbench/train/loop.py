@@ -356,7 +356,9 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
 
 def run_title(spec: ml_collections.ConfigDict) -> str:
     """spec.title (else the name) with '{init}' replaced by where the weights started ('ImageNet', 'from scratch', ...)."""
-    return (spec.get("title") or spec.name).replace(INIT_PLACEHOLDER, init_in_words(str(spec.model.init)))
+    title = spec.get("title") or spec.name
+    return title.replace(INIT_PLACEHOLDER, init_in_words(str(spec.model.init), spec.model.name)) if (
+        INIT_PLACEHOLDER in title) else title
 
 
 def train_images_per_epoch(run: Run) -> int:

@@ -72,6 +72,24 @@ def test_a_title_says_where_the_weights_started(spec_file, init, title):
     assert run_title(spec) == title
 
 
+def test_a_title_says_when_torchvision_weights_are_not_imagenets(tmp_path):
+    import torch
+    import torchvision
+
+    from flaxbench.weights import load_torchvision
+
+    spec = load_repo_spec("resnet18")
+    path = tmp_path / "tuned_on_tiles.pth"
+    state = torchvision.models.resnet18(num_classes=9).state_dict()
+    torch.save({key: value.bfloat16() if value.is_floating_point() else value for key, value in state.items()}, path)
+    spec.model.init = f"torchvision:{path}"
+    assert run_title(spec) == "ResNet18 (weights of a 9-class model)"
+    model = load_torchvision("resnet18", path)  # bfloat16 tensors widen to float32
+    assert model.fc.kernel[...].shape == (512, 9)
+    spec.model.init = f"torchvision:{tmp_path / 'gone.pth'}"  # a resumed run needs its initial weights no more
+    assert run_title(spec) == "ResNet18 (ImageNet)"
+
+
 def test_a_title_names_the_run_its_weights_came_from(finished_run):
     workdir, results = finished_run
     assert results["title"] == "tiny"  # no title: the name
