@@ -10,6 +10,7 @@ fine-tune it on other tiles.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from flax import nnx
 
 from flaxbench.checkpoints import BEST, LAST
 from flaxbench.errors import FlaxbenchError, WeightsError
-from flaxbench.models import CONVERTERS, build_model, head_module, model_parameters
+from flaxbench.models import CONVERTERS, PROBABILITY_OPTIONS, build_model, head_module, model_parameters
 
 # Constructor options torchvision uses when it builds a model for its ImageNet weights.
 PRETRAINED_OPTIONS: dict[str, dict[str, Any]] = {"googlenet": {"transform_input": True}}
@@ -255,7 +256,7 @@ def load_from_run(
     if not data_file.is_file():
         raise WeightsError(f"run '{run_dir}' has no data.json: it stopped before training; train it first")
     data = json.loads(data_file.read_text())
-    _check_input_options(arch, trained, options, run_dir)
+    _check_same_options(arch, trained, options, run_dir)
     params, model_state, epoch = read_run_weights(run_dir / "checkpoints", which)
     model = build_for_loading(arch, len(data["classes"]), seed=seed, **options)
     hint = (f"it was trained with spec.model.options={trained.get('options') or {}} on "
@@ -268,18 +269,29 @@ def load_from_run(
     return model
 
 
-def _check_input_options(arch: str, trained: Mapping[str, Any], options: Mapping[str, Any], run_dir: Path) -> None:
-    """Refuse to fine-tune a run with another input transform than it trained with (GoogLeNet's transform_input)."""
-    defaults = model_parameters(arch)
+# Options a fine-tuned model may change: regularisation, and a ViT's tile size (its position embeddings resample).
+TUNABLE_OPTIONS = (*PROBABILITY_OPTIONS, "image_size")
+
+
+def _check_same_options(arch: str, trained: Mapping[str, Any], options: Mapping[str, Any], run_dir: Path) -> None:
+    """Refuse to fine-tune a run as a model of other options (a ViT's heads, GoogLeNet's input transform) but for
+    TUNABLE_OPTIONS: weights of the same shapes would load into another model without an error."""
+    defaults = {key: p.default for key, p in model_parameters(arch).items()
+                if p.default is not inspect.Parameter.empty and key not in ("num_classes", "rngs", "seed")}
     # Every init but 'scratch' adds PRETRAINED_OPTIONS, so the trained run's value follows from its spec.
     used = {**(PRETRAINED_OPTIONS.get(arch, {}) if trained.get("init") != "scratch" else {}), **(trained.get("options") or {})}
-    for key in PRETRAINED_OPTIONS.get(arch, {}):
-        then, now = used.get(key, defaults[key].default), options.get(key, defaults[key].default)
-        if then != now:
+    for key, default in defaults.items():
+        then, now = used.get(key, default), options.get(key, default)
+        if key not in TUNABLE_OPTIONS and _as_json(then) != _as_json(now):
             raise WeightsError(
-                f"run '{run_dir}' trained {arch} with {key}={then!r}; set spec.model.options.{key}={then!r} "
-                "to fine-tune it on the inputs it learned"
+                f"run '{run_dir}' trained {arch} with {key}={then!r}, this spec has {now!r}; set "
+                f"spec.model.options.{key}={then!r} to fine-tune the model it trained"
             )
+
+
+def _as_json(value: Any) -> Any:
+    """`value` as spec.json holds it (tuples as lists), to compare a spec's option with a saved one."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _fill(model: nnx.Module, params: dict[str, Any], model_state: dict[str, Any], where: str, hint: str) -> None:

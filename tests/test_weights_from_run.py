@@ -89,7 +89,8 @@ def test_the_head_is_kept_only_for_the_same_classes_in_the_same_order(source_run
 
 def test_other_model_options_are_refused_naming_the_parameter(source_run):
     workdir, classes = source_run
-    with pytest.raises(WeightsError, match=r"fc1\.bias. has shape \(32,\), this model \(64,\).*spec\.model\.options"):
+    with pytest.raises(WeightsError, match=r"trained convmodel with hidden=32, this spec has 64; set "
+                                           r"spec\.model\.options\.hidden=32"):
         init_from(workdir, classes, **{"model.options": dict(channels=(8, 16, 16), hidden=64, dropout=0.0)})
     with pytest.raises(WeightsError, match="trained 'convmodel', but spec.model.name is 'resnet18'"):
         init_from(workdir, classes, **{"model.name": "resnet18", "model.options": {}})
@@ -133,6 +134,13 @@ def test_a_vit_fine_tunes_on_tiles_of_another_size(tmp_path):
     np.testing.assert_array_equal(tuned["pos_embedding"][0, 0], saved["pos_embedding"][0, 0])  # class token
     for name in saved.keys() - {"pos_embedding", "head.kernel", "head.bias"}:
         np.testing.assert_array_equal(tuned[name], saved[name], err_msg=name)
+    # Other heads: the weights fit by shape, but would be split into other heads; more dropout is fine-tuning's own.
+    other_heads = {**vit, "model.options": {**vit["model.options"], "num_heads": 4}}
+    with pytest.raises(WeightsError, match=r"trained vit with num_heads=2, this spec has 4; set "
+                                           r"spec.model.options.num_heads=2"):
+        init_model(tiny_spec(**other_heads, **{"model.init": f"checkpoint:{source}"}), ("a", "b"), 30)
+    more_dropout = {**vit, "model.options": {**vit["model.options"], "dropout": 0.3}}
+    init_model(tiny_spec(**more_dropout, **{"model.init": f"checkpoint:{source}"}), ("a", "b"), 30)
 
 
 def test_a_run_cannot_start_from_itself(tmp_path):
