@@ -79,7 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
     # The validation value that picks the epoch tested: None = "val_accuracy" (the study), or
     # "val_balanced_accuracy" / "val_macro_f1" for imbalanced classes, or "val_loss"
     c.train.select_by = config_dict.placeholder(str)
-    c.train.freeze_backbone = False  # train only the head (model.head_path)
+    c.train.freeze_backbone = False  # train only the head (model.head_path) on fixed features: BN, dropout as in eval
     c.train.backbone_lr_scale = 1.0  # learning-rate factor for everything but the head
     c.train.dtype = "auto"  # compute: "auto" (bfloat16 on GPU/TPU, float32 on CPU), "float32", "bfloat16"; params stay float32
     # "scan": each epoch is one lax.scan; "steps": one jitted step at a time (XLA:CPU runs convs

@@ -55,7 +55,12 @@ def make_optimizer(
     """The spec's optimizer: clipping, frozen or slower backbone, schedule."""
     schedule = make_schedule(cfg, steps_per_epoch)
     head_tx = _base_optimizer(cfg, schedule)
+    if cfg.freeze_backbone and cfg.backbone_lr_scale != 1.0:
+        raise SpecError(f"spec.train.freeze_backbone=True trains no backbone weights, so spec.train.backbone_lr_scale="
+                        f"{cfg.backbone_lr_scale} would do nothing; leave it at 1.0, or unfreeze the backbone")
     if cfg.freeze_backbone:
+        if cfg.grad_clip_norm:  # the head's gradients alone, as torch clips the parameters it trains
+            head_tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), head_tx)
         backbone_tx = optax.set_to_zero()
     elif cfg.backbone_lr_scale != 1.0:
         backbone_tx = _base_optimizer(cfg, lambda step: schedule(step) * cfg.backbone_lr_scale)
@@ -66,6 +71,6 @@ def make_optimizer(
         tx = optax.multi_transform(
             {"head": head_tx, "backbone": backbone_tx}, lambda params: head_labels(params, head_path)
         )
-    if cfg.grad_clip_norm:
+    if cfg.grad_clip_norm and not cfg.freeze_backbone:
         tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
     return tx, schedule

@@ -310,7 +310,7 @@ def build_run(
     train_step = (make_train_step if on_device else make_batch_train_step)(
         parts, tx, augment_ops=tuple(spec.data.augment),
         normalize_mode=spec.data.normalize, compute_dtype=dtype,
-        label_smoothing=cfg.label_smoothing, mesh=mesh, class_weights=weights,
+        label_smoothing=cfg.label_smoothing, mesh=mesh, class_weights=weights, frozen_backbone=cfg.freeze_backbone,
     )
     predict, predict_tta = ((make_predict if on_device else make_batch_predict)(
         parts, normalize_mode=spec.data.normalize, compute_dtype=dtype, mesh=mesh, tta=tta) for tta in (False, True))

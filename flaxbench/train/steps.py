@@ -38,16 +38,19 @@ def make_batch_train_step(
     label_smoothing: float,
     mesh: Mesh | None,
     class_weights: np.ndarray | None = None,
+    frozen_backbone: bool = False,
 ) -> Callable:
     """`step(state, images, labels, key) -> (state, loss, correct)` on one batch of uint8 tiles.
 
     A step whose loss is not finite leaves the state unchanged, so the state after an epoch is
-    the last good one; the returned losses tell the caller at which step it happened.
+    the last good one; the returned losses tell the caller at which step it happened. With a
+    `frozen_backbone` (spec.train.freeze_backbone) the model runs as in inference: batch norm uses and
+    keeps its running statistics and dropout is off, so the head learns on the features testing sees.
     """
 
     def loss_fn(params, model_state, images, labels, key):
         model = merge(parts, cast_floats(params, compute_dtype), model_state, key)
-        logits = model(images, train=True).astype(jnp.float32)
+        logits = model(images, train=not frozen_backbone).astype(jnp.float32)
         targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
         if class_weights is None:
             loss = optax.softmax_cross_entropy(logits, targets).mean()
