@@ -212,6 +212,31 @@ def run_checkpoint(path: str | os.PathLike) -> tuple[Path, str] | None:
     return None
 
 
+def check_weights_source(init: str, arch: str) -> None:
+    """WeightsError where the weights spec.model.init names cannot serve `arch`, found from their metadata or
+    classifier alone (a torch file mapped, not read): so that a run fails before its tiles load, not after."""
+    path = init.partition(":")[2]
+    if init.startswith("torchvision:") and arch in CONVERTERS:
+        head = f"{importlib.import_module(CONVERTERS[arch]).TORCH_HEAD}.weight"
+        if head not in read_state_dict(path, only=head):
+            raise WeightsError(f"weights file '{path}' has no '{head}', the classifier of torchvision's {arch}: "
+                               f"is it {arch}'s state_dict? (spec.model.name names the model)")
+    elif init.startswith("checkpoint:"):
+        from flaxbench.checkpoints import read_model_meta
+        from flaxbench.workdir import fold_run_dirs
+
+        found = run_checkpoint(path)
+        if found:
+            trained = json.loads((found[0] / "spec.json").read_text())["model"]["name"]
+            if trained != arch:
+                raise WeightsError(f"run '{found[0]}' trained {trained!r}, but spec.model.name is '{arch}'")
+        elif folds := fold_run_dirs(Path(path)):
+            raise WeightsError(f"'{path}' is a cross-validated row's folder; start from one of its runs, e.g. "
+                               f"spec.model.init=checkpoint:{folds[0]}")
+        elif (held := read_model_meta(path).get("arch")) != arch:
+            raise WeightsError(f"checkpoint '{path}' holds {held!r}, but spec.model.name is '{arch}'")
+
+
 INIT_PLACEHOLDER = "{init}"  # in spec.title: replaced by init_in_words(spec.model.init)
 
 

@@ -254,7 +254,7 @@ def build_run(
     requested_placement = check_placement(cfg.get("data_placement"))
     check_select_by(cfg.get("select_by"))
     if load_weights:
-        check_init(spec.model.init)
+        check_init(spec.model.init, spec.model.name)
     data_load_time_s = None  # given the tiles, loaded before (a study's rows)
     if dataset is None:
         def listed_then_checked(source: str, classes: Sequence[str], splits: Sequence[Any]) -> None:

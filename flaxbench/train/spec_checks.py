@@ -26,26 +26,36 @@ SELECT_BY = {"val_accuracy": True, "val_balanced_accuracy": True, "val_macro_f1"
 OPTIONAL_TRAIN_NUMBERS = ("grad_clip_norm", "early_stopping_patience")  # None switches them off
 
 
-def check_init(init: str) -> None:
-    """SpecError for an unknown spec.model.init, or a weights file or folder it names that is not there."""
+def check_init(init: str, arch: str | None = None) -> None:
+    """SpecError for an unknown spec.model.init, or a weights file or folder it names that is not there; with `arch`
+    (spec.model.name), weights of another model are refused too (weights.check_weights_source)."""
     if init in ("scratch", "imagenet"):
         return
     if init.startswith("torchvision:"):
         path = init.removeprefix("torchvision:")
+        if os.path.isdir(path):
+            raise SpecError(f"spec.model.init: '{path}' is a folder; give the torchvision .pth file (or use "
+                            f"checkpoint:{path} for a 'flaxbench convert' output or a run)")
         if not os.path.isfile(path):
             raise SpecError(f"spec.model.init: weights file '{path}' does not exist; download the torchvision .pth first")
-        return
-    if init.startswith("checkpoint:"):
+    elif init.startswith("checkpoint:"):
         path = init.removeprefix("checkpoint:")
+        if os.path.isfile(path):
+            raise SpecError(f"spec.model.init: '{path}' is a file, not a 'flaxbench convert' output or a run directory; "
+                            f"for a torchvision .pth use spec.model.init=torchvision:{path}")
         if not os.path.isdir(path):
             raise SpecError(
                 f"spec.model.init: '{path}' does not exist; give a 'flaxbench convert' output or a run directory"
             )
-        return
-    raise SpecError(
-        f"spec.model.init '{init}' is unknown; use 'scratch', 'imagenet', 'torchvision:FILE.pth' "
-        "or 'checkpoint:DIR' (a 'flaxbench convert' output or a flaxbench run)"
-    )
+    else:
+        raise SpecError(
+            f"spec.model.init '{init}' is unknown; use 'scratch', 'imagenet', 'torchvision:FILE.pth' "
+            "or 'checkpoint:DIR' (a 'flaxbench convert' output or a flaxbench run)"
+        )
+    if arch is not None:
+        from flaxbench.weights import check_weights_source
+
+        check_weights_source(init, arch)
 
 
 def check_train_numbers(cfg: ml_collections.ConfigDict) -> None:

@@ -392,6 +392,31 @@ def test_what_needs_no_tiles_is_refused_before_they_load(tmp_path, override, nee
         train_and_evaluate(spec, tmp_path / "run", log=lambda s: None)
 
 
+def test_weights_of_another_model_are_refused_before_the_tiles_load(tmp_path):
+    import torch
+    import torchvision
+
+    from flaxbench.errors import WeightsError
+
+    alexnet = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(num_classes=3).state_dict(), alexnet)
+    fold = tmp_path / "row_3fold" / "fold_0"
+    fold.mkdir(parents=True)
+    (fold / "spec.json").write_text("{}")
+    resnet = {"data.source": f"folder:{tmp_path}/not_loaded", "model.name": "resnet18", "model.options": {}}
+    for init, error, needle in [
+        (f"torchvision:{alexnet}", WeightsError, f"'{alexnet}' has no 'fc.weight', the classifier of torchvision's "
+                                                 "resnet18"),
+        (f"checkpoint:{alexnet}", SpecError, f"is a file, not a 'flaxbench convert' output or a run directory; for a "
+                                             f"torchvision .pth use spec.model.init=torchvision:{alexnet}"),
+        (f"torchvision:{tmp_path}", SpecError, "is a folder; give the torchvision .pth file"),
+        (f"checkpoint:{fold.parent}", WeightsError, f"is a cross-validated row's folder; start from one of its "
+                                                    f"runs, e.g. spec.model.init=checkpoint:{fold}"),
+    ]:
+        with pytest.raises(error, match=re.escape(needle)):
+            train_and_evaluate(tiny_spec(**resnet, **{"model.init": init}), tmp_path / "run", log=lambda s: None)
+
+
 def test_an_eval_batch_larger_than_every_split_evaluates_as_the_largest_split(tmp_path):
     # tiny_spec's largest split holds 48 tiles; 10**12 would need terabytes of padding indices.
     results = [
