@@ -41,7 +41,7 @@ def check_group_by(pattern: str | None, key: str = SPEC_KEY) -> re.Pattern | Non
     try:
         return re.compile(pattern)
     except re.error as error:
-        raise DataError(f"{key} {pattern!r} is not a valid regular expression ({error})") from None
+        raise DataError(f"{key} '{pattern}' is not a valid regular expression ({error})") from None
 
 
 def find_group(tile_id: str, regex: re.Pattern) -> str | None:
@@ -58,7 +58,7 @@ def tile_groups(ids: Sequence[str], pattern: str, key: str = SPEC_KEY) -> list[s
         group = find_group(tile_id, regex)
         if not group:
             fix = ", or set spec.data.group_by=None for a tile-level split" if key == SPEC_KEY else ""
-            raise DataError(f"{key} {pattern!r} finds no group in tile '{tile_id}'; every tile needs one (its "
+            raise DataError(f"{key} '{pattern}' finds no group in tile '{tile_id}'; every tile needs one (its "
                             f"patient or slide): fix the pattern{fix}")
         groups.append(group)
     return groups
@@ -157,7 +157,7 @@ def split_groups(ids_by_split: dict[str, Sequence[str]], pattern: str | None) ->
         for group in groups:
             if group in seen:
                 raise DataError(
-                    f"group '{group}' (spec.data.group_by {pattern!r}) has tiles in both the {seen[group]} and the "
+                    f"group '{group}' (spec.data.group_by '{pattern}') has tiles in both the {seen[group]} and the "
                     f"{split} split: the source's own splits share a patient or slide; move its tiles to one split"
                 )
             seen[group] = split

@@ -109,9 +109,9 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
                 raise WorkdirError(f"'{path}' already exists (earlier predictions?); give another --out, or add "
                                    "--overwrite to replace it")
         names = [tile.display for tile in tiles]
-        # The maps need every tile's slide and place: a tile without them fails before any is decoded.
-        tile_maps, cells = map_cells(names, tile_groups(names, group_by, "--group-by") if group_by else None,
-                                     map_xy) if map_xy else (None, None)
+        # Every tile needs its slide (and for the maps its place): a tile without fails before any is decoded.
+        groups_of = tile_groups(names, group_by, "--group-by") if group_by else None
+        tile_maps, cells = map_cells(names, groups_of, map_xy) if map_xy else (None, None)
         for line in skipped:
             print(f"skipped, not a readable image: {line}", file=sys.stderr)
         runs = load_trained_runs(workdir, which)
@@ -172,13 +172,13 @@ def predict_paths(workdir: str | Path, paths: Sequence[str], out_csv: str | Path
           f"{scaled} -> {out}")
     if group_by:
         _write_group_means(group_out, group_sums, run.classes)
-        print(f"mean probabilities of {len(group_sums)} groups ({group_by!r}) -> {group_out}")
+        print(f"mean probabilities of {len(group_sums)} groups ('{group_by}') -> {group_out}")
     if map_xy:
         grids = tile_grids(tile_maps, cells, predicted, -1)
         heat_grids = {name: tile_grids(tile_maps, cells, heat[:, k], np.nan) for k, name in enumerate(heat_classes)}
         write_maps(maps_out, grids, run.classes, heat_grids)
         heat_note = f" with the probability of {', '.join(heat_classes)}" if heat_classes else ""
-        print(f"class maps of {len(grids)} {'groups' if group_by else 'tile set'}{heat_note} ({map_xy!r}) -> "
+        print(f"class maps of {len(grids)} {'groups' if group_by else 'tile set'}{heat_note} ('{map_xy}') -> "
               f"{maps_out}")
     return out
 

@@ -44,9 +44,9 @@ def check_map_pattern(pattern: str | None, map_classes: str | None = None) -> re
     try:
         regex = re.compile(pattern)
     except re.error as error:
-        raise WorkdirError(f"--map {pattern!r} is not a valid regular expression ({error})") from None
+        raise WorkdirError(f"--map '{pattern}' is not a valid regular expression ({error})") from None
     if regex.groups != 2:
-        raise WorkdirError(f"--map {pattern!r} has {regex.groups} groups; give two, the x and y of a tile in its "
+        raise WorkdirError(f"--map '{pattern}' has {regex.groups} groups; give two, the x and y of a tile in its "
                            r"path, e.g. --map 'x(\d+)_y(\d+)'")
     return regex
 
@@ -61,7 +61,7 @@ def tile_positions(names: Sequence[str], pattern: str) -> np.ndarray:
             positions[k] = (int(match.group(1)), int(match.group(2)))
         except (AttributeError, TypeError, ValueError):
             found = "nothing" if match is None else f"{match.group(1)!r} and {match.group(2)!r}"
-            raise WorkdirError(f"--map {pattern!r} finds {found} in tile '{name}'; every tile needs its x and y as "
+            raise WorkdirError(f"--map '{pattern}' finds {found} in tile '{name}'; every tile needs its x and y as "
                                "whole numbers in its path") from None
     return positions
 
