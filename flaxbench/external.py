@@ -17,6 +17,7 @@ class probabilities are scored, and each run's own metrics on the tiles are kept
 from __future__ import annotations
 
 import collections
+import difflib
 import os
 import re
 import shlex
@@ -88,10 +89,13 @@ def match_class_folders(
         else:
             left_out.append(folder)
     if not matched:
+        # an example a user may paste: the first folder with the run class its name is nearest to, if any is near
+        near = difflib.get_close_matches(canonical_class_name(folders[0]), run_classes, n=1, cutoff=0.5)
+        example = f"{folders[0]}={near[0]}" if near else f"{folders[0]}=CLASS"
         raise WorkdirError(
             f"none of the class folders of {where} ({', '.join(folders)}) is a class of the run "
             f"({', '.join(run_classes)}); name them with --class-map FOLDER=CLASS,... (e.g. "
-            f"--class-map {shlex.quote(f'{folders[0]}={run_classes[0]}')})")
+            f"--class-map {shlex.quote(example)})")
     return matched, left_out
 
 

@@ -167,11 +167,18 @@ def run_study(
     if external is not None and trained:
         options = {"class_map": class_map, "center_crop": center_crop, "group_by": group_by}
         rows = trained if not folds else _cross_validated_rows(trained, workdir, specs, folds, seeds, log)
-        failures += _evaluate_external_rows(rows, external, options, log)
+        external_failures = _evaluate_external_rows(rows, external, options, log)
+    else:
+        external_failures = []
     paths = write_report(workdir) if is_main_process() and any(workdir.rglob("results.json")) else {}
+    problems = []
     if failures:
         others = "the others are reported" if len(failures) < len(jobs) else "no row trained"
-        raise FlaxbenchError(f"{len(failures)} of {len(jobs)} study run(s) failed, {others}: " + " | ".join(failures))
+        problems.append(f"{len(failures)} of {len(jobs)} study run(s) failed, {others}: " + " | ".join(failures))
+    if external_failures:  # every run trained; a test on the external tiles did not
+        problems.append(" | ".join(external_failures))
+    if problems:
+        raise FlaxbenchError("; ".join(problems))
     return paths
 
 

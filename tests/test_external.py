@@ -369,6 +369,8 @@ def test_a_damaged_digest_file_is_warned_about_and_the_tiles_go_unchecked(kather
 
 
 
-def test_the_class_map_suggested_for_unmatched_folders_is_quoted_for_the_shell():
-    with pytest.raises(WorkdirError, match=r"\(e\.g\. --class-map '01 Fett gewebe=adi'\)$"):
+def test_the_class_map_suggested_for_unmatched_folders_is_near_their_names_and_quoted_for_the_shell():
+    with pytest.raises(WorkdirError, match=r"\(e\.g\. --class-map '01 Fett gewebe=CLASS'\)$"):  # none near
         match_class_folders(["01 Fett gewebe"], ["adi", "lym"], {}, "'/data/x'")
+    with pytest.raises(WorkdirError, match=r"\(e\.g\. --class-map 01_TUMOR=tum\)$"):  # not 'adi', the first
+        match_class_folders(["01_TUMOR", "02_STROMA"], ["adi", "str", "tum"], {}, "'/data/x'")
