@@ -4,7 +4,8 @@
     python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last] [--source folder:PATH] [--tta] [--batch-size N]
     python -m flaxbench evaluate --workdir DIR --external PATH [--class-map FOLDER=CLASS,...] [--center-crop PX] [--group-by REGEX] [--out FILE] [--overwrite] [--batch-size N]
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
-    python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--folds K] [--spec.x=y ...] [--external PATH [--group-by REGEX]]
+    python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--folds K] [--spec.x=y ...]
+        [--external PATH [--class-map FOLDER=CLASS,...] [--center-crop PX] [--group-by REGEX]]
     python -m flaxbench report RUNS_DIR [--out DIR]
     python -m flaxbench predict --workdir DIR PATH... [--out preds.csv] [--overwrite] [--tta] [--group-by REGEX] [--map XY_REGEX [--map-class CLASS,...]] [--center-crop PX] [--batch-size N] [--temperature-scaled]   (PATH: tile, folder or .zip)
 
