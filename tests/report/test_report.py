@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flaxbench.errors import FlaxbenchError
 from flaxbench.report import write_report
 from tests.report.factory import make_results, write_results
 
@@ -177,31 +176,6 @@ def test_missing_optional_fields_print_na(synthetic_report):
     ] is None
 
 
-def test_device_column_names_each_rows_devices(tmp_path):
-    h100, epyc = "gpu: NVIDIA H100 80GB HBM3 x1", "cpu: AMD EPYC 7B13 (2 cores) x1"
-    write_results(tmp_path / "fast" / "results.json",
-                  {**make_results("fast", accuracy=0.9), "device": h100, "dtype": "bfloat16"})
-    for seed, device in enumerate((epyc, h100)):
-        write_results(tmp_path / "split" / f"seed_{seed}" / "results.json",
-                      {**make_results("split", seed=seed), "device": device})
-    written = write_report(tmp_path)
-    md_text = written["md"].read_text()
-    _, md_rows = _md_table(md_text)
-    assert md_rows["fast"]["Device"] == f"{h100}, bfloat16"
-    marker = re.fullmatch(r"cpu: AMD EPYC 7B13 \(2 cores\) x1; .+, float32 (\[\d+\])", md_rows["split"]["Device"]).group(1)
-    assert "runs ran on different devices" in next(line for line in md_text.splitlines() if line.startswith(marker))
-    assert f"**Not one device**: these rows were timed on 2 devices ({epyc}; {h100})" in md_text
-    report = json.loads(written["json"].read_text())
-    assert report["devices"] == [epyc, h100]
-    assert {row["name"]: row["device"] for row in report["rows"]} == {"fast": h100, "split": f"{epyc}; {h100}"}
-    starts = [{"first_epoch": 1, "device": epyc, "num_devices": 1},
-              {"first_epoch": 2, "device": h100, "num_devices": 1}]
-    write_results(tmp_path / "fast" / "results.json",  # trained its first epoch on the CPU, resumed on the GPU
-                  {**make_results("fast", accuracy=0.9), "device": h100, "device_starts": starts})
-    row = next(row for row in json.loads(write_report(tmp_path)["json"].read_text())["rows"] if row["name"] == "fast")
-    assert row["device"] == f"{epyc}; {h100}"
-
-
 def test_markdown_counts_rows_and_files(synthetic_report, tmp_path):
     assert "4 rows from 6 results.json files under" in synthetic_report["md"].read_text()
     write_results(tmp_path / "only" / "results.json", make_results("only"))
@@ -257,37 +231,6 @@ def test_real_data_has_no_synthetic_banner(tmp_path):
     report = json.loads(outputs["json"].read_text())
     assert report["synthetic"] is False and report["rows"][0]["data"] == "kather2016"
     assert all(_png_description(outputs[key]) != BANNER for key in FIGURES)
-
-
-def test_runs_without_results_are_named_not_silently_left_out(tmp_path):
-    for seed in (0, 1):
-        write_results(tmp_path / "net" / f"seed_{seed}" / "results.json", make_results("net", seed=seed))
-    interrupted = tmp_path / "net" / "seed_2"
-    (interrupted / "checkpoints").mkdir(parents=True)
-    (interrupted / "spec.json").write_text(json.dumps({"name": "net", "seed": 2}))
-    paths = write_report(tmp_path)
-    markdown = paths["md"].read_text()
-    assert "**Not in the tables**: 1 run without results.json" in markdown and "`net/seed_2`" in markdown
-    assert "% Not in the tables: 1 run(s) without results.json: net/seed_2" in paths["tex"].read_text()
-    assert json.loads(paths["json"].read_text())["unfinished_runs"] == ["net/seed_2"]
-    assert json.loads(paths["json"].read_text())["rows"][0]["seeds"] == 2
-    (interrupted / "spec.json").unlink()
-    assert "Not in the tables" not in write_report(tmp_path)["md"].read_text()
-
-
-def test_malformed_results_fail_before_writing(tmp_path):
-    write_results(tmp_path / "good" / "results.json", make_results("good"))
-    bad = tmp_path / "bad" / "results.json"
-    bad.parent.mkdir()
-    bad.write_text("{not json")
-    with pytest.raises(FlaxbenchError, match=re.escape(str(bad))):
-        write_report(tmp_path, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
-
-
-def test_empty_runs_dir_is_an_error(tmp_path):
-    with pytest.raises(FlaxbenchError, match="no results.json"):
-        write_report(tmp_path)
 
 
 def test_report_imports_no_jax_flax_or_models():
