@@ -152,7 +152,7 @@ def load_torchvision(
     else:
         state_dict = read_state_dict(source)
     converter = importlib.import_module(CONVERTERS[arch])
-    head = state_dict.get(f"{converter.TORCH_HEAD}.weight")
+    head = state_dict.get(_torch_head_key(arch))
     trained_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
     model = build_for_loading(arch, trained_classes, seed=seed, **{**PRETRAINED_OPTIONS.get(arch, {}), **options})
     try:
@@ -183,11 +183,8 @@ def load_converted(arch: str, directory: str | os.PathLike, num_classes: int, *,
     from flaxbench.checkpoints import load_model, read_model_meta
     from flaxbench.train.state import split_model
 
+    check_weights_source(f"checkpoint:{os.fspath(directory)}", arch)
     meta = read_model_meta(directory)
-    if meta.get("arch") != arch:
-        raise WeightsError(
-            f"checkpoint '{directory}' holds {meta.get('arch')!r}, but spec.model.name is '{arch}'"
-        )
     model = build_for_loading(arch, int(meta["num_classes"]), seed=seed, **{**PRETRAINED_OPTIONS.get(arch, {}), **options})
     parts = split_model(model)
     params, model_state, _ = load_model(directory, parts.params, parts.model_state)
@@ -212,12 +209,17 @@ def run_checkpoint(path: str | os.PathLike) -> tuple[Path, str] | None:
     return None
 
 
+def _torch_head_key(arch: str) -> str:
+    """The state_dict key of the classifier's weight in torchvision's `arch`, e.g. 'fc.weight'."""
+    return f"{importlib.import_module(CONVERTERS[arch]).TORCH_HEAD}.weight"
+
+
 def check_weights_source(init: str, arch: str) -> None:
     """WeightsError where the weights spec.model.init names cannot serve `arch`, found from their metadata or
     classifier alone (a torch file mapped, not read): so that a run fails before its tiles load, not after."""
     path = init.partition(":")[2]
     if init.startswith("torchvision:") and arch in CONVERTERS:
-        head = f"{importlib.import_module(CONVERTERS[arch]).TORCH_HEAD}.weight"
+        head = _torch_head_key(arch)
         if head not in read_state_dict(path, only=head):
             raise WeightsError(f"weights file '{path}' has no '{head}', the classifier of torchvision's {arch}: "
                                f"is it {arch}'s state_dict? (spec.model.name names the model)")
@@ -257,7 +259,7 @@ def init_in_words(init: str, arch: str) -> str:
         except (FlaxbenchError, OSError):  # gone since (a resumed run needs no initial weights)
             pass
     elif init.startswith("torchvision:") and arch in CONVERTERS:
-        head = f"{importlib.import_module(CONVERTERS[arch]).TORCH_HEAD}.weight"
+        head = _torch_head_key(arch)
         try:
             found = read_state_dict(init.removeprefix("torchvision:"), only=head)
             classes = found[head].shape[0] if head in found else None
@@ -273,10 +275,9 @@ def load_from_run(
     """Build `arch` from a flaxbench run's checkpoint, to fine-tune it; its head is kept for the same classes only."""
     from flaxbench.checkpoints import read_run_weights
 
+    check_weights_source(f"checkpoint:{os.fspath(path)}", arch)
     run_dir, which = run_checkpoint(path)
     trained = json.loads((run_dir / "spec.json").read_text())["model"]
-    if trained["name"] != arch:
-        raise WeightsError(f"run '{run_dir}' trained {trained['name']!r}, but spec.model.name is '{arch}'")
     data_file = run_dir / "data.json"
     if not data_file.is_file():
         raise WeightsError(f"run '{run_dir}' has no data.json: it stopped before training; train it first")
