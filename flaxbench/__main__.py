@@ -15,6 +15,7 @@ FLAXBENCH_COMPILATION_CACHE=DIR, or =off (default ~/.cache/flaxbench/xla/<machin
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -179,13 +180,13 @@ def _study(args: list[str]) -> None:
 
 def _report(args: list[str]) -> None:
     from flaxbench.report import write_report
-    from flaxbench.report.collect import find_unfinished_runs
 
     if len(args) != 1:
         raise FlaxbenchError("report needs exactly one RUNS_DIR, e.g. python -m flaxbench report runs/study")
-    for kind, path in write_report(args[0], FLAGS.out).items():
+    written = write_report(args[0], FLAGS.out)
+    for kind, path in written.items():
         print(f"{kind:>20}: {path}")
-    unfinished = find_unfinished_runs(args[0])
+    unfinished = json.loads(written["json"].read_text(encoding="utf-8"))["unfinished_runs"]  # as the report found them
     if unfinished:
         print(f"warning: {len(unfinished)} run(s) without results.json, not in the report (unfinished or failed): "
               + ", ".join(str(path) for path in unfinished[:5]) + (", ..." if len(unfinished) > 5 else ""),

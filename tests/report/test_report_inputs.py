@@ -50,6 +50,11 @@ def test_runs_without_results_are_named_not_silently_left_out(tmp_path):
     assert "% Not in the tables: 1 run(s) without results.json: net/seed_2" in paths["tex"].read_text()
     assert json.loads(paths["json"].read_text())["unfinished_runs"] == ["net/seed_2"]
     assert json.loads(paths["json"].read_text())["rows"][0]["seeds"] == 2
+    from tests.helpers import run_cli
+
+    proc = run_cli("report", str(tmp_path), f"--out={tmp_path / 'out'}")
+    assert proc.returncode == 0 and proc.stderr.strip().endswith(
+        "warning: 1 run(s) without results.json, not in the report (unfinished or failed): net/seed_2"), proc.stderr
     (interrupted / "spec.json").unlink()
     assert "Not in the tables" not in write_report(tmp_path)["md"].read_text()
 
