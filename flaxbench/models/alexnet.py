@@ -10,7 +10,7 @@ import jax
 from flax import nnx
 
 from flaxbench.models.dropout import Dropout
-from flaxbench.models.convolution import conv2d
+from flaxbench.models.convolution import torch_conv2d
 from flaxbench.models.layers import adaptive_avg_pool2d, check_min_size, max_pool2d, torch_linear
 
 
@@ -47,17 +47,17 @@ class AlexNet(nnx.Module):
     def __init__(self, num_classes: int = 1000, *, dropout: float = 0.5, rngs: nnx.Rngs):
         self.features = nnx.List(
             [
-                conv2d(3, 64, 11, 4, 2, rngs=rngs),
+                torch_conv2d(3, 64, 11, 4, 2, rngs=rngs),
                 ReLU(),
                 MaxPool2d(3, 2),
-                conv2d(64, 192, 5, 1, 2, rngs=rngs),
+                torch_conv2d(64, 192, 5, 1, 2, rngs=rngs),
                 ReLU(),
                 MaxPool2d(3, 2),
-                conv2d(192, 384, 3, 1, 1, rngs=rngs),
+                torch_conv2d(192, 384, 3, 1, 1, rngs=rngs),
                 ReLU(),
-                conv2d(384, 256, 3, 1, 1, rngs=rngs),
+                torch_conv2d(384, 256, 3, 1, 1, rngs=rngs),
                 ReLU(),
-                conv2d(256, 256, 3, 1, 1, rngs=rngs),
+                torch_conv2d(256, 256, 3, 1, 1, rngs=rngs),
                 ReLU(),
                 MaxPool2d(3, 2),
             ]

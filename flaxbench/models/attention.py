@@ -131,7 +131,7 @@ class MultiHeadSelfAttention(nnx.Module):
             width, 3 * width, kernel_init=nnx.initializers.xavier_uniform(), bias_init=nnx.initializers.zeros,
             rngs=rngs,
         )
-        self.out_proj = torch_linear(width, width, rngs=rngs)
+        self.out_proj = torch_linear(width, width, zero_bias=True, rngs=rngs)
         self.dropout_rate = dropout
         self.dropout_rngs = rngs.dropout.fork() if dropout > 0 else None
 

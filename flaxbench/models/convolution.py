@@ -16,8 +16,16 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flaxbench.models.forms import cpu_forms
+from flaxbench.models.layers import torch_uniform
 from flaxbench.models.local_batch import local_share, on_local_batch
 from flaxbench.models.winograd import batch_chunks, winograd_conv3x3_chunked, winograd_tiling
+
+# torchvision's conv inits: `kaiming_normal_(mode="fan_out", nonlinearity="relu")` (ResNet, EfficientNet)
+# and `kaiming_normal_` with its default fan_in (DenseNet).
+KAIMING_NORMAL_FAN_OUT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+KAIMING_NORMAL_FAN_IN = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
+# torch's default `Conv2d.reset_parameters`: kaiming_uniform_(a=sqrt(5)), i.e. U(+-1/sqrt(fan_in)).
+TORCH_DEFAULT_KERNEL = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 def conv2d(
@@ -29,9 +37,11 @@ def conv2d(
     *,
     groups: int = 1,
     bias: bool = True,
+    kernel_init: nnx.Initializer = KAIMING_NORMAL_FAN_OUT,
+    bias_init: nnx.Initializer = nnx.initializers.zeros,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
-    """A `torch.nn.Conv2d` equivalent: explicit symmetric padding, never 'SAME'."""
+    """A `torch.nn.Conv2d` equivalent: explicit symmetric padding, never 'SAME'; inits as given."""
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     ph, pw = (padding, padding) if isinstance(padding, int) else padding
     depthwise = groups > 1 and groups == in_channels == out_channels
@@ -45,8 +55,26 @@ def conv2d(
         padding=((ph, ph), (pw, pw)),
         feature_group_count=groups,
         use_bias=bias,
-        kernel_init=nnx.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        kernel_init=kernel_init,
+        bias_init=bias_init,
         rngs=rngs,
+    )
+
+
+def torch_conv2d(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    *,
+    rngs: nnx.Rngs,
+) -> nnx.Conv:
+    """`conv2d` with torch's default init: weight and bias U(+-1/sqrt(fan_in)), as a plain `nn.Conv2d`."""
+    fan_in = in_channels * kernel_size * kernel_size
+    return conv2d(
+        in_channels, out_channels, kernel_size, stride, padding,
+        kernel_init=TORCH_DEFAULT_KERNEL, bias_init=torch_uniform(1.0 / fan_in**0.5), rngs=rngs,
     )
 
 

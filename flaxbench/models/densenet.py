@@ -9,12 +9,14 @@ instead of storing it, as torchvision's option does; the numbers are the same.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from flaxbench.models.dropout import Dropout
-from flaxbench.models.convolution import conv2d
+from flaxbench.models.convolution import KAIMING_NORMAL_FAN_IN, conv2d
 from flaxbench.models.layers import (
     BatchNorm2d,
     Moments,
@@ -23,11 +25,15 @@ from flaxbench.models.layers import (
     batch_moments,
     check_min_size,
     max_pool2d,
+    torch_linear,
 )
 
 # torchvision's forward works from 29x29 px (its DenseNet weights' meta "min_size" agrees):
 # at 28 px the last transition's 2x2 average pool would get a 1 px map.
 MIN_SIZE = 29
+
+# torchvision's DenseNet convolutions: no bias, weights from kaiming_normal_ over fan_in.
+_conv = functools.partial(conv2d, bias=False, kernel_init=KAIMING_NORMAL_FAN_IN)
 
 
 class _DenseLayer(nnx.Module):
@@ -44,9 +50,9 @@ class _DenseLayer(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.norm1 = BatchNorm2d(num_input_features)
-        self.conv1 = conv2d(num_input_features, bn_size * growth_rate, 1, bias=False, rngs=rngs)
+        self.conv1 = _conv(num_input_features, bn_size * growth_rate, 1, rngs=rngs)
         self.norm2 = BatchNorm2d(bn_size * growth_rate)
-        self.conv2 = conv2d(bn_size * growth_rate, growth_rate, 3, padding=1, bias=False, rngs=rngs)
+        self.conv2 = _conv(bn_size * growth_rate, growth_rate, 3, padding=1, rngs=rngs)
         self.memory_efficient = memory_efficient
         # torch applies F.dropout only when drop_rate > 0; without it there is no rng stream to keep.
         self.dropout = Dropout(drop_rate, rngs=rngs) if drop_rate > 0 else None
@@ -124,7 +130,7 @@ class _Transition(nnx.Module):
 
     def __init__(self, num_input_features: int, num_output_features: int, *, rngs: nnx.Rngs):
         self.norm = BatchNorm2d(num_input_features)
-        self.conv = conv2d(num_input_features, num_output_features, 1, bias=False, rngs=rngs)
+        self.conv = _conv(num_input_features, num_output_features, 1, rngs=rngs)
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         return avg_pool2d(self.conv(nnx.relu(self.norm(x, train))), 2, 2)
@@ -154,7 +160,7 @@ class DenseNet(nnx.Module):
         # torchvision's `features` is a named Sequential; here a dict of the layers with weights
         # (relu0/pool0 have none), run in order by __call__.
         self.features = nnx.Dict()
-        self.features["conv0"] = conv2d(3, num_init_features, 7, 2, 3, bias=False, rngs=rngs)
+        self.features["conv0"] = _conv(3, num_init_features, 7, 2, 3, rngs=rngs)
         self.features["norm0"] = BatchNorm2d(num_init_features)
         num_features = num_init_features
         for i, num_layers in enumerate(block_config):
@@ -168,11 +174,11 @@ class DenseNet(nnx.Module):
                 num_features //= 2
         self.features["norm5"] = BatchNorm2d(num_features)
         self.num_features = num_features
-        self.classifier = nnx.Linear(num_features, num_classes, rngs=rngs)
+        self.classifier = torch_linear(num_features, num_classes, zero_bias=True, rngs=rngs)
 
     def reset_head(self, num_classes: int, *, rngs: nnx.Rngs) -> None:
         """Replace the classifier with a fresh one of `num_classes` outputs."""
-        self.classifier = nnx.Linear(self.num_features, num_classes, rngs=rngs)
+        self.classifier = torch_linear(self.num_features, num_classes, zero_bias=True, rngs=rngs)
 
     def _features(self, x: jax.Array, train: bool) -> jax.Array:
         features = self.features

@@ -13,13 +13,12 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from flaxbench.errors import SpecError
 from flaxbench.models.dropout import Dropout
 from flaxbench.models.convolution import conv2d
-from flaxbench.models.layers import BatchNorm2d, adaptive_avg_pool2d, check_min_size
+from flaxbench.models.layers import BatchNorm2d, adaptive_avg_pool2d, check_min_size, torch_uniform
 
 NormLayer = Callable[[int], BatchNorm2d]
 
@@ -173,12 +172,7 @@ class MBConv(nnx.Module):
 
 def _classifier(in_features: int, num_classes: int, rngs: nnx.Rngs) -> nnx.Linear:
     """The head Linear with torchvision's init: weight ~ U(+-1/sqrt(num_classes)), zero bias."""
-    init_range = 1.0 / math.sqrt(num_classes)
-
-    def kernel_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
-        return jax.random.uniform(key, shape, dtype, -init_range, init_range)
-
-    return nnx.Linear(in_features, num_classes, kernel_init=kernel_init, rngs=rngs)
+    return nnx.Linear(in_features, num_classes, kernel_init=torch_uniform(1.0 / math.sqrt(num_classes)), rngs=rngs)
 
 
 def _check_probability(arch: str, name: str, value: float, *, allow_one: bool) -> None:

@@ -14,10 +14,14 @@ from flax import nnx
 
 from flaxbench.models.dropout import Dropout
 from flaxbench.models.convolution import conv2d
-from flaxbench.models.layers import BatchNorm2d, adaptive_avg_pool2d, check_min_size, max_pool2d
+from flaxbench.models.layers import BatchNorm2d, adaptive_avg_pool2d, check_min_size, max_pool2d, torch_uniform
 
 # torchvision's forward works from 15x15 px (GoogLeNet_Weights meta "min_size" agrees).
 MIN_SIZE = 15
+
+# torchvision draws every conv and Linear weight from N(0, 0.01) truncated at +-2 (200 sigma, so
+# untruncated in effect); the Linear's bias keeps torch's default U(+-1/sqrt(fan_in)).
+_WEIGHT_INIT = nnx.initializers.normal(0.01)
 
 # transform_input: re-normalise ImageNet-normalised images to the (x - 0.5) / 0.5 scaling that
 # the original Inception weights expect, per RGB channel: x * std / 0.5 + (mean - 0.5) / 0.5.
@@ -54,7 +58,9 @@ class BasicConv2d(nnx.Module):
         *,
         rngs: nnx.Rngs,
     ):
-        self.conv = conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False, rngs=rngs)
+        self.conv = conv2d(
+            in_channels, out_channels, kernel_size, stride, padding, bias=False, kernel_init=_WEIGHT_INIT, rngs=rngs
+        )
         self.bn = BatchNorm2d(out_channels, eps=1e-3)
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -137,8 +143,9 @@ class GoogLeNet(nnx.Module):
 
     @staticmethod
     def _new_fc(num_classes: int, rngs: nnx.Rngs) -> nnx.Linear:
-        # torchvision draws Linear weights from N(0, 0.01) (truncated at +-2, i.e. 200 sigma).
-        return nnx.Linear(1024, num_classes, kernel_init=nnx.initializers.normal(0.01), rngs=rngs)
+        return nnx.Linear(
+            1024, num_classes, kernel_init=_WEIGHT_INIT, bias_init=torch_uniform(1.0 / 1024**0.5), rngs=rngs
+        )
 
     def reset_head(self, num_classes: int, *, rngs: nnx.Rngs) -> None:
         """Replace the classifier with a fresh one of `num_classes` outputs."""

@@ -16,12 +16,22 @@ from flaxbench.models.forms import cpu_forms
 from flaxbench.models.local_batch import on_local_batch
 
 
-def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear:
-    """`nn.Linear` with torch's default kernel init U(-1/sqrt(fan_in), 1/sqrt(fan_in)), zero bias."""
+def torch_uniform(bound: float) -> nnx.Initializer:
+    """An initializer drawing from U(-bound, bound), as torch's default `reset_parameters` do."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def torch_linear(in_features: int, out_features: int, *, zero_bias: bool = False, rngs: nnx.Rngs) -> nnx.Linear:
+    """`nn.Linear` with torch's default init: weight and bias U(+-1/sqrt(fan_in)) (or a zero bias)."""
     return nnx.Linear(
         in_features,
         out_features,
         kernel_init=nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+        bias_init=nnx.initializers.zeros if zero_bias else torch_uniform(1.0 / math.sqrt(in_features)),
         rngs=rngs,
     )
 
