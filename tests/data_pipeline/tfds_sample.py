@@ -12,7 +12,6 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-import tensorflow_datasets as tfds
 from PIL import Image
 from tensorflow_datasets.image_classification.colorectal_histology import ColorectalHistology
 

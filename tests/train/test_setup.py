@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.monitoring
 import numpy as np
@@ -10,6 +12,9 @@ from flax import nnx
 
 from flaxbench.train.setup import build_run, flops_per_image, init_model
 from tests.helpers import tiny_spec
+
+if TYPE_CHECKING:
+    import torch
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 CLASSES = ("a", "b", "c")
