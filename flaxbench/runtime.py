@@ -58,6 +58,11 @@ def make_mesh(cfg: ml_collections.ConfigDict, batch_size: int) -> Mesh:
     return Mesh(np.array(devices[:count]), (DATA_AXIS,))
 
 
+def global_mesh() -> Mesh:
+    """A 1-D `data` mesh over every process's devices, as `evaluate` splits its batches."""
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
 def local_mesh() -> Mesh:
     """A 1-D `data` mesh over this process's devices, as inference splits its batches."""
     return Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))

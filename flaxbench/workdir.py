@@ -24,9 +24,10 @@ RUN_OUTPUTS = ("results.json", "spec.json", "data.json", TILE_DIGESTS_FILE, "che
                "predictions.csv", "predictions_groups.csv", "predictions_maps")  # the last three: predict's outputs
 
 
-# Spec keys that change where the work is done, or its label, but not one number of the run: a run
-# may resume, and a report row join seeds, with another value.
-SAME_NUMBERS_EITHER_WAY = frozenset({"train.data_placement", "title", "data.duplicates"})
+# Spec keys that change where the work is done, or its label, but not what is computed: a run may
+# resume, and a report row join seeds, with another value. (Another device count sums in another
+# order, as `mesh.data=-1` on another machine does.)
+SAME_NUMBERS_EITHER_WAY = frozenset({"train.data_placement", "title", "data.duplicates", "mesh.data"})
 
 
 def first_difference(old: dict, new: dict, prefix: str = "") -> tuple[str, Any, Any] | None:

@@ -92,5 +92,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.data_placement = config_dict.placeholder(str)
 
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1  # devices on the data-parallel axis; -1 = all local devices
+    c.mesh.data = -1  # devices on the data-parallel axis; -1 = all devices (of every process)
     return c

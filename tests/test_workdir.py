@@ -8,6 +8,7 @@ from flaxbench.workdir import first_difference
 @pytest.mark.parametrize(("section", "key", "before", "after"), [
     ("train", "data_placement", "device", "host"),  # where the tiles are held, not what is computed
     ("data", "duplicates", "warn", "off"),  # whether copies are looked for, not which tiles there are
+    ("mesh", "data", 2, -1),  # how many devices share the batch, as -1 on another machine
 ])
 def test_settings_that_change_no_number_are_not_a_difference(section, key, before, after):
     old = {"title": "A", section: {key: before, "epochs": 3}}

@@ -64,7 +64,7 @@ def accuracy_vs_time(summary: Summary, path: Path) -> Path:
         axes.errorbar([x], [y], yerr=yerr, fmt="o", color=color, capsize=4, zorder=2)
         axes.annotate(row["label"], (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
     devices = summary.devices
-    on = f" on {devices[0]}" if len(devices) == 1 else f", rows timed on {len(devices)} devices" if devices else ""
+    on = f" on {devices[0]}" if len(devices) == 1 else ", rows timed on different devices" if devices else ""
     axes.set_xlabel(f"Training time (s){on}")
     axes.set_ylabel("Test accuracy (%)")
     axes.set_xlim(left=0)

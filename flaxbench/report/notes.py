@@ -102,7 +102,7 @@ def table_notes(summary: Summary) -> list[str]:
         + ", ".join(f"`{path}`" for path in summary.unfinished[:10]) + (", ..." if len(summary.unfinished) > 10 else "")
         + ". A row of several seeds or folds is then the mean of those that finished.",
     ] if summary.unfinished else []) + ([
-        f"**Not one device**: these rows were timed on {len(summary.devices)} devices "
+        f"**Not one device**: these rows were timed on different devices "
         f"({'; '.join(summary.devices)}): time cost, accuracy and loss per second, images/s and compile time "
         "compare the devices as much as the models.",
     ] if len(summary.devices) > 1 else [])

@@ -70,7 +70,9 @@ def evaluate_workdir(
             )
     remedy = "restore the data as it was (or evaluate with the flaxbench that trained the run)"
     # The other splits' tiles are not read, and a folder that changed is refused before any tile is.
-    run = build_run(spec, load_weights=False, decode=(split,), listed=listed_data_check(workdir, remedy))
+    run = build_run(
+        spec, load_weights=False, decode=(split,), listed=listed_data_check(workdir, remedy), train=False
+    )
     check_same_data(workdir, data_record(run.dataset, run.splits), remedy)
     scored = getattr(run.dataset, split)
     check_same_pixels(workdir, {split: tile_digests(scored.images)}, {split: scored.ids}, run.dataset.source, remedy)

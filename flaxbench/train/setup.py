@@ -20,7 +20,7 @@ from flaxbench.compile_cache import CacheLookups
 from flaxbench.errors import SpecError
 from flaxbench.models import build_model, check_options, model_class, model_parameters
 from flaxbench.models.forms import plain_forms
-from flaxbench.runtime import batch_sharding, make_mesh, replicated, to_device, to_host
+from flaxbench.runtime import batch_sharding, global_mesh, make_mesh, replicated, to_device, to_host
 from flaxbench.train.class_weights import check_class_weights, class_weights
 from flaxbench.train.optim import make_optimizer
 from flaxbench.train.spec_checks import check_init, check_min_size, check_select_by, check_train_numbers
@@ -237,14 +237,16 @@ def _check_val_and_test(spec: ml_collections.ConfigDict, counts: Sequence[int]) 
 
 def build_run(
     spec: ml_collections.ConfigDict, dataset: TileDataset | None = None, *, load_weights: bool = True,
-    decode: Collection[str] = SPLIT_NAMES, listed: Callable | None = None,
+    decode: Collection[str] = SPLIT_NAMES, listed: Callable | None = None, train: bool = True,
 ) -> Run:
     """Load the data, build the model and optimizer, and put the data on device.
 
-    Only the splits in `decode` need be decoded; `listed` may refuse the splits first (`load_dataset`)."""
+    Only the splits in `decode` need be decoded; `listed` may refuse the splits first (`load_dataset`).
+    `train=False` (evaluation only) splits batches over every device, whatever the run trained on."""
     cfg = spec.train
     check_train_numbers(cfg)
-    mesh = make_mesh(spec.mesh, cfg.batch_size)
+    # The training batch must divide over spec.mesh.data devices; evaluation's batches are padded to fit.
+    mesh = make_mesh(spec.mesh, cfg.batch_size) if train else global_mesh()
     dtype_name = resolve_dtype(cfg.dtype, mesh.devices.flat[0].platform)
     # What can be checked without the tiles is checked before they load (minutes for a large folder).
     scan = scan_epochs(cfg.epoch_loop, mesh)
