@@ -62,7 +62,28 @@ class RunCheckpoints:
     def save(self, which: str, epoch: int, state: TrainState, meta: dict[str, Any]) -> None:
         """Save `state` and JSON `meta` as epoch `epoch` (asynchronously; see `wait`)."""
         args = ocp.args.Composite(state=ocp.args.StandardSave(_to_tree(state)), meta=ocp.args.JsonSave(meta))
-        self.managers[which].save(epoch, args=args, force=True)
+        manager = self.managers[which]
+        if epoch in manager.all_steps():  # saved by a run stopped before its `last` save of this epoch
+            manager.delete(epoch)
+        manager.save(epoch, args=args, force=True)
+
+    def match_best(self, epoch: int, state: TrainState, meta: dict[str, Any]) -> None:
+        """Make `best` agree with the `last` checkpoint (epoch `epoch`, `state`, `meta`) a run resumes from.
+
+        A run stopped while it saved an epoch can leave that epoch's `best` without its `last` (the
+        resumed run trains the epoch again and chooses again: that `best` goes), or its `last`
+        without its `best` (saved now from the same state).
+        """
+        best_epoch = (meta.get("best") or {}).get("epoch")
+        saved = self.epochs(BEST)
+        if best_epoch not in saved and best_epoch != epoch:
+            return  # the newer `best` replaced it: training that epoch again saves the same again
+        for step in saved:
+            if step > epoch:
+                self.managers[BEST].delete(step)
+        if best_epoch == epoch and epoch not in saved:
+            self.save(BEST, epoch, state, meta)
+            self.wait()
 
     def wait(self) -> None:
         """Block until every pending save is on disk."""

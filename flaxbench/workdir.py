@@ -113,6 +113,14 @@ def check_workdir(workdir: str | Path, spec: ml_collections.ConfigDict, *, overw
             "replace it or choose another --workdir"
         )
     if (workdir / "checkpoints").exists():
+        saved_steps = [step for step in (workdir / "checkpoints").glob("*/*") if step.name.isdigit()]
+        missing = [name for name in ("spec.json", "data.json") if not (workdir / name).is_file()]
+        if saved_steps and missing:
+            raise WorkdirError(
+                f"workdir '{workdir}' holds checkpoints but no {' or '.join(missing)}, so whether they are of "
+                "this spec and these tiles cannot be checked; restore it, pass --overwrite to start over, or "
+                "choose another --workdir"
+            )
         # A resume checks that the tiles are the ones in data.json, wherever they are read from now.
         diff = spec_difference(workdir, spec, tiles_may_move=True)
         if diff:

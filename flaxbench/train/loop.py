@@ -50,6 +50,7 @@ class StopRequests:
     def __init__(self):
         self.signal_name: str | None = None
         self.previous: dict[int, Any] = {}
+        self.testing = False  # past the last epoch: a request lets the run finish
 
     def __enter__(self) -> "StopRequests":
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -63,8 +64,9 @@ class StopRequests:
         if self.signal_name is not None:
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
-        print(f"\n{self.signal_name} received: finishing this epoch and saving a checkpoint "
-              "(send it again to stop at once)", flush=True)
+        doing = ("the epochs are done: testing the best one and writing results.json" if self.testing
+                 else "finishing this epoch and saving a checkpoint")
+        print(f"\n{self.signal_name} received: {doing} (send it again to stop at once)", flush=True)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
@@ -173,6 +175,7 @@ def train_and_evaluate(
     progress = _progress(restored[1] if restored else None)
     if restored:
         state = restored[0]
+        ckpts.match_best(progress["epoch"], state, progress)
         log(f"resuming {spec.name} from epoch {progress['epoch']} ({workdir / 'checkpoints' / LAST})")
     _record_start(progress, run.mesh, log)
     log(data_line(run.dataset, run.data_load_time_s))
@@ -195,14 +198,15 @@ def train_and_evaluate(
             mean_epoch_s = progress["train_time_s"] / len(progress["history"])
             log(_epoch_line(entry, spec.train.epochs, (spec.train.epochs - epoch) * mean_epoch_s))
             # Every process stops after the same epoch, or the others would wait in its collectives.
-            if any_process(stop.signal_name is not None):
+            if any_process(stop.signal_name is not None) and epoch < spec.train.epochs:
                 ckpts.wait()
                 raise Interrupted(stop.signal_name or "a stop request to another process", epoch, workdir)
-    ckpts.wait()
-    results = _final_results(run, state, ckpts, progress, workdir)
-    ckpts.close()
-    if is_main_process():
-        write_json_atomic(workdir / "results.json", results)
+        stop.testing = True
+        ckpts.wait()
+        results = _final_results(run, state, ckpts, progress, workdir)
+        ckpts.close()
+        if is_main_process():
+            write_json_atomic(workdir / "results.json", results)
     log(format_metrics(spec.name, "test", {
         "accuracy": results["test_accuracy"], "loss": results["test_loss"],
         "macro_f1": results["macro_f1"], "balanced_accuracy": results["balanced_accuracy"],
@@ -271,6 +275,10 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
     if best is None:
         raise TrainingError(f"no best checkpoint in {ckpts.directory / BEST}; train again with --overwrite")
     best_state, _, best_epoch = best
+    chosen = (progress["best"] or {}).get("epoch", best_epoch)
+    if best_epoch != chosen:  # its checkpoint damaged, and an older one read in its place
+        raise TrainingError(f"validation chose epoch {chosen}, but the readable best checkpoint in "
+                            f"{ckpts.directory / BEST} is epoch {best_epoch}; train again with --overwrite")
     test_logits, val_logits = run.logits("test", best_state), run.logits("val", best_state)
     test = split_metrics(test_logits, run.splits["test"].labels, run.dataset.classes, run.splits["test"].ids)
     val = split_metrics(val_logits, run.splits["val"].labels, run.dataset.classes, run.splits["val"].ids)

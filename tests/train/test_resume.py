@@ -2,7 +2,9 @@
 
 import json
 import logging
+import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flaxbench.checkpoints import LAST, RunCheckpoints
+from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.errors import WorkdirError
 from flaxbench.train.loop import train_and_evaluate
 from flaxbench.train.setup import build_run
@@ -34,8 +36,6 @@ def comparable(results: dict) -> dict:
 
 
 def start(workdir: Path) -> subprocess.Popen:
-    import os
-
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     return subprocess.Popen([sys.executable, "-m", "flaxbench", *ARGS, f"--workdir={workdir}"], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -111,6 +111,45 @@ def test_truncated_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
     assert "unreadable" in caplog.text and str(tmp_path / "checkpoints" / LAST / "3") in caplog.text
 
 
+@pytest.mark.parametrize("saved", [BEST, LAST])
+def test_a_run_stopped_between_an_epochs_two_saves_resumes_to_the_same_results(tmp_path, saved):
+    spec = tiny_spec(**{"train.epochs": 3})
+    straight = train_and_evaluate(spec, tmp_path / "straight", log=lambda s: None)
+    assert straight["evaluated_checkpoint"]["epoch"] == 3  # the last epoch is the best: saved twice
+    stopped = tmp_path / "stopped"
+    shutil.copytree(tmp_path / "straight", stopped)
+    (stopped / "results.json").unlink()
+    unsaved = LAST if saved == BEST else BEST  # killed after one of epoch 3's saves, before the other
+    shutil.rmtree(stopped / "checkpoints" / unsaved / "3")
+    resumed = train_and_evaluate(spec, stopped, log=lambda s: None)
+    assert comparable(resumed) == comparable(straight)
+
+
+def test_ctrl_c_in_the_last_epoch_lets_the_run_finish(tmp_path):
+    spec = tiny_spec(**{"train.epochs": 2})
+    straight = train_and_evaluate(spec, tmp_path / "straight", log=lambda s: None)
+    lines = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if line.startswith("epoch   2/2"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    finished = train_and_evaluate(spec, tmp_path / "stopped", log=log)
+    assert comparable(finished) == comparable(straight)
+    assert (tmp_path / "stopped" / "results.json").is_file() and "accuracy" in lines[-1]
+
+
+@pytest.mark.parametrize("lost", ["spec.json", "data.json"])
+def test_checkpoints_whose_spec_or_data_record_is_lost_are_not_resumed(tmp_path, lost):
+    train_and_evaluate(tiny_spec(**{"train.epochs": 2}), tmp_path, log=lambda s: None)
+    (tmp_path / "results.json").unlink()
+    (tmp_path / lost).unlink()
+    with pytest.raises(WorkdirError, match=f"holds checkpoints but no {lost}.*--overwrite"):
+        train_and_evaluate(tiny_spec(**{"train.epochs": 2, "seed": 1}), tmp_path, log=lambda s: None)
+    assert (tmp_path / "checkpoints" / LAST / "2").is_dir()
+
+
 @pytest.mark.parametrize("bad", ["file_parent", "proc"])
 def test_unwritable_workdir_is_refused_before_training(tmp_path, bad):
     if bad == "file_parent":
@@ -123,12 +162,17 @@ def test_unwritable_workdir_is_refused_before_training(tmp_path, bad):
 
 
 def test_a_run_resumed_on_other_devices_says_so_and_records_each_start(tmp_path):
-    args = [*ARGS, "--spec.train.epochs=2", "--spec.mesh.data=-1", f"--workdir={tmp_path}"]
-    first = run_cli(*args, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    args = [*ARGS, "--spec.train.epochs=2", f"--workdir={tmp_path}"]
+    first = run_cli(*args, "--spec.mesh.data=2", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert first.returncode == 0, first.stderr
     (tmp_path / "results.json").unlink()  # as if stopped after its last checkpoint
-    resumed = run_cli(*args)
+    resumed = run_cli(*args, "--spec.mesh.data=-1")  # where the work runs, not another spec
     assert resumed.returncode == 0, resumed.stderr
     assert "epochs up to 2 ran on cpu:" in resumed.stdout and "x2 and the rest run on cpu:" in resumed.stdout
-    starts = json.loads((tmp_path / "results.json").read_text())["device_starts"]
-    assert [(start["first_epoch"], start["num_devices"]) for start in starts] == [(1, 2), (3, 1)]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(start["first_epoch"], start["num_devices"]) for start in results["device_starts"]] == [(1, 2), (3, 1)]
+    # evaluation spreads over the devices there are, though 3 do not divide the training batch of 8
+    evaluated = run_cli("evaluate", f"--workdir={tmp_path}", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+    assert evaluated.returncode == 0, evaluated.stderr
+    scores = json.loads((tmp_path / "eval_test.json").read_text())
+    assert scores["accuracy"] == results["test_accuracy"] and len(scores["predictions"]["labels"]) == 36
