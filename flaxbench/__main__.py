@@ -23,7 +23,6 @@ from typing import Any
 
 from absl import app, flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
 from flaxbench.errors import FlaxbenchError, out_of_memory_message
 from flaxbench.host_memory import restart_with_huge_pages
@@ -33,7 +32,7 @@ COMMANDS = ("train", "evaluate", "convert", "study", "report", "predict")
 COMPILING_COMMANDS = ("train", "evaluate", "study", "predict")
 COMMON_SPEC = Path(__file__).resolve().parent.parent / "specs" / "common.py"
 
-config_flags.DEFINE_config_file("spec", None, "Spec file (specs/*.py); override keys with --spec.a.b=value.")
+flags.DEFINE_string("spec", None, "Spec file (specs/*.py); override keys with --spec.a.b=value.")
 flags.DEFINE_string("workdir", None, "Run directory (default runs/<spec name>; study: runs/study).")
 flags.DEFINE_bool("overwrite", False, "Replace the results of a finished run in --workdir; predict and evaluate "
                   "--external: replace --out.")
@@ -91,19 +90,19 @@ COMMAND_FLAGS = {
     "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by", "map", "map_class", "center_crop",
                 "batch_size", "temperature_scaled"),
 }
-# The --spec.KEY=VALUE overrides, parsed by `check_spec_arguments` rather than config_flags, which
-# cannot set a key to None or override one whose default is None.
+# The --spec.KEY=VALUE overrides and the spec file they apply to, loaded once by `check_spec_arguments`
+# (ml_collections' config_flags can neither set a key to None nor override one whose value is None).
 SPEC_OVERRIDES: dict[str, Any] = {}
+LOADED_SPEC: dict[str, Any] = {}  # "config": the spec file's ConfigDict with the overrides applied
 
 
 def _train(args: list[str]) -> None:
-    from flaxbench.spec import apply_overrides, finalize
+    from flaxbench.spec import finalize
     from flaxbench.train.loop import train_and_evaluate
 
     if FLAGS.spec is None:
         raise FlaxbenchError("--spec is required, e.g. python -m flaxbench --spec specs/demo.py")
-    apply_overrides(FLAGS.spec, SPEC_OVERRIDES)
-    spec = finalize(FLAGS.spec, config_flags.get_config_filename(FLAGS["spec"]))
+    spec = finalize(LOADED_SPEC["config"], FLAGS.spec)
     train_and_evaluate(spec, FLAGS.workdir or f"runs/{spec.name}", overwrite=FLAGS.overwrite)
 
 
@@ -297,20 +296,18 @@ def _spec_arguments(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
 
 
 def check_spec_arguments(argv: list[str]) -> dict[str, Any]:
-    """Load the spec and apply the overrides once, so a bad file or key is one clear line; returns them.
-
-    (config_flags would report the same problems as a traceback while parsing flags.)
-    """
+    """Load the spec, apply the overrides (kept in LOADED_SPEC), so a bad file or key is one clear line; returns them."""
     from flaxbench.spec import apply_overrides, load_spec_file, parse_overrides
 
     path, overrides, _ = _spec_arguments(argv)
     if path is None:
         if overrides:
-            raise FlaxbenchError("--spec.KEY=VALUE overrides need a --spec FILE before them")
+            raise FlaxbenchError("--spec.KEY=VALUE overrides need a --spec FILE to apply to")
         return {}
     spec = load_spec_file(path)
     parsed = parse_overrides(spec, overrides)
     apply_overrides(spec, parsed)
+    LOADED_SPEC["config"] = spec
     return parsed
 
 

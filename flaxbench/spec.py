@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import json
 import os
@@ -16,6 +17,9 @@ from flaxbench.errors import SpecError
 
 # Sections and keys every spec must have (specs/common.py defines them all).
 REQUIRED_KEYS = ("name", "seed", "data.source", "model.name", "train.epochs", "train.batch_size")
+# The spec every spec file's keys are those of; its sections hold fixed keys, but for the model's options.
+COMMON_SPEC = Path(__file__).resolve().parent.parent / "specs" / "common.py"
+FREE_SECTIONS = ("model.options",)
 
 
 def load_spec_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -31,7 +35,54 @@ def load_spec_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
         raise SpecError(f"spec file '{path}' failed to import: {type(e).__name__}: {e}") from None
     if not hasattr(module, "get_config"):
         raise SpecError(f"spec file '{path}' has no get_config() function")
-    return finalize(module.get_config(), path)
+    try:
+        config = module.get_config()
+    except Exception as e:
+        raise SpecError(f"get_config() in spec file '{path}' failed: {type(e).__name__}: {e}") from None
+    config = finalize(config, path)
+    if COMMON_SPEC.is_file() and path.resolve() != COMMON_SPEC:
+        conform_to(config, load_spec_file(COMMON_SPEC), path)
+    return config
+
+
+def _leaf_keys(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Every key of `config` as a dotted path -> value, sections opened but for FREE_SECTIONS."""
+    keys = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, (ml_collections.ConfigDict, Mapping)) and dotted not in FREE_SECTIONS:
+            keys.update(_leaf_keys(value, f"{dotted}."))
+        else:
+            keys[dotted] = value
+    return keys
+
+
+def conform_to(config: ml_collections.ConfigDict, common: ml_collections.ConfigDict, path: str | os.PathLike) -> None:
+    """SpecError for a key of `config` that `common` lacks (a typo) or one it lacks of `common`'s; a whole number
+    where `common` holds a float becomes that float, so that an override may give one."""
+    ours, theirs = _leaf_keys(config), _leaf_keys(common)
+    for key in ours:
+        if key not in theirs:
+            section, _, leaf = key.rpartition(".")
+            near = [k.rpartition(".")[2] for k in theirs if k.rpartition(".")[0] == section]
+            close = difflib.get_close_matches(leaf, near, n=1)
+            hint = f"did you mean '{section + '.' if section else ''}{close[0]}'? " if close else ""
+            raise SpecError(f"spec '{path}' has key '{key}', which flaxbench does not know; {hint}"
+                            "the keys are those of specs/common.py")
+    missing = [key for key in theirs if key not in ours]
+    if missing:
+        raise SpecError(
+            f"spec '{path}' lacks {len(missing)} key{'s' if len(missing) > 1 else ''} of specs/common.py "
+            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); build it on common's, as the specs "
+            "in specs/ do: c = common.get_config()"
+        )
+    for key, value in ours.items():
+        if isinstance(theirs[key], float) and isinstance(value, int) and not isinstance(value, bool):
+            parent_path, _, leaf = key.rpartition(".")
+            parent = get_path(config, parent_path) if parent_path else config
+            with config.unlocked():
+                del parent[leaf]
+                parent[leaf] = float(value)
 
 
 def finalize(config: ml_collections.ConfigDict, path: str | os.PathLike | None) -> ml_collections.ConfigDict:

@@ -127,6 +127,25 @@ def test_none_overrides_and_a_relative_workdir(tmp_path):
     assert (tmp_path / "runs" / "all" / "results.json").is_file()
 
 
+def test_keys_a_spec_file_sets_to_plain_none_or_to_whole_numbers_take_overrides(tmp_path):
+    spec = tmp_path / "mine.py"
+    spec.write_text(f"""import runpy
+
+
+def get_config():
+    c = runpy.run_path({str(REPO / 'specs' / 'demo.py')!r})["get_config"]()
+    with c.unlocked():
+        del c.data["image_size"]
+    c.data.image_size = None  # untyped, as a spec written from scratch has it
+    c.train.warmup_epochs = 0  # a whole number where specs/common.py has a float
+    return c
+""")
+    proc = run_cli(f"--spec={spec}", *TINY[1:], "--spec.train.warmup_epochs=0.5", f"--workdir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((tmp_path / "run" / "spec.json").read_text())
+    assert saved["data"]["image_size"] == 16 and saved["train"]["warmup_epochs"] == 0.5
+
+
 def test_evaluate_takes_the_new_place_of_tiles_that_moved(tmp_path):
     tiles = SHARED_DATA / "kather2016_sample"
     if not tiles.is_dir():

@@ -76,3 +76,25 @@ def test_command_line_overrides_set_none_and_override_none():
     assert spec.title == "123" and spec.train.epochs == 3
     apply_overrides(spec, ["data.classes=('tumor','stroma')", "data.image_size=64"])
     assert spec.data.classes == ("tumor", "stroma") and spec.data.image_size == 64
+
+
+@pytest.mark.parametrize("change, needle", [
+    ("c.train.lr = 0.1", "has key 'train.lr', which flaxbench does not know"),
+    ("c.train.epoch = 3", "did you mean 'train.epochs'?"),
+    ("del c.train['deterministic']", "lacks 1 key of specs/common.py (train.deterministic)"),
+    ("c = None", "must return an ml_collections.ConfigDict"),
+    ("raise KeyError('x')", "get_config() in spec file"),
+])
+def test_a_spec_file_with_keys_flaxbench_does_not_know_or_lacks_is_refused(tmp_path, change, needle):
+    path = tmp_path / "mine.py"
+    path.write_text(f"""import runpy
+
+
+def get_config():
+    c = runpy.run_path({str(REPO / 'specs' / 'demo.py')!r})["get_config"]()
+    with c.unlocked():
+        {change}
+    return c
+""")
+    with pytest.raises(SpecError, match=re.escape(needle)):
+        load_spec_file(path)
