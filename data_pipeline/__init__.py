@@ -15,6 +15,7 @@ _MODULE_OF = {
     "Split": "dataset",
     "TileDataset": "dataset",
     "augment": "device",
+    "augment_ops": "dataset",
     "canonical_class_name": "classes",
     "eval_batch_indices": "device",
     "load_dataset": "dataset",

@@ -75,15 +75,21 @@ def _positive_int_or_none(value: Any, key: str) -> int | None:
     return int(value)
 
 
-def check_device_options(cfg: Any) -> None:
-    """Fail before decoding anything if augment/normalize name something unknown."""
+def augment_ops(cfg: Any) -> tuple[str, ...]:
+    """spec.data.augment as a tuple of known op names (one name alone or None allowed); DataError otherwise."""
     ops = spec_value(cfg, "augment", ())
     ops = (ops,) if isinstance(ops, str) else tuple(ops or ())
     for op in ops:
         if op not in AUGMENT_OPS:
             raise DataError(
-                f"unknown augmentation '{op}' in spec.data.augment; known: {', '.join(AUGMENT_OPS)}"
+                f"unknown augmentation {op!r} in spec.data.augment; known: {', '.join(AUGMENT_OPS)}"
             )
+    return ops
+
+
+def check_device_options(cfg: Any) -> None:
+    """Fail before decoding anything if augment/normalize name something unknown."""
+    augment_ops(cfg)
     mode = spec_value(cfg, "normalize", "unit")
     if mode not in NORMALIZE_MODES:
         raise DataError(f"unknown spec.data.normalize '{mode}'; known: {', '.join(NORMALIZE_MODES)}")

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from data_pipeline import SPLIT_NAMES, Split, TileDataset, eval_batch_indices, load_dataset
+from data_pipeline import SPLIT_NAMES, Split, TileDataset, augment_ops, eval_batch_indices, load_dataset
 from flaxbench.compile_cache import CacheLookups
 from flaxbench.errors import SpecError
 from flaxbench.models import build_model, check_options, model_class, model_parameters
@@ -23,7 +23,9 @@ from flaxbench.models.forms import plain_forms
 from flaxbench.runtime import batch_sharding, global_mesh, make_mesh, replicated, to_device, to_host
 from flaxbench.train.class_weights import check_class_weights, class_weights
 from flaxbench.train.optim import make_optimizer
-from flaxbench.train.spec_checks import check_init, check_min_size, check_select_by, check_train_numbers
+from flaxbench.train.spec_checks import (
+    check_init, check_min_size, check_run_settings, check_select_by, check_train_numbers,
+)
 from flaxbench.train.state import ModelParts, TrainState, split_model
 from flaxbench.train.host_feed import (
     HostFedEpoch, check_placement, choose_placement, host_fed_logits, log_placement,
@@ -44,6 +46,31 @@ def _model_options(spec: ml_collections.ConfigDict, image_size: int) -> dict[str
     if "image_size" in accepts and "image_size" not in options:
         options["image_size"] = image_size
     return options
+
+
+def check_model_builds(spec: ml_collections.ConfigDict, image_size: int | None) -> None:
+    """SpecError if the model refuses spec.model.options, or was set for tiles of another size than `image_size`.
+
+    Built on shapes only (nnx.eval_shape: nothing drawn or compiled), so a run checks it before its
+    tiles load where spec.data.image_size gives their size (None: the options alone).
+    """
+    options = dict(spec.model.options.to_dict()) if spec.model.options else {}
+    if image_size is not None:
+        _check_tile_size_option(spec, image_size)
+        check_min_size(spec, getattr(model_class(spec.model.name), "min_size", 1), image_size)
+        options = _model_options(spec, image_size)
+    try:
+        nnx.eval_shape(lambda: build_model(spec.model.name, 2, **options))
+    except (ValueError, TypeError, ArithmeticError) as error:
+        raise SpecError(f"spec.model.options: {spec.model.name} cannot be built with {options}: {error}") from None
+
+
+def _check_tile_size_option(spec: ml_collections.ConfigDict, image_size: int) -> None:
+    """SpecError if spec.model.options.image_size (ConvModel's, a ViT's) is not the tiles' size."""
+    fixed = (spec.model.options or {}).get("image_size")
+    if fixed is not None and fixed != image_size:
+        raise SpecError(f"spec.model.options.image_size={fixed!r} but the tiles are {image_size} px "
+                        "(spec.data.image_size); set the two equal")
 
 
 def init_model(
@@ -244,6 +271,7 @@ def build_run(
     Only the splits in `decode` need be decoded; `listed` may refuse the splits first (`load_dataset`).
     `train=False` (evaluation only) splits batches over every device, whatever the run trained on."""
     cfg = spec.train
+    check_run_settings(spec)
     check_train_numbers(cfg)
     # The training batch must divide over spec.mesh.data devices; evaluation's batches are padded to fit.
     mesh = make_mesh(spec.mesh, cfg.batch_size) if train else global_mesh()
@@ -252,6 +280,7 @@ def build_run(
     scan = scan_epochs(cfg.epoch_loop, mesh)
     make_optimizer(cfg, 1, ())  # an unknown optimizer or schedule
     check_options(spec.model.name, dict(spec.model.options or {}))
+    check_model_builds(spec, spec.data.get("image_size"))
     check_class_weights(cfg.get("class_weights"))
     requested_placement = check_placement(cfg.get("data_placement"))
     check_select_by(cfg.get("select_by"))
@@ -282,6 +311,7 @@ def build_run(
     # Model classes say their minimum tile size (ConvModel cannot even be built below it); the
     # torchvision ports are built by functions, so their instances are checked. Both before a
     # workdir is cleared, not when the first step is traced.
+    _check_tile_size_option(spec, height)
     check_min_size(spec, getattr(model_class(spec.model.name), "min_size", 1), height)
     model = init_model(spec, dataset.classes, dataset.image_size[0], load_weights=load_weights)
     check_min_size(spec, model.min_size, height)
@@ -310,7 +340,7 @@ def build_run(
     weights = class_weights(cfg.get("class_weights"), dataset.train.labels, dataset.classes)
     # On device the step and predict gather their batches from the resident splits; from the host they get them.
     train_step = (make_train_step if on_device else make_batch_train_step)(
-        parts, tx, augment_ops=tuple(spec.data.augment),
+        parts, tx, augment_ops=augment_ops(spec.data),
         normalize_mode=spec.data.normalize, compute_dtype=dtype,
         label_smoothing=cfg.label_smoothing, mesh=mesh, class_weights=weights, frozen_backbone=cfg.freeze_backbone,
     )

@@ -26,9 +26,30 @@ SELECT_BY = {"val_accuracy": True, "val_balanced_accuracy": True, "val_macro_f1"
 OPTIONAL_TRAIN_NUMBERS = ("grad_clip_norm", "early_stopping_patience")  # None switches them off
 
 
+# Keys that take True or False only: a string such as "False" would read as true (data_pipeline checks its own).
+BOOLEAN_KEYS = (("train", "freeze_backbone"), ("train", "deterministic"))
+
+
+def check_run_settings(spec: ml_collections.ConfigDict) -> None:
+    """SpecError naming spec.seed, spec.mesh.data or a True/False key whose value cannot be what is meant."""
+    seed = spec.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise SpecError(f"spec.seed={seed!r} must be a whole number from 0 to 2**32 - 1")
+    devices = spec.mesh.get("data") if spec.get("mesh") is not None else -1
+    if isinstance(devices, bool) or not isinstance(devices, int) or not (devices == -1 or devices >= 1):
+        raise SpecError(f"spec.mesh.data={devices!r} must be -1 (all devices) or a device count of at least 1")
+    for section, key in BOOLEAN_KEYS:
+        value = spec[section].get(key, False)
+        if not isinstance(value, bool):
+            raise SpecError(f"spec.{section}.{key}={value!r} must be True or False")
+
+
 def check_init(init: str, arch: str | None = None) -> None:
     """SpecError for an unknown spec.model.init, or a weights file or folder it names that is not there; with `arch`
     (spec.model.name), weights of another model are refused too (weights.check_weights_source)."""
+    if not isinstance(init, str):
+        raise SpecError(f"spec.model.init={init!r} must be 'scratch', 'imagenet', 'torchvision:FILE.pth' or "
+                        "'checkpoint:DIR'")
     if init in ("scratch", "imagenet"):
         return
     if init.startswith("torchvision:"):

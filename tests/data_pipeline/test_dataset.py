@@ -75,6 +75,11 @@ def test_bad_keys_fail_before_any_decoding(overrides, message):
         load_dataset(_config(**overrides))
 
 
+@pytest.mark.parametrize("augment, ops", [("hflip", ("hflip",)), (None, ()), (["vflip", "rot90"], ("vflip", "rot90"))])
+def test_augment_takes_one_name_a_sequence_of_them_or_none(augment, ops):
+    assert data_pipeline.augment_ops({"augment": augment}) == ops
+
+
 def test_skip_bad_files_must_be_a_bool(tmp_path):
     root = write_tiles(tmp_path, {"a": 4})
     with pytest.raises(DataError, match="skip_bad_files must be True or False, got 'yes'"):
