@@ -148,6 +148,10 @@ def train_and_evaluate(
         # A resume restores its params: the initial weights (an ImageNet download, a .pth) are not needed.
         run = build_run(spec, dataset, load_weights=not resuming,
                         listed=listed_data_check(workdir, RESUME_REMEDY) if resuming else None)
+        state = run.initial_state()
+        # Compiled before the workdir is claimed: a model that cannot trace on these tiles leaves the
+        # finished run there (--overwrite) untouched. A resumed state has this one's shapes and shardings.
+        run.compile(("train", "val", "test"), state)
     except BaseException:
         if is_new and is_main_process() and workdir.is_dir() and not any(workdir.iterdir()):
             workdir.rmdir()  # a bad spec or data leaves no empty run directory behind
@@ -166,7 +170,6 @@ def train_and_evaluate(
         if run.dataset.tile_digests is not None:  # for evaluate --external and predict to find the run's tiles
             save_tile_digests(workdir, run.dataset.tile_digests, run.dataset.tile_hashes)
     sync_processes("flaxbench: workdir ready")  # the main process has cleared it (--overwrite)
-    state = run.initial_state()
     ckpts = RunCheckpoints(workdir / "checkpoints")
     restored = ckpts.restore(LAST, state)
     if resuming and restored is None:
@@ -179,7 +182,6 @@ def train_and_evaluate(
         log(f"resuming {spec.name} from epoch {progress['epoch']} ({workdir / 'checkpoints' / LAST})")
     _record_start(progress, run.mesh, log)
     log(data_line(run.dataset, run.data_load_time_s))
-    run.compile(("train", "val", "test"), state)
     log(f"{spec.name}: {count_params(state.params):,} params, compiled in {run.compile_time_s:.1f} s on "
         f"{describe_devices(run.mesh)}{cache_note(run.compile_cache_hits, run.compile_cache_misses)}")
     if spec.train.warmup_epochs >= spec.train.epochs:

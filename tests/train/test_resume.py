@@ -150,6 +150,22 @@ def test_checkpoints_whose_spec_or_data_record_is_lost_are_not_resumed(tmp_path,
     assert (tmp_path / "checkpoints" / LAST / "2").is_dir()
 
 
+def test_a_model_that_fails_to_compile_leaves_the_run_it_would_overwrite(tmp_path, monkeypatch):
+    from flaxbench.train.setup import Run
+
+    train_and_evaluate(tiny_spec(**{"train.epochs": 1}), tmp_path, log=lambda s: None)
+    finished = {path.name: path.read_bytes() for path in tmp_path.glob("*.json")}
+
+    def fail(self, names, state):
+        raise RuntimeError("XLA could not compile it")
+
+    monkeypatch.setattr(Run, "compile", fail)
+    with pytest.raises(RuntimeError, match="could not compile"):
+        train_and_evaluate(tiny_spec(**{"train.epochs": 2}), tmp_path, overwrite=True, log=lambda s: None)
+    assert {path.name: path.read_bytes() for path in tmp_path.glob("*.json")} == finished
+    assert (tmp_path / "checkpoints" / LAST / "1").is_dir()
+
+
 @pytest.mark.parametrize("bad", ["file_parent", "proc"])
 def test_unwritable_workdir_is_refused_before_training(tmp_path, bad):
     if bad == "file_parent":
