@@ -50,6 +50,16 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
+def _read_umask() -> int:
+    """The process's file mode creation mask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()  # read once, at import, before any thread writes files (orbax's)
+
+
 @contextlib.contextmanager
 def atomic_text_file(path: str | Path, *, binary: bool = False) -> Iterator[TextIO]:
     """A text file (`binary`: a bytes file) to write that appears at `path` only when the block ends without an
@@ -65,6 +75,7 @@ def atomic_text_file(path: str | Path, *, binary: bool = False) -> Iterator[Text
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp's file is private (0600); a file written plainly is not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
