@@ -15,6 +15,7 @@ FLAXBENCH_COMPILATION_CACHE=DIR, or =off (default ~/.cache/flaxbench/xla/<machin
 
 from __future__ import annotations
 
+import errno
 import json
 import shlex
 import sys
@@ -89,6 +90,14 @@ COMMAND_FLAGS = {
     "report": ("out",),
     "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by", "map", "map_class", "center_crop",
                 "batch_size", "temperature_scaled"),
+}
+# A file that cannot be written: where each command could write instead.
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
+WHERE_TO_WRITE = {
+    "train": "choose another --workdir", "study": "choose another --workdir",
+    "evaluate": "evaluate writes eval_*.json beside the run (--external: --out FILE): copy the run somewhere writable",
+    "convert": "give --out a writable folder", "report": "give --out a writable folder",
+    "predict": "give --out a writable file",
 }
 # The --spec.KEY=VALUE overrides and the spec file they apply to, loaded once by `check_spec_arguments`
 # (ml_collections' config_flags can neither set a key to None nor override one whose value is None).
@@ -241,6 +250,11 @@ def main(argv: list[str]) -> None:
         if message is None:
             raise
         print(f"error: {message}; epochs saved before it are kept", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in UNWRITABLE or e.filename is None:
+            raise
+        print(f"error: cannot write '{e.filename}' ({e.strerror}); {WHERE_TO_WRITE[command]}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C while loading or compiling, or a second one during an epoch
         print("stopped by Ctrl-C; epochs saved before it are kept: the same command resumes from the last "

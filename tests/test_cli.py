@@ -1,7 +1,11 @@
 """The command line: one-line errors, exit codes, nothing overwritten."""
 
+import contextlib
 import json
+import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -144,6 +148,36 @@ def get_config():
     assert proc.returncode == 0, proc.stderr
     saved = json.loads((tmp_path / "run" / "spec.json").read_text())
     assert saved["data"]["image_size"] == 16 and saved["train"]["warmup_epochs"] == 0.5
+
+
+@contextlib.contextmanager
+def unwritable(folder: Path):
+    """`folder` made unwritable for the block: mode 0555, or the immutable attribute for root, whom modes do not stop."""
+    root = os.geteuid() == 0
+    subprocess.run(["chattr", "+i", str(folder)], check=True) if root else folder.chmod(0o555)
+    try:
+        try:
+            (folder / "probe").touch()
+        except OSError:
+            pass  # unwritable, as wanted
+        else:
+            (folder / "probe").unlink()
+            pytest.skip(f"'{folder}' could not be made unwritable here")
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True) if root else folder.chmod(0o755)
+
+
+def test_a_run_folder_that_cannot_be_written_is_one_line_naming_where_to_write(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli(*TINY, f"--workdir={run}").returncode == 0
+    with unwritable(run):
+        evaluated = run_cli("evaluate", f"--workdir={run}")
+        reported = run_cli("report", str(run))
+        elsewhere = run_cli("report", str(run), f"--out={tmp_path / 'report'}")
+    assert_one_line_error(evaluated, "cannot write", str(run), "copy the run somewhere writable")
+    assert_one_line_error(reported, "cannot write", str(run), "give --out a writable folder")
+    assert elsewhere.returncode == 0, elsewhere.stderr
 
 
 def test_evaluate_takes_the_new_place_of_tiles_that_moved(tmp_path):
