@@ -20,6 +20,10 @@ from flaxbench.spec import to_json
 MIN_FREE_BYTES = 200 * 2**20  # checkpoints of the largest study row need about this much
 TILE_DIGESTS_FILE = "tile_digests.npz"  # each split's tile digests (flaxbench/seen_tiles.py)
 # what --overwrite clears, besides eval_<split>.json
+# What `report` writes (into a run's own folder by default, e.g. `report runs/x`), figures last.
+REPORT_FIGURES = ("accuracy_vs_time", "confusion_matrices", "training_curves", "per_class_recall", "roc_curves",
+                  "reliability_diagrams", "external_accuracy")
+REPORT_OUTPUTS = ("report.md", "report.csv", "report.json", "report.tex", *(f"{name}.png" for name in REPORT_FIGURES))
 RUN_OUTPUTS = ("results.json", "spec.json", "data.json", TILE_DIGESTS_FILE, "checkpoints", "tensorboard",
                "predictions.csv", "predictions_groups.csv", "predictions_maps")  # the last three: predict's outputs
 
@@ -138,7 +142,8 @@ def claim_workdir(workdir: Path, spec: ml_collections.ConfigDict, *, overwrite: 
     In a multi-process run only the main process calls this.
     """
     if overwrite:
-        for target in [*(workdir / name for name in RUN_OUTPUTS), *workdir.glob("eval_*.json")]:
+        stale = [*RUN_OUTPUTS, *REPORT_OUTPUTS]  # a report of the run replaced would stay beside the new one
+        for target in [*(workdir / name for name in stale), *workdir.glob("eval_*.json")]:
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():

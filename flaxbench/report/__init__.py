@@ -11,6 +11,7 @@ from flaxbench.report.figures import write_figures
 from flaxbench.report.latex import write_latex
 from flaxbench.report.summary import summarize
 from flaxbench.report.table import write_csv, write_json, write_markdown
+from flaxbench.workdir import REPORT_OUTPUTS
 
 __all__ = ["write_report"]
 
@@ -38,4 +39,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> dic
         "json": write_json(summary, out_dir / "report.json", runs_dir),
         "tex": write_latex(summary, out_dir / "report.tex", runs_dir),
     }
+    for name in REPORT_OUTPUTS:  # a figure an earlier report drew and this one does not (no external set now)
+        if out_dir / name not in {*written.values(), *figures.values()}:
+            (out_dir / name).unlink(missing_ok=True)
     return {**written, **figures}

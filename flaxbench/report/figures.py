@@ -17,6 +17,7 @@ from flaxbench import metrics
 from flaxbench.report.collect import HISTORY_CURVES
 from flaxbench.report.pooled import pooled_confusion_matrix, test_probabilities
 from flaxbench.report.summary import SYNTHETIC_BANNER, Summary, mean_history
+from flaxbench.workdir import REPORT_FIGURES
 
 FIGURE_DPI = 110
 
@@ -347,14 +348,10 @@ def write_figures(summary: Summary, out_dir: Path) -> dict[str, Path]:
 
     Returns {figure key: PNG path}.
     """
-    figures = {
-        "accuracy_vs_time": accuracy_vs_time(summary, out_dir / "accuracy_vs_time.png"),
-        "confusion_matrices": confusion_matrices(summary, out_dir / "confusion_matrices.png"),
-        "training_curves": training_curves(summary, out_dir / "training_curves.png"),
-        "per_class_recall": per_class_recall(summary, out_dir / "per_class_recall.png"),
-        "roc_curves": roc_curves(summary, out_dir / "roc_curves.png"),
-        "reliability_diagrams": reliability_diagrams(summary, out_dir / "reliability_diagrams.png"),
+    drawers = {
+        "accuracy_vs_time": accuracy_vs_time, "confusion_matrices": confusion_matrices,
+        "training_curves": training_curves, "per_class_recall": per_class_recall, "roc_curves": roc_curves,
+        "reliability_diagrams": reliability_diagrams, "external_accuracy": external_accuracy,
     }
-    if summary.external:
-        figures["external_accuracy"] = external_accuracy(summary, out_dir / "external_accuracy.png")
-    return figures
+    drawn = REPORT_FIGURES if summary.external else REPORT_FIGURES[:-1]
+    return {name: drawers[name](summary, out_dir / f"{name}.png") for name in drawn}

@@ -72,3 +72,15 @@ def test_malformed_results_fail_before_writing(tmp_path):
 def test_empty_runs_dir_is_an_error(tmp_path):
     with pytest.raises(FlaxbenchError, match="no results.json"):
         write_report(tmp_path)
+
+
+def test_a_report_in_a_run_folder_goes_with_the_run_an_overwrite_replaces(tmp_path):
+    from flaxbench.train.loop import train_and_evaluate
+    from tests.helpers import tiny_spec
+
+    train_and_evaluate(tiny_spec(**{"train.epochs": 1}), tmp_path, log=lambda s: None)
+    (tmp_path / "external_accuracy.png").write_bytes(b"drawn by an earlier report, of an external set")
+    written = write_report(tmp_path)
+    assert "external_accuracy" not in written and not (tmp_path / "external_accuracy.png").exists()
+    train_and_evaluate(tiny_spec(**{"train.epochs": 1, "seed": 1}), tmp_path, overwrite=True, log=lambda s: None)
+    assert not [path for path in written.values() if path.exists()]  # not the report of the seed replaced
