@@ -180,7 +180,15 @@ def train_and_evaluate(
         state = restored[0]
         ckpts.match_best(progress["epoch"], state, progress)
         log(f"resuming {spec.name} from epoch {progress['epoch']} ({workdir / 'checkpoints' / LAST})")
-    _record_start(progress, run.mesh, log)
+    patience = spec.train.get("early_stopping_patience")
+    if progress["epoch"] < spec.train.epochs and not _out_of_patience(progress, patience):  # epochs to train
+        _record_start(progress, run.mesh, log)
+        evaluated = sorted(workdir.glob("eval_*.json")) if restored and is_main_process() else []
+        for path in evaluated:  # `evaluate` of the unfinished run: its checkpoints are about to change
+            path.unlink()
+        if evaluated:
+            log(f"removed {', '.join(path.name for path in evaluated)}: evaluations of checkpoints that training "
+                "goes on to replace (evaluate again once it ends)")
     log(data_line(run.dataset, run.data_load_time_s))
     log(f"{spec.name}: {count_params(state.params):,} params, compiled in {run.compile_time_s:.1f} s on "
         f"{describe_devices(run.mesh)}{cache_note(run.compile_cache_hits, run.compile_cache_misses)}")
@@ -188,7 +196,6 @@ def train_and_evaluate(
         logging.warning("spec.train.warmup_epochs=%g is not shorter than spec.train.epochs=%d: the learning rate "
                         "rises over the whole run and reaches spec.train.learning_rate only at its last step; "
                         "use fewer warmup epochs", spec.train.warmup_epochs, spec.train.epochs)
-    patience = spec.train.get("early_stopping_patience")
     with StopRequests() as stop, EpochWriter(workdir, enabled=is_main_process()) as board:
         for epoch in range(progress["epoch"] + 1, spec.train.epochs + 1):
             if _out_of_patience(progress, patience):  # checked first, so a resumed run stops where it did

@@ -125,6 +125,22 @@ def test_a_run_stopped_between_an_epochs_two_saves_resumes_to_the_same_results(t
     assert comparable(resumed) == comparable(straight)
 
 
+def test_a_resume_drops_evaluations_of_checkpoints_it_replaces_and_records_starts_that_train(tmp_path):
+    from flaxbench.train.evaluate import evaluate_workdir
+
+    spec = tiny_spec(**{"train.epochs": 2})
+    train_and_evaluate(spec, tmp_path, log=lambda s: None)
+    (tmp_path / "results.json").unlink()  # stopped after its last epoch: nothing left to train
+    assert train_and_evaluate(spec, tmp_path, log=lambda s: None)["device_starts"][-1]["first_epoch"] == 1
+    (tmp_path / "results.json").unlink()
+    shutil.rmtree(tmp_path / "checkpoints" / LAST / "2")  # stopped after epoch 1
+    evaluate_workdir(tmp_path, "test")  # of epoch 1's checkpoint
+    lines = []
+    results = train_and_evaluate(spec, tmp_path, log=lines.append)
+    assert not (tmp_path / "eval_test.json").exists() and any("removed eval_test.json" in line for line in lines)
+    assert [start["first_epoch"] for start in results["device_starts"]] == [1, 2]
+
+
 def test_ctrl_c_in_the_last_epoch_lets_the_run_finish(tmp_path):
     spec = tiny_spec(**{"train.epochs": 2})
     straight = train_and_evaluate(spec, tmp_path / "straight", log=lambda s: None)
