@@ -20,12 +20,15 @@ sorted by tile id.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Sequence
 
 import numpy as np
 
 from data_pipeline.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 # Names (lower case) a source's own splits go by, by the split they mean.
@@ -211,6 +214,10 @@ def split_indices(
     for index in sorted(range(len(ids)), key=lambda i: (ids[i], i)):
         members[int(labels[index])].append(index)
     counts = split_counts([len(m) for m in members], class_names, split)
+    if counts.sum() < len(ids):
+        logger.warning("spec.data.split=%s puts %d of the %d tiles of the selected classes in a split; the other %d "
+                       "are in none (fractions summing to 1 use every tile)", tuple(split), counts.sum(), len(ids),
+                       len(ids) - counts.sum())
     parts: list[list[int]] = [[], [], []]
     for name, tiles, row in zip(class_names, members, counts):
         rng = np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8"))])

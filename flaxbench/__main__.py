@@ -336,6 +336,10 @@ def run() -> None:
                 raise FlaxbenchError("study does not take --spec; name its rows with --specs a.py,b.py (default: the "
                                      "nine study specs) and override their keys with --spec.KEY=VALUE")
             # Study overrides (--spec.x=y) are parsed against the common spec, then applied to every row.
+            options = [arg for arg in _spec_arguments(argv)[1] if arg.startswith("model.options")]
+            if options:
+                raise FlaxbenchError(f"study does not take --spec.{options[0].split('=')[0]}: each row's model has "
+                                     "options of its own; set them in the rows' spec files (--specs a.py,b.py)")
             argv = [argv[0], "study", f"--spec={COMMON_SPEC}", *argv[2:]]
         if command in ("evaluate", "predict", "report", "convert") and any(
                 arg == "--spec" or arg.startswith(("--spec=", "--spec.")) for arg in argv):

@@ -160,6 +160,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
             if current is None:  # a typed placeholder (config_dict.placeholder): no value to show, but its type
                 kind = parent.get_ref(leaf).get_type()
                 hint = f"it takes {KIND_WORDS.get(kind, kind.__name__)} or None" if kind is not None else str(e)
+            elif isinstance(current, ml_collections.ConfigDict):  # a section: its keys are set one by one
+                example = next(iter(current.keys()), "KEY")
+                hint = (f"it is a section; set its keys, e.g. --spec.{dotted}.{example}=VALUE, or give a dict: "
+                        f"--spec.{dotted}=\"{{'{example}': VALUE}}\"")
             elif isinstance(current, (tuple, list, dict)):
                 hint = f"it takes a {type(current).__name__}, written as Python does: --spec.{dotted}=\"{current!r}\""
             else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,8 +70,12 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
             raise SpecError(f"model '{name}' has no option '{key}' (spec.model.options.{key}); remove it")
     for key in PROBABILITY_OPTIONS:
         value = options.get(key, 0.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise SpecError(f"spec.model.options.{key}={value!r} is not a probability; use a value in [0, 1]")
+        # 1 would drop every unit: nothing would reach the head. Stochastic depth rises to its rate over the
+        # blocks (torchvision's EfficientNet), so 1 drops the last block alone.
+        top = 1.0 if key == "stochastic_depth_prob" else math.nextafter(1.0, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= top:
+            raise SpecError(f"spec.model.options.{key}={value!r} is not a drop rate; use a value in "
+                            f"{'[0, 1]' if top == 1.0 else '[0, 1)'}")
     # A size option is one whose default is a whole number or a tuple of them.
     for key, value in options.items():
         default = parameters[key].default if key in parameters else None

@@ -146,3 +146,14 @@ def test_the_class_size_named_in_the_error_works_for_every_larger_class():
     named = int(re.search(r"every class of (\d+) tiles", str(error.value)).group(1))
     for size in range(named, 200):
         assert (split_counts([size, 40], ("adi", "b"), (0.8, 0.15, 0.05)) > 0).all()
+
+
+def test_tiles_a_split_leaves_out_are_counted_in_a_warning(caplog):
+    labels, ids, names = _tiles([10, 10])
+    with caplog.at_level("WARNING"):
+        split_indices(labels, ids, names, (0.6, 0.2, 0.2), 0)
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        parts = split_indices(labels, ids, names, (0.3, 0.2, 0.2), 0)
+    assert sum(map(len, parts)) == 14
+    assert "puts 14 of the 20 tiles" in caplog.text and "the other 6 are in none" in caplog.text

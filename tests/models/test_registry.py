@@ -12,9 +12,12 @@ from flaxbench.models import build_model
     ("convmodel", "dropout"), ("vit", "dropout"), ("vit", "attention_dropout"), ("alexnet", "dropout"),
     ("googlenet", "dropout"), ("densenet121", "drop_rate"), ("efficientnet_b0", "stochastic_depth_prob"),
 ])
-@pytest.mark.parametrize("value", [1.5, -0.1, float("nan"), "0.2"])
-def test_a_rate_that_is_not_a_probability_names_its_option(name, option, value):
-    with pytest.raises(SpecError, match=re.escape(f"spec.model.options.{option}={value!r} is not a probability")):
+@pytest.mark.parametrize("value", [1.5, -0.1, float("nan"), "0.2", 1.0])
+def test_a_rate_that_is_not_a_drop_rate_names_its_option(name, option, value):
+    if (option, value) == ("stochastic_depth_prob", 1.0):
+        build_model(name, 6, **{option: value})  # rising over the blocks to 1: the last block alone dropped
+        return
+    with pytest.raises(SpecError, match=re.escape(f"spec.model.options.{option}={value!r} is not a drop rate")):
         build_model(name, 6, **{option: value})
 
 

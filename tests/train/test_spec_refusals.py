@@ -22,7 +22,8 @@ from tests.helpers import tiny_spec
     ({"train.warmup_epochs": -1.0}, "spec.train.warmup_epochs=-1.0"),
     ({"train.backbone_lr_scale": -0.5}, "spec.train.backbone_lr_scale=-0.5"),
     ({"train.grad_clip_norm": 0.0}, "spec.train.grad_clip_norm=0.0 must be None or a number above 0"),
-    ({"model.options": {"dropout": 1.5}}, "spec.model.options.dropout=1.5 is not a probability"),
+    ({"model.options": {"dropout": 1.5}}, "spec.model.options.dropout=1.5 is not a drop rate"),
+    ({"model.options": {"dropout": 1.0}}, "spec.model.options.dropout=1.0 is not a drop rate; use a value in [0, 1)"),
     ({"train.early_stopping_patience": 0}, "spec.train.early_stopping_patience=0 must be None or a whole number"),
 ])
 def test_numbers_that_cannot_train_are_refused_naming_the_key(tmp_path, override, needle):
