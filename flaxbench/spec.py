@@ -23,10 +23,14 @@ FREE_SECTIONS = ("model.options",)
 
 
 def load_spec_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
-    """Import a spec file and return its `get_config()`, named after the file if unnamed."""
+    """Import a spec file and return its `get_config()`, named after the file if unnamed; or a run's spec.json."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file '{path}' does not exist; see specs/ for the study specs")
+    if path.suffix == ".json":
+        return _load_saved_spec(path)
+    if path.suffix != ".py":
+        raise SpecError(f"spec file '{path}' is neither a Python spec (.py with get_config()) nor a run's spec.json")
     module_spec = importlib.util.spec_from_file_location(f"flaxbench_spec_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:
@@ -43,6 +47,25 @@ def load_spec_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     if COMMON_SPEC.is_file() and path.resolve() != COMMON_SPEC:
         conform_to(config, load_spec_file(COMMON_SPEC), path)
     return config
+
+
+def _load_saved_spec(path: Path) -> ml_collections.ConfigDict:
+    """A run's spec.json as a spec to run again: its lists back to the tuples specs/common.py holds."""
+    try:
+        config = from_json(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SpecError(f"'{path}' is not a spec.json a run wrote ({type(e).__name__}: {e})") from None
+    if COMMON_SPEC.is_file():
+        common = _leaf_keys(load_spec_file(COMMON_SPEC))
+        for key, value in _leaf_keys(config).items():
+            if isinstance(value, list) and isinstance(common.get(key), tuple):
+                parent_path, _, leaf = key.rpartition(".")
+                parent = get_path(config, parent_path) if parent_path else config
+                with config.unlocked():
+                    del parent[leaf]
+                    parent[leaf] = tuple(value)
+        conform_to(config, load_spec_file(COMMON_SPEC), path)
+    return finalize(config, path)
 
 
 def _leaf_keys(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

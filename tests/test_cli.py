@@ -150,6 +150,17 @@ def get_config():
     assert saved["data"]["image_size"] == 16 and saved["train"]["warmup_epochs"] == 0.5
 
 
+def test_a_runs_spec_json_runs_it_again_to_the_same_numbers(tmp_path):
+    first = run_cli(*TINY, "--spec.data.augment=('hflip',)", f"--workdir={tmp_path / 'first'}")
+    assert first.returncode == 0, first.stderr
+    again = run_cli(f"--spec={tmp_path / 'first' / 'spec.json'}", f"--workdir={tmp_path / 'again'}")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again" / "spec.json").read_text() == (tmp_path / "first" / "spec.json").read_text()
+    results = [json.loads((tmp_path / run / "results.json").read_text()) for run in ("first", "again")]
+    assert results[0]["test_predictions"] == results[1]["test_predictions"]
+    assert_one_line_error(run_cli(f"--spec={tmp_path / 'first' / 'data.json'}"), "has key 'classes'")
+
+
 @contextlib.contextmanager
 def unwritable(folder: Path):
     """`folder` made unwritable for the block: mode 0555, or the immutable attribute for root, whom modes do not stop."""
