@@ -157,7 +157,11 @@ def stain_target(method: Any, reference: Any, load_reference) -> StainTarget | N
         raise DataError(f"unknown spec.data.stain_normalize {method!r}; use None or {', '.join(map(repr, METHODS))}")
     if reference is None:
         return REFERENCE
-    fitted = fit_stains(load_reference(reference))
+    try:
+        image = load_reference(reference)
+    except DataError as e:
+        raise DataError(f"spec.data.stain_reference: {e}") from None
+    fitted = fit_stains(image)
     if fitted is None:
         raise DataError(f"spec.data.stain_reference '{reference}' has too little stained tissue to fit stains "
                         "to; choose a tile with nuclei and stroma")

@@ -95,5 +95,5 @@ def test_load_dataset_normalises_every_split_and_says_to_what(kather_sample):
     for a, b in ((plain.train, normalised.train), (plain.test, normalised.test)):
         assert a.ids == b.ids
         np.testing.assert_array_equal(b.images[0], normalize_tile(a.images[0], REFERENCE))
-    with pytest.raises(DataError, match="cannot read image file '/no/ref.png'"):
+    with pytest.raises(DataError, match="spec.data.stain_reference: cannot read image file '/no/ref.png'"):
         load_dataset({**spec, "stain_normalize": "macenko", "stain_reference": "/no/ref.png"})
