@@ -197,7 +197,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
 
 def to_json(config: ml_collections.ConfigDict) -> str:
     """The resolved spec as JSON (tuples become lists)."""
-    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+    return config.to_json_best_effort(indent=2, sort_keys=True)
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:

@@ -72,7 +72,8 @@ def _open_split(name: str, data_dir: str | None, split: str) -> tuple[Any, Any]:
     where = str(builder.data_dir)
     _check_split_exists(name, builder.info, split)
     image = builder.info.features["image"] if "image" in (builder.info.features or {}) else None
-    decoders = {"image": _StoredImage()} if isinstance(image, tfds.features.Image) else None
+    # The image bytes as stored (PNG), to list examples fast: decoded later, only for the tiles a split takes.
+    decoders = {"image": tfds.decode.SkipDecoding()} if isinstance(image, tfds.features.Image) else None
     try:
         return builder.as_data_source(split=split, decoders=decoders), builder.info
     except Exception as error:  # not prepared, or prepared in a format without random access
@@ -106,22 +107,6 @@ def _check_split_exists(name: str, info: Any, split: str) -> None:
 def _text(value: Any) -> str:
     """A TFDS Text feature value as str."""
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-class _StoredImage:
-    """A TFDS decoder that leaves an Image feature's value as stored (PNG or JPEG bytes), to list examples fast."""
-
-    def setup(self, *, feature: Any) -> None:
-        """Called by TFDS with the feature this decoder stands in for."""
-        self.feature = feature
-
-    def decode_example_np(self, stored: Any) -> Any:
-        """The stored bytes themselves."""
-        return stored
-
-    def decode_example(self, stored: Any) -> Any:
-        """The TensorFlow-backed form (not used here: data sources read with NumPy)."""
-        return stored
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,15 +17,11 @@ def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> optax
     total = max(int(cfg.epochs * steps_per_epoch), 1)
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
     if cfg.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(warmup, 0), total, 0.0) \
+        return optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, warmup, total, 0.0) \
             if warmup > 0 else optax.cosine_decay_schedule(cfg.learning_rate, total)
     if cfg.schedule == "constant":
-        if warmup > 0:
-            return optax.join_schedules(
-                [optax.linear_schedule(0.0, cfg.learning_rate, warmup), optax.constant_schedule(cfg.learning_rate)],
-                [warmup],
-            )
-        return optax.constant_schedule(cfg.learning_rate)
+        return optax.warmup_constant_schedule(0.0, cfg.learning_rate, warmup) \
+            if warmup > 0 else optax.constant_schedule(cfg.learning_rate)
     raise SpecError(f"spec.train.schedule '{cfg.schedule}' is unknown; use 'cosine' or 'constant'")
 
 
