@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -143,7 +144,7 @@ def warn_kept(kept: int, total: int, where: str) -> None:
                        100 * MIN_TISSUE_SHARE)
 
 
-def stain_target(method: Any, reference: Any, load_reference) -> StainTarget | None:
+def stain_target(method: Any, reference: Any, load_reference: Callable[[str], np.ndarray]) -> StainTarget | None:
     """The target of spec.data.stain_normalize / stain_reference (None: no normalisation); DataError if invalid.
 
     `load_reference(path)` decodes the reference tile.

@@ -30,7 +30,7 @@ class EpochWriter:
     def __enter__(self) -> "EpochWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.writer is not None:
             self.writer.close()
 

@@ -39,7 +39,9 @@ def dropout_keep_mask(key: jax.Array, keep_prob: float, shape: tuple[int, ...]) 
 class Dropout(nnx.Dropout):
     """`nnx.Dropout` (same arguments and semantics) whose mask comes from `dropout_keep_mask`."""
 
-    def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+    def __call__(
+        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
         """Zero each element with probability `rate` and scale the rest by 1/(1 - rate) when training."""
         deterministic = self.deterministic if deterministic is None else deterministic
         if deterministic is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -148,7 +149,9 @@ MIN_PIECE_TILES = 256
 CHUNK_BYTES = 16 * 2**20
 
 
-def winograd_tiling(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding) -> WinogradTiling | None:
+def winograd_tiling(
+    x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Any
+) -> WinogradTiling | None:
     """The tiling the CPU convolution of NHWC `x` by HWIO `kernel` should run by, or None for XLA's convolution."""
     if not (x.dtype == jnp.float32 and kernel.shape[:2] == (3, 3) and tuple(strides) == (1, 1)
             and padding == ((1, 1), (1, 1))):

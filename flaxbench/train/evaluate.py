@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import ml_collections
+
 from data_pipeline.duplicates import tile_digests
 from flaxbench.calibration import temperature_scaled_metrics
 from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
@@ -24,7 +26,7 @@ from flaxbench.workdir import check_not_a_row_of_folds, check_same_data, data_re
 SPLITS = ("test", "val", "train")
 
 
-def read_run_spec(workdir: str | Path):
+def read_run_spec(workdir: str | Path) -> ml_collections.ConfigDict:
     """The resolved spec saved in `workdir/spec.json`."""
     path = Path(workdir) / "spec.json"
     if not path.is_file():

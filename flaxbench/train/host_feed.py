@@ -128,7 +128,9 @@ class HostFedEpoch:
     def __init__(self, plan: Callable, step: Callable, mesh: Mesh):
         self.plan, self.step, self.sharding = plan, step, batch_sharding(mesh)
 
-    def __call__(self, state: Any, images: np.ndarray, labels: np.ndarray, key: jax.Array):
+    def __call__(
+        self, state: Any, images: np.ndarray, labels: np.ndarray, key: jax.Array
+    ) -> tuple[Any, jax.Array, jax.Array]:
         """Run one epoch over host arrays; returns (state, losses, correct) like the device epoch."""
         batch_indices, keys = self.plan(key)
         batch_indices = host_value(batch_indices)

@@ -68,7 +68,7 @@ class StopRequests:
                  else "finishing this epoch and saving a checkpoint")
         print(f"\n{self.signal_name} received: {doing} (send it again to stop at once)", flush=True)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 

@@ -114,7 +114,7 @@ def resolve_dtype(name: str, platform: str) -> str:
     return name
 
 
-def scan_epochs(epoch_loop: str, mesh) -> bool:
+def scan_epochs(epoch_loop: str, mesh: jax.sharding.Mesh) -> bool:
     """Whether a whole epoch runs in one lax.scan ('scan'), step by step ('steps'), or by device ('auto')."""
     if epoch_loop == "auto":
         return mesh.devices.flat[0].platform != "cpu"
@@ -134,7 +134,9 @@ class DeviceSplit:
     count: int
 
 
-def put_split(split: Split, eval_batch_size: int, sharding, *, on_device: bool = True) -> DeviceSplit:
+def put_split(
+    split: Split, eval_batch_size: int, sharding: jax.sharding.Sharding, *, on_device: bool = True
+) -> DeviceSplit:
     """Copy a split's uint8 images to the device once (`on_device`), or keep them on the host."""
     if split.images is None:
         return DeviceSplit(None, np.asarray(split.labels), tuple(split.ids), None, len(split.labels))

@@ -1,4 +1,4 @@
-"""Pure, jit-able epoch functions: a whole training epoch in one `lax.scan`, and evaluation."""
+"""Pure, jit-able training and evaluation functions: an epoch in one `lax.scan`, or step by step (SteppedEpoch)."""
 
 from __future__ import annotations
 
@@ -127,7 +127,9 @@ class SteppedEpoch:
     def __init__(self, plan: Callable, step: Callable):
         self.plan, self.step = plan, step
 
-    def __call__(self, state: TrainState, images: jax.Array, labels: jax.Array, key: jax.Array):
+    def __call__(
+        self, state: TrainState, images: jax.Array, labels: jax.Array, key: jax.Array
+    ) -> tuple[TrainState, jax.Array, jax.Array]:
         """Run one epoch; returns (state, losses, correct) like the scanned epoch."""
         batch_indices, keys = self.plan(key)
         losses, correct = [], []

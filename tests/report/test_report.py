@@ -334,14 +334,16 @@ def test_the_figure_draws_a_rows_ci_over_its_patients_where_it_has_one(tmp_path,
         self, x, y, yerr=yerr, **kw))
     summary = summarize(collect_runs(tmp_path))
     accuracy_vs_time(summary, tmp_path / "figure.png")
-    for row, (y, yerr) in zip(summary.rows, drawn):
+    for row, (y, yerr) in zip(summary.rows, drawn, strict=True):
         kind = "group_ci95" if row["name"] == "grouped" else "ci95"
         assert (y - yerr[0][0], y + yerr[1][0]) == pytest.approx(
             (row[f"test_accuracy_{kind}_low_pct"], row[f"test_accuracy_{kind}_high_pct"]))
     bars = []
-    monkeypatch.setattr(Axes, "bar", lambda self, x, heights, yerr=None, **kw: bars.append((heights, yerr)))
+    bar = Axes.bar
+    monkeypatch.setattr(Axes, "bar", lambda self, x, heights, yerr=None, **kw: bars.append((heights, yerr)) or bar(
+        self, x, heights, yerr=yerr, **kw))
     per_class_recall(summary, tmp_path / "recall.png")  # each class's recall over the slides holding its tiles
-    for row, table, (heights, yerr) in zip(summary.rows, summary.per_class, bars):
+    for row, table, (heights, yerr) in zip(summary.rows, summary.per_class, bars, strict=True):
         key = "recall_ci_groups" if row["name"] == "grouped" else "recall_ci"
         drawn_intervals = [(h - below, h + above) for h, below, above in zip(heights, yerr[0], yerr[1])]
         assert np.ravel(drawn_intervals) == pytest.approx(np.ravel([values[key] for values in table.values()]))
