@@ -86,7 +86,7 @@ def read_state_dict(path: str | os.PathLike, only: str | None = None) -> dict[st
 
 
 def to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """A state_dict of torch tensors (or arrays) as float32/int numpy arrays, same keys."""
+    """A state_dict of torch tensors (or arrays) as numpy arrays of their dtypes (bfloat16 widened to float32)."""
     out = {}
     for key, value in state_dict.items():
         if hasattr(value, "detach"):

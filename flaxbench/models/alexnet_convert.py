@@ -22,10 +22,7 @@ def load_torchvision_state(model: AlexNet, state_dict: Mapping[str, np.ndarray])
 
     `classifier.1` needs no permutation: the model flattens in torch's NCHW order.
     """
-    # Copies: on CPU `jnp.asarray` aliases numpy memory, and these arrays may be views of live
-    # torch tensors that torch later updates in place.
-    owned = {key: np.array(value) for key, value in state_dict.items()}
-    mapper = StateDictMapper(owned, "alexnet")
+    mapper = StateDictMapper(state_dict, "alexnet")
     for index in FEATURE_CONVS:
         mapper.conv(model.features[index], f"features.{index}")
     for index in CLASSIFIER_LINEARS:

@@ -34,9 +34,7 @@ def _mbconv(mapper: StateDictMapper, block: MBConv, prefix: str) -> None:
 
 def load_torchvision_state(model: EfficientNet, state_dict: Mapping[str, np.ndarray]) -> None:
     """Copy a torchvision EfficientNet state_dict into `model` in place, checking every key."""
-    # Copy: on CPU jnp.asarray can alias a numpy buffer, and a torch state_dict's buffers change
-    # in place when torch trains; our model must not change with them.
-    mapper = StateDictMapper({key: np.array(value) for key, value in state_dict.items()}, model.arch)
+    mapper = StateDictMapper(state_dict, model.arch)
     last = len(model.features) - 1
     _conv_norm(mapper, model.features[0], "features.0")
     for stage_index in range(1, last):

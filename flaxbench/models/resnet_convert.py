@@ -15,10 +15,7 @@ TORCH_HEAD = "fc"
 
 def load_torchvision_state(model: ResNet, state_dict: Mapping[str, np.ndarray]) -> None:
     """Copy a torchvision ResNet state_dict into `model` in place; WeightsError names a bad key."""
-    # Copies: on CPU `jnp.asarray` aliases numpy memory, and these arrays may be views of live
-    # torch tensors (e.g. running stats that a torch train step updates in place).
-    owned = {key: np.array(value) for key, value in state_dict.items()}
-    mapper = StateDictMapper(owned, model.arch)
+    mapper = StateDictMapper(state_dict, model.arch)
     mapper.conv(model.conv1, "conv1")
     mapper.bn(model.bn1, "bn1")
     stages = {"layer1": model.layer1, "layer2": model.layer2, "layer3": model.layer3, "layer4": model.layer4}

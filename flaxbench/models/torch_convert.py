@@ -24,7 +24,8 @@ class StateDictMapper:
     """Hands out state_dict tensors by name and checks that every key is used exactly once."""
 
     def __init__(self, state_dict: Mapping[str, np.ndarray], arch: str):
-        # Copies: on CPU jnp.asarray may share memory with torch's buffers, which torch mutates.
+        # Copies (the converters' only ones): on CPU jnp.asarray may share memory with a numpy array, and these
+        # may be views of torch's buffers, which torch changes in place when it trains.
         self.tensors = {k: np.array(v, copy=True) for k, v in state_dict.items()}
         self.arch = arch
         self.used: set[str] = set()
