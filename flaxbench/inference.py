@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import jax
 import numpy as np
+import scipy.special
 from jax.sharding import Mesh
 
 from data_pipeline.parallel import in_groups
@@ -155,7 +156,7 @@ def ensemble_logits(member_logits: np.ndarray) -> np.ndarray:
     """The log of several runs' mean class probabilities from their logits (runs, n, classes); one run's as they are."""
     if len(member_logits) == 1:
         return member_logits[0]
-    return np.log(np.mean(np.exp(log_softmax(member_logits)), axis=0))
+    return scipy.special.logsumexp(log_softmax(member_logits), axis=0) - np.log(len(member_logits))
 
 
 def stream_member_logits(runs: Sequence[TrainedRun], tiles: Iterable[tuple[Key, np.ndarray]], where: str, *,
