@@ -51,9 +51,8 @@ def _build_without_init(name: str, num_classes: int, *, seed: int = 0, **options
 
 
 @pytest.fixture(autouse=True)
-def fast_loading(monkeypatch):
-    """load_torchvision builds without random init, and B4 without dropout / stochastic depth."""
-    monkeypatch.setattr(weights, "build_model", _build_without_init)
+def no_randomness(monkeypatch):
+    """load_torchvision builds B4 without dropout / stochastic depth (it builds without a random init anyway)."""
     monkeypatch.setitem(weights.PRETRAINED_OPTIONS, STUDY_ARCH, NO_RANDOMNESS)
 
 
