@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import jax
 import ml_collections
@@ -107,6 +108,27 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def flaxbench_version() -> str:
+    """flaxbench's version, with the git commit of its checkout where it runs from one: '0.1.0+g1a2b3c4d5e6f'
+    (and '.dirty' where tracked files differ from that commit), so that a run names the code that made it."""
+    import subprocess
+
+    from flaxbench import __version__
+
+    checkout = Path(__file__).resolve().parent.parent
+    git = ["git", "-C", str(checkout)]
+    try:
+        top, commit = subprocess.run([*git, "rev-parse", "--show-toplevel", "--short=12", "HEAD"],
+                                     capture_output=True, text=True, timeout=10, check=True).stdout.split()
+        if Path(top).resolve() != checkout:  # installed inside another project's repository
+            return __version__
+        changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", "flaxbench",
+                                  "data_pipeline"], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, ValueError, subprocess.SubprocessError):  # no git, or not a checkout (an installed wheel)
+        return __version__
+    return f"{__version__}+g{commit}" + (".dirty" if changed.strip() else "")
 
 
 def to_device(array: np.ndarray, sharding: NamedSharding) -> jax.Array:

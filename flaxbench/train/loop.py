@@ -13,7 +13,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from flaxbench import __version__
 from flaxbench.calibration import fit_temperature, temperature_scaled_metrics
 from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.class_intervals import wilson_interval
@@ -23,7 +22,8 @@ from flaxbench.evaluation import format_metrics, split_metrics
 from flaxbench.group_intervals import group_fields, group_pattern, predictions_group_interval
 from flaxbench.results import RESULTS_FORMAT, write_json_atomic
 from flaxbench.runtime import (
-    any_process, describe_devices, enable_determinism, is_main_process, library_versions, sync_processes,
+    any_process, describe_devices, enable_determinism, flaxbench_version, is_main_process, library_versions,
+    sync_processes,
 )
 from flaxbench.seen_tiles import check_same_pixels, save_tile_digests
 from flaxbench.tensorboard import EpochWriter
@@ -365,7 +365,7 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "history": history,
         "test_predictions": test["predictions"],
         "skipped_files": list(run.dataset.skipped_files),
-        "flaxbench_version": __version__,
+        "flaxbench_version": flaxbench_version(),  # with the commit of a git checkout
         "versions": library_versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
