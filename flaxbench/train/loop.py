@@ -190,8 +190,10 @@ def train_and_evaluate(
             log(f"removed {', '.join(path.name for path in evaluated)}: evaluations of checkpoints that training "
                 "goes on to replace (evaluate again once it ends)")
     log(data_line(run.dataset, run.data_load_time_s))
+    devices = int(run.mesh.devices.size)
+    shares = f", batch {spec.train.batch_size} as {spec.train.batch_size // devices} a device" if devices > 1 else ""
     log(f"{spec.name}: {count_params(state.params):,} params, compiled in {run.compile_time_s:.1f} s on "
-        f"{describe_devices(run.mesh)}{cache_note(run.compile_cache_hits, run.compile_cache_misses)}")
+        f"{describe_devices(run.mesh)}{shares}{cache_note(run.compile_cache_hits, run.compile_cache_misses)}")
     if spec.train.warmup_epochs >= spec.train.epochs:
         logging.warning("spec.train.warmup_epochs=%g is not shorter than spec.train.epochs=%d: the learning rate "
                         "rises over the whole run and reaches spec.train.learning_rate only at its last step; "

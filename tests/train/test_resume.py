@@ -197,6 +197,7 @@ def test_a_run_resumed_on_other_devices_says_so_and_records_each_start(tmp_path)
     args = [*ARGS, "--spec.train.epochs=2", f"--workdir={tmp_path}"]
     first = run_cli(*args, "--spec.mesh.data=2", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert first.returncode == 0, first.stderr
+    assert " x2, batch 8 as 4 a device" in first.stdout
     (tmp_path / "results.json").unlink()  # as if stopped after its last checkpoint
     resumed = run_cli(*args, "--spec.mesh.data=-1")  # where the work runs, not another spec
     assert resumed.returncode == 0, resumed.stderr
