@@ -198,12 +198,13 @@ def test_a_run_resumed_on_other_devices_says_so_and_records_each_start(tmp_path)
     first = run_cli(*args, "--spec.mesh.data=2", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert first.returncode == 0, first.stderr
     assert " x2, batch 8 as 4 a device" in first.stdout
-    (tmp_path / "results.json").unlink()  # as if stopped after its last checkpoint
+    (tmp_path / "results.json").unlink()  # as if stopped after epoch 1
+    shutil.rmtree(tmp_path / "checkpoints" / LAST / "2")
     resumed = run_cli(*args, "--spec.mesh.data=-1")  # where the work runs, not another spec
     assert resumed.returncode == 0, resumed.stderr
-    assert "epochs up to 2 ran on cpu:" in resumed.stdout and "x2 and the rest run on cpu:" in resumed.stdout
+    assert "epochs up to 1 ran on cpu:" in resumed.stdout and "x2 and the rest run on cpu:" in resumed.stdout
     results = json.loads((tmp_path / "results.json").read_text())
-    assert [(start["first_epoch"], start["num_devices"]) for start in results["device_starts"]] == [(1, 2), (3, 1)]
+    assert [(start["first_epoch"], start["num_devices"]) for start in results["device_starts"]] == [(1, 2), (2, 1)]
     # evaluation spreads over the devices there are, though 3 do not divide the training batch of 8
     evaluated = run_cli("evaluate", f"--workdir={tmp_path}", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
     assert evaluated.returncode == 0, evaluated.stderr
