@@ -148,6 +148,12 @@ def train_and_evaluate(
         # A resume restores its params: the initial weights (an ImageNet download, a .pth) are not needed.
         run = build_run(spec, dataset, load_weights=not resuming,
                         listed=listed_data_check(workdir, RESUME_REMEDY) if resuming else None)
+        data = data_record(run.dataset, run.splits)
+        if resuming:
+            check_same_data(workdir, data, RESUME_REMEDY)
+            if run.dataset.tile_digests is not None:
+                ids = {name: getattr(run.dataset, name).ids for name in ("train", "val", "test")}
+                check_same_pixels(workdir, run.dataset.tile_digests, ids, run.dataset.source, RESUME_REMEDY)
         state = run.initial_state()
         # Compiled before the workdir is claimed: a model that cannot trace on these tiles leaves the
         # finished run there (--overwrite) untouched. A resumed state has this one's shapes and shardings.
@@ -158,12 +164,6 @@ def train_and_evaluate(
         raise
     if dataset is not None:
         run.data_load_time_s = data_load_time_s
-    data = data_record(run.dataset, run.splits)
-    if resuming:
-        check_same_data(workdir, data, RESUME_REMEDY)
-        if run.dataset.tile_digests is not None:
-            ids = {name: getattr(run.dataset, name).ids for name in ("train", "val", "test")}
-            check_same_pixels(workdir, run.dataset.tile_digests, ids, run.dataset.source, RESUME_REMEDY)
     if is_main_process():
         claim_workdir(workdir, spec, overwrite=overwrite)
         write_json_atomic(workdir / "data.json", data)

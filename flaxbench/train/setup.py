@@ -282,7 +282,8 @@ def build_run(
     scan = scan_epochs(cfg.epoch_loop, mesh)
     make_optimizer(cfg, 1, ())  # an unknown optimizer or schedule
     check_options(spec.model.name, dict(spec.model.options or {}))
-    check_model_builds(spec, spec.data.get("image_size"))
+    if train:  # (a run's saved options built when it trained; 0.4-2 s for the larger models on CPU)
+        check_model_builds(spec, spec.data.get("image_size"))
     check_class_weights(cfg.get("class_weights"))
     requested_placement = check_placement(cfg.get("data_placement"))
     check_select_by(cfg.get("select_by"))
