@@ -50,20 +50,12 @@ def load_spec_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
 
 
 def _load_saved_spec(path: Path) -> ml_collections.ConfigDict:
-    """A run's spec.json as a spec to run again: its lists back to the tuples specs/common.py holds."""
+    """A run's spec.json as a spec to run again (its lists back to the tuples specs/common.py holds)."""
     try:
         config = from_json(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise SpecError(f"'{path}' is not a spec.json a run wrote ({type(e).__name__}: {e})") from None
     if COMMON_SPEC.is_file():
-        common = _leaf_keys(load_spec_file(COMMON_SPEC))
-        for key, value in _leaf_keys(config).items():
-            if isinstance(value, list) and isinstance(common.get(key), tuple):
-                parent_path, _, leaf = key.rpartition(".")
-                parent = get_path(config, parent_path) if parent_path else config
-                with config.unlocked():
-                    del parent[leaf]
-                    parent[leaf] = tuple(value)
         conform_to(config, load_spec_file(COMMON_SPEC), path)
     return finalize(config, path)
 
@@ -81,8 +73,9 @@ def _leaf_keys(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def conform_to(config: ml_collections.ConfigDict, common: ml_collections.ConfigDict, path: str | os.PathLike) -> None:
-    """SpecError for a key of `config` that `common` lacks (a typo) or one it lacks of `common`'s; a whole number
-    where `common` holds a float becomes that float, so that an override may give one."""
+    """SpecError for a key of `config` that `common` lacks (a typo) or one it lacks of `common`'s. A whole number
+    where `common` holds a float becomes that float, and a list (JSON's) where it holds a tuple that tuple, so that
+    overrides may give what `common` takes."""
     ours, theirs = _leaf_keys(config), _leaf_keys(common)
     for key in ours:
         if key not in theirs:
@@ -100,12 +93,18 @@ def conform_to(config: ml_collections.ConfigDict, common: ml_collections.ConfigD
             "in specs/ do: c = common.get_config()"
         )
     for key, value in ours.items():
-        if isinstance(theirs[key], float) and isinstance(value, int) and not isinstance(value, bool):
-            parent_path, _, leaf = key.rpartition(".")
-            parent = get_path(config, parent_path) if parent_path else config
-            with config.unlocked():
-                del parent[leaf]
-                parent[leaf] = float(value)
+        like = theirs[key]
+        if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(like, tuple) and isinstance(value, list):
+            value = tuple(value)
+        else:
+            continue
+        parent_path, _, leaf = key.rpartition(".")
+        parent = get_path(config, parent_path) if parent_path else config
+        with config.unlocked():  # a field keeps its first type: replaced, not assigned
+            del parent[leaf]
+            parent[leaf] = value
 
 
 def finalize(config: ml_collections.ConfigDict, path: str | os.PathLike | None) -> ml_collections.ConfigDict:
