@@ -254,7 +254,8 @@ def main(argv: list[str]) -> None:
     except OSError as e:
         if e.errno not in UNWRITABLE or e.filename is None:
             raise
-        print(f"error: cannot write '{e.filename}' ({e.strerror}); {WHERE_TO_WRITE[command]}", file=sys.stderr)
+        # EACCES and EPERM may come from a read as well: the line names the file and the reason as they are
+        print(f"error: '{e.filename}': {e.strerror}; {WHERE_TO_WRITE[command]}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C while loading or compiling, or a second one during an epoch
         print("stopped by Ctrl-C; epochs saved before it are kept: the same command resumes from the last "
