@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
+from ml_collections import config_dict
 
 from flaxbench.errors import SpecError
 
@@ -94,17 +95,29 @@ def conform_to(config: ml_collections.ConfigDict, common: ml_collections.ConfigD
         )
     for key, value in ours.items():
         like = theirs[key]
+        parent_path, _, leaf = key.rpartition(".")
+        parent = get_path(config, parent_path) if parent_path else config
         if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         elif isinstance(like, tuple) and isinstance(value, list):
             value = tuple(value)
+        elif value is None and like is None and _untyped(parent, leaf):  # a plain None where common has a type
+            typed = get_path(common, parent_path) if parent_path else common
+            value = config_dict.placeholder(typed.get_ref(leaf).get_type())
         else:
             continue
-        parent_path, _, leaf = key.rpartition(".")
-        parent = get_path(config, parent_path) if parent_path else config
         with config.unlocked():  # a field keeps its first type: replaced, not assigned
             del parent[leaf]
             parent[leaf] = value
+
+
+def _untyped(parent: ml_collections.ConfigDict, leaf: str) -> bool:
+    """Whether `parent.leaf` is a plain None, which takes any type (a placeholder has one)."""
+    try:
+        parent.get_ref(leaf)
+    except ValueError:  # ml_collections makes no reference to an untyped None
+        return True
+    return False
 
 
 def finalize(config: ml_collections.ConfigDict, path: str | os.PathLike | None) -> ml_collections.ConfigDict:
@@ -168,11 +181,16 @@ KIND_WORDS = {int: "a whole number", float: "a number", str: "a string"}  # a pl
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any] | Iterable[str]) -> None:
-    """Apply `{'train.epochs': 3}` or `['train.epochs=3']` overrides in place, type-checked."""
+    """Apply `{'train.epochs': 3}` or `['train.epochs=3']` overrides in place, type-checked (a dict given for a
+    section sets its keys; for spec.model.options it is the options)."""
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(config, overrides)
     for dotted, value in overrides.items():
-        get_path(config, dotted)  # raises on a misspelled key
+        current = get_path(config, dotted)  # raises on a misspelled key
+        if isinstance(current, ml_collections.ConfigDict) and isinstance(value, Mapping) and (
+                dotted not in FREE_SECTIONS):  # a dict for a section of fixed keys sets those keys
+            apply_overrides(config, {f"{dotted}.{key}": item for key, item in value.items()})
+            continue
         parent_path, _, leaf = dotted.rpartition(".")
         parent = get_path(config, parent_path) if parent_path else config
         try:

@@ -98,3 +98,14 @@ def get_config():
 """)
     with pytest.raises(SpecError, match=re.escape(needle)):
         load_spec_file(path)
+
+
+def test_a_saved_spec_keeps_the_types_of_its_none_keys_and_a_dict_sets_a_sections_keys(tmp_path):
+    spec = load_repo_spec("demo")
+    apply_overrides(spec, ["data.image_size=None"])
+    (tmp_path / "spec.json").write_text(to_json(spec))
+    saved = load_spec_file(tmp_path / "spec.json")
+    with pytest.raises(SpecError, match=re.escape("'spec.data.image_size' cannot take 32.0: it takes a whole number")):
+        apply_overrides(saved, ["data.image_size=32.0"])
+    apply_overrides(saved, ["data={'augment': (), 'image_size': 32}"])
+    assert saved.data.augment == () and saved.data.image_size == 32 and saved.data.source == spec.data.source
