@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,8 @@ def _train(args: list[str]) -> None:
         raise FlaxbenchError("--spec is required, e.g. python -m flaxbench --spec specs/demo.py")
     spec = finalize(LOADED_SPEC["config"], FLAGS.spec)
     train_and_evaluate(spec, FLAGS.workdir or f"runs/{spec.name}", overwrite=FLAGS.overwrite)
+    for finished in (signal.SIGINT, signal.SIGTERM):  # the run is complete: nothing left that a stop could save
+        signal.signal(finished, signal.SIG_IGN)
 
 
 def _evaluate(args: list[str]) -> None:

@@ -189,7 +189,7 @@ def test_a_run_folder_that_cannot_be_written_is_one_line_naming_where_to_write(t
         evaluated = run_cli("evaluate", f"--workdir={run}")
         reported = run_cli("report", str(run))
         elsewhere = run_cli("report", str(run), f"--out={tmp_path / 'report'}")
-    assert_one_line_error(evaluated, str(run), "copy the run somewhere writable")
+    assert_one_line_error(evaluated, str(run / "eval_test.json"), "copy the run somewhere writable")
     assert_one_line_error(reported, str(run), "give --out a writable folder")
     assert elsewhere.returncode == 0, elsewhere.stderr
 
