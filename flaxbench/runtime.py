@@ -118,7 +118,7 @@ def flaxbench_version() -> str:
     from flaxbench import __version__
 
     checkout = Path(__file__).resolve().parent.parent
-    git = ["git", "-C", str(checkout)]
+    git = ["git", "-c", "safe.directory=*", "-C", str(checkout)]  # a checkout another user owns (a container's mount)
     try:
         top, commit = subprocess.run([*git, "rev-parse", "--show-toplevel", "--short=12", "HEAD"],
                                      capture_output=True, text=True, timeout=10, check=True).stdout.split()

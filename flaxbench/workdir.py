@@ -142,13 +142,50 @@ def claim_workdir(workdir: Path, spec: ml_collections.ConfigDict, *, overwrite: 
     In a multi-process run only the main process calls this.
     """
     if overwrite:
-        stale = [*RUN_OUTPUTS, *REPORT_OUTPUTS]  # a report of the run replaced would stay beside the new one
-        for target in [*(workdir / name for name in stale), *workdir.glob("eval_*.json")]:
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        # Set aside, not deleted, until the new run has an epoch of its own (`forget_replaced`): a run that
+        # fails before that gets them back (`restore_replaced`). Set aside already: a failed replacement's.
+        keep = workdir / REPLACED
+        kept_before = keep.exists()
+        for target in _outputs(workdir):
+            if kept_before:
+                _remove(target)
+            else:
+                (keep / target.relative_to(workdir)).parent.mkdir(parents=True, exist_ok=True)
+                target.rename(keep / target.relative_to(workdir))
+        keep.mkdir(exist_ok=True)
     write_text_atomic(workdir / "spec.json", to_json(spec))
+
+
+REPLACED = ".replaced"  # the outputs of the run --overwrite replaces, until the new one has trained an epoch
+
+
+def _outputs(workdir: Path) -> list[Path]:
+    """The outputs of a run in `workdir` that exist: RUN_OUTPUTS, a report written there, evaluations."""
+    stale = [*RUN_OUTPUTS, *REPORT_OUTPUTS]  # a report of the run replaced would stay beside the new one
+    return [target for target in [*(workdir / name for name in stale), *workdir.glob("eval_*.json")]
+            if target.exists() or target.is_symlink()]
+
+
+def _remove(target: Path) -> None:
+    shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+
+
+def forget_replaced(workdir: Path) -> None:
+    """Delete the replaced run's outputs, once the run replacing it has saved an epoch."""
+    if (workdir / REPLACED).is_dir():
+        shutil.rmtree(workdir / REPLACED)
+
+
+def restore_replaced(workdir: Path) -> None:
+    """Put the replaced run's outputs back, in place of those of the run that failed before its first epoch."""
+    keep = workdir / REPLACED
+    if not keep.is_dir():
+        return
+    for target in _outputs(workdir):
+        _remove(target)
+    for kept in keep.iterdir():
+        kept.rename(workdir / kept.name)
+    keep.rmdir()
 
 
 def _split_record(splits: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,10 @@ from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
 from flaxbench.train.spec_checks import SELECT_BY
 from flaxbench.train.state import TrainState, count_params
 from flaxbench.weights import INIT_PLACEHOLDER, init_in_words
-from flaxbench.workdir import check_same_data, check_workdir, claim_workdir, data_record, listed_data_check
+from flaxbench.workdir import (
+    REPLACED, check_same_data, check_workdir, claim_workdir, data_record, forget_replaced, listed_data_check,
+    restore_replaced,
+)
 
 RESUME_REMEDY = "restore the data as it was, or start the run over with --overwrite"
 
@@ -107,11 +110,15 @@ def _progress(meta: dict[str, Any] | None) -> dict[str, Any]:
     return {**fresh, **(meta or {})}
 
 
-def _record_start(progress: dict[str, Any], mesh: Any, log: Callable[[str], None]) -> None:
-    """Add this start's devices to `progress["starts"]`; warn where a resumed run's earlier epochs ran on others."""
+def _record_start(progress: dict[str, Any], mesh: Any, version: str, log: Callable[[str], None]) -> None:
+    """Add this start's devices and flaxbench `version` to `progress["starts"]`; warn where a resumed run's earlier
+    epochs ran on other devices or code."""
     start = {"first_epoch": progress["epoch"] + 1, "device": describe_devices(mesh),
-             "num_devices": int(mesh.devices.size)}
+             "num_devices": int(mesh.devices.size), "flaxbench_version": version}
     before = progress["starts"][-1] if progress["starts"] else None
+    if before is not None and before.get("flaxbench_version", version) != version:
+        log(f"warning: epochs up to {progress['epoch']} ran with flaxbench {before['flaxbench_version']} and the rest "
+            f"run with {version} (results.json's device_starts says so; --overwrite starts over with this code)")
     if before is not None and before["device"] != start["device"]:
         log(f"warning: epochs up to {progress['epoch']} ran on {before['device']} and the rest run on "
             f"{start['device']}: the run's times mix the two, and its numbers may differ from a run on either "
@@ -141,6 +148,7 @@ def train_and_evaluate(
     or benchmarks; `data_load_time_s` is how long loading it took, if it was loaded for this run.
     """
     enable_determinism(spec.train.deterministic)
+    version = flaxbench_version()  # the code as this run starts, not as it may be when it ends
     is_new = not Path(workdir).exists()
     workdir = check_workdir(workdir, spec, overwrite=overwrite)
     resuming = not overwrite and _has_checkpoint(workdir / "checkpoints" / LAST)
@@ -164,68 +172,77 @@ def train_and_evaluate(
         raise
     if dataset is not None:
         run.data_load_time_s = data_load_time_s
-    if is_main_process():
-        claim_workdir(workdir, spec, overwrite=overwrite)
-        write_json_atomic(workdir / "data.json", data)
-        if run.dataset.tile_digests is not None:  # for evaluate --external and predict to find the run's tiles
-            save_tile_digests(workdir, run.dataset.tile_digests, run.dataset.tile_hashes)
-    sync_processes("flaxbench: workdir ready")  # the main process has cleared it (--overwrite)
-    ckpts = RunCheckpoints(workdir / "checkpoints")
-    restored = ckpts.restore(LAST, state)
-    if resuming and restored is None:
-        raise WorkdirError(f"no checkpoint in '{workdir / 'checkpoints' / LAST}' is readable, so the run cannot "
-                           "resume; start it over with --overwrite")
-    progress = _progress(restored[1] if restored else None)
-    if restored:
-        state = restored[0]
-        ckpts.match_best(progress["epoch"], state, progress)
-        log(f"resuming {spec.name} from epoch {progress['epoch']} ({workdir / 'checkpoints' / LAST})")
-    patience = spec.train.get("early_stopping_patience")
-    if progress["epoch"] < spec.train.epochs and not _out_of_patience(progress, patience):  # epochs to train
-        _record_start(progress, run.mesh, log)
-        evaluated = sorted(workdir.glob("eval_*.json")) if restored and is_main_process() else []
-        for path in evaluated:  # `evaluate` of the unfinished run: its checkpoints are about to change
-            path.unlink()
-        if evaluated:
-            log(f"removed {', '.join(path.name for path in evaluated)}: evaluations of checkpoints that training "
-                "goes on to replace (evaluate again once it ends)")
-    log(data_line(run.dataset, run.data_load_time_s))
-    devices = int(run.mesh.devices.size)
-    shares = f", batch {spec.train.batch_size} as {spec.train.batch_size // devices} a device" if devices > 1 else ""
-    log(f"{spec.name}: {count_params(state.params):,} params, compiled in {run.compile_time_s:.1f} s on "
-        f"{describe_devices(run.mesh)}{shares}{cache_note(run.compile_cache_hits, run.compile_cache_misses)}")
-    if spec.train.warmup_epochs >= spec.train.epochs:
-        logging.warning("spec.train.warmup_epochs=%g is not shorter than spec.train.epochs=%d: the learning rate "
-                        "rises over the whole run and reaches spec.train.learning_rate only at its last step; "
-                        "use fewer warmup epochs", spec.train.warmup_epochs, spec.train.epochs)
-    with StopRequests() as stop, EpochWriter(workdir, enabled=is_main_process()) as board:
-        for epoch in range(progress["epoch"] + 1, spec.train.epochs + 1):
-            if _out_of_patience(progress, patience):  # checked first, so a resumed run stops where it did
-                log(f"stopping early: validation has not improved for {patience} epochs (best: epoch "
-                    f"{progress['best']['epoch']})")
-                break
-            state, entry = _run_epoch(run, state, epoch, progress, ckpts)
-            board.write(entry)
-            mean_epoch_s = progress["train_time_s"] / len(progress["history"])
-            log(_epoch_line(entry, spec.train.epochs, (spec.train.epochs - epoch) * mean_epoch_s))
-            # Every process stops after the same epoch, or the others would wait in its collectives.
-            if any_process(stop.signal_name is not None) and epoch < spec.train.epochs:
-                ckpts.wait()
-                raise Interrupted(stop.signal_name or "a stop request to another process", epoch, workdir)
-        stop.testing = True
-        ckpts.wait()
-        results = _final_results(run, state, ckpts, progress, workdir)
-        ckpts.close()
+    try:
         if is_main_process():
-            write_json_atomic(workdir / "results.json", results)
-    log(format_metrics(spec.name, "test", {
-        "accuracy": results["test_accuracy"], "loss": results["test_loss"],
-        "macro_f1": results["macro_f1"], "balanced_accuracy": results["balanced_accuracy"],
-        "accuracy_ci": wilson_interval(results["test_accuracy"], len(results["test_predictions"]["ids"])),
-        **group_fields(predictions_group_interval(results["test_predictions"], group_pattern(
-            spec.data.get("group_by"), results.get("shared_groups")))),
-    }, synthetic=bool(run.dataset.synthetic))
-        + f"  (best epoch {results['evaluated_checkpoint']['epoch']}; train {results['train_time_s']:.1f} s)")
+            claim_workdir(workdir, spec, overwrite=overwrite)
+            write_json_atomic(workdir / "data.json", data)
+            if run.dataset.tile_digests is not None:  # for evaluate --external and predict to find the run's tiles
+                save_tile_digests(workdir, run.dataset.tile_digests, run.dataset.tile_hashes)
+        sync_processes("flaxbench: workdir ready")  # the main process has cleared it (--overwrite)
+        ckpts = RunCheckpoints(workdir / "checkpoints")
+        restored = ckpts.restore(LAST, state)
+        if resuming and restored is None:
+            raise WorkdirError(f"no checkpoint in '{workdir / 'checkpoints' / LAST}' is readable, so the run cannot "
+                               "resume; start it over with --overwrite")
+        progress = _progress(restored[1] if restored else None)
+        if restored:
+            state = restored[0]
+            ckpts.match_best(progress["epoch"], state, progress)
+            log(f"resuming {spec.name} from epoch {progress['epoch']} ({workdir / 'checkpoints' / LAST})")
+        patience = spec.train.get("early_stopping_patience")
+        if progress["epoch"] < spec.train.epochs and not _out_of_patience(progress, patience):  # epochs to train
+            _record_start(progress, run.mesh, version, log)
+            evaluated = sorted(workdir.glob("eval_*.json")) if restored and is_main_process() else []
+            for path in evaluated:  # `evaluate` of the unfinished run: its checkpoints are about to change
+                path.unlink()
+            if evaluated:
+                log(f"removed {', '.join(path.name for path in evaluated)}: evaluations of checkpoints that training "
+                    "goes on to replace (evaluate again once it ends)")
+        log(data_line(run.dataset, run.data_load_time_s))
+        devices = int(run.mesh.devices.size)
+        batch = spec.train.batch_size
+        shares = f", batch {batch} as {batch // devices} a device" if devices > 1 else ""
+        log(f"{spec.name}: {count_params(state.params):,} params, compiled in {run.compile_time_s:.1f} s on "
+            f"{describe_devices(run.mesh)}{shares}{cache_note(run.compile_cache_hits, run.compile_cache_misses)}")
+        if spec.train.warmup_epochs >= spec.train.epochs:
+            logging.warning("spec.train.warmup_epochs=%g is not shorter than spec.train.epochs=%d: the learning rate "
+                            "rises over the whole run and reaches spec.train.learning_rate only at its last step; "
+                            "use fewer warmup epochs", spec.train.warmup_epochs, spec.train.epochs)
+        with StopRequests() as stop, EpochWriter(workdir, enabled=is_main_process()) as board:
+            for epoch in range(progress["epoch"] + 1, spec.train.epochs + 1):
+                if _out_of_patience(progress, patience):  # checked first, so a resumed run stops where it did
+                    log(f"stopping early: validation has not improved for {patience} epochs (best: epoch "
+                        f"{progress['best']['epoch']})")
+                    break
+                state, entry = _run_epoch(run, state, epoch, progress, ckpts)
+                if is_main_process() and (workdir / REPLACED).exists():  # the new run has an epoch on disk
+                    ckpts.wait()
+                    forget_replaced(workdir)
+                board.write(entry)
+                mean_epoch_s = progress["train_time_s"] / len(progress["history"])
+                log(_epoch_line(entry, spec.train.epochs, (spec.train.epochs - epoch) * mean_epoch_s))
+                # Every process stops after the same epoch, or the others would wait in its collectives.
+                if any_process(stop.signal_name is not None) and epoch < spec.train.epochs:
+                    ckpts.wait()
+                    raise Interrupted(stop.signal_name or "a stop request to another process", epoch, workdir)
+            stop.testing = True
+            ckpts.wait()
+            results = _final_results(run, state, ckpts, progress, workdir)
+            ckpts.close()
+            if is_main_process():
+                write_json_atomic(workdir / "results.json", results)
+            log(format_metrics(spec.name, "test", {
+                "accuracy": results["test_accuracy"], "loss": results["test_loss"],
+                "macro_f1": results["macro_f1"], "balanced_accuracy": results["balanced_accuracy"],
+                "accuracy_ci": wilson_interval(results["test_accuracy"], len(results["test_predictions"]["ids"])),
+                **group_fields(predictions_group_interval(results["test_predictions"], group_pattern(
+                    spec.data.get("group_by"), results.get("shared_groups")))),
+            }, synthetic=bool(run.dataset.synthetic))
+                + f"  (best epoch {results['evaluated_checkpoint']['epoch']}; train {results['train_time_s']:.1f} s)")
+    except BaseException:
+        if is_main_process():
+            restore_replaced(workdir)  # a run --overwrite replaced, if this one failed before its first epoch
+        raise
     return results
 
 
@@ -367,7 +384,8 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "history": history,
         "test_predictions": test["predictions"],
         "skipped_files": list(run.dataset.skipped_files),
-        "flaxbench_version": flaxbench_version(),  # with the commit of a git checkout
+        # with the commit of a git checkout: the code of the last start that trained (each start's: device_starts)
+        "flaxbench_version": progress["starts"][-1].get("flaxbench_version", flaxbench_version()),
         "versions": library_versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

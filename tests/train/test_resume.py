@@ -69,7 +69,8 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, uninterrupt
     assert "resuming" in resumed.stdout
     results = json.loads((tmp_path / "results.json").read_text())
     assert comparable(results) == comparable(uninterrupted)
-    assert uninterrupted["device_starts"] == [{"first_epoch": 1, "device": results["device"], "num_devices": 1}]
+    assert uninterrupted["device_starts"] == [{"first_epoch": 1, "device": results["device"], "num_devices": 1,
+                                               "flaxbench_version": results["flaxbench_version"]}]
     first, resumed_at = results["device_starts"]  # the resume is recorded, on the same device
     assert first == uninterrupted["device_starts"][0] and resumed_at["device"] == results["device"]
     assert resumed_at["first_epoch"] >= 3
@@ -141,6 +142,23 @@ def test_a_resume_drops_evaluations_of_checkpoints_it_replaces_and_records_start
     assert [start["first_epoch"] for start in results["device_starts"]] == [1, 2]
 
 
+def test_a_run_resumed_with_other_code_says_so_and_records_each_starts_version(tmp_path, monkeypatch):
+    from flaxbench.train import loop
+
+    spec = tiny_spec(**{"train.epochs": 2})
+    train_and_evaluate(spec, tmp_path, log=lambda s: None)
+    (tmp_path / "results.json").unlink()
+    shutil.rmtree(tmp_path / "checkpoints" / LAST / "2")  # stopped after epoch 1
+    monkeypatch.setattr(loop, "flaxbench_version", lambda: "0.1.0+gcommitted1later")  # the checkout moved on
+    lines = []
+    results = train_and_evaluate(spec, tmp_path, log=lines.append)
+    first, second = results["device_starts"]
+    assert first["flaxbench_version"] != second["flaxbench_version"] == results["flaxbench_version"] == (
+        "0.1.0+gcommitted1later")
+    assert any(f"ran with flaxbench {first['flaxbench_version']} and the rest run with 0.1.0+gcommitted1later" in line
+               for line in lines)
+
+
 def test_ctrl_c_in_the_last_epoch_lets_the_run_finish(tmp_path):
     spec = tiny_spec(**{"train.epochs": 2})
     straight = train_and_evaluate(spec, tmp_path / "straight", log=lambda s: None)
@@ -180,6 +198,20 @@ def test_a_model_that_fails_to_compile_leaves_the_run_it_would_overwrite(tmp_pat
         train_and_evaluate(tiny_spec(**{"train.epochs": 2}), tmp_path, overwrite=True, log=lambda s: None)
     assert {path.name: path.read_bytes() for path in tmp_path.glob("*.json")} == finished
     assert (tmp_path / "checkpoints" / LAST / "1").is_dir()
+
+
+def test_a_run_that_fails_in_its_first_epoch_gives_back_the_run_it_would_overwrite(tmp_path):
+    from flaxbench.errors import TrainingError
+
+    train_and_evaluate(tiny_spec(**{"train.epochs": 1}), tmp_path, log=lambda s: None)
+    finished = {path.name: path.read_bytes() for path in tmp_path.glob("*.json")}
+    with pytest.raises(TrainingError, match="loss became"):
+        train_and_evaluate(tiny_spec(**{"train.learning_rate": 1e12}), tmp_path, overwrite=True, log=lambda s: None)
+    assert {path.name: path.read_bytes() for path in tmp_path.glob("*.json")} == finished
+    assert (tmp_path / "checkpoints" / LAST / "1").is_dir() and not (tmp_path / ".replaced").exists()
+    replaced = train_and_evaluate(tiny_spec(**{"train.epochs": 2}), tmp_path, overwrite=True, log=lambda s: None)
+    assert json.loads((tmp_path / "results.json").read_text())["history"] == replaced["history"]
+    assert len(replaced["history"]) == 2 and not (tmp_path / ".replaced").exists()
 
 
 @pytest.mark.parametrize("bad", ["file_parent", "proc"])
