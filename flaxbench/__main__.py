@@ -314,7 +314,7 @@ def _spec_arguments(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
 
 
 def check_spec_arguments(argv: list[str]) -> dict[str, Any]:
-    """Load the spec, apply the overrides (kept in LOADED_SPEC), so a bad file or key is one clear line; returns them."""
+    """Load the spec, apply the overrides (kept in LOADED_SPEC) and return them; a bad file or key is one line."""
     from flaxbench.spec import apply_overrides, load_spec_file, parse_overrides
 
     path, overrides, _ = _spec_arguments(argv)

@@ -163,7 +163,7 @@ def test_a_runs_spec_json_runs_it_again_to_the_same_numbers(tmp_path):
 
 @contextlib.contextmanager
 def unwritable(folder: Path):
-    """`folder` made unwritable for the block: mode 0555, or the immutable attribute for root, whom modes do not stop."""
+    """`folder` made unwritable for the block: mode 0555, or the immutable flag for root, whom modes do not stop."""
     root = os.geteuid() == 0
     if root and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
         pytest.skip(f"chattr cannot make '{folder}' immutable here")

@@ -238,7 +238,8 @@ def test_a_run_resumed_on_other_devices_says_so_and_records_each_start(tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     assert [(start["first_epoch"], start["num_devices"]) for start in results["device_starts"]] == [(1, 2), (2, 1)]
     # evaluation spreads over the devices there are, though 3 do not divide the training batch of 8
-    evaluated = run_cli("evaluate", f"--workdir={tmp_path}", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+    three = {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
+    evaluated = run_cli("evaluate", f"--workdir={tmp_path}", env=three)
     assert evaluated.returncode == 0, evaluated.stderr
     scores = json.loads((tmp_path / "eval_test.json").read_text())
     assert scores["accuracy"] == results["test_accuracy"] and len(scores["predictions"]["labels"]) == 36

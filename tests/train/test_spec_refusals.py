@@ -50,7 +50,8 @@ def test_numbers_that_cannot_train_are_refused_naming_the_key(tmp_path, override
     ({"train.deterministic": None}, "spec.train.deterministic=None must be True or False"),
     ({"model.init": None}, "spec.model.init=None must be"),
     ({"model.options": {"channels": (8,)}}, "convmodel cannot be built with"),
-    ({"model.name": "vit", "model.options": {"patch_size": 4, "image_size": 64}}, "options.image_size=64 but the tiles"),
+    ({"model.name": "vit", "model.options": {"patch_size": 4, "image_size": 64}},
+     "options.image_size=64 but the tiles"),
 ])
 def test_what_needs_no_tiles_is_refused_before_they_load(tmp_path, override, needle):
     # Loading a large tile folder takes minutes; a typo in the spec should not wait for it.
