@@ -223,7 +223,7 @@ HANDLERS = {"train": _train, "evaluate": _evaluate, "convert": _convert, "study"
 def main(argv: list[str]) -> None:
     """Dispatch to the command named by the first positional argument (default: train)."""
     from data_pipeline import DataError
-    from flaxbench.train.loop import Interrupted
+    from flaxbench.train.stops import Interrupted
 
     if not FLAGS["verbosity"].present:
         # Library INFO lines (JAX failing to find a TPU, orbax's saves) read like errors; -v 0 shows them.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +29,7 @@ from flaxbench.tensorboard import EpochWriter
 from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
 from flaxbench.train.spec_checks import SELECT_BY
 from flaxbench.train.state import TrainState, count_params
+from flaxbench.train.stops import Interrupted, StopRequests
 from flaxbench.weights import INIT_PLACEHOLDER, init_in_words
 from flaxbench.workdir import (
     REPLACED, check_same_data, check_workdir, claim_workdir, data_record, forget_replaced, listed_data_check,
@@ -37,43 +37,6 @@ from flaxbench.workdir import (
 )
 
 RESUME_REMEDY = "restore the data as it was, or start the run over with --overwrite"
-
-
-class Interrupted(Exception):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
-
-    def __init__(self, signal_name: str, epoch: int, workdir: Path):
-        super().__init__(signal_name, epoch, workdir)
-        self.signal_name, self.epoch, self.workdir = signal_name, epoch, workdir
-
-
-class StopRequests:
-    """Turns SIGINT/SIGTERM into a request to stop after the current epoch (a second one kills)."""
-
-    def __init__(self):
-        self.signal_name: str | None = None
-        self.previous: dict[int, Any] = {}
-        self.testing = False  # past the last epoch: a request lets the run finish
-
-    def __enter__(self) -> "StopRequests":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self.previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal_name is not None:
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-        doing = ("the epochs are done: testing the best one and writing results.json" if self.testing
-                 else "finishing this epoch and saving a checkpoint")
-        print(f"\n{self.signal_name} received: {doing} (send it again to stop at once)", flush=True)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 def _epoch_line(entry: dict[str, Any], epochs: int, eta_s: float) -> str:

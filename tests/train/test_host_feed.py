@@ -15,7 +15,8 @@ from data_pipeline import load_dataset
 from flaxbench.errors import SpecError
 from flaxbench.train import host_feed
 from flaxbench.train.evaluate import evaluate_workdir
-from flaxbench.train.loop import Interrupted, train_and_evaluate
+from flaxbench.train.loop import train_and_evaluate
+from flaxbench.train.stops import Interrupted
 from flaxbench.train.setup import build_run
 from tests.helpers import tiny_spec
 
