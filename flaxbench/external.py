@@ -39,7 +39,7 @@ from flaxbench.inference import (
     TrainedRun, check_center_crop, count_sizes, ensemble_logits, fitted_temperatures, load_trained_runs,
     read_data_info, resize_warning, stream_member_logits,
 )
-from flaxbench.results import write_json_atomic
+from flaxbench.results import check_can_write, write_json_atomic
 from flaxbench.runtime import is_main_process
 from flaxbench.seen_groups import seen_groups_record, seen_groups_warning, training_groups
 from flaxbench.seen_tiles import runs_in_words, tiles_seen_by
@@ -182,6 +182,8 @@ def evaluate_external(
     if target.exists() and not overwrite:
         raise WorkdirError(f"'{target}' already exists (an earlier external evaluation?); give another --out, or "
                            "add --overwrite to replace it")
+    if is_main_process():
+        check_can_write(target)  # before the tiles load and the runs score them, not after
     mapping = parse_class_map(class_map)
     where = f"'{path}'"
     folders = class_folder_names(path)

@@ -57,6 +57,21 @@ def _read_umask() -> int:
     return mask
 
 
+def check_can_write(path: str | Path) -> None:
+    """Fail at once, naming `path`, if no file can be made there; for work whose result it will hold, before the work.
+
+    The nearest folder that exists is tried (the write itself makes the missing ones).
+    """
+    folder = Path(path).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:  # named after the file meant, not the probe
+        raise OSError(e.errno, e.strerror, str(path)) from None
+
+
 UMASK = _read_umask()  # read once, at import, before any thread writes files (orbax's)
 
 

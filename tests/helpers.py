@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import ml_collections
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -56,3 +58,24 @@ def pooled_predictions(labels: np.ndarray, predicted_by_seed: list[np.ndarray], 
     counts = sum(np.eye(num_classes, dtype=int)[p] for p in predicted_by_seed)
     correct = sum((p == labels).astype(int) for p in predicted_by_seed)
     return correct, np.full(len(labels), len(predicted_by_seed)), labels, counts
+
+
+@contextlib.contextmanager
+def unwritable(folder: Path):
+    """`folder` made unwritable for the block: mode 0555, or the immutable flag for root, whom modes do not stop."""
+    root = os.geteuid() == 0
+    if root and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip(f"chattr cannot make '{folder}' immutable here")
+    if not root:
+        folder.chmod(0o555)
+    try:
+        try:
+            (folder / "probe").touch()
+        except OSError:
+            pass  # unwritable, as wanted
+        else:
+            (folder / "probe").unlink()
+            pytest.skip(f"'{folder}' could not be made unwritable here")
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True) if root else folder.chmod(0o755)

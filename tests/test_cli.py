@@ -1,6 +1,5 @@
 """The command line: one-line errors, exit codes, nothing overwritten."""
 
-import contextlib
 import json
 import os
 import shutil
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, SHARED_DATA, run_cli
+from tests.helpers import REPO, SHARED_DATA, run_cli, unwritable
 
 TINY = [
     "--spec=specs/demo.py", "--spec.data.synthetic_per_class=8", "--spec.data.image_size=16",
@@ -159,27 +158,6 @@ def test_a_runs_spec_json_runs_it_again_to_the_same_numbers(tmp_path):
     results = [json.loads((tmp_path / run / "results.json").read_text()) for run in ("first", "again")]
     assert results[0]["test_predictions"] == results[1]["test_predictions"]
     assert_one_line_error(run_cli(f"--spec={tmp_path / 'first' / 'data.json'}"), "has key 'classes'")
-
-
-@contextlib.contextmanager
-def unwritable(folder: Path):
-    """`folder` made unwritable for the block: mode 0555, or the immutable flag for root, whom modes do not stop."""
-    root = os.geteuid() == 0
-    if root and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-        pytest.skip(f"chattr cannot make '{folder}' immutable here")
-    if not root:
-        folder.chmod(0o555)
-    try:
-        try:
-            (folder / "probe").touch()
-        except OSError:
-            pass  # unwritable, as wanted
-        else:
-            (folder / "probe").unlink()
-            pytest.skip(f"'{folder}' could not be made unwritable here")
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(folder)], check=True) if root else folder.chmod(0o755)
 
 
 def test_a_run_folder_that_cannot_be_written_is_one_line_naming_where_to_write(tmp_path):

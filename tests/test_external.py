@@ -15,7 +15,7 @@ from data_pipeline import DataError
 from flaxbench.errors import WorkdirError
 from flaxbench.external import evaluate_external, external_filename, match_class_folders
 from flaxbench.train.evaluate import evaluate_workdir
-from tests.helpers import SHARED_DATA, run_cli
+from tests.helpers import SHARED_DATA, run_cli, unwritable
 
 KATHER = SHARED_DATA / "kather2016_sample"
 NCT = SHARED_DATA / "nct_crc_he_sample"
@@ -68,6 +68,17 @@ def test_renamed_test_tiles_score_as_the_runs_own_test_split(kather_run, renamed
     assert result["accuracy_without_seen"] is None
     err = capsys.readouterr().err
     assert "left out, not classes of the run: MUS" in err and "pixel-identical" not in err
+
+
+def test_a_result_that_cannot_be_written_fails_before_any_tile_is_scored(kather_run, renamed_test_tiles, tmp_path,
+                                                                          capsys):
+    folder, _, class_map = renamed_test_tiles
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with unwritable(locked), pytest.raises(OSError) as raised:
+        evaluate_external(kather_run, str(folder), class_map=class_map, out=locked / "sub" / "b.json")
+    assert raised.value.filename == str(locked / "sub" / "b.json")
+    assert "left out" not in capsys.readouterr().err  # said of the tiles once they are scored: none were
 
 
 def test_folders_named_as_the_run_classes_need_no_map_and_absent_classes_are_recorded(kather_run, tmp_path,

@@ -16,7 +16,7 @@ from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.errors import WorkdirError
 from flaxbench.evaluation import split_cis, split_metrics
 from flaxbench.group_intervals import group_pattern
-from flaxbench.results import write_json_atomic
+from flaxbench.results import check_can_write, write_json_atomic
 from flaxbench.runtime import is_main_process
 from flaxbench.seen_tiles import check_same_pixels
 from flaxbench.spec import from_json
@@ -57,6 +57,9 @@ def evaluate_workdir(
         raise WorkdirError(f"checkpoint '{which}' is unknown; use '{BEST}' or '{LAST}'")
     workdir = Path(workdir)
     spec = read_run_spec(workdir)
+    target = workdir / eval_filename(split, which, tta)
+    if is_main_process():
+        check_can_write(target)  # before the tiles load and the model runs, not after
     if batch_size:
         spec.train.eval_batch_size = batch_size
     saved_data = workdir / "data.json"
@@ -105,7 +108,7 @@ def evaluate_workdir(
         out.update(temperature=temperature, loss_temperature_scaled=scaled["loss"],
                    ece_temperature_scaled=scaled["ece"])
     if is_main_process():
-        write_json_atomic(workdir / eval_filename(split, which, tta), out)
+        write_json_atomic(target, out)
     return out
 
 
