@@ -1,10 +1,7 @@
 """The command line: one-line errors, exit codes, nothing overwritten."""
 
 import json
-import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
