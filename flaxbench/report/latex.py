@@ -28,6 +28,68 @@ def cell(markdown: str) -> str:
     return re.sub(r" ?\[(\d+)\]", r"\\textsuperscript{\1}", text)
 
 
+# Characters a line of a header or body cell holds before it wraps: the tables' natural width stays near a page's,
+# so \resizebox shrinks the type little or not at all.
+HEADER_WIDTH, CELL_WIDTH = 12, 22
+
+
+def _word_parts(word: str, width: int) -> list[str]:
+    """A word longer than a line of `width` characters, split after each '/' (a path) and '-', else the word."""
+    return re.findall(r".[^/-]*[/-]|.[^/-]*$", word) if len(word) > width else [word]
+
+
+def _atoms(markdown: str, width: int) -> list[tuple[str, str | None]]:
+    """(piece, what joins it to the one before: " ", "" where a line may break without a space, None where it may
+    not) of a Markdown cell: its words and `code` spans, one longer than `width` in parts."""
+    atoms: list[tuple[str, str | None]] = []
+    space = False
+    for k, part in enumerate(markdown.split("`")):
+        if k % 2:  # code: one piece, or a long path's parts, each in backticks
+            atoms += [(f"`{piece}`", "" if j else " " if space else None)
+                      for j, piece in enumerate(_word_parts(part, width))]
+            space = False
+            continue
+        for match in re.finditer(r"(\s*)(\S+)", part):
+            atoms += [(piece, "" if j else " " if space or match.group(1) else None)
+                      for j, piece in enumerate(_word_parts(match.group(2), width))]
+            space = False
+        space = part.endswith(" ") or (space and not part)
+    return atoms
+
+
+def wrapped(markdown: str, width: int, *, at_parentheses: bool = True) -> list[str]:
+    """A Markdown cell as lines of about `width` characters; a semicolon ends a line and, `at_parentheses`, an
+    opening parenthesis starts one (a value above its interval)."""
+    lines: list[str] = []
+    for atom, joint in _atoms(markdown, width):
+        if not lines:
+            lines.append(atom)
+            continue
+        joined = lines[-1] + (joint or "") + atom
+        if joint is not None and (lines[-1].endswith(";") or at_parentheses and joint and atom.startswith("(")
+                                  or len(joined.replace("`", "")) > width):
+            lines.append(atom)
+        else:
+            lines[-1] = joined
+    return lines or [""]
+
+
+def stacked(lines: list[str], align: str, vertical: str) -> str:
+    """LaTeX lines as one cell: a tabular within the cell where there are several."""
+    if len(lines) == 1:
+        return lines[0]
+    return (rf"\begin{{tabular}}[{vertical}]{{@{{}}{align}@{{}}}}" + r" \\ ".join(lines) + r"\end{tabular}")
+
+
+def _fewer_columns(headers: list[str], body: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """A per-class table (a line per row, a column per class) turned to a line per class where it has more classes
+    than rows, so that it is narrow enough to read."""
+    if len(headers) - 1 <= len(body):
+        return headers, body
+    return ["Class", *(line[0] for line in body)], [[name, *(line[k] for line in body)]
+                                                     for k, name in enumerate(headers[1:], start=1)]
+
+
 def latex(summary: Summary, runs_dir: Path) -> str:
     """report.tex: each table of report.md (the three, the per-class ones, the external test sets) in a table
     environment, the footnotes under them."""
@@ -45,19 +107,24 @@ def latex(summary: Summary, runs_dir: Path) -> str:
     tables = [(heading, [column.header for column in columns],
                [[column.render(row, footnotes) for column in columns] for row in summary.rows])
               for heading, columns in shown]
-    tables += [(f"Per class: {title}", headers, body) for title, headers, body in per_class_tables(summary)]
+    tables += [(f"Per class: {title}", *_fewer_columns(headers, body))
+               for title, headers, body in per_class_tables(summary)]
     if summary.external:
         tables.append(("External test sets", EXTERNAL_HEADERS, [external_cells(line) for line in summary.external]))
     for title, headers, body in tables:
         lines += ["", r"\begin{table}[htbp]", r"\centering", r"\caption{" + escape(title)
                   + (" (synthetic data)" if summary.synthetic else "") + "}",
-                  r"\resizebox{\textwidth}{!}{%",
+                  # shrunk to the line's width only where wider
+                  r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
                   r"\begin{tabular}{l" + "r" * (len(headers) - 1) + "}", r"\toprule",
-                  " & ".join(escape(header) for header in headers) + r" \\", r"\midrule"]
-        lines += [" & ".join(cell(text) for text in cells) + r" \\" for cells in body]
+                  " & ".join(stacked([cell(line) for line in wrapped(header, HEADER_WIDTH, at_parentheses=False)],
+                                     "r" if k else "l", "b") for k, header in enumerate(headers)) + r" \\",
+                  r"\midrule"]
+        lines += [" & ".join(stacked([cell(line) for line in wrapped(text, CELL_WIDTH)], "r" if k else "l", "t")
+                             for k, text in enumerate(cells)) + r" \\" for cells in body]
         lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
     if footnotes.texts:
-        lines += ["", r"\begin{itemize}"] + [rf"\item[\textsuperscript{{{k}}}] {escape(text)}."
+        lines += ["", r"\begin{itemize}", r"\sloppy"] + [rf"\item[\textsuperscript{{{k}}}] {escape(text)}."
                                             for k, text in enumerate(footnotes.texts, start=1)] + [r"\end{itemize}"]
     return "\n".join(lines) + "\n"
 

@@ -139,8 +139,8 @@ def test_a_rows_ensemble_on_external_tiles_is_a_line_with_its_runs_spread(tmp_pa
     tex = paths["tex"].read_text()
     assert r"\caption{External test sets (synthetic data)}" in tex
     assert tex.index("External test sets") > tex.index("Per class")
-    assert (r"\texttt{net\_3fold} & ensemble of 3 runs & \texttt{/data/other} & 9 & best & 70.0 (38.2--89.8); runs "
-            r"60.0 $\pm$ 5.0 & ") in tex
+    assert (r"\texttt{net\_3fold} & ensemble of 3 runs & \texttt{/data/other} & 9 & best & "
+            r"\begin{tabular}[t]{@{}r@{}}70.0 \\ (38.2--89.8); \\ runs 60.0 $\pm$ 5.0\end{tabular} & ") in tex
 
 
 def test_an_externals_balanced_accuracy_and_macro_auc_cis_are_computed_again_from_the_files_predictions(tmp_path):
