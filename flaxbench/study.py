@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any, Callable
 from flaxbench.errors import FlaxbenchError, out_of_memory_message
 from flaxbench.seen_tiles import check_same_pixels
 from flaxbench.spec import apply_overrides, load_spec_file
-from flaxbench.workdir import check_same_data, data_record, fold_run_dirs, spec_difference
+from flaxbench.results import write_json_atomic
+from flaxbench.workdir import FAILED_FILE, check_same_data, data_record, fold_run_dirs, spec_difference
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
 STUDY_ROWS = (
@@ -120,6 +122,9 @@ def run_study(
         raise FlaxbenchError("study takes --class-map, --center-crop and --group-by only with --external PATH (the "
                              "rows' own splits are grouped by spec.data.group_by)")
     workdir = Path(workdir)
+    if spec_files is not None and not all(str(path).strip() for path in spec_files):
+        raise FlaxbenchError(f"--specs has an empty entry ({','.join(map(str, spec_files))}); name each spec file "
+                             "once, comma-separated, e.g. --specs specs/resnet18.py,specs/vit_p15.py")
     specs = []
     for path in spec_files or default_spec_files():
         spec = load_spec_file(path)
@@ -152,6 +157,7 @@ def run_study(
             trained.append((tag, out))
             continue
         log(f"{tag}: training in {out}")
+        (out / FAILED_FILE).unlink(missing_ok=True)
         try:
             dataset = datasets.load(spec.data)
             result = train_and_evaluate(spec, out, dataset=dataset, data_load_time_s=datasets.load_time_s)
@@ -161,6 +167,9 @@ def run_study(
                 raise
             log(f"{tag}: FAILED: {message}")  # e.g. one model too large for the device: the others still run
             failures.append(f"{spec.name}: {message}")
+            if is_main_process():  # for the report, which lists the run as failed, not as never asked for
+                write_json_atomic(out / FAILED_FILE, {"name": spec.name, "seed": spec.seed,
+                                                      "fold": fold[0] if fold else None, "error": message})
             continue
         log(f"{tag}: test accuracy {100 * result['test_accuracy']:.1f}%, train {result['train_time_s']:.1f} s")
         trained.append((tag, out))
@@ -171,10 +180,14 @@ def run_study(
     else:
         external_failures = []
     paths = write_report(workdir) if is_main_process() and any(workdir.rglob("results.json")) else {}
+    if paths:
+        log(f"report: {paths['md']} (report.csv, .json, .tex and the figures beside it)")
     problems = []
     if failures:
         others = "the others are reported" if len(failures) < len(jobs) else "no row trained"
-        problems.append(f"{len(failures)} of {len(jobs)} study run(s) failed, {others}: " + " | ".join(failures))
+        times = collections.Counter(failures)  # a row failing alike in every fold or seed is said once
+        problems.append(f"{len(failures)} of {len(jobs)} study run(s) failed, {others}: " + " | ".join(
+            failure + (f" ({n} runs)" if n > 1 else "") for failure, n in times.items()))
     if external_failures:  # every run trained; a test on the external tiles did not
         problems.append(" | ".join(external_failures))
     if problems:

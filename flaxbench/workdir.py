@@ -19,6 +19,7 @@ from flaxbench.spec import to_json
 
 MIN_FREE_BYTES = 200 * 2**20  # checkpoints of the largest study row need about this much
 TILE_DIGESTS_FILE = "tile_digests.npz"  # each split's tile digests (flaxbench/seen_tiles.py)
+FAILED_FILE = "failed.json"  # a study run that failed: its error, until the study trains it again
 # what --overwrite clears, besides eval_<split>.json
 # What `report` writes (into a run's own folder by default, e.g. `report runs/x`), figures last.
 REPORT_FIGURES = ("accuracy_vs_time", "confusion_matrices", "training_curves", "per_class_recall", "roc_curves",

@@ -225,12 +225,29 @@ def test_a_row_out_of_memory_fails_alone_and_the_others_are_reported(spec_files,
     huge.write_text(ROW_SPEC.format(demo=str(REPO / "specs" / "demo.py"), name="tiny_huge", hidden=10**12,
                                     dropout=0.0))
     lines = []
+    earlier = tmp_path / "study" / "tiny_a" / "failed.json"  # an earlier study's failure of a row that trains now
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text('{"error": "an earlier failure"}')
     with pytest.raises(FlaxbenchError, match=r"1 of 2 study run\(s\) failed, the others are reported: "
                                              r"tiny_huge: out of memory \(RESOURCE_EXHAUSTED"):
         run_study([huge, spec_files[0]], tmp_path / "study", log=lines.append)
     assert any(line.startswith("[1/2] tiny_huge: FAILED: out of memory") for line in lines), lines
-    assert (tmp_path / "study" / "tiny_a" / "results.json").is_file()
+    assert lines[-1].startswith(f"report: {tmp_path / 'study' / 'report.md'}"), lines
+    assert (tmp_path / "study" / "tiny_a" / "results.json").is_file() and not earlier.exists()
     assert [row["name"] for row in read_report_rows(tmp_path / "study")] == ["tiny_a"]
+    # the failed row is named in the report, with its error, not left out as if never asked for
+    report = json.loads((tmp_path / "study" / "report.json").read_text())
+    assert report["unfinished_runs"] == ["tiny_huge"] and list(report["failed_runs"]) == ["tiny_huge"]
+    assert report["failed_runs"]["tiny_huge"].startswith("out of memory (RESOURCE_EXHAUSTED")
+    assert "Of these, 1 failed in the study (fix the cause and run it again): `tiny_huge`: out of memory" in (
+        tmp_path / "study" / "report.md").read_text()
+
+
+def test_an_empty_entry_in_the_study_specs_is_refused_naming_the_list(spec_files, tmp_path):
+    from flaxbench.study import run_study
+
+    with pytest.raises(FlaxbenchError, match=r"--specs has an empty entry \(.*tiny_a_spec.py,\)"):
+        run_study([spec_files[0], ""], tmp_path / "study")
 
 
 def test_tiles_read_from_a_new_folder_keep_finished_seeds_if_they_are_the_same(spec_files, tmp_path):

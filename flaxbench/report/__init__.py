@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from flaxbench.errors import FlaxbenchError
-from flaxbench.report.collect import collect_runs, find_unfinished_runs
+from flaxbench.report.collect import collect_runs, find_unfinished_runs, run_failure
 from flaxbench.report.figures import write_figures
 from flaxbench.report.latex import write_latex
 from flaxbench.report.summary import summarize
@@ -24,8 +24,10 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> dic
     """
     runs_dir = Path(runs_dir)
     out_dir = runs_dir if out_dir is None else Path(out_dir)
-    unfinished = tuple(str(path.relative_to(runs_dir)) for path in find_unfinished_runs(runs_dir))
-    summary = dataclasses.replace(summarize(collect_runs(runs_dir)), unfinished=unfinished)
+    unfinished = find_unfinished_runs(runs_dir)
+    failed = tuple((str(path.relative_to(runs_dir)), error) for path in unfinished if (error := run_failure(path)))
+    summary = dataclasses.replace(summarize(collect_runs(runs_dir)), failed=failed,
+                                  unfinished=tuple(str(path.relative_to(runs_dir)) for path in unfinished))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from flaxbench.errors import FlaxbenchError
-from flaxbench.workdir import TILE_DIGESTS_FILE, first_difference, without_tile_location
+from flaxbench.workdir import FAILED_FILE, TILE_DIGESTS_FILE, first_difference, without_tile_location
 
 RESULTS_FILENAME = "results.json"
 RESULTS_FORMAT = "flaxbench.results/1"
@@ -73,7 +73,8 @@ class RunGroup:
         if self.folds is None:
             return title
         folds_run = len({run.fold for run in self.runs})
-        return f"{title} ({self.folds}-fold CV{'' if folds_run == self.folds else f', {folds_run} folds run'})"
+        run = "" if folds_run == self.folds else f", {folds_run} fold{'s' if folds_run > 1 else ''} run"
+        return f"{title} ({self.folds}-fold CV{run})"
 
     @property
     def first_seed_runs(self) -> tuple[Run, ...]:
@@ -220,9 +221,20 @@ def find_results_files(runs_dir: str | Path) -> list[Path]:
 
 
 def find_unfinished_runs(runs_dir: str | Path) -> list[Path]:
-    """The run directories under `runs_dir` that hold a spec.json but no results.json: started, not finished."""
-    return sorted(spec.parent for spec in Path(runs_dir).rglob("spec.json")
-                  if spec.is_file() and not (spec.parent / RESULTS_FILENAME).is_file())
+    """The run directories under `runs_dir` that hold a spec.json or a study's failed.json but no results.json:
+    started, or asked for, and not finished."""
+    started = {found.parent for name in ("spec.json", FAILED_FILE) for found in Path(runs_dir).rglob(name)
+               if found.is_file()}
+    return sorted(run for run in started if not (run / RESULTS_FILENAME).is_file())
+
+
+def run_failure(run_dir: Path) -> str | None:
+    """The error a study recorded for the run in `run_dir` (its failed.json), or None."""
+    try:
+        error = json.loads((run_dir / FAILED_FILE).read_text(encoding="utf-8")).get("error")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(error) if error else None
 
 
 def _run_order(run: Run) -> tuple[int, bool, int, str]:

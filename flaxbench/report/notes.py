@@ -6,6 +6,16 @@ from flaxbench.metrics import ECE_BINS
 from flaxbench.report.summary import Summary, any_split_by_group
 
 
+def _failed_runs(summary: Summary) -> str:
+    """The errors of the unfinished runs a study saw fail, each with its runs, for the note on them."""
+    if not summary.failed:
+        return ""
+    runs_of: dict[str, list[str]] = {}
+    for path, error in summary.failed:
+        runs_of.setdefault(error, []).append(f"`{path}`")
+    return (f" Of these, {len(summary.failed)} failed in the study (fix the cause and run it again): "
+            + "; ".join(f"{', '.join(paths)}: {error.rstrip('.')}" for error, paths in runs_of.items()) + ".")
+
 def table_notes(summary: Summary) -> list[str]:
     """How each column is defined; printed under the Markdown table."""
     best = next(row for row in summary.rows if row["name"] == summary.best)
@@ -100,7 +110,7 @@ def table_notes(summary: Summary) -> list[str]:
         f"**Not in the tables**: {len(summary.unfinished)} run{'s' if len(summary.unfinished) > 1 else ''} "
         "without results.json (still training, interrupted or failed; resume with the same command): "
         + ", ".join(f"`{path}`" for path in summary.unfinished[:10]) + (", ..." if len(summary.unfinished) > 10 else "")
-        + ". A row of several seeds or folds is then the mean of those that finished.",
+        + ". A row of several seeds or folds is then the mean of those that finished." + _failed_runs(summary),
     ] if summary.unfinished else []) + ([
         f"**Not one device**: these rows were timed on different devices "
         f"({'; '.join(summary.devices)}): time cost, accuracy and loss per second, images/s and compile time "

@@ -61,6 +61,7 @@ class Summary:
     settings: list[dict[str, Any] | None]  # how each row was trained (report/settings.py), same order as rows
     per_class: list[dict[str, dict[str, Any]] | None]  # each row's `per_class` table, same order as rows
     unfinished: tuple[str, ...] = ()  # run directories without results.json (collect.find_unfinished_runs)
+    failed: tuple[tuple[str, str], ...] = ()  # (run directory, error) of the unfinished runs a study saw fail
 
 
 def is_synthetic(results: dict[str, Any]) -> bool:

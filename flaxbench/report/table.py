@@ -322,8 +322,10 @@ def write_json(summary: Summary, path: Path, runs_dir: Path) -> Path:
         "settings": {row["name"]: settings for row, settings in zip(summary.rows, summary.settings)},
         # The packages' versions the runs recorded, with the rows that used each.
         "software": software(summary.groups),
-        # Run directories under runs_dir with a spec.json but no results.json: not in the rows.
+        # Run directories under runs_dir with a spec.json (or a study's failed.json) but no results.json: not in
+        # the rows; and of those, the error of each a study saw fail.
         "unfinished_runs": list(summary.unfinished),
+        "failed_runs": dict(summary.failed),
     }
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     return path
