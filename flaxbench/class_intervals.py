@@ -130,11 +130,15 @@ def mover_interval(estimates: np.ndarray, intervals: np.ndarray, correlation: np
 def paired_difference_interval(right_a: np.ndarray, right_b: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """The CI of accuracy(A) - accuracy(B) from their outcomes on the same tiles: Newcombe's (1998) method 10, MOVER
     of their Wilson intervals with the phi correlation of their outcomes, its numerator AD - BC continuity-corrected
-    as the method has it (less n / 2 above n / 2, 0 from 0 to n / 2; 0 where a margin is empty)."""
-    a, b = np.asarray(right_a, bool).reshape(-1), np.asarray(right_b, bool).reshape(-1)
+    as the method has it (less n / 2 above n / 2, 0 from 0 to n / 2; 0 where a margin is empty).
+
+    An outcome is right (1) or wrong (0), or for a row of several seeds the share of its seeds right on the tile:
+    the 2x2 table is then the mean of those of every pairing of A's seeds with B's.
+    """
+    a, b = (np.asarray(x, np.float64).reshape(-1) for x in (right_a, right_b))
     if a.shape != b.shape or a.size == 0:
         raise ValueError(f"need paired outcomes of equal, nonzero length, got {a.size} and {b.size}")
-    both, only_a, only_b = np.sum(a & b), np.sum(a & ~b), np.sum(~a & b)
+    both, only_a, only_b = float(a @ b), float(a @ (1 - b)), float((1 - a) @ b)
     neither = a.size - both - only_a - only_b
     margins = float(both + only_a) * float(only_b + neither) * float(both + only_b) * float(only_a + neither)
     cross = float(both) * neither - float(only_a) * only_b

@@ -171,10 +171,11 @@ class GroupComparison(NamedTuple):
 
 def group_paired_comparison(right_a: np.ndarray, right_b: np.ndarray, groups: Sequence[str],
                             level: float = CI_LEVEL) -> GroupComparison:
-    """Accuracy of A minus B from their outcomes `right_a[i]`, `right_b[i]` on tile i of group `groups[i]`, with the
-    groups as the units: the difference's variance a ratio estimator's over the groups (at least that of
-    independent tiles), its two-sided p-value from a t distribution of groups - 1 degrees of freedom, and its CI the
-    tile-level one (class_intervals.paired_difference_interval) widened about it by sqrt(design effect) * t / z."""
+    """Accuracy of A minus B from their outcomes `right_a[i]`, `right_b[i]` on tile i of group `groups[i]` (1 right, 0
+    wrong, or the share of a row's seeds right), with the groups as the units: the difference's variance a ratio
+    estimator's over the groups (at least that of independent tiles), its two-sided p-value from a t distribution of
+    groups - 1 degrees of freedom, and its CI the tile-level one (class_intervals.paired_difference_interval) widened
+    about it by sqrt(design effect) * t / z."""
     a, b = (np.asarray(x, np.float64).reshape(-1) for x in (right_a, right_b))
     of_group, count = _numbered_groups(groups, a.size, b.size)
     paired = a - b
@@ -189,7 +190,7 @@ def group_paired_comparison(right_a: np.ndarray, right_b: np.ndarray, groups: Se
     else:  # every tile differs alike: no difference at all, or the same one on every tile
         p_value = 1.0 if mean == 0 else 0.0
     design_effect = max(1.0, variance / independent) if independent > 0 else 1.0
-    tile_interval = paired_difference_interval(a > 0, b > 0, level)
+    tile_interval = paired_difference_interval(a, b, level)
     return GroupComparison(count, mean, widened_about(mean, tile_interval, design_effect, count, level, (-1.0, 1.0)),
                            p_value)
 

@@ -4,6 +4,7 @@ intervals: flaxbench.class_intervals and auc_intervals)."""
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -186,6 +187,58 @@ def mcnemar_p_value(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     # Exact integer arithmetic: the tail sum and 2**n stay exact however many tiles there are.
     tail = sum(math.comb(discordant, k) for k in range(min(b01, b10) + 1))
     return min(1.0, 2 * tail / 2**discordant)
+
+
+# Above this sum of the tiles' differences (in steps of 1 / lcm(seeds)), the sign-flip test's exact null
+# distribution (a convolution as long) gives way to its normal approximation: thousands of tiles differ then.
+EXACT_SIGN_FLIP_STEPS = 20_000
+
+
+def paired_p_value(share_a: np.ndarray, share_b: np.ndarray, seeds_a: int = 1, seeds_b: int = 1) -> float:
+    """Two-sided p-value of the exact sign-flip (randomisation) test that rows A and B are equally accurate, from
+    each tile's share of A's `seeds_a` and B's `seeds_b` seeds that were right on it.
+
+    Under the null each tile's difference share_a - share_b is as likely negated; p is the chance that the sum of
+    the differences, signs drawn so, is at least as far from 0 as observed. With one seed each this is the exact
+    McNemar test (mcnemar_p_value). Past EXACT_SIGN_FLIP_STEPS, the normal approximation with a continuity correction.
+    """
+    share_a, share_b = (np.asarray(x, np.float64).reshape(-1) for x in (share_a, share_b))
+    if share_a.shape != share_b.shape:
+        raise ValueError(f"paired outcomes differ in length: {share_a.size} vs {share_b.size}")
+    if seeds_a == seeds_b == 1:
+        return mcnemar_p_value(share_a > 0.5, share_b > 0.5)
+    scale = math.lcm(seeds_a, seeds_b)  # every difference a whole number of these steps
+    steps = np.rint((share_a - share_b) * scale).astype(np.int64)
+    observed, sizes = abs(int(steps.sum())), np.abs(steps[steps != 0])
+    total = int(sizes.sum())
+    if total == 0:
+        return 1.0
+    if total > EXACT_SIGN_FLIP_STEPS:
+        spread = float(np.sqrt(np.sum(sizes.astype(np.float64) ** 2)))
+        return min(1.0, 2 * NormalDist().cdf(-(observed - 1) / spread))  # the sum moves in steps of 2
+    # The null distribution of the sum over -total..total: for each difference size v held by c tiles, v times
+    # (2 Binomial(c, 1/2) - c), convolved.
+    distribution = np.zeros(2 * total + 1)
+    distribution[total] = 1.0
+    for size, count in zip(*np.unique(sizes, return_counts=True)):
+        size, count = int(size), int(count)
+        shifted = np.zeros_like(distribution)
+        for k, weight in enumerate(binomial_half(count)):  # the sum moves by size * (2k - count)
+            shift = size * (2 * k - count)
+            if shift >= 0:
+                shifted[shift:] += weight * distribution[:distribution.size - shift]
+            else:
+                shifted[:shift] += weight * distribution[-shift:]
+        distribution = shifted
+    sums = np.arange(-total, total + 1)
+    return min(1.0, float(distribution[np.abs(sums) >= observed].sum()))
+
+
+def binomial_half(trials: int) -> np.ndarray:
+    """P(k successes) of Binomial(`trials`, 1/2), k = 0..trials, computed in logs (no overflow for many trials)."""
+    k = np.arange(trials + 1)
+    log_choose = math.lgamma(trials + 1) - np.array([math.lgamma(i + 1) + math.lgamma(trials - i + 1) for i in k])
+    return np.exp(log_choose - trials * math.log(2))
 
 
 def holm_adjusted(p_values: Sequence[float | None]) -> list[float | None]:

@@ -165,6 +165,18 @@ def test_paired_difference_interval_holds_the_difference_and_counts_the_pairing(
         paired_difference_interval(a, b[:10])
 
 
+def test_paired_difference_interval_of_seed_shares_is_that_of_their_averaged_table():
+    # two seeds of A half right on every tile, B's two seeds alike: right on tiles 0-1, wrong on 2-3. Averaged over
+    # the four pairings of seeds, 1 tile is right for both, 1 for A alone, 1 for B alone, 1 for neither
+    shares_a, shares_b = np.full(4, 0.5), np.array([1.0, 1.0, 0.0, 0.0])
+    same_table = np.array([True, True, False, False]), np.array([True, False, True, False])
+    assert paired_difference_interval(shares_a, shares_b) == pytest.approx(paired_difference_interval(*same_table))
+    rng = np.random.default_rng(3)  # and any shares: the CI holds the difference of the mean shares
+    shares_a, shares_b = rng.integers(0, 4, 80) / 3, rng.integers(0, 3, 80) / 2
+    low, high = paired_difference_interval(shares_a, shares_b)
+    assert low < shares_a.mean() - shares_b.mean() < high
+
+
 def test_paired_difference_interval_takes_no_correlation_where_method_10s_correction_leaves_none():
     # both right 2, A alone 3, B alone 2, neither 5: AD - BC = 4 is within n / 2 = 6, so phi is 0 and the
     # interval is the plain square-and-add of the two Wilson intervals

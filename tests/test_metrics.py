@@ -194,3 +194,41 @@ def test_the_recorded_tile_probabilities_reproduce_the_recorded_loss_and_aucs():
     assert -np.mean(np.log(probabilities[np.arange(60), labels])) == pytest.approx(result["loss"], rel=1e-12)
     recomputed = metrics.one_vs_rest_auc(probabilities, labels)
     assert recomputed == [result["per_class"][name]["auc"] for name in ("a", "b", "c")]
+
+
+def _sign_flip_by_enumeration(differences: np.ndarray) -> float:
+    """The sign-flip test's p-value by trying every sign of every nonzero difference."""
+    nonzero = differences[differences != 0]
+    observed = abs(differences.sum())
+    signs = np.array(np.meshgrid(*[[-1, 1]] * nonzero.size)).reshape(nonzero.size, -1) if nonzero.size else None
+    if signs is None:
+        return 1.0
+    return float(np.mean(np.abs(nonzero @ signs) >= observed - 1e-9))
+
+
+def test_paired_p_value_of_seed_shares_is_the_exact_sign_flip_test():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        tiles, (seeds_a, seeds_b) = int(rng.integers(1, 13)), rng.integers(1, 4, 2)
+        share_a = rng.integers(0, seeds_a + 1, tiles) / seeds_a
+        share_b = rng.integers(0, seeds_b + 1, tiles) / seeds_b
+        assert metrics.paired_p_value(share_a, share_b, int(seeds_a), int(seeds_b)) == pytest.approx(
+            _sign_flip_by_enumeration(share_a - share_b), abs=1e-9)
+
+
+def test_paired_p_value_of_right_and_wrong_is_mcnemars_however_many_seeds_are_named():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        right_a, right_b = rng.random(200) < 0.8, rng.random(200) < 0.7
+        for seeds in ((1, 1), (2, 2), (3, 2)):
+            assert metrics.paired_p_value(right_a.astype(float), right_b.astype(float), *seeds) == pytest.approx(
+                metrics.mcnemar_p_value(right_a, right_b), abs=1e-9)
+
+
+def test_paired_p_value_past_the_exact_limit_is_close_to_the_exact_one(monkeypatch):
+    rng = np.random.default_rng(2)
+    share_a = rng.integers(0, 4, 3000) / 3
+    share_b = np.clip(share_a - (rng.random(3000) < 0.1) / 3 + (rng.random(3000) < 0.08) / 3, 0, 1)
+    exact = metrics.paired_p_value(share_a, share_b, 3, 3)
+    monkeypatch.setattr(metrics, "EXACT_SIGN_FLIP_STEPS", 0)
+    assert 0.001 < exact < 0.5 and metrics.paired_p_value(share_a, share_b, 3, 3) == pytest.approx(exact, rel=0.05)

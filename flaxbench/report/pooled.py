@@ -82,6 +82,20 @@ def tile_outcomes(runs: tuple[Run, ...]) -> dict[str, bool] | None:
     return outcomes
 
 
+def seed_shares(group: RunGroup) -> tuple[dict[str, float], int] | None:
+    """({tile id: share of the row's seeds right on it}, seeds) over the tiles every seed tested (each seed's run, or
+    its runs of the folds); None without per-tile predictions."""
+    by_seed: dict[Any, list[Run]] = {}
+    for k, run in enumerate(group.runs):  # a run of unknown seed is a seed of its own, except among folds
+        key = run.seed if run.seed is not None or group.folds is not None else f"run {k}"
+        by_seed.setdefault(key, []).append(run)
+    outcomes = [tile_outcomes(tuple(runs)) for runs in by_seed.values()]
+    if any(seed is None for seed in outcomes):
+        return None
+    tiles = set.intersection(*(set(seed) for seed in outcomes))
+    return {tile: sum(seed[tile] for seed in outcomes) / len(outcomes) for tile in tiles}, len(outcomes)
+
+
 class PooledTiles(NamedTuple):
     """A row's test predictions per tile id (sorted), its seeds' predictions on one tile pooled."""
 

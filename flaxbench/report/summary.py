@@ -19,7 +19,7 @@ from flaxbench.report.copies import (
 from flaxbench.report.external import external_lines
 from flaxbench.report.pooled import (
     accuracy_ci_pct, balanced_accuracy_ci, group_accuracy_ci, group_balanced_accuracy_ci, group_macro_auc_ci,
-    macro_auc_ci, per_class, row_group_pattern, tile_outcomes,
+    macro_auc_ci, per_class, row_group_pattern, seed_shares, tile_outcomes,
 )
 from flaxbench.report.settings import row_settings
 
@@ -141,9 +141,10 @@ def test_set(group: RunGroup) -> tuple[tuple[str, ...], frozenset[str]] | None:
 
 
 class PairedComparison(NamedTuple):
-    """A row's lowest-seed run (all its folds) against the best row's, tile by tile; None where not paired."""
+    """A row against the best row, tile by tile (each tile's share of the row's seeds right on it); None where not
+    paired."""
 
-    p_value: float | None  # exact McNemar test
+    p_value: float | None  # exact McNemar test; with several seeds its sign-flip generalisation (paired_p_value)
     shared_tiles: int | None
     note: str | None  # why nothing was paired, or BEST_ROW_NOTE
     difference_pct: float | None = None  # accuracy minus the best row's, in percentage points
@@ -153,14 +154,15 @@ class PairedComparison(NamedTuple):
 
 
 def compare_with_best(group: RunGroup, best: RunGroup) -> PairedComparison:
-    """The row's lowest-seed run (all its folds) against the best row's: McNemar p and the paired accuracy difference.
+    """The row against the best row on the same tiles: the p-value and the paired accuracy difference.
 
-    Only rows tested on the best row's classes and exactly its test tiles are paired; the note
-    says why the comparison is missing otherwise.
+    Each tile's outcome is the share of the row's seeds right on it (1 or 0 with one seed), so the difference is
+    that of the rows' mean accuracies over their seeds, whose sign agrees with the ranking. Only rows tested on the
+    best row's classes and exactly its test tiles are paired; the note says why the comparison is missing otherwise.
     """
     if group is best:
         return PairedComparison(None, None, BEST_ROW_NOTE)
-    ours, theirs = tile_outcomes(group.first_seed_runs), tile_outcomes(best.first_seed_runs)
+    ours, theirs = seed_shares(group), seed_shares(best)
     for name, outcomes in ((group.name, ours), (best.name, theirs)):
         if outcomes is None:
             return PairedComparison(None, None, f"results.json of '{name}' has no per-tile test predictions to pair")
@@ -176,10 +178,15 @@ def compare_with_best(group: RunGroup, best: RunGroup) -> PairedComparison:
             f"({len(our_tiles & best_tiles)} of {len(best_tiles)} shared; another split?), and a paired "
             "test needs the same test set"
         ))
+    (shares, seeds), (best_shares, best_seeds) = ours, theirs
+    if set(shares) != our_tiles or set(best_shares) != best_tiles:
+        return PairedComparison(None, None, (
+            f"the seeds of '{group.name}' or of the best row '{best.name}' were tested on different tiles, so "
+            "their outcomes cannot be paired tile by tile"))
     shared = sorted(best_tiles)
-    right, best_right = np.array([ours[t] for t in shared]), np.array([theirs[t] for t in shared])
+    right, best_right = np.array([shares[t] for t in shared]), np.array([best_shares[t] for t in shared])
     low, high = paired_difference_interval(right, best_right, CI_LEVEL)
-    return PairedComparison(metrics.mcnemar_p_value(right, best_right), len(shared), None,
+    return PairedComparison(metrics.paired_p_value(right, best_right, seeds, best_seeds), len(shared), None,
                             100.0 * float(np.mean(right) - np.mean(best_right)), (100.0 * low, 100.0 * high),
                             _compare_over_groups(group, best, shared, right, best_right))
 

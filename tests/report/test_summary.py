@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 
@@ -97,16 +98,34 @@ def test_accuracy_ci_is_wilsons_over_the_rows_tiles_with_seeds_pooled(study, tmp
     assert perfect["test_accuracy_ci95_low_pct"] < 95
 
 
-def test_mcnemar_pairs_lowest_seed_with_best_row_by_tile_id(study):
+def test_a_row_of_several_seeds_pairs_each_tiles_share_of_its_seeds_with_the_best_row(study):
     runs_dir, runs = study
     rows = _rows(runs_dir)
-    ours, best = correct_by_id(runs["multi"][0]), correct_by_id(runs["strong"][0])
-    shared = sorted(set(ours) & set(best))
-    expected = metrics.mcnemar_p_value(np.array([ours[t] for t in shared]), np.array([best[t] for t in shared]))
+    seeds, best = [correct_by_id(r) for r in runs["multi"]], correct_by_id(runs["strong"][0])
+    shared = sorted(best)
+    shares = np.array([np.mean([seed[t] for seed in seeds]) for t in shared])
+    expected = metrics.paired_p_value(shares, np.array([best[t] for t in shared], float), 3, 1)
     assert rows["multi"]["mcnemar_p_vs_best"] == pytest.approx(expected)
     assert rows["multi"]["mcnemar_shared_tiles"] == len(shared) == 60
+    assert rows["multi"]["accuracy_vs_best_pct"] == pytest.approx(
+        rows["multi"]["test_accuracy_pct"] - rows["strong"]["test_accuracy_pct"])  # the mean over the seeds
     assert rows["strong"]["mcnemar_p_vs_best"] is None
     assert rows["strong"]["mcnemar_note"] == "best row"
+
+
+def test_a_row_below_the_best_is_behind_it_even_where_its_first_seed_is_ahead(tmp_path):
+    write_results(tmp_path / "best" / "results.json", make_results("best", accuracy=0.8))
+    for seed, accuracy in ((0, 0.97), (1, 0.45)):  # its first seed beats the best row, its mean does not
+        write_results(tmp_path / "mixed" / f"seed_{seed}" / "results.json",
+                      make_results("mixed", seed=seed, accuracy=accuracy))
+    rows = _rows(tmp_path)
+    first_seed = 100 * json.loads((tmp_path / "mixed" / "seed_0" / "results.json").read_text())["test_accuracy"]
+    assert first_seed > rows["best"]["test_accuracy_pct"] > rows["mixed"]["test_accuracy_pct"]
+    difference = rows["mixed"]["accuracy_vs_best_pct"]
+    assert difference < 0 and difference == pytest.approx(rows["mixed"]["test_accuracy_pct"]
+                                                          - rows["best"]["test_accuracy_pct"])
+    low, high = rows["mixed"]["accuracy_vs_best_ci95_low_pct"], rows["mixed"]["accuracy_vs_best_ci95_high_pct"]
+    assert low < difference < high
 
 
 def test_rows_on_the_best_rows_tiles_get_holm_adjusted_p_values_and_a_paired_difference(tmp_path):
