@@ -61,6 +61,8 @@ class TrainedRun:
     epoch: int
     state: TrainState
     parts: Any
+    # compiled forward passes by (devices, TTA, batch shape): a second pass over tiles compiles nothing
+    programs: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def trained_at_native_size(self) -> bool:
@@ -80,7 +82,14 @@ class TrainedRun:
                              expected=expected)
 
     def _compiled_predict(self, mesh: Mesh, tta: bool, batch: jax.ShapeDtypeStruct, weights: Any) -> Any:
-        """The run's forward pass over one sharded `batch` of uint8 tiles, compiled as training compiles it."""
+        """The run's forward pass over one sharded `batch` of uint8 tiles, compiled as training compiles it (once for
+        each mesh, TTA and batch shape)."""
+        key = (tuple(device.id for device in mesh.devices.flat), tta, batch.shape)
+        if key not in self.programs:
+            self.programs[key] = self._compile_predict(mesh, tta, batch, weights)
+        return self.programs[key]
+
+    def _compile_predict(self, mesh: Mesh, tta: bool, batch: jax.ShapeDtypeStruct, weights: Any) -> Any:
         dtype = resolve_dtype(self.spec.train.dtype, mesh.devices.flat[0].platform)
         several = mesh.size > 1  # one device: no mesh, the program as it was measured
         predict = make_batch_predict(self.parts, normalize_mode=self.spec.data.normalize,

@@ -41,3 +41,23 @@ def pytest_configure(config):
     import os
 
     os.environ["FLAXBENCH_COMPILATION_CACHE"] = "off"
+
+
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@pytest.fixture
+def backend_compiles():
+    """A list that gains one entry per program XLA compiles while the test runs (in-process caches cleared)."""
+    compiled: list[float] = []
+
+    import jax
+
+    def record(event: str, duration_s: float, **_: object) -> None:
+        if event == BACKEND_COMPILE_EVENT:
+            compiled.append(duration_s)
+
+    jax.clear_caches()
+    jax.monitoring.register_event_duration_secs_listener(record)
+    yield compiled
+    jax.monitoring.unregister_event_duration_listener(record)

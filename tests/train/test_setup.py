@@ -16,23 +16,7 @@ from tests.helpers import tiny_spec
 if TYPE_CHECKING:
     import torch
 
-BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 CLASSES = ("a", "b", "c")
-
-
-@pytest.fixture
-def backend_compiles():
-    """A list that gains one entry per program XLA compiles while the test runs (in-process caches cleared)."""
-    compiled: list[float] = []
-
-    def record(event: str, duration_s: float, **_: object) -> None:
-        if event == BACKEND_COMPILE_EVENT:
-            compiled.append(duration_s)
-
-    jax.clear_caches()
-    jax.monitoring.register_event_duration_secs_listener(record)
-    yield compiled
-    jax.monitoring.unregister_event_duration_listener(record)
 
 
 def resnet18_spec():
