@@ -137,11 +137,23 @@ def open_tree(path: str) -> Iterator[tuple[list[str], Callable[[str], bytes], Ca
         yield files, folders, read, lambda rel: f"{path}:{rel}"
 
 
+def _member_name(info: zipfile.ZipInfo) -> str:
+    """A member's name as written: zipfile reads a name without the zip's UTF-8 flag as code page 437, though
+    Info-ZIP's `zip` and most tools since write UTF-8 names without the flag; such a name is read as UTF-8 where its
+    bytes are valid UTF-8 (a name of code page 437 rarely is)."""
+    if info.flag_bits & 0x800:
+        return info.filename
+    try:
+        return info.filename.encode("cp437").decode("utf-8")
+    except UnicodeError:
+        return info.filename
+
+
 def _zip_members(archive: zipfile.ZipFile, path: str) -> dict[str, zipfile.ZipInfo]:
     """Members by `/`-separated name (Windows `\\` and a leading `./` normalised); DataError on duplicates."""
     members: dict[str, zipfile.ZipInfo] = {}
     for info in archive.infolist():
-        name = info.filename.replace("\\", "/")
+        name = _member_name(info).replace("\\", "/")
         while name.startswith(("./", "/")):
             name = name[2:] if name.startswith("./") else name[1:]
         is_dir = name.endswith("/")

@@ -276,6 +276,30 @@ def test_zip_names_are_normalised_and_duplicates_refused(tmp_path):
         load_folder(str(duplicated), None, None, False)
 
 
+def _without_utf8_flags(archive: bytes) -> bytes:
+    """A zip's bytes with the UTF-8 flag of every name cleared, as Info-ZIP's `zip` writes UTF-8 names."""
+    raw = bytearray(archive)
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central headers
+        start = raw.find(signature)
+        while start >= 0:
+            raw[start + flags_at + 1] &= ~0x08  # 0x800 of the little-endian flags: bit 3 of their second byte
+            start = raw.find(signature, start + 4)
+    return bytes(raw)
+
+
+def test_utf8_names_of_a_zip_without_its_utf8_flag_are_read_as_written(tmp_path):
+    archive = tmp_path / "tiles.zip"
+    names = ["Stróma/t0.png", "Stróma/t1.png", "débris/t0.png", "débris/t1.png"]
+    with zipfile.ZipFile(archive, "w") as zf:
+        for k, name in enumerate(names):
+            zf.writestr(name, _png_bytes(k))
+    archive.write_bytes(_without_utf8_flags(archive.read_bytes()))
+    with zipfile.ZipFile(archive) as zf:
+        assert zf.namelist()[2] == "d├⌐bris/t0.png"  # as zipfile itself reads it
+    tiles = load_folder(str(archive), None, None, False)
+    assert tiles.ids == tuple(names) and tiles.classes == ("stróma", "débris")
+
+
 def test_a_damaged_zip_member_is_a_bad_file(tmp_path):
     root = write_tiles(tmp_path / "tiles", {"a": 2, "b": 2})
     archive = tmp_path / "tiles.zip"
