@@ -79,15 +79,15 @@ flags.DEFINE_integer("folds", None, "study: K-fold cross-validation, every row t
                      "another fold (spec.data.cv_folds=K, cv_fold=0..K-1).")
 flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() (SLURM or JAX_COORDINATOR_ADDRESS etc.).")
 FLAGS = flags.FLAGS
-# The flags each command reads (--distributed applies to all); any other of ours given is refused, so
-# that e.g. `--seeds 3` without `study`, or `study --overwrite`, is not silently ignored.
+# The flags each command reads; any other of ours given is refused, so that e.g. `--seeds 3` without `study`, or
+# `study --overwrite`, is not silently ignored (and `predict --distributed` does not predict twice).
 COMMAND_FLAGS = {
-    "train": ("spec", "workdir", "overwrite"),
+    "train": ("spec", "workdir", "overwrite", "distributed"),
     "evaluate": ("workdir", "split", "checkpoint", "source", "tta", "external", "class_map", "center_crop", "group_by",
-                 "out",
-                 "overwrite", "batch_size"),
+                 "out", "overwrite", "batch_size", "distributed"),
     "convert": ("arch", "torch_weights", "out"),
-    "study": ("spec", "specs", "workdir", "seeds", "folds", "external", "class_map", "center_crop", "group_by"),
+    "study": ("spec", "specs", "workdir", "seeds", "folds", "external", "class_map", "center_crop", "group_by",
+              "distributed"),
     "report": ("out",),
     "predict": ("workdir", "out", "overwrite", "checkpoint", "tta", "group_by", "map", "map_class", "center_crop",
                 "batch_size", "temperature_scaled"),
@@ -120,6 +120,7 @@ def _train(args: list[str]) -> None:
 
 def _evaluate(args: list[str]) -> None:
     from flaxbench.evaluation import format_metrics
+    from flaxbench.runtime import is_main_process
     from flaxbench.train.evaluate import eval_filename, evaluate_workdir
 
     if not FLAGS.workdir:
@@ -136,7 +137,8 @@ def _evaluate(args: list[str]) -> None:
                               batch_size=_batch_size())
     print(format_metrics(result["name"], FLAGS.split, result, synthetic=result["synthetic"])
           + f"  (epoch {result['epoch']}, {FLAGS.checkpoint}{', 8-view TTA' if FLAGS.tta else ''})")
-    print(f"wrote {Path(FLAGS.workdir) / eval_filename(FLAGS.split, FLAGS.checkpoint, FLAGS.tta)}")
+    if is_main_process():  # the one that writes
+        print(f"wrote {Path(FLAGS.workdir) / eval_filename(FLAGS.split, FLAGS.checkpoint, FLAGS.tta)}")
 
 
 def _batch_size() -> int | None:
@@ -149,6 +151,7 @@ def _batch_size() -> int | None:
 def _evaluate_external() -> None:
     from flaxbench.evaluation import format_metrics
     from flaxbench.external import evaluate_external
+    from flaxbench.runtime import is_main_process
 
     for name in ("split", "source"):
         if FLAGS[name].present:
@@ -164,7 +167,8 @@ def _evaluate_external() -> None:
     print(format_metrics(result["name"], f"external: {result['tiles']} tiles", result, synthetic=result["synthetic"])
           + f"  ({scored}, {FLAGS.checkpoint}"
           + f"{', 8-view TTA' if FLAGS.tta else ''})")
-    print(f"wrote {path}")
+    if is_main_process():  # the one that writes
+        print(f"wrote {path}")
 
 
 def _convert(args: list[str]) -> None:
@@ -228,10 +232,6 @@ def main(argv: list[str]) -> None:
     if not FLAGS["verbosity"].present:
         # Library INFO lines (JAX failing to find a TPU, orbax's saves) read like errors; -v 0 shows them.
         absl_logging.set_verbosity(absl_logging.WARNING)
-    if FLAGS.distributed:
-        from flaxbench.runtime import initialize_distributed
-
-        initialize_distributed()
     args = argv[1:]
     command = "train"
     if args and args[0] in COMMANDS:
@@ -240,6 +240,10 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unknown command '{args[0]}'; commands: {', '.join(COMMANDS)}")
     try:
         check_command_flags(command)
+        if FLAGS.distributed:
+            from flaxbench.runtime import initialize_distributed
+
+            initialize_distributed()
         if command in COMPILING_COMMANDS:
             from flaxbench.compile_cache import enable_compilation_cache
 

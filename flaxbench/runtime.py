@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from flaxbench.errors import SpecError
+from flaxbench.errors import FlaxbenchError, SpecError
 from flaxbench.host_cpu import describe_cpu
 from flaxbench.xla_flags import add_xla_flag, backends_started
 
@@ -29,23 +32,47 @@ def enable_determinism(enabled: bool) -> None:
         os.environ.setdefault("TF_CUDNN_DETERMINISTIC", "1")
 
 
+DISTRIBUTED_HELP = ("set JAX_COORDINATOR_ADDRESS=HOST:PORT (a free port on process 0's host), JAX_NUM_PROCESSES=N "
+                    "and JAX_PROCESS_ID=0..N-1 on every process, or run under SLURM (README, 'Several GPUs and hosts')")
+
+
 def initialize_distributed() -> None:
     """Join a multi-host run: SLURM is detected by JAX; elsewhere the JAX_* variables are read.
 
-    JAX reads JAX_COORDINATOR_ADDRESS itself; JAX_NUM_PROCESSES and JAX_PROCESS_ID are passed on.
+    JAX reads JAX_COORDINATOR_ADDRESS itself; JAX_NUM_PROCESSES and JAX_PROCESS_ID are passed on. Says on stderr
+    what it waits for (JAX waits minutes for the others without a word); a mistake is a FlaxbenchError.
     """
     kwargs = {}
-    if "JAX_NUM_PROCESSES" in os.environ:
-        kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
-    if "JAX_PROCESS_ID" in os.environ:
-        kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
-    jax.distributed.initialize(**kwargs)
+    for variable, key in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        if variable in os.environ:
+            try:
+                kwargs[key] = int(os.environ[variable])
+            except ValueError:
+                raise FlaxbenchError(f"--distributed: {variable}={os.environ[variable]!r} is not a whole number; "
+                                     f"{DISTRIBUTED_HELP}") from None
+    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if address is None and "SLURM_JOB_ID" not in os.environ:
+        raise FlaxbenchError(f"--distributed: JAX_COORDINATOR_ADDRESS is not set and this is no SLURM job; "
+                             f"{DISTRIBUTED_HELP}")
+    print(f"--distributed: joining process {kwargs.get('process_id', 'of SLURM')} of "
+          f"{kwargs.get('num_processes', 'SLURM')} at {address or 'the coordinator SLURM names'} (JAX waits up to "
+          "5 minutes for every process to start)", file=sys.stderr, flush=True)
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (ValueError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FlaxbenchError(f"--distributed at {address or 'SLURM'}: {reason}; {DISTRIBUTED_HELP}") from None
 
 
 def make_mesh(cfg: ml_collections.ConfigDict, batch_size: int) -> Mesh:
     """A 1-D `data` mesh over `cfg.data` devices (-1: all), checking the batch divides."""
     devices = jax.devices()
     count = len(devices) if cfg.data in (-1, None) else int(cfg.data)
+    if jax.process_count() > 1 and count != len(devices):
+        raise SpecError(
+            f"spec.mesh.data={cfg.data}: a run of {jax.process_count()} processes trains on every device of each, "
+            f"{len(devices)} here; set spec.mesh.data=-1 (or {len(devices)}), or start fewer processes"
+        )
     if not 1 <= count <= len(devices):
         raise SpecError(
             f"spec.mesh.data={cfg.data} must be -1 (all devices) or a device count from 1 to {len(devices)}, "
@@ -156,6 +183,32 @@ def sync_processes(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def check_processes_agree(settings: dict[str, Any]) -> None:
+    """Fail on every process of a multi-process run, naming the first difference, unless all have these `settings`
+    (JSON values: the spec, the flags): processes of other specs would train different models in one mesh, or wait
+    for each other for ever."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    from flaxbench.workdir import first_difference
+
+    mine = json.loads(json.dumps(settings, sort_keys=True))
+    text = json.dumps(mine, sort_keys=True).encode()
+    sizes = np.asarray(multihost_utils.process_allgather(np.array([len(text)], np.int64))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[:len(text)] = np.frombuffer(text, np.uint8)
+    every = np.asarray(multihost_utils.process_allgather(padded))
+    for process, (row, size) in enumerate(zip(every, sizes)):
+        found = first_difference(json.loads(bytes(row[:size]).decode()), mine)
+        if found:
+            key, theirs, ours = found
+            raise FlaxbenchError(
+                f"the processes of this run differ: process {process} has {key}={theirs!r}, process "
+                f"{jax.process_index()} has {ours!r}; start every process with the same command, spec and "
+                "flaxbench checkout")
 
 
 def any_process(flag: bool) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import time
 from pathlib import Path
@@ -21,10 +22,11 @@ from flaxbench.evaluation import format_metrics, split_metrics
 from flaxbench.group_intervals import group_fields, group_pattern, predictions_group_interval
 from flaxbench.results import RESULTS_FORMAT, write_json_atomic
 from flaxbench.runtime import (
-    any_process, describe_devices, enable_determinism, flaxbench_version, is_main_process, library_versions,
-    sync_processes,
+    any_process, check_processes_agree, describe_devices, enable_determinism, flaxbench_version, is_main_process,
+    library_versions, sync_processes,
 )
 from flaxbench.seen_tiles import check_same_pixels, save_tile_digests
+from flaxbench.spec import to_json
 from flaxbench.tensorboard import EpochWriter
 from flaxbench.train.setup import Run, build_run, count_layers, flops_per_image
 from flaxbench.train.spec_checks import SELECT_BY
@@ -33,7 +35,7 @@ from flaxbench.train.stops import Interrupted, StopRequests
 from flaxbench.weights import INIT_PLACEHOLDER, init_in_words
 from flaxbench.workdir import (
     REPLACED, check_same_data, check_workdir, claim_workdir, data_record, forget_replaced, listed_data_check,
-    restore_replaced,
+    restore_replaced, without_tile_location,
 )
 
 RESUME_REMEDY = "restore the data as it was, or start the run over with --overwrite"
@@ -112,6 +114,9 @@ def train_and_evaluate(
     """
     enable_determinism(spec.train.deterministic)
     version = flaxbench_version()  # the code as this run starts, not as it may be when it ends
+    # before anything one process could refuse alone (the workdir), which would leave the others waiting
+    check_processes_agree({"spec": without_tile_location(json.loads(to_json(spec))), "--workdir": str(workdir),
+                           "--overwrite": overwrite, "flaxbench": version})
     is_new = not Path(workdir).exists()
     workdir = check_workdir(workdir, spec, overwrite=overwrite)
     resuming = not overwrite and _has_checkpoint(workdir / "checkpoints" / LAST)

@@ -37,8 +37,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_processes(workdir: Path, *extra: str, count: int = 2) -> list[subprocess.Popen]:
-    """`count` processes of one `--distributed` run over `workdir`, two CPU devices each."""
+def start_processes(workdir: Path, *extra: str, count: int = 2,
+                    own: dict[int, tuple[str, ...]] | None = None) -> list[subprocess.Popen]:
+    """`count` processes of one `--distributed` run over `workdir`, two CPU devices each; `own` adds arguments
+    to some processes alone."""
     port = free_port()
     procs = []
     for index in range(count):
@@ -46,8 +48,8 @@ def start_processes(workdir: Path, *extra: str, count: int = 2) -> list[subproce
                "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": str(count),
                "JAX_PROCESS_ID": str(index)}
         procs.append(subprocess.Popen([sys.executable, "-m", "flaxbench", "--distributed", *ARGS, *extra,
-                                       f"--workdir={workdir}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+                                       *(own or {}).get(index, ()), f"--workdir={workdir}"], cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
 
 
@@ -132,3 +134,35 @@ def test_two_processes_fed_from_host_memory_train_as_with_the_tiles_on_device(tw
     host = json.loads((tmp_path / "results.json").read_text())
     assert host["data_placement"] == "host" and host["device"] == FOUR_CPU_DEVICES
     assert_same_training(host, json.loads((two_processes[0] / "results.json").read_text()))
+
+
+def test_processes_of_different_specs_stop_at_once_naming_the_key(tmp_path):
+    procs = start_processes(tmp_path / "run", own={1: ("--spec.train.epochs=3",)})
+    for code, _, err in finish(procs, timeout=120):  # before: both trained, then waited for each other for ever
+        assert code == 2 and "Traceback" not in err, err[-2000:]
+        assert "the processes of this run differ" in err and "spec.train.epochs=" in err.splitlines()[-1], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_mesh_leaving_out_some_processes_devices_is_one_line(tmp_path):
+    for code, _, err in finish(start_processes(tmp_path / "run", "--spec.mesh.data=2"), timeout=120):
+        assert code == 2 and "Traceback" not in err, err[-2000:]
+        assert "spec.mesh.data=2: a run of 2 processes trains on every device of each, 4 here" in err, err
+
+
+def test_distributed_set_up_mistakes_are_one_line(tmp_path):
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_"))}
+    unset = subprocess.run([sys.executable, "-m", "flaxbench", "--distributed", *ARGS, f"--workdir={tmp_path}"],
+                           cwd=REPO, env={**env, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=120)
+    assert unset.returncode == 2 and "Traceback" not in unset.stderr, unset.stderr[-2000:]
+    assert "JAX_COORDINATOR_ADDRESS is not set and this is no SLURM job" in unset.stderr.splitlines()[-1]
+    beyond = subprocess.run([sys.executable, "-m", "flaxbench", "--distributed", *ARGS, f"--workdir={tmp_path}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**env, "JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_ADDRESS": f"localhost:{free_port()}",
+                                 "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"})
+    assert beyond.returncode == 2 and "Traceback" not in beyond.stderr, beyond.stderr[-2000:]
+    assert "process_id < num_processes" in beyond.stderr.splitlines()[-1]
+    predicted = run_cli("predict", "--distributed", f"--workdir={tmp_path}", str(tmp_path))
+    assert predicted.returncode == 2 and "predict does not take --distributed" in predicted.stderr
+
