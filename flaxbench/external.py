@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import collections
 import difflib
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -159,6 +161,20 @@ def external_filename(source: str, which: str = BEST, tta: bool = False) -> str:
     return f"{EXTERNAL_PREFIX}{stem}" + ("" if which == BEST else f"_{which}") + ("_tta" if tta else "") + ".json"
 
 
+def external_target(workdir: Path, source: str, which: str = BEST, tta: bool = False) -> Path:
+    """Where `workdir`'s evaluation on the tiles at `source` (an absolute path) goes: its external_filename, or where
+    that file holds the evaluation of other tiles of the same name (a folder and its zip, two cohorts' `test`
+    folders), that name with a digest of `source`'s path."""
+    default = workdir / external_filename(source, which, tta)
+    try:
+        recorded = json.loads(default.read_text(encoding="utf-8")).get("external")
+    except (OSError, ValueError, AttributeError):  # none yet, or unreadable: the caller says so
+        return default
+    if recorded in (None, source):
+        return default
+    return default.with_name(f"{default.stem}_{hashlib.sha256(source.encode()).hexdigest()[:8]}.json")
+
+
 def evaluate_external(
     workdir: str | Path, source: str, *, which: str = BEST, tta: bool = False, class_map: str | None = None,
     out: str | Path | None = None, overwrite: bool = False, batch_size: int | None = None,
@@ -176,7 +192,7 @@ def evaluate_external(
     check_center_crop(center_crop)
     check_group_by(group_by, "--group-by")
     workdir, path = Path(workdir), external_path(source)
-    target = Path(out) if out else workdir / external_filename(path, which, tta)
+    target = Path(out) if out else external_target(workdir, path, which, tta)
     if target.is_dir():
         raise WorkdirError(f"--out '{target}' is a folder; give a file name such as '{target / 'external.json'}'")
     if target.exists() and not overwrite:

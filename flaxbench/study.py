@@ -229,11 +229,11 @@ def _evaluate_external_rows(rows: list[tuple[str, Path]], external: str, options
                             log: Callable[[str], None]) -> list[str]:
     """Test each trained row (tag, workdir) on the tiles at `external` (`options` of evaluate_external), keeping
     earlier results; the failures."""
-    from flaxbench.external import evaluate_external, external_filename
+    from flaxbench.external import evaluate_external, external_target
     from flaxbench.group_intervals import GroupInterval, format_group_interval
 
     for tag, out in rows:
-        target = out / external_filename(external)
+        target = external_target(out, external)
         if target.exists():
             problem = _external_options_differ(target, external, options)
             if problem:

@@ -81,6 +81,21 @@ def test_a_result_that_cannot_be_written_fails_before_any_tile_is_scored(kather_
     assert "left out" not in capsys.readouterr().err  # said of the tiles once they are scored: none were
 
 
+def test_two_tile_sets_of_one_name_keep_a_result_each(kather_run, renamed_test_tiles, tmp_path):
+    folder, _, class_map = renamed_test_tiles
+    twin = tmp_path / "elsewhere" / folder.name  # another cohort's folder of the same name
+    shutil.copytree(folder, twin)
+    first, first_path = evaluate_external(kather_run, str(folder), class_map=class_map)
+    second, second_path = evaluate_external(kather_run, str(twin), class_map=class_map)
+    assert first_path != second_path and first_path.is_file() and second_path.is_file()  # before: refused
+    assert json.loads(first_path.read_text())["external"] == str(folder)
+    assert json.loads(second_path.read_text())["external"] == str(twin)
+    with pytest.raises(WorkdirError, match="already exists"):  # the same tiles again: still refused
+        evaluate_external(kather_run, str(twin), class_map=class_map)
+    for path in (first_path, second_path):
+        path.unlink()
+
+
 def test_folders_named_as_the_run_classes_need_no_map_and_absent_classes_are_recorded(kather_run, tmp_path,
                                                                                        capsys):
     folder = tmp_path / "cohort"
