@@ -10,6 +10,7 @@ from typing import Any
 
 _MODULE_OF = {
     "SPLIT_NAMES": "dataset",
+    "BadFileError": "errors",
     "DataError": "errors",
     "LastDataset": "last_dataset",
     "Split": "dataset",

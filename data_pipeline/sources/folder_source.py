@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from data_pipeline.classes import canonical_class_name, check_unique, select_classes
-from data_pipeline.errors import DataError
+from data_pipeline.errors import BadFileError, DataError
 from data_pipeline.images import (
     IMAGE_EXTENSIONS,
     UndecodableImage,
@@ -220,10 +220,9 @@ def decode_listed_tile(tile: ListedTile, image_size: int | None,
     return resize_square(image, image_size), f"{image.shape[1]}x{image.shape[0]}"
 
 
-def bad_file(tile: ListedTile, error: Exception) -> DataError:
+def bad_file(tile: ListedTile, error: Exception) -> BadFileError:
     """The error for a tile that is not a readable image, naming it and the setting that skips such files."""
-    return DataError(f"bad file '{tile.display}': {error}; remove it or set spec.data.skip_bad_files=True "
-                     "to skip such files")
+    return BadFileError(tile.display, str(error), "remove it or set spec.data.skip_bad_files=True to skip such files")
 
 
 def decode_tiles(tiles: Sequence[ListedTile], image_size: int | None, crop: int | None, skip_bad_files: bool,

@@ -11,6 +11,7 @@ from typing import Any
 import ml_collections
 
 from data_pipeline.duplicates import tile_digests
+from data_pipeline.errors import BadFileError
 from flaxbench.calibration import temperature_scaled_metrics
 from flaxbench.checkpoints import BEST, LAST, RunCheckpoints
 from flaxbench.errors import WorkdirError
@@ -75,9 +76,12 @@ def evaluate_workdir(
             )
     remedy = "restore the data as it was (or evaluate with the flaxbench that trained the run)"
     # The other splits' tiles are not read, and a folder that changed is refused before any tile is.
-    run = build_run(
-        spec, load_weights=False, decode=(split,), listed=listed_data_check(workdir, remedy), train=False
-    )
+    try:
+        run = build_run(
+            spec, load_weights=False, decode=(split,), listed=listed_data_check(workdir, remedy), train=False
+        )
+    except BadFileError as e:  # skipping it would score other tiles than the run's
+        raise BadFileError(e.display, e.reason, f"it was read when the run trained: {remedy}") from None
     check_same_data(workdir, data_record(run.dataset, run.splits), remedy)
     scored = getattr(run.dataset, split)
     check_same_pixels(workdir, {split: tile_digests(scored.images)}, {split: scored.ids}, run.dataset.source, remedy)

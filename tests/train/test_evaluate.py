@@ -73,8 +73,9 @@ def test_evaluate_reads_only_the_tiles_of_the_split_it_scores(folder_run):
     evaluated = evaluate_workdir(workdir, "test")
     assert (evaluated["accuracy"], evaluated["loss"]) == (results["test_accuracy"], results["test_loss"])
     assert evaluated["predictions"] == results["test_predictions"]
-    with pytest.raises(DataError, match="bad file"):
+    with pytest.raises(DataError, match="bad file .*it was read when the run trained: restore the data") as raised:
         evaluate_workdir(workdir, "val")
+    assert "skip_bad_files" not in str(raised.value)  # skipping it would score other tiles than the run's
 
 
 def test_evaluate_of_a_tfds_run_decodes_only_the_split_it_scores(tmp_path, monkeypatch):
