@@ -267,9 +267,10 @@ def coverage(scenario: Scenario, samples: int, resamples: int, seed: int) -> lis
     rows = []
     for method, found in counts.items():
         below, above, width = (np.array(column) for column in zip(*found))
+        missed_below, missed_above = int(below.sum()), int(above.sum())
         rows.append({"scenario": scenario.name, "truth": round(scenario.truth, 4), "method": method,
-                     "coverage": float(1 - below.mean() - above.mean()), "below": int(below.sum()),
-                     "above": int(above.sum()), "mean_width": float(width.mean()), "samples": samples,
+                     "coverage": round((samples - missed_below - missed_above) / samples, 4), "below": missed_below,
+                     "above": missed_above, "mean_width": float(width.mean()), "samples": samples,
                      "resamples": resamples if method == "percentile bootstrap" else None})
     return rows
 

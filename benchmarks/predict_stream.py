@@ -24,16 +24,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import ml_collections  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks.throughput import SPEC_DIR, busy_cores, check_args, count, exit_if_failed, measure_rows  # noqa: E402
 from data_pipeline.sources.folder_source import decode_tiles, open_class_folders  # noqa: E402
 from data_pipeline.sources.synthetic import synthetic_class_tiles  # noqa: E402
+from flaxbench.errors import FlaxbenchError  # noqa: E402
 from flaxbench.host_memory import restart_with_huge_pages  # noqa: E402
 from flaxbench.inference import TrainedRun  # noqa: E402
 from flaxbench.runtime import describe_devices, local_mesh  # noqa: E402
 from flaxbench.spec import load_spec_file  # noqa: E402
-from flaxbench.train.setup import init_model  # noqa: E402
+from flaxbench.train.setup import check_model_builds, init_model  # noqa: E402
 from flaxbench.train.state import TrainState, split_model  # noqa: E402
 
 CLASSES = ("tumor", "stroma", "lympho")
@@ -52,12 +54,28 @@ def write_tiles(folder: Path, count_: int, size: int, suffix: str) -> None:
             (folder / name / f"{k:06d}.{suffix}").write_bytes(buffer.getvalue())
 
 
-def random_run(row: str, size: int, dtype: str) -> TrainedRun:
-    """Study row `row` with random weights, as `load_trained_run` would return a trained one."""
+def row_spec(row: str, size: int, dtype: str) -> ml_collections.ConfigDict:
+    """Study row `row`'s spec, set for random weights on tiles of `size` px."""
     spec = load_spec_file(SPEC_DIR / f"{row}.py")
     spec.model.init, spec.train.dtype = "scratch", dtype
     if spec.model.name == "vit":
         spec.model.options.image_size = size
+    return spec
+
+
+def size_problem(rows: list[str], size: int) -> str | None:
+    """Why a row cannot take tiles of `size` px, or None: checked before any tile is written."""
+    for row in rows:
+        try:
+            check_model_builds(row_spec(row, size, "float32"), size)
+        except FlaxbenchError as error:
+            return f"{row}: {str(error).splitlines()[0]}"
+    return None
+
+
+def random_run(row: str, size: int, dtype: str) -> TrainedRun:
+    """Study row `row` with random weights, as `load_trained_run` would return a trained one."""
+    spec = row_spec(row, size, dtype)
     parts = split_model(init_model(spec, CLASSES, size))
     return TrainedRun(Path("."), spec, list(CLASSES), size, None, True, "random", 0,
                       TrainState(parts.params, parts.model_state, None), parts)
@@ -103,6 +121,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     check_args(parser, args)
+    if args.tiles < len(CLASSES):
+        parser.error(f"--tiles {args.tiles} leaves a class folder empty; give at least {len(CLASSES)}, one tile for "
+                     f"each of {', '.join(CLASSES)}")
+    if problem := size_problem(args.models, args.size):
+        parser.error(f"--size {args.size} does not suit a row ({problem}); give another --size")
     device = describe_devices(local_mesh())
     load = busy_cores()
     with tempfile.TemporaryDirectory(prefix="predict_stream_") as tmp:
@@ -122,7 +145,7 @@ def main() -> None:
                     "busy_cores_at_start": round(load, 2)}
 
         rows, failed = measure_rows(args.models, measure, args.json)
-    if not args.json:
+    if not args.json and rows:
         print(f"device: {device}; {tiles} {args.format} tiles of {args.size} px, batch {args.batch}, {args.dtype}")
         print(f"{'model':<16}{'decode/s':>10}{'model/s':>10}{'stream/s':>10}{'overlap':>9}{'vs serial':>11}")
         for r in rows:

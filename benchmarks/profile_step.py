@@ -5,7 +5,8 @@
 Traces one call of the real jitted epoch (`--steps` steps on device-resident random tiles, after
 a warm-up call) with `jax.profiler`, matches every traced op to its instruction in the
 optimized HLO, and prints ops grouped by kind, output shape and the JAX operation they came
-from, in ms per step. `--torch` adds torch.profiler's table for the same architecture's step.
+from, in ms per step. `--torch` adds torch.profiler's table for the same architecture's `--steps`
+steps, its times totals over them, under a line giving the torch step's wall ms per step.
 Checked on XLA:CPU. There, work that XLA hands to a thread pool and does not wait for in the op
 (Eigen convolutions) is missing from the op times, so compare their sum with the wall time.
 """
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.throughput import compiled_benchmark_run, count  # noqa: E402
 from flaxbench.errors import FlaxbenchError  # noqa: E402
 from flaxbench.host_memory import restart_with_huge_pages  # noqa: E402
+from flaxbench.runtime import describe_devices  # noqa: E402
 from flaxbench.study import parse_study_rows  # noqa: E402
 
 _INSTRUCTION = re.compile(r"\s*(?:ROOT\s+)?%?([\w.\-]+) = (\S+) ([\w\-]+)\(")
@@ -97,11 +99,16 @@ def profile_flaxbench(row: str, batch: int, size: int, dtype: str, steps: int, t
     module = re.search(r"^HloModule (\S+?),?\s", hlo_text, re.M).group(1)
     rows, op_ms = group_op_times(op_events(trace_dir, module), hlo_instructions(hlo_text), steps)
     return {"model": row, "wall_ms_per_step": wall_ms, "op_ms_per_step": op_ms, "ops": rows,
-            "name": run.spec.model.name, "options": run.spec.model.options.to_dict()}
+            "device": describe_devices(run.mesh), "name": run.spec.model.name,
+            "options": run.spec.model.options.to_dict()}
 
 
 def torch_profile_table(name: str, options: dict, batch: int, size: int, dtype: str, steps: int, top: int) -> str:
-    """torch.profiler's table (self time, busiest first) for `steps` steps of the torch twin."""
+    """torch.profiler's table (self time, busiest first) for `steps` steps of the torch twin, under a line saying so.
+
+    The table's times are totals over the `steps` steps, as torch.profiler sums them; the line above it
+    gives the profiled wall time per step, to compare with flaxbench's ms per step.
+    """
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -116,11 +123,29 @@ def torch_profile_table(name: str, options: dict, batch: int, size: int, dtype: 
     step(images, labels).item()  # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
+        start = time.perf_counter()
         for _ in range(steps):
             loss = step(images, labels)
         loss.item()
+        wall_ms = (time.perf_counter() - start) * 1000 / steps
     sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=sort, row_limit=top, max_name_column_width=50)
+    table = prof.key_averages().table(sort_by=sort, row_limit=top, max_name_column_width=50)
+    steps_text = f"{steps} step" + ("" if steps == 1 else "s")
+    return (f"torch twin on {device}: {wall_ms:.1f} ms per step profiled; the table below is torch.profiler's, "
+            f"its times and calls totals over all {steps_text}, not per step\n{table}")
+
+
+def check_trace_dir(trace_dir: Path) -> str | None:
+    """Why `trace_dir` cannot hold the trace (it is created if missing), or None if it can."""
+    if trace_dir.exists() and not trace_dir.is_dir():
+        return "it is a file, not a folder"
+    try:
+        trace_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=trace_dir):
+            pass
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    return None
 
 
 def main() -> None:
@@ -142,14 +167,20 @@ def main() -> None:
         parser.error(str(error) if isinstance(error, FlaxbenchError) else "--model takes one study row")
     if args.json and args.torch:
         parser.error("--json prints flaxbench's ops only; drop --torch or --json")
-    with tempfile.TemporaryDirectory() as scratch:
-        result = profile_flaxbench(args.model, args.batch, args.size, args.dtype, args.steps,
-                                   args.trace_dir or Path(scratch))
+    if args.trace_dir and (problem := check_trace_dir(args.trace_dir)):
+        parser.error(f"--trace-dir {args.trace_dir}: cannot create or write a folder there ({problem}); "
+                     "give a writable folder")
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            result = profile_flaxbench(args.model, args.batch, args.size, args.dtype, args.steps,
+                                       args.trace_dir or Path(scratch))
+    except FlaxbenchError as error:  # e.g. a tile size the model refuses: one line, as throughput.py gives
+        sys.exit(f"profile_step: {args.model} failed: {type(error).__name__}: {str(error).splitlines()[0]} "
+                 "(this script's tile size is --size)")
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k not in ("name", "options")}))
     else:
-        device = jax.devices()[0]
-        print(f"{args.model} on {device.platform} ({device.device_kind}), batch {args.batch}, {args.size} px, "
+        print(f"{args.model} on {result['device']}, batch {args.batch}, {args.size} px, "
               f"{args.dtype}: {result['wall_ms_per_step']:.1f} ms per step untraced, "
               f"{result['op_ms_per_step']:.1f} ms of traced ops per step")
         print(f"{'ms/step':>9}{'%ops':>6}{'calls':>7}  {'kind':<28}{'shape':<30}source")

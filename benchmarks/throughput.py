@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.machine_load import busy_cores, warn_if_busy  # noqa: E402
 from data_pipeline import Split, TileDataset  # noqa: E402
 from flaxbench.spec import load_spec_file  # noqa: E402
 from flaxbench.compile_cache import disable_compilation_cache  # noqa: E402
@@ -188,27 +189,6 @@ def count(text: str) -> int:
     return value
 
 
-def busy_cores(window_s: float = 1.0) -> float:
-    """How many cores other processes kept busy over the last `window_s` seconds (Linux), else the 1-minute load.
-
-    The load average still counts a benchmark run that has just ended, so back-to-back runs would
-    warn about their own predecessor; /proc/stat sampled now does not.
-    """
-    def cpu_times() -> list[int]:
-        with open("/proc/stat") as stat:
-            return [int(field) for field in stat.readline().split()[1:]]
-
-    try:
-        before = cpu_times()
-        time.sleep(window_s)
-        after = cpu_times()
-    except (OSError, ValueError):
-        return os.getloadavg()[0]
-    delta = [b - a for a, b in zip(before, after)]
-    idle = delta[3] + (delta[4] if len(delta) > 4 else 0)  # idle + iowait
-    return (os.cpu_count() or 1) * (1 - idle / max(sum(delta), 1))
-
-
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject unknown study rows before anything is built or timed."""
     try:
@@ -270,13 +250,15 @@ def main() -> None:
 
     torch_device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     torch.backends.cudnn.benchmark = True  # let cuDNN autotune its convolutions, as XLA does
+    # Measured here: with a test suite holding both cores, torch's 2-thread CPU steps slowed
+    # about 25x and XLA's far less, so a ConvModel ratio read 10.4 (0.97 on 1 torch thread).
+    consequence = ("on CPU, torch's threads slow down far more than XLA's under load, so the ratios lean toward "
+                   "flaxbench")
+    on_cpu = torch_device.startswith("cpu")
     load = busy_cores()
-    if torch_device.startswith("cpu") and load > 0.5 * (os.cpu_count() or 1):
-        # Measured here: with a test suite holding both cores, torch's 2-thread CPU steps slowed
-        # about 25x and XLA's far less, so a ConvModel ratio read 10.4 (0.97 on 1 torch thread).
-        print(f"warning: the machine is busy ({load:.1f} of {os.cpu_count()} cores in use); on CPU, torch's "
-              "threads slow down far more than XLA's under load, so the ratios lean toward flaxbench: measure "
-              "on an otherwise idle machine", file=sys.stderr, flush=True)
+    if on_cpu:
+        warn_if_busy(load, "at the start", consequence)
+
     def measure(row: str) -> dict:
         flax_call, built = flax_timer(row, args.batch, args.size, args.dtype, args.steps)
         timers = {"jax": flax_call, "torch": torch_timer(built["model"], built["options"], args.batch, args.size,
@@ -289,6 +271,9 @@ def main() -> None:
         img_s = {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
         round_ratios = [t_torch / t_jax for t_jax, t_torch in zip(times["jax"], times["torch"])]
         best_torch = max(img_s["torch"], img_s.get("torch_compile", 0.0))
+        load_after = busy_cores()
+        if on_cpu:
+            warn_if_busy(load_after, f"right after timing {row}", consequence)
         return {"model": row, "jax_img_s": round(img_s["jax"], 1), "torch_img_s": round(img_s["torch"], 1),
                 "torch_compile_img_s": round(img_s["torch_compile"], 1) if "torch_compile" in img_s else None,
                 "ratio": round(img_s["jax"] / img_s["torch"], 3),
@@ -296,7 +281,8 @@ def main() -> None:
                 "ratio_vs_best_torch": round(img_s["jax"] / best_torch, 3),
                 "jax_compile_s": round(built["compile_s"], 2), "device": built["device"],
                 "torch_device": torch_device, "dtype": args.dtype, "batch": args.batch, "size": args.size,
-                "rounds": args.repeats, "settle": args.settle, "busy_cores_at_start": round(load, 2)}
+                "steps": args.steps, "repeats": args.repeats, "rounds": args.repeats, "settle": args.settle,
+                "busy_cores_at_start": round(load, 2), "busy_cores_after": round(load_after, 2)}
 
     rows, failed = measure_rows(args.models, measure, args.json, hint=" (this script's tile size is --size)")
     if not args.json and rows:

@@ -22,7 +22,7 @@ def test_each_scenario_gives_both_methods_coverage_counts():
         ("accuracy difference 0.05", "flaxbench"), ("accuracy difference 0.05", "percentile bootstrap")]
     for row in rows:
         assert row["samples"] == 4 and row["below"] + row["above"] <= 4 and row["mean_width"] > 0
-        assert row["coverage"] == 1 - (row["below"] + row["above"]) / 4
+        assert row["coverage"] == round(1 - (row["below"] + row["above"]) / 4, 4)
 
 
 def test_a_grouped_scenario_shows_the_tile_level_interval_beside_the_one_over_patients():
@@ -36,3 +36,18 @@ def test_an_unknown_scenario_is_one_line_naming_them():
     proc = run_script("--only", "kappa", "--samples", "1")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("ci_coverage: --only 'kappa' names no scenario; the scenarios: class F1")
+
+
+def test_coverage_is_rounded_to_four_decimals():
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("ci_coverage_script", REPO / "benchmarks" / "ci_coverage.py")
+    ci_coverage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ci_coverage)
+    intervals = iter([(0.0, 1.0), (0.0, 1.0), (0.6, 0.7)])  # the third test set's interval misses 0.5 above it
+    scenario = ci_coverage.Scenario("fake", 0.5, lambda rng: {"x": np.array([0.2, 0.8])}, lambda test: next(intervals),
+                                    lambda test, picks: test["x"][picks].mean(axis=1))
+    row = ci_coverage.coverage(scenario, 3, 5, 0)[0]
+    assert row["method"] == "flaxbench" and row["below"] == 1 and row["coverage"] == 0.6667

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO
 
 
@@ -26,3 +28,17 @@ def test_unknown_rows_are_rejected_before_any_tile_is_written():
     proc = subprocess.run([sys.executable, "benchmarks/predict_stream.py", "--models", "resnet99"], cwd=REPO,
                           env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "resnet99 is not a study row" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--size", "4"], "error: --size 4 does not suit a row (convmodel: spec.data.image_size: convmodel needs tiles of "
+                      "at least 8 px, got 4"),
+    (["--tiles", "2", "--size", "32"], "error: --tiles 2 leaves a class folder empty; give at least 3, one tile for "
+                                       "each of tumor, stroma, lympho"),
+])
+def test_a_size_or_tile_count_that_cannot_work_is_one_line_before_any_tile_is_written(flags, expected):
+    proc = subprocess.run([sys.executable, "benchmarks/predict_stream.py", "--models", "convmodel", "--repeats", "1",
+                           *flags], cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""

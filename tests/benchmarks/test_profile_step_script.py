@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -39,6 +41,9 @@ def test_text_table_with_the_torch_twin():
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["ms/step", "%ops", "calls"])
     assert all(float(line.split()[0]) >= 0 for line in lines[header + 1 : header + 6])
     assert "aten::" in proc.stdout and "Self CPU" in proc.stdout
+    assert lines[0].startswith("convmodel on cpu: ") and "(cpu)" not in lines[0]
+    torch_line = next(line for line in lines if line.startswith("torch twin on cpu: "))
+    assert " ms per step profiled; " in torch_line and torch_line.endswith("totals over all 1 step, not per step")
 
 
 def test_unknown_model_is_a_one_line_error():
@@ -50,3 +55,27 @@ def test_unknown_model_is_a_one_line_error():
         )
         assert proc.returncode == 2
         assert f"--model: {model} is not a study row" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("model, size, expected", [
+    ("vit_p15", "32", "profile_step: vit_p15 failed: SpecError: ViT image_size 32 is not a multiple of patch_size 15"),
+    ("convmodel", "4", "profile_step: convmodel failed: SpecError: spec.data.image_size: convmodel needs tiles of at "
+                       "least 8 px, got 4"),
+])
+def test_a_size_the_model_refuses_is_one_line(model, size, expected):
+    proc = subprocess.run([sys.executable, "benchmarks/profile_step.py", "--model", model, "--batch", "2",
+                           "--size", size, "--steps", "1"], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(expected) and line.endswith("(this script's tile size is --size)")
+
+
+def test_a_trace_dir_that_cannot_be_written_is_refused_before_anything_is_built(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    for trace_dir, why in (("/proc/nope", "No such file or directory"), (tmp_path / "a_file", "it is a file")):
+        proc = subprocess.run([sys.executable, "benchmarks/profile_step.py", "--model", "convmodel", "--size", "16",
+                               "--trace-dir", str(trace_dir)], cwd=REPO, env=ENV, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert f"error: --trace-dir {trace_dir}: cannot create or write a folder there ({why}" in proc.stderr

@@ -29,6 +29,9 @@ def test_throughput_json_lines_with_flaxbench_on_one_device_as_torch():
     # with an odd number of interleaved rounds, the ratio of medians lies within the single rounds' ratios
     low, high = row["ratio_range"]
     assert row["rounds"] == 3 and low - 1e-3 <= row["ratio"] <= high + 1e-3
+    # a row read alone says how it was timed, and the load on the machine before and after
+    assert row["steps"] == 1 and row["repeats"] == 3
+    assert row["busy_cores_at_start"] >= 0 and row["busy_cores_after"] >= 0
 
 
 def _load_throughput_module():
@@ -111,3 +114,14 @@ def test_busy_cores_sees_a_process_spinning_on_a_core():
         spinner.kill()
         spinner.wait()
     assert 0.8 <= busy <= (os.cpu_count() or 1) + 0.01
+
+
+def test_load_is_warned_about_only_when_more_than_half_the_cores_are_busy(monkeypatch, capsys):
+    from benchmarks import machine_load
+
+    monkeypatch.setattr(machine_load.os, "cpu_count", lambda: 2)
+    assert machine_load.warn_if_busy(1.6, "right after timing resnet18", "the ratios lean toward flaxbench")
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the machine was busy right after timing resnet18 (1.6 of 2 cores in use")
+    assert "the ratios lean toward flaxbench" in err and len(err.splitlines()) == 1
+    assert not machine_load.warn_if_busy(0.9, "at the start", "x") and capsys.readouterr().err == ""
