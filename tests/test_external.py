@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from data_pipeline import DataError
 from flaxbench.errors import WorkdirError
@@ -140,6 +139,14 @@ def test_a_bad_class_map_is_an_error_naming_it(kather_run, renamed_test_tiles, t
     with pytest.raises(WorkdirError, match=message):
         evaluate_external(kather_run, str(folder), class_map=class_map, out=tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_class_map_naming_an_empty_folder_says_it_holds_no_tiles(kather_run, renamed_test_tiles, tmp_path):
+    folder, _, class_map = renamed_test_tiles
+    copy = shutil.copytree(folder, tmp_path / "cohort")
+    (copy / "EMPTY").mkdir()  # there, but without tiles: not a class folder
+    with pytest.raises(WorkdirError, match="names folder 'empty', which .* does not have with tiles in it"):
+        evaluate_external(kather_run, str(copy), class_map=f"{class_map},EMPTY=tumor", out=tmp_path / "x.json")
 
 
 def test_no_folder_of_a_run_class_is_an_error_suggesting_a_class_map(kather_run, renamed_test_tiles, tmp_path):
@@ -312,87 +319,6 @@ def test_predict_temperature_scaled_gives_the_calibrated_probabilities_of_the_sa
     with pytest.raises(WorkdirError, match="results.json' records no temperature"):
         predict_paths(older, tiles, tmp_path / "no.csv", temperature_scaled=True)
     assert not (tmp_path / "no.csv").exists()
-
-
-def test_tiles_the_run_trained_on_are_found_by_their_pixels(kather_run, tmp_path, capsys):
-    from flaxbench.predict import predict_paths
-
-    train = evaluate_workdir(kather_run, "train")
-    folder = tmp_path / "copies"
-    # two training tiles, saved as PNGs under new names that do not name their slide (tests/test_seen_groups.py)
-    for k, tile_id in enumerate(train["predictions"]["ids"][:2]):
-        target = folder / Path(tile_id).parent.name / f"copy_{k}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(KATHER / tile_id).save(target)
-    shutil.copytree(NCT / "TUM", folder / "01_TUMOR", dirs_exist_ok=True)  # other tiles
-    result, path = evaluate_external(kather_run, str(folder))
-    try:
-        from flaxbench.report import write_report
-
-        report = write_report(kather_run.parent, tmp_path / "r")["md"].read_text()
-        unseen = result["accuracy_without_seen"]  # the 12 NCT tiles'
-        assert f"| 14 (2 seen in training; accuracy without them {100 * unseen:.1f}%) | best |" in report
-    finally:
-        path.unlink()  # the module's other tests see the run's external evaluations
-    assert result["seen_by_runs"]["train"] == 2 and result["seen_by_runs"]["val"] == 0
-    copies = set(result["seen_by_runs"]["trained_ids"])
-    assert len(copies) == 2 and all("copy_" in tile for tile in copies)
-    others = [label == predicted for tile, label, predicted in zip(*(result["predictions"][key] for key in (
-        "ids", "labels", "predictions"))) if tile not in copies]
-    assert len(others) == 12 and result["accuracy_without_seen"] == pytest.approx(np.mean(others))
-    assert all("copy_" in example and example.endswith("(train)") for example in result["seen_by_runs"]["examples"])
-    assert ("warning: 2 of these tiles are copies of tiles the run trained or validated on (pixel-identical: train 2, "
-            "val 0; e.g.") in capsys.readouterr().err
-    predict_paths(kather_run, [str(folder)], tmp_path / "p.csv")
-    assert "2 of these tiles are copies" in capsys.readouterr().err
-    older = tmp_path / "older_run"  # a run from before tile digests were kept
-    shutil.copytree(kather_run, older)
-    (older / "tile_digests.npz").unlink()
-    result, _ = evaluate_external(older, str(folder), out=tmp_path / "f.json")
-    assert result["seen_by_runs"] is None and "copies" not in capsys.readouterr().err
-
-
-def test_rotated_re_saved_training_tiles_are_found_as_near_copies(kather_run, tmp_path, capsys):
-    from flaxbench.predict import predict_paths
-
-    train = evaluate_workdir(kather_run, "train")
-    folder = tmp_path / "near"
-    for tile_id in train["predictions"]["ids"][:3]:  # three training tiles, turned and saved as JPEG
-        target = folder / Path(tile_id).parent.name / f"turned_{Path(tile_id).stem}.jpg"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.rot90(np.asarray(Image.open(KATHER / tile_id).convert("RGB"))).copy()).save(target,
-                                                                                                       quality=80)
-    shutil.copytree(NCT / "TUM", folder / "01_TUMOR", dirs_exist_ok=True)  # other tiles
-    result, _ = evaluate_external(kather_run, str(folder), out=tmp_path / "near.json")
-    seen = result["seen_by_runs"]
-    assert (seen["train"], seen["val"], seen["near"]) == (0, 0, {"train": 3, "val": 0, "test": 0})
-    assert sorted(seen["trained_ids"]) == sorted(
-        f"{Path(t).parent.name}/turned_{Path(t).stem}.jpg" for t in train["predictions"]["ids"][:3])
-    assert all(example.endswith("(train, near-copy)") for example in seen["examples"])
-    assert "warning: 3 of these tiles are copies of tiles the run trained or validated on (near-copies, rotated" in (
-        capsys.readouterr().err)
-    others = [label == predicted for tile, label, predicted in zip(*(result["predictions"][key] for key in (
-        "ids", "labels", "predictions"))) if "turned_" not in tile]
-    assert result["accuracy_without_seen"] == pytest.approx(np.mean(others))
-    predict_paths(kather_run, [str(folder)], tmp_path / "p.csv")
-    assert "3 of these tiles are copies of tiles the run trained or validated on (near-copies" in (
-        capsys.readouterr().err)
-
-
-def test_a_damaged_digest_file_is_warned_about_and_the_tiles_go_unchecked(kather_run, tmp_path, capsys):
-    from flaxbench.seen_tiles import load_seen_tiles
-
-    seen = load_seen_tiles([kather_run])
-    assert len(seen.digests) == 24  # the eight classes' 3 tiles each, all distinct
-    assert {name: len(hashes) for name, hashes in seen.hashes.items()} == {"train": 8, "val": 8, "test": 8}
-    damaged = tmp_path / "run"
-    damaged.mkdir()
-    (damaged / "tile_digests.npz").write_bytes(b"not a zip")
-    assert load_seen_tiles([kather_run, damaged]) is None
-    assert f"warning: cannot read '{damaged / 'tile_digests.npz'}'" in capsys.readouterr().err
-    np.savez(damaged / "tile_digests.npz", train=np.zeros((2, 3)), val=np.zeros((0, 16)), test=np.zeros((0, 16)))
-    assert load_seen_tiles([damaged]) is None and "does not hold 16-byte tile digests" in capsys.readouterr().err
-
 
 
 def test_the_class_map_suggested_for_unmatched_folders_is_near_their_names_and_quoted_for_the_shell():
