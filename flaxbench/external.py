@@ -78,8 +78,8 @@ def match_class_folders(
     canonical = {canonical_class_name(folder): folder for folder in folders}
     for key, name in class_map.items():
         if key not in canonical:
-            raise WorkdirError(f"--class-map names folder '{key}', which {where} does not have; its class folders: "
-                               f"{', '.join(folders)}")
+            raise WorkdirError(f"--class-map names folder '{key}', which {where} does not have with tiles in it; its "
+                               f"class folders with tiles: {', '.join(folders)}")
         if name not in run_classes:
             raise WorkdirError(f"--class-map maps '{key}' to '{name}', which is not a class of the run; its classes: "
                                f"{', '.join(run_classes)}")
