@@ -54,9 +54,10 @@ def initialize_distributed() -> None:
     if address is None and "SLURM_JOB_ID" not in os.environ:
         raise FlaxbenchError(f"--distributed: JAX_COORDINATOR_ADDRESS is not set and this is no SLURM job; "
                              f"{DISTRIBUTED_HELP}")
-    print(f"--distributed: joining process {kwargs.get('process_id', 'of SLURM')} of "
-          f"{kwargs.get('num_processes', 'SLURM')} at {address or 'the coordinator SLURM names'} (JAX waits up to "
-          "5 minutes for every process to start)", file=sys.stderr, flush=True)
+    joining = (f"process {kwargs['process_id']} of {kwargs['num_processes']}" if len(kwargs) == 2
+               else "the run's processes")
+    print(f"--distributed: joining {joining} at {address or 'the coordinator SLURM names'} (JAX waits up to 5 "
+          "minutes for every process to start)", file=sys.stderr, flush=True)
     try:
         jax.distributed.initialize(**kwargs)
     except (ValueError, RuntimeError) as e:
