@@ -207,6 +207,8 @@ def paired_p_value(share_a: np.ndarray, share_b: np.ndarray, seeds_a: int = 1, s
         raise ValueError(f"paired outcomes differ in length: {share_a.size} vs {share_b.size}")
     if seeds_a == seeds_b == 1:
         return mcnemar_p_value(share_a > 0.5, share_b > 0.5)
+    from scipy.stats import binom
+
     scale = math.lcm(seeds_a, seeds_b)  # every difference a whole number of these steps
     steps = np.rint((share_a - share_b) * scale).astype(np.int64)
     observed, sizes = abs(int(steps.sum())), np.abs(steps[steps != 0])
@@ -223,7 +225,7 @@ def paired_p_value(share_a: np.ndarray, share_b: np.ndarray, seeds_a: int = 1, s
     for size, count in zip(*np.unique(sizes, return_counts=True)):
         size, count = int(size), int(count)
         shifted = np.zeros_like(distribution)
-        for k, weight in enumerate(binomial_half(count)):  # the sum moves by size * (2k - count)
+        for k, weight in enumerate(binom.pmf(np.arange(count + 1), count, 0.5)):  # moves size * (2k - count)
             shift = size * (2 * k - count)
             if shift >= 0:
                 shifted[shift:] += weight * distribution[:distribution.size - shift]
@@ -232,13 +234,6 @@ def paired_p_value(share_a: np.ndarray, share_b: np.ndarray, seeds_a: int = 1, s
         distribution = shifted
     sums = np.arange(-total, total + 1)
     return min(1.0, float(distribution[np.abs(sums) >= observed].sum()))
-
-
-def binomial_half(trials: int) -> np.ndarray:
-    """P(k successes) of Binomial(`trials`, 1/2), k = 0..trials, computed in logs (no overflow for many trials)."""
-    k = np.arange(trials + 1)
-    log_choose = math.lgamma(trials + 1) - np.array([math.lgamma(i + 1) + math.lgamma(trials - i + 1) for i in k])
-    return np.exp(log_choose - trials * math.log(2))
 
 
 def holm_adjusted(p_values: Sequence[float | None]) -> list[float | None]:
