@@ -1,7 +1,8 @@
 """Command line: train a spec, or `evaluate | convert | study | report | predict`.
 
     python -m flaxbench --spec specs/vit_p15.py [--spec.train.epochs=3] [--workdir DIR] [--overwrite]
-    python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last] [--source folder:PATH] [--tta] [--batch-size N]
+    python -m flaxbench evaluate --workdir DIR [--split test|val|train] [--checkpoint best|last] [--source folder:PATH]
+        [--tfds-data-dir DIR] [--tta] [--batch-size N]
     python -m flaxbench evaluate --workdir DIR --external PATH [--class-map FOLDER=CLASS,...] [--center-crop PX] [--group-by REGEX] [--out FILE] [--overwrite] [--batch-size N]
     python -m flaxbench convert --arch resnet18 --torch-weights FILE.pth --out DIR
     python -m flaxbench study [--specs a.py,b.py] [--workdir runs/study] [--seeds 1] [--folds K] [--spec.x=y ...]
@@ -56,6 +57,9 @@ flags.DEFINE_bool("temperature_scaled", False, "predict: divide the logits by th
 flags.DEFINE_alias("temperature-scaled", "temperature_scaled")
 flags.DEFINE_bool("tta", False, "evaluate/predict: average class probabilities over each tile's 8 flips and rotations.")
 flags.DEFINE_string("source", None, "evaluate: where the run's tiles are now, if they moved (folder:PATH, a folder or zip).")
+flags.DEFINE_string("tfds_data_dir", None, "evaluate: where a TFDS run's prepared dataset is now, if it moved "
+                    "(the run's spec.data.tfds_data_dir).")
+flags.DEFINE_alias("tfds-data-dir", "tfds_data_dir")
 flags.DEFINE_string("external", None, "evaluate: test the run on labelled tiles it never saw, a folder (or zip) of "
                     "class folders, e.g. another cohort; writes WORKDIR/eval_external_<name>.json. study: test "
                     "every row on them.")
@@ -83,8 +87,8 @@ FLAGS = flags.FLAGS
 # `study --overwrite`, is not silently ignored (and `predict --distributed` does not predict twice).
 COMMAND_FLAGS = {
     "train": ("spec", "workdir", "overwrite", "distributed"),
-    "evaluate": ("workdir", "split", "checkpoint", "source", "tta", "external", "class_map", "center_crop", "group_by",
-                 "out", "overwrite", "batch_size", "distributed"),
+    "evaluate": ("workdir", "split", "checkpoint", "source", "tfds_data_dir", "tta", "external", "class_map",
+                 "center_crop", "group_by", "out", "overwrite", "batch_size", "distributed"),
     "convert": ("arch", "torch_weights", "out"),
     "study": ("spec", "specs", "workdir", "seeds", "folds", "external", "class_map", "center_crop", "group_by",
               "distributed"),
@@ -134,7 +138,7 @@ def _evaluate(args: list[str]) -> None:
             raise FlaxbenchError(f"evaluate takes --{name.replace('_', '-')} only with --external PATH (labelled tiles "
                                  f"the run never saw){mine}")
     result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.source, tta=FLAGS.tta,
-                              batch_size=_batch_size())
+                              batch_size=_batch_size(), tfds_data_dir=FLAGS.tfds_data_dir)
     print(format_metrics(result["name"], FLAGS.split, result, synthetic=result["synthetic"])
           + f"  (epoch {result['epoch']}, {FLAGS.checkpoint}{', 8-view TTA' if FLAGS.tta else ''})")
     if is_main_process():  # the one that writes
@@ -153,9 +157,10 @@ def _evaluate_external() -> None:
     from flaxbench.external import evaluate_external
     from flaxbench.runtime import is_main_process
 
-    for name in ("split", "source"):
+    for name in ("split", "source", "tfds_data_dir"):
         if FLAGS[name].present:
-            raise FlaxbenchError(f"evaluate --external reads the tiles at its PATH; it does not take --{name}")
+            raise FlaxbenchError(f"evaluate --external reads the tiles at its PATH; it does not take "
+                                 f"--{name.replace('_', '-')}")
     result, path = evaluate_external(FLAGS.workdir, FLAGS.external, which=FLAGS.checkpoint, tta=FLAGS.tta,
                                      class_map=FLAGS.class_map, out=FLAGS.out, overwrite=FLAGS.overwrite,
                                      batch_size=_batch_size(), center_crop=FLAGS.center_crop,

@@ -79,6 +79,8 @@ def test_train_then_refuse_to_overwrite_then_evaluate(tmp_path):
     (["study", "--batch-size=8"], ["study does not take --batch-size", "evaluate, predict"]),
     (["evaluate", "--workdir=runs/x", "--temperature-scaled"], ["evaluate does not take --temperature-scaled",
                                                                 "predict"]),
+    (["evaluate", "--external=tiles", "--tfds-data-dir=tfds"], ["evaluate --external reads the tiles at its PATH",
+                                                               "does not take --tfds-data-dir"]),
 ])
 def test_a_flag_the_command_would_ignore_is_refused(tmp_path, arguments, needles):
     out = tmp_path / "run"

@@ -41,14 +41,33 @@ def eval_filename(split: str, which: str, tta: bool = False) -> str:
     return f"eval_{split}" + ("" if which == BEST else f"_{which}") + ("_tta" if tta else "") + ".json"
 
 
+def _locate_tfds_data(spec: ml_collections.ConfigDict, tfds_data_dir: str | None) -> None:
+    """Point a TFDS run's spec at `tfds_data_dir`, or fail in one line if its recorded data folder is gone."""
+    if not spec.data.source.startswith("tfds:"):
+        if tfds_data_dir:
+            raise WorkdirError(f"--tfds-data-dir is for runs trained on a TFDS dataset; this run's tiles are "
+                               f"'{spec.data.source}' (if they moved, pass --source=folder:NEW_PATH)")
+        return
+    if tfds_data_dir:
+        spec.data.tfds_data_dir = tfds_data_dir
+        return
+    recorded = spec.data.get("tfds_data_dir")
+    if recorded and not os.path.isdir(os.path.expanduser(recorded)):
+        raise WorkdirError(
+            f"the run's TFDS data folder '{recorded}' (spec.data.tfds_data_dir) is not there; if it moved, pass "
+            "--tfds-data-dir=NEW_PATH (the same prepared dataset: its tiles are checked against data.json)"
+        )
+
+
 def evaluate_workdir(
     workdir: str | Path, split: str = "test", which: str = BEST, source: str | None = None, *, tta: bool = False,
-    batch_size: int | None = None,
+    batch_size: int | None = None, tfds_data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of `split` from the run's `which` checkpoint; also written to `eval_filename(split, which, tta)`.
 
-    `source` (a spec.data.source value) reads the run's tiles where they are now, if they moved;
-    they must be the same tiles, which data.json's digests check. `tta` averages the class
+    `source` (a spec.data.source value) reads the run's tiles where they are now, if they moved, and
+    `tfds_data_dir` a TFDS run's prepared dataset; they must be the same tiles, which data.json's
+    digests check. `tta` averages the class
     probabilities over each tile's 8 flips and rotations. `batch_size` replaces the run's
     spec.train.eval_batch_size (tiles a forward pass).
     """
@@ -74,6 +93,7 @@ def evaluate_workdir(
                 f"the run's tiles are no longer at '{recorded}'; if they moved, pass --source=folder:NEW_PATH "
                 "(a folder or zip of the same tiles: they are checked against data.json)"
             )
+    _locate_tfds_data(spec, tfds_data_dir)
     remedy = "restore the data as it was (or evaluate with the flaxbench that trained the run)"
     # The other splits' tiles are not read, and a folder that changed is refused before any tile is.
     try:

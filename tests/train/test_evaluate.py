@@ -1,6 +1,7 @@
 """Evaluating a run from its checkpoint against the tiles it was trained on (CPU, seconds)."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,8 @@ def test_evaluate_reads_tiles_that_moved_from_where_they_are_now(tmp_path, folde
     evaluated = evaluate_workdir(workdir, "test", source=f"folder:{moved}")
     assert (evaluated["accuracy"], evaluated["loss"]) == (results["test_accuracy"], results["test_loss"])
     assert evaluated["source"] == f"folder:{moved}"
+    with pytest.raises(WorkdirError, match="--tfds-data-dir is for runs trained on a TFDS dataset"):
+        evaluate_workdir(workdir, "test", source=f"folder:{moved}", tfds_data_dir=str(moved))
     tile = sorted((moved / "a").iterdir())[0]
     shutil.copy(tile, moved / "b" / f"extra{tile.suffix}")  # one tile more: not the tiles it trained on
     with pytest.raises(WorkdirError, match="differs from what the run"):
@@ -98,6 +101,11 @@ def test_evaluate_of_a_tfds_run_decodes_only_the_split_it_scores(tmp_path, monke
     evaluated = evaluate_workdir(tmp_path / "run", "test")
     assert (evaluated["accuracy"], evaluated["loss"]) == (results["test_accuracy"], results["test_loss"])
     assert sorted(decoded) == sorted(results["test_predictions"]["ids"])
+    moved = Path(data_dir).rename(tmp_path / "tfds_moved")  # e.g. another disk
+    with pytest.raises(WorkdirError, match=f"TFDS data folder '{data_dir}' .* is not there.*--tfds-data-dir"):
+        evaluate_workdir(tmp_path / "run", "test")
+    evaluated = evaluate_workdir(tmp_path / "run", "test", tfds_data_dir=str(moved))
+    assert (evaluated["accuracy"], evaluated["loss"]) == (results["test_accuracy"], results["test_loss"])
 
 
 def test_evaluate_refuses_a_stain_reference_that_changed_since_training(tmp_path):
