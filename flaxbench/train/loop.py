@@ -79,16 +79,22 @@ def _record_start(progress: dict[str, Any], mesh: Any, version: str, log: Callab
     """Add this start's devices and flaxbench `version` to `progress["starts"]`; warn where a resumed run's earlier
     epochs ran on other devices or code."""
     start = {"first_epoch": progress["epoch"] + 1, "device": describe_devices(mesh),
-             "num_devices": int(mesh.devices.size), "flaxbench_version": version}
+             "num_devices": int(mesh.devices.size), "num_processes": jax.process_count(), "flaxbench_version": version}
     before = progress["starts"][-1] if progress["starts"] else None
     if before is not None and before.get("flaxbench_version", version) != version:
         log(f"warning: epochs up to {progress['epoch']} ran with flaxbench {before['flaxbench_version']} and the rest "
             f"run with {version} (results.json's device_starts says so; --overwrite starts over with this code)")
-    if before is not None and before["device"] != start["device"]:
-        log(f"warning: epochs up to {progress['epoch']} ran on {before['device']} and the rest run on "
-            f"{start['device']}: the run's times mix the two, and its numbers may differ from a run on either "
+    if before is not None and _where(before) != _where(start):
+        log(f"warning: epochs up to {progress['epoch']} ran on {_where(before)} and the rest run on "
+            f"{_where(start)}: the run's times mix the two, and its numbers may differ from a run on either "
             "alone (results.json's device_starts says so; --overwrite starts over on these devices)")
     progress["starts"] = [*progress["starts"], start]
+
+
+def _where(start: dict[str, Any]) -> str:
+    """A start's devices, and its processes if several (one process drove every start recorded before they were)."""
+    processes = start.get("num_processes", 1)
+    return start["device"] + (f" in {processes} processes" if processes > 1 else "")
 
 
 def data_line(dataset: Any, load_time_s: float | None) -> str:
@@ -336,7 +342,9 @@ def _final_results(run: Run, state: TrainState, ckpts: RunCheckpoints, progress:
         "dtype": run.dtype_name,
         "device": describe_devices(run.mesh),  # the last start's; device_starts has each start's
         "num_devices": int(run.mesh.devices.size),
-        "device_starts": progress["starts"],  # [{first_epoch, device, num_devices}] per start, resumes included
+        "num_processes": jax.process_count(),  # several with --distributed, e.g. one per node
+        # [{first_epoch, device, num_devices, num_processes, flaxbench_version}] per start, resumes included
+        "device_starts": progress["starts"],
         "data_placement": run.placement,  # "device": splits held on every device; "host": batches sent from host memory
         "confusion_matrix": test["confusion_matrix"],
         "per_class": test["per_class"],

@@ -93,6 +93,7 @@ def test_two_processes_train_as_one_process_with_the_same_devices(two_processes,
     assert one.returncode == 0, one.stderr
     results = json.loads((workdir / "results.json").read_text())
     assert results["device"] == json.loads((tmp_path / "results.json").read_text())["device"] == FOUR_CPU_DEVICES
+    assert [(start["num_devices"], start["num_processes"]) for start in results["device_starts"]] == [(4, 2)]
     assert_same_training(results, json.loads((tmp_path / "results.json").read_text()))
     # one writer per output: a single set of TensorBoard events, and both processes agree
     assert len(list((workdir / "tensorboard").glob("events.out.tfevents.*"))) == 1

@@ -70,7 +70,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, uninterrupt
     results = json.loads((tmp_path / "results.json").read_text())
     assert comparable(results) == comparable(uninterrupted)
     assert uninterrupted["device_starts"] == [{"first_epoch": 1, "device": results["device"], "num_devices": 1,
-                                               "flaxbench_version": results["flaxbench_version"]}]
+                                               "num_processes": 1, "flaxbench_version": results["flaxbench_version"]}]
     first, resumed_at = results["device_starts"]  # the resume is recorded, on the same device
     assert first == uninterrupted["device_starts"][0] and resumed_at["device"] == results["device"]
     assert resumed_at["first_epoch"] >= 3
