@@ -67,9 +67,8 @@ def evaluate_workdir(
 
     `source` (a spec.data.source value) reads the run's tiles where they are now, if they moved, and
     `tfds_data_dir` a TFDS run's prepared dataset; they must be the same tiles, which data.json's
-    digests check. `tta` averages the class
-    probabilities over each tile's 8 flips and rotations. `batch_size` replaces the run's
-    spec.train.eval_batch_size (tiles a forward pass).
+    digests check. `tta` averages the class probabilities over each tile's 8 flips and rotations.
+    `batch_size` replaces the run's spec.train.eval_batch_size (tiles a forward pass).
     """
     if split not in SPLITS:
         raise WorkdirError(f"--split '{split}' is unknown; use one of {', '.join(SPLITS)}")
